@@ -1,0 +1,90 @@
+"""ImageNet DET (ILSVRC2015 DET) reader (formats.md "ImageNet DET").
+
+default_root_layout::
+
+    ROOT/                                  # the ILSVRC2015 folder
+      Data/DET/train/ILSVRC2013_train/n01443537/n01443537_10007.JPEG ...
+      Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_00000663.JPEG ...   (0000..0006)
+      Annotations/DET/train/<same relative path>.xml
+      Data/DET/val/ILSVRC2012_val_00000001.JPEG    Annotations/DET/val/ILSVRC2012_val_00000001.xml
+
+Every object of every image is its own single-frame track (facts §7.2): ``video = "<split>/<relative
+path without extension>"``, ``track_id`` = the object's index in the XML, frame id ``"000000"``
+(facts §7.2), ``image_size`` from the XML. Images without objects give no track and no rejection.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.readers import rejections as R
+from data_prep.readers.voc_xml import parse_voc_xml
+from data_prep.tracks import FrameRef, Rejection, Track
+
+DATASET = "det"
+FRAME_ID = "000000"  # facts §7.2: COCO / DET single frame id
+
+
+def read_tracks(
+    root: str | Path,
+    *,
+    split: str = "train",
+    on_reject: R.OnReject = R.ignore_rejection,
+    check_images: bool = True,
+) -> Iterator[Track]:
+    """Yield DET single-frame tracks lazily, one XML at a time (images are not opened).
+
+    Args:
+        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).
+        split: ``"train"`` or ``"val"``.
+        on_reject: called with each :class:`Rejection`.
+        check_images: list each JPEG folder once and reject objects whose JPEG is missing.
+    """
+    root = Path(root)
+    ann_split = root / "Annotations" / "DET" / split
+    data_split = root / "Data" / "DET" / split
+    if not ann_split.is_dir():
+        raise FileNotFoundError(f"ImageNet DET annotations not found: {ann_split}")
+    for dirpath, dirnames, filenames in os.walk(ann_split):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(ann_split)
+        data_dir = data_split / rel_dir
+        names: set[str] | None = None
+        for xml_name in sorted(f for f in filenames if f.endswith(".xml")):
+            xml_path = Path(dirpath) / xml_name
+            stem = xml_name[:-4]
+            try:
+                ann = parse_voc_xml(xml_path)
+            except (ET.ParseError, OSError) as err:
+                on_reject(Rejection(DATASET, R.BAD_XML, str(xml_path), str(err)[:120]))
+                continue
+            if not ann.objects:
+                continue
+            image_path = data_dir / (stem + ".JPEG")
+            if check_images and names is None:
+                names = set(os.listdir(data_dir)) if data_dir.is_dir() else set()
+            video = f"{split}/{(rel_dir / stem).as_posix()}"
+            for k, obj in enumerate(ann.objects):
+                src = f"{xml_path}#object{k}"
+                problem = R.box_problem(obj.box_xyxy, ann.size)
+                if problem:
+                    on_reject(Rejection(DATASET, problem, src, str(obj.box_xyxy)))
+                    continue
+                if check_images and image_path.name not in names:
+                    on_reject(Rejection(DATASET, R.MISSING_IMAGE, str(image_path), f"object {k}"))
+                    continue
+                yield Track(
+                    DATASET,
+                    video,
+                    str(k),
+                    [FrameRef(frame_id=FRAME_ID, path=str(image_path))],
+                    np.array([obj.box_xyxy], dtype=np.float64),
+                    np.ones(1, dtype=bool),
+                    ann.size,
+                    {"wnid": obj.name},
+                )

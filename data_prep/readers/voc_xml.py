@@ -1,0 +1,59 @@
+"""PASCAL-VOC style XML of ImageNet VID / DET (formats.md "ImageNet VID"): size and objects."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One ``annotation/object``: ``box_xyxy`` as written (inclusive integer corners, NaN where unparsable)."""
+
+    name: str
+    trackid: int | None
+    box_xyxy: tuple[float, float, float, float]
+    occluded: int | None
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    """One XML file: ``size`` is ``(width, height)`` or None; objects in file order."""
+
+    size: tuple[int, int] | None
+    objects: list[VocObject]
+
+
+def _float(node: ET.Element | None, tag: str) -> float:
+    text = node.findtext(tag) if node is not None else None
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _int(node: ET.Element, tag: str) -> int | None:
+    text = node.findtext(tag)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def parse_voc_xml(path: Path) -> VocAnnotation:
+    """Parse one XML file. Raises ``ET.ParseError`` / ``OSError`` on an unreadable file."""
+    root = ET.parse(path).getroot()
+    size_node = root.find("size")
+    size = None
+    if size_node is not None:
+        w, h = _int(size_node, "width"), _int(size_node, "height")
+        if w and h and w > 0 and h > 0:
+            size = (w, h)
+    objects = []
+    for obj in root.findall("object"):
+        bb = obj.find("bndbox")
+        box = (_float(bb, "xmin"), _float(bb, "ymin"), _float(bb, "xmax"), _float(bb, "ymax"))
+        objects.append(VocObject(obj.findtext("name") or "", _int(obj, "trackid"), box, _int(obj, "occluded")))
+    return VocAnnotation(size, objects)
