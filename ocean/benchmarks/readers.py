@@ -1,0 +1,306 @@
+"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md "Benchmarks").
+
+Every reader returns :class:`~ocean.benchmarks.sequence.Sequence` objects with 0-based x,y,w,h GT:
+
+* OTB-100: ``<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` 1-based, separated by commas, tabs or
+  spaces. Two-target sequences (``groundtruth_rect.1.txt`` / ``.2.txt``) become ``<Seq>-1`` / ``<Seq>-2``
+  (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
+  :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
+* VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
+* GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
+  ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
+* LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
+  ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ocean.benchmarks.regions import polygon_to_xywh_extent
+from ocean.benchmarks.sequence import AnnotationError, Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+# OTB sequences whose ground truth starts at a frame other than 1 (first image of OTB2015.json, from
+# foolwood/DaSiamRPN code/data/OTB2015.json; same values as the OTB toolkit's configSeqs.m).
+OTB_START_FRAMES = {"David": 300, "BlurCar1": 247, "BlurCar3": 3, "BlurCar4": 18, "Tiger1": 6}
+
+_SEP = re.compile(r"[,\s]+")
+
+
+def read_numeric_lines(path: Path, allowed_widths: tuple[int, ...]) -> list[np.ndarray]:
+    """Parse a text file of numbers, one record per non-empty line, separated by commas, tabs or spaces.
+
+    Raises AnnotationError naming the file and 1-based line on a non-number or a wrong value count.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.strip().strip(",")
+            if not text:
+                continue
+            parts = [p for p in _SEP.split(text) if p]
+            try:
+                values = np.array([float(p) for p in parts], dtype=np.float64)
+            except ValueError:
+                raise AnnotationError(f"{path}:{lineno}: not a number in {text!r}") from None
+            if len(values) not in allowed_widths:
+                raise AnnotationError(
+                    f"{path}:{lineno}: expected {' or '.join(map(str, allowed_widths))} values, got {len(values)}"
+                )
+            if not np.all(np.isfinite(values)):
+                raise AnnotationError(f"{path}:{lineno}: non-finite value in {text!r}")
+            rows.append(values)
+    return rows
+
+
+def _boxes(path: Path) -> np.ndarray:
+    rows = read_numeric_lines(path, (4,))
+    if not rows:
+        raise AnnotationError(f"{path}: no boxes")
+    return np.stack(rows)
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _frame_number(p: Path) -> int:
+    digits = re.sub(r"\D", "", p.stem)
+    return int(digits) if digits else -1
+
+
+def read_flags(path: Path, n: int | None = None) -> np.ndarray:
+    """0/1 flags either on ONE comma-separated line (native LaSOT full_occlusion.txt / out_of_view.txt)
+    or one per line (LaSOT toolkit ``absent/<seq>.txt``, GOT-10k ``absence.label``); (N,) int array."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    parts = [p for p in _SEP.split(text.strip()) if p]
+    try:
+        flags = np.array([int(float(p)) for p in parts], dtype=np.int64)
+    except ValueError:
+        raise AnnotationError(f"{path}: flags must be integers") from None
+    if n is not None and len(flags) != n:
+        raise AnnotationError(f"{path}: {len(flags)} flags for {n} frames")
+    return flags
+
+
+def _list_names(root: Path, list_name: str) -> list[str] | None:
+    lst = root / list_name
+    if lst.is_file():
+        return [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+    return None
+
+
+# --- OTB ------------------------------------------------------------------------------------------------
+
+
+def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
+    """One OTB folder -> one Sequence, or two for two-target folders (``<Seq>-1``, ``<Seq>-2``)."""
+    seq_dir = Path(seq_dir)
+    base = seq_dir.name
+    images = _images(seq_dir / "img")
+    if not images:
+        raise AnnotationError(f"{seq_dir / 'img'}: no images")
+    by_number = {_frame_number(p): p for p in images}
+    single = seq_dir / "groundtruth_rect.txt"
+    if single.is_file():
+        gt_files = [(base, single)]
+    else:
+        multi = sorted(seq_dir.glob("groundtruth_rect.*.txt"))
+        if not multi:
+            raise AnnotationError(f"{seq_dir}: no groundtruth_rect.txt (nor groundtruth_rect.<k>.txt)")
+        gt_files = [(f"{base}-{p.name.split('.')[1]}", p) for p in multi]
+    out = []
+    for name, gt_path in gt_files:
+        gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md, facts §9.1)
+        start = OTB_START_FRAMES.get(base, min(by_number))
+        numbers = range(start, start + len(gt))
+        missing = [k for k in numbers if k not in by_number]
+        if missing:
+            raise AnnotationError(
+                f"{gt_path}: {len(gt)} boxes from frame {start} but image {missing[0]:04d} is missing in {seq_dir / 'img'}"
+            )
+        out.append(Sequence(name, "otb", [by_number[k] for k in numbers], gt, start_frame=start))
+    return out
+
+
+def read_otb(root: Path) -> list[Sequence]:
+    """All OTB sequences under ``root`` (folders holding ``img/``), sorted by folder name."""
+    root = Path(root)
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "img").is_dir())
+    if not dirs:
+        raise AnnotationError(f"{root}: no OTB sequence folders (<Seq>/img/)")
+    return [s for d in dirs for s in read_otb_sequence(d)]
+
+
+# --- VOT ------------------------------------------------------------------------------------------------
+
+
+def read_vot_sequence(seq_dir: Path) -> Sequence:
+    """A VOT sequence folder: frames flat (VOT <= 2019 toolkit) or under ``color/`` (newer toolkit)."""
+    seq_dir = Path(seq_dir)
+    images = _images(seq_dir / "color") or _images(seq_dir)
+    if not images:
+        raise AnnotationError(f"{seq_dir}: no frames (flat or under color/)")
+    rows = read_numeric_lines(seq_dir / "groundtruth.txt", (4, 8))
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise AnnotationError(f"{seq_dir / 'groundtruth.txt'}: mixes 4-value and 8-value lines")
+    if len(rows) != len(images):
+        raise AnnotationError(f"{seq_dir / 'groundtruth.txt'}: {len(rows)} lines for {len(images)} frames")
+    arr = np.stack(rows)
+    if arr.shape[1] == 8:
+        return Sequence(seq_dir.name, "vot", images, polygon_to_xywh_extent(arr), gt_poly=arr)
+    return Sequence(seq_dir.name, "vot", images, arr)
+
+
+def read_vot(root: Path) -> list[Sequence]:
+    """A VOT ``sequences`` folder: names from ``list.txt`` when present, else every sub-folder with a
+    ``groundtruth.txt``."""
+    root = Path(root)
+    names = _list_names(root, "list.txt")
+    if names is None:
+        names = sorted(d.name for d in root.iterdir() if (d / "groundtruth.txt").is_file())
+    if not names:
+        raise AnnotationError(f"{root}: no VOT sequences (list.txt or <seq>/groundtruth.txt)")
+    return [read_vot_sequence(root / n) for n in names]
+
+
+# --- GOT-10k --------------------------------------------------------------------------------------------
+
+
+def _resolution(meta_path: Path) -> tuple[int, int] | None:
+    if not meta_path.is_file():
+        return None
+    for line in meta_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip().startswith("resolution"):
+            nums = re.findall(r"\d+", line.split(":", 1)[-1])
+            if len(nums) == 2:
+                return int(nums[0]), int(nums[1])
+            raise AnnotationError(f"{meta_path}: cannot parse {line.strip()!r} (expected '(w, h)')")
+    return None
+
+
+def read_got10k_sequence(seq_dir: Path) -> Sequence:
+    """A GOT-10k val or test folder. Test folders hold only the first GT line: gt_complete=False and
+    rows 1.. are NaN. Presence: cover.label > 0 (got10k toolkit), else absence.label == 0, else all."""
+    seq_dir = Path(seq_dir)
+    images = _images(seq_dir)
+    if not images:
+        raise AnnotationError(f"{seq_dir}: no frames")
+    gt_path = seq_dir / "groundtruth.txt"
+    gt = _boxes(gt_path)
+    n = len(images)
+    complete = len(gt) == n
+    if not complete:
+        if len(gt) != 1:
+            raise AnnotationError(f"{gt_path}: {len(gt)} lines for {n} frames (expected {n}, or 1 for test)")
+        gt = np.vstack([gt, np.full((n - 1, 4), np.nan)])
+    present = np.ones(n, dtype=bool)
+    if complete and (seq_dir / "cover.label").is_file():
+        present = read_flags(seq_dir / "cover.label", n) > 0
+    elif complete and (seq_dir / "absence.label").is_file():
+        present = read_flags(seq_dir / "absence.label", n) == 0
+    return Sequence(
+        seq_dir.name, "got10k", images, gt, present=present, gt_complete=complete,
+        resolution_wh=_resolution(seq_dir / "meta_info.ini"),
+    )
+
+
+def read_got10k(root: Path) -> list[Sequence]:
+    """``GOT-10k/val`` or ``GOT-10k/test``: names from ``list.txt`` when present, else sub-folders with a
+    ``groundtruth.txt``."""
+    root = Path(root)
+    names = _list_names(root, "list.txt")
+    if names is None:
+        names = sorted(d.name for d in root.iterdir() if (d / "groundtruth.txt").is_file())
+    if not names:
+        raise AnnotationError(f"{root}: no GOT-10k sequences")
+    return [read_got10k_sequence(root / n) for n in names]
+
+
+# --- LaSOT ----------------------------------------------------------------------------------------------
+
+
+def lasot_present(full_occlusion: np.ndarray, out_of_view: np.ndarray) -> np.ndarray:
+    """A LaSOT frame is present when neither flag is 1 (formats.md LaSOT)."""
+    return (np.asarray(full_occlusion) == 0) & (np.asarray(out_of_view) == 0)
+
+
+def read_lasot_sequence(seq_dir: Path) -> Sequence:
+    """A LaSOT folder ``<cat>/<seq>``: img/, groundtruth.txt (1-based), full_occlusion.txt and
+    out_of_view.txt; a toolkit-style ``absent.txt`` (one 0/1 per line, 1 = absent) is accepted instead."""
+    seq_dir = Path(seq_dir)
+    images = _images(seq_dir / "img")
+    if not images:
+        raise AnnotationError(f"{seq_dir / 'img'}: no images")
+    gt_path = seq_dir / "groundtruth.txt"
+    gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # LaSOT is 1-based (formats.md)
+    n = len(gt)
+    if n > len(images):
+        raise AnnotationError(f"{gt_path}: {n} boxes but only {len(images)} images")
+    fo, oov, absent = seq_dir / "full_occlusion.txt", seq_dir / "out_of_view.txt", seq_dir / "absent.txt"
+    if fo.is_file() and oov.is_file():
+        present = lasot_present(read_flags(fo, n), read_flags(oov, n))
+    elif absent.is_file():
+        present = read_flags(absent, n) == 0
+    else:
+        raise AnnotationError(f"{seq_dir}: no full_occlusion.txt/out_of_view.txt (nor absent.txt)")
+    return Sequence(seq_dir.name, "lasot", images[:n], gt, present=present)
+
+
+def read_lasot_toolkit_annotation(annos_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The LaSOT evaluation toolkit's ``annos/<seq>.txt`` + ``annos/absent/<seq>.txt`` (no images):
+    returns (gt_xywh 0-based (N, 4), present (N,) bool)."""
+    annos_dir = Path(annos_dir)
+    gt = _boxes(annos_dir / f"{name}.txt") - np.array([1.0, 1.0, 0.0, 0.0])
+    present = read_flags(annos_dir / "absent" / f"{name}.txt", len(gt)) == 0
+    return gt, present
+
+
+def read_lasot(root: Path) -> list[Sequence]:
+    """LaSOT: ``root/<cat>/<seq>`` (the download) or ``root/<seq>`` folders. With ``testing_set.txt`` in
+    root only those sequences are read (they must all exist); otherwise every folder found."""
+    root = Path(root)
+    names = _list_names(root, "testing_set.txt")
+    found = {}
+    for d in sorted(root.iterdir()):
+        if not d.is_dir():
+            continue
+        if (d / "groundtruth.txt").is_file():
+            found[d.name] = d
+        else:
+            for s in sorted(d.iterdir()):
+                if s.is_dir() and (s / "groundtruth.txt").is_file():
+                    found[s.name] = s
+    if names is not None:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise AnnotationError(f"{root / 'testing_set.txt'}: {len(missing)} listed sequences missing, e.g. {missing[0]}")
+        dirs = [found[n] for n in names]
+    else:
+        dirs = list(found.values())
+    if not dirs:
+        raise AnnotationError(f"{root}: no LaSOT sequences")
+    return [read_lasot_sequence(d) for d in dirs]
+
+
+BENCHMARK_FAMILY = {"otb": "otb", "vot2018": "vot", "vot2019": "vot", "got10k": "got10k", "lasot": "lasot"}
+_READERS = {"otb": read_otb, "vot": read_vot, "got10k": read_got10k, "lasot": read_lasot}
+
+
+def read_benchmark(benchmark: str, root: Path) -> list[Sequence]:
+    """Read every sequence of ``benchmark`` (otb, vot2018, vot2019, got10k, lasot) under ``root``."""
+    if benchmark not in BENCHMARK_FAMILY:
+        raise ValueError(f"unknown benchmark {benchmark!r}; one of {sorted(BENCHMARK_FAMILY)}")
+    return _READERS[BENCHMARK_FAMILY[benchmark]](Path(root))

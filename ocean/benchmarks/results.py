@@ -1,0 +1,111 @@
+"""Result files in each toolkit's own format (formats.md "Benchmarks"; ocean_facts §9.2 item 9).
+
+``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``):
+
+=========  ==========================================  =====================================
+benchmark  file                                        coordinates
+=========  ==========================================  =====================================
+OTB        ``<tracker>/<seq>.txt``                     x,y,w,h **1-based** (+1 on x, y), as
+                                                       pysot/OTB toolkits and Ocean write them
+LaSOT      ``<tracker>/<seq>.txt``                     x,y,w,h **1-based** (same)
+GOT-10k    ``<tracker>/<seq>/<seq>_001.txt`` and       x,y,w,h **0-based**; seconds per frame
+           ``<tracker>/<seq>/<seq>_time.txt``          (the evaluation server's layout)
+VOT        ``<tracker>/baseline/<seq>/<seq>_001.txt``  ``1`` init, ``2`` failure, ``0`` skipped,
+                                                       else x,y,w,h (or a polygon), **0-based**
+=========  ==========================================  =====================================
+
+Writers take and readers return 0-based boxes; the +1 / -1 happens only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ocean.benchmarks.readers import read_numeric_lines
+from ocean.benchmarks.sequence import AnnotationError
+
+ONE_BASED = {"otb": True, "lasot": True, "got10k": False, "vot": False}
+_SHIFT = np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def _fmt(values: np.ndarray) -> str:
+    return ",".join(f"{float(v):.4f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v)) for v in values)
+
+
+def _write_lines(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(_fmt(np.asarray(r).ravel()) + "\n" for r in rows))
+    return path
+
+
+def ope_result_path(tracker_dir: Path, family: str, seq_name: str) -> Path:
+    """Where the one-pass result of ``seq_name`` lives for ``family`` in otb, lasot, got10k."""
+    tracker_dir = Path(tracker_dir)
+    if family in ("otb", "lasot"):
+        return tracker_dir / f"{seq_name}.txt"
+    if family == "got10k":
+        return tracker_dir / seq_name / f"{seq_name}_001.txt"
+    raise ValueError(f"no one-pass result layout for {family!r}")
+
+
+def write_ope_result(
+    tracker_dir: Path, family: str, seq_name: str, boxes_xywh: np.ndarray, times_s: np.ndarray | None = None
+) -> Path:
+    """Write (N, 4) 0-based boxes in ``family``'s layout (otb/lasot +1 to x, y); GOT-10k also writes
+    ``<seq>_time.txt`` when ``times_s`` (N,) is given. Returns the box file path."""
+    boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    if ONE_BASED[family]:
+        boxes = boxes + _SHIFT
+    path = _write_lines(ope_result_path(tracker_dir, family, seq_name), boxes)
+    if family == "got10k" and times_s is not None:
+        t = np.asarray(times_s, dtype=np.float64).ravel()
+        (path.parent / f"{seq_name}_time.txt").write_text("".join(f"{v:.8f}\n" for v in t))
+    return path
+
+
+def read_ope_result(tracker_dir: Path, family: str, seq_name: str) -> np.ndarray:
+    """(N, 4) 0-based boxes of one sequence; commas, tabs or spaces accepted (published raw results
+    use all three). AnnotationError naming file and line when malformed; FileNotFoundError if absent."""
+    path = ope_result_path(tracker_dir, family, seq_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no result file {path}")
+    rows = read_numeric_lines(path, (4,))
+    if not rows:
+        raise AnnotationError(f"{path}: empty result file")
+    boxes = np.stack(rows)
+    return boxes - _SHIFT if ONE_BASED[family] else boxes
+
+
+def read_got10k_times(tracker_dir: Path, seq_name: str) -> np.ndarray | None:
+    """(N,) seconds per frame from ``<seq>_time.txt`` (first column when several runs), or None."""
+    path = Path(tracker_dir) / seq_name / f"{seq_name}_time.txt"
+    if not path.is_file():
+        return None
+    rows = read_numeric_lines(path, tuple(range(1, 100)))
+    return np.array([r[0] for r in rows])
+
+
+def vot_result_path(tracker_dir: Path, seq_name: str) -> Path:
+    """``<tracker>/baseline/<seq>/<seq>_001.txt``; ``tracker_dir`` may also be the ``baseline`` folder."""
+    tracker_dir = Path(tracker_dir)
+    base = tracker_dir if tracker_dir.name == "baseline" else tracker_dir / "baseline"
+    return base / seq_name / f"{seq_name}_001.txt"
+
+
+def write_vot_result(tracker_dir: Path, seq_name: str, trajectory: list[np.ndarray]) -> Path:
+    """Write a VOT trajectory: entries [1]/[2]/[0] or 0-based x,y,w,h (or polygon) arrays."""
+    return _write_lines(vot_result_path(tracker_dir, seq_name), trajectory)
+
+
+def read_vot_result(tracker_dir: Path, seq_name: str) -> list[np.ndarray]:
+    """Trajectory of one sequence: (1,) code arrays (only 0, 1, 2 allowed) or (4,)/(8,) regions."""
+    path = vot_result_path(tracker_dir, seq_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no result file {path}")
+    rows = read_numeric_lines(path, (1, 4, 6, 8))
+    for i, r in enumerate(rows):
+        if r.size == 1 and r[0] not in (0.0, 1.0, 2.0):
+            raise AnnotationError(f"{path}: record {i + 1} is the code {r[0]:g}; only 0, 1, 2 exist")
+    return rows
