@@ -357,7 +357,7 @@ def test_follows_moving_target_with_oracle():
     for cfg in (tracker_config(), tracker_config("vot2019")):
         trk = OceanTracker(OracleNet(with_align=cfg.use_align), cfg)
         out, scores = _run(trk, frames, boxes[0])
-        ious = [_iou_xywh(a, b) for a, b in zip(out, boxes)]
+        ious = [_iou_xywh(a, b) for a, b in zip(out, boxes, strict=True)]
         assert min(ious) > 0.7, (cfg, ious)
         assert all(0.0 <= s <= 1.0 for s in scores)
 
