@@ -129,11 +129,14 @@ def _raster_rectangle(r: np.ndarray, b: tuple[int, int, int, int]) -> np.ndarray
     x, y, w, h = r
     if x > b[2] or x + w - 1 < b[0] or y > b[3] or y + h - 1 < b[1]:
         return mask
-    # integer pixel edges rounded like the region bounds (the toolkit's fixtures are integral)
+    # Integer pixel edges rounded like the region bounds (the toolkit's fixtures are integral). The
+    # toolkit clamps right/bottom with the absolute bound b[2]/b[3]; clamping with the mask size instead
+    # is identical whenever the raster starts at >= 0 (always when bounded to the image) and avoids an
+    # empty mask for unbounded regions left of / above 0.
     left = max(0, round(x) - b[0])
     top = max(0, round(y) - b[1])
-    right = min(b[2], round(x + w - 1) - b[0])
-    bottom = min(b[3], round(y + h - 1) - b[1])
+    right = min(b[2] - b[0], round(x + w - 1) - b[0])
+    bottom = min(b[3] - b[1], round(y + h - 1) - b[1])
     mask[top : bottom + 1, left : right + 1] = True
     return mask
 

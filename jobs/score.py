@@ -1,0 +1,98 @@
+"""``ocean score``: score existing result files of any tracker on a benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobs.cli import main_for
+
+COMMAND = "score"
+HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or LaSOT"
+DESCRIPTION = """\
+Score existing result files of ANY tracker and write the metrics as JSON.
+
+--dataset ROOT is the folder that holds the sequences:
+  otb      the OTB-100 folder (<Seq>/img/, groundtruth_rect.txt, 1-based)
+  vot2018, vot2019
+           the VOT `sequences` folder (list.txt, <seq>/groundtruth.txt, frames flat or in color/)
+  got10k   GOT-10k/val (the test split has no GT beyond frame 1: use the evaluation server)
+  lasot    the LaSOT root (<cat>/<seq>/...; testing_set.txt, when present, selects the sequences)
+
+--results DIR is the folder of ONE tracker, in that benchmark's own result format:
+  otb, lasot   DIR/<seq>.txt                      x,y,w,h per line, 1-based (pysot / toolkit files)
+  got10k       DIR/<seq>/<seq>_001.txt            x,y,w,h per line, 0-based (+ optional <seq>_time.txt)
+  vot*         DIR/baseline/<seq>/<seq>_001.txt   1 (init), 2 (failure), 0 (skipped) or x,y,w,h, 0-based
+
+JSON keys (rates are FRACTIONS in 0..1, not percent):
+  otb, lasot  success_auc (21 IoU thresholds), precision (20 px), norm_precision (0.20)
+  got10k      ao, sr50, sr75 (first frame excluded, visible frames pooled)
+  vot*        eao (2018: L in [100, 356], 2019: [46, 291]), accuracy, robustness (failures per
+              100 frames), num_failures
+plus per_sequence values, curves, and `rejected` (sequences whose result file is missing or malformed;
+they are left out of the scores and listed with the reason; --strict makes that an error exit).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", required=True, choices=["otb", "vot2018", "vot2019", "got10k", "lasot"])
+    parser.add_argument("--dataset", required=True, type=Path, metavar="ROOT", help="folder holding the sequences")
+    parser.add_argument("--results", required=True, type=Path, metavar="DIR", help="result folder of ONE tracker")
+    parser.add_argument("--json", required=True, type=Path, metavar="FILE", help="where to write the scores")
+    parser.add_argument("--plots", type=Path, metavar="DIR",
+                        help="also write success/precision PNGs and summary.md here")
+    parser.add_argument("--name", default=None, help="tracker name for plots and table (default: DIR's name)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any sequence was rejected")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ocean.benchmarks.plots import plot_precision, plot_success, summary_table
+    from ocean.benchmarks.scoring import score_benchmark
+    from ocean.benchmarks.sequence import AnnotationError
+
+    if not args.results.is_dir():
+        print(f"error: results folder {args.results} does not exist", file=sys.stderr)
+        return 2
+    try:
+        scores = score_benchmark(args.benchmark, args.dataset, args.results)
+    except (AnnotationError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(scores, indent=2))
+    name = args.name or args.results.resolve().name
+    keys = [k for k in ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy",
+                        "robustness") if scores.get(k) is not None]
+    print(f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
+          + ", ".join(f"{k}={scores[k]:.4f}" for k in keys))
+    if args.plots is not None:
+        curves = scores.get("curves", {})
+        if "success_curve" in curves:
+            import numpy as np
+
+            from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS
+
+            th = GOT10K_PLOT_THRESHOLDS if args.benchmark == "got10k" else None
+            plot_success({name: np.array(curves["success_curve"])}, args.plots / "success.png",
+                         f"Success plot ({args.benchmark})", thresholds=th)
+        if "precision_curve" in curves:
+            import numpy as np
+
+            plot_precision({name: np.array(curves["precision_curve"])}, args.plots / "precision.png",
+                           f"Precision plot ({args.benchmark})")
+        args.plots.mkdir(parents=True, exist_ok=True)
+        (args.plots / "summary.md").write_text(summary_table({name: scores}))
+    if scores["rejected"]:
+        print(f"warning: {len(scores['rejected'])} sequences rejected (see 'rejected' in {args.json}):",
+              file=sys.stderr)
+        for seq, why in list(scores["rejected"].items())[:10]:
+            print(f"  {seq}: {why}", file=sys.stderr)
+        if args.strict or scores["num_sequences"] == 0:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_for(__name__))
