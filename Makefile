@@ -1,0 +1,27 @@
+# Two entry points (README): `make quickstart` runs the main job, `make test` runs the test suite.
+# Both create the virtual environment in .venv on first use (and refresh it when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test install lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/ocean quickstart $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ocean data_prep pipelines jobs tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

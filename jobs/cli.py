@@ -1,0 +1,91 @@
+"""The ``ocean`` command line.
+
+Every sub-command lives in its own module ``jobs/<name>.py`` that defines::
+
+    COMMAND = "score"                 # the sub-command name (``ocean score``)
+    HELP = "one line for ``ocean --help``"
+    DESCRIPTION = "longer text for ``ocean score --help``"   # optional
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...           # exit status
+
+and ends with ``if __name__ == "__main__": raise SystemExit(main_for(__name__))`` so that
+``python -m jobs.<name> ARGS`` (what ``ray job submit`` runs) takes exactly the arguments of
+``ocean <name> ARGS``. Modules keep heavy imports (torch, ray, mlflow) inside ``run`` so that
+``ocean --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+import jobs
+
+
+def _command_modules() -> list[ModuleType]:
+    mods = []
+    for info in sorted(pkgutil.iter_modules(jobs.__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "cli":
+            continue
+        try:
+            mod = importlib.import_module(f"jobs.{info.name}")
+        except Exception as exc:  # one broken command must not take the others down
+            print(f"ocean: command module jobs.{info.name} failed to import: {exc!r}", file=sys.stderr)
+            continue
+        if hasattr(mod, "COMMAND") and hasattr(mod, "run"):
+            mods.append(mod)
+    return mods
+
+
+def _add_command(sub: argparse._SubParsersAction, mod: ModuleType) -> None:
+    p = sub.add_parser(
+        mod.COMMAND,
+        help=getattr(mod, "HELP", None),
+        description=getattr(mod, "DESCRIPTION", None) or getattr(mod, "HELP", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mod.add_arguments(p)
+    p.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocean",
+        description=(
+            "Ocean (ECCV 2020) object-aware anchor-free tracking, with Ray data preparation, "
+            "training, tuning and evaluation. Run `ocean COMMAND --help` for each command."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        _add_command(sub, mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+def main_for(module_name: str, argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m jobs.<name>``: the same arguments as ``ocean <name>``."""
+    mod = sys.modules[module_name]
+    parser = argparse.ArgumentParser(
+        prog=f"python -m jobs.{module_name.rsplit('.', 1)[-1]}",
+        description=getattr(mod, "DESCRIPTION", None) or getattr(mod, "HELP", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mod.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(mod.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

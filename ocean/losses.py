@@ -1,0 +1,68 @@
+"""Ocean's losses (paper Sec. 3.3, facts §6).
+
+* ``L_reg``: -ln IoU of the predicted and true distances, mean over in-box cells (UnitBox / FCOS style).
+* ``L_r``: BCE on the regular-region logits, 0.5 x mean over positives + 0.5 x mean over negatives.
+* ``L_o``: BCE with the soft IoU label on the object-aware logits, mean over all cells.
+* Total ``w_reg L_reg + w_align L_o + w_cls L_r`` (official 1 / 1 / 1; paper 1 / 1 / 1.2: ``LossConfig``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ocean.config import LabelConfig, LossConfig
+from ocean.labels import cls_labels, iou_label, iou_of_distances, regression_targets
+
+
+def iou_loss(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """-ln((I + 1) / (U + 1)) averaged over cells with weight > 0 (facts §6); 0 (with a graph) if none."""
+    mask = weight > 0
+    if not mask.any():
+        return pred_ltrb.sum() * 0.0
+    return -torch.log(iou_of_distances(pred_ltrb, target_ltrb)[mask]).mean()
+
+
+def weighted_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: float = 0.5) -> torch.Tensor:
+    """``pos_weight`` x mean BCE over positives + (1 - pos_weight) x mean BCE over negatives (facts §6).
+
+    An empty side contributes 0 (the official code's 0-d index quirk with exactly one positive is not
+    reproduced).
+    """
+    logits = logits.reshape(-1)
+    label = label.reshape(-1).to(logits.dtype)
+    per_cell = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+    pos, neg = label > 0.5, label <= 0.5
+    zero = logits.sum() * 0.0
+    loss_pos = per_cell[pos].mean() if pos.any() else zero
+    loss_neg = per_cell[neg].mean() if neg.any() else zero
+    return pos_weight * loss_pos + (1.0 - pos_weight) * loss_neg
+
+
+def align_loss(logits: torch.Tensor, soft_label: torch.Tensor) -> torch.Tensor:
+    """Plain BCE-with-logits against the soft IoU label, mean over all cells (facts §6)."""
+    return F.binary_cross_entropy_with_logits(logits.reshape(soft_label.shape), soft_label)
+
+
+def make_targets(label_cfg: LabelConfig, search_box_xyxy: torch.Tensor, search_shift_xy: torch.Tensor | None,
+                 n: int, search_size: int, stride: int = 8) -> dict[str, torch.Tensor]:
+    """All labels of a batch from the search boxes (and the requested shifts for the official rule)."""
+    reg_t, reg_w = regression_targets(search_box_xyxy, n, search_size, stride)
+    cls_t = cls_labels(label_cfg, n, search_size, stride, shift_xy=search_shift_xy, box_xyxy=search_box_xyxy)
+    return {"reg_target": reg_t, "reg_weight": reg_w, "cls_label": cls_t.to(search_box_xyxy.dtype)}
+
+
+def ocean_loss(outputs: dict[str, torch.Tensor | None], targets: dict[str, torch.Tensor],
+               loss_cfg: LossConfig, label_cfg: LabelConfig) -> dict[str, torch.Tensor]:
+    """Total and per-part losses for a batch; ``outputs`` from ``OceanNet.forward``, ``targets`` from
+    :func:`make_targets`. Returns ``{"total", "reg", "cls", "align"}`` (align = 0 without the head)."""
+    reg = outputs["reg"]
+    l_reg = iou_loss(reg, targets["reg_target"], targets["reg_weight"])
+    l_cls = weighted_bce(outputs["cls"], targets["cls_label"], loss_cfg.cls_pos_weight)
+    if outputs.get("align") is not None:
+        soft = iou_label(reg, targets["reg_target"], targets["reg_weight"], detach=label_cfg.iou_label_detach)
+        l_align = align_loss(outputs["align"], soft)
+    else:
+        l_align = l_reg.new_zeros(())
+    total = loss_cfg.weight_reg * l_reg + loss_cfg.weight_cls * l_cls + loss_cfg.weight_align * l_align
+    return {"total": total, "reg": l_reg, "cls": l_cls, "align": l_align}

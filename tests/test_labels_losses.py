@@ -1,0 +1,153 @@
+"""Labels and losses against hand-computed values (paper Sec. 3.3, facts §5-§6), and an overfit test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ocean.config import LabelConfig, LossConfig, smoke
+from ocean.geometry import score_grid
+from ocean.labels import cls_labels, iou_label, iou_of_distances, regression_targets
+from ocean.losses import iou_loss, make_targets, ocean_loss, weighted_bce
+from ocean.model import build_model
+
+
+def test_grid_matches_facts():
+    xs, ys = score_grid(25, 255)
+    assert xs[0, 0] == 31 and xs[0, 24] == 223 and xs[0, 12] == 127  # facts §3: 31..223 px
+    assert ys[12, 0] == 127 and ys[0, 0] == 31
+    xs, _ = score_grid(27, 271)
+    assert xs[0, 13] == 135  # facts §3: centre cell 13 <-> 135 px at S = 271
+    xs, _ = score_grid(29, 287)
+    assert xs[0, 14] == 143
+
+
+def test_regression_targets_for_a_hand_picked_box():
+    box = torch.tensor([[100.0, 110.0, 160.0, 150.0]])
+    t, w = regression_targets(box, 25, 255)
+    # cell (12, 12) at pixel (127, 127): l = 27, t = 17, r = 33, b = 23
+    assert t[0, :, 12, 12].tolist() == [27.0, 17.0, 33.0, 23.0]
+    # grid x in (100, 160): 103..159 -> j = 9..16 (8 columns); y in (110, 150): 111..143 -> i = 10..14
+    assert w.sum().item() == 8 * 5
+    assert w[0, 10, 9] == 1 and w[0, 14, 16] == 1 and w[0, 9, 9] == 0 and w[0, 10, 17] == 0
+    # a box edge exactly on a grid point is not strictly inside (min > 0)
+    _, w2 = regression_targets(torch.tensor([[103.0, 111.0, 159.0, 143.0]]), 25, 255)
+    assert w2.sum().item() == 6 * 3
+
+
+def test_official_cls_label_from_the_shift():
+    cfg = LabelConfig()  # l1_cells, radius 2, centre from the shift
+    shift = torch.tensor([[-20.0, 9.0]])
+    lab = cls_labels(cfg, 25, 255, shift_xy=shift)
+    # c_x = 12 + int(20 / 8) = 14, c_y = 12 + int(-9 / 8) = 12 - 1 = 11 (int truncates toward zero)
+    assert lab.sum().item() == 13  # the 13-cell diamond
+    assert lab[0, 11, 14] == 1 and lab[0, 9, 14] == 1 and lab[0, 11, 16] == 1 and lab[0, 10, 15] == 1
+    assert lab[0, 9, 15] == 0 and lab[0, 11, 17] == 0
+    # shifts under 8 px do not move the centre (truncation)
+    assert torch.equal(cls_labels(cfg, 25, 255, shift_xy=torch.tensor([[7.9, -7.9]])),
+                       cls_labels(cfg, 25, 255, shift_xy=torch.zeros(1, 2)))
+
+
+def test_paper_cls_label_euclidean_16px_around_the_box_centre():
+    cfg = LabelConfig(cls_rule="euclid_px", cls_center="box")
+    box = torch.tensor([[107.0, 107.0, 147.0, 147.0]])  # centre (127, 127)
+    lab = cls_labels(cfg, 25, 255, box_xyxy=box)
+    # grid points within 16 px of the centre: offsets (dx, dy) in {0, +-8, +-16} with dx^2 + dy^2 <= 256
+    assert lab.sum().item() == 13
+    assert lab[0, 12, 14] == 1 and lab[0, 13, 13] == 1 and lab[0, 14, 13] == 0
+
+
+def test_iou_label_and_iou_loss():
+    t = torch.tensor([[10.0, 10.0, 10.0, 10.0]]).view(1, 4, 1, 1)
+    assert iou_of_distances(t, t).item() == 1.0
+    half = torch.tensor([[10.0, 10.0, 0.0, 10.0]]).view(1, 4, 1, 1)  # half the width
+    # I = (10 + 0) * 20 = 200, U = 400 + 200 - 200 = 400 -> (201) / (401)
+    assert iou_of_distances(half, t).item() == pytest.approx(201 / 401)
+    w = torch.ones(1, 1, 1)
+    assert iou_label(half, t, w).item() == pytest.approx(201 / 401)
+    assert iou_label(half, t, torch.zeros(1, 1, 1)).item() == 0.0
+    assert iou_loss(half, t, w).item() == pytest.approx(-math.log(201 / 401))
+
+
+def test_iou_loss_is_zero_for_a_perfect_prediction_and_has_finite_gradients():
+    box = torch.tensor([[90.0, 100.0, 170.0, 160.0], [60.0, 60.0, 200.0, 120.0]])
+    target, weight = regression_targets(box, 25, 255)
+    pred = target.clamp(min=0.5).clone().requires_grad_(True)
+    loss = iou_loss(pred, target, weight)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    noisy = (target.clamp(min=0.5) * 1.3).requires_grad_(True)
+    loss = iou_loss(noisy, target, weight)
+    loss.backward()
+    assert loss.item() > 0 and torch.isfinite(noisy.grad).all() and noisy.grad.abs().sum() > 0
+
+
+def test_weighted_bce_balances_positives_and_negatives():
+    logits = torch.zeros(1, 1, 5, 5)
+    label = torch.zeros(1, 5, 5)
+    label[0, 2, 2] = 1
+    # every cell has BCE ln 2 at logit 0: 0.5 ln2 + 0.5 ln2
+    assert weighted_bce(logits, label).item() == pytest.approx(math.log(2))
+    logits[0, 0, 2, 2] = 20.0  # the positive is now right: only the negative half remains
+    assert weighted_bce(logits, label).item() == pytest.approx(0.5 * math.log(2), rel=1e-4)
+
+
+def test_iou_label_gradient_option():
+    pred = torch.full((1, 4, 2, 2), 5.0, requires_grad=True)
+    tgt = torch.full((1, 4, 2, 2), 8.0)
+    w = torch.ones(1, 2, 2)
+    assert not iou_label(pred, tgt, w, detach=True).requires_grad
+    assert iou_label(pred, tgt, w, detach=False).requires_grad
+
+
+def test_total_loss_weights():
+    torch.manual_seed(0)
+    cfg = smoke()
+    net = build_model(cfg.model)
+    out = net(torch.rand(2, 3, 127, 127) * 255, torch.rand(2, 3, 255, 255) * 255)
+    targets = make_targets(cfg.labels, torch.tensor([[90.0, 100.0, 170.0, 160.0]] * 2), torch.zeros(2, 2), 25, 255)
+    parts = ocean_loss(out, targets, LossConfig(), cfg.labels)
+    assert parts["total"].item() == pytest.approx((parts["reg"] + parts["cls"] + parts["align"]).item(), rel=1e-5)
+    paper_w = ocean_loss(out, targets, LossConfig(weight_cls=1.2), cfg.labels)
+    assert paper_w["total"].item() == pytest.approx(
+        (parts["reg"] + 1.2 * parts["cls"] + parts["align"]).item(), rel=1e-5)
+
+
+def _toy_pairs(n: int, rng: np.random.Generator):
+    """Textured squares on noise: template centred in 127, search with the target at a known box."""
+    templates, searches, boxes, shifts = [], [], [], []
+    for _ in range(n):
+        patch = rng.integers(0, 255, (8, 8, 3)).repeat(8, 0).repeat(8, 1)  # 64 px, blocky texture
+        z = rng.integers(0, 60, (127, 127, 3))
+        z[31:95, 31:95] = patch
+        x = rng.integers(0, 60, (255, 255, 3))
+        dx, dy = rng.integers(-40, 41, 2)
+        x0, y0 = 95 + dx, 95 + dy
+        x[y0:y0 + 64, x0:x0 + 64] = patch
+        templates.append(z)
+        searches.append(x)
+        boxes.append([x0, y0, x0 + 63, y0 + 63])
+        shifts.append([-dx, -dy])  # the search window moved opposite to the target
+    to_t = lambda a: torch.tensor(np.stack(a), dtype=torch.float32).permute(0, 3, 1, 2)  # noqa: E731
+    return to_t(templates), to_t(searches), torch.tensor(boxes, dtype=torch.float32), \
+        torch.tensor(shifts, dtype=torch.float32)
+
+
+def test_overfit_a_few_pairs():
+    torch.manual_seed(0)
+    cfg = smoke()
+    net = build_model(cfg.model).train()
+    z, x, box, shift = _toy_pairs(4, np.random.default_rng(0))
+    targets = make_targets(cfg.labels, box, shift, 25, 255)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(40):
+        parts = ocean_loss(net(z, x), targets, cfg.loss, cfg.labels)
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(parts["total"].item())
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-5:]) < 0.5 * losses[0], losses

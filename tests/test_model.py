@@ -1,0 +1,191 @@
+"""The network: parameter counts (facts §16), sizes, the alignment sampling, guards. No Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torchvision.ops import deform_conv2d
+
+from ocean.backbone import ResNet50Backbone, load_backbone_weights
+from ocean.config import BackboneConfig, ModelConfig, apply_overrides, paper, smoke
+from ocean.geometry import score_size
+from ocean.model import AlignHead, box_offsets, build_model, model_info, xcorr_depthwise
+
+
+def test_paper_parameter_counts_equal_the_official_model():
+    info = model_info(paper().model)
+    # facts §16, measured on the official network
+    assert info["params_total"] == 26_459_217
+    assert info["params_backbone"] == 13_786_176
+    assert info["params_neck"] == 262_656
+    assert info["params_head"] == 11_820_304
+    assert info["params_align"] == 590_081
+    assert info["template_feature"] == [1, 256, 7, 7]
+    assert info["score_size"] == {255: 25, 271: 27, 287: 29}
+
+
+def test_without_alignment_and_plain_sum():
+    cfg = apply_overrides(paper(), ["model.head.align=false"])
+    assert model_info(cfg.model)["params_total"] == 25_869_136  # facts §16 "total without alignment"
+    cfg = apply_overrides(paper(), ["model.head.fusion=sum"])
+    assert model_info(cfg.model)["params_head"] == 11_820_304 - 6  # two 3-vectors of fusion logits gone
+
+
+@pytest.mark.parametrize("s", [255, 271, 287, 303])
+def test_score_size_formula_and_batch_agnostic_forward(s):
+    net = build_model(smoke().model).train()
+    out = net(torch.rand(3, 3, 127, 127) * 255, torch.rand(3, 3, s, s) * 255)
+    n = score_size(s)
+    assert out["cls"].shape == (3, 1, n, n)
+    assert out["reg"].shape == (3, 4, n, n)
+    assert out["align"].shape == (3, 1, n, n)
+    assert (out["reg"] > 0).all()
+
+
+def test_backbone_feature_sizes_follow_facts_table():
+    bb = ResNet50Backbone(layout="pysot", width=8, blocks=(1, 1, 1)).eval()
+    # facts §1.2: 127 -> 15, 255 -> 31, 271 -> 33, 287 -> 35
+    for s, f in [(127, 15), (255, 31), (271, 33), (287, 35)]:
+        assert bb(torch.zeros(1, 3, s, s)).shape[-1] == f
+    tv = ResNet50Backbone(layout="torchvision", width=8, blocks=(1, 1, 1)).eval()
+    assert tv(torch.zeros(1, 3, 127, 127)).shape[-1] == 16
+    assert tv(torch.zeros(1, 3, 255, 255)).shape[-1] == 32
+
+
+def test_torchvision_layout_loads_torchvision_resnet50_weights(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    ref = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        ref.conv1.weight.normal_()
+    path = tmp_path / "resnet50.pth"
+    torch.save(ref.state_dict(), path)
+    cfg = ModelConfig(backbone=BackboneConfig(layout="torchvision", pretrained=str(path),
+                                              input_norm="imagenet_rgb"))
+    net = build_model(cfg)
+    assert torch.equal(net.backbone.conv1.weight, ref.conv1.weight)
+    assert torch.equal(net.backbone.layer3[5].conv3.weight, ref.layer3[5].conv3.weight)
+    assert net.input_norm == "imagenet_rgb"
+    # the pysot layout must refuse these weights with a clear message (3x3 vs 1x1 downsample)
+    with pytest.raises(ValueError, match="other layout"):
+        load_backbone_weights(ResNet50Backbone(layout="pysot"), ref.state_dict())
+
+
+def test_xcorr_depthwise_matches_a_loop():
+    x, k = torch.randn(2, 3, 6, 7), torch.randn(2, 3, 2, 3)
+    out = xcorr_depthwise(x, k)
+    assert out.shape == (2, 3, 5, 5)
+    b, c, i, j = 1, 2, 3, 4
+    expected = (x[b, c, i:i + 2, j:j + 3] * k[b, c]).sum()
+    assert torch.allclose(out[b, c, i, j], expected, atol=1e-5)
+
+
+def test_alignment_with_zero_offsets_is_a_plain_3x3_conv():
+    torch.manual_seed(0)
+    head = AlignHead(8)
+    feats = torch.randn(2, 8, 9, 9)
+    zero = torch.zeros(2, 18, 9, 9)
+    plain = torch.nn.functional.conv2d(feats, head.weight, padding=1)
+    assert torch.allclose(deform_conv2d(feats, zero, head.weight, padding=(1, 1)), plain, atol=1e-5)
+
+
+def test_the_nine_taps_sit_on_the_box_for_a_hand_picked_box():
+    # Cell (12, 12) of a 25x25 map (S = 255) sits at pixel (127, 127). Predicted distances
+    # l, t, r, b = 16, 8, 24, 40 -> box x 111..151, y 119..167.
+    n, s = 25, 255
+    reg = torch.full((1, 4, n, n), 10.0)
+    reg[0, :, 12, 12] = torch.tensor([16.0, 8.0, 24.0, 40.0])
+    off = box_offsets(reg, s)
+    # By hand (facts §4.1): cx_f = (131 - 127)/8 + 12 = 12.5, cy_f = (143 - 127)/8 + 12 = 14,
+    # w_f = (40 + 1)/8 = 5.125, h_f = (48 + 1)/8 = 6.125.
+    cx, cy, hw, hh = 12.5, 14.0, 5.125 / 2, 6.125 / 2
+    for k in range(9):
+        ky, kx = k // 3 - 1, k % 3 - 1
+        y = 12 + ky + off[0, 2 * k, 12, 12].item()
+        x = 12 + kx + off[0, 2 * k + 1, 12, 12].item()
+        assert y == pytest.approx(cy + ky * hh, abs=1e-5)
+        assert x == pytest.approx(cx + kx * hw, abs=1e-5)
+
+
+def test_deform_conv_reads_the_taps_where_the_offsets_say():
+    # A ramp feature f(y, x) = 3y + 5x and a kernel that keeps only tap k: the output at the cell must
+    # be the ramp at that tap's sampling point (bilinear sampling is exact on a linear ramp).
+    n = 25
+    ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
+                            indexing="ij")
+    feats = (3 * ys + 5 * xs).view(1, 1, n, n)
+    reg = torch.full((1, 4, n, n), 10.0)
+    reg[0, :, 12, 12] = torch.tensor([16.0, 8.0, 24.0, 40.0])
+    off = box_offsets(reg, 255)
+    cx, cy, hw, hh = 12.5, 14.0, 5.125 / 2, 6.125 / 2
+    for k in range(9):
+        weight = torch.zeros(1, 1, 3, 3)
+        weight.view(-1)[k] = 1.0
+        out = deform_conv2d(feats, off, weight, padding=(1, 1))
+        ky, kx = k // 3 - 1, k % 3 - 1
+        assert out[0, 0, 12, 12].item() == pytest.approx(3 * (cy + ky * hh) + 5 * (cx + kx * hw), abs=1e-3)
+
+
+def test_official_center_origin_is_one_sixteenth_cell_off():
+    reg = torch.full((1, 4, 25, 25), 10.0)
+    grid = box_offsets(reg, 255)
+    official = box_offsets(reg, 255, center_origin=127.5)
+    assert torch.allclose(grid - official, torch.full_like(grid, 1 / 16), atol=1e-6)
+
+
+def test_template_track_equals_training_forward():
+    torch.manual_seed(1)
+    net = build_model(smoke().model).eval()
+    z, x = torch.rand(1, 3, 127, 127) * 255, torch.rand(1, 3, 271, 271) * 255
+    net.template(z)
+    tracked = net.track(x)
+    with torch.no_grad():
+        full = net(z, x)
+    for key in ("cls", "reg", "align"):
+        assert torch.allclose(tracked[key], full[key], atol=1e-4)
+    with pytest.raises(RuntimeError, match="template"):
+        build_model(smoke().model).track(x)
+
+
+def test_exponent_clamp_keeps_boxes_finite_and_offsets_bounded():
+    net = build_model(smoke().model).eval()
+    with torch.no_grad():
+        net.reg_pred.bias.fill_(1e4)  # an exploded regression: exp(1e4) would be inf
+    net.template(torch.rand(1, 3, 127, 127) * 255)
+    out = net.track(torch.rand(1, 3, 255, 255) * 255)
+    assert torch.isfinite(out["reg"]).all()
+    assert torch.isfinite(out["align"]).all()
+    assert out["reg"].max().item() == pytest.approx(torch.exp(torch.tensor(10.0)).item(), rel=1e-4)
+    off = box_offsets(out["reg"], 255)
+    assert off.abs().max() <= 25 + 25 + 2
+
+
+def test_overflowing_input_gives_a_clear_error_not_a_crash():
+    # facts §16: the official CPU path segfaulted inside deform_conv2d on NaN offsets. Run in a
+    # subprocess so that a segfault fails this test instead of killing the test run.
+    code = textwrap.dedent("""
+        import torch
+        from ocean.config import smoke
+        from ocean.model import build_model, NonFiniteOutputError
+        net = build_model(smoke().model).eval()
+        net.template(torch.full((1, 3, 127, 127), 1e38))
+        try:
+            net.track(torch.full((1, 3, 255, 255), 1e38))
+        except NonFiniteOutputError as e:
+            print("CLEAR ERROR:", e)
+        else:
+            print("NO ERROR")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"process died (code {proc.returncode}): {proc.stderr[-2000:]}"
+    assert "CLEAR ERROR: the regression branch produced non-finite" in proc.stdout
+
+
+def test_model_config_is_frozen():
+    cfg = paper()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.stride = 16  # type: ignore[misc]
