@@ -71,17 +71,21 @@ def precision_curve(
 ) -> np.ndarray:
     """(51,) fraction of frames with centre error <= t px, t = 0..50 (pysot ``success_error``).
 
-    A frame counts as a miss when its GT centre is not positive in the toolkit's own coordinates
-    (``origin`` = 1 for the 1-based OTB/LaSOT files pysot reads, 0 for 0-based data) or it is absent.
+    Absent frames (``present`` False) are dropped but stay in the denominator. A frame whose GT centre
+    is not positive in the toolkit's own coordinates (``origin`` = 1 for the 1-based OTB/LaSOT files
+    pysot reads, 0 for 0-based data) gets distance -1, which pysot (and mmtracking) count as a HIT
+    (-1 <= t); reproduced as is.
     """
     gt = np.asarray(gt_xywh, dtype=np.float64).reshape(-1, 4)
+    n = len(gt)
     cg, cp = _center(gt), _center(pred_xywh)
+    if present is not None:  # absent frames dropped, denominator stays n (pysot, ocean_facts §12.2)
+        keep = np.asarray(present, dtype=bool)
+        cg, cp = cg[keep], cp[keep]
     valid = np.all(cg + origin > 0, axis=1)
-    if present is not None:
-        valid &= np.asarray(present, dtype=bool)
-    dist = np.full(len(gt), -1.0)
+    dist = np.full(len(cg), -1.0)  # pysot quirk: distance -1 on invalid GT, which counts as a hit
     dist[valid] = np.linalg.norm(cg[valid] - cp[valid], axis=1)
-    return _error_curve(dist, PRECISION_THRESHOLDS, len(gt))
+    return _error_curve(dist, PRECISION_THRESHOLDS, n)
 
 
 def norm_precision_curve(
@@ -90,14 +94,16 @@ def norm_precision_curve(
     """(51,) normalised precision: centres divided by the GT (w, h) (+1e-16), thresholds 0..0.50
     (pysot, ocean_facts §12.2)."""
     gt = np.asarray(gt_xywh, dtype=np.float64).reshape(-1, 4)
+    n = len(gt)
     wh = gt[:, 2:] + 1e-16  # ocean_facts §12.2
     cg, cp = (_center(gt) + origin) / wh, (_center(pred_xywh) + origin) / wh
+    if present is not None:  # absent frames dropped, denominator stays n (pysot)
+        keep = np.asarray(present, dtype=bool)
+        cg, cp = cg[keep], cp[keep]
     valid = np.all(cg > 0, axis=1)
-    if present is not None:
-        valid &= np.asarray(present, dtype=bool)
-    dist = np.full(len(gt), -1.0)
+    dist = np.full(len(cg), -1.0)  # pysot quirk: -1 on invalid GT counts as a hit
     dist[valid] = np.linalg.norm(cg[valid] - cp[valid], axis=1)
-    return _error_curve(dist, NORM_PRECISION_THRESHOLDS, len(gt))
+    return _error_curve(dist, NORM_PRECISION_THRESHOLDS, n)
 
 
 @dataclass
