@@ -37,12 +37,19 @@ they are left out of the scores and listed with the reason; --strict makes that 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", required=True, choices=["otb", "vot2018", "vot2019", "got10k", "lasot"])
-    parser.add_argument("--dataset", required=True, type=Path, metavar="ROOT", help="folder holding the sequences")
-    parser.add_argument("--results", required=True, type=Path, metavar="DIR", help="result folder of ONE tracker")
+    parser.add_argument(
+        "--benchmark", required=True, choices=["otb", "vot2018", "vot2019", "got10k", "lasot"]
+    )
+    parser.add_argument(
+        "--dataset", required=True, type=Path, metavar="ROOT", help="folder holding the sequences"
+    )
+    parser.add_argument(
+        "--results", required=True, type=Path, metavar="DIR", help="result folder of ONE tracker"
+    )
     parser.add_argument("--json", required=True, type=Path, metavar="FILE", help="where to write the scores")
-    parser.add_argument("--plots", type=Path, metavar="DIR",
-                        help="also write success/precision PNGs and summary.md here")
+    parser.add_argument(
+        "--plots", type=Path, metavar="DIR", help="also write success/precision PNGs and summary.md here"
+    )
     parser.add_argument("--name", default=None, help="tracker name for plots and table (default: DIR's name)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any sequence was rejected")
 
@@ -63,10 +70,25 @@ def run(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(scores, indent=2))
     name = args.name or args.results.resolve().name
-    keys = [k for k in ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy",
-                        "robustness") if scores.get(k) is not None]
-    print(f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
-          + ", ".join(f"{k}={scores[k]:.4f}" for k in keys))
+    keys = [
+        k
+        for k in (
+            "success_auc",
+            "precision",
+            "norm_precision",
+            "ao",
+            "sr50",
+            "sr75",
+            "eao",
+            "accuracy",
+            "robustness",
+        )
+        if scores.get(k) is not None
+    ]
+    print(
+        f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
+        + ", ".join(f"{k}={scores[k]:.4f}" for k in keys)
+    )
     if args.plots is not None:
         curves = scores.get("curves", {})
         if "success_curve" in curves:
@@ -75,18 +97,27 @@ def run(args: argparse.Namespace) -> int:
             from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS
 
             th = GOT10K_PLOT_THRESHOLDS if args.benchmark == "got10k" else None
-            plot_success({name: np.array(curves["success_curve"])}, args.plots / "success.png",
-                         f"Success plot ({args.benchmark})", thresholds=th)
+            plot_success(
+                {name: np.array(curves["success_curve"])},
+                args.plots / "success.png",
+                f"Success plot ({args.benchmark})",
+                thresholds=th,
+            )
         if "precision_curve" in curves:
             import numpy as np
 
-            plot_precision({name: np.array(curves["precision_curve"])}, args.plots / "precision.png",
-                           f"Precision plot ({args.benchmark})")
+            plot_precision(
+                {name: np.array(curves["precision_curve"])},
+                args.plots / "precision.png",
+                f"Precision plot ({args.benchmark})",
+            )
         args.plots.mkdir(parents=True, exist_ok=True)
         (args.plots / "summary.md").write_text(summary_table({name: scores}))
     if scores["rejected"]:
-        print(f"warning: {len(scores['rejected'])} sequences rejected (see 'rejected' in {args.json}):",
-              file=sys.stderr)
+        print(
+            f"warning: {len(scores['rejected'])} sequences rejected (see 'rejected' in {args.json}):",
+            file=sys.stderr,
+        )
         for seq, why in list(scores["rejected"].items())[:10]:
             print(f"  {seq}: {why}", file=sys.stderr)
         if args.strict or scores["num_sequences"] == 0:

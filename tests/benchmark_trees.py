@@ -36,8 +36,15 @@ def moving_boxes_xywh(n: int, start=(10.0, 8.0), size=(16.0, 12.0), step=(1.0, 0
     return np.hstack([xy, np.tile(np.array(size), (n, 1))])
 
 
-def make_otb_sequence(root: Path, name: str, gt0_xywh: np.ndarray, sep: str = ",", first_image: int = 1,
-                      n_images: int | None = None, gt_file: str = "groundtruth_rect.txt") -> Path:
+def make_otb_sequence(
+    root: Path,
+    name: str,
+    gt0_xywh: np.ndarray,
+    sep: str = ",",
+    first_image: int = 1,
+    n_images: int | None = None,
+    gt_file: str = "groundtruth_rect.txt",
+) -> Path:
     """``root/<name>/img/0001.jpg`` (4 digits) + a 1-based GT file."""
     d = root / name
     n_images = n_images or (first_image - 1 + len(gt0_xywh))
@@ -56,8 +63,9 @@ def make_vot_sequence(root: Path, name: str, regions: np.ndarray, color_dir: boo
     return d
 
 
-def make_got10k_sequence(root: Path, name: str, gt_xywh: np.ndarray, test: bool = False,
-                         cover: np.ndarray | None = None) -> Path:
+def make_got10k_sequence(
+    root: Path, name: str, gt_xywh: np.ndarray, test: bool = False, cover: np.ndarray | None = None
+) -> Path:
     d = root / name
     write_frames(d, range(1, len(gt_xywh) + 1))
     write_rows(d / "groundtruth.txt", gt_xywh[:1] if test else gt_xywh)

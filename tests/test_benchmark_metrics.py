@@ -60,7 +60,9 @@ def test_continuous_overlap_is_exact_area():
     diamond = [5, 0, 10, 5, 5, 10, 0, 5]
     assert polygon_overlap_continuous(diamond, [0, 0, 10, 10]) == pytest.approx(0.5)
     assert polygon_overlap_continuous(diamond, [20, 20, 3, 3]) == 0.0
-    assert polygon_overlap_continuous([0, 0, 10, 10], [-10, 0, 20, 10], bound_wh=(64, 48)) == pytest.approx(1.0)
+    assert polygon_overlap_continuous([0, 0, 10, 10], [-10, 0, 20, 10], bound_wh=(64, 48)) == pytest.approx(
+        1.0
+    )
 
 
 def test_polygon_init_box_follows_facts_9_1():
@@ -156,7 +158,9 @@ def test_got10k_first_frame_excluded_frames_pooled_and_bounded():
 
 
 def _box_traj(codes_and_boxes):
-    return [np.array([c], dtype=float) if np.isscalar(c) else np.asarray(c, dtype=float) for c in codes_and_boxes]
+    return [
+        np.array([c], dtype=float) if np.isscalar(c) else np.asarray(c, dtype=float) for c in codes_and_boxes
+    ]
 
 
 def test_vot_accuracy_burnin_and_failures():
@@ -221,8 +225,11 @@ def test_mmtracking_vot_fixture():
     trajs, gts, sizes = {}, {}, {}
     for v in ("video-1", "video-2"):
         gts[v] = np.loadtxt(FIXTURES / v / "vot2018_gt_for_eval.txt", delimiter=",")
-        rows = [np.array([float(x) for x in ln.split(",")])
-                for ln in (FIXTURES / v / "vot2018_track_results.txt").read_text().splitlines() if ln.strip()]
+        rows = [
+            np.array([float(x) for x in ln.split(",")])
+            for ln in (FIXTURES / v / "vot2018_track_results.txt").read_text().splitlines()
+            if ln.strip()
+        ]
         trajs[v] = [r if r.size == 1 else _xyxy_to_xywh(r) for r in rows]
         sizes[v] = (512, 256)  # PROVENANCE: image bound 512x256
     s = vot_summary(trajs, gts, sizes, interval=(1, 3))

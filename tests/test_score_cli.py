@@ -118,8 +118,19 @@ def test_vot_protocol_failure_skip_and_reinit(tmp_path):
     assert np.all(res.times_s[[4, 5, 6, 7, 12, 13]] == 0) and np.all(res.load_s[[4, 5, 6, 7]] == 0)
     write_vot_result(tmp_path / "results" / "failing", "ball", res.trajectory)
     out = tmp_path / "score.json"
-    rc = main(["score", "--benchmark", "vot2018", "--dataset", str(tmp_path / "seqs"),
-               "--results", str(tmp_path / "results" / "failing"), "--json", str(out)])
+    rc = main(
+        [
+            "score",
+            "--benchmark",
+            "vot2018",
+            "--dataset",
+            str(tmp_path / "seqs"),
+            "--results",
+            str(tmp_path / "results" / "failing"),
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     s = json.loads(out.read_text())
     assert s["num_failures"] == 2
@@ -143,8 +154,21 @@ def test_score_cli_otb_lasot_got10k_with_plots(tmp_path):
         write_ope_result(res, "otb", s.name, r.boxes_xywh)
     out = tmp_path / "otb.json"
     plots = tmp_path / "plots"
-    rc = main(["score", "--benchmark", "otb", "--dataset", str(tmp_path / "otb"), "--results", str(res),
-               "--json", str(out), "--plots", str(plots)])
+    rc = main(
+        [
+            "score",
+            "--benchmark",
+            "otb",
+            "--dataset",
+            str(tmp_path / "otb"),
+            "--results",
+            str(res),
+            "--json",
+            str(out),
+            "--plots",
+            str(plots),
+        ]
+    )
     assert rc == 0
     s = json.loads(out.read_text())
     # Bolt: all 5 frames IoU 1 -> AUC 20/21; Coke: frame 0 is the GT (IoU 1), 4 frames IoU 0
@@ -158,10 +182,26 @@ def test_score_cli_otb_lasot_got10k_with_plots(tmp_path):
     # LaSOT: absent frames are dropped but stay in the denominator
     make_lasot_sequence(tmp_path / "lasot", "cup-1", gt, [0, 0, 1, 1, 0], [0] * 5)
     (seq,) = read_lasot(tmp_path / "lasot")
-    write_ope_result(tmp_path / "res_lasot", "lasot", "cup-1", run_one_pass(OracleTracker(seq.gt_xywh), seq).boxes_xywh)
+    write_ope_result(
+        tmp_path / "res_lasot", "lasot", "cup-1", run_one_pass(OracleTracker(seq.gt_xywh), seq).boxes_xywh
+    )
     out = tmp_path / "lasot.json"
-    assert main(["score", "--benchmark", "lasot", "--dataset", str(tmp_path / "lasot"),
-                 "--results", str(tmp_path / "res_lasot"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                "lasot",
+                "--dataset",
+                str(tmp_path / "lasot"),
+                "--results",
+                str(tmp_path / "res_lasot"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = json.loads(out.read_text())
     assert s["success_auc"] == pytest.approx((20 / 21) * 3 / 5)
     assert s["precision"] == pytest.approx(3 / 5)
@@ -175,8 +215,22 @@ def test_score_cli_otb_lasot_got10k_with_plots(tmp_path):
         r = run_one_pass(OracleTracker(s_.gt_xywh, shift), s_)
         write_ope_result(tmp_path / "res_got", "got10k", s_.name, r.boxes_xywh, np.full(5, 0.01))
     out = tmp_path / "got.json"
-    assert main(["score", "--benchmark", "got10k", "--dataset", str(val),
-                 "--results", str(tmp_path / "res_got"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                "got10k",
+                "--dataset",
+                str(val),
+                "--results",
+                str(tmp_path / "res_got"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = json.loads(out.read_text())
     assert s["ao"] == pytest.approx((4 * 1.0 + 4 / 3) / 8)
     assert s["sr50"] == pytest.approx(0.5) and s["sr75"] == pytest.approx(0.5)
@@ -191,8 +245,17 @@ def test_score_cli_records_missing_results_and_strict(tmp_path, capsys):
     res = tmp_path / "res"
     write_ope_result(res, "otb", "Bolt", gt)
     out = tmp_path / "s.json"
-    args = ["score", "--benchmark", "otb", "--dataset", str(tmp_path / "otb"), "--results", str(res),
-            "--json", str(out)]
+    args = [
+        "score",
+        "--benchmark",
+        "otb",
+        "--dataset",
+        str(tmp_path / "otb"),
+        "--results",
+        str(res),
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     s = json.loads(out.read_text())
     assert s["num_sequences"] == 1 and "Coke" in s["rejected"] and "no result file" in s["rejected"]["Coke"]
@@ -202,9 +265,37 @@ def test_score_cli_records_missing_results_and_strict(tmp_path, capsys):
     test = tmp_path / "got_test"
     make_got10k_sequence(test, "GOT-10k_Test_000001", gt, test=True)
     write_ope_result(tmp_path / "res_t", "got10k", "GOT-10k_Test_000001", gt)
-    assert main(["score", "--benchmark", "got10k", "--dataset", str(test), "--results", str(tmp_path / "res_t"),
-                 "--json", str(out)]) == 1
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                "got10k",
+                "--dataset",
+                str(test),
+                "--results",
+                str(tmp_path / "res_t"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert "evaluation server" in json.loads(out.read_text())["rejected"]["GOT-10k_Test_000001"]
     # a malformed dataset is a clear error, not a traceback
-    assert main(["score", "--benchmark", "vot2018", "--dataset", str(tmp_path / "otb"), "--results", str(res),
-                 "--json", str(out)]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                "vot2018",
+                "--dataset",
+                str(tmp_path / "otb"),
+                "--results",
+                str(res),
+                "--json",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -54,12 +54,18 @@ def ope_ious(gt_xywh: np.ndarray, pred_xywh: np.ndarray, present: np.ndarray | N
     return iou
 
 
-def success_curve(gt_xywh: np.ndarray, pred_xywh: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+def success_curve(
+    gt_xywh: np.ndarray, pred_xywh: np.ndarray, present: np.ndarray | None = None
+) -> np.ndarray:
     """(21,) fraction of frames with IoU > θ. Invalid-GT frames count as misses; absent frames
     (LaSOT) are dropped but the denominator stays the full length N (pysot, ocean_facts §12.1/12.2)."""
     iou = ope_ious(gt_xywh, pred_xywh, present)
     n = len(iou)
-    return np.array([np.sum(iou > t) / n for t in SUCCESS_THRESHOLDS]) if n else np.zeros(len(SUCCESS_THRESHOLDS))
+    return (
+        np.array([np.sum(iou > t) / n for t in SUCCESS_THRESHOLDS])
+        if n
+        else np.zeros(len(SUCCESS_THRESHOLDS))
+    )
 
 
 def _error_curve(dist: np.ndarray, thresholds: np.ndarray, n: int) -> np.ndarray:
@@ -150,7 +156,10 @@ def ope_summary(per_sequence: list[OpeSequenceScore]) -> dict:
 
 
 def got10k_ious(
-    gt_xywh: np.ndarray, pred_xywh: np.ndarray, image_wh: tuple[float, float], present: np.ndarray | None = None
+    gt_xywh: np.ndarray,
+    pred_xywh: np.ndarray,
+    image_wh: tuple[float, float],
+    present: np.ndarray | None = None,
 ) -> np.ndarray:
     """IoUs of frames 1.. (first frame excluded) that are visible, boxes clipped to the image
     (got10k toolkit ``ExperimentGOT10k.report``)."""
@@ -203,7 +212,9 @@ def count_failures(trajectory: list[np.ndarray]) -> int:
     return sum(1 for r in trajectory if _is_code(np.asarray(r).ravel(), 2))
 
 
-def vot_accuracy_sequence(trajectory: list[np.ndarray], overlaps: np.ndarray, burnin: int = VOT_BURNIN) -> float:
+def vot_accuracy_sequence(
+    trajectory: list[np.ndarray], overlaps: np.ndarray, burnin: int = VOT_BURNIN
+) -> float:
     """Mean overlap excluding skipped frames, failure frames and the ``burnin`` frames starting at each
     initialisation (ocean_facts §12.4); NaN when no frame is left."""
     mask = np.ones(len(trajectory), dtype=bool)

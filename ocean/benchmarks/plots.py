@@ -9,8 +9,15 @@ import numpy as np
 from ocean.benchmarks.metrics import PRECISION_THRESHOLDS, SUCCESS_THRESHOLDS
 
 
-def _plot(curves: dict[str, np.ndarray], thresholds: np.ndarray, labels: dict[str, str], xlabel: str,
-          ylabel: str, title: str, out_path: Path) -> Path:
+def _plot(
+    curves: dict[str, np.ndarray],
+    thresholds: np.ndarray,
+    labels: dict[str, str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    out_path: Path,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,8 +37,12 @@ def _plot(curves: dict[str, np.ndarray], thresholds: np.ndarray, labels: dict[st
     return out_path
 
 
-def plot_success(curves: dict[str, np.ndarray], out_path: Path, title: str = "Success plot",
-                 thresholds: np.ndarray | None = None) -> Path:
+def plot_success(
+    curves: dict[str, np.ndarray],
+    out_path: Path,
+    title: str = "Success plot",
+    thresholds: np.ndarray | None = None,
+) -> Path:
     """One line per tracker: fraction of frames with IoU > θ; the legend gives the AUC (curve mean).
     ``thresholds`` defaults to the 21 OPE thresholds; pass the 101 GOT-10k ones for that curve."""
     th = SUCCESS_THRESHOLDS if thresholds is None else thresholds
@@ -43,10 +54,22 @@ def plot_precision(curves: dict[str, np.ndarray], out_path: Path, title: str = "
     """One line per tracker: fraction of frames with centre error <= t px (t = 0..50); the legend gives
     the value at 20 px."""
     labels = {n: f"{n} [{c[20]:.3f}]" for n, c in curves.items()}
-    return _plot(curves, PRECISION_THRESHOLDS, labels, "Location error threshold (px)", "Precision", title, out_path)
+    return _plot(
+        curves, PRECISION_THRESHOLDS, labels, "Location error threshold (px)", "Precision", title, out_path
+    )
 
 
-_COLUMNS = ["success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness"]
+_COLUMNS = [
+    "success_auc",
+    "precision",
+    "norm_precision",
+    "ao",
+    "sr50",
+    "sr75",
+    "eao",
+    "accuracy",
+    "robustness",
+]
 
 
 def summary_table(scores: dict[str, dict]) -> str:

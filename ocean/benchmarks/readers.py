@@ -212,7 +212,12 @@ def read_got10k_sequence(seq_dir: Path) -> Sequence:
     elif complete and (seq_dir / "absence.label").is_file():
         present = read_flags(seq_dir / "absence.label", n) == 0
     return Sequence(
-        seq_dir.name, "got10k", images, gt, present=present, gt_complete=complete,
+        seq_dir.name,
+        "got10k",
+        images,
+        gt,
+        present=present,
+        gt_complete=complete,
         resolution_wh=_resolution(seq_dir / "meta_info.ini"),
     )
 
@@ -286,7 +291,9 @@ def read_lasot(root: Path) -> list[Sequence]:
     if names is not None:
         missing = [n for n in names if n not in found]
         if missing:
-            raise AnnotationError(f"{root / 'testing_set.txt'}: {len(missing)} listed sequences missing, e.g. {missing[0]}")
+            raise AnnotationError(
+                f"{root / 'testing_set.txt'}: {len(missing)} listed sequences missing, e.g. {missing[0]}"
+            )
         dirs = [found[n] for n in names]
     else:
         dirs = list(found.values())

@@ -200,7 +200,12 @@ def vot_raster_overlap(
     ba, bb = _raster_bounds(a), _raster_bounds(b)
     union = (min(ba[0], bb[0]), min(ba[1], bb[1]), max(ba[2], bb[2]), max(ba[3], bb[3]))
     if bound_wh is not None:
-        rb = (max(0, union[0]), max(0, union[1]), min(bound_wh[0] - 1, union[2]), min(bound_wh[1] - 1, union[3]))
+        rb = (
+            max(0, union[0]),
+            max(0, union[1]),
+            min(bound_wh[0] - 1, union[2]),
+            min(bound_wh[1] - 1, union[3]),
+        )
     else:
         rb = union
     if rb[0] >= rb[2] or rb[1] >= rb[3]:

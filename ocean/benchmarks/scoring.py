@@ -125,7 +125,9 @@ def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path
         if scores:
             summary = ope_summary(scores)
             out.update({k: summary[k] for k in ("success_auc", "precision", "norm_precision")})
-            out["curves"] = {k: summary[k] for k in ("success_curve", "precision_curve", "norm_precision_curve")}
+            out["curves"] = {
+                k: summary[k] for k in ("success_curve", "precision_curve", "norm_precision_curve")
+            }
     out["num_sequences"] = len(per_seq)
     out["per_sequence"] = per_seq
     out["rejected"] = rejected
