@@ -23,8 +23,8 @@ top-left corner and size (8 values x1,y1,...,x4,y4 are taken as a VOT polygon an
 official axis-aligned init box, ocean_facts §9.1).
 
 Output: --out FILE gets one line `x,y,w,h` per frame, in the same 0-based convention; the first line is the
-init box. OTB / LaSOT toolkits expect 1-based files: add 1 to x and y yourself (ocean score and ocean
-evaluate do it). --render FILE.mp4 also writes a video with the box, frame index and score drawn in.
+init box. OTB and LaSOT result files are 1-based: add 1 to x and y before scoring this file as one of
+them (with `ocean score` or their toolkits); VOT and GOT-10k files are 0-based like this one. --render FILE.mp4 also writes a video with the box, frame index and score drawn in.
 
 A frame that cannot be read keeps the previous box (the tracker does not see it); these frames are counted
 and named at the end (with --strict the exit status is then 1). An unreadable FIRST
