@@ -1,0 +1,129 @@
+"""CPU (and, when present, GPU + AMP) speed of the Ocean network: template, track, training step.
+
+Measures, for the paper and smoke presets:
+  * ``template``: one 127x127 template, batch 1, eval mode;
+  * ``track``: one search crop (255 and 287), batch 1, eval mode, with the alignment head;
+  * ``train_step``: forward + loss + backward + SGD step at batch 8 (255), train mode;
+and the peak resident memory growth of the training step (``ru_maxrss`` delta, measured in a fresh
+subprocess per preset so the presets do not mask each other).
+
+Timings are medians of ``--repeats`` runs after a warm-up, with ``torch.set_num_threads(--threads)``. The
+official model's forward times on this kind of machine (ocean_facts §16: template 55 ms, track 323 ms at 255,
+387 ms at 287; 2 threads, median of 5) are printed beside ours as ratios. Those were measured on another
+day: compare ratios measured in the same run where possible (the paper vs smoke rows here are).
+
+    python benchmarks/model_speed.py [--repeats 5] [--threads 2] [--json out.json] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+OFFICIAL_MS = {"template": 55.0, "track_255": 323.0, "track_287": 387.0}  # ocean_facts §16
+
+
+def _time(fn, repeats: int, sync) -> float:
+    fn()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def measure(preset_name: str, repeats: int, device: str, amp: bool, batch: int) -> dict:
+    from ocean.config import preset
+    from ocean.losses import make_targets, ocean_loss
+    from ocean.model import build_model
+
+    cfg = preset(preset_name)
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else torch.autocast(
+        "cpu", enabled=False)
+    gen = torch.Generator().manual_seed(0)
+    net = build_model(cfg.model).to(dev).eval()
+    z = (torch.rand(1, 3, 127, 127, generator=gen) * 255).to(dev)
+    row = {"preset": preset_name, "device": device, "amp": amp}
+    with torch.inference_mode(), autocast():
+        row["template_ms"] = _time(lambda: net.template(z), repeats, sync)
+        net.template(z)
+        for s in (255, 287):
+            x = (torch.rand(1, 3, s, s, generator=gen) * 255).to(dev)
+            row[f"track_{s}_ms"] = _time(lambda x=x: net.track(x), repeats, sync)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    zb = (torch.rand(batch, 3, 127, 127, generator=gen) * 255).to(dev)
+    xb = (torch.rand(batch, 3, 255, 255, generator=gen) * 255).to(dev)
+    box = torch.tensor([[90.0, 100.0, 170.0, 160.0]], device=dev).repeat(batch, 1)
+    targets = make_targets(cfg.labels, box, torch.zeros(batch, 2, device=dev), 25, 255)
+
+    def step():
+        with autocast():
+            out = net(zb, xb)
+        out = {k: (v.float() if v is not None else None) for k, v in out.items()}
+        loss = ocean_loss(out, targets, cfg.loss, cfg.labels)["total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    row[f"train_step_b{batch}_ms"] = _time(step, max(2, repeats // 2), sync)
+    row["train_step_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["train_step_rss_growth_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)
+    if dev.type == "cuda":
+        row["train_step_peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one preset in this process
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    amp = args.device.startswith("cuda")
+    if args.one:
+        print(json.dumps(measure(args.one, args.repeats, args.device, amp, args.batch)))
+        return
+    rows = []
+    for name in ("paper", "smoke"):
+        cmd = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats), "--threads",
+               str(args.threads), "--device", args.device, "--batch", str(args.batch)]
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
+          f"threads {args.threads}, date {time.strftime('%Y-%m-%d')}")
+    keys = [k for k in rows[0] if k.endswith("_ms") or k.endswith("_mb")]
+    print("| preset | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r in rows:
+        print(f"| {r['preset']} | " + " | ".join(f"{r[k]:.1f}" for k in keys) + " |")
+    paper_row = rows[0]
+    if args.device == "cpu":
+        print("\nratio to the official model's forward (ocean_facts §16, same machine kind, other day):")
+        for k, ref in OFFICIAL_MS.items():
+            print(f"  {k}: {paper_row[k + '_ms']:.1f} ms / {ref:.0f} ms = {paper_row[k + '_ms'] / ref:.2f}x")
+    print(f"smoke / paper track_255 in this run: {rows[1]['track_255_ms'] / paper_row['track_255_ms']:.3f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
