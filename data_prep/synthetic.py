@@ -35,7 +35,8 @@ Shape names are the classes (LaSOT categories, COCO categories, YT-BB class name
      "benchmarks": {"otb"|"vot2018"|"got10k"|"lasot": {"root": "benchmarks/otb", "sequences": [names],
          "frames": int}},
      "broken_items": [{"dataset": NAME, "source": "relative/path[:line]", "kind": "corrupt_jpeg"|...,
-         "stage": "reader"|"decode"|"none", "reason": reason or null, "count": rejections it causes}]}
+         "stage": "reader"|"decode"|"none", "reason": reason or null, "count": rejections it causes,
+         "media": "frames" (only on YT-BB items that just one media mode sees)}]}
 
 ``expected`` is what :func:`data_prep.readers.read_tracks` with default options must yield (tracks, frames
 summed over tracks, rejections by reason). Broken items with ``stage == "decode"`` (corrupt / truncated
@@ -572,6 +573,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
                 w.note("ytbb", "ytbb/yt_bb_detection_train.csv", "nan_box", "reader", R.NON_FINITE_BOX, 1)
                 w.note("ytbb", "ytbb/yt_bb_detection_train.csv", "negative_box", "reader", R.NON_POSITIVE_SIZE, 1)
                 w.note("ytbb", f"ytbb/frames/{yid}/3000.jpg", "missing_frame", "reader", R.MISSING_IMAGE, 1)
+                w.broken_items[-1]["media"] = "frames"  # only the extracted-frames mode sees it
                 for exp in (exp_v, exp_f):
                     exp.rejections.update({R.NON_FINITE_BOX: 1, R.NON_POSITIVE_SIZE: 1})
                 exp_f.rejections[R.MISSING_IMAGE] += 1

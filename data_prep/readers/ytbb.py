@@ -10,7 +10,7 @@ default_root_layout::
 
 CSV columns: ``youtube_id, timestamp_ms, class_id, class_name, object_id, object_presence, xmin, xmax,
 ymin, ymax`` with coordinates as fractions of the frame size (note the x, x, y, y order); absent rows
-carry -1. A track is ``(youtube_id, class_id, object_id)``: ``video = youtube_id``, ``track_id =
+carry -1; the real files also hold ``uncertain`` rows (-1 too), read as not present. A track is ``(youtube_id, class_id, object_id)``: ``video = youtube_id``, ``track_id =
 "<class_id>_<object_id>"``, frame id = ``str(timestamp_ms)``.
 
 Media, chosen by ``media``: ``"frames"`` reads the extracted-frames folder, where a frame may be named
@@ -44,6 +44,9 @@ DATASET = "ytbb"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _N_FIELDS = 10  # formats.md: the ten CSV columns
+# formats.md names present / absent; the real validation CSV also has "uncertain" rows (with -1 boxes,
+# real_samples/youtube_bb_subset lines 80, 105, 302-305): read them as not present.
+_PRESENCE = ("present", "absent", "uncertain")
 
 
 class _Row:
@@ -56,7 +59,7 @@ class _Row:
         self.class_name = fields[3].strip()
         self.object_id = int(fields[4])
         presence = fields[5].strip()
-        if presence not in ("present", "absent") or not self.yid:
+        if presence not in _PRESENCE or not self.yid:
             raise ValueError(f"object_presence {presence!r}")
         self.present = presence == "present"
         self.coords = tuple(float(v) for v in fields[6:10])  # xmin, xmax, ymin, ymax
@@ -226,7 +229,7 @@ def _video_tracks(
                     continue
                 box = (xmin * w, ymin * h, xmax * w, ymax * h)
             else:
-                box = (0.0, 0.0, 0.0, 0.0)  # absent: -1 sentinels carry no box
+                box = (0.0, 0.0, 0.0, 0.0)  # absent / uncertain: -1 sentinels carry no box
             if finder is not None:
                 path = finder.find(row.ts)
                 if path is None:
