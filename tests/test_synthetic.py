@@ -1,0 +1,176 @@
+"""Synthetic generator: determinism, layouts and flag files, benchmark coordinate conventions, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep.synthetic import SIZES, generate
+from data_prep.synthetic_scene import SHAPES, render_scene, shape_mask
+
+ANNOTATION_SUFFIXES = {".txt", ".label", ".ini", ".xml", ".json", ".csv", ".tag"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tiny")
+    return out, generate(out, seed=7, size="tiny", broken=True)
+
+
+def _annotation_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in ANNOTATION_SUFFIXES}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, tiny: tuple[Path, dict]) -> None:
+    out, _ = tiny
+    again = tmp_path / "again"
+    generate(again, seed=7, size="tiny", broken=True)
+    a, b = _annotation_files(out), _annotation_files(again)
+    assert len(a) > 50 and a == b
+    jpgs = sorted(p.relative_to(out) for p in (out / "got10k").rglob("*.jpg"))
+    assert all((out / p).read_bytes() == (again / p).read_bytes() for p in jpgs[:20])
+    other = tmp_path / "other"
+    generate(other, seed=8, size="tiny")
+    c = _annotation_files(other)
+    assert c["got10k/train/GOT-10k_Train_000001/groundtruth.txt"] != a["got10k/train/GOT-10k_Train_000001/groundtruth.txt"]
+
+
+def test_shape_masks_touch_every_edge() -> None:
+    for shape in SHAPES:
+        m = shape_mask(shape, 32) > 0.05  # anti-aliased: a triangle's apex is a partial pixel
+        ys, xs = np.nonzero(m)
+        assert (xs.min(), xs.max(), ys.min(), ys.max()) == (0, 31, 0, 31), shape
+
+
+def test_scene_flags_and_first_frame() -> None:
+    rng = np.random.default_rng(3)
+    s = render_scene(rng, 30, (256, 192), n_targets=2)
+    assert len(s.frames) == 30 and s.frames[0].shape == (192, 256, 3) and s.frames[0].dtype == np.uint8
+    assert s.boxes_xywh.shape == (2, 30, 4) and not s.absent[:, 0].any()
+    assert (s.absent == (s.out_of_view | s.full_occlusion)).all()
+    assert not (s.out_of_view & s.full_occlusion).any()
+    # out of view means no overlap of the box with the image
+    x, y, w, h = np.moveaxis(s.boxes_xywh, -1, 0)
+    overlaps = (x + w > 0) & (y + h > 0) & (x < 256) & (y < 192)
+    assert (~overlaps <= s.out_of_view).all()
+
+
+def test_targets_are_drawn_where_the_box_says() -> None:
+    """With a flat background and no distractors, the pixels that changed are the target's tight box."""
+    rng = np.random.default_rng(0)
+    s = render_scene(rng, 1, (128, 96), n_distractors=0, events=False)
+    bg_rng = np.random.default_rng(0)
+    s2 = render_scene(bg_rng, 1, (128, 96), n_targets=0, n_distractors=0, events=False)
+    diff = np.abs(s.frames[0].astype(int) - s2.frames[0].astype(int)).sum(-1) > 30
+    ys, xs = np.nonzero(diff)
+    x, y, w, h = s.boxes_xywh[0, 0]
+    assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
+    assert xs.max() - xs.min() >= w - 4 and ys.max() - ys.min() >= h - 4
+
+
+def test_training_layouts_have_real_file_names(tiny: tuple[Path, dict]) -> None:
+    out, m = tiny
+    n = SIZES["tiny"].frames
+    seq = out / "got10k" / "train" / "GOT-10k_Train_000001"
+    for f in ("00000001.jpg", f"{n:08d}.jpg", "groundtruth.txt", "absence.label", "cover.label",
+              "cut_by_image.label", "meta_info.ini"):
+        assert (seq / f).is_file(), f
+    assert (seq / "meta_info.ini").read_text().startswith("[METAINFO]\n")
+    absent = np.array([int(v) for v in (seq / "absence.label").read_text().split()])
+    cover = np.array([int(v) for v in (seq / "cover.label").read_text().split()])
+    assert len(absent) == len(cover) == n and (cover[absent == 1] == 0).all()
+    assert (out / "got10k" / "val" / "list.txt").read_text().splitlines()[0] == "GOT-10k_Val_000001"
+    lasot = sorted((out / "lasot").glob("*/*-1"))[0]
+    assert len((lasot / "full_occlusion.txt").read_text().splitlines()) == 1  # one comma-separated line
+    assert (out / "coco" / "train2017").is_dir() and (out / "coco" / "annotations" / "instances_train2017.json").is_file()
+    assert (out / "vid" / "Data" / "VID" / "train" / "ILSVRC2015_VID_train_0000" / "ILSVRC2015_train_00000000" /
+            "000000.JPEG").is_file()
+    csv_first = (out / "ytbb" / "yt_bb_detection_train.csv").read_text().splitlines()[0].split(",")
+    assert len(csv_first) == 10 and csv_first[1] == "0"  # no header line
+    if "videos" in m["ytbb_media"]:
+        video = sorted((out / "ytbb" / "videos").glob("*.mp4"))[0]
+        cap = cv2.VideoCapture(str(video))
+        spec = SIZES["tiny"]
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == spec.ytbb_seconds * spec.ytbb_fps
+        assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == spec.frame_size
+        cap.release()
+    # targets do leave / get hidden somewhere in the training data, and the flags say so
+    total_absent = sum(int(v) for p in (out / "got10k").rglob("absence.label") for v in p.read_text().split())
+    assert total_absent > 0
+
+
+def test_benchmark_layouts(tiny: tuple[Path, dict]) -> None:
+    out, m = tiny
+    n = SIZES["tiny"].frames
+    otb = m["benchmarks"]["otb"]
+    for name in otb["sequences"]:
+        seq = out / "benchmarks" / "otb" / name
+        assert (seq / "img" / "0001.jpg").is_file() and (seq / "img" / f"{n:04d}.jpg").is_file()
+        lines = (seq / "groundtruth_rect.txt").read_text().splitlines()
+        assert len(lines) == n
+    vot = out / "benchmarks" / "vot2018" / "sequences"
+    names = (vot / "list.txt").read_text().split()
+    assert names == m["benchmarks"]["vot2018"]["sequences"]
+    assert (vot / names[0] / "color" / "00000001.jpg").is_file() and (vot / names[1] / "00000001.jpg").is_file()
+    poly = [float(v) for v in (vot / names[0] / "groundtruth.txt").read_text().splitlines()[0].split(",")]
+    assert len(poly) == 8 and poly[0] == poly[6] and poly[1] == poly[3] and poly[2] == poly[4]
+    got = out / "benchmarks" / "got10k" / "val"
+    assert (got / "list.txt").read_text().split() == m["benchmarks"]["got10k"]["sequences"]
+    lasot = out / "benchmarks" / "lasot"
+    for name in (lasot / "testing_set.txt").read_text().split():
+        seq = lasot / name.rsplit("-", 1)[0] / name
+        for f in ("groundtruth.txt", "full_occlusion.txt", "out_of_view.txt", "nlp.txt", "img/00000001.jpg"):
+            assert (seq / f).is_file()
+
+
+def test_otb_is_one_based_and_vot_zero_based(tiny: tuple[Path, dict]) -> None:
+    """The same seed renders the same scene: OTB lines are the scene boxes + (1, 1, 0, 0)."""
+    out, m = tiny
+    from data_prep.synthetic import _rng
+
+    scene = render_scene(_rng(7, "otb", 0), SIZES["tiny"].frames, SIZES["tiny"].frame_size, full_occlusion=False)
+    if scene.absent[0].any():
+        scene = render_scene(_rng(7, "otb", 0), SIZES["tiny"].frames, SIZES["tiny"].frame_size, events=False)
+    name = m["benchmarks"]["otb"]["sequences"][0]
+    rows = np.array([[float(v) for v in line.replace("\t", ",").split(",")]
+                     for line in (out / "benchmarks" / "otb" / name / "groundtruth_rect.txt").read_text().splitlines()])
+    np.testing.assert_allclose(rows, scene.boxes_xywh[0] + [1, 1, 0, 0])
+
+
+def test_manifest_lists_broken_items(tiny: tuple[Path, dict]) -> None:
+    out, m = tiny
+    on_disk = json.loads((out / "synth_manifest.json").read_text(encoding="utf-8"))
+    assert on_disk == m and m["schema"] == 1 and m["seed"] == 7 and m["broken"] is True
+    kinds = {i["kind"] for i in m["broken_items"]}
+    assert kinds >= {"corrupt_jpeg", "truncated_jpeg", "missing_frame", "malformed_line", "nan_box",
+                     "negative_box", "zero_box", "outside_box", "empty_sequence", "odd_name", "missing_video"}
+    for item in m["broken_items"]:
+        src = out / item["source"].split(":")[0].split("#")[0]
+        if item["kind"] in ("missing_frame", "missing_video"):
+            assert not src.exists()
+        else:
+            assert src.exists(), item
+        if item["kind"] == "truncated_jpeg":
+            assert not src.read_bytes().endswith(b"\xff\xd9")  # no JPEG end-of-image marker
+    for name, info in m["datasets"].items():
+        if name == "ytbb":
+            continue
+        by_reason: dict[str, int] = {}
+        for item in m["broken_items"]:
+            if item["dataset"] == name and item["stage"] == "reader":
+                by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + item["count"]
+        extra = {"crowd": 1} if name == "coco" else {}  # clean COCO holds one crowd region
+        assert info["expected"]["rejections"] == dict(sorted({**by_reason, **extra}.items())), name
+
+
+def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from jobs.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "s"), "--seed", "2"]) == 0
+    assert (tmp_path / "s" / "synth_manifest.json").is_file()
+    assert "got10k" in capsys.readouterr().out
