@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 def main_for(module_name: str, argv: list[str] | None = None) -> int:
     """Entry point for ``python -m jobs.<name>``: the same arguments as ``ocean <name>``."""
     mod = sys.modules[module_name]
+    spec = getattr(mod, "__spec__", None)
+    name = spec.name if spec is not None else module_name  # "jobs.track" even when run as __main__
     parser = argparse.ArgumentParser(
-        prog=f"python -m jobs.{module_name.rsplit('.', 1)[-1]}",
+        prog=f"python -m {name}",
         description=getattr(mod, "DESCRIPTION", None) or getattr(mod, "HELP", None),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
