@@ -31,6 +31,7 @@ from ``(seed, pair_id)``, so the result does not depend on batch boundaries or t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,8 +258,6 @@ def row_rng(seed: int, pair_id: Any) -> np.random.Generator:
     except ValueError:
         words = None
     if words is None:
-        import hashlib
-
         h = hashlib.sha1(text.encode("utf-8")).hexdigest()
         words = [int(h[:8], 16), int(h[8:16], 16)]
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *words]))
