@@ -234,7 +234,7 @@ class OceanConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    preset: str = "paper"
+    preset: str = "paper"  # the preset this configuration started from (paper / smoke)
 
 
 def paper() -> OceanConfig:

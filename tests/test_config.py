@@ -78,3 +78,13 @@ def test_tracker_presets_follow_facts_table():
     assert set(TRACKER_PRESETS) == {"otb", "vot2018", "vot2019", "got10k", "lasot"}
     with pytest.raises(KeyError):
         tracker_config("uav123")
+
+
+def test_configuration_reference_is_current():
+    from pathlib import Path
+
+    from ocean.config_doc import reference_markdown
+
+    committed = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    assert committed == reference_markdown(), "regenerate: ocean config --reference > docs/configuration.md"
+    assert "`optim.weight_decay` | `0.0001`" in committed and "facts §8" in committed

@@ -1,0 +1,89 @@
+"""The configuration reference (``docs/configuration.md``), generated from ``ocean/config.py`` itself.
+
+Each field's documentation is the comment block above it and its inline comment in the source, so the
+reference cannot drift from the code; ``tests/test_config.py`` checks that the committed file is current.
+Regenerate with ``ocean config --reference > docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+
+from ocean import config as config_module
+
+
+def _field_comments() -> dict[tuple[str, str], str]:
+    source = inspect.getsource(config_module)
+    lines = source.splitlines()
+    out: dict[tuple[str, str], str] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            parts = []
+            i = stmt.lineno - 2
+            block = []
+            while i >= 0 and lines[i].strip().startswith("#"):
+                block.insert(0, lines[i].strip().lstrip("#").strip())
+                i -= 1
+            parts += block
+            end = lines[(stmt.end_lineno or stmt.lineno) - 1]
+            if "#" in end:
+                parts.append(end.split("#", 1)[1].strip())
+            out[(node.name, stmt.target.id)] = " ".join(p for p in parts if p)
+    return out
+
+
+def _fmt(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return f"`{text}`".replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    comments = _field_comments()
+    paper, smoke = config_module.paper(), config_module.smoke()
+    rows = [
+        "# Configuration reference",
+        "",
+        "Generated from `ocean/config.py` by `ocean config --reference`; do not edit by hand.",
+        "Set any value with `--set KEY=VALUE` on `ocean train`, `ocean prepare`, `ocean info`, ... "
+        "(unknown keys are rejected).",
+        "",
+    ]
+
+    def walk(cfg_p, cfg_s, prefix: str) -> None:
+        sections = []
+        table = []
+        for f in dataclasses.fields(cfg_p):
+            vp, vs = getattr(cfg_p, f.name), getattr(cfg_s, f.name)
+            if dataclasses.is_dataclass(vp):
+                sections.append((f.name, vp, vs))
+                continue
+            doc = comments.get((type(cfg_p).__name__, f.name), "")
+            vp_j = json.loads(json.dumps(vp)) if isinstance(vp, (tuple, dict)) else vp
+            vs_j = json.loads(json.dumps(vs)) if isinstance(vs, (tuple, dict)) else vs
+            table.append(f"| `{prefix}{f.name}` | {_fmt(vp_j)} | {_fmt(vs_j)} | {doc.replace('|', '/')} |")
+        if table:
+            rows.append(f"## `{prefix.rstrip('.') or 'top level'}` ({type(cfg_p).__name__})")
+            rows.append("")
+            rows.append("| key | paper | smoke | meaning and source |")
+            rows.append("|---|---|---|---|")
+            rows.extend(table)
+            rows.append("")
+        for name, vp, vs in sections:
+            walk(vp, vs, f"{prefix}{name}.")
+
+    walk(paper, smoke, "")
+    rows.append("## Tracker presets per benchmark (`--benchmark NAME`; ocean_facts §9.3)")
+    rows.append("")
+    keys = sorted({k for v in config_module.TRACKER_PRESETS.values() for k in v})
+    rows.append("| benchmark | " + " | ".join(keys) + " |")
+    rows.append("|---" * (len(keys) + 1) + "|")
+    for name, values in config_module.TRACKER_PRESETS.items():
+        rows.append(f"| {name} | " + " | ".join(_fmt(values[k]) if k in values else "" for k in keys) + " |")
+    return "\n".join(rows) + "\n"
