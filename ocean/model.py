@@ -160,8 +160,8 @@ def box_offsets(reg: torch.Tensor, search_size: int, stride: int = 8,
     """
     b, _, h, w = reg.shape
     xs, ys = score_grid_torch(w, search_size, stride, device=reg.device, dtype=reg.dtype)
-    l, t, r, bt = reg.unbind(1)
-    x1, y1, x2, y2 = xs - l, ys - t, xs + r, ys + bt
+    dl, dt, dr, db = reg.unbind(1)
+    x1, y1, x2, y2 = xs - dl, ys - dt, xs + dr, ys + db
     origin = float(search_size // 2) if center_origin is None else center_origin
     cx = ((x1 + x2) / 2 - origin) / stride + w // 2
     cy = ((y1 + y2) / 2 - origin) / stride + h // 2

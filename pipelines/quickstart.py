@@ -1,0 +1,181 @@
+"""The whole system on one machine: synthetic data -> Ray Data pairs -> Ray Train -> Ray evaluation -> MLflow.
+
+Stages (each skipped when its output already exists, so a second run reuses what is done):
+
+1. ``synth``: synthetic datasets in the six real training layouts and four benchmark layouts
+   (``data_prep.synthetic``) under ``WORKDIR/synthetic``.
+2. ``prepare``: the Ray Data job writes parquet pair records + ``manifest.json`` to ``--storage``
+   (default ``WORKDIR/pairs``; an ``s3://`` URI works the same).
+3. ``train``: the smoke preset trained with Ray Train (2 CPU workers, DDP over gloo), a checkpoint per
+   epoch, metrics to MLflow.
+4. ``evaluate``: the final checkpoint and an untrained model of the same config on the synthetic OTB,
+   VOT2018, GOT-10k and LaSOT benchmarks, Ray-parallel, scored with the project's toolkit.
+5. ``summary``: a table on the terminal and ``WORKDIR/summary.json``.
+
+Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow store at ``WORKDIR/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ocean import storage
+from ocean.config import OceanConfig, apply_overrides, smoke
+
+BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
+# The headline metric per benchmark shown in the summary table.
+HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
+
+
+def _stage(name: str, message: str) -> float:
+    print(f"\n==> [{name}] {message}", flush=True)
+    return time.time()
+
+
+def benchmark_roots(synthetic_dir: Path) -> dict[str, str]:
+    roots = {
+        "otb": synthetic_dir / "benchmarks" / "otb",
+        "vot2018": synthetic_dir / "benchmarks" / "vot2018" / "sequences",
+        "got10k": synthetic_dir / "benchmarks" / "got10k" / "val",
+        "lasot": synthetic_dir / "benchmarks" / "lasot",
+    }
+    return {k: str(v) for k, v in roots.items()}
+
+
+def quickstart_config(epochs: int | None, overrides: list[str]) -> OceanConfig:
+    cfg = smoke()
+    if epochs is not None:
+        cfg = apply_overrides(cfg, [f"optim.epochs={epochs}"])
+    return apply_overrides(cfg, overrides)
+
+
+def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: str | None = None,
+                   ray_address: str | None = None, seed: int = 0, size: str = "small",
+                   epochs: int | None = None, overrides: list[str] | None = None, workers: int = 2,
+                   use_gpu: bool = False, max_sequences: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the quickstart; returns the summary also written to ``WORKDIR/summary.json``."""
+    from data_prep.synthetic import generate
+    from pipelines.evaluate import evaluate
+    from pipelines.prepare import prepare
+    from pipelines.raysession import ensure_ray
+    from pipelines.train import train
+
+    t_start = time.time()
+    work = Path(workdir).expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    storage_uri = storage_uri or str(work / "pairs")
+    runs_uri = storage.join(storage_uri, "..", "runs") if storage.is_uri(storage_uri) else str(work / "runs")
+    mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work / 'mlflow.db'}"
+    cfg = quickstart_config(epochs, overrides or [])
+    ensure_ray(ray_address)
+
+    synthetic_dir = work / "synthetic"
+    t = _stage("1/5 synth", f"synthetic datasets ({size}) in {synthetic_dir}")
+    if (synthetic_dir / "synth_manifest.json").exists():
+        synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
+        print("    reusing the existing synthetic data")
+    else:
+        synth = generate(synthetic_dir, seed=seed, size=size)
+    print(f"    done in {time.time() - t:.1f} s")
+
+    t = _stage("2/5 prepare", f"Ray Data pair records -> {storage_uri}")
+    datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
+    manifest = prepare(datasets, storage_uri, cfg, seed=seed)
+    print(f"    done in {time.time() - t:.1f} s")
+
+    t = _stage("3/5 train", f"Ray Train, smoke preset, {workers} workers, {cfg.optim.epochs} epochs -> {runs_uri}")
+    trained = train(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
+                    experiment="ocean-quickstart", run_name="quickstart-smoke")
+    final_ckpt = trained["checkpoints"][-1]
+    print(f"    done in {time.time() - t:.1f} s; final checkpoint {final_ckpt}")
+
+    t = _stage("4/5 evaluate", "trained and untrained models on the synthetic benchmarks")
+    untrained = str(work / "untrained.pt")
+    if not Path(untrained).exists():
+        import torch
+
+        from ocean.checkpoint import save_checkpoint
+        from ocean.model import build_model
+
+        torch.manual_seed(seed)
+        save_checkpoint(untrained, build_model(cfg.model), cfg, epoch=0, note="untrained baseline")
+    roots = benchmark_roots(synthetic_dir)
+    evaluation = evaluate([final_ckpt, untrained], roots, str(work / "evaluation"), workers=workers,
+                          use_gpu=use_gpu, mlflow_uri=mlflow_uri, max_sequences=max_sequences)
+    print(f"    done in {time.time() - t:.1f} s")
+
+    _stage("5/5 summary", "")
+    summary = build_summary(work, storage_uri, manifest, trained, evaluation, final_ckpt, untrained, mlflow_uri,
+                            synth)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary))
+    return summary
+
+
+def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, evaluation: dict,
+                  final_ckpt: str, untrained: str, mlflow_uri: str, synth: dict) -> dict[str, Any]:
+    scores = evaluation["scores"]  # {checkpoint: {benchmark: metrics}}
+    benchmarks = {}
+    for name in BENCHMARKS:
+        benchmarks[name] = {
+            "trained": _metrics(scores.get(final_ckpt, {}).get(name, {})),
+            "untrained": _metrics(scores.get(untrained, {}).get(name, {})),
+        }
+    data = {name: {k: v for k, v in entry.items() if k in ("tracks", "frames_read", "frames_used",
+                                                           "pairs_written", "rejected")}
+            for name, entry in manifest.get("datasets", {}).items()}
+    return {
+        "workdir": str(work),
+        "checkpoint": final_ckpt,
+        "untrained_checkpoint": untrained,
+        "pairs": pairs_uri,
+        "data": data,
+        "training": {k: trained.get(k) for k in ("final_loss", "epochs", "mlflow_run_id", "losses")},
+        "benchmarks": benchmarks,
+        "plots": evaluation.get("plots", []),
+        "mlflow_uri": mlflow_uri,
+        "mlflow_ui": _mlflow_ui_command(mlflow_uri),
+        "synthetic": {"seed": synth.get("seed"), "size": synth.get("size")},
+    }
+
+
+def _metrics(scored: dict) -> dict[str, float]:
+    keys = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
+    return {k: scored[k] for k in keys if isinstance(scored.get(k), (int, float))}
+
+
+def _mlflow_ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "Data (pair records at " + summary["pairs"] + ")", "",
+             "| dataset | tracks | frames read | frames used | pairs | rejected |", "|---|---|---|---|---|---|"]
+    for name, d in summary["data"].items():
+        rejected = sum((d.get("rejected") or {}).values())
+        lines.append(f"| {name} | {d.get('tracks', '')} | {d.get('frames_read', '')} | {d.get('frames_used', '')} "
+                     f"| {d.get('pairs_written', '')} | {rejected} |")
+    tr = summary["training"]
+    lines += ["", f"Training: final loss {tr.get('final_loss')} after {tr.get('epochs')} epochs "
+              f"(MLflow run {tr.get('mlflow_run_id')})", "",
+              "| benchmark | metric | untrained | trained |", "|---|---|---|---|"]
+    for name, entry in summary["benchmarks"].items():
+        for metric in sorted(set(entry["trained"]) | set(entry["untrained"])):
+            u, t = entry["untrained"].get(metric), entry["trained"].get(metric)
+            mark = " *" if metric == HEADLINE.get(name) else ""
+            lines.append(f"| {name} | {metric}{mark} | {_num(u)} | {_num(t)} |")
+    lines += ["", "Plots:"] + [f"  {p}" for p in summary.get("plots", [])]
+    lines += ["", f"Checkpoint: {summary['checkpoint']}", f"Summary:    {summary['workdir']}/summary.json",
+              f"MLflow UI:  {summary['mlflow_ui']}", f"Took {summary.get('seconds', '?')} s", ""]
+    return "\n".join(lines)
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.3f}"
