@@ -1,0 +1,767 @@
+"""The data-preparation job: dataset downloads -> parquet pair shards on a local disk or S3, on Ray.
+
+What it does (issue 4):
+
+1. **List** every dataset's tracks on the driver with :func:`data_prep.readers.read_tracks` (annotations only;
+   a COCO JSON is parsed here once and never shipped to tasks). Reader rejections are counted and written
+   to ``OUT/rejects/reader-<dataset>.jsonl``.
+2. **Plan** the pairs with :func:`data_prep.pairs.plan_pairs` (deterministic from the seed; facts §7.4).
+3. **Pack** each dataset's pairs into shards of at most ``shard_pairs`` pairs: the dataset's videos are
+   ordered by ``sha1(video)`` (so a shard mixes unrelated videos and the order does not depend on the
+   readers) and packed greedily, a whole video per shard unless the video alone has more than
+   ``shard_pairs`` pairs (then it is cut into pieces of ``shard_pairs`` pairs in draw order). Shard ``n`` of a
+   dataset is ``OUT/shards/shard-<dataset>-<nnnnn>.parquet``: the names follow from the plan only.
+4. **Crop** in Ray tasks, one task per shard (:func:`process_shard`): each needed source frame is decoded
+   once per shard (frames of one video in time order; YT-BB frames straight from the video at the
+   annotated timestamp), every crop it serves is cut with :func:`data_prep.crops.crop_region` at the stored
+   side the augmentation needs (:func:`data_prep.crops.stored_sides`), JPEG-encoded, and the pair rows
+   (:mod:`data_prep.records`) are written as one parquet file.
+5. Write ``OUT/manifest.json`` **last**, rebuilt from the per-shard sidecars ``OUT/stats/<shard>.json``.
+
+Why Ray tasks and not Ray Data: the unit of work is a whole shard whose output is a file the task writes
+itself (Ray Data's writer names files randomly, ray_stack.md §2), the input is a small plan rather than a
+dataset to read, and the driver needs every shard's exact result for the manifest. Plain tasks give that
+with a bounded window of in-flight tasks (streaming, constant driver memory), retries on worker / node loss,
+and none of the 2-core actor-pool / read-task deadlocks (ray_stack.md §2).
+
+Resuming: a shard is done when its sidecar exists and names this job's fingerprint (a digest of the
+config, seed and plan, also kept in ``OUT/job.json``). The parquet file, the shard's rejects and then the
+sidecar are written atomically in that order, so a killed run leaves either a complete shard or one that
+is redone; a finished job re-run skips every shard and leaves every file as it was. Re-using ``OUT`` with a
+different plan (other seed, pairs, config or data) is refused.
+
+Accounting (per dataset, in the manifest):
+
+* ``frames_read`` = source frame decodes attempted (a frame needed by one shard is decoded once; a frame
+  needed by two shards -- only when a huge video is split -- counts twice) = ``frames_used`` +
+  ``sum(rejected.values())``; ``rejected`` holds the decode-stage reasons (``undecodable_image``,
+  ``truncated_image``, ``missing_image``, ``undecodable_video_frame``). Reader-stage rejections are in
+  ``reader_rejected`` (the reasons of :mod:`data_prep.readers.rejections`).
+* ``pairs_planned`` = ``pairs_written`` + ``sum(pairs_dropped.values())``. A pair whose template or search
+  frame was rejected (or whose crop failed) is **dropped and counted** under that frame's reason, not
+  re-drawn: re-drawing would make a pair's existence depend on which files happen to be broken, the pool is
+  already ``pool_factor`` times what an epoch uses (DataConfig), and TK's own re-draw on a missing file is
+  biased (facts §7.4).
+
+Coordinates: boxes in source pixels, ``x1, y1, x2, y2`` (``box_xyxy``); crop geometry as in
+:mod:`data_prep.crops`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork, pair_counts, plan_pairs
+from data_prep.readers import RejectionLog, read_tracks
+from data_prep.readers import rejections as R
+from data_prep.tracks import DATASETS, FrameRef
+from pipelines.storage import OutputStore
+
+MANIFEST_SCHEMA_VERSION = 1
+# ~25 KB per pair at q90 (benchmarks/prep_throughput.py) -> shards of about 50 MB, large enough for
+# efficient S3 reads and small enough that a task holds one shard in memory comfortably.
+DEFAULT_SHARD_PAIRS = 2000
+# parquet row groups: readers can stream a shard in ~6 MB pieces
+ROW_GROUP_ROWS = 256
+# job-level reason for a YT-BB frame the video could not deliver (readers never decode; rejections.py)
+UNDECODABLE_VIDEO_FRAME = "undecodable_video_frame"
+CROP_FAILED = "crop_failed"
+# crops.decode_image reasons -> rejection reasons (rejections.py: the decode-stage reasons)
+_DECODE_REASON = {
+    "unreadable_file": R.MISSING_IMAGE,
+    "empty": R.UNDECODABLE_IMAGE,
+    "not_jpeg": R.UNDECODABLE_IMAGE,
+    "corrupt_image": R.UNDECODABLE_IMAGE,
+    "truncated_jpeg": R.TRUNCATED_IMAGE,
+}
+
+
+class JobMismatch(RuntimeError):
+    """``OUT`` already holds the output of a different job (other seed, pairs, config or data)."""
+
+
+class ShardFailed(RuntimeError):
+    """One or more shard tasks raised; the others are on disk and a re-run finishes the job."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Settings shipped to every task
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """What a task needs to cut and encode crops (small, picklable).
+
+    Attributes:
+        template_side, search_side: stored crop sides in pixels (:func:`data_prep.crops.stored_sides`).
+        context_amount, crop_size, exemplar_size: the crop511 frame (facts §7.1).
+        jpeg_quality: 1..100.
+    """
+
+    template_side: int
+    search_side: int
+    context_amount: float
+    crop_size: int
+    exemplar_size: int
+    jpeg_quality: int
+
+    @classmethod
+    def from_config(cls, cfg, jpeg_quality: int | None = None) -> CropSettings:
+        from data_prep.crops import stored_sides
+
+        t_side, s_side = stored_sides(cfg.augment, cfg.model.exemplar_size, cfg.model.search_size,
+                                      cfg.data.crop_size)
+        q = int(cfg.data.jpeg_quality if jpeg_quality is None else jpeg_quality)
+        if not 1 <= q <= 100:
+            raise ValueError(f"JPEG quality {q} is not in [1, 100]")
+        return cls(t_side, s_side, float(cfg.data.context_amount), int(cfg.data.crop_size),
+                   int(cfg.model.exemplar_size), q)
+
+    def side(self, role: str) -> int:
+        return self.template_side if role == TEMPLATE else self.search_side
+
+
+@dataclass
+class ShardTask:
+    """One shard's input: its name and the videos (with frames, crops and pairs) it covers."""
+
+    dataset: str
+    index: int
+    job: str  # the job fingerprint the sidecar records
+    videos: list[VideoWork]
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.dataset, self.index)
+
+
+def shard_name(dataset: str, index: int) -> str:
+    return f"shard-{dataset}-{index:05d}"
+
+
+def shard_paths(name: str) -> dict[str, str]:
+    """Paths of a shard's files relative to OUT."""
+    return {"parquet": f"shards/{name}.parquet", "stats": f"stats/{name}.json", "rejects": f"rejects/{name}.jsonl"}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Driver side: plan -> shards
+
+
+def video_order_key(video: str) -> str:
+    """The stable order of videos within a dataset's shards: ``sha1(video)`` (then the id itself)."""
+    return hashlib.sha1(video.encode("utf-8")).hexdigest() + video
+
+
+def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
+    """Each shard's draw numbers ``k`` (int64 arrays, a video's draws in draw order), in shard order.
+
+    Videos in :func:`video_order_key` order are packed greedily: a video goes whole into the current shard
+    when it fits (at most ``shard_pairs`` pairs per shard), else it starts a new shard; a video with more
+    than ``shard_pairs`` pairs is cut into consecutive pieces of ``shard_pairs`` draws.
+    """
+    if shard_pairs < 1:
+        raise ValueError(f"shard_pairs must be >= 1, got {shard_pairs}")
+    if len(plan) == 0:
+        return []
+    video_of_track = np.array([t.video for t in plan.tracks], dtype=object)
+    by_video: dict[str, list[int]] = {}
+    for k, ti in enumerate(plan.track_index.tolist()):
+        by_video.setdefault(video_of_track[ti], []).append(k)
+    shards: list[list[int]] = []
+    current: list[int] = []
+    for video in sorted(by_video, key=video_order_key):
+        draws = by_video[video]
+        pieces = [draws[i:i + shard_pairs] for i in range(0, len(draws), shard_pairs)]
+        for piece in pieces:
+            if current and len(current) + len(piece) > shard_pairs:
+                shards.append(current)
+                current = []
+            current = current + piece
+    if current:
+        shards.append(current)
+    return [np.asarray(s, dtype=np.int64) for s in shards]
+
+
+def shard_videos(plan: DatasetPlan, draws: np.ndarray) -> list[VideoWork]:
+    """The :class:`VideoWork` items of one shard: per video its distinct frames, crops and pairs.
+
+    Frames are in time order (video timestamp, else position in the track); crops keyed
+    ``(track_id, frame_id, role)`` with the source box; pairs in the order of ``draws``.
+    """
+    out: dict[str, VideoWork] = {}
+    first_pos: dict[tuple[str, str], tuple[int, int]] = {}
+    for k in draws.tolist():
+        pair = plan.pair(int(k))
+        tr = plan.tracks[int(plan.track_index[k])]
+        work = out.get(pair.video)
+        if work is None:
+            work = out[pair.video] = VideoWork(plan.dataset, pair.video)
+        work.pairs.append(pair)
+        for idx, role in ((pair.template_index, TEMPLATE), (pair.search_index, SEARCH)):
+            ref = tr.frames[idx]
+            work.frames.setdefault(ref.frame_id, ref)
+            work.crops[(tr.track_id, ref.frame_id, role)] = tuple(float(v) for v in tr.boxes_xyxy[idx])
+            ts = ref.timestamp_ms if ref.timestamp_ms is not None else idx
+            prev = first_pos.get((pair.video, ref.frame_id))
+            first_pos[(pair.video, ref.frame_id)] = (ts, idx) if prev is None else min(prev, (ts, idx))
+    for work in out.values():
+        work.frames = dict(sorted(work.frames.items(), key=lambda kv: (first_pos[(work.video, kv[0])], kv[0])))
+    return list(out.values())
+
+
+def plan_digest(plan: DatasetPlan) -> str:
+    """sha256 of a dataset plan: its draw arrays and the identity of every eligible track."""
+    h = hashlib.sha256()
+    for arr in (plan.track_index, plan.template_index, plan.search_index):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    for tr in plan.tracks:
+        h.update(f"{tr.key}|{len(tr)}|{tr.frames[0].frame_id}|{tr.frames[-1].frame_id}\n".encode())
+        h.update(np.ascontiguousarray(tr.boxes_xyxy, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Task side: one shard
+
+
+class _VideoFrames:
+    """Frames of one video file at given timestamps, decoded sequentially (seek only when going back).
+
+    The frame "at" ``t`` ms is frame ``round(t * fps / 1000)`` (the nearest frame; YT-BB timestamps are
+    at 1 Hz, formats.md).
+    """
+
+    def __init__(self, path: str) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        self.path = path
+        self.cap = cv2.VideoCapture(path)
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) if self.cap.isOpened() else 0.0
+        self.pos = -1  # index of the last frame returned
+
+    def frame_at(self, timestamp_ms: int) -> tuple[np.ndarray | None, str]:
+        cv2 = self.cv2
+        if not self.cap.isOpened():
+            return None, f"cannot open video {self.path}"
+        if not self.fps > 0:
+            self.cap.set(cv2.CAP_PROP_POS_MSEC, float(timestamp_ms))
+            ok, img = self.cap.read()
+            return (img, "") if ok and img is not None else (None, f"no frame at {timestamp_ms} ms")
+        target = int(round(timestamp_ms * self.fps / 1000.0))
+        if target <= self.pos:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+            self.pos = target - 1
+        while self.pos < target - 1:
+            if not self.cap.grab():
+                return None, f"video ends before frame {target} ({timestamp_ms} ms)"
+            self.pos += 1
+        ok, img = self.cap.read()
+        self.pos += 1
+        if not ok or img is None:
+            return None, f"no frame {target} ({timestamp_ms} ms)"
+        return img, ""
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames]) -> tuple[np.ndarray | None, str | None, str]:
+    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises."""
+    from data_prep.crops import decode_image
+
+    if ref.path is not None:
+        image, problem = decode_image(ref.path)
+        if image is None:
+            return None, _DECODE_REASON.get(problem, R.UNDECODABLE_IMAGE), str(problem)
+        return image, None, ""
+    if ref.video is None or ref.timestamp_ms is None:
+        return None, R.MISSING_IMAGE, "frame has neither a path nor a video timestamp"
+    reader = videos.get(ref.video)
+    if reader is None:
+        reader = videos[ref.video] = _VideoFrames(ref.video)
+    image, detail = reader.frame_at(int(ref.timestamp_ms))
+    if image is None:
+        return None, UNDECODABLE_VIDEO_FRAME, detail
+    return image, None, ""
+
+
+def _source(ref: FrameRef) -> str:
+    return ref.path if ref.path is not None else f"{ref.video}@{ref.timestamp_ms}ms"
+
+
+def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dict, list[dict]]:
+    """Decode, crop and encode one shard in this process.
+
+    Returns ``(rows, counts, rejects)``: pair rows (:func:`data_prep.records.make_record`), counters
+    (``frames_read``, ``frames_used``, ``rejected``, ``crops``, ``crops_failed``, ``pairs_planned``,
+    ``pairs_written``, ``pairs_dropped``) and the rejected items (dicts with dataset, reason, source,
+    detail, video, frame).
+    """
+    from data_prep.crops import crop_region, encode_jpeg, mean_color
+    from data_prep.records import make_record, side_fields
+
+    rows: list[dict] = []
+    rejects: list[dict] = []
+    rejected: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    frames_read = frames_used = crops = crops_failed = pairs_planned = 0
+    for work in task.videos:
+        crops_of: dict[str, list[tuple[str, str, tuple]]] = {}
+        for (track_id, frame_id, role), box in work.crops.items():
+            crops_of.setdefault(frame_id, []).append((track_id, role, box))
+        sides: dict[tuple[str, str, str], dict | str] = {}  # crop key -> side fields, or the failure reason
+        videos: dict[str, _VideoFrames] = {}
+        try:
+            for frame_id, ref in work.frames.items():
+                frames_read += 1
+                image, reason, detail = decode_frame(ref, videos)
+                if image is None:
+                    rejected[reason] += 1
+                    rejects.append({"dataset": task.dataset, "reason": reason, "source": _source(ref),
+                                    "detail": detail, "video": work.video, "frame": frame_id})
+                    for track_id, role, _ in crops_of.get(frame_id, ()):
+                        sides[(track_id, frame_id, role)] = reason
+                    continue
+                frames_used += 1
+                padding = mean_color(image)  # facts §7.1: the per-image mean colour
+                size = (int(image.shape[1]), int(image.shape[0]))
+                for track_id, role, box in crops_of.get(frame_id, ()):
+                    try:
+                        crop = crop_region(image, box, settings.side(role), context_amount=settings.context_amount,
+                                           crop_size=settings.crop_size, exemplar_size=settings.exemplar_size,
+                                           padding=padding)
+                        jpeg = encode_jpeg(crop.image, settings.jpeg_quality)
+                    except ValueError as exc:
+                        crops_failed += 1
+                        sides[(track_id, frame_id, role)] = CROP_FAILED
+                        rejects.append({"dataset": task.dataset, "reason": CROP_FAILED, "source": _source(ref),
+                                        "detail": f"track {track_id} {role}: {exc}", "video": work.video,
+                                        "frame": frame_id})
+                        continue
+                    crops += 1
+                    sides[(track_id, frame_id, role)] = side_fields(role, jpeg, crop, box, size)
+        finally:
+            for reader in videos.values():
+                reader.close()
+        for pair in work.pairs:
+            pairs_planned += 1
+            t = sides.get((pair.track_id, pair.template_frame, TEMPLATE), CROP_FAILED)
+            s = sides.get((pair.track_id, pair.search_frame, SEARCH), CROP_FAILED)
+            if isinstance(t, str) or isinstance(s, str):
+                dropped[t if isinstance(t, str) else s] += 1
+                continue
+            rows.append(make_record(pair, t, s))
+    counts = {
+        "frames_read": frames_read, "frames_used": frames_used, "rejected": dict(sorted(rejected.items())),
+        "crops": crops, "crops_failed": crops_failed, "pairs_planned": pairs_planned,
+        "pairs_written": len(rows), "pairs_dropped": dict(sorted(dropped.items())),
+    }
+    return rows, counts, rejects
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    """The shard file: a :data:`data_prep.records.PAIR_SCHEMA` table (validated), JPEG columns uncompressed
+    (JPEG does not compress further), other columns zstd, row groups of :data:`ROW_GROUP_ROWS`."""
+    import pyarrow.parquet as pq
+
+    from data_prep.records import PAIR_SCHEMA, build_table
+
+    table = build_table(rows) if rows else PAIR_SCHEMA.empty_table()
+    compression = {name: ("NONE" if name.endswith("_jpeg") else "ZSTD") for name in PAIR_SCHEMA.names}
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression, row_group_size=ROW_GROUP_ROWS)
+    return buf.getvalue()
+
+
+def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -> dict:
+    """Run one shard in a worker: crop, write parquet, rejects and sidecar (in that order); return the sidecar.
+
+    Idempotent: the files depend only on the task, and each write is atomic. The returned dict has the
+    sidecar fields plus ``runtime`` (pid, seconds, peak RSS of this process) which is not stored.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from Ray tasks; one OpenCV thread per task
+    t0 = time.perf_counter()
+    fs = store.filesystem()
+    paths = shard_paths(task.name)
+    rows, counts, rejects = crop_shard(task, settings)
+    data = parquet_bytes(rows)
+    ids = "\n".join(r["pair_id"] for r in rows)
+    if rejects:
+        store.write(paths["rejects"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects).encode(), fs)
+    store.write(paths["parquet"], data, fs)
+    sidecar = {
+        "shard": task.name, "dataset": task.dataset, "index": task.index, "job": task.job,
+        "path": paths["parquet"], "rows": len(rows), "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(), "pair_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+        "videos": len(task.videos), "rejects_path": paths["rejects"] if rejects else None, **counts,
+    }
+    store.write(paths["stats"], (json.dumps(sidecar, indent=1, sort_keys=True) + "\n").encode(), fs)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+    return {**sidecar, "runtime": {"pid": os.getpid(), "seconds": time.perf_counter() - t0,
+                                   "peak_rss_mb": peak_kb / 1024.0}}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Ray
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray: an existing cluster at ``address`` / ``$RAY_ADDRESS``, else start a local one.
+
+    A local cluster gets ``max(4, cores)`` logical CPUs (ray_stack.md §2: on 2 cores a pool that holds
+    every CPU starves other work) and the repository on ``PYTHONPATH`` so its workers import this package.
+    ``RAY_AUTH_MODE`` is left as the environment sets it (it must match the cluster's; ray_stack.md §6).
+    Returns True when this call started Ray (the caller shuts it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    repo = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if repo not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([repo, *paths])
+    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False)
+    return True
+
+
+def _run_tasks(store: OutputStore, tasks: Iterable[ShardTask], total: int, settings: CropSettings, *,
+               task_cpus: float, max_in_flight: int | None, on_result: Callable[[dict], None],
+               progress: bool, initial: int) -> list[str]:
+    """Submit shard tasks with at most ``max_in_flight`` running; return the names of failed shards."""
+    import ray
+    from tqdm import tqdm
+
+    remote = ray.remote(process_shard).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False)
+    if max_in_flight is None:
+        max_in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 2) / max(task_cpus, 1e-3)))
+    store_ref = ray.put(store)
+    settings_ref = ray.put(settings)
+    pending: dict = {}
+    failed: list[str] = []
+    bar = tqdm(total=total, initial=initial, desc="shards", unit="shard", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+
+    def collect(block: bool) -> None:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
+        for ref in ready:
+            name = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # a bug or a lost node after retries: report, finish the others
+                failed.append(name)
+                print(f"shard {name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                      file=sys.stderr)
+            else:
+                on_result(result)
+            bar.update(1)
+
+    try:
+        for task in tasks:
+            while len(pending) >= max_in_flight:
+                collect(block=True)
+            pending[remote.remote(store_ref, task, settings_ref)] = task.name
+        while pending:
+            collect(block=True)
+    finally:
+        bar.close()
+    return failed
+
+
+# --------------------------------------------------------------------------------------------------------
+# The job
+
+
+@dataclass
+class _DatasetState:
+    name: str
+    root: str
+    tracks: int = 0
+    annotated_frames: int = 0
+    reader_log: RejectionLog = dataclasses.field(default_factory=RejectionLog)
+    plan: DatasetPlan | None = None
+    requested: int = 0
+    shards: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _write_if_changed(store: OutputStore, rel: str, data: bytes, fs) -> None:
+    if store.read(rel, fs) != data:
+        store.write(rel, data, fs)
+
+
+def _sum_counters(dicts: Iterable[dict]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(sorted(total.items()))
+
+
+def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int] | None = None, seed: int = 0,
+                shard_pairs: int = DEFAULT_SHARD_PAIRS, jpeg_quality: int | None = None,
+                ray_address: str | None = None, reader_options: dict[str, dict] | None = None,
+                task_cpus: float = 1.0, max_in_flight: int | None = None, progress: bool = True,
+                log: Callable[[str], None] | None = print) -> tuple[dict, dict]:
+    """The job; returns ``(manifest, run_info)``. See :func:`prepare` for the arguments.
+
+    ``run_info`` (not stored) holds what varies between runs: ``shards_run``, ``shards_skipped``,
+    ``seconds``, ``seconds_listing``, and ``workers`` (per pid: shards, seconds, peak RSS in MB), plus
+    ``driver_peak_rss_mb``.
+    """
+    t_start = time.perf_counter()
+    say = log or (lambda _msg: None)
+    unknown = sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
+    if not datasets:
+        raise ValueError("no dataset given (NAME=ROOT)")
+    roots = {}
+    for name, root in sorted(datasets.items()):
+        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
+        if not path.is_dir():
+            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
+        roots[name] = str(path)
+    settings = CropSettings.from_config(cfg, jpeg_quality)
+    store = OutputStore.from_uri(out)
+    store.check_writable()  # fail fast: missing bucket, unreachable endpoint, no write access
+    fs = store.filesystem()
+
+    # 1-2. list and plan, one dataset at a time (the driver holds annotations only)
+    states: dict[str, _DatasetState] = {}
+    counts = pair_counts(cfg.data, pairs)
+    for name, root in roots.items():
+        st = states[name] = _DatasetState(name, root)
+        tracks = list(read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {})))
+        st.tracks = len(tracks)
+        st.annotated_frames = sum(len(t) for t in tracks)
+        st.requested = int(counts.get(name, 0))
+        if tracks:
+            st.plan = plan_pairs(tracks, cfg.data, seed, {name: st.requested}).datasets[name]
+            st.shards = pack_shards(st.plan, shard_pairs)
+        del tracks
+        say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
+            f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
+    t_listed = time.perf_counter()
+
+    # the job's identity: config, seed and plan
+    from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
+    from ocean.config import to_dict
+
+    job_config = {
+        "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
+        "pairs_requested": {n: st.requested for n, st in states.items()},
+        "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
+        "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
+                           for n, o in sorted((reader_options or {}).items()) if n in roots},
+    }
+    digest = hashlib.sha256(json.dumps(
+        {"manifest_schema": MANIFEST_SCHEMA_VERSION, "pair_schema": PAIR_SCHEMA_VERSION, "config": job_config,
+         "plans": {n: (plan_digest(st.plan) if st.plan else None) for n, st in states.items()}},
+        sort_keys=True).encode()).hexdigest()
+    job_doc = {"fingerprint": digest, "config": job_config, "datasets": sorted(roots)}
+    previous = store.read("job.json", fs)
+    if previous is not None:
+        old = json.loads(previous)
+        if old.get("fingerprint") != digest:
+            raise JobMismatch(
+                f"{store.uri} already holds pairs prepared with a different plan (job {old.get('fingerprint', '?')[:12]}, "
+                f"this one {digest[:12]}): other datasets, seed, pair counts, config or input data. "
+                "Use a new --out, or delete the old output first.")
+    else:
+        store.write("job.json", _json_bytes(job_doc), fs)
+
+    # 3. which shards are done (sidecar present, same job)
+    done: dict[str, dict] = {}
+    for name, st in states.items():
+        for i in range(len(st.shards)):
+            sname = shard_name(name, i)
+            raw = store.read(shard_paths(sname)["stats"], fs)
+            if raw is None:
+                continue
+            side = json.loads(raw)
+            if side.get("job") == digest and store.exists(side["path"], fs):
+                done[sname] = side
+    total = sum(len(st.shards) for st in states.values())
+    say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
+
+    def tasks():
+        for name, st in states.items():
+            for i, draws in enumerate(st.shards):
+                if shard_name(name, i) not in done:
+                    yield ShardTask(name, i, digest, shard_videos(st.plan, draws))
+
+    workers: dict[int, dict] = {}
+
+    def on_result(result: dict) -> None:
+        rt = result.pop("runtime")
+        w = workers.setdefault(rt["pid"], {"shards": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        w["shards"] += 1
+        w["seconds"] += rt["seconds"]
+        w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
+        done[result["shard"]] = result
+
+    # 4. crop on Ray
+    failed: list[str] = []
+    started_ray = False
+    if len(done) < total:
+        started_ray = ensure_ray(ray_address)
+        try:
+            failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
+                                on_result=on_result, progress=progress, initial=len(done))
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    if failed:
+        raise ShardFailed(f"{len(failed)} of {total} shards failed ({', '.join(failed[:5])}"
+                          f"{', ...' if len(failed) > 5 else ''}); the others are stored: re-run the same "
+                          "command to finish the job")
+
+    # 5. reader rejects, then the manifest (last)
+    for name, st in states.items():
+        rel = f"rejects/reader-{name}.jsonl"
+        if st.reader_log.items:
+            lines = "".join(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n" for r in st.reader_log.items)
+            _write_if_changed(store, rel, lines.encode("utf-8"), fs)
+    manifest = build_manifest(states, done, job_doc, roots)
+    _write_if_changed(store, "manifest.json", _json_bytes(manifest), fs)
+    run_info = {
+        "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start, "workers": workers,
+        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    run_info["shards_run"] = sum(w["shards"] for w in workers.values())
+    run_info["shards_skipped"] = total - run_info["shards_run"]
+    return manifest, run_info
+
+
+def build_manifest(states: dict[str, _DatasetState], done: dict[str, dict], job_doc: dict,
+                   roots: dict[str, str]) -> dict:
+    """The manifest from the listing and the shard sidecars (deterministic: no times, hosts or credentials)."""
+    from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
+
+    shards: list[dict] = []
+    per_dataset: dict[str, dict] = {}
+    for name, st in states.items():
+        sides = [done[shard_name(name, i)] for i in range(len(st.shards))]
+        rejected = _sum_counters(s["rejected"] for s in sides)
+        dropped = _sum_counters(s["pairs_dropped"] for s in sides)
+        entry = {
+            "root": roots[name], "tracks": st.tracks, "annotated_frames": st.annotated_frames,
+            "reader_rejected": st.reader_log.by_reason(),
+            "videos": st.plan.num_videos if st.plan else 0,
+            "frames_read": sum(s["frames_read"] for s in sides),
+            "frames_used": sum(s["frames_used"] for s in sides),
+            "rejected": rejected,
+            "crops": sum(s["crops"] for s in sides), "crops_failed": sum(s["crops_failed"] for s in sides),
+            "pairs_requested": st.requested, "pairs_planned": len(st.plan) if st.plan else 0,
+            "pairs_written": sum(s["rows"] for s in sides), "pairs_dropped": dropped,
+            "shards": len(sides), "bytes": sum(s["bytes"] for s in sides),
+        }
+        if entry["frames_read"] != entry["frames_used"] + sum(rejected.values()):
+            raise AssertionError(f"{name}: frames do not reconcile: {entry}")
+        if entry["pairs_planned"] != entry["pairs_written"] + sum(dropped.values()):
+            raise AssertionError(f"{name}: pairs do not reconcile: {entry}")
+        per_dataset[name] = entry
+        for s in sides:
+            shards.append({"path": s["path"], "dataset": name, "rows": s["rows"], "bytes": s["bytes"],
+                           "sha256": s["sha256"], "pair_ids_sha256": s["pair_ids_sha256"],
+                           "rejects": s["rejects_path"]})
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION, "pair_schema_version": PAIR_SCHEMA_VERSION,
+        "job": job_doc["fingerprint"], "config": {**job_doc["config"], "datasets": roots},
+        "datasets": per_dataset, "shards": shards,
+        "reader_rejects": [f"rejects/reader-{n}.jsonl" for n, st in states.items() if st.reader_log.items],
+        "totals": {
+            "pairs_written": sum(d["pairs_written"] for d in per_dataset.values()),
+            "bytes": sum(d["bytes"] for d in per_dataset.values()), "shards": len(shards),
+        },
+    }
+
+
+def prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int] | None = None, seed: int = 0,
+            shard_pairs: int = DEFAULT_SHARD_PAIRS, jpeg_quality: int | None = None,
+            ray_address: str | None = None, reader_options: dict[str, dict] | None = None,
+            task_cpus: float = 1.0, max_in_flight: int | None = None, progress: bool = True,
+            log: Callable[[str], None] | None = print) -> dict:
+    """Prepare parquet pair shards from dataset downloads; return the manifest (also at ``out/manifest.json``).
+
+    Args:
+        datasets: ``{name: root}`` with name in :data:`data_prep.tracks.DATASETS`.
+        out: a folder, ``file://`` URI or ``s3://bucket/prefix`` (endpoint from ``AWS_ENDPOINT_URL`` or
+            ``?endpoint_override=host:port&scheme=http``).
+        cfg: :class:`ocean.config.OceanConfig` (``data``: pair counts, ranges, crop frame, JPEG quality;
+            ``augment``: the stored crop sides; ``model``: exemplar / search sizes).
+        pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
+        seed: the plan's seed.
+        shard_pairs: most pairs per shard.
+        jpeg_quality: overrides ``cfg.data.jpeg_quality``.
+        ray_address: a Ray cluster to use (default ``$RAY_ADDRESS``, else a local Ray; an already initialised
+            Ray is used as it is).
+        reader_options: per-dataset reader keyword arguments (e.g. ``{"ytbb": {"media": "videos"}}``).
+        task_cpus: CPUs each shard task reserves.
+        max_in_flight: shard tasks submitted at once (default twice the cluster's CPUs / task_cpus).
+        progress: show a tqdm bar of shards on stderr.
+        log: where one-line messages go (None: silent).
+
+    Raises:
+        pipelines.storage.StorageError: the output cannot be written (before any work).
+        JobMismatch: ``out`` holds a different job.
+        ShardFailed: some shard tasks raised (the rest is stored; re-run to finish).
+    """
+    manifest, _ = run_prepare(datasets, out, cfg, pairs=pairs, seed=seed, shard_pairs=shard_pairs,
+                              jpeg_quality=jpeg_quality, ray_address=ray_address, reader_options=reader_options,
+                              task_cpus=task_cpus, max_in_flight=max_in_flight, progress=progress, log=log)
+    return manifest
+
+
+def summary_table(manifest: dict) -> str:
+    """A markdown table of the manifest's per-dataset counts."""
+    head = ("| dataset | tracks | frames read | used | rejected | pairs planned | written | dropped | shards | MB |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for name, d in manifest["datasets"].items():
+        lines.append(
+            f"| {name} | {d['tracks']} | {d['frames_read']} | {d['frames_used']} | {sum(d['rejected'].values())} "
+            f"| {d['pairs_planned']} | {d['pairs_written']} | {sum(d['pairs_dropped'].values())} | {d['shards']} "
+            f"| {d['bytes'] / 1e6:.1f} |")
+    return "\n".join(lines)
+
+
+def rejection_lines(manifest: dict) -> list[str]:
+    """One line per dataset with rejections: ``name: reader {reason: n} decode {reason: n} dropped {...}``."""
+    out = []
+    for name, d in manifest["datasets"].items():
+        if d["reader_rejected"] or d["rejected"] or d["pairs_dropped"]:
+            out.append(f"{name}: reader {d['reader_rejected']}, decode {d['rejected']}, "
+                       f"pairs dropped {d['pairs_dropped']}")
+    return out
+
+
+__all__ = ["prepare", "run_prepare", "pack_shards", "shard_videos", "process_shard", "crop_shard",
+           "summary_table", "JobMismatch", "ShardFailed", "CropSettings", "ShardTask",
+           "DEFAULT_SHARD_PAIRS", "MANIFEST_SCHEMA_VERSION"]

@@ -1,0 +1,202 @@
+"""Where a Ray job writes its output: a local folder or ``s3://bucket/prefix``, usable from any Ray worker.
+
+:class:`OutputStore` is built once on the driver and passed to tasks as an argument. For S3 it carries the
+endpoint, region and -- when the driver has them in its environment -- the credentials, so that worker
+processes on other nodes (whose environment may lack ``AWS_*``) reach the same bucket. Credentials travel
+only inside task arguments (Ray's object store), never in ``runtime_env`` (which Ray's agents log) and never
+in ``repr``, logs or files: :meth:`OutputStore.__repr__` redacts them.
+
+The endpoint is taken from the URI's ``?endpoint_override=`` or from ``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL`` and always passed explicitly to ``pyarrow.fs.S3FileSystem``, whose constructor ignores
+those variables (ray_stack.md §3, apache/arrow#49643); the region defaults to ``us-east-1`` so the AWS SDK
+does not probe the EC2 metadata service (ray_stack.md §8).
+
+Writes are atomic: on a local disk a temporary name then ``os.replace``; on S3 an object appears only
+when its upload completes (ray_stack.md §2, "app-level shard writer").
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# seconds; a missing or unreachable endpoint must fail fast (issue 4), not after the SDK's default retries
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 60.0
+
+
+class StorageError(RuntimeError):
+    """The output location cannot be used (missing bucket, unreachable endpoint, no write access)."""
+
+
+@dataclass(frozen=True)
+class OutputStore:
+    """A root folder on a local disk (``kind="local"``) or in an S3 bucket (``kind="s3"``).
+
+    Attributes:
+        kind: ``"local"`` or ``"s3"``.
+        root: absolute local path, or ``bucket/prefix`` (no scheme, no trailing slash) for S3.
+        uri: the location as the user gave it minus any query string (for messages and the manifest).
+        endpoint: ``host:port`` of the S3 endpoint, or None for AWS.
+        scheme: ``http`` or ``https``.
+        region: S3 region.
+    """
+
+    kind: str
+    root: str
+    uri: str
+    endpoint: str | None = None
+    scheme: str = "https"
+    region: str = "us-east-1"
+    _access_key: str | None = field(default=None, repr=False)
+    _secret_key: str | None = field(default=None, repr=False)
+    _session_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never show credentials
+        creds = "explicit" if self._access_key else "default chain"
+        return (f"OutputStore(kind={self.kind!r}, uri={self.uri!r}, endpoint={self.endpoint!r}, "
+                f"region={self.region!r}, credentials={creds})")
+
+    __str__ = __repr__
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_uri(cls, uri: str, env: dict[str, str] | None = None) -> OutputStore:
+        """An :class:`OutputStore` for a local path, ``file://`` URI or ``s3://bucket/prefix[?endpoint_override=
+        host:port&scheme=http&region=r]`` with endpoint / keys from ``env`` (default ``os.environ``)."""
+        env = dict(os.environ if env is None else env)
+        uri = str(uri)
+        if "://" not in uri:
+            path = str(Path(uri).expanduser().resolve())
+            return cls("local", path, path)
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme == "file":
+            path = str(Path(urllib.parse.unquote(parsed.path)).resolve())
+            return cls("local", path, path)
+        if parsed.scheme != "s3":
+            raise ValueError(f"unsupported output {uri!r}: use a folder, file:// or s3://bucket/prefix")
+        if not parsed.netloc:
+            raise ValueError(f"no bucket in {uri!r}")
+        query = urllib.parse.parse_qs(parsed.query)
+        endpoint = query.get("endpoint_override", [None])[0]
+        scheme = query.get("scheme", [None])[0]
+        if endpoint is None:
+            url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+            if url:
+                p = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
+                endpoint, scheme = p.netloc, scheme or p.scheme
+        region = (query.get("region", [None])[0] or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
+                  or "us-east-1")
+        root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+        clean = urllib.parse.urlunparse(parsed._replace(query="")).rstrip("/")
+        return cls("s3", root, clean, endpoint, scheme or "https", region,
+                   env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_SESSION_TOKEN"))
+
+    @property
+    def bucket(self) -> str | None:
+        return self.root.split("/", 1)[0] if self.kind == "s3" else None
+
+    def filesystem(self):
+        """A ``pyarrow.fs`` filesystem for this store (built per process; S3 endpoint passed explicitly)."""
+        from pyarrow import fs as pafs
+
+        if self.kind == "local":
+            return pafs.LocalFileSystem()
+        kwargs: dict = {"region": self.region, "connect_timeout": CONNECT_TIMEOUT_S,
+                        "request_timeout": REQUEST_TIMEOUT_S,
+                        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+        if self.endpoint:
+            kwargs.update(endpoint_override=self.endpoint, scheme=self.scheme, force_virtual_addressing=False)
+        if self._access_key and self._secret_key:
+            kwargs.update(access_key=self._access_key, secret_key=self._secret_key)
+            if self._session_token:
+                kwargs["session_token"] = self._session_token
+        return pafs.S3FileSystem(**kwargs)
+
+    # ---------------------------------------------------------------- paths and I/O
+
+    def path(self, rel: str) -> str:
+        """The filesystem path of ``rel`` (a ``/``-separated path relative to the root)."""
+        return f"{self.root}/{rel.strip('/')}"
+
+    def exists(self, rel: str, fs=None) -> bool:
+        from pyarrow import fs as pafs
+
+        fs = fs or self.filesystem()
+        return fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def read(self, rel: str, fs=None) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        fs = fs or self.filesystem()
+        try:
+            with fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write(self, rel: str, data: bytes, fs=None) -> None:
+        """Write ``data`` atomically (local: temporary name + ``os.replace``; S3: one complete upload)."""
+        target = self.path(rel)
+        if self.kind == "local":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            return
+        fs = fs or self.filesystem()
+        with fs.open_output_stream(target) as f:
+            f.write(data)
+
+    def delete(self, rel: str, fs=None) -> None:
+        fs = fs or self.filesystem()
+        try:
+            fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def check_writable(self) -> None:
+        """Fail fast, before any work, when the location cannot be written.
+
+        S3: the bucket must exist and the credentials must allow a write (a small probe object is written
+        under the prefix and deleted). Raises :class:`StorageError` with a message that names the location
+        but never the credentials.
+        """
+        from pyarrow import fs as pafs
+
+        if self.kind == "local":
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+                probe = f".write-probe-{uuid.uuid4().hex[:8]}"
+                self.write(probe, b"")
+                self.delete(probe)
+            except OSError as exc:
+                raise StorageError(f"cannot write to {self.uri}: {exc.strerror or exc}") from None
+            return
+        where = f"{self.uri} (endpoint {self.endpoint or 'AWS'})"
+        try:
+            fs = self.filesystem()
+            info = fs.get_file_info(self.bucket)
+        except OSError as exc:
+            raise StorageError(f"S3 endpoint unreachable for {where}: {_first_line(exc)}") from None
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"S3 bucket {self.bucket!r} does not exist at {where}; create it first") from None
+        probe = f".write-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            self.write(probe, b"", fs)
+            self.delete(probe, fs)
+        except OSError as exc:
+            raise StorageError(f"cannot write to {where}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
