@@ -1,0 +1,141 @@
+"""``ocean prepare``: dataset downloads -> parquet pair shards (local folder or S3), on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.cli import main_for
+
+COMMAND = "prepare"
+HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"
+DESCRIPTION = """\
+Read untouched dataset downloads, sample template/search pairs (deterministic from --seed), crop each side
+around its target as the official crop511 does but only as large as the augmentation needs, and write
+parquet shards of at most --shard-pairs pairs to OUT:
+
+  OUT/shards/shard-<dataset>-<nnnnn>.parquet   pair rows (data_prep.records schema)
+  OUT/stats/shard-<dataset>-<nnnnn>.json       per-shard counts and sha256 (the manifest is rebuilt from them)
+  OUT/rejects/reader-<dataset>.jsonl           items the dataset readers refused (reason, source path)
+  OUT/rejects/shard-<dataset>-<nnnnn>.jsonl    frames that failed to decode (corrupt / truncated JPEGs, ...)
+  OUT/job.json                                 the job's fingerprint (config + seed + plan)
+  OUT/manifest.json                            written last: counts per dataset, shard list with sha256
+
+Datasets (NAME=ROOT, repeat --dataset): got10k, lasot, vid, det, coco, ytbb, each ROOT in its real
+download layout (`ocean synth` writes small ones). YT-BB reads extracted frames when ROOT/frames exists,
+else decodes the videos at the annotated timestamps (--ytbb-media to choose).
+
+OUT is a folder or s3://bucket/prefix. The S3 endpoint and keys come from the standard variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) or from
+s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http. The bucket must exist: a missing bucket or an
+unreachable endpoint stops the job before any work. Keys are passed to the Ray workers inside task
+arguments and are never printed or stored.
+
+Ray: --ray-address ADDR (or $RAY_ADDRESS) uses that cluster; otherwise a local Ray is started. With
+`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster the dataset
+roots (and a local OUT) must be on storage every node sees at the same path.
+
+Re-running: the same command after a crash or kill finishes the job (done shards are skipped, none is
+duplicated); re-running a finished job changes nothing. An OUT that holds a different job (other seed,
+pairs, config or data) is refused.
+
+Counts (manifest, and the table printed at the end): frames read = frames used + frames rejected;
+pairs planned = pairs written + pairs dropped (a pair whose frame failed to decode is dropped and counted,
+not re-drawn).
+
+Examples:
+  ocean prepare --dataset got10k=/data/GOT-10k --dataset coco=/data/coco --out s3://ocean-data/pairs/v1
+  ocean synth --out /tmp/synth && ocean prepare --preset smoke \\
+      $(for d in got10k lasot vid det coco ytbb; do echo --dataset $d=/tmp/synth/$d; done) --out /tmp/pairs
+"""
+
+
+def _name_value(text: str, what: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{what} must be NAME=VALUE, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def _dataset_arg(text: str) -> tuple[str, str]:
+    return _name_value(text, "--dataset")
+
+
+def _pairs_arg(text: str) -> tuple[str, int]:
+    name, value = _name_value(text, "--pairs")
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pairs {text!r}: {value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--pairs {text!r} must be >= 0")
+    return name, n
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", action="append", type=_dataset_arg, required=True, metavar="NAME=ROOT",
+                        help="a dataset and its download folder (repeat); NAME in got10k, lasot, vid, det, coco, ytbb")
+    parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
+    parser.add_argument("--pairs", action="append", type=_pairs_arg, default=[], metavar="NAME=N",
+                        help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pair plan (default 0)")
+    parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
+                        help="config preset: paper = official pair counts (600k/epoch x pool 4), smoke = small")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config override, e.g. data.pool_factor=2 or data.frame_range.got10k=50 (repeat)")
+    parser.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                        help="JPEG quality of the stored crops, 1-100 (default data.jpeg_quality)")
+    parser.add_argument("--shard-pairs", type=int, default=None, metavar="N",
+                        help="most pairs per shard (default 2000, about 50 MB)")
+    parser.add_argument("--ytbb-media", choices=("auto", "frames", "videos"), default=None,
+                        help="YT-BB source: extracted frames, videos, or auto (frames when ROOT/frames exists)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--task-cpus", type=float, default=1.0, help="CPUs each shard task reserves (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ocean.config import apply_overrides, preset
+    from pipelines.prepare import (
+        DEFAULT_SHARD_PAIRS,
+        JobMismatch,
+        ShardFailed,
+        rejection_lines,
+        run_prepare,
+        summary_table,
+    )
+    from pipelines.storage import StorageError
+
+    datasets: dict[str, str] = {}
+    for name, root in args.dataset:
+        if name in datasets:
+            print(f"ocean prepare: --dataset {name} given twice", file=sys.stderr)
+            return 2
+        datasets[name] = root
+    try:
+        cfg = apply_overrides(preset(args.preset), args.overrides)
+    except (KeyError, ValueError) as exc:
+        print(f"ocean prepare: {exc}", file=sys.stderr)
+        return 2
+    reader_options = {"ytbb": {"media": args.ytbb_media}} if args.ytbb_media and "ytbb" in datasets else None
+    try:
+        manifest, info = run_prepare(
+            datasets, args.out, cfg, pairs=dict(args.pairs) or None, seed=args.seed,
+            shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
+            ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
+            progress=not args.no_progress)
+    except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"ocean prepare: {exc}", file=sys.stderr)
+        return 1
+    print(summary_table(manifest))
+    for line in rejection_lines(manifest):
+        print(line)
+    t = manifest["totals"]
+    print(f"{t['pairs_written']} pairs in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB); "
+          f"{info['shards_run']} shards run, {info['shards_skipped']} already done; {info['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_for(__name__))
