@@ -30,7 +30,8 @@ uploaded at the end)::
 Benchmark roots and checkpoints must be readable from every Ray node (a shared folder, or ``s3://`` for
 checkpoints); the sequences are read on the driver and shipped to workers as frame paths.
 
-MLflow (when a tracking URI is given or ``MLFLOW_TRACKING_URI`` is set): one parent run per evaluation
+MLflow (the store of :func:`pipelines.tracking.tracking_uri`: ``mlflow_uri``, ``$MLFLOW_TRACKING_URI``
+or ``OUT/mlflow.db``; ``log_mlflow=False`` turns it off): one parent run per evaluation
 and one nested child run per checkpoint, tagged with the training run it came from
 (``ocean.training_run_id``, from the checkpoint's ``mlflow_run_id`` entry or ``--run``), the checkpoint
 URI, its epoch and the data manifest hash (``ocean.manifest_sha256``) when the checkpoint carries them;
@@ -53,7 +54,8 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence as SequenceABC
+from collections.abc import Callable, Mapping
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,7 +324,8 @@ def _run_local(items: list[WorkItem], threads: int, device: str, on_result: Call
 
 
 def _run_ray(items: list[WorkItem], *, workers: int, threads: int, device: str, cpus_per_worker: float,
-             gpus_per_worker: float, ray_address: str | None, on_result: Callable[[dict], None]) -> int:
+             gpus_per_worker: float, ray_address: str | None, on_result: Callable[[dict], None],
+             on_ready: Callable[[float], None]) -> int:
     """``workers`` SequenceRunner actors spread over the cluster; returns the number of actors used."""
     import ray
     from ray.util import ActorPool
@@ -347,6 +350,9 @@ def _run_ray(items: list[WorkItem], *, workers: int, threads: int, device: str, 
                                     scheduling_strategy="SPREAD").remote(threads, device)
                   for _ in range(n)]
         try:
+            t0 = time.perf_counter()
+            ray.get([a.ping.remote() for a in actors])  # start-up (imports, torch) is not tracking time
+            on_ready(time.perf_counter() - t0)
             pool = ActorPool(actors)
             for result in pool.map_unordered(lambda a, it: a.run.remote(it), items):
                 on_result(result)
@@ -436,46 +442,115 @@ def _csv(rows: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# MLflow (private minimal helpers; see the report about pipelines/tracking.py)
+# MLflow (store / experiment / scrubbing from pipelines.tracking)
 
 
-def _mlflow_client(uri: str):
+def _safe_uri(uri: str) -> str:
+    """A URI fit for a tag or param: unchanged unless it carries credentials (then without query / user)."""
+    from pipelines.tracking import REDACTED, public_uri, scrub
+
+    return public_uri(uri) if scrub({"uri": uri})["uri"] == REDACTED else uri
+
+
+def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | None = None) -> list[tuple[int | None, str]]:
+    """``(epoch, checkpoint uri)`` pairs logged by training run ``run_id``, sorted by epoch, optionally
+    only ``epochs``. Looked up, in this order (the first that gives any wins):
+
+    1. a JSON artifact ``checkpoints.json`` of the run: ``[{"epoch": e, "uri": u}, ...]``, ``{"checkpoints":
+       [...]}`` or ``{"<epoch>": "<uri>"}``;
+    2. a tag or param ``checkpoint_uris`` holding the same JSON;
+    3. tags / params named ``checkpoint.e<N>`` / ``checkpoint_uri.<N>`` / ``checkpoint_e<N>`` (one per epoch);
+    4. checkpoint files logged as artifacts (``*.pt``, ``*.pth``), epochs from their names.
+
+    EvaluationError when the run does not exist, has no checkpoint, or lacks a requested epoch.
+    """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    return MlflowClient(tracking_uri=uri)
-
-
-def _experiment_id(client, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
-
-
-def _scrub(text: str) -> str:
-    """Drop credentials from a URI before it goes into MLflow (user:pass@ and key/secret/token queries)."""
+    client = MlflowClient(tracking_uri=mlflow_uri)
     try:
-        from pipelines.tracking import scrub  # helper-6's, when it exists
-    except ImportError:
-        text = re.sub(r"://[^/@]+@", "://", text)
-        return re.sub(r"([?&](?:[^=&]*(?:key|secret|token|password)[^=&]*)=)[^&]*", r"\1***", text, flags=re.I)
-    return scrub(text)
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise EvaluationError(f"--run {run_id}: no such MLflow run at {_safe_uri(mlflow_uri)} "
+                              f"({str(exc).splitlines()[0]})") from None
+    found: dict[int | None, str] = {}
+
+    def from_json(data: Any) -> None:
+        if isinstance(data, dict) and "checkpoints" in data:
+            data = data["checkpoints"]
+        if isinstance(data, dict):
+            for k, v in data.items():
+                found[int(k) if str(k).isdigit() else epoch_from_name(str(v))] = str(v)
+        elif isinstance(data, list):
+            for entry in data:
+                if isinstance(entry, dict) and "uri" in entry:
+                    e = entry.get("epoch")
+                    found[int(e) if e is not None else epoch_from_name(entry["uri"])] = str(entry["uri"])
+                elif isinstance(entry, str):
+                    found[epoch_from_name(entry)] = entry
+
+    artifacts = {a.path: a for a in _list_artifacts(client, run_id)}
+    if "checkpoints.json" in artifacts:
+        local = client.download_artifacts(run_id, "checkpoints.json", tempfile.mkdtemp(prefix="ocean-run-"))
+        from_json(json.loads(Path(local).read_text()))
+    keyed = {**run.data.params, **run.data.tags}
+    if not found and "checkpoint_uris" in keyed:
+        try:
+            from_json(json.loads(keyed["checkpoint_uris"]))
+        except json.JSONDecodeError:
+            raise EvaluationError(f"--run {run_id}: checkpoint_uris is not JSON") from None
+    if not found:
+        pattern = re.compile(r"^checkpoint(?:_uri)?[._\-]?e?(\d+)$")
+        for k, v in keyed.items():
+            m = pattern.match(k)
+            if m:
+                found[int(m.group(1))] = v
+    if not found:
+        root = run.info.artifact_uri.rstrip("/")
+        for path in artifacts:
+            if path.endswith((".pt", ".pth")):
+                found[epoch_from_name(path)] = f"{root}/{path}"
+    if not found:
+        raise EvaluationError(f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
+                              "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)")
+    if epochs is not None:
+        missing = sorted(set(epochs) - {e for e in found if e is not None})
+        if missing:
+            raise EvaluationError(f"--run {run_id}: no checkpoint for epochs {missing}; the run has "
+                                  f"{sorted(e for e in found if e is not None)}")
+        found = {e: u for e, u in found.items() if e in set(epochs)}
+    return sorted(found.items(), key=lambda t: (t[0] is None, t[0] or 0))
+
+
+def _list_artifacts(client, run_id: str, path: str | None = None, depth: int = 2) -> list:
+    out = []
+    for a in client.list_artifacts(run_id, path):
+        if a.is_dir and depth > 0:
+            out += _list_artifacts(client, run_id, a.path, depth - 1)
+        elif not a.is_dir:
+            out.append(a)
+    return out
 
 
 def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[CheckpointInfo], report: dict,
                    out_dir: Path, training_run_id: str | None) -> dict[str, Any]:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
-    client = _mlflow_client(uri)
-    exp_id = _experiment_id(client, experiment)
+    from pipelines.tracking import ensure_experiment, run_tags
+
+    exp_id = ensure_experiment(uri, experiment)
+    client = MlflowClient(tracking_uri=uri)
     benchmarks = report["benchmarks"]
-    parent = client.create_run(exp_id, run_name=run_name, tags={
+    parent = client.create_run(exp_id, run_name=run_name, tags=run_tags(**{
         "ocean.kind": "evaluation", "ocean.benchmarks": ",".join(benchmarks),
-        **({"ocean.training_run_id": training_run_id} if training_run_id else {})})
+        **({"ocean.training_run_id": training_run_id} if training_run_id else {})}))
     pid = parent.info.run_id
     now = int(time.time() * 1000)
     children: dict[str, str] = {}
     try:
         client.log_batch(pid, params=[
-            Param("checkpoints", _scrub(",".join(i.uri for i in infos))[:6000]),
+            Param("checkpoints", ",".join(_safe_uri(i.uri) for i in infos)[:6000]),
             Param("benchmarks", json.dumps(benchmarks)[:6000]),
             Param("workers", str(report["timing"]["workers"])),
             Param("local", str(report["timing"]["local"])),
@@ -484,7 +559,7 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
         for info in infos:
             entry = report["checkpoints"][info.uri]
             tags = {"mlflow.parentRunId": pid, "ocean.kind": "evaluation-checkpoint",
-                    "ocean.checkpoint_uri": _scrub(info.uri), "ocean.checkpoint_name": info.name}
+                    "ocean.checkpoint_uri": _safe_uri(info.uri), "ocean.checkpoint_name": info.name}
             if info.epoch is not None:
                 tags["ocean.epoch"] = str(info.epoch)
             for key, tag in LINK_KEYS.items():
@@ -492,10 +567,10 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
                     tags[tag] = info.links[key]
             if training_run_id and "ocean.training_run_id" not in tags:
                 tags["ocean.training_run_id"] = training_run_id
-            child = client.create_run(exp_id, run_name=f"{run_name}/{info.name}", tags=tags)
+            child = client.create_run(exp_id, run_name=f"{run_name}/{info.name}", tags=run_tags(**tags))
             cid = child.info.run_id
             children[info.uri] = cid
-            params = [Param("checkpoint_uri", _scrub(info.uri)[:6000]), Param("epoch", str(info.epoch))]
+            params = [Param("checkpoint_uri", _safe_uri(info.uri)[:6000]), Param("epoch", str(info.epoch))]
             metrics = []
             for bench, scores in report["scores"][info.uri].items():
                 for k, v in entry["tracker"][bench].items():
@@ -509,7 +584,7 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
             client.set_terminated(cid)
         best = report.get("best")
         if best:
-            client.set_tag(pid, "best_checkpoint", _scrub(best["checkpoint"]))
+            client.set_tag(pid, "best_checkpoint", _safe_uri(best["checkpoint"]))
             client.set_tag(pid, "best_epoch", str(best["epoch"]))
             client.set_tag(pid, "best_metric", f"{best['benchmark']}.{best['metric']}")
             client.log_metric(pid, f"best.{best['benchmark']}.{best['metric']}", best["value"], now)
@@ -524,7 +599,7 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
         for cid in children.values():
             client.set_terminated(cid, status="FAILED")
         raise
-    return {"tracking_uri": _scrub(uri), "experiment_id": exp_id, "parent_run_id": pid, "child_run_ids": children}
+    return {"tracking_uri": _safe_uri(uri), "experiment_id": exp_id, "parent_run_id": pid, "child_run_ids": children}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -536,7 +611,7 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
              use_gpu: bool = False, mlflow_uri: str | None = None, validation: str | None = None,
              local: bool = False, ray_address: str | None = None, max_sequences: int | None = None,
              cpus_per_worker: float = 1.0, threads_per_worker: int = 1, experiment: str = "ocean-evaluate",
-             run_name: str | None = None, training_run_id: str | None = None,
+             run_name: str | None = None, training_run_id: str | None = None, log_mlflow: bool = True,
              progress: bool = True) -> dict[str, Any]:
     """Evaluate ``checkpoints`` (paths or URIs) on ``benchmarks`` (``{name: root}``, names otb, vot2018,
     vot2019, got10k, lasot; roots as for ``ocean score --dataset``) and write everything under ``out``.
@@ -545,7 +620,8 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         tracker_overrides: applied on top of each benchmark's preset (see :func:`resolve_tracker_config`).
         workers: Ray actors (each loads a checkpoint's model once); capped by the cluster's CPUs / GPUs.
         use_gpu: one GPU per worker (``cuda`` in the local loop).
-        mlflow_uri: tracking URI; default ``$MLFLOW_TRACKING_URI``; none -> nothing is logged to MLflow.
+        mlflow_uri: tracking URI; default as :func:`pipelines.tracking.tracking_uri`
+            (``$MLFLOW_TRACKING_URI``, else ``OUT/mlflow.db``). ``log_mlflow=False`` logs nothing.
         validation: a benchmark of ``benchmarks`` whose headline metric (HEADLINE) picks the best checkpoint.
         local: a plain loop in this process instead of Ray (same code per sequence, same numbers).
         max_sequences: evaluate only the first N sequences of each benchmark (smoke runs).
@@ -574,7 +650,10 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     infos = [inspect_checkpoint(u, n) for u, n in zip(checkpoints, names, strict=True)]
     trackers = {i.uri: {b: resolve_tracker_config(i.tracker, b, tracker_overrides) for b in benchmarks}
                 for i in infos}
-    mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if log_mlflow:
+        from pipelines.tracking import tracking_uri
+
+        mlflow_uri = tracking_uri(mlflow_uri, out)
 
     from ocean import storage
 
@@ -611,12 +690,19 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
 
     device = "cuda" if use_gpu else "cpu"
     t_track = time.perf_counter()
+    startup = [0.0]
+
+    def on_ready(seconds: float) -> None:  # the Ray workers are up: tracking time starts now
+        nonlocal t_track
+        startup[0] = seconds
+        t_track = time.perf_counter()
+
     if local:
         used_workers = _run_local(items, threads_per_worker, device, on_result)
     else:
         used_workers = _run_ray(items, workers=workers, threads=threads_per_worker, device=device,
                                 cpus_per_worker=cpus_per_worker, gpus_per_worker=1.0 if use_gpu else 0.0,
-                                ray_address=ray_address, on_result=on_result)
+                                ray_address=ray_address, on_result=on_result, on_ready=on_ready)
     track_seconds = time.perf_counter() - t_track
 
     from ocean.benchmarks.plots import summary_table
@@ -691,6 +777,7 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     loads = [r for r in results.values() if r.get("model_loaded")]
     timing = {
         "sequences": n_items, "tracking_seconds": round(track_seconds, 3),
+        "worker_startup_seconds": round(startup[0], 3),
         "sequences_per_second": round(n_items / track_seconds, 4) if track_seconds > 0 else None,
         "frames": int(sum(len(it.sequence) for it in items)),
         "model_loads": len(loads), "model_load_seconds": round(sum(r["load_s"] for r in loads), 3),
@@ -706,7 +793,7 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         "mlflow": None,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(_without_curves(report), indent=2))
-    if mlflow_uri:
+    if log_mlflow and mlflow_uri:
         report["mlflow"] = _log_to_mlflow(mlflow_uri, experiment, run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}",
                                           infos, report, out_dir, training_run_id)
         (out_dir / "evaluation.json").write_text(json.dumps(_without_curves(report), indent=2))

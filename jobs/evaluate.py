@@ -1,0 +1,216 @@
+"""``ocean evaluate``: run and score checkpoints on whole benchmarks, Ray-parallel, logged to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobs.cli import main_for
+
+COMMAND = "evaluate"
+HELP = "evaluate checkpoints (or a training run's epochs) on benchmarks, in parallel on Ray; score and log"
+BENCHMARK_NAMES = ("otb", "vot2018", "vot2019", "got10k", "lasot")
+DESCRIPTION = """\
+Track every sequence of each --benchmark with each checkpoint, write the result files in the benchmark's
+own format, score them with the project's toolkit (the same code as `ocean score`) and log it all to MLflow.
+
+Checkpoints: --checkpoint URI (repeatable; a file, file:// or s3:// URI written by training), or
+--run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,...). The run's
+checkpoints are found in its `checkpoints.json` artifact, a `checkpoint_uris` tag/param, per-epoch
+`checkpoint.e<N>` tags, or its *.pt artifacts (in that order).
+
+--benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
+`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root. On a
+cluster, ROOT and the checkpoints must be readable from every node (shared folder / s3://).
+
+Output under --out (a folder or s3://bucket/prefix):
+  OUT/<checkpoint>/<benchmark>/results/     result files (`ocean score --results` takes this folder)
+  OUT/<checkpoint>/<benchmark>/summary.json the `ocean score` keys (fractions 0..1; VOT robustness per
+                                            100 frames) + per-sequence values, checkpoint, tracker config
+  OUT/<checkpoint>/<benchmark>/per_sequence.csv, success.png, precision.png (not for VOT)
+  OUT/plots/  all checkpoints per benchmark, and metric_vs_epoch.png when several epochs are evaluated
+  OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json
+<checkpoint> is the checkpoint's file name without extension (prefixed with its folder when two collide).
+
+Tracker hyper-parameters, in this order: the checkpoint's `tracker` section, the benchmark's official
+preset (ocean_facts §9.3), --tracker-config FILE.json (TrackerConfig fields, or {"tracker": {...}} as
+`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable).
+
+Parallelism: --workers N Ray actors (default 2), each loading a checkpoint's model once and taking
+sequence after sequence, 1 torch thread and --cpus-per-worker logical CPUs each (default 1), --gpu for one
+GPU per worker. --ray-address joins a cluster (or RAY_ADDRESS, as `ray job submit` sets); otherwise a local
+Ray instance is started. --local runs a plain loop in this process instead (same numbers).
+
+MLflow: --mlflow-uri (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db): a parent run per evaluation and a
+child run per checkpoint tagged with its training run (ocean.training_run_id), checkpoint URI, epoch and
+data manifest hash; metrics <benchmark>.<metric>, per-sequence CSV, summaries and plots as artifacts.
+--validation NAME ranks the checkpoints on that benchmark's headline metric (otb/lasot success_auc,
+got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
+
+A sequence that fails (an unreadable frame...) is recorded with its error in summary.json (`failed`) and
+the CSV, and the rest is still scored; a missing checkpoint or unreadable benchmark root stops with
+status 2 before any tracking. Exit status 1 when some sequence failed and --strict is given.
+
+Example:
+  ocean evaluate --run 3f2a... --epochs all --benchmark otb=data/OTB100 \\
+      --benchmark vot2018=data/vot2018/sequences --validation vot2018 --out runs/eval --workers 4"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", action="append", metavar="URI",
+                     help="checkpoint file or URI (repeatable)")
+    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run")
+    p.add_argument("--epochs", default="all", metavar="3,5,...|all",
+                   help="with --run: the epochs to evaluate (default all)")
+    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
+                   help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}")
+    p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
+    p.add_argument("--tracker-config", metavar="FILE.json", help="JSON object of tracker hyper-parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
+                   help="override one tracker hyper-parameter (repeatable)")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="logical CPUs Ray reserves per worker (default 1; fractions allowed)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    p.add_argument("--local", action="store_true", help="no Ray: a plain loop in this process")
+    p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
+                   "or OUT/mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--experiment", default="ocean-evaluate", help="MLflow experiment (default ocean-evaluate)")
+    p.add_argument("--run-name", help="MLflow run name of the evaluation (default evaluate-<time>)")
+    p.add_argument("--validation", metavar="NAME", help="benchmark that picks the best checkpoint / epoch")
+    p.add_argument("--max-sequences", type=int, metavar="N",
+                   help="evaluate only the first N sequences of each benchmark (smoke runs)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
+    p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit status 2)."""
+
+
+def parse_benchmarks(items: list[str]) -> dict[str, str]:
+    """``["otb=/data/OTB", ...]`` -> ``{"otb": "/data/OTB"}``; UsageError for a bad or repeated NAME."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, root = item.partition("=")
+        name = name.strip().lower()
+        if not sep or not root.strip():
+            raise UsageError(f"--benchmark {item!r}: expected NAME=ROOT")
+        if name not in BENCHMARK_NAMES:
+            raise UsageError(f"--benchmark {item!r}: unknown benchmark {name!r}; one of {', '.join(BENCHMARK_NAMES)}")
+        if name in out:
+            raise UsageError(f"--benchmark {name} given twice")
+        out[name] = root.strip()
+    return out
+
+
+def parse_epochs(text: str) -> list[int] | None:
+    """``"all"`` -> None, ``"3,5, 7"`` -> [3, 5, 7]."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        epochs = sorted({int(t) for t in text.replace(" ", "").split(",") if t})
+    except ValueError:
+        raise UsageError(f"--epochs {text!r}: expected a comma list of integers or 'all'") from None
+    if not epochs:
+        raise UsageError(f"--epochs {text!r}: no epoch given")
+    return epochs
+
+
+def tracker_overrides(json_path: str | None, sets: list[str]) -> list[str]:
+    """--tracker-config FILE then --set items, as ``tracker.KEY=VALUE`` strings (checked later)."""
+    items: list[str] = []
+    if json_path is not None:
+        try:
+            data = json.loads(Path(json_path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--tracker-config {json_path}: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
+            data = data["tracker"]
+        if not isinstance(data, dict):
+            raise UsageError(f"--tracker-config {json_path}: expected a JSON object of tracker fields")
+        items += [f"tracker.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in data.items()]
+    for item in sets:
+        key = item.strip()
+        if not key.startswith("tracker."):
+            raise UsageError(f"--set {item!r}: only tracker.* keys can be changed at evaluation time")
+        items.append(key)
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import EvaluationError
+
+    try:
+        return _run(args)
+    except (UsageError, EvaluationError) as exc:
+        print(f"ocean evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import HEADLINE, checkpoints_of_run, evaluate
+    from pipelines.tracking import tracking_uri
+
+    benchmarks = parse_benchmarks(args.benchmark)
+    if args.validation is not None and args.validation not in benchmarks:
+        raise UsageError(f"--validation {args.validation}: not one of the --benchmark names {sorted(benchmarks)}")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    overrides = tracker_overrides(args.tracker_config, args.overrides)
+    training_run = None
+    if args.run:
+        if args.no_mlflow and not args.mlflow_uri:
+            raise UsageError("--run needs MLflow: give --mlflow-uri (or MLFLOW_TRACKING_URI)")
+        uri = tracking_uri(args.mlflow_uri, args.out)
+        pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
+        checkpoints = [u for _e, u in pairs]
+        training_run = args.run
+        print(f"run {args.run}: {len(checkpoints)} checkpoints "
+              f"(epochs {', '.join(str(e) for e, _ in pairs)})", file=sys.stderr)
+    else:
+        if args.epochs != "all":
+            raise UsageError("--epochs only applies with --run")
+        checkpoints = args.checkpoint
+    report = evaluate(
+        checkpoints, benchmarks, args.out, tracker_overrides=overrides, workers=args.workers, use_gpu=args.gpu,
+        mlflow_uri=args.mlflow_uri, validation=args.validation, local=args.local, ray_address=args.ray_address,
+        max_sequences=args.max_sequences, cpus_per_worker=args.cpus_per_worker, experiment=args.experiment,
+        run_name=args.run_name, training_run_id=training_run, log_mlflow=not args.no_mlflow,
+        progress=not args.quiet)
+
+    print()
+    print("| checkpoint | epoch | benchmark | sequences | " + "headline | value |")
+    print("|---|---|---|---|---|---|")
+    for uri, per in report["scores"].items():
+        info = report["checkpoints"][uri]
+        for bench, s in per.items():
+            value = s.get(HEADLINE[bench])
+            shown = "n/a" if value is None else f"{value:.4f}"
+            print(f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} | {shown} |")
+    t = report["timing"]
+    print(f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
+          f"{t['workers']} {'local loop' if t['local'] else 'Ray workers'}; {t['model_loads']} model loads "
+          f"({t['model_load_seconds']:.2f} s)")
+    if report["best"]:
+        b = report["best"]
+        print(f"best on {b['benchmark']} ({b['metric']} {b['value']:.4f}): {b['name']} (epoch {b['epoch']})")
+    if report["mlflow"]:
+        m = report["mlflow"]
+        print(f"MLflow: {m['tracking_uri']} experiment {m['experiment_id']}, run {m['parent_run_id']}")
+    print(f"results: {args.out}")
+    if report["failed"]:
+        print(f"warning: {len(report['failed'])} sequences failed:", file=sys.stderr)
+        for f in report["failed"][:10]:
+            print(f"  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}", file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_for(__name__))
