@@ -294,7 +294,8 @@ class SequenceRunner:
 
         t0 = time.perf_counter()
         base = {"checkpoint": item.checkpoint, "benchmark": item.benchmark, "sequence": item.sequence.name,
-                "worker": f"{socket.gethostname()}:{os.getpid()}", "model_loaded": False, "load_s": 0.0}
+                "worker": f"{socket.gethostname()}:{os.getpid()}", "node": _ray_node_id(),
+                "model_loaded": False, "load_s": 0.0}
         try:
             net, load_s, loaded = self._model(item.checkpoint)
             base.update(model_loaded=loaded, load_s=load_s)
@@ -307,6 +308,16 @@ class SequenceRunner:
         import socket
 
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
 
 
 def _run_local(items: list[WorkItem], threads: int, device: str, on_result: Callable[[dict], None]) -> int:
@@ -783,6 +794,7 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         "model_loads": len(loads), "model_load_seconds": round(sum(r["load_s"] for r in loads), 3),
         "workers": used_workers, "local": bool(local), "device": device,
         "worker_ids": sorted({r["worker"] for r in results.values()}),
+        "node_ids": sorted({r["node"] for r in results.values() if r.get("node")}),
     }
     (out_dir / "per_sequence.csv").write_text(_csv(rows))
     table = {f"{by_uri[u].name} / {b}": s for u, per in scores.items() for b, s in per.items()}
