@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     t = manifest["totals"]
     print(f"{t['pairs_written']} pairs in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB); "
-          f"{info['shards_run']} shards run, {info['shards_skipped']} already done; {info['seconds']:.1f} s")
+          f"{info['shards_run']} shards run on {info['nodes']} node(s), {info['shards_skipped']} already done; "
+          f"{info['seconds']:.1f} s")
     return 0
 
 

@@ -414,7 +414,13 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     }
     store.write(paths["stats"], (json.dumps(sidecar, indent=1, sort_keys=True) + "\n").encode(), fs)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
-    return {**sidecar, "runtime": {"pid": os.getpid(), "seconds": time.perf_counter() - t0,
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    except ImportError:
+        node = "local"
+    return {**sidecar, "runtime": {"pid": os.getpid(), "node": node, "seconds": time.perf_counter() - t0,
                                    "peak_rss_mb": peak_kb / 1024.0}}
 
 
@@ -529,8 +535,9 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     """The job; returns ``(manifest, run_info)``. See :func:`prepare` for the arguments.
 
     ``run_info`` (not stored) holds what varies between runs: ``shards_run``, ``shards_skipped``,
-    ``seconds``, ``seconds_listing``, and ``workers`` (per pid: shards, seconds, peak RSS in MB), plus
-    ``driver_peak_rss_mb``.
+    ``seconds`` (all), ``seconds_listing`` (list + plan), ``seconds_crop`` (submitting the first shard task to
+    the last result, Ray start excluded), ``workers`` (per pid: node, shards, seconds, peak RSS in MB),
+    ``nodes`` (distinct Ray nodes that ran shards) and ``driver_peak_rss_mb``.
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -618,7 +625,7 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
 
     def on_result(result: dict) -> None:
         rt = result.pop("runtime")
-        w = workers.setdefault(rt["pid"], {"shards": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
         w["shards"] += 1
         w["seconds"] += rt["seconds"]
         w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
@@ -627,11 +634,14 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     # 4. crop on Ray
     failed: list[str] = []
     started_ray = False
+    t_crop = t_crop_end = time.perf_counter()
     if len(done) < total:
         started_ray = ensure_ray(ray_address)
+        t_crop = time.perf_counter()
         try:
             failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
                                 on_result=on_result, progress=progress, initial=len(done))
+            t_crop_end = time.perf_counter()
         finally:
             if started_ray:
                 import ray
@@ -651,7 +661,9 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     manifest = build_manifest(states, done, job_doc, roots)
     _write_if_changed(store, "manifest.json", _json_bytes(manifest), fs)
     run_info = {
-        "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start, "workers": workers,
+        "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start,
+        "seconds_crop": t_crop_end - t_crop, "workers": workers,
+        "nodes": len({w["node"] for w in workers.values()}),
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
     run_info["shards_run"] = sum(w["shards"] for w in workers.values())

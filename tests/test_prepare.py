@@ -230,6 +230,7 @@ def test_job_on_cluster_counts_reconcile_with_the_synthetic_manifest(synth, clea
     root, synth_manifest = synth
     out, manifest, stdout = clean_run
     assert "| dataset |" in stdout and "| got10k |" in stdout  # summary table printed
+    assert "on 2 node(s)" in stdout  # the shards really ran on both nodes of the cluster
     needed = _needed_frames(root)
     decode_items = [b for b in synth_manifest["broken_items"] if b["stage"] == "decode"]
     for name in NAMES:

@@ -1,0 +1,197 @@
+"""Preparation job throughput per core vs a bare OpenCV loop, bytes per pair, peak memory per process.
+
+    python benchmarks/prep_throughput.py [--size small] [--pairs 400] [--cpus 4] [--repeats 2] [--data DIR]
+
+1. Writes a synthetic set (``data_prep.synthetic.generate``, all six training layouts) unless ``--data``.
+2. Runs the job (:func:`pipelines.prepare.run_prepare`) on a local Ray with ``--cpus`` logical CPUs to a
+   fresh folder, ``--pairs`` pairs per dataset. Job frames/s = frames decoded / crop-phase wall time
+   (first shard task submitted -> last result; Ray start-up and listing reported separately). Per core =
+   divided by ``min(physical cores, --cpus)``, the cores the tasks can actually use.
+3. The practical limit: a bare single-process loop (OpenCV one thread) over the same frames doing the same
+   work -- read the file, ``cv2.imdecode``, ``cv2.mean`` padding, one ``cv2.warpAffine`` per crop at the
+   stored sides, ``cv2.imencode`` -- with no parquet, no Ray. Frames/s on one core.
+4. Bytes per pair: template + search JPEG bytes in the shards, and parquet file bytes / pairs (smaller:
+   parquet's dictionary encoding stores a crop shared by several pairs of a shard once), vs two crop511
+   JPEGs at q95 (the official default, facts §7.1) of the same pairs' frames.
+5. Peak RSS of the driver and of every Ray worker process that ran shards.
+
+The machine may be shared; the bare loop and the job are each run ``--repeats`` times and the best is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from data_prep.crops import crop511, crop_geometry
+from data_prep.readers import read_tracks
+from data_prep.records import bytes_per_pair
+from ocean.config import smoke
+from pipelines.prepare import CropSettings, pack_shards, run_prepare, shard_videos
+
+NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
+OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
+    """The job's own plan as ``[(path, [(box_xyxy, side)]), ...]`` (one entry per decoded frame) and pairs."""
+    settings = CropSettings.from_config(cfg)
+    from data_prep.pairs import plan_pairs
+
+    items, pair_frames = [], []
+    for name in NAMES:
+        tracks = list(read_tracks(name, data / name))
+        plan = plan_pairs(tracks, cfg.data, seed, {name: pairs}).datasets[name]
+        for draws in pack_shards(plan, shard_pairs):
+            for work in shard_videos(plan, draws):
+                by_frame: dict[str, list] = {}
+                for (_, frame_id, role), box in work.crops.items():
+                    by_frame.setdefault(frame_id, []).append((box, settings.side(role)))
+                for frame_id, ref in work.frames.items():
+                    items.append((ref.path, by_frame[frame_id]))
+                for p in work.pairs:
+                    tr = plan.tracks[int(plan.track_index[p.draw])]
+                    pair_frames.append((tr.frames[p.template_index].path, tuple(tr.boxes_xyxy[p.template_index]),
+                                        tr.frames[p.search_index].path, tuple(tr.boxes_xyxy[p.search_index])))
+    return items, pair_frames, settings
+
+
+def bare_loop(items, settings: CropSettings) -> tuple[float, int]:
+    """Seconds and frames for read -> decode -> crop(s) -> encode on one core (the practical limit)."""
+    cv2.setNumThreads(1)
+    params = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
+    t0 = time.perf_counter()
+    n = 0
+    for path, crops in items:
+        with open(path, "rb") as f:
+            img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        pad = cv2.mean(img)[:3]
+        for box, side in crops:
+            g = crop_geometry(box, side, settings.context_amount, settings.crop_size, settings.exemplar_size)
+            crop = cv2.warpAffine(img, g.matrix(), (side, side), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
+            cv2.imencode(".jpg", crop, params)
+        n += 1
+    return time.perf_counter() - t0, n
+
+
+def crop511_bytes(pair_frames, limit: int = 300) -> float:
+    """Mean bytes of two crop511 JPEGs at q95 (template frame + search frame), over up to ``limit`` pairs."""
+    total, n = 0, 0
+    for t_path, t_box, s_path, s_box in pair_frames[:limit]:
+        t_img, s_img = cv2.imread(t_path), cv2.imread(s_path)
+        if t_img is None or s_img is None:
+            continue
+        for img, box in ((t_img, t_box), (s_img, s_box)):
+            ok, buf = cv2.imencode(".jpg", crop511(img, box), [int(cv2.IMWRITE_JPEG_QUALITY), OFFICIAL_QUALITY])
+            total += len(buf)
+        n += 1
+    return total / max(n, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=("tiny", "small"), default="small")
+    ap.add_argument("--data", type=Path, default=None, help="an existing `ocean synth` folder")
+    ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
+    ap.add_argument("--shard-pairs", type=int, default=200)
+    ap.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local Ray")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster (ray_stack.md §6)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    tmp = Path(tempfile.mkdtemp(prefix="prep_bench_"))
+    try:
+        data = args.data
+        if data is None:
+            from data_prep.synthetic import generate
+
+            data = tmp / "synth"
+            generate(data, seed=args.seed, size=args.size)
+        cfg = smoke()
+        items, pair_frames, settings = work_items(data, cfg, args.pairs, args.seed, args.shard_pairs)
+        bare = min(bare_loop(items, settings)[0] for _ in range(args.repeats))
+        frames = len(items)
+        crops = sum(len(c) for _, c in items)
+
+        import ray
+
+        ray.init(num_cpus=args.cpus, include_dashboard=False)
+        try:
+            runs = []
+            for r in range(args.repeats):
+                out = tmp / f"out{r}"
+                manifest, info = run_prepare({n: str(data / n) for n in NAMES}, str(out), cfg,
+                                             pairs={n: args.pairs for n in NAMES}, seed=args.seed,
+                                             shard_pairs=args.shard_pairs, progress=False, log=None)
+                runs.append((info["seconds_crop"], manifest, info, out))
+        finally:
+            ray.shutdown()
+        crop_s, manifest, info, out = min(runs, key=lambda x: x[0])
+        job_frames = sum(d["frames_read"] for d in manifest["datasets"].values())
+        assert job_frames == frames, (job_frames, frames)
+        cores = min(os.cpu_count() or 1, args.cpus)
+        bare_fps = frames / bare
+        job_fps = frames / crop_s
+        job_fps_e2e = frames / info["seconds"]
+
+        tables = [pq.read_table(out / s["path"]) for s in manifest["shards"]]
+        import pyarrow as pa
+
+        bpp = bytes_per_pair(pa.concat_tables(tables))
+        file_bpp = manifest["totals"]["bytes"] / max(manifest["totals"]["pairs_written"], 1)
+        ref_bpp = crop511_bytes(pair_frames)
+        worker_rss = [w["peak_rss_mb"] for w in info["workers"].values()]
+
+        now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        print(f"## Preparation throughput ({now})\n")
+        print(f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+              f"OpenCV {cv2.__version__}, Ray {ray.__version__}. Data: synthetic `{args.size}` "
+              f"(seed {args.seed}), {args.pairs} pairs x 6 datasets, {frames} source frames decoded, {crops} crops "
+              f"(template {settings.template_side} px, search {settings.search_side} px, q{settings.jpeg_quality}); "
+              f"best of {args.repeats}.\n")
+        print("| measure | value |\n|---|---:|")
+        print(f"| bare loop (1 process, 1 OpenCV thread): frames/s | {bare_fps:.0f} |")
+        print(f"| job, crop phase ({args.cpus} logical CPUs on {cores} cores): frames/s | {job_fps:.0f} |")
+        print(f"| job per core: frames/s/core | {job_fps / cores:.0f} |")
+        print(f"| **job per core / bare loop** (goal >= 0.9) | **{job_fps / cores / bare_fps:.2f}** |")
+        print(f"| job end to end (listing {info['seconds_listing']:.1f} s + crop + manifest; Ray already up): "
+              f"frames/s/core | {job_fps_e2e / cores:.0f} |")
+        print(f"| stored pair, JPEG bytes (template + search), mean | {bpp['mean'] / 1e3:.1f} KB |")
+        print(f"| stored pair, parquet file bytes / pair | {file_bpp / 1e3:.1f} KB |")
+        print(f"| two crop511 JPEGs at q{OFFICIAL_QUALITY}, same pairs | {ref_bpp / 1e3:.1f} KB |")
+        print(f"| **stored / crop511 bytes** (goal <= 0.5): parquet file / JPEG only | "
+              f"**{file_bpp / ref_bpp:.2f}** / {bpp['mean'] / ref_bpp:.2f} |")
+        print(f"| peak RSS, driver | {info['driver_peak_rss_mb']:.0f} MB |")
+        print(f"| peak RSS, Ray workers ({len(worker_rss)} processes): max / mean | "
+              f"{max(worker_rss):.0f} / {np.mean(worker_rss):.0f} MB |")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
