@@ -170,6 +170,43 @@ def test_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys):
         main(["prepare", "--dataset", "got10k", "--out", str(tmp_path)])
 
 
+def test_ytbb_frames_are_decoded_from_the_video_at_the_annotated_timestamp(synth):
+    from data_prep.crops import crop_region
+
+    root, synth_manifest = synth
+    if "videos" not in synth_manifest["ytbb_media"]:
+        pytest.skip("this OpenCV cannot write mp4v videos")
+    cfg = smoke()
+    settings = CropSettings.from_config(cfg)
+    tracks = list(read_tracks("ytbb", root / "ytbb", media="videos"))
+    plan = plan_pairs(tracks, cfg.data, 1, {"ytbb": 12}).datasets["ytbb"]
+    rows, reads = [], 0
+    for draws in pack_shards(plan, 100):
+        r, c, j = crop_shard(ShardTask("ytbb", 0, "t", shard_videos(plan, draws)), settings)
+        assert not j and c["frames_used"] == c["frames_read"]
+        rows += r
+        reads += c["frames_read"]
+    assert len(rows) == 12 and reads > 0
+    video_of = {tr.video: tr.frames[0].video for tr in tracks}
+    for row in rows[:4]:
+        cap = cv2.VideoCapture(video_of[row["video"]])
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        frames = []
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames.append(img)
+        stored = cv2.imdecode(np.frombuffer(row["search_jpeg"], np.uint8), cv2.IMREAD_COLOR).astype(int)
+        i = round(int(row["search_frame"]) * fps / 1000)  # frame id = timestamp in ms (ytbb reader)
+        diffs = {}
+        for j in (i - 1, i, i + 1):
+            if 0 <= j < len(frames):
+                crop = crop_region(frames[j], row["search_source_box"], 433, padding=cv2.mean(frames[j])[:3])
+                diffs[j] = np.abs(crop.image.astype(int) - stored).mean()
+        assert min(diffs, key=diffs.get) == i and diffs[i] < 2.0  # that frame, up to the JPEG q90 error
+
+
 # --------------------------------------------------------------------------------------------------------
 # Slow tests: the real cluster, the real S3 server
 
