@@ -54,6 +54,10 @@ class HeadConfig:
     # Fusion of the three dilated correlations: "softmax" = learnable softmax-weighted sum (official,
     # facts §2), "sum" = plain sum (paper Eq. 9).
     fusion: Literal["softmax", "sum"] = "softmax"
+    # "dilated3": the three parallel dilated encoders (1,1), (1,2), (2,1) of the feature combination (paper
+    # Sec. 4.1, Eq. 9); "single": only the (1,1) encoder -- the ablation baseline without feature
+    # combination (paper Table 4).
+    combination: Literal["dilated3", "single"] = "dilated3"
     align: bool = True  # the object-aware alignment head p_o (paper Sec. 3.2, facts §4)
     # exp(adjust * conv + bias): adjust init 0.1, bias init 1.0 -- facts §3
     reg_adjust_init: float = 0.1
@@ -84,8 +88,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LabelConfig:
     # Positive cells of the regular-region label p_r*: "l1_cells" = official (L1 distance <= radius_cells
-    # around the shift-derived centre, facts §5.2); "euclid_px" = paper Eq. 7 (Euclidean distance <= R px).
-    cls_rule: Literal["l1_cells", "euclid_px"] = "l1_cells"
+    # around the shift-derived centre, facts §5.2); "euclid_px" = paper Eq. 7 (Euclidean distance <= R px);
+    # "in_box" = every cell inside the box, the ablation baseline without centralized sampling (paper
+    # Table 4, Sec. 3.4: FCOS-style identical samples for classification and regression).
+    cls_rule: Literal["l1_cells", "euclid_px", "in_box"] = "l1_cells"
     cls_radius_cells: int = 2  # facts §5.2 (rPos = 2 -> 13-cell diamond)
     cls_radius_px: float = 16.0  # paper Sec. 5.1, R = 16 px
     # Centre of the positive region: "shift" = the official int(-shift/8) rule (facts §5.2), "box" = the

@@ -43,7 +43,12 @@ def cls_labels(cfg: LabelConfig, n: int, search_size: int, stride: int = 8, *,
       * ``"l1_cells"`` (official): |i - c_y| + |j - c_x| <= radius_cells (2 -> a 13-cell diamond) with the
         centre cell as above (facts §5.2).
       * ``"euclid_px"`` (paper): Euclidean distance between the grid point and the centre <= R px (16).
+      * ``"in_box"`` (ablation baseline, paper Table 4): every grid point strictly inside ``box_xyxy``.
     """
+    if cfg.cls_rule == "in_box":
+        if box_xyxy is None:
+            raise ValueError("cls_rule='in_box' needs box_xyxy")
+        return regression_targets(box_xyxy, n, search_size, stride)[1].to(torch.float32)
     device = (shift_xy if shift_xy is not None else box_xyxy).device
     if cfg.cls_center == "shift":
         if shift_xy is None:

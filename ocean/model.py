@@ -77,13 +77,18 @@ class FeatureCombination(nn.Module):
     ``fusion="sum"``: the plain sum of paper Eq. 9.
     """
 
-    def __init__(self, channels: int, fusion: str = "softmax"):
+    def __init__(self, channels: int, fusion: str = "softmax", combination: str = "dilated3"):
         super().__init__()
-        self.template_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in DILATIONS)
-        self.search_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in DILATIONS)
+        if combination not in ("dilated3", "single"):
+            raise ValueError(f"unknown combination {combination!r}")
+        dilations = DILATIONS if combination == "dilated3" else DILATIONS[:1]
+        self.template_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in dilations)
+        self.search_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in dilations)
         self.fusion = fusion
-        if fusion == "softmax":
-            self.fusion_logits = nn.Parameter(torch.ones(len(DILATIONS)))
+        if fusion == "softmax" and len(dilations) > 1:
+            self.fusion_logits = nn.Parameter(torch.ones(len(dilations)))
+        elif fusion == "softmax":
+            self.fusion = "sum"  # one encoder: nothing to weigh
         elif fusion != "sum":
             raise ValueError(f"unknown fusion {fusion!r}")
 
@@ -199,8 +204,8 @@ class OceanNet(nn.Module):
         self.backbone = ResNet50Backbone(layout=bb.layout, width=bb.width, blocks=bb.blocks)
         c = head.channels
         self.neck = nn.Sequential(nn.Conv2d(self.backbone.out_channels, c, 1, bias=False), nn.BatchNorm2d(c))
-        self.cls_encode = FeatureCombination(c, head.fusion)
-        self.reg_encode = FeatureCombination(c, head.fusion)
+        self.cls_encode = FeatureCombination(c, head.fusion, head.combination)
+        self.reg_encode = FeatureCombination(c, head.fusion, head.combination)
         self.cls_tower = Tower(c, head.tower_convs)
         self.reg_tower = Tower(c, head.tower_convs)
         self.cls_pred = nn.Conv2d(c, 1, 3, padding=1)

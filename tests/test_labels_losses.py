@@ -151,3 +151,10 @@ def test_overfit_a_few_pairs():
         losses.append(parts["total"].item())
     assert all(math.isfinite(v) for v in losses)
     assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_in_box_cls_label_is_the_regression_mask():
+    box = torch.tensor([[100.0, 110.0, 160.0, 150.0]])
+    lab = cls_labels(LabelConfig(cls_rule="in_box"), 25, 255, box_xyxy=box)
+    assert torch.equal(lab, regression_targets(box, 25, 255)[1])
+    assert lab.sum().item() == 40

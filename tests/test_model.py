@@ -189,3 +189,14 @@ def test_model_config_is_frozen():
     cfg = paper()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model.stride = 16  # type: ignore[misc]
+
+
+def test_ablation_switches_build_and_run():
+    # paper Table 4 baseline: a single (1,1) encoder per branch, no alignment head
+    cfg = apply_overrides(smoke(), ["model.head.combination=single", "model.head.align=false"])
+    net = build_model(cfg.model)
+    assert len(net.cls_encode.search_convs) == 1 and net.align is None
+    out = net(torch.rand(2, 3, 127, 127) * 255, torch.rand(2, 3, 255, 255) * 255)
+    assert out["cls"].shape == (2, 1, 25, 25) and out["align"] is None
+    full = model_info(smoke().model)["params_head"]
+    assert model_info(cfg.model)["params_head"] < full
