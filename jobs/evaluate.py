@@ -17,9 +17,10 @@ Track every sequence of each --benchmark with each checkpoint, write the result 
 own format, score them with the project's toolkit (the same code as `ocean score`) and log it all to MLflow.
 
 Checkpoints: --checkpoint URI (repeatable; a file, file:// or s3:// URI written by training), or
---run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,...). The run's
-checkpoints are found in its `checkpoints.json` artifact, a `checkpoint_uris` tag/param, per-epoch
-`checkpoint.e<N>` tags, or its *.pt artifacts (in that order).
+--run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,...; the epoch is
+the number of completed epochs, as in `epoch-0003.pt`). They are read from the run's `checkpoints.json`
+artifact (what `ocean train` logs), else a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags,
+or its *.pt artifacts.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
 `ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root. On a

@@ -33,8 +33,10 @@ checkpoints); the sequences are read on the driver and shipped to workers as fra
 MLflow (the store of :func:`pipelines.tracking.tracking_uri`: ``mlflow_uri``, ``$MLFLOW_TRACKING_URI``
 or ``OUT/mlflow.db``; ``log_mlflow=False`` turns it off): one parent run per evaluation
 and one nested child run per checkpoint, tagged with the training run it came from
-(``ocean.training_run_id``, from the checkpoint's ``mlflow_run_id`` entry or ``--run``), the checkpoint
-URI, its epoch and the data manifest hash (``ocean.manifest_sha256``) when the checkpoint carries them;
+(``ocean.training_run_id``: the checkpoint's ``mlflow_run_id`` entry, else ``--run``, else the run whose
+``ocean.out`` tag is the checkpoint's training folder ``OUT/checkpoints/epoch-NNNN.pt``), the data
+manifest hash (``ocean.manifest_sha256``: the checkpoint's entry or that run's tag), the checkpoint URI
+and its epoch;
 metrics ``<benchmark>.<metric>``; artifacts: the summaries, per-sequence CSV and plots. The parent also
 gets every headline metric with ``step=epoch`` (MLflow's own metric-vs-epoch chart), the
 metric-vs-epoch PNG and, with ``validation``, the tags ``best_epoch`` / ``best_checkpoint``; the best
@@ -533,6 +535,49 @@ def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | 
     return sorted(found.items(), key=lambda t: (t[0] is None, t[0] or 0))
 
 
+def _training_run_links(client, info: CheckpointInfo, training_run_id: str | None) -> dict[str, str]:
+    """``{tag: value}`` linking a checkpoint to its training run and data manifest, first found wins:
+
+    1. the checkpoint's own ``mlflow_run_id`` / ``manifest_sha256`` entries;
+    2. the training run given (``--run``);
+    3. a run whose ``ocean.out`` tag is the checkpoint's training output (``OUT/checkpoints/epoch-NNNN.pt``,
+       the layout of :mod:`pipelines.train`), newest first.
+
+    The manifest hash, when not in the checkpoint, is the training run's ``ocean.manifest_sha256`` tag.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.tracking import public_uri
+
+    links = {LINK_KEYS[k]: v for k, v in info.links.items()}
+    run_id = links.get("ocean.training_run_id") or training_run_id
+    if run_id is None:
+        parts = info.uri.split("?", 1)[0].rstrip("/").rsplit("/", 2)
+        if len(parts) == 3 and parts[1] == "checkpoints":
+            out = parts[0] if "://" in parts[0] else str(Path(parts[0]).expanduser().resolve())
+            try:
+                for exp in client.search_experiments():
+                    runs = client.search_runs([exp.experiment_id],
+                                              filter_string=f"tags.`ocean.out` = '{public_uri(out)}'",
+                                              order_by=["attributes.start_time DESC"], max_results=1)
+                    if runs:
+                        run_id = runs[0].info.run_id
+                        break
+            except MlflowException:
+                run_id = None
+    if run_id is None:
+        return links
+    links["ocean.training_run_id"] = run_id
+    if "ocean.manifest_sha256" not in links:
+        try:
+            manifest = client.get_run(run_id).data.tags.get("ocean.manifest_sha256")
+        except MlflowException:  # the training run lives in another store
+            manifest = None
+        if manifest and manifest != "none":
+            links["ocean.manifest_sha256"] = manifest
+    return links
+
+
 def _list_artifacts(client, run_id: str, path: str | None = None, depth: int = 2) -> list:
     out = []
     for a in client.list_artifacts(run_id, path):
@@ -559,6 +604,7 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
     pid = parent.info.run_id
     now = int(time.time() * 1000)
     children: dict[str, str] = {}
+    links: dict[str, dict[str, str]] = {}
     try:
         client.log_batch(pid, params=[
             Param("checkpoints", ",".join(_safe_uri(i.uri) for i in infos)[:6000]),
@@ -573,11 +619,8 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
                     "ocean.checkpoint_uri": _safe_uri(info.uri), "ocean.checkpoint_name": info.name}
             if info.epoch is not None:
                 tags["ocean.epoch"] = str(info.epoch)
-            for key, tag in LINK_KEYS.items():
-                if key in info.links:
-                    tags[tag] = info.links[key]
-            if training_run_id and "ocean.training_run_id" not in tags:
-                tags["ocean.training_run_id"] = training_run_id
+            links[info.uri] = _training_run_links(client, info, training_run_id)
+            tags.update(links[info.uri])
             child = client.create_run(exp_id, run_name=f"{run_name}/{info.name}", tags=run_tags(**tags))
             cid = child.info.run_id
             children[info.uri] = cid
@@ -610,7 +653,8 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
         for cid in children.values():
             client.set_terminated(cid, status="FAILED")
         raise
-    return {"tracking_uri": _safe_uri(uri), "experiment_id": exp_id, "parent_run_id": pid, "child_run_ids": children}
+    return {"tracking_uri": _safe_uri(uri), "experiment_id": exp_id, "parent_run_id": pid, "child_run_ids": children,
+            "links": links}
 
 
 # ----------------------------------------------------------------------------------------------------------

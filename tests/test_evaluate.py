@@ -49,8 +49,7 @@ def ckpts(tmp_path_factory) -> list[str]:
     for epoch in (1, 2, 3):
         torch.manual_seed(100 + epoch)
         path = folder / f"checkpoint_e{epoch}.pt"
-        save_checkpoint(str(path), build_model(smoke().model), smoke(), epoch=epoch,
-                        mlflow_run_id="train-run-0001", manifest_sha256="ab" * 32)
+        save_checkpoint(str(path), build_model(smoke().model), smoke(), epoch=epoch)
         out.append(str(path))
     return out
 
@@ -205,16 +204,20 @@ def test_a_failing_sequence_is_recorded_not_fatal(bench, ckpts, tmp_path):
 # Ray (2 nodes) + MLflow server
 
 
-def _training_run(mlflow_uri: str, ckpts: list[str], tmp_path: Path) -> str:
-    """A stand-in training run that logged its checkpoints as a ``checkpoints.json`` artifact."""
+MANIFEST = "cd" * 32
+
+
+def _training_run(mlflow_uri: str, listing_json, tmp_path: Path, tags: dict | None = None) -> str:
+    """A stand-in training run that logged its checkpoints as a ``checkpoints.json`` artifact (a list of
+    URIs, as pipelines.train logs it) and its data manifest hash as a tag."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     exp = client.get_experiment_by_name("fake-train") or None
     exp_id = exp.experiment_id if exp else client.create_experiment("fake-train")
-    run = client.create_run(exp_id, run_name="train")
+    run = client.create_run(exp_id, run_name="train", tags={"ocean.manifest_sha256": MANIFEST, **(tags or {})})
     listing = tmp_path / "checkpoints.json"
-    listing.write_text(json.dumps([{"epoch": e, "uri": u} for e, u in zip((1, 2, 3), ckpts, strict=True)]))
+    listing.write_text(json.dumps(listing_json))
     client.log_artifact(run.info.run_id, str(listing))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -222,13 +225,17 @@ def _training_run(mlflow_uri: str, ckpts: list[str], tmp_path: Path) -> str:
 
 @pytest.mark.slow
 def test_checkpoints_of_a_training_run(mlflow_server, ckpts, tmp_path):
-    run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)
+    run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)  # ["/…/checkpoint_e1.pt", ...]
     assert checkpoints_of_run(mlflow_server.uri, run_id) == [(1, ckpts[0]), (2, ckpts[1]), (3, ckpts[2])]
     assert checkpoints_of_run(mlflow_server.uri, run_id, [3, 1]) == [(1, ckpts[0]), (3, ckpts[2])]
     with pytest.raises(EvaluationError, match=r"no checkpoint for epochs \[7\]"):
         checkpoints_of_run(mlflow_server.uri, run_id, [1, 7])
     with pytest.raises(EvaluationError, match="no such MLflow run"):
         checkpoints_of_run(mlflow_server.uri, "0" * 32)
+    # [{"epoch", "uri"}] entries: the epoch given wins over the name
+    listing = [{"epoch": 10, "uri": "s3://b/x/last.pt"}, {"epoch": 4, "uri": "s3://b/x/e4.pt"}]
+    run_id = _training_run(mlflow_server.uri, listing, tmp_path)
+    assert checkpoints_of_run(mlflow_server.uri, run_id) == [(4, "s3://b/x/e4.pt"), (10, "s3://b/x/last.pt")]
     # per-epoch tags, the other documented convention
     from mlflow import MlflowClient
 
@@ -244,12 +251,14 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_
     from mlflow import MlflowClient
 
     two = {"otb": bench["otb"], "vot2018": bench["vot2018"]}
-    local = evaluate(ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False)
+    local = evaluate(ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False,
+                     max_sequences=1)
 
     run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)
     cmd = [sys.executable, "-m", "jobs.evaluate", "--run", run_id, "--epochs", "all",
            "--benchmark", f"otb={two['otb']}", "--benchmark", f"vot2018={two['vot2018']}",
            "--out", str(tmp_path / "ray"), "--workers", "2", "--ray-address", ray_cluster.address,
+           "--max-sequences", "1",
            "--mlflow-uri", mlflow_server.uri, "--experiment", "eval-test", "--validation", "otb", "--quiet"]
     proc = subprocess.run(cmd, env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -293,9 +302,9 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_
     assert sorted(by_epoch) == [1, 2, 3]
     for epoch, child in by_epoch.items():
         tags = child.data.tags
-        # the checkpoint's own mlflow_run_id entry is the link (it wins over --run)
-        assert tags["ocean.training_run_id"] == "train-run-0001"
-        assert tags["ocean.manifest_sha256"] == "ab" * 32
+        # data manifest -> training run -> checkpoint -> this evaluation
+        assert tags["ocean.training_run_id"] == run_id
+        assert tags["ocean.manifest_sha256"] == MANIFEST
         assert tags["ocean.checkpoint_uri"] == ckpts[epoch - 1]
         assert (tags.get("is_best") == "true") == (epoch == best_epoch)
         assert child.data.metrics["otb.success_auc"] == aucs[epoch]
@@ -304,3 +313,32 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_
         files = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation/otb")}
         assert {"evaluation/otb/summary.json", "evaluation/otb/per_sequence.csv", "evaluation/otb/success.png",
                 "evaluation/otb/precision.png", "evaluation/otb/results"} <= files
+
+
+@pytest.mark.slow
+def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_server, bench, tmp_path):
+    """Without --run: a checkpoint's own ``mlflow_run_id`` / ``manifest_sha256`` entries, or the training
+    run whose ``ocean.out`` tag is the folder holding ``checkpoints/epoch-NNNN.pt`` (pipelines.train)."""
+    from mlflow import MlflowClient
+
+    train_out = tmp_path / "train-out"
+    found_by_folder = train_out / "checkpoints" / "epoch-0002.pt"
+    own_entries = tmp_path / "elsewhere" / "model.pt"
+    torch.manual_seed(7)
+    net = build_model(smoke().model)
+    save_checkpoint(str(found_by_folder), net, smoke(), epoch=2)
+    save_checkpoint(str(own_entries), net, smoke(), epoch=5, mlflow_run_id="run-in-another-store",
+                    manifest_sha256="ef" * 32)
+    run_id = _training_run(mlflow_server.uri, [str(found_by_folder)], tmp_path, {"ocean.out": str(train_out)})
+    report = evaluate([str(found_by_folder), str(own_entries)], {"otb": bench["otb"]}, str(tmp_path / "o"),
+                      local=True, max_sequences=1, mlflow_uri=mlflow_server.uri, experiment="eval-links",
+                      progress=False)
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    by_folder = client.get_run(report["mlflow"]["child_run_ids"][str(found_by_folder)]).data.tags
+    assert by_folder["ocean.training_run_id"] == run_id and by_folder["ocean.manifest_sha256"] == MANIFEST
+    assert by_folder["ocean.epoch"] == "2"
+    own = client.get_run(report["mlflow"]["child_run_ids"][str(own_entries)]).data.tags
+    assert own["ocean.training_run_id"] == "run-in-another-store" and own["ocean.manifest_sha256"] == "ef" * 32
+    # the same weights give the same numbers under both names
+    s = report["scores"]
+    assert s[str(found_by_folder)]["otb"]["success_auc"] == s[str(own_entries)]["otb"]["success_auc"]
