@@ -397,7 +397,7 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from Ray tasks; one OpenCV thread per task
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fs = store.filesystem()
     paths = shard_paths(task.name)
     rows, counts, rejects = crop_shard(task, settings)
@@ -421,7 +421,7 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     except ImportError:
         node = "local"
     return {**sidecar, "runtime": {"pid": os.getpid(), "node": node, "seconds": time.perf_counter() - t0,
-                                   "peak_rss_mb": peak_kb / 1024.0}}
+                                   "cpu_seconds": time.process_time() - c0, "peak_rss_mb": peak_kb / 1024.0}}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -536,7 +536,7 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
 
     ``run_info`` (not stored) holds what varies between runs: ``shards_run``, ``shards_skipped``,
     ``seconds`` (all), ``seconds_listing`` (list + plan), ``seconds_crop`` (submitting the first shard task to
-    the last result, Ray start excluded), ``workers`` (per pid: node, shards, seconds, peak RSS in MB),
+    the last result, Ray start excluded), ``workers`` (per pid: node, shards, seconds, CPU seconds in shard tasks, peak RSS in MB),
     ``nodes`` (distinct Ray nodes that ran shards) and ``driver_peak_rss_mb``.
     """
     t_start = time.perf_counter()
@@ -625,8 +625,10 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
 
     def on_result(result: dict) -> None:
         rt = result.pop("runtime")
-        w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
+                                                 "peak_rss_mb": 0.0})
         w["shards"] += 1
+        w["cpu_seconds"] += rt["cpu_seconds"]
         w["seconds"] += rt["seconds"]
         w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
         done[result["shard"]] = result
