@@ -350,6 +350,9 @@ def _run_ray(items: list[WorkItem], *, workers: int, threads: int, device: str, 
     try:
         total = ray.cluster_resources()
         fit = int(total.get("CPU", 0) // cpus_per_worker) if cpus_per_worker > 0 else workers
+        if fit == 0:
+            raise EvaluationError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than "
+                                  f"cpus_per_worker={cpus_per_worker:g}")
         if gpus_per_worker > 0:
             fit = min(fit, int(total.get("GPU", 0) // gpus_per_worker))
             if fit == 0:
@@ -504,8 +507,12 @@ def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | 
 
     artifacts = {a.path: a for a in _list_artifacts(client, run_id)}
     if "checkpoints.json" in artifacts:
-        local = client.download_artifacts(run_id, "checkpoints.json", tempfile.mkdtemp(prefix="ocean-run-"))
-        from_json(json.loads(Path(local).read_text()))
+        with tempfile.TemporaryDirectory(prefix="ocean-run-") as tmp:
+            local = client.download_artifacts(run_id, "checkpoints.json", tmp)
+            try:
+                from_json(json.loads(Path(local).read_text()))
+            except (json.JSONDecodeError, ValueError, TypeError) as exc:
+                raise EvaluationError(f"--run {run_id}: checkpoints.json is malformed ({exc})") from None
     keyed = {**run.data.params, **run.data.tags}
     if not found and "checkpoint_uris" in keyed:
         try:
@@ -520,9 +527,12 @@ def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | 
                 found[int(m.group(1))] = v
     if not found:
         root = run.info.artifact_uri.rstrip("/")
+        readable = "://" not in root or root.startswith(("file://", "s3://"))
+        cache = None if readable else tempfile.mkdtemp(prefix="ocean-run-ckpt-")  # proxied artifacts: download
         for path in artifacts:
             if path.endswith((".pt", ".pth")):
-                found[epoch_from_name(path)] = f"{root}/{path}"
+                uri = f"{root}/{path}" if readable else client.download_artifacts(run_id, path, cache)
+                found[epoch_from_name(path)] = uri
     if not found:
         raise EvaluationError(f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
                               "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)")
@@ -700,6 +710,13 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
                               f"benchmarks {sorted(benchmarks)}")
     if len(set(checkpoints)) != len(checkpoints):
         raise EvaluationError("the same checkpoint is given twice")
+    if workers < 1:
+        raise EvaluationError("workers must be at least 1")
+    if use_gpu and local:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvaluationError("use_gpu with local=True: no CUDA device is available here")
     sequences = read_benchmarks(benchmarks, max_sequences)
     names = checkpoint_names(checkpoints)
     infos = [inspect_checkpoint(u, n) for u, n in zip(checkpoints, names, strict=True)]

@@ -342,3 +342,18 @@ def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_serve
     # the same weights give the same numbers under both names
     s = report["scores"]
     assert s[str(found_by_folder)]["otb"]["success_auc"] == s[str(own_entries)]["otb"]["success_auc"]
+
+
+@pytest.mark.slow
+def test_results_to_s3(s3_env, bench, ckpts, tmp_path):
+    report = evaluate(ckpts[:1], {"otb": bench["otb"]}, "s3://ocean-runs/eval-test", local=True, max_sequences=1,
+                      log_mlflow=False, progress=False)
+    keys = set(s3_env.keys("ocean-runs", "eval-test/"))
+    seq = next(iter(report["scores"][ckpts[0]]["otb"]["per_sequence"]))
+    assert {f"eval-test/checkpoint_e1/otb/results/{seq}.txt", "eval-test/checkpoint_e1/otb/summary.json",
+            "eval-test/checkpoint_e1/otb/success.png", "eval-test/evaluation.json", "eval-test/per_sequence.csv"} <= keys
+    summary = json.loads(s3_env.client().get_object(Bucket="ocean-runs", Key="eval-test/checkpoint_e1/otb/summary.json")
+                         ["Body"].read())
+    assert summary["success_auc"] == report["scores"][ckpts[0]]["otb"]["success_auc"]
+    assert report["checkpoints"][ckpts[0]]["dir"] == "s3://ocean-runs/eval-test/checkpoint_e1"
+    assert all(p.startswith("s3://ocean-runs/eval-test/") for p in report["plots"])
