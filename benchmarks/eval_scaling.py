@@ -66,14 +66,22 @@ def make_inputs(work: Path, size: str, n_ckpts: int, preset_name: str) -> tuple[
 def one_run(ckpts, benchmarks, out: Path, workers: int, local: bool) -> dict:
     from pipelines.evaluate import evaluate
 
-    report = evaluate(ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False,
-                      progress=False)
+    report = evaluate(
+        ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False, progress=False
+    )
     t = report["timing"]
     busy = t["tracking_seconds"] * t["workers"]
-    return {"seq_per_s": t["sequences_per_second"], "tracking_s": t["tracking_seconds"],
-            "startup_s": t["worker_startup_seconds"], "loads": t["model_loads"],
-            "load_s": t["model_load_seconds"], "load_share": t["model_load_seconds"] / busy if busy else None,
-            "sequences": t["sequences"], "frames": t["frames"], "workers": t["workers"]}
+    return {
+        "seq_per_s": t["sequences_per_second"],
+        "tracking_s": t["tracking_seconds"],
+        "startup_s": t["worker_startup_seconds"],
+        "loads": t["model_loads"],
+        "load_s": t["model_load_seconds"],
+        "load_share": t["model_load_seconds"] / busy if busy else None,
+        "sequences": t["sequences"],
+        "frames": t["frames"],
+        "workers": t["workers"],
+    }
 
 
 def main() -> None:
@@ -97,39 +105,70 @@ def main() -> None:
     ckpts, benchmarks = make_inputs(work, args.size, args.checkpoints, args.preset)
     ensure_ray(None)
     configs = [("local loop", 1, True)] if not args.no_local else []
-    configs += [(f"Ray, {k} worker{'s' if k > 1 else ''}", k, False)
-                for k in (int(x) for x in args.workers.split(","))]
+    configs += [
+        (f"Ray, {k} worker{'s' if k > 1 else ''}", k, False)
+        for k in (int(x) for x in args.workers.split(","))
+    ]
     rows = []
     try:
         for label, k, local in configs:
-            runs = [one_run(ckpts, benchmarks, work / f"out-{label.replace(' ', '_')}-{r}", k, local)
-                    for r in range(args.repeats)]
-            med = {key: statistics.median(r[key] for r in runs) if runs[0][key] is not None else None
-                   for key in runs[0]}
-            rows.append({"config": label, "k": k, "local": local, **med, "all_seq_per_s": [r["seq_per_s"] for r in runs]})
+            runs = [
+                one_run(ckpts, benchmarks, work / f"out-{label.replace(' ', '_')}-{r}", k, local)
+                for r in range(args.repeats)
+            ]
+            med = {
+                key: statistics.median(r[key] for r in runs) if runs[0][key] is not None else None
+                for key in runs[0]
+            }
+            rows.append(
+                {
+                    "config": label,
+                    "k": k,
+                    "local": local,
+                    **med,
+                    "all_seq_per_s": [r["seq_per_s"] for r in runs],
+                }
+            )
     finally:
         ray.shutdown()
     load_after = os.getloadavg()
 
     base = next((r["seq_per_s"] for r in rows if not r["local"] and r["k"] == 1), None)
     print(f"\n## Batch evaluation scaling ({time.strftime('%Y-%m-%d %H:%M %Z')})\n")
-    print(f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
-          f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min)")
-    print(f"Work: {args.checkpoints} x `{args.preset}` checkpoints x {rows[0]['sequences'] // args.checkpoints} "
-          f"sequences ({args.size} synthetic OTB / GOT-10k / LaSOT, {rows[0]['frames']} frames in all); "
-          f"median of {args.repeats} runs; 1 torch thread and 1 Ray CPU per worker.\n")
-    print("| config | seq/s | speed-up vs 1 worker (goal >= 0.8 K) | tracking s | worker start-up s "
-          "| model loads | load s | load share |")
+    print(
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
+        f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min)"
+    )
+    print(
+        f"Work: {args.checkpoints} x `{args.preset}` checkpoints x {rows[0]['sequences'] // args.checkpoints} "
+        f"sequences ({args.size} synthetic OTB / GOT-10k / LaSOT, {rows[0]['frames']} frames in all); "
+        f"median of {args.repeats} runs; 1 torch thread and 1 Ray CPU per worker.\n"
+    )
+    print(
+        "| config | seq/s | speed-up vs 1 worker (goal >= 0.8 K) | tracking s | worker start-up s "
+        "| model loads | load s | load share |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         speed = "" if r["local"] or not base else f"{r['seq_per_s'] / base:.2f} (goal {0.8 * r['k']:.1f})"
         share = "" if r["load_share"] is None else f"{100 * r['load_share']:.1f} %"
-        print(f"| {r['config']} | {r['seq_per_s']:.3f} | {speed} | {r['tracking_s']:.1f} | {r['startup_s']:.1f} "
-              f"| {r['loads']:g} | {r['load_s']:.2f} | {share} |")
+        print(
+            f"| {r['config']} | {r['seq_per_s']:.3f} | {speed} | {r['tracking_s']:.1f} | {r['startup_s']:.1f} "
+            f"| {r['loads']:g} | {r['load_s']:.2f} | {share} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after,
-                                               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                    "cpus": os.cpu_count(),
+                    "date": time.strftime("%Y-%m-%d"),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -61,31 +61,64 @@ Example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", action="append", metavar="URI",
-                     help="checkpoint file or URI (repeatable)")
-    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run")
-    p.add_argument("--epochs", default="all", metavar="3,5,...|all",
-                   help="with --run: the epochs to evaluate (default all)")
-    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
-                   help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}")
+    src.add_argument(
+        "--checkpoint", action="append", metavar="URI", help="checkpoint file or URI (repeatable)"
+    )
+    src.add_argument(
+        "--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run"
+    )
+    p.add_argument(
+        "--epochs",
+        default="all",
+        metavar="3,5,...|all",
+        help="with --run: the epochs to evaluate (default all)",
+    )
+    p.add_argument(
+        "--benchmark",
+        action="append",
+        required=True,
+        metavar="NAME=ROOT",
+        help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}",
+    )
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     p.add_argument("--tracker-config", metavar="FILE.json", help="JSON object of tracker hyper-parameters")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
-                   help="override one tracker hyper-parameter (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="tracker.KEY=VALUE",
+        help="override one tracker hyper-parameter (repeatable)",
+    )
     p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0,
-                   help="logical CPUs Ray reserves per worker (default 1; fractions allowed)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0,
+        help="logical CPUs Ray reserves per worker (default 1; fractions allowed)",
+    )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    p.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS or local)"
+    )
     p.add_argument("--local", action="store_true", help="no Ray: a plain loop in this process")
-    p.add_argument("--mlflow-uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
-                   "or OUT/mlflow.db)")
+    p.add_argument(
+        "--mlflow-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or OUT/mlflow.db)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--experiment", default="ocean-evaluate", help="MLflow experiment (default ocean-evaluate)")
+    p.add_argument(
+        "--experiment", default="ocean-evaluate", help="MLflow experiment (default ocean-evaluate)"
+    )
     p.add_argument("--run-name", help="MLflow run name of the evaluation (default evaluate-<time>)")
     p.add_argument("--validation", metavar="NAME", help="benchmark that picks the best checkpoint / epoch")
-    p.add_argument("--max-sequences", type=int, metavar="N",
-                   help="evaluate only the first N sequences of each benchmark (smoke runs)")
+    p.add_argument(
+        "--max-sequences",
+        type=int,
+        metavar="N",
+        help="evaluate only the first N sequences of each benchmark (smoke runs)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
     p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
 
@@ -103,7 +136,9 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
         if not sep or not root.strip():
             raise UsageError(f"--benchmark {item!r}: expected NAME=ROOT")
         if name not in BENCHMARK_NAMES:
-            raise UsageError(f"--benchmark {item!r}: unknown benchmark {name!r}; one of {', '.join(BENCHMARK_NAMES)}")
+            raise UsageError(
+                f"--benchmark {item!r}: unknown benchmark {name!r}; one of {', '.join(BENCHMARK_NAMES)}"
+            )
         if name in out:
             raise UsageError(f"--benchmark {name} given twice")
         out[name] = root.strip()
@@ -160,7 +195,9 @@ def _run(args: argparse.Namespace) -> int:
 
     benchmarks = parse_benchmarks(args.benchmark)
     if args.validation is not None and args.validation not in benchmarks:
-        raise UsageError(f"--validation {args.validation}: not one of the --benchmark names {sorted(benchmarks)}")
+        raise UsageError(
+            f"--validation {args.validation}: not one of the --benchmark names {sorted(benchmarks)}"
+        )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     overrides = tracker_overrides(args.tracker_config, args.overrides)
@@ -172,18 +209,33 @@ def _run(args: argparse.Namespace) -> int:
         pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
         checkpoints = [u for _e, u in pairs]
         training_run = args.run
-        print(f"run {args.run}: {len(checkpoints)} checkpoints "
-              f"(epochs {', '.join(str(e) for e, _ in pairs)})", file=sys.stderr)
+        print(
+            f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})",
+            file=sys.stderr,
+        )
     else:
         if args.epochs != "all":
             raise UsageError("--epochs only applies with --run")
         checkpoints = args.checkpoint
     report = evaluate(
-        checkpoints, benchmarks, args.out, tracker_overrides=overrides, workers=args.workers, use_gpu=args.gpu,
-        mlflow_uri=args.mlflow_uri, validation=args.validation, local=args.local, ray_address=args.ray_address,
-        max_sequences=args.max_sequences, cpus_per_worker=args.cpus_per_worker, experiment=args.experiment,
-        run_name=args.run_name, training_run_id=training_run, log_mlflow=not args.no_mlflow,
-        progress=not args.quiet)
+        checkpoints,
+        benchmarks,
+        args.out,
+        tracker_overrides=overrides,
+        workers=args.workers,
+        use_gpu=args.gpu,
+        mlflow_uri=args.mlflow_uri,
+        validation=args.validation,
+        local=args.local,
+        ray_address=args.ray_address,
+        max_sequences=args.max_sequences,
+        cpus_per_worker=args.cpus_per_worker,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        training_run_id=training_run,
+        log_mlflow=not args.no_mlflow,
+        progress=not args.quiet,
+    )
 
     print()
     print("| checkpoint | epoch | benchmark | sequences | " + "headline | value |")
@@ -193,11 +245,15 @@ def _run(args: argparse.Namespace) -> int:
         for bench, s in per.items():
             value = s.get(HEADLINE[bench])
             shown = "n/a" if value is None else f"{value:.4f}"
-            print(f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} | {shown} |")
+            print(
+                f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} | {shown} |"
+            )
     t = report["timing"]
-    print(f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
-          f"{t['workers']} {'local loop' if t['local'] else 'Ray workers'}; {t['model_loads']} model loads "
-          f"({t['model_load_seconds']:.2f} s)")
+    print(
+        f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
+        f"{t['workers']} {'local loop' if t['local'] else 'Ray workers'}; {t['model_loads']} model loads "
+        f"({t['model_load_seconds']:.2f} s)"
+    )
     if report["best"]:
         b = report["best"]
         print(f"best on {b['benchmark']} ({b['metric']} {b['value']:.4f}): {b['name']} (epoch {b['epoch']})")

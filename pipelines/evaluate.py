@@ -71,8 +71,18 @@ from ocean.config import TRACKER_PRESETS, OceanConfig, TrackerConfig, apply_over
 # The metric that ranks checkpoints on each benchmark (the paper's headline numbers, facts §12).
 HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
 # Metrics `ocean score` writes, in table order (ocean.benchmarks.plots / jobs/score.py).
-METRIC_KEYS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy",
-               "robustness", "num_failures")
+METRIC_KEYS = (
+    "success_auc",
+    "precision",
+    "norm_precision",
+    "ao",
+    "sr50",
+    "sr75",
+    "eao",
+    "accuracy",
+    "robustness",
+    "num_failures",
+)
 # Checkpoint entries written by training that link an evaluation back to it (ocean.checkpoint ``extra``).
 LINK_KEYS = {"mlflow_run_id": "ocean.training_run_id", "manifest_sha256": "ocean.manifest_sha256"}
 
@@ -122,6 +132,7 @@ def epoch_from_name(uri: str) -> int | None:
 def checkpoint_names(uris: SequenceABC[str]) -> list[str]:
     """A unique, filesystem-safe folder name per checkpoint: the file stem, prefixed with its parent
     folder when two stems collide (``run1-last``, ``run2-last``), then numbered if still ambiguous."""
+
     def safe(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("._") or "checkpoint"
 
@@ -180,8 +191,9 @@ def _override_strings(overrides: Mapping[str, Any] | SequenceABC[str] | None) ->
     return out
 
 
-def resolve_tracker_config(base: TrackerConfig, benchmark: str,
-                           overrides: Mapping[str, Any] | SequenceABC[str] | None = None) -> TrackerConfig:
+def resolve_tracker_config(
+    base: TrackerConfig, benchmark: str, overrides: Mapping[str, Any] | SequenceABC[str] | None = None
+) -> TrackerConfig:
     """The tracker hyper-parameters for ``benchmark``, layered as ``ocean track`` does: the checkpoint's
     tracker section -> that benchmark's official preset (facts §9.3) -> ``overrides`` (a dict of
     TrackerConfig fields, ``{"tracker": {...}}``, or ``tracker.KEY=VALUE`` strings; types checked)."""
@@ -192,7 +204,9 @@ def resolve_tracker_config(base: TrackerConfig, benchmark: str,
         raise EvaluationError(f"tracker hyper-parameters: {exc}") from None
 
 
-def read_benchmarks(benchmarks: Mapping[str, str], max_sequences: int | None = None) -> dict[str, list[Sequence]]:
+def read_benchmarks(
+    benchmarks: Mapping[str, str], max_sequences: int | None = None
+) -> dict[str, list[Sequence]]:
     """``{name: root}`` -> ``{name: sequences}`` (the first ``max_sequences`` of each when given);
     EvaluationError naming the benchmark and root when a name is unknown or a root is unreadable."""
     out = {}
@@ -207,8 +221,10 @@ def read_benchmarks(benchmarks: Mapping[str, str], max_sequences: int | None = N
             raise EvaluationError(f"benchmark {name}: cannot read {root} ({exc})") from None
         if name == "got10k":
             if not any(s.gt_complete for s in seqs):
-                raise EvaluationError(f"benchmark got10k: {root} has no full ground truth (the test split); "
-                                      "evaluate on GOT-10k/val and submit test results to the server")
+                raise EvaluationError(
+                    f"benchmark got10k: {root} has no full ground truth (the test split); "
+                    "evaluate on GOT-10k/val and submit test results to the server"
+                )
         if not seqs:
             raise EvaluationError(f"benchmark {name}: no sequences under {root}")
         out[name] = seqs[:max_sequences] if max_sequences else seqs
@@ -229,8 +245,9 @@ class WorkItem:
     tracker: dict[str, Any]
 
 
-def track_sequence(net: Any, tracker_cfg: TrackerConfig, benchmark: str, seq: Sequence,
-                   device: str = "cpu") -> dict[str, Any]:
+def track_sequence(
+    net: Any, tracker_cfg: TrackerConfig, benchmark: str, seq: Sequence, device: str = "cpu"
+) -> dict[str, Any]:
     """Run one sequence with the benchmark's protocol (one-pass, or VOT supervised for vot*).
 
     Returns plain data: ``boxes_xywh`` (N, 4) 0-based (one-pass) or ``trajectory`` (VOT entries [1], [2],
@@ -243,8 +260,10 @@ def track_sequence(net: Any, tracker_cfg: TrackerConfig, benchmark: str, seq: Se
     tracker = OceanTracker(net, tracker_cfg, device=device)
     if BENCHMARK_FAMILY[benchmark] == "vot":
         r = run_vot_supervised(tracker, seq)
-        out = {"trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
-               "num_failures": int(r.num_failures)}
+        out = {
+            "trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
+            "num_failures": int(r.num_failures),
+        }
     else:
         r = run_one_pass(tracker, seq)
         out = {"boxes_xywh": r.boxes_xywh}
@@ -262,8 +281,9 @@ class SequenceRunner:
     with ``map_location``).
     """
 
-    def __init__(self, threads: int = 1, device: str = "cpu", model_cache: int = 2,
-                 set_threads: bool = True) -> None:
+    def __init__(
+        self, threads: int = 1, device: str = "cpu", model_cache: int = 2, set_threads: bool = True
+    ) -> None:
         import torch
 
         if set_threads:
@@ -295,13 +315,21 @@ class SequenceRunner:
         import socket
 
         t0 = time.perf_counter()
-        base = {"checkpoint": item.checkpoint, "benchmark": item.benchmark, "sequence": item.sequence.name,
-                "worker": f"{socket.gethostname()}:{os.getpid()}", "node": _ray_node_id(),
-                "model_loaded": False, "load_s": 0.0}
+        base = {
+            "checkpoint": item.checkpoint,
+            "benchmark": item.benchmark,
+            "sequence": item.sequence.name,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "node": _ray_node_id(),
+            "model_loaded": False,
+            "load_s": 0.0,
+        }
         try:
             net, load_s, loaded = self._model(item.checkpoint)
             base.update(model_loaded=loaded, load_s=load_s)
-            out = track_sequence(net, TrackerConfig(**item.tracker), item.benchmark, item.sequence, self.device)
+            out = track_sequence(
+                net, TrackerConfig(**item.tracker), item.benchmark, item.sequence, self.device
+            )
         except Exception as exc:  # recorded per sequence; one bad video must not kill the evaluation
             return {**base, "error": f"{type(exc).__name__}: {exc}", "wall_s": time.perf_counter() - t0}
         return {**base, **out, "error": None, "wall_s": time.perf_counter() - t0}
@@ -336,9 +364,18 @@ def _run_local(items: list[WorkItem], threads: int, device: str, on_result: Call
         torch.set_num_threads(previous)
 
 
-def _run_ray(items: list[WorkItem], *, workers: int, threads: int, device: str, cpus_per_worker: float,
-             gpus_per_worker: float, ray_address: str | None, on_result: Callable[[dict], None],
-             on_ready: Callable[[float], None]) -> int:
+def _run_ray(
+    items: list[WorkItem],
+    *,
+    workers: int,
+    threads: int,
+    device: str,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    ray_address: str | None,
+    on_result: Callable[[dict], None],
+    on_ready: Callable[[float], None],
+) -> int:
     """``workers`` SequenceRunner actors spread over the cluster; returns the number of actors used."""
     import ray
     from ray.util import ActorPool
@@ -351,20 +388,28 @@ def _run_ray(items: list[WorkItem], *, workers: int, threads: int, device: str, 
         total = ray.cluster_resources()
         fit = int(total.get("CPU", 0) // cpus_per_worker) if cpus_per_worker > 0 else workers
         if fit == 0:
-            raise EvaluationError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than "
-                                  f"cpus_per_worker={cpus_per_worker:g}")
+            raise EvaluationError(
+                f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than "
+                f"cpus_per_worker={cpus_per_worker:g}"
+            )
         if gpus_per_worker > 0:
             fit = min(fit, int(total.get("GPU", 0) // gpus_per_worker))
             if fit == 0:
                 raise EvaluationError("use_gpu: the Ray cluster has no GPU")
         n = max(1, min(workers, len(items), fit))
         if n < workers:
-            print(f"evaluate: {n} workers (cluster CPUs {total.get('CPU', 0):g} / {cpus_per_worker:g} per worker, "
-                  f"{len(items)} items)", file=sys.stderr)
+            print(
+                f"evaluate: {n} workers (cluster CPUs {total.get('CPU', 0):g} / {cpus_per_worker:g} per worker, "
+                f"{len(items)} items)",
+                file=sys.stderr,
+            )
         actor_cls = ray.remote(SequenceRunner)
-        actors = [actor_cls.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
-                                    scheduling_strategy="SPREAD").remote(threads, device)
-                  for _ in range(n)]
+        actors = [
+            actor_cls.options(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD"
+            ).remote(threads, device)
+            for _ in range(n)
+        ]
         try:
             t0 = time.perf_counter()
             ray.get([a.ping.remote() for a in actors])  # start-up (imports, torch) is not tracking time
@@ -392,15 +437,22 @@ def _write_result(tracker_dir: Path, benchmark: str, seq_name: str, result: dict
     if family == "vot":
         write_vot_result(tracker_dir, seq_name, result["trajectory"])
     else:
-        write_ope_result(tracker_dir, family, seq_name, result["boxes_xywh"],
-                         result["times_s"] if family == "got10k" else None)
+        write_ope_result(
+            tracker_dir,
+            family,
+            seq_name,
+            result["boxes_xywh"],
+            result["times_s"] if family == "got10k" else None,
+        )
 
 
 def _metrics(scores: dict) -> dict[str, float]:
     return {k: float(scores[k]) for k in METRIC_KEYS if isinstance(scores.get(k), (int, float))}
 
 
-def _plot_curves(curves_by_name: dict[str, dict], benchmark: str, out_dir: Path, prefix: str = "") -> list[Path]:
+def _plot_curves(
+    curves_by_name: dict[str, dict], benchmark: str, out_dir: Path, prefix: str = ""
+) -> list[Path]:
     """Success (and precision) PNGs for the curves ``score_sequences`` returns; none for VOT."""
     from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS
     from ocean.benchmarks.plots import plot_precision, plot_success
@@ -409,22 +461,30 @@ def _plot_curves(curves_by_name: dict[str, dict], benchmark: str, out_dir: Path,
     success = {n: np.asarray(c["success_curve"]) for n, c in curves_by_name.items() if "success_curve" in c}
     if success:
         th = GOT10K_PLOT_THRESHOLDS if benchmark == "got10k" else None
-        written.append(plot_success(success, out_dir / f"{prefix}success.png", f"Success plot ({benchmark})",
-                                    thresholds=th))
-    precision = {n: np.asarray(c["precision_curve"]) for n, c in curves_by_name.items() if "precision_curve" in c}
+        written.append(
+            plot_success(
+                success, out_dir / f"{prefix}success.png", f"Success plot ({benchmark})", thresholds=th
+            )
+        )
+    precision = {
+        n: np.asarray(c["precision_curve"]) for n, c in curves_by_name.items() if "precision_curve" in c
+    }
     if precision:
-        written.append(plot_precision(precision, out_dir / f"{prefix}precision.png",
-                                      f"Precision plot ({benchmark})"))
+        written.append(
+            plot_precision(precision, out_dir / f"{prefix}precision.png", f"Precision plot ({benchmark})")
+        )
     return written
 
 
-def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: Path,
-                         best: dict | None = None) -> Path:
+def plot_metric_vs_epoch(
+    points: dict[str, list[tuple[int, float]]], out_path: Path, best: dict | None = None
+) -> Path:
     """One panel per benchmark: its headline metric against the epoch; the best epoch is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = sorted(points)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
@@ -434,6 +494,7 @@ def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: P
         if best and best["benchmark"] == name:
             ax.axvline(best["epoch"], color="tab:red", linestyle="--", label=f"best epoch {best['epoch']}")
             ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel=HEADLINE[name], title=name)
         ax.grid(True, alpha=0.4)
     fig.tight_layout()
@@ -443,9 +504,26 @@ def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: P
     return out_path
 
 
-_CSV_COLUMNS = ["checkpoint", "epoch", "benchmark", "sequence", "length", "success_auc", "precision",
-                "norm_precision", "ao", "sr50", "sr75", "accuracy", "robustness", "num_failures",
-                "tracker_fps", "nonfinite_frames", "worker", "error"]
+_CSV_COLUMNS = [
+    "checkpoint",
+    "epoch",
+    "benchmark",
+    "sequence",
+    "length",
+    "success_auc",
+    "precision",
+    "norm_precision",
+    "ao",
+    "sr50",
+    "sr75",
+    "accuracy",
+    "robustness",
+    "num_failures",
+    "tracker_fps",
+    "nonfinite_frames",
+    "worker",
+    "error",
+]
 
 
 def _csv(rows: list[dict]) -> str:
@@ -468,7 +546,9 @@ def _safe_uri(uri: str) -> str:
     return public_uri(uri) if scrub({"uri": uri})["uri"] == REDACTED else uri
 
 
-def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | None = None) -> list[tuple[int | None, str]]:
+def checkpoints_of_run(
+    mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | None = None
+) -> list[tuple[int | None, str]]:
     """``(epoch, checkpoint uri)`` pairs logged by training run ``run_id``, sorted by epoch, optionally
     only ``epochs``. Looked up, in this order (the first that gives any wins):
 
@@ -487,8 +567,9 @@ def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | 
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise EvaluationError(f"--run {run_id}: no such MLflow run at {_safe_uri(mlflow_uri)} "
-                              f"({str(exc).splitlines()[0]})") from None
+        raise EvaluationError(
+            f"--run {run_id}: no such MLflow run at {_safe_uri(mlflow_uri)} ({str(exc).splitlines()[0]})"
+        ) from None
     found: dict[int | None, str] = {}
 
     def from_json(data: Any) -> None:
@@ -528,19 +609,25 @@ def checkpoints_of_run(mlflow_uri: str, run_id: str, epochs: SequenceABC[int] | 
     if not found:
         root = run.info.artifact_uri.rstrip("/")
         readable = "://" not in root or root.startswith(("file://", "s3://"))
-        cache = None if readable else tempfile.mkdtemp(prefix="ocean-run-ckpt-")  # proxied artifacts: download
+        cache = (
+            None if readable else tempfile.mkdtemp(prefix="ocean-run-ckpt-")
+        )  # proxied artifacts: download
         for path in artifacts:
             if path.endswith((".pt", ".pth")):
                 uri = f"{root}/{path}" if readable else client.download_artifacts(run_id, path, cache)
                 found[epoch_from_name(path)] = uri
     if not found:
-        raise EvaluationError(f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
-                              "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)")
+        raise EvaluationError(
+            f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
+            "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)"
+        )
     if epochs is not None:
         missing = sorted(set(epochs) - {e for e in found if e is not None})
         if missing:
-            raise EvaluationError(f"--run {run_id}: no checkpoint for epochs {missing}; the run has "
-                                  f"{sorted(e for e in found if e is not None)}")
+            raise EvaluationError(
+                f"--run {run_id}: no checkpoint for epochs {missing}; the run has "
+                f"{sorted(e for e in found if e is not None)}"
+            )
         found = {e: u for e, u in found.items() if e in set(epochs)}
     return sorted(found.items(), key=lambda t: (t[0] is None, t[0] or 0))
 
@@ -567,9 +654,12 @@ def _training_run_links(client, info: CheckpointInfo, training_run_id: str | Non
             out = parts[0] if "://" in parts[0] else str(Path(parts[0]).expanduser().resolve())
             try:
                 for exp in client.search_experiments():
-                    runs = client.search_runs([exp.experiment_id],
-                                              filter_string=f"tags.`ocean.out` = '{public_uri(out)}'",
-                                              order_by=["attributes.start_time DESC"], max_results=1)
+                    runs = client.search_runs(
+                        [exp.experiment_id],
+                        filter_string=f"tags.`ocean.out` = '{public_uri(out)}'",
+                        order_by=["attributes.start_time DESC"],
+                        max_results=1,
+                    )
                     if runs:
                         run_id = runs[0].info.run_id
                         break
@@ -598,8 +688,15 @@ def _list_artifacts(client, run_id: str, path: str | None = None, depth: int = 2
     return out
 
 
-def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[CheckpointInfo], report: dict,
-                   out_dir: Path, training_run_id: str | None) -> dict[str, Any]:
+def _log_to_mlflow(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    infos: list[CheckpointInfo],
+    report: dict,
+    out_dir: Path,
+    training_run_id: str | None,
+) -> dict[str, Any]:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -608,25 +705,40 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
     exp_id = ensure_experiment(uri, experiment)
     client = MlflowClient(tracking_uri=uri)
     benchmarks = report["benchmarks"]
-    parent = client.create_run(exp_id, run_name=run_name, tags=run_tags(**{
-        "ocean.kind": "evaluation", "ocean.benchmarks": ",".join(benchmarks),
-        **({"ocean.training_run_id": training_run_id} if training_run_id else {})}))
+    parent = client.create_run(
+        exp_id,
+        run_name=run_name,
+        tags=run_tags(
+            **{
+                "ocean.kind": "evaluation",
+                "ocean.benchmarks": ",".join(benchmarks),
+                **({"ocean.training_run_id": training_run_id} if training_run_id else {}),
+            }
+        ),
+    )
     pid = parent.info.run_id
     now = int(time.time() * 1000)
     children: dict[str, str] = {}
     links: dict[str, dict[str, str]] = {}
     try:
-        client.log_batch(pid, params=[
-            Param("checkpoints", ",".join(_safe_uri(i.uri) for i in infos)[:6000]),
-            Param("benchmarks", json.dumps(benchmarks)[:6000]),
-            Param("workers", str(report["timing"]["workers"])),
-            Param("local", str(report["timing"]["local"])),
-            Param("validation", str(report.get("validation"))),
-        ])
+        client.log_batch(
+            pid,
+            params=[
+                Param("checkpoints", ",".join(_safe_uri(i.uri) for i in infos)[:6000]),
+                Param("benchmarks", json.dumps(benchmarks)[:6000]),
+                Param("workers", str(report["timing"]["workers"])),
+                Param("local", str(report["timing"]["local"])),
+                Param("validation", str(report.get("validation"))),
+            ],
+        )
         for info in infos:
             entry = report["checkpoints"][info.uri]
-            tags = {"mlflow.parentRunId": pid, "ocean.kind": "evaluation-checkpoint",
-                    "ocean.checkpoint_uri": _safe_uri(info.uri), "ocean.checkpoint_name": info.name}
+            tags = {
+                "mlflow.parentRunId": pid,
+                "ocean.kind": "evaluation-checkpoint",
+                "ocean.checkpoint_uri": _safe_uri(info.uri),
+                "ocean.checkpoint_name": info.name,
+            }
             if info.epoch is not None:
                 tags["ocean.epoch"] = str(info.epoch)
             links[info.uri] = _training_run_links(client, info, training_run_id)
@@ -663,21 +775,40 @@ def _log_to_mlflow(uri: str, experiment: str, run_name: str, infos: list[Checkpo
         for cid in children.values():
             client.set_terminated(cid, status="FAILED")
         raise
-    return {"tracking_uri": _safe_uri(uri), "experiment_id": exp_id, "parent_run_id": pid, "child_run_ids": children,
-            "links": links}
+    return {
+        "tracking_uri": _safe_uri(uri),
+        "experiment_id": exp_id,
+        "parent_run_id": pid,
+        "child_run_ids": children,
+        "links": links,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The API
 
 
-def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
-             tracker_overrides: Mapping[str, Any] | SequenceABC[str] | None = None, workers: int = 2,
-             use_gpu: bool = False, mlflow_uri: str | None = None, validation: str | None = None,
-             local: bool = False, ray_address: str | None = None, max_sequences: int | None = None,
-             cpus_per_worker: float = 1.0, threads_per_worker: int = 1, experiment: str = "ocean-evaluate",
-             run_name: str | None = None, training_run_id: str | None = None, log_mlflow: bool = True,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    checkpoints: list[str],
+    benchmarks: dict[str, str],
+    out: str,
+    *,
+    tracker_overrides: Mapping[str, Any] | SequenceABC[str] | None = None,
+    workers: int = 2,
+    use_gpu: bool = False,
+    mlflow_uri: str | None = None,
+    validation: str | None = None,
+    local: bool = False,
+    ray_address: str | None = None,
+    max_sequences: int | None = None,
+    cpus_per_worker: float = 1.0,
+    threads_per_worker: int = 1,
+    experiment: str = "ocean-evaluate",
+    run_name: str | None = None,
+    training_run_id: str | None = None,
+    log_mlflow: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate ``checkpoints`` (paths or URIs) on ``benchmarks`` (``{name: root}``, names otb, vot2018,
     vot2019, got10k, lasot; roots as for ``ocean score --dataset``) and write everything under ``out``.
 
@@ -706,8 +837,9 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     if not benchmarks:
         raise EvaluationError("no benchmark given")
     if validation is not None and validation not in benchmarks:
-        raise EvaluationError(f"validation benchmark {validation!r} is not one of the evaluated "
-                              f"benchmarks {sorted(benchmarks)}")
+        raise EvaluationError(
+            f"validation benchmark {validation!r} is not one of the evaluated benchmarks {sorted(benchmarks)}"
+        )
     if len(set(checkpoints)) != len(checkpoints):
         raise EvaluationError("the same checkpoint is given twice")
     if workers < 1:
@@ -720,8 +852,9 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     sequences = read_benchmarks(benchmarks, max_sequences)
     names = checkpoint_names(checkpoints)
     infos = [inspect_checkpoint(u, n) for u, n in zip(checkpoints, names, strict=True)]
-    trackers = {i.uri: {b: resolve_tracker_config(i.tracker, b, tracker_overrides) for b in benchmarks}
-                for i in infos}
+    trackers = {
+        i.uri: {b: resolve_tracker_config(i.tracker, b, tracker_overrides) for b in benchmarks} for i in infos
+    }
     if log_mlflow:
         from pipelines.tracking import tracking_uri
 
@@ -741,10 +874,12 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         store.check_writable()
 
     # Checkpoint-major order, longest sequences first inside a checkpoint (load balance at the tail).
-    items = [WorkItem(i.uri, b, s, dataclasses.asdict(trackers[i.uri][b]))
-             for i in infos
-             for b, seqs in sequences.items()
-             for s in sorted(seqs, key=lambda s: -len(s))]
+    items = [
+        WorkItem(i.uri, b, s, dataclasses.asdict(trackers[i.uri][b]))
+        for i in infos
+        for b, seqs in sequences.items()
+        for s in sorted(seqs, key=lambda s: -len(s))
+    ]
     by_uri = {i.uri: i for i in infos}
     results: dict[tuple[str, str, str], dict] = {}
     done = [0]
@@ -757,8 +892,12 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         done[0] += 1
         if progress:
             status = "ok" if r["error"] is None else f"FAILED ({r['error']})"
-            print(f"[{done[0]}/{len(items)}] {info.name} {r['benchmark']}/{r['sequence']}: {status} "
-                  f"({r['wall_s']:.1f} s, {r['worker']})", file=sys.stderr, flush=True)
+            print(
+                f"[{done[0]}/{len(items)}] {info.name} {r['benchmark']}/{r['sequence']}: {status} "
+                f"({r['wall_s']:.1f} s, {r['worker']})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     device = "cuda" if use_gpu else "cpu"
     t_track = time.perf_counter()
@@ -772,9 +911,17 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     if local:
         used_workers = _run_local(items, threads_per_worker, device, on_result)
     else:
-        used_workers = _run_ray(items, workers=workers, threads=threads_per_worker, device=device,
-                                cpus_per_worker=cpus_per_worker, gpus_per_worker=1.0 if use_gpu else 0.0,
-                                ray_address=ray_address, on_result=on_result, on_ready=on_ready)
+        used_workers = _run_ray(
+            items,
+            workers=workers,
+            threads=threads_per_worker,
+            device=device,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=1.0 if use_gpu else 0.0,
+            ray_address=ray_address,
+            on_result=on_result,
+            on_ready=on_ready,
+        )
     track_seconds = time.perf_counter() - t_track
 
     from ocean.benchmarks.plots import summary_table
@@ -793,36 +940,55 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
             tracker_dir = bench_dir / "results"
             tracker_dir.mkdir(parents=True, exist_ok=True)
             s = score_sequences(bench, seqs, tracker_dir)
-            errors = {n: r["error"] for (u, b, n), r in results.items() if u == info.uri and b == bench
-                      and r["error"]}
+            errors = {
+                n: r["error"]
+                for (u, b, n), r in results.items()
+                if u == info.uri and b == bench and r["error"]
+            }
             s["failed"] = errors
             s["checkpoint"] = info.uri
             s["epoch"] = info.epoch
             s["tracker"] = dataclasses.asdict(trackers[info.uri][bench])
             (bench_dir / "summary.json").write_text(json.dumps(s, indent=2))
             scores[info.uri][bench] = s
-            failed += [{"checkpoint": info.uri, "benchmark": bench, "sequence": n, "error": e}
-                       for n, e in errors.items()]
+            failed += [
+                {"checkpoint": info.uri, "benchmark": bench, "sequence": n, "error": e}
+                for n, e in errors.items()
+            ]
             bench_rows = []
             for seq in seqs:
                 r = results.get((info.uri, bench, seq.name), {})
                 per = s["per_sequence"].get(seq.name, {})
                 times = np.asarray(r.get("times_s", []), dtype=np.float64)
                 ran = times[times > 0]
-                bench_rows.append({
-                    "checkpoint": info.name, "epoch": info.epoch, "benchmark": bench, "sequence": seq.name,
-                    "length": len(seq), **{k: per.get(k) for k in _CSV_COLUMNS if k in per and k != "length"},
-                    "tracker_fps": round(len(ran) / float(ran.sum()), 2) if ran.size and ran.sum() > 0 else None,
-                    "nonfinite_frames": r.get("nonfinite_frames"), "worker": r.get("worker"),
-                    "error": r.get("error") or s["rejected"].get(seq.name)})
+                bench_rows.append(
+                    {
+                        "checkpoint": info.name,
+                        "epoch": info.epoch,
+                        "benchmark": bench,
+                        "sequence": seq.name,
+                        "length": len(seq),
+                        **{k: per.get(k) for k in _CSV_COLUMNS if k in per and k != "length"},
+                        "tracker_fps": round(len(ran) / float(ran.sum()), 2)
+                        if ran.size and ran.sum() > 0
+                        else None,
+                        "nonfinite_frames": r.get("nonfinite_frames"),
+                        "worker": r.get("worker"),
+                        "error": r.get("error") or s["rejected"].get(seq.name),
+                    }
+                )
             (bench_dir / "per_sequence.csv").write_text(_csv(bench_rows))
             rows += bench_rows
             if s.get("curves"):
                 curves_by_bench[bench][info.name] = s["curves"]
                 plots += [str(p) for p in _plot_curves({info.name: s["curves"]}, bench, bench_dir)]
         checkpoints_out[info.uri] = {
-            "name": info.name, "epoch": info.epoch, "links": info.links, "dir": str(out_dir / info.name),
-            "tracker": {b: dataclasses.asdict(t) for b, t in trackers[info.uri].items()}}
+            "name": info.name,
+            "epoch": info.epoch,
+            "links": info.links,
+            "dir": str(out_dir / info.name),
+            "tracker": {b: dataclasses.asdict(t) for b, t in trackers[info.uri].items()},
+        }
     for bench, curves in curves_by_bench.items():
         if len(curves) > 1:
             plots += [str(p) for p in _plot_curves(curves, bench, out_dir / "plots", prefix=f"{bench}_")]
@@ -834,13 +1000,24 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
         ranked = [(v, i) for v, i in ranked if isinstance(v, (int, float))]
         if ranked:
             value, info = max(ranked, key=lambda t: t[0])  # first of equal values: checkpoint order
-            best = {"benchmark": validation, "metric": metric, "value": float(value), "checkpoint": info.uri,
-                    "name": info.name, "epoch": info.epoch}
+            best = {
+                "benchmark": validation,
+                "metric": metric,
+                "value": float(value),
+                "checkpoint": info.uri,
+                "name": info.name,
+                "epoch": info.epoch,
+            }
     epochs = {i.epoch for i in infos if i.epoch is not None}
     if len(epochs) >= 2:
-        points = {b: [(i.epoch, scores[i.uri][b][HEADLINE[b]]) for i in infos
-                      if i.epoch is not None and isinstance(scores[i.uri][b].get(HEADLINE[b]), (int, float))]
-                  for b in benchmarks}
+        points = {
+            b: [
+                (i.epoch, scores[i.uri][b][HEADLINE[b]])
+                for i in infos
+                if i.epoch is not None and isinstance(scores[i.uri][b].get(HEADLINE[b]), (int, float))
+            ]
+            for b in benchmarks
+        }
         points = {b: p for b, p in points.items() if p}
         if points:
             plots.append(str(plot_metric_vs_epoch(points, out_dir / "plots" / "metric_vs_epoch.png", best)))
@@ -848,12 +1025,16 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     n_items = len(items)
     loads = [r for r in results.values() if r.get("model_loaded")]
     timing = {
-        "sequences": n_items, "tracking_seconds": round(track_seconds, 3),
+        "sequences": n_items,
+        "tracking_seconds": round(track_seconds, 3),
         "worker_startup_seconds": round(startup[0], 3),
         "sequences_per_second": round(n_items / track_seconds, 4) if track_seconds > 0 else None,
         "frames": int(sum(len(it.sequence) for it in items)),
-        "model_loads": len(loads), "model_load_seconds": round(sum(r["load_s"] for r in loads), 3),
-        "workers": used_workers, "local": bool(local), "device": device,
+        "model_loads": len(loads),
+        "model_load_seconds": round(sum(r["load_s"] for r in loads), 3),
+        "workers": used_workers,
+        "local": bool(local),
+        "device": device,
         "worker_ids": sorted({r["worker"] for r in results.values()}),
         "node_ids": sorted({r["node"] for r in results.values() if r.get("node")}),
     }
@@ -861,14 +1042,28 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
     table = {f"{by_uri[u].name} / {b}": s for u, per in scores.items() for b, s in per.items()}
     (out_dir / "summary.md").write_text(summary_table(table))
     report: dict[str, Any] = {
-        "out": str(out), "benchmarks": dict(benchmarks), "validation": validation, "scores": scores,
-        "checkpoints": checkpoints_out, "best": best, "plots": plots, "failed": failed, "timing": timing,
+        "out": str(out),
+        "benchmarks": dict(benchmarks),
+        "validation": validation,
+        "scores": scores,
+        "checkpoints": checkpoints_out,
+        "best": best,
+        "plots": plots,
+        "failed": failed,
+        "timing": timing,
         "mlflow": None,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(_without_curves(report), indent=2))
     if log_mlflow and mlflow_uri:
-        report["mlflow"] = _log_to_mlflow(mlflow_uri, experiment, run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}",
-                                          infos, report, out_dir, training_run_id)
+        report["mlflow"] = _log_to_mlflow(
+            mlflow_uri,
+            experiment,
+            run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}",
+            infos,
+            report,
+            out_dir,
+            training_run_id,
+        )
         (out_dir / "evaluation.json").write_text(json.dumps(_without_curves(report), indent=2))
     if store is not None:
         assert staging is not None
@@ -885,6 +1080,8 @@ def evaluate(checkpoints: list[str], benchmarks: dict[str, str], out: str, *,
 def _without_curves(report: dict) -> dict:
     """evaluation.json keeps metrics and per-sequence values but not the (long) curves."""
     slim = dict(report)
-    slim["scores"] = {u: {b: {k: v for k, v in s.items() if k != "curves"} for b, s in per.items()}
-                      for u, per in report["scores"].items()}
+    slim["scores"] = {
+        u: {b: {k: v for k, v in s.items() if k != "curves"} for b, s in per.items()}
+        for u, per in report["scores"].items()
+    }
     return slim

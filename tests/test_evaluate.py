@@ -26,7 +26,17 @@ from pipelines.evaluate import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-METRICS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
+METRICS = (
+    "success_auc",
+    "precision",
+    "norm_precision",
+    "ao",
+    "sr50",
+    "sr75",
+    "eao",
+    "accuracy",
+    "robustness",
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +47,12 @@ def bench(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("synth")
     generate(root, size="tiny")
     b = root / "benchmarks"
-    return {"otb": str(b / "otb"), "vot2018": str(b / "vot2018" / "sequences"), "got10k": str(b / "got10k" / "val"),
-            "lasot": str(b / "lasot")}
+    return {
+        "otb": str(b / "otb"),
+        "vot2018": str(b / "vot2018" / "sequences"),
+        "got10k": str(b / "got10k" / "val"),
+        "lasot": str(b / "lasot"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +70,11 @@ def ckpts(tmp_path_factory) -> list[str]:
 
 def result_files(folder: Path) -> dict[str, bytes]:
     """Every result file under ``folder`` except the GOT-10k timing files (wall-clock, not results)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.txt"))
-            if not p.name.endswith("_time.txt")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*.txt"))
+        if not p.name.endswith("_time.txt")
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -65,10 +82,14 @@ def result_files(folder: Path) -> dict[str, bytes]:
 
 
 def test_checkpoint_names_are_unique_and_epochs_come_from_names():
-    assert checkpoint_names(["/a/checkpoint_e3.pt", "/a/checkpoint_e10.pt"]) == ["checkpoint_e3", "checkpoint_e10"]
+    assert checkpoint_names(["/a/checkpoint_e3.pt", "/a/checkpoint_e10.pt"]) == [
+        "checkpoint_e3",
+        "checkpoint_e10",
+    ]
     # same stem in two runs: prefixed with the folder
-    assert checkpoint_names(["/r/run1/last.pt", "/r/run2/last.pt", "s3://b/x/best.pth?endpoint_override=h:1"]) == \
-        ["run1-last", "run2-last", "best"]
+    assert checkpoint_names(
+        ["/r/run1/last.pt", "/r/run2/last.pt", "s3://b/x/best.pth?endpoint_override=h:1"]
+    ) == ["run1-last", "run2-last", "best"]
     assert checkpoint_names(["/a/x/m.pt", "/b/x/m.pt"]) == ["x-m-1", "x-m-2"]
     assert epoch_from_name("/a/checkpoint_e12.pt") == 12
     assert epoch_from_name("s3://b/run/epoch-3.pth") == 3
@@ -103,7 +124,9 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
     with pytest.raises(EvaluationError, match="garbage.pt: cannot load it .*not an ocean-ray checkpoint"):
         evaluate([str(not_ckpt)], otb, str(tmp_path / "o"), local=True, log_mlflow=False)
     with pytest.raises(EvaluationError, match="benchmark otb: root .*nowhere is not a folder"):
-        evaluate(ckpts[:1], {"otb": str(tmp_path / "nowhere")}, str(tmp_path / "o"), local=True, log_mlflow=False)
+        evaluate(
+            ckpts[:1], {"otb": str(tmp_path / "nowhere")}, str(tmp_path / "o"), local=True, log_mlflow=False
+        )
     with pytest.raises(EvaluationError, match="benchmark lasot: cannot read"):
         evaluate(ckpts[:1], {"lasot": bench["otb"]}, str(tmp_path / "o"), local=True, log_mlflow=False)
     with pytest.raises(EvaluationError, match="unknown benchmark 'otb2013'"):
@@ -112,14 +135,37 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
         evaluate(ckpts[:1], otb, str(tmp_path / "o"), local=True, log_mlflow=False, validation="vot2018")
     assert not (tmp_path / "o").exists()  # nothing was tracked or written
     # the command line: status 2 and the message, no traceback
-    code = cli_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--benchmark", f"otb={bench['otb']}",
-                     "--out", str(tmp_path / "o"), "--local"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+            "--benchmark",
+            f"otb={bench['otb']}",
+            "--out",
+            str(tmp_path / "o"),
+            "--local",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "ocean evaluate: error: checkpoint" in err and "no such file" in err
-    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", "otb", "--out", str(tmp_path / "o")])
+    code = cli_main(
+        ["evaluate", "--checkpoint", ckpts[0], "--benchmark", "otb", "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "expected NAME=ROOT" in capsys.readouterr().err
-    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={bench['otb']}",
-                     "--out", str(tmp_path / "o"), "--set", "optim.base_lr=1"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--checkpoint",
+            ckpts[0],
+            "--benchmark",
+            f"otb={bench['otb']}",
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "optim.base_lr=1",
+        ]
+    )
     assert code == 2 and "only tracker.* keys" in capsys.readouterr().err
 
 
@@ -134,8 +180,16 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
     from ocean.tracker import OceanTracker
 
     out = tmp_path / "eval"
-    report = evaluate(ckpts[:1], bench, str(out), local=True, log_mlflow=False, max_sequences=1,
-                      tracker_overrides={"window_influence": 0.3}, progress=False)
+    report = evaluate(
+        ckpts[:1],
+        bench,
+        str(out),
+        local=True,
+        log_mlflow=False,
+        max_sequences=1,
+        tracker_overrides={"window_influence": 0.3},
+        progress=False,
+    )
     name = "checkpoint_e1"
     assert report["timing"]["sequences"] == 4 and report["timing"]["model_loads"] == 1
     assert report["failed"] == []
@@ -160,8 +214,22 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
         # with max_sequences the dataset has more sequences than were run: score through a 1-sequence copy
         assert summary["num_sequences"] == 1 and summary["rejected"] == {}
         scored = tmp_path / f"score_{b}.json"
-        assert cli_main(["score", "--benchmark", b, "--dataset", root, "--results", str(out / name / b / "results"),
-                         "--json", str(scored)]) == 0
+        assert (
+            cli_main(
+                [
+                    "score",
+                    "--benchmark",
+                    b,
+                    "--dataset",
+                    root,
+                    "--results",
+                    str(out / name / b / "results"),
+                    "--json",
+                    str(scored),
+                ]
+            )
+            == 0
+        )
         again = json.loads(scored.read_text())
         # the unevaluated sequences show up as rejected (no result file); the evaluated one scores the same
         assert set(again["per_sequence"]) == set(summary["per_sequence"])
@@ -191,8 +259,9 @@ def test_a_failing_sequence_is_recorded_not_fatal(bench, ckpts, tmp_path):
     shutil.copytree(bench["otb"], root)
     frames = sorted((root / "Disc1" / "img").iterdir())
     frames[5].write_bytes(b"not a jpeg")  # the reader keeps the path; the tracker cannot read it
-    report = evaluate(ckpts[:1], {"otb": str(root)}, str(tmp_path / "o"), local=True, log_mlflow=False,
-                      progress=False)
+    report = evaluate(
+        ckpts[:1], {"otb": str(root)}, str(tmp_path / "o"), local=True, log_mlflow=False, progress=False
+    )
     assert [f["sequence"] for f in report["failed"]] == ["Disc1"]
     assert "cannot read image" in report["failed"][0]["error"]
     s = report["scores"][ckpts[0]]["otb"]
@@ -215,7 +284,9 @@ def _training_run(mlflow_uri: str, listing_json, tmp_path: Path, tags: dict | No
     client = MlflowClient(tracking_uri=mlflow_uri)
     exp = client.get_experiment_by_name("fake-train") or None
     exp_id = exp.experiment_id if exp else client.create_experiment("fake-train")
-    run = client.create_run(exp_id, run_name="train", tags={"ocean.manifest_sha256": MANIFEST, **(tags or {})})
+    run = client.create_run(
+        exp_id, run_name="train", tags={"ocean.manifest_sha256": MANIFEST, **(tags or {})}
+    )
     listing = tmp_path / "checkpoints.json"
     listing.write_text(json.dumps(listing_json))
     client.log_artifact(run.info.run_id, str(listing))
@@ -243,23 +314,52 @@ def test_checkpoints_of_a_training_run(mlflow_server, ckpts, tmp_path):
     run = client.create_run(client.get_experiment_by_name("fake-train").experiment_id)
     client.set_tag(run.info.run_id, "checkpoint.e5", "s3://b/run/e5.pt")
     client.set_tag(run.info.run_id, "checkpoint.e4", "s3://b/run/e4.pt")
-    assert checkpoints_of_run(mlflow_server.uri, run.info.run_id) == [(4, "s3://b/run/e4.pt"), (5, "s3://b/run/e5.pt")]
+    assert checkpoints_of_run(mlflow_server.uri, run.info.run_id) == [
+        (4, "s3://b/run/e4.pt"),
+        (5, "s3://b/run/e5.pt"),
+    ]
 
 
 @pytest.mark.slow
-def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_server, bench, ckpts, tmp_path):
+def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(
+    ray_cluster, mlflow_server, bench, ckpts, tmp_path
+):
     from mlflow import MlflowClient
 
     two = {"otb": bench["otb"], "vot2018": bench["vot2018"]}
-    local = evaluate(ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False,
-                     max_sequences=1)
+    local = evaluate(
+        ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False, max_sequences=1
+    )
 
     run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)
-    cmd = [sys.executable, "-m", "jobs.evaluate", "--run", run_id, "--epochs", "all",
-           "--benchmark", f"otb={two['otb']}", "--benchmark", f"vot2018={two['vot2018']}",
-           "--out", str(tmp_path / "ray"), "--workers", "2", "--ray-address", ray_cluster.address,
-           "--max-sequences", "1",
-           "--mlflow-uri", mlflow_server.uri, "--experiment", "eval-test", "--validation", "otb", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.evaluate",
+        "--run",
+        run_id,
+        "--epochs",
+        "all",
+        "--benchmark",
+        f"otb={two['otb']}",
+        "--benchmark",
+        f"vot2018={two['vot2018']}",
+        "--out",
+        str(tmp_path / "ray"),
+        "--workers",
+        "2",
+        "--ray-address",
+        ray_cluster.address,
+        "--max-sequences",
+        "1",
+        "--mlflow-uri",
+        mlflow_server.uri,
+        "--experiment",
+        "eval-test",
+        "--validation",
+        "otb",
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "ray" / "evaluation.json").read_text())
@@ -294,9 +394,13 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_
     assert sorted((h.step, h.value) for h in history) == sorted(aucs.items())
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/metric_vs_epoch.png" in parent_files and "plots/otb_success.png" in parent_files
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"evaluation.json", "per_sequence.csv"}
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "evaluation.json",
+        "per_sequence.csv",
+    }
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 3
     by_epoch = {int(c.data.tags["ocean.epoch"]): c for c in children}
     assert sorted(by_epoch) == [1, 2, 3]
@@ -308,11 +412,19 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(ray_cluster, mlflow_
         assert tags["ocean.checkpoint_uri"] == ckpts[epoch - 1]
         assert (tags.get("is_best") == "true") == (epoch == best_epoch)
         assert child.data.metrics["otb.success_auc"] == aucs[epoch]
-        assert child.data.metrics["vot2018.robustness"] == local["scores"][ckpts[epoch - 1]]["vot2018"]["robustness"]
+        assert (
+            child.data.metrics["vot2018.robustness"]
+            == local["scores"][ckpts[epoch - 1]]["vot2018"]["robustness"]
+        )
         assert child.data.params["tracker.otb.penalty_k"] == "0.087"
         files = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation/otb")}
-        assert {"evaluation/otb/summary.json", "evaluation/otb/per_sequence.csv", "evaluation/otb/success.png",
-                "evaluation/otb/precision.png", "evaluation/otb/results"} <= files
+        assert {
+            "evaluation/otb/summary.json",
+            "evaluation/otb/per_sequence.csv",
+            "evaluation/otb/success.png",
+            "evaluation/otb/precision.png",
+            "evaluation/otb/results",
+        } <= files
 
 
 @pytest.mark.slow
@@ -327,18 +439,33 @@ def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_serve
     torch.manual_seed(7)
     net = build_model(smoke().model)
     save_checkpoint(str(found_by_folder), net, smoke(), epoch=2)
-    save_checkpoint(str(own_entries), net, smoke(), epoch=5, mlflow_run_id="run-in-another-store",
-                    manifest_sha256="ef" * 32)
+    save_checkpoint(
+        str(own_entries),
+        net,
+        smoke(),
+        epoch=5,
+        mlflow_run_id="run-in-another-store",
+        manifest_sha256="ef" * 32,
+    )
     run_id = _training_run(mlflow_server.uri, [str(found_by_folder)], tmp_path, {"ocean.out": str(train_out)})
-    report = evaluate([str(found_by_folder), str(own_entries)], {"otb": bench["otb"]}, str(tmp_path / "o"),
-                      local=True, max_sequences=1, mlflow_uri=mlflow_server.uri, experiment="eval-links",
-                      progress=False)
+    report = evaluate(
+        [str(found_by_folder), str(own_entries)],
+        {"otb": bench["otb"]},
+        str(tmp_path / "o"),
+        local=True,
+        max_sequences=1,
+        mlflow_uri=mlflow_server.uri,
+        experiment="eval-links",
+        progress=False,
+    )
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     by_folder = client.get_run(report["mlflow"]["child_run_ids"][str(found_by_folder)]).data.tags
     assert by_folder["ocean.training_run_id"] == run_id and by_folder["ocean.manifest_sha256"] == MANIFEST
     assert by_folder["ocean.epoch"] == "2"
     own = client.get_run(report["mlflow"]["child_run_ids"][str(own_entries)]).data.tags
-    assert own["ocean.training_run_id"] == "run-in-another-store" and own["ocean.manifest_sha256"] == "ef" * 32
+    assert (
+        own["ocean.training_run_id"] == "run-in-another-store" and own["ocean.manifest_sha256"] == "ef" * 32
+    )
     # the same weights give the same numbers under both names
     s = report["scores"]
     assert s[str(found_by_folder)]["otb"]["success_auc"] == s[str(own_entries)]["otb"]["success_auc"]
@@ -346,14 +473,29 @@ def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_serve
 
 @pytest.mark.slow
 def test_results_to_s3(s3_env, bench, ckpts, tmp_path):
-    report = evaluate(ckpts[:1], {"otb": bench["otb"]}, "s3://ocean-runs/eval-test", local=True, max_sequences=1,
-                      log_mlflow=False, progress=False)
+    report = evaluate(
+        ckpts[:1],
+        {"otb": bench["otb"]},
+        "s3://ocean-runs/eval-test",
+        local=True,
+        max_sequences=1,
+        log_mlflow=False,
+        progress=False,
+    )
     keys = set(s3_env.keys("ocean-runs", "eval-test/"))
     seq = next(iter(report["scores"][ckpts[0]]["otb"]["per_sequence"]))
-    assert {f"eval-test/checkpoint_e1/otb/results/{seq}.txt", "eval-test/checkpoint_e1/otb/summary.json",
-            "eval-test/checkpoint_e1/otb/success.png", "eval-test/evaluation.json", "eval-test/per_sequence.csv"} <= keys
-    summary = json.loads(s3_env.client().get_object(Bucket="ocean-runs", Key="eval-test/checkpoint_e1/otb/summary.json")
-                         ["Body"].read())
+    assert {
+        f"eval-test/checkpoint_e1/otb/results/{seq}.txt",
+        "eval-test/checkpoint_e1/otb/summary.json",
+        "eval-test/checkpoint_e1/otb/success.png",
+        "eval-test/evaluation.json",
+        "eval-test/per_sequence.csv",
+    } <= keys
+    summary = json.loads(
+        s3_env.client()
+        .get_object(Bucket="ocean-runs", Key="eval-test/checkpoint_e1/otb/summary.json")["Body"]
+        .read()
+    )
     assert summary["success_auc"] == report["scores"][ckpts[0]]["otb"]["success_auc"]
     assert report["checkpoints"][ckpts[0]]["dir"] == "s3://ocean-runs/eval-test/checkpoint_e1"
     assert all(p.startswith("s3://ocean-runs/eval-test/") for p in report["plots"])
