@@ -12,7 +12,7 @@
   that checkpoint's sequences);
 * a local loop (no Ray, one process) as the reference.
 
-Each configuration is run ``--repeats`` times on one Ray instance (``ray.init(num_cpus=max(4, cores))``, the
+Each configuration is run ``--repeats`` times, interleaved, on one Ray instance (``ray.init(num_cpus=max(4, cores))``, the
 project's default) and the median is reported. The machine's load average is printed before and after:
 the numbers only mean something on an otherwise idle machine.
 
@@ -111,11 +111,14 @@ def main() -> None:
     ]
     rows = []
     try:
+        # Interleaved (1 worker, 2 workers, 1, 2, ...) so that load from other processes hits all alike.
+        runs_by_config: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
+        for r in range(args.repeats):
+            for label, k, local in configs:
+                out = work / f"out-{label.replace(' ', '_').replace(',', '')}-{r}"
+                runs_by_config[label].append(one_run(ckpts, benchmarks, out, k, local))
         for label, k, local in configs:
-            runs = [
-                one_run(ckpts, benchmarks, work / f"out-{label.replace(' ', '_')}-{r}", k, local)
-                for r in range(args.repeats)
-            ]
+            runs = runs_by_config[label]
             med = {
                 key: statistics.median(r[key] for r in runs) if runs[0][key] is not None else None
                 for key in runs[0]
