@@ -501,6 +501,17 @@ def best_tracker_json(tracker: TrackerConfig) -> dict[str, Any]:
 # The API
 
 
+def _fail_parent(ml: Mapping[str, Any], uri: str | None) -> None:
+    """Mark the parent MLflow run FAILED (the tuning run stopped before writing its results)."""
+    if ml and uri:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            MlflowClient(tracking_uri=uri).set_terminated(ml["parent_run_id"], "FAILED")
+        except Exception as exc:  # the original error matters more
+            print(f"tune-tracker: could not mark the MLflow run failed ({exc})", file=sys.stderr)
+
+
 def _creation_index(result) -> tuple[int, str]:
     """Sort key = the order Tune created the trial in: the counter that starts its experiment tag, which
     Tune puts in the trial folder name ``<trainable>_<trial_id>_<counter>_<params>_<date>``."""
@@ -566,6 +577,8 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
         raise TuneTrackerError(f"max_concurrent must be >= 1, got {max_concurrent}")
     if space not in SPACES:
         raise TuneTrackerError(f"unknown search space {space!r}; one of {list(SPACES)}")
+    if reduction_factor <= 1:
+        raise TuneTrackerError(f"reduction_factor must be > 1, got {reduction_factor}")
     seqs, split = read_validation(benchmark, root)
     print(f"tune-tracker: WARNING: tuning on the validation set {split}", file=sys.stderr)
     order = sequence_order(len(seqs), seed)
@@ -597,6 +610,7 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
 
     # MLflow store + experiment + parent run, once on the driver before any trial (ray_stack.md §5).
     ml: dict[str, Any] = {}
+    uri: str | None = None
     callbacks = []
     if log_mlflow:
         from mlflow.tracking import MlflowClient
@@ -619,7 +633,18 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
         callbacks.append(TrialLogger(uri, exp_id, parent.info.run_id, searched, n,
                                      tags={"ocean.kind": "tune-tracker-trial", "ocean.benchmark": benchmark}))
 
+    import ray
+
     ensure_ray(ray_address)
+    available = ray.cluster_resources()
+    if use_gpu and available.get("GPU", 0) < gpus_per_trial:
+        _fail_parent(ml, uri)
+        raise TuneTrackerError(f"--gpu: the Ray cluster has {available.get('GPU', 0):g} GPUs, a trial needs "
+                               f"{gpus_per_trial:g}")
+    if available.get("CPU", 0) < cpus_per_trial:
+        _fail_parent(ml, uri)
+        raise TuneTrackerError(f"the Ray cluster has {available.get('CPU', 0):g} CPUs, a trial needs "
+                               f"{cpus_per_trial:g}")
     resources = {"CPU": float(cpus_per_trial), **({"GPU": float(gpus_per_trial)} if use_gpu else {})}
     trainable = tune.with_resources(
         tune.with_parameters(tracker_trial, model=model, sequences=seqs, benchmark=benchmark, base=fixed,
@@ -641,8 +666,7 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
     try:
         grid = tuner.fit()
     except BaseException:
-        if ml:
-            MlflowClient(tracking_uri=uri).set_terminated(ml["parent_run_id"], "FAILED")
+        _fail_parent(ml, uri)
         raise
 
     # ---- collect: one row per trial, in creation order
@@ -665,9 +689,11 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
     complete = [r for r in rows if r["status"] == "completed" and r[METRIC] is not None]
     if not complete:
         errors = "; ".join(r["error"] for r in rows if r["error"]) or "no trial tracked every sequence"
+        _fail_parent(ml, uri)
         raise RuntimeError(f"tune-tracker: no trial completed ({errors})")
-    # Best = highest score over ALL sequences; ties go to the earliest trial (the defaults are trial 0).
-    best_row = max(complete, key=lambda r: (r[METRIC], -r["trial"]))
+    # Best = highest score over ALL sequences; ties (to 1e-9: summation order leaves ~1e-13 noise) go to
+    # the earliest trial, so the defaults (trial 0) win unless something is really better.
+    best_row = max(complete, key=lambda r: (round(r[METRIC], 9), -r["trial"]))
     best_row["is_best"] = True
     default_row = next((r for r in rows if r["is_default"]), None)
     best_cfg = TrackerConfig(**{**base, **best_row["params"]})
