@@ -24,7 +24,9 @@ or its *.pt artifacts.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
 `ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root. On a
-cluster, ROOT and the checkpoints must be readable from every node (shared folder / s3://).
+cluster, ROOT and the checkpoints must be readable from every node (shared folder / s3://). GOT-10k/test
+(first box only) is tracked and its result files written for the evaluation server; it cannot be scored
+here (its sequences are listed under `rejected`).
 
 Output under --out (a folder or s3://bucket/prefix):
   OUT/<checkpoint>/<benchmark>/results/     result files (`ocean score --results` takes this folder)

@@ -269,6 +269,32 @@ def test_a_failing_sequence_is_recorded_not_fatal(bench, ckpts, tmp_path):
     assert "Disc1" in s["rejected"]  # no result file: `ocean score` would reject it the same way
 
 
+def test_got10k_test_split_is_tracked_for_the_server_not_scored(bench, ckpts, tmp_path):
+    import shutil
+
+    root = tmp_path / "test"
+    shutil.copytree(bench["got10k"], root)
+    for gt in root.glob("*/groundtruth.txt"):  # the test split ships only the first box
+        gt.write_text(gt.read_text().splitlines()[0] + "\n")
+    report = evaluate(
+        ckpts[:1],
+        {"got10k": str(root)},
+        str(tmp_path / "o"),
+        local=True,
+        log_mlflow=False,
+        max_sequences=1,
+        progress=False,
+    )
+    s = report["scores"][ckpts[0]]["got10k"]
+    assert s["num_sequences"] == 0 and s.get("ao") is None and report["failed"] == []
+    ((name, why),) = s["rejected"].items()
+    assert "evaluation server" in why
+    boxes = np.loadtxt(
+        tmp_path / "o" / "checkpoint_e1" / "got10k" / "results" / name / f"{name}_001.txt", delimiter=","
+    )
+    assert boxes.shape == (30, 4)  # every frame, 0-based, as the server expects
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Ray (2 nodes) + MLflow server
 
