@@ -581,6 +581,10 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
         raise TuneTrackerError(f"reduction_factor must be > 1, got {reduction_factor}")
     seqs, split = read_validation(benchmark, root)
     print(f"tune-tracker: WARNING: tuning on the validation set {split}", file=sys.stderr)
+    if BENCHMARK_FAMILY[benchmark] == "vot" and max(len(s) for s in seqs) <= EAO_INTERVALS[benchmark][0]:
+        print(f"tune-tracker: WARNING: every sequence is at most {EAO_INTERVALS[benchmark][0]} frames, the start "
+              f"of the {benchmark} EAO interval (facts §12.4): EAO is undefined and counts as 0, so the search "
+              "cannot rank trials", file=sys.stderr)
     order = sequence_order(len(seqs), seed)
     seqs = [seqs[i] for i in order][: max_sequences or None]
     model, ocean_cfg = _load_checkpoint_blob(checkpoint)
