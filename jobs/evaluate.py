@@ -192,9 +192,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from pipelines.evaluate import HEADLINE, checkpoints_of_run, evaluate
     from pipelines.tracking import tracking_uri
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in job logs
     benchmarks = parse_benchmarks(args.benchmark)
     if args.validation is not None and args.validation not in benchmarks:
         raise UsageError(
