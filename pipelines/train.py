@@ -392,16 +392,20 @@ def _train_loop(config: dict) -> None:
 
         return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
+    mlflow_client = None
+
     def log_metrics(values: dict[str, float], step: int) -> None:
+        nonlocal mlflow_client
         if rank != 0 or not run.get("mlflow_run_id"):
             return
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
+        mlflow_client = mlflow_client or MlflowClient(run["mlflow_uri"])
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(v), ts, int(step)) for k, v in values.items() if math.isfinite(float(v))]
         for i in range(0, len(metrics), 900):  # MLflow log_batch takes at most 1000 metrics
-            MlflowClient(run["mlflow_uri"]).log_batch(run["mlflow_run_id"], metrics=metrics[i:i + 900])
+            mlflow_client.log_batch(run["mlflow_run_id"], metrics=metrics[i:i + 900])
 
     model = optimizer = None
     guard = BadStepGuard(cfg.optim.max_bad_steps)
