@@ -149,6 +149,8 @@ def public_uri(uri: str) -> str:
     if "://" not in uri:
         return uri
     parsed = urllib.parse.urlparse(uri)
+    if not parsed.netloc:  # sqlite:////abs/x.db, file:///x: nothing secret; urlunparse would drop a slash
+        return uri.split("?", 1)[0]
     netloc = parsed.hostname or ""
     if parsed.port:
         netloc += f":{parsed.port}"
