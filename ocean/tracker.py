@@ -38,7 +38,7 @@ STRIDE = 8  # total backbone stride -- facts §1.2
 
 
 class OnlineModule(Protocol):
-    """Hook for the online classifier of paper Sec. 4.2 (facts §10); not implemented here (issue 7).
+    """Hook for the online classifier of paper Sec. 4.2 (facts §10); implemented by :mod:`ocean.online`.
 
     ``score`` returns a 2-D map over the search region (any side; it is resized bicubically to the
     tracker's ``n x n`` score map, facts §10.2) that is fused *after* the Hann window (facts §9.2 step 4).
@@ -180,9 +180,10 @@ class OceanTracker:
         cfg: tracker hyper-parameters (:func:`ocean.config.tracker_config`).
         device: where crops are sent; default = the device of the network's first parameter (CPU if it
             has none).
-        online: optional online module (:class:`OnlineModule`), fused after the window.
-        online_weight: ω' of the online fusion ``pscore = ω' online + (1 - ω') pscore`` (paper Sec. 4.2
-            uses 0.5; facts §9.3 lists 0.5 / 0.7 per VOT year).
+        online: optional online module (:class:`OnlineModule`), fused after the window. When None and
+            ``cfg.online`` is True, :func:`ocean.online.build_online` builds one from ``net``.
+        online_weight: ω' of the online fusion ``pscore = ω' online + (1 - ω') pscore``; None =
+            ``cfg.online_weight`` (paper Sec. 4.2 uses 0.5; facts §9.3 lists 0.5 / 0.7 per VOT year).
 
     After each ``track`` call, ``last_net_seconds`` holds the time spent in the network (forward and the copy
     of its outputs to the host) and ``nonfinite_frames`` counts frames whose score map had no finite value
@@ -190,9 +191,13 @@ class OceanTracker:
     """
 
     def __init__(self, net: Any, cfg: TrackerConfig, device: str | torch.device | None = None,
-                 online: OnlineModule | None = None, online_weight: float = 0.5) -> None:
+                 online: OnlineModule | None = None, online_weight: float | None = None) -> None:
         if cfg.size_update not in ("single", "double"):
             raise ValueError(f"unknown size_update {cfg.size_update!r}")
+        if online is None and cfg.online:
+            from ocean.online import build_online  # the online module is optional (issue 7)
+
+            online = build_online(net, cfg)
         if online is not None and cfg.use_align:
             # The official code never combines p_o with the online branch ("NOOA") -- facts §4.3, §13.3.
             raise ValueError("use_align=True cannot be combined with an online module (facts §4.3); "
@@ -207,7 +212,7 @@ class OceanTracker:
         self.exemplar_size = int(getattr(net_cfg, "exemplar_size", EXEMPLAR_SIZE))
         self.stride = int(getattr(net, "stride", STRIDE))
         self.online = online
-        self.online_weight = float(online_weight)
+        self.online_weight = float(cfg.online_weight if online_weight is None else online_weight)
         self.state: TrackState | None = None
         self.last_net_seconds = 0.0
         self.nonfinite_frames = 0
