@@ -605,6 +605,14 @@ def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: b
     log(f"[ocean train] {plan.describe()}")
     fs, files = list_pair_files(data)  # fail fast on missing data, before Ray starts
     manifest = manifest_sha256(data)
+    keys, datasets = read_pair_index(fs, files)
+    selection, composition = epoch_selection(keys, datasets, cfg.data.pairs_per_epoch, seed, 0)
+    rank_rows(selection, 0, plan)  # fails fast when an epoch is shorter than one global batch
+    log(f"[ocean train] {len(keys)} prepared pairs in {len(files)} files; epoch 1 draws "
+        + ", ".join(f"{n} {c['taken']}/{c['available']}" for n, c in composition.items() if c["wanted"]))
+    short = {n: c for n, c in composition.items() if c["taken"] < c["wanted"]}
+    if short:
+        log(f"[ocean train] warning: fewer prepared pairs than data.pairs_per_epoch asks for: {short}")
     name = run_name or "ocean-train"
     done_before = list_checkpoints(out)
     remove_stale_temporaries(out)

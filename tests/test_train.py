@@ -272,3 +272,37 @@ def test_bad_steps_stop_a_ddp_run(ray_local, pairs_dir, tmp_path):
     with pytest.raises(TrainingDiverged, match="3 consecutive training steps skipped, the last at step 2"):
         train(str(pairs_dir), str(tmp_path / "run"), cfg, workers=2, run_name="bad", verbose=False)
     assert list_checkpoints(str(tmp_path / "run")) == []
+
+
+def test_invalid_rows_are_replaced_and_an_all_invalid_batch_is_flagged():
+    import torch
+
+    from pipelines.train import _repair_invalid
+
+    batch = {"search_box": torch.tensor([[1.0, 1, 2, 2], [float("nan")] * 4, [3.0, 3, 4, 4]]),
+             "valid": torch.tensor([True, False, True])}
+    fixed, n_bad, all_bad = _repair_invalid(dict(batch))
+    assert n_bad == 1 and not all_bad
+    assert torch.isfinite(fixed["search_box"]).all() and fixed["search_box"][0].tolist() == [1, 1, 2, 2]
+    _, n_bad, all_bad = _repair_invalid({"search_box": torch.full((2, 4), float("nan")),
+                                         "valid": torch.tensor([False, False])})
+    assert n_bad == 2 and all_bad
+
+
+def test_optimizer_state_follows_parameter_names_across_unfreezing():
+    import torch
+
+    from ocean.engine import build_optimizer
+    from ocean.model import build_model
+    from pipelines.train import load_optimizer_state_by_name, optimizer_state_by_name
+
+    cfg = smoke()
+    net = build_model(cfg.model)
+    frozen = build_optimizer(net, cfg.optim, 0)  # backbone frozen at epoch 0 (smoke unfreezes at 1)
+    head = next(p for n, p in net.named_parameters() if n.startswith("cls_pred"))
+    frozen.state[head]["momentum_buffer"] = torch.ones_like(head)
+    saved = optimizer_state_by_name(frozen, net)
+    unfrozen = build_optimizer(net, cfg.optim, 1)
+    assert len(unfrozen.param_groups) == len(frozen.param_groups) + 1  # the backbone group appears
+    assert load_optimizer_state_by_name(unfrozen, net, saved) == len(saved) == 1
+    assert torch.equal(unfrozen.state[head]["momentum_buffer"], torch.ones_like(head))
