@@ -265,8 +265,12 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
                 index = specs.index(spec)
                 previous = next((p for p in reversed(specs[:index]) if p.run), None)
                 added = set(spec.datasets) - set(previous.datasets if previous else ())
-                if not datasets or (previous is not None and added and not added & set(present)):
-                    row.skipped = f"datasets {sorted(added - set(present)) or missing} are not in the prepared data"
+                first = next(p for p in specs if p.run)
+                if not set(first.datasets) & set(present):  # no YTB/VID/DET/COCO at all: no row compares
+                    row.skipped = f"none of the base datasets {list(first.datasets)} is in the prepared data"
+                elif previous is not None and added and not added & set(present):
+                    row.skipped = f"datasets {sorted(added - set(present))} are not in the prepared data"
+                if row.skipped:
                     log(f"[ocean ablate] row {spec.key!r} skipped: {row.skipped}")
                     planned.append(row)
                     continue
