@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     benchmarks = dict(args.benchmarks)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
     try:
-        report = ablate(args.data, benchmarks, args.out, study=args.study, preset_name=args.preset,
+        report = ablate(args.data, benchmarks, args.out, study=args.study, preset=args.preset,
                         epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, workers=args.workers,
                         use_gpu=args.gpu, max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri,
                         validation=args.validation, overrides=args.overrides, ray_address=args.ray_address,

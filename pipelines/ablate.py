@@ -81,7 +81,8 @@ from pathlib import Path
 from typing import Any
 
 from ocean import storage
-from ocean.config import OceanConfig, TrackerConfig, apply_overrides, from_dict, preset, to_dict
+from ocean.config import OceanConfig, TrackerConfig, apply_overrides, from_dict, to_dict
+from ocean.config import preset as config_preset
 
 STUDIES = ("components", "data")
 # Headline metric per benchmark (the paper's numbers, facts §12), as pipelines.evaluate.HEADLINE.
@@ -484,19 +485,19 @@ def present_datasets(data: str) -> dict[str, int]:
 
 
 def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "components",
-           preset_name: str = "paper", epochs: int | None = None, pairs_per_epoch: int | None = None,
+           preset: str = "paper", epochs: int | None = None, pairs_per_epoch: int | None = None,
            workers: int = 2, use_gpu: bool = False, max_sequences: int | None = None,
            mlflow_uri: str | None = None, validation: str | None = None,
            overrides: Sequence[str] = (), ray_address: str | None = None, rows: Sequence[str] | None = None,
            max_concurrent_trials: int = 1, seed: int = 0, experiment: str = "ocean-ablate",
-           verbose: bool = True, **kwargs: Any) -> dict[str, Any]:
+           verbose: bool = True) -> dict[str, Any]:
     """Run the paper's ablation ``study`` ("components", "data" or "both"); see the module docstring.
 
     Args:
         data: prepared pair records (``ocean prepare --out``), folder or ``s3://``.
         benchmarks: ``{name: root}`` to evaluate on (otb, vot2018, vot2019, got10k, lasot).
         out: folder or ``s3://`` URI for every training, evaluation and the tables.
-        preset_name: "paper" or "smoke" (``preset=`` is accepted too); ``overrides``: ``key=value`` config
+        preset: "paper" or "smoke"; ``overrides``: ``key=value`` config
             overrides applied before the row switches (a study switch may not be overridden).
         epochs / pairs_per_epoch / max_sequences: the budget (module docstring).
         workers / use_gpu: training DDP workers and evaluation actors; one GPU each with ``use_gpu``.
@@ -509,10 +510,6 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
     Raises AblationError on bad input (before any run); a failed trial is recorded, not raised, unless
     every trial failed.
     """
-    if "preset" in kwargs:
-        preset_name = kwargs.pop("preset")
-    if kwargs:
-        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     log = print if verbose else (lambda *a, **k: None)
     benchmarks = dict(benchmarks)
     if not benchmarks:
@@ -529,7 +526,7 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
     if touched and study in ("components", "both"):
         raise AblationError(f"{touched} are the component study's switches, set by each row; do not override them")
     try:
-        base = apply_overrides(preset(preset_name), [*overrides, *([f"optim.epochs={epochs}"] if epochs else [])])
+        base = apply_overrides(config_preset(preset), [*overrides, *([f"optim.epochs={epochs}"] if epochs else [])])
     except (KeyError, ValueError) as exc:
         raise AblationError(f"config: {exc}") from None
     present = present_datasets(data)
@@ -560,7 +557,7 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
         "ocean.out": tracking.public_uri(out)})).info.run_id
     runnable = [r for r in planned if not r.skipped]
     parent_params = tracking.scrub({
-        "study": study, "preset": preset_name, "epochs": base.optim.epochs, "pairs_per_epoch": total,
+        "study": study, "preset": preset, "epochs": base.optim.epochs, "pairs_per_epoch": total,
         "max_sequences": max_sequences, "workers": workers, "use_gpu": use_gpu, "primary": primary,
         "benchmarks": json.dumps(sorted(benchmarks)), "rows": ",".join(r.name for r in runnable),
         "skipped": ",".join(r.name for r in planned if r.skipped), "overrides": json.dumps(list(overrides)),
@@ -602,7 +599,8 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
         tuner = tune.Tuner(
             trainable,
             param_space={"group": tune.grid_search(list(groups))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials),
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials,
+                                        reuse_actors=True),  # one trial process: torch imported once
             run_config=tune.RunConfig(name=f"ablate-{study}-{stamp}", storage_path=tune_path,
                                       storage_filesystem=tune_fs, verbose=1 if verbose else 0),
         )
@@ -649,7 +647,7 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
             **{k: r.get(k) for k in ("training_run_id", "evaluation_run_id", "checkpoint", "epochs", "final_loss")},
             "mlflow_run_id": children.get(row.name)})
     report: dict[str, Any] = {
-        "study": study, "studies": studies, "preset": preset_name, "benchmarks": benchmarks, "primary": primary,
+        "study": study, "studies": studies, "preset": preset, "benchmarks": benchmarks, "primary": primary,
         "budget": budget, "rows": table_rows, "trials": trials, "wall_s": round(wall, 1),
         "data_datasets": present, "overrides": list(overrides),
     }
