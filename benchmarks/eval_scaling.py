@@ -10,6 +10,9 @@
 * ``loads`` / ``load s`` / ``load share``: how many times a model was loaded, the seconds spent loading, and
   their share of the workers' busy time (model loads happen once per worker per checkpoint: amortised over
   that checkpoint's sequences);
+* ``CPU s / seq``: CPU seconds a worker process spent per sequence (``time.process_time``). Other processes
+  on a shared machine slow seq/s down but hardly change this: if it stays flat from 1 to K workers, the
+  workers do not get in each other's way and seq/s scales with K on an idle machine with K free cores;
 * a local loop (no Ray, one process) as the reference.
 
 Each configuration is run ``--repeats`` times, interleaved, on one Ray instance (``ray.init(num_cpus=max(4, cores))``, the
@@ -75,6 +78,7 @@ def one_run(ckpts, benchmarks, out: Path, workers: int, local: bool) -> dict:
         "seq_per_s": t["sequences_per_second"],
         "tracking_s": t["tracking_seconds"],
         "startup_s": t["worker_startup_seconds"],
+        "cpu_per_seq": t["cpu_seconds_per_sequence"],
         "loads": t["model_loads"],
         "load_s": t["model_load_seconds"],
         "load_share": t["model_load_seconds"] / busy if busy else None,
@@ -149,15 +153,15 @@ def main() -> None:
     )
     print(
         "| config | seq/s | speed-up vs 1 worker (goal >= 0.8 K) | tracking s | worker start-up s "
-        "| model loads | load s | load share |"
+        "| CPU s / seq | model loads | load s | load share |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         speed = "" if r["local"] or not base else f"{r['seq_per_s'] / base:.2f} (goal {0.8 * r['k']:.1f})"
         share = "" if r["load_share"] is None else f"{100 * r['load_share']:.1f} %"
         print(
             f"| {r['config']} | {r['seq_per_s']:.3f} | {speed} | {r['tracking_s']:.1f} | {r['startup_s']:.1f} "
-            f"| {r['loads']:g} | {r['load_s']:.2f} | {share} |"
+            f"| {r['cpu_per_seq']:.2f} | {r['loads']:g} | {r['load_s']:.2f} | {share} |"
         )
     if args.json:
         Path(args.json).write_text(

@@ -311,6 +311,7 @@ class SequenceRunner:
         import socket
 
         t0 = time.perf_counter()
+        c0 = time.process_time()  # this process's CPU seconds (1 torch thread: the tracking's own)
         base = {
             "checkpoint": item.checkpoint,
             "benchmark": item.benchmark,
@@ -327,8 +328,19 @@ class SequenceRunner:
                 net, TrackerConfig(**item.tracker), item.benchmark, item.sequence, self.device
             )
         except Exception as exc:  # recorded per sequence; one bad video must not kill the evaluation
-            return {**base, "error": f"{type(exc).__name__}: {exc}", "wall_s": time.perf_counter() - t0}
-        return {**base, **out, "error": None, "wall_s": time.perf_counter() - t0}
+            return {
+                **base,
+                "error": f"{type(exc).__name__}: {exc}",
+                "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0,
+            }
+        return {
+            **base,
+            **out,
+            "error": None,
+            "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0,
+        }
 
     def ping(self) -> str:
         import socket
@@ -1028,6 +1040,10 @@ def evaluate(
         "frames": int(sum(len(it.sequence) for it in items)),
         "model_loads": len(loads),
         "model_load_seconds": round(sum(r["load_s"] for r in loads), 3),
+        # CPU seconds the workers spent per sequence: unlike seq/s, barely affected by other load
+        "cpu_seconds_per_sequence": round(
+            sum(r["cpu_s"] for r in results.values()) / max(len(results), 1), 4
+        ),
         "workers": used_workers,
         "local": bool(local),
         "device": device,
