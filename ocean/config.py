@@ -370,6 +370,9 @@ def _parse_value(text: str, tp: Any, key: str) -> Any:
         if origin is tuple:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"{key}: expected a list, got {text!r}")
+            item_types = [a for a in args if a is not Ellipsis]
+            if len(item_types) == 1 or (item_types and all(a is item_types[0] for a in item_types)):
+                return tuple(_parse_value(str(v), item_types[0], key) for v in value)
             return tuple(value)
         if origin is dict and not isinstance(value, dict):
             raise ValueError(f"{key}: expected a JSON object, got {text!r}")
