@@ -51,8 +51,9 @@ def measure(preset_name: str, repeats: int, device: str, amp: bool, batch: int) 
     cfg = preset(preset_name)
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else torch.autocast(
-        "cpu", enabled=False)
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
+
     gen = torch.Generator().manual_seed(0)
     net = build_model(cfg.model).to(dev).eval()
     z = (torch.rand(1, 3, 127, 127, generator=gen) * 255).to(dev)
