@@ -99,6 +99,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=8,
+                    help="read the record files this many times per epoch (longer epochs, same records)")
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs for Ray Data (default 2)")
     ap.add_argument("--batch", type=int, default=16, help="batch size (smoke preset global batch)")
     ap.add_argument("--consumer-steps", type=int, default=12, help="smoke training steps measured")
@@ -143,13 +145,18 @@ def main() -> int:
         mem = []
         for epoch in range(args.epochs):
             t0 = time.perf_counter()
-            n = 0
-            for b in _epoch_batches(files, fs, keys, cfg, 0, epoch, 0, args.batch, prefetch=4):
+            n, t_first = 0, None
+            for b in _epoch_batches(files * args.repeat, fs, keys, cfg, 0, epoch, 0, args.batch, prefetch=4):
                 n += len(b["valid"])
-            dt = time.perf_counter() - t0
+                if t_first is None:
+                    t_first, n_first = time.perf_counter(), n
+            t_end = time.perf_counter()
+            steady = (n - n_first) / max(t_end - t_first, 1e-9)
             mem.append(ray_rss_mb())
-            rows_out.append((f"Ray Data, no consumer, epoch {epoch + 1}", f"{n / dt:.0f}",
-                             f"{n / dt / args.cpus:.0f}", f"{mem[-1][0]:.0f}", f"{mem[-1][1]:.0f}"))
+            rows_out.append((f"Ray Data, no consumer, epoch {epoch + 1} ({n} pairs, first batch after "
+                             f"{t_first - t0:.1f} s)", f"{n / (t_end - t0):.0f} ({steady:.0f} after start-up)",
+                             f"{n / (t_end - t0) / args.cpus:.0f} ({steady / args.cpus:.0f})",
+                             f"{mem[-1][0]:.0f}", f"{mem[-1][1]:.0f}"))
 
         # with a consumer: the smoke model's training step in this process (it competes for the same cores)
         torch.manual_seed(0)
@@ -159,7 +166,7 @@ def main() -> int:
         net.train()
         wait = total = 0.0
         steps = 0
-        it = iter(_epoch_batches(files, fs, keys, cfg, 0, 99, 0, args.batch, prefetch=4))
+        it = iter(_epoch_batches(files * args.repeat, fs, keys, cfg, 0, 99, 0, args.batch, prefetch=4))
         next(it)  # start-up excluded
         while steps < args.consumer_steps:
             t0 = time.perf_counter()
