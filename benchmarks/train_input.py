@@ -100,7 +100,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=8,
-                    help="read the record files this many times per epoch (longer epochs, same records)")
+                    help="copies of the record files read per epoch (longer epochs from the same records)")
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs for Ray Data (default 2)")
     ap.add_argument("--batch", type=int, default=16, help="batch size (smoke preset global batch)")
     ap.add_argument("--consumer-steps", type=int, default=12, help="smoke training steps measured")
@@ -123,6 +123,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         files = write_records(Path(tmp), args.pairs)
+        import shutil
+
+        base = list(files)
+        for r in range(1, args.repeat):  # longer epochs from the same records (Ray reads a path once)
+            for f in base:
+                copy = f.replace(".parquet", f"-copy{r}.parquet")
+                shutil.copyfile(f, copy)
+                files.append(copy)
         print(f"wrote {args.pairs} pair records in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         # bare loop, one thread
@@ -146,7 +154,7 @@ def main() -> int:
         for epoch in range(args.epochs):
             t0 = time.perf_counter()
             n, t_first = 0, None
-            for b in _epoch_batches(files * args.repeat, fs, keys, cfg, 0, epoch, 0, args.batch, prefetch=4):
+            for b in _epoch_batches(files, fs, keys, cfg, 0, epoch, 0, args.batch, prefetch=4):
                 n += len(b["valid"])
                 if t_first is None:
                     t_first, n_first = time.perf_counter(), n
@@ -166,7 +174,7 @@ def main() -> int:
         net.train()
         wait = total = 0.0
         steps = 0
-        it = iter(_epoch_batches(files * args.repeat, fs, keys, cfg, 0, 99, 0, args.batch, prefetch=4))
+        it = iter(_epoch_batches(files, fs, keys, cfg, 0, 99, 0, args.batch, prefetch=4))
         next(it)  # start-up excluded
         while steps < args.consumer_steps:
             t0 = time.perf_counter()
