@@ -88,8 +88,12 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     print(f"    done in {time.time() - t:.1f} s")
 
     t = _stage("3/5 train", f"Ray Train, smoke preset, {workers} workers, {cfg.optim.epochs} epochs -> {runs_uri}")
-    trained = train(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
-                    experiment="ocean-quickstart", run_name="quickstart-smoke")
+    trained = _reuse(work / "train.json", lambda r: r.get("epochs") == cfg.optim.epochs
+                     and all(storage.exists(u) for u in r.get("checkpoints", [])[-1:]))
+    if trained is None:
+        trained = train(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
+                        experiment="ocean-quickstart", run_name="quickstart-smoke", seed=seed)
+        (work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
     final_ckpt = trained["checkpoints"][-1]
     print(f"    done in {time.time() - t:.1f} s; final checkpoint {final_ckpt}")
 
@@ -104,8 +108,13 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
         torch.manual_seed(seed)
         save_checkpoint(untrained, build_model(cfg.model), cfg, epoch=0, note="untrained baseline")
     roots = benchmark_roots(synthetic_dir)
-    evaluation = evaluate([final_ckpt, untrained], roots, str(work / "evaluation"), workers=workers,
-                          use_gpu=use_gpu, mlflow_uri=mlflow_uri, max_sequences=max_sequences)
+    evaluation = _reuse(work / "evaluation.json", lambda r: sorted(r.get("scores", {})) == sorted(
+        [final_ckpt, untrained]) and r.get("max_sequences") == max_sequences)
+    if evaluation is None:
+        evaluation = evaluate([final_ckpt, untrained], roots, str(work / "evaluation"), workers=workers,
+                              use_gpu=use_gpu, mlflow_uri=mlflow_uri, max_sequences=max_sequences)
+        evaluation["max_sequences"] = max_sequences
+        (work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
     print(f"    done in {time.time() - t:.1f} s")
 
     _stage("5/5 summary", "")
@@ -115,6 +124,20 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary))
     return summary
+
+
+def _reuse(path: Path, still_valid) -> dict | None:
+    """A finished stage's saved result, if it exists and still matches what this run would do."""
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if still_valid(result):
+        print(f"    reusing {path.name}")
+        return result
+    return None
 
 
 def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, evaluation: dict,

@@ -30,6 +30,11 @@ from pathlib import Path
 
 import pytest
 
+# Ray 2.60 turns token authentication on by default; every process of a test session (this one, the
+# clusters it starts, the CLI clients) must agree (ray_stack.md §6).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 BIN = Path(sys.executable).parent
@@ -221,6 +226,8 @@ def ray_env(tmp: Path) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
         "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        # `python` in a job's entrypoint must be this environment's interpreter, as on a real cluster
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
@@ -231,18 +238,34 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     tmp.mkdir(exist_ok=True)
     env = ray_env(tmp)
     ray_bin = str(BIN / "ray")
-    gcs_port, dash_port = free_port(), free_port()
+    used: set[int] = set()
+
+    def port() -> int:
+        p = free_port(avoid=used)
+        used.add(p)
+        return p
+
+    def node_ports() -> list[str]:
+        # Every per-node port explicitly: two nodes on one machine (or another Ray on it) would otherwise
+        # collide on the defaults, e.g. the dashboard agent's 52365 -- then `ray job submit` answers
+        # "No available agent to submit job".
+        return [f"--node-manager-port={port()}", f"--object-manager-port={port()}",
+                f"--dashboard-agent-listen-port={port()}", f"--dashboard-agent-grpc-port={port()}",
+                f"--runtime-env-agent-port={port()}", f"--metrics-export-port={port()}"]
+
+    gcs_port, dash_port = port(), port()
     head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=2",
             "--resources={\"head\": 1}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
             "--include-dashboard=true", "--disable-usage-stats", "--memory=4000000000",
-            "--object-store-memory=500000000", f"--temp-dir={tmp}", f"--min-worker-port={30000}",
-            f"--max-worker-port={30999}"]
+            "--object-store-memory=500000000", f"--temp-dir={tmp}", "--min-worker-port=30000",
+            "--max-worker-port=30999", f"--ray-client-server-port={port()}", *node_ports()]
     address = f"127.0.0.1:{gcs_port}"
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
         worker = [ray_bin, "start", f"--address={address}", "--num-cpus=2", "--resources={\"worker\": 1}",
                   "--disable-usage-stats", "--memory=4000000000", "--object-store-memory=500000000",
-                  "--node-ip-address=127.0.0.1", "--min-worker-port=31000", "--max-worker-port=31999"]
+                  "--node-ip-address=127.0.0.1", "--min-worker-port=31000", "--max-worker-port=31999",
+                  *node_ports()]
         subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
         dashboard = f"http://127.0.0.1:{dash_port}"
         wait_for(lambda: urllib.request.urlopen(f"{dashboard}/api/version", timeout=2).status == 200, 60,
