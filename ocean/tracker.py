@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from ocean.benchmarks.regions import polygon_to_init_box_xywh  # noqa: F401  (VOT init rule, facts §9.1)
 from ocean.config import TrackerConfig
 from ocean.crop import crop_side, get_subwindow, mean_color
 from ocean.geometry import score_grid, score_size
@@ -66,32 +67,6 @@ class TrackState:
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure helpers (unit-tested on their own)
-
-
-def polygon_to_init_box_xywh(poly8: np.ndarray | list[float]) -> np.ndarray:
-    """VOT region (8-value polygon or 4-value box) -> the official axis-aligned init box, ``xywh`` float64.
-
-    Polygons (facts §9.1; TK ``lib/utils/utils.py`` get_axis_aligned_bbox): centre = mean of the corners,
-    ``w, h`` = the axis-aligned extent scaled by ``sqrt(A1 / A2)`` then ``+ 1``, where ``A1`` is the product
-    of the lengths of the first two edges (the area for a rectangle) and ``A2`` the extent's area. A 4-value
-    ``x, y, w, h`` box is returned unchanged (centre ``x + w/2``). Coordinates are 0-based image pixels.
-    """
-    region = np.asarray(poly8, dtype=np.float64).reshape(-1)
-    if region.size == 4:
-        return region.copy()
-    if region.size != 8:
-        raise ValueError(f"expected 8 polygon values or 4 box values, got {region.size}")
-    cx, cy = region[0::2].mean(), region[1::2].mean()
-    x1, x2 = region[0::2].min(), region[0::2].max()
-    y1, y2 = region[1::2].min(), region[1::2].max()
-    a1 = np.linalg.norm(region[0:2] - region[2:4]) * np.linalg.norm(region[2:4] - region[4:6])
-    a2 = (x2 - x1) * (y2 - y1)
-    if a2 <= 0:
-        raise ValueError(f"degenerate polygon (zero-area extent): {region.tolist()}")
-    s = math.sqrt(a1 / a2)
-    w = s * (x2 - x1) + 1  # the +1 of the official code -- facts §9.1
-    h = s * (y2 - y1) + 1
-    return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float64)
 
 
 def context_size(size_wh: np.ndarray, context_amount: float = 0.5) -> float:

@@ -35,8 +35,8 @@ def test_mlflow_server_records_a_run(mlflow_server):
 
 def test_ray_cluster_has_two_nodes(ray_cluster):
     code = (
-        "import ray, json; ray.init(address=%r); "
-        "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))" % ray_cluster.address
+        f"import ray, json; ray.init(address={ray_cluster.address!r}); "
+        "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
     )
     out = subprocess.run([sys.executable, "-c", code], env=ray_cluster.env, capture_output=True, text=True,
                          timeout=120, check=True).stdout
