@@ -462,3 +462,121 @@ def test_real_smoke_network_runs():
         assert np.all(np.isfinite(box))
         assert box[0] >= 0 and box[1] >= 0 and 10 <= box[2] <= 320 and 10 <= box[3] <= 240
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `ocean track`
+
+
+@pytest.fixture(scope="module")
+def smoke_checkpoint(tmp_path_factory):
+    ckpt_mod = pytest.importorskip("ocean.checkpoint")
+    from ocean.config import smoke
+    from ocean.model import build_model
+
+    torch.manual_seed(0)
+    cfg = smoke()
+    path = tmp_path_factory.mktemp("ckpt") / "smoke.pt"
+    ckpt_mod.save_checkpoint(str(path), build_model(cfg.model), cfg)
+    return path
+
+
+def _write_frames(folder, frames, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, name in zip(frames, names, strict=True):
+        assert cv2.imwrite(str(folder / name), img)
+
+
+def _read_boxes(path):
+    return np.array([[float(v) for v in line.split(",")] for line in path.read_text().splitlines()])
+
+
+def test_track_cli_frames_render_and_unreadable(smoke_checkpoint, tmp_path, capsys):
+    from jobs.cli import main
+    from jobs.track import list_frames
+
+    frames, boxes = _moving_target_video(n_frames=5)
+    # natural order: 2 before 10; written out of lexical order on purpose
+    names = ["f1.png", "f2.png", "f10.png", "f11.png", "f100.png"]
+    _write_frames(tmp_path / "seq", frames, names)
+    (tmp_path / "seq" / "f3.jpg").write_bytes(b"not an image")  # between f2 and f10: unreadable
+    (tmp_path / "seq" / "notes.txt").write_text("ignored")
+    assert [p.name for p in list_frames(tmp_path / "seq")] == ["f1.png", "f2.png", "f3.jpg", "f10.png",
+                                                               "f11.png", "f100.png"]
+    out, video = tmp_path / "res" / "boxes.txt", tmp_path / "res" / "render.mp4"
+    x, y, w, h = boxes[0]
+    rc = main(["track", "--checkpoint", str(smoke_checkpoint), "--frames", str(tmp_path / "seq"),
+               "--init", f"{x},{y},{w},{h}", "--out", str(out), "--render", str(video), "--no-progress",
+               "--set", "tracker.window_influence=0.5"])
+    assert rc == 0
+    res = _read_boxes(out)
+    assert res.shape == (6, 4)
+    np.testing.assert_allclose(res[0], boxes[0])
+    np.testing.assert_array_equal(res[2], res[1])  # the unreadable frame repeats the previous box
+    assert np.all(np.isfinite(res)) and np.all(res[:, 2:] >= 10)
+    captured = capsys.readouterr()
+    assert "unreadable 1" in captured.out and "model" in captured.out and "f3.jpg" in captured.err
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5  # the unreadable frame is not in the video
+    # --strict turns the unreadable frame into exit status 1
+    rc = main(["track", "--checkpoint", str(smoke_checkpoint), "--frames", str(tmp_path / "seq"),
+               "--init", f"{x},{y},{w},{h}", "--out", str(out), "--no-progress", "--strict"])
+    assert rc == 1
+
+
+def test_track_cli_video_and_presets(smoke_checkpoint, tmp_path):
+    from jobs.cli import main
+
+    frames, boxes = _moving_target_video(n_frames=4)
+    video = tmp_path / "in.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    for img in frames:
+        writer.write(img)
+    writer.release()
+    (tmp_path / "hp.json").write_text('{"tracker": {"penalty_k": 0.1, "use_align": true}}')
+    out = tmp_path / "v.txt"
+    x, y, w, h = boxes[0]
+    rc = main(["track", "--checkpoint", str(smoke_checkpoint), "--video", str(video), "--init",
+               f"{x} {y} {w} {h}", "--out", str(out), "--benchmark", "vot2019", "--tracker-config",
+               str(tmp_path / "hp.json"), "--no-progress"])
+    assert rc == 0
+    assert _read_boxes(out).shape == (4, 4)
+
+
+def test_tracker_config_precedence():
+    from jobs.track import UsageError, build_tracker_config
+
+    base = TrackerConfig()
+    cfg = build_tracker_config(base, "otb", None, ["tracker.lr=0.5"])
+    assert cfg.penalty_k == 0.087 and cfg.size_update == "double" and cfg.lr == 0.5  # facts §9.3 + --set
+    with pytest.raises(UsageError, match="only tracker"):
+        build_tracker_config(base, None, None, ["optim.base_lr=1"])
+    with pytest.raises(UsageError):
+        build_tracker_config(base, None, None, ["tracker.no_such_key=1"])
+
+
+def test_track_cli_errors(smoke_checkpoint, tmp_path, capsys):
+    from jobs.cli import main
+
+    frames, boxes = _moving_target_video(n_frames=2)
+    _write_frames(tmp_path / "seq", frames, ["0001.jpg", "0002.jpg"])
+    (tmp_path / "empty").mkdir()
+    base = ["track", "--out", str(tmp_path / "o.txt"), "--no-progress"]
+    good = ["--checkpoint", str(smoke_checkpoint), "--frames", str(tmp_path / "seq")]
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--frames", str(tmp_path / "seq"),
+          "--init", "1,2,30,30"], "no such file"),
+        (["--checkpoint", str(smoke_checkpoint), "--frames", str(tmp_path / "empty"), "--init", "1,2,30,30"],
+         "no .jpg"),
+        ([*good, "--init", "1,2,30"], "expected x,y,w,h"),
+        ([*good, "--init", "1,2,0,30"], "w > 0"),
+        ([*good, "--init", "a,b,c,d"], "expected numbers"),
+        ([*good, "--init", "500,10,30,30"], "outside"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.txt").exists()
