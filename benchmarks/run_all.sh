@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every benchmark in turn on this machine and keeps the output in benchmarks/results/<date>.log.
+# Run it on an otherwise idle machine; BENCHMARKS.md records the numbers with machine and date.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+mkdir -p benchmarks/results
+log="benchmarks/results/$(date +%Y-%m-%d).log"
+{
+  echo "# $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  for cmd in \
+    "benchmarks/model_speed.py --repeats 5" \
+    "benchmarks/tracker_speed.py --runs 20" \
+    "benchmarks/crop_bytes.py" \
+    "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 2" \
+    "benchmarks/train_input.py" \
+    "benchmarks/eval_scaling.py --repeats 2" \
+    "benchmarks/online_speed.py --presets smoke --frames 21"; do
+    echo; echo "## python $cmd   (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    timeout 1200 $PY $cmd 2>&1 | grep -v "^\(WARNING\|INFO\|(raylet)\)" | tail -40
+  done
+} | tee "$log"
