@@ -237,3 +237,28 @@ def test_mmtracking_vot_fixture():
     assert round(s["accuracy"], 4) == 0.5826
     assert round(s["robustness"], 4) == 6.0
     assert s["num_failures"] == 3
+
+
+def test_eao_of_a_tracker_that_keeps_failing_is_zero_not_undefined():
+    # 120 frames, a failure 3 frames after every (re-)initialisation: no fragment reaches the 2018 interval
+    # [100, 356], but failed fragments are padded with 0 up to the sequence length (pysot eao_benchmark).
+    # Each fragment is [init, 1, 1] (the boxes equal the GT), so its running mean is 2 / L and the EAO is
+    # the mean of 2 / L over L = 100..119 (the curve ends with the sequence): small, and defined.
+    n = 120
+    gt = np.tile(np.array([[10.0, 10, 30, 10, 30, 30, 10, 30]]), (n, 1))
+    traj, f = [], 0
+    while f < n:
+        traj.append(np.array([1.0]))
+        for k in (1, 2):
+            if f + k < n:
+                traj.append(np.array([10.0, 10, 20, 20]))
+        if f + 3 < n:
+            traj.append(np.array([2.0]))
+        for k in range(4, 8):
+            if f + k < n:
+                traj.append(np.array([0.0]))
+        f += 8
+    traj = traj[:n]
+    s = vot_summary({"a": traj}, {"a": gt}, {"a": (64, 48)}, interval=(100, 356))
+    assert s["num_failures"] == 15
+    assert s["eao"] == pytest.approx(np.mean([2 / L for L in range(100, 120)]))

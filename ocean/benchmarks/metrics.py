@@ -241,11 +241,13 @@ def eao_fragments(trajectory: list[np.ndarray], overlaps: np.ndarray) -> list[tu
     return frags
 
 
-def expected_overlap_curve(fragments: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+def expected_overlap_curve(fragments: list[tuple[np.ndarray, bool]], max_len: int | None = None) -> np.ndarray:
     """Φ(L): mean over fragments of the mean overlap of frames 1..L (frame 0, the init, excluded).
-    Fragments that end in failure are padded with 0 to the longest fragment; the others only count up
-    to their own length (ocean_facts §12.4)."""
-    max_len = max(len(o) for o, _ in fragments)
+    Fragments that end in failure are padded with 0 up to ``max_len`` (the longest sequence, as pysot's
+    ``eao_benchmark`` does; default the longest fragment); the others only count up to their own length
+    (ocean_facts §12.4). So a tracker that keeps failing has Φ = 0 over the interval, not an undefined EAO.
+    """
+    max_len = max([len(o) for o, _ in fragments] + ([max_len] if max_len else []))
     arr = np.zeros((len(fragments), max_len))
     mask = np.zeros((len(fragments), max_len))
     for i, (o, failed) in enumerate(fragments):
@@ -298,7 +300,7 @@ def vot_summary(
         fragments.extend(eao_fragments(traj, ov))
     if weight == 0:
         raise ValueError("no sequences to score")
-    curve = expected_overlap_curve(fragments)
+    curve = expected_overlap_curve(fragments, max(len(t) for t in trajectories.values()))
     return {
         "eao": eao_from_curve(curve, interval),
         "accuracy": acc_sum / weight,
