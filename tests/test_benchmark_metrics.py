@@ -242,8 +242,9 @@ def test_mmtracking_vot_fixture():
 def test_eao_of_a_tracker_that_keeps_failing_is_zero_not_undefined():
     # 120 frames, a failure 3 frames after every (re-)initialisation: no fragment reaches the 2018 interval
     # [100, 356], but failed fragments are padded with 0 up to the sequence length (pysot eao_benchmark).
-    # Each fragment is [init, 1, 1] (the boxes equal the GT), so its running mean is 2 / L and the EAO is
-    # the mean of 2 / L over L = 100..119 (the curve ends with the sequence): small, and defined.
+    # Each fragment is [init, a, a] (a = the rasterised overlap of the box with the GT), so its running
+    # mean is 2a / L and the EAO is the mean of 2a / L over L = 100..119 (the curve ends with the
+    # sequence): small, and defined.
     n = 120
     gt = np.tile(np.array([[10.0, 10, 30, 10, 30, 30, 10, 30]]), (n, 1))
     traj, f = [], 0
@@ -261,4 +262,8 @@ def test_eao_of_a_tracker_that_keeps_failing_is_zero_not_undefined():
     traj = traj[:n]
     s = vot_summary({"a": traj}, {"a": gt}, {"a": (64, 48)}, interval=(100, 356))
     assert s["num_failures"] == 15
-    assert s["eao"] == pytest.approx(np.mean([2 / L for L in range(100, 120)]))
+    from ocean.benchmarks.metrics import vot_overlaps
+
+    a = vot_overlaps(traj, gt, (64, 48))[1]
+    assert 0.8 < a <= 1.0
+    assert s["eao"] == pytest.approx(np.mean([2 * a / L for L in range(100, 120)]))
