@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from jobs.cli import main_for
 
@@ -164,15 +162,12 @@ def tracker_overrides(json_path: str | None, sets: list[str]) -> list[str]:
     """--tracker-config FILE then --set items, as ``tracker.KEY=VALUE`` strings (checked later)."""
     items: list[str] = []
     if json_path is not None:
+        from ocean.config import tracker_file_overrides
+
         try:
-            data = json.loads(Path(json_path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--tracker-config {json_path}: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
-            data = data["tracker"]
-        if not isinstance(data, dict):
-            raise UsageError(f"--tracker-config {json_path}: expected a JSON object of tracker fields")
-        items += [f"tracker.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in data.items()]
+            items += tracker_file_overrides(json_path)
+        except ValueError as exc:
+            raise UsageError(f"--tracker-config {exc}") from None
     for item in sets:
         key = item.strip()
         if not key.startswith("tracker."):

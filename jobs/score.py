@@ -70,21 +70,9 @@ def run(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(scores, indent=2))
     name = args.name or args.results.resolve().name
-    keys = [
-        k
-        for k in (
-            "success_auc",
-            "precision",
-            "norm_precision",
-            "ao",
-            "sr50",
-            "sr75",
-            "eao",
-            "accuracy",
-            "robustness",
-        )
-        if scores.get(k) is not None
-    ]
+    from ocean.benchmarks.scoring import SCORE_KEYS
+
+    keys = [k for k in SCORE_KEYS if scores.get(k) is not None]
     print(
         f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
         + ", ".join(f"{k}={scores[k]:.4f}" for k in keys)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -118,28 +117,22 @@ def build_tracker_config(base, benchmark: str | None, json_path: str | None, ove
     """Checkpoint tracker section -> --benchmark preset -> JSON file -> --set, as documented in --help."""
     import dataclasses
 
-    from ocean.config import TRACKER_PRESETS, OceanConfig, TrackerConfig, apply_overrides
+    from ocean.config import (
+        TRACKER_PRESETS,
+        OceanConfig,
+        TrackerConfig,
+        apply_overrides,
+        tracker_file_overrides,
+    )
 
     cfg: TrackerConfig = base
     if benchmark is not None:
         cfg = dataclasses.replace(cfg, **TRACKER_PRESETS[benchmark])
     if json_path is not None:
-        try:
-            data = json.loads(Path(json_path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--tracker-config {json_path}: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
-            data = data["tracker"]
-        if not isinstance(data, dict):
-            raise UsageError(f"--tracker-config {json_path}: expected a JSON object of tracker fields")
-        names = {f.name for f in dataclasses.fields(TrackerConfig)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"--tracker-config {json_path}: unknown tracker keys {unknown}; "
-                             f"known: {sorted(names)}")
-        # Route through the override parser so types are checked like --set.
-        overrides = [f"tracker.{k}={v if not isinstance(v, bool) else str(v).lower()}"
-                     for k, v in data.items()] + list(overrides)
+        try:  # routed through the override parser so types are checked like --set
+            overrides = tracker_file_overrides(json_path) + list(overrides)
+        except ValueError as exc:
+            raise UsageError(f"--tracker-config {exc}") from None
     for item in overrides:
         if not item.strip().startswith("tracker."):
             raise UsageError(f"--set {item!r}: only tracker.* keys can be changed at tracking time")

@@ -440,6 +440,33 @@ def from_dict(data: dict[str, Any]) -> OceanConfig:
     return _build(OceanConfig, data)
 
 
+def tracker_file_overrides(path: str) -> list[str]:
+    """A tracker hyper-parameter file as ``tracker.KEY=VALUE`` override strings.
+
+    The file is JSON, either ``{"tracker": {...}}`` (what ``ocean tune-tracker`` saves as best_tracker.json)
+    or the flat ``{...}``; nested sections (``online_params``) become dotted keys. Unknown keys and
+    unreadable files raise ValueError naming the file; values are type-checked by :func:`apply_overrides`.
+    """
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
+        data = data["tracker"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of tracker fields")
+    names = {f.name for f in dataclasses.fields(TrackerConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown tracker keys {unknown}; known: {sorted(names)}")
+
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else v if isinstance(v, str) else json.dumps(v)
+
+    flat = flatten(data, "tracker.")
+    return [f"{k}={text(v)}" for k, v in flat.items()]
+
+
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """``{"optim.base_lr": 0.005, ...}`` -- for MLflow params and the configuration reference."""
     out: dict[str, Any] = {}

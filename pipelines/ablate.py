@@ -81,12 +81,11 @@ from pathlib import Path
 from typing import Any
 
 from ocean import storage
+from ocean.benchmarks.scoring import HEADLINE
 from ocean.config import OceanConfig, TrackerConfig, apply_overrides, from_dict, to_dict
 from ocean.config import preset as config_preset
 
 STUDIES = ("components", "data")
-# Headline metric per benchmark (the paper's numbers, facts §12), as pipelines.evaluate.HEADLINE.
-HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
 METRIC_NAMES = {"success_auc": "success AUC", "ao": "AO", "eao": "EAO"}
 # The study switches: set explicitly on every component row (a --set on them would be silently overridden).
 SWITCH_KEYS = ("labels.cls_rule", "model.head.combination", "model.head.align", "tracker.use_align",

@@ -65,24 +65,13 @@ from typing import Any
 import numpy as np
 
 from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_benchmark
+from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.benchmarks.sequence import AnnotationError, Sequence
 from ocean.config import TRACKER_PRESETS, OceanConfig, TrackerConfig, apply_overrides
 
 # The metric that ranks checkpoints on each benchmark (the paper's headline numbers, facts §12).
-HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
-# Metrics `ocean score` writes, in table order (ocean.benchmarks.plots / jobs/score.py).
-METRIC_KEYS = (
-    "success_auc",
-    "precision",
-    "norm_precision",
-    "ao",
-    "sr50",
-    "sr75",
-    "eao",
-    "accuracy",
-    "robustness",
-    "num_failures",
-)
+# Metrics `ocean score` writes, in table order, plus the VOT failure count.
+METRIC_KEYS = (*SCORE_KEYS, "num_failures")
 # Checkpoint entries written by training that link an evaluation back to it (ocean.checkpoint ``extra``).
 LINK_KEYS = {"mlflow_run_id": "ocean.training_run_id", "manifest_sha256": "ocean.manifest_sha256"}
 

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ocean import storage
+from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.config import OceanConfig, apply_overrides, smoke
 
 BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
-# The headline metric per benchmark shown in the summary table.
-HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
 
 
 def _stage(name: str, message: str) -> float:
@@ -168,8 +167,7 @@ def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, eva
 
 
 def _metrics(scored: dict) -> dict[str, float]:
-    keys = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
-    return {k: scored[k] for k in keys if isinstance(scored.get(k), (int, float))}
+    return {k: scored[k] for k in SCORE_KEYS if isinstance(scored.get(k), (int, float))}
 
 
 def _mlflow_ui_command(uri: str) -> str:

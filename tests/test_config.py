@@ -88,3 +88,22 @@ def test_configuration_reference_is_current():
     committed = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     assert committed == reference_markdown(), "regenerate: ocean config --reference > docs/configuration.md"
     assert "`optim.weight_decay` | `0.0001`" in committed and "facts §8" in committed
+
+
+def test_tracker_file_overrides(tmp_path):
+    from ocean.config import TrackerConfig, tracker_file_overrides
+
+    f = tmp_path / "best_tracker.json"
+    f.write_text(json.dumps({"tracker": {"penalty_k": 0.05, "use_align": True, "size_update": "double",
+                                         "online_params": {"rotations": [5, -5]}}}))
+    items = tracker_file_overrides(str(f))
+    cfg = apply_overrides(paper(), items).tracker
+    assert isinstance(cfg, TrackerConfig)
+    assert cfg.penalty_k == 0.05 and cfg.use_align is True and cfg.size_update == "double"
+    assert cfg.online_params.rotations == (5.0, -5.0)
+    f.write_text(json.dumps({"penalty_k": 0.05, "windw": 0.3}))
+    with pytest.raises(ValueError, match="windw"):
+        tracker_file_overrides(str(f))
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="best_tracker.json"):
+        tracker_file_overrides(str(f))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ocean.benchmarks.metrics import PRECISION_THRESHOLDS, SUCCESS_THRESHOLDS
+from ocean.benchmarks.scoring import SCORE_KEYS
 
 
 def _plot(
@@ -59,17 +60,7 @@ def plot_precision(curves: dict[str, np.ndarray], out_path: Path, title: str = "
     )
 
 
-_COLUMNS = [
-    "success_auc",
-    "precision",
-    "norm_precision",
-    "ao",
-    "sr50",
-    "sr75",
-    "eao",
-    "accuracy",
-    "robustness",
-]
+_COLUMNS = list(SCORE_KEYS)
 
 
 def summary_table(scores: dict[str, dict]) -> str:

@@ -19,6 +19,11 @@ from ocean.benchmarks.results import read_got10k_times, read_ope_result, read_vo
 from ocean.benchmarks.sequence import AnnotationError, Sequence
 
 BENCHMARKS = tuple(BENCHMARK_FAMILY)
+# The metrics ``ocean score`` reports, in table order (ocean_facts §12). Rates are fractions in [0, 1];
+# VOT robustness is failures per 100 frames.
+SCORE_KEYS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
+# The headline metric of each benchmark: the paper's first number, and what ranks checkpoints and trials.
+HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
 
 
 def _jsonable(d: dict) -> dict:
