@@ -35,6 +35,15 @@ def _stage(name: str, message: str) -> float:
     return time.time()
 
 
+def sibling_uri(uri: str, name: str) -> str:
+    """``s3://bucket/a/pairs?q`` -> ``s3://bucket/a/runs?q``: the run folder beside the pair records."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(uri)
+    parent = parsed.path.rstrip("/").rsplit("/", 1)[0] if parsed.path.strip("/") else ""
+    return urllib.parse.urlunparse(parsed._replace(path=f"{parent}/{name}"))
+
+
 def benchmark_roots(synthetic_dir: Path) -> dict[str, str]:
     roots = {
         "otb": synthetic_dir / "benchmarks" / "otb",
@@ -67,7 +76,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     work = Path(workdir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     storage_uri = storage_uri or str(work / "pairs")
-    runs_uri = storage.join(storage_uri, "..", "runs") if storage.is_uri(storage_uri) else str(work / "runs")
+    runs_uri = sibling_uri(storage_uri, "runs") if storage.is_uri(storage_uri) else str(work / "runs")
     mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work / 'mlflow.db'}"
     cfg = quickstart_config(epochs, overrides or [])
     ensure_ray(ray_address)
