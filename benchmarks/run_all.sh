@@ -14,7 +14,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
     "benchmarks/crop_bytes.py" \
     "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 2" \
     "benchmarks/train_input.py" \
-    "benchmarks/eval_scaling.py --repeats 2" \
+    "benchmarks/eval_scaling.py --size small --repeats 2" \
     "benchmarks/online_speed.py --presets smoke --frames 21"; do
     echo; echo "## python $cmd   (load $(cut -d' ' -f1-3 /proc/loadavg))"
     timeout 1200 $PY $cmd 2>&1 | grep -v "^\(WARNING\|INFO\|(raylet)\)" | tail -40
