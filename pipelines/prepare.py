@@ -428,30 +428,6 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
 # Ray
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray: an existing cluster at ``address`` / ``$RAY_ADDRESS``, else start a local one.
-
-    A local cluster gets ``max(4, cores)`` logical CPUs (ray_stack.md §2: on 2 cores a pool that holds
-    every CPU starves other work) and the repository on ``PYTHONPATH`` so its workers import this package.
-    ``RAY_AUTH_MODE`` is left as the environment sets it (it must match the cluster's; ray_stack.md §6).
-    Returns True when this call started Ray (the caller shuts it down).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return True
-    repo = str(Path(__file__).resolve().parent.parent)
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if repo not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([repo, *paths])
-    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False)
-    return True
-
-
 def _run_tasks(store: OutputStore, tasks: Iterable[ShardTask], total: int, settings: CropSettings, *,
                task_cpus: float, max_in_flight: int | None, on_result: Callable[[dict], None],
                progress: bool, initial: int) -> list[str]:
@@ -638,7 +614,9 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     started_ray = False
     t_crop = t_crop_end = time.perf_counter()
     if len(done) < total:
-        started_ray = ensure_ray(ray_address)
+        from pipelines.raysession import ensure_ray
+
+        started_ray = ensure_ray(ray_address, quiet=False)
         t_crop = time.perf_counter()
         try:
             failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,

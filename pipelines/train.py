@@ -592,7 +592,6 @@ def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: b
         TrainingDiverged: ``optim.max_bad_steps`` consecutive skipped steps (message names the step).
         TrainingDataError: no or unusable pair records.
     """
-    import ray
     from mlflow.tracking import MlflowClient
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -646,12 +645,8 @@ def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: b
         log(f"[ocean train] continuing MLflow run {run_id}")
     log(f"[ocean train] MLflow {tracking.public_uri(uri)} experiment {experiment!r} run {run_id}")
 
-    try:
-        from pipelines.raysession import ensure_ray
-    except ImportError:  # pragma: no cover - the shared helper is optional
-        def ensure_ray(address=None):
-            if not ray.is_initialized():
-                ray.init(address=address, ignore_reinit_error=True)
+    from pipelines.raysession import ensure_ray
+
     ensure_ray(ray_address)
     storage_path, storage_fs = _ray_storage(out)
     cpus = cpus_per_worker if cpus_per_worker is not None else (1.0 if use_gpu else 0.5)

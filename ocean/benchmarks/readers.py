@@ -164,16 +164,21 @@ def read_vot_sequence(seq_dir: Path) -> Sequence:
     return Sequence(seq_dir.name, "vot", images, arr)
 
 
-def read_vot(root: Path) -> list[Sequence]:
-    """A VOT ``sequences`` folder: names from ``list.txt`` when present, else every sub-folder with a
-    ``groundtruth.txt``."""
-    root = Path(root)
+def _sequence_names(root: Path, benchmark: str) -> list[str]:
+    """Names from ``list.txt`` when present, else every sub-folder with a ``groundtruth.txt``."""
     names = _list_names(root, "list.txt")
     if names is None:
         names = sorted(d.name for d in root.iterdir() if (d / "groundtruth.txt").is_file())
     if not names:
-        raise AnnotationError(f"{root}: no VOT sequences (list.txt or <seq>/groundtruth.txt)")
-    return [read_vot_sequence(root / n) for n in names]
+        raise AnnotationError(f"{root}: no {benchmark} sequences (list.txt or <seq>/groundtruth.txt)")
+    return names
+
+
+def read_vot(root: Path) -> list[Sequence]:
+    """A VOT ``sequences`` folder: names from ``list.txt`` when present, else every sub-folder with a
+    ``groundtruth.txt``."""
+    root = Path(root)
+    return [read_vot_sequence(root / n) for n in _sequence_names(root, "VOT")]
 
 
 # --- GOT-10k --------------------------------------------------------------------------------------------
@@ -226,12 +231,7 @@ def read_got10k(root: Path) -> list[Sequence]:
     """``GOT-10k/val`` or ``GOT-10k/test``: names from ``list.txt`` when present, else sub-folders with a
     ``groundtruth.txt``."""
     root = Path(root)
-    names = _list_names(root, "list.txt")
-    if names is None:
-        names = sorted(d.name for d in root.iterdir() if (d / "groundtruth.txt").is_file())
-    if not names:
-        raise AnnotationError(f"{root}: no GOT-10k sequences")
-    return [read_got10k_sequence(root / n) for n in names]
+    return [read_got10k_sequence(root / n) for n in _sequence_names(root, "GOT-10k")]
 
 
 # --- LaSOT ----------------------------------------------------------------------------------------------
