@@ -96,11 +96,12 @@ def make_record(pair, template: dict[str, Any], search: dict[str, Any]) -> dict[
 
 def build_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     """A :data:`PAIR_SCHEMA` table from row dicts; a missing or extra key or a bad value raises RecordError."""
-    names = PAIR_SCHEMA.names
+    names = PAIR_SCHEMA.names  # a new list per access: fetched once (it was ~5 % of a shard task's CPU)
+    known = frozenset(names)
     for i, row in enumerate(records):
-        missing = [n for n in names if n not in row]
-        extra = [k for k in row if k not in PAIR_SCHEMA.names]
-        if missing or extra:
+        if row.keys() != known:
+            missing = [n for n in names if n not in row]
+            extra = [k for k in row if k not in known]
             raise RecordError(f"record {i} ({row.get('pair_id', '?')}): missing {missing}, unknown {extra}")
     try:
         table = pa.Table.from_pydict({n: [row[n] for row in records] for n in names}, schema=PAIR_SCHEMA)

@@ -123,6 +123,24 @@ def test_bad_boxes_raise():
             crop_region(img, bad, 145)
 
 
+def test_render_buffer_reuse_and_box_forms_give_identical_crops():
+    img = textured()
+    box = (200.3, 100.7, 330.2, 190.1)
+    fresh = crop_region(img, box, 433)
+    # hand-computed geometry (facts §7.1): w = 129.9, h = 89.4, p = 109.65, s_z = sqrt(239.55 * 199.05)
+    s_z = math.sqrt((129.9 + 109.65) * (89.4 + 109.65))
+    assert fresh.geometry.s_x == pytest.approx(s_z * 511 / 127, rel=1e-12)
+    assert fresh.geometry.center_xy == pytest.approx((265.25, 145.4), abs=1e-12)
+    dirty = np.full((433, 433, 3), 7, np.uint8)  # every pixel must be overwritten
+    for form in (box, list(box), np.array(box), np.array([box])):
+        again = crop_region(img, form, 433, out=dirty)
+        assert again.image is dirty
+        assert np.array_equal(again.image, fresh.image)
+        assert np.array_equal(again.box_xyxy, fresh.box_xyxy) and again.geometry == fresh.geometry
+    with pytest.raises(ValueError, match="out must be"):
+        crop_region(img, box, 145, out=dirty)  # wrong side
+
+
 # ------------------------------------------------------------------------------------------------------
 # JPEG
 

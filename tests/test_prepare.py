@@ -141,6 +141,17 @@ def test_stored_crops_put_the_target_where_the_stored_box_says_and_broken_frames
         assert row[f"{role}_side"] == side and row[f"{role}_offset"] == (511 - side) // 2
 
 
+    # every stored JPEG is byte-for-byte the crop rendered on its own (the task reuses one render buffer per
+    # side; a crop overwritten before it was encoded would show here)
+    from data_prep.crops import crop_region, decode_image, encode_jpeg
+
+    images = {str(i): decode_image(tmp_path / f"{i}.jpg")[0] for i in range(2)}
+    for row in rows:
+        for role, side in (("template", 145), ("search", 433)):
+            frame = row[f"{role}_frame"]
+            alone = crop_region(images[frame], boxes[int(frame)], side)
+            assert row[f"{role}_jpeg"] == encode_jpeg(alone.image, 95)
+
 def test_output_store_parses_endpoints_and_never_shows_keys(tmp_path):
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9999", "AWS_ACCESS_KEY_ID": "AKIDTEST",
            "AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_DEFAULT_REGION": "eu-west-1"}
