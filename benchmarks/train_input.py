@@ -1,21 +1,28 @@
 """Training input pipeline: pairs / s / core from parquet through decode, augment and batching.
 
-    python benchmarks/train_input.py [--pairs 512] [--epochs 3] [--cpus 2] [--batch 16]
+    python benchmarks/train_input.py [--pairs 512] [--copies 8] [--epochs 3] [--cpus 2] [--batch 16]
 
 Pair records are written first (natural-image-like frames from :mod:`crop_bytes`, stored crops 145 / 433 px
-at q90, as ``ocean prepare`` writes them). Then, on a local Ray with ``--cpus`` logical CPUs:
+at q90, as ``ocean prepare`` writes them, 256-row row groups), then copied ``--copies`` times with new pair
+ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` logical CPUs:
 
 * **bare loop**: ``data_prep.augment.augment_pairs`` over the same rows in this process, OpenCV on one
   thread (the practical per-core limit);
-* **no consumer**: the training input pipeline of ``pipelines.train`` (``read_parquet`` ->
-  ``select_and_augment`` in Ray Data tasks -> ``iter_torch_batches`` with prefetch) drained as fast as it goes;
-  pairs / s / core = pairs / s divided by the CPUs Ray Data may use;
-* **with consumer**: the same pipeline feeding ``ocean.engine.train_step`` of the smoke model in this process;
-  the data-wait fraction is the time spent in ``next(batches)`` over the step time;
-* **memory**: resident memory of this process and of every Ray process it started, after each epoch
-  (it must not grow from epoch to epoch).
+* **no consumer**: the input stream of one training rank (``pipelines.train.pair_stream``: one Ray Data
+  pipeline for all epochs, work items -> ``read_and_augment`` tasks -> ``iter_torch_batches`` with
+  prefetch), drained as fast as it goes, ``--epochs`` epochs of every pair. Per epoch: wall time from the
+  previous epoch's last batch (the first epoch: from building the stream) to this epoch's last batch,
+  the start-up (time to this epoch's first batch), pairs / s / core (pairs / s divided by the logical CPUs
+  Ray Data may use) and pairs per CPU-second (CPU time of this process and every Ray process it started:
+  less sensitive to other load on the machine than wall time; per epoch it is approximate, since the
+  stream runs ahead into the next epoch, so the pooled rows "all epochs" and "epochs 2+" are the ones to quote);
+* **with consumer**: the same stream feeding ``ocean.engine.train_step`` of the smoke model in this
+  process; the data-wait fraction is the time spent waiting for a batch over the step time;
+* **memory**: resident memory of this process and of every Ray process it started, after each epoch, as RSS
+  and as private memory (RssAnon; RSS also counts the shared object-store pages each process maps); it
+  must not grow from epoch to epoch.
 
-Prints a markdown table with the machine and the date.
+Prints a markdown table with the machine, the date and the load average.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,10 +48,13 @@ from crop_bytes import natural_image  # noqa: E402
 from data_prep.crops import crop_region, encode_jpeg, stored_sides  # noqa: E402
 from data_prep.pairs import pair_id  # noqa: E402
 from data_prep.records import build_table, side_fields  # noqa: E402
-from ocean.config import AugmentConfig, smoke  # noqa: E402
+from ocean.config import AugmentConfig, apply_overrides, smoke  # noqa: E402
+
+ROW_GROUP_ROWS = 256  # as pipelines.prepare writes shards
 
 
-def write_records(folder: Path, n: int, seed: int = 0, per_file: int = 128) -> list[str]:
+def write_records(folder: Path, n: int, seed: int = 0, per_file: int = 512) -> list[str]:
+    """``n`` pair records in files of ``per_file`` rows; returns the paths."""
     t_side, s_side = stored_sides(AugmentConfig())
     rng = np.random.default_rng(seed)
     rows, files = [], []
@@ -59,51 +70,79 @@ def write_records(folder: Path, n: int, seed: int = 0, per_file: int = 128) -> l
                      **side_fields("search", encode_jpeg(s.image, 90), s, box, (640, 360))})
         if len(rows) == per_file or k == n - 1:
             path = folder / f"shard-{len(files):05d}.parquet"
-            pq.write_table(build_table(rows), path)
+            pq.write_table(build_table(rows), path, row_group_size=ROW_GROUP_ROWS)
             files.append(str(path))
             rows = []
     return files
 
 
-def _proc_rss_and_parent(pid: int) -> tuple[float, int]:
-    """(RSS bytes, parent pid) from /proc (Linux); (0, -1) if the process is gone."""
+def copy_records(files: list[str], copies: int) -> list[str]:
+    """``copies - 1`` more copies of every file with new pair ids (the first hex digit replaced)."""
+    out = list(files)
+    for r in range(1, copies):
+        for f in files:
+            table = pq.read_table(f)
+            ids = [f"{(int(p[0], 16) + r) % 16:x}{p[1:]}" for p in table.column("pair_id").to_pylist()]
+            table = table.set_column(table.schema.get_field_index("pair_id"), "pair_id", pa.array(ids))
+            path = f.replace(".parquet", f"-copy{r}.parquet")
+            pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
+            out.append(path)
+    return out
+
+
+def _proc_stat(pid: int) -> tuple[float, float, float, int]:
+    """(RSS bytes, private RSS bytes (RssAnon: not the shared object store), CPU seconds user + system,
+    parent pid) from /proc (Linux); zeros and -1 if the process is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0, -1
-    rss, ppid = 0.0, -1
+        return 0.0, 0.0, 0.0, -1
+    rss = anon = 0.0
+    ppid = -1
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
             rss = float(line.split()[1]) * 1024
+        elif line.startswith("RssAnon:"):
+            anon = float(line.split()[1]) * 1024
         elif line.startswith("PPid:"):
             ppid = int(line.split()[1])
-    return rss, ppid
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return rss, anon, cpu, ppid
 
 
-def ray_rss_mb() -> tuple[float, float]:
-    """(this process RSS, sum of RSS of its descendant processes: raylet, Ray workers) in MiB."""
+def process_usage() -> dict[str, float]:
+    """Memory (MiB) and CPU seconds of this process and of all its descendants (raylet, Ray workers).
+
+    ``*_rss`` counts the shared object-store pages in every process that maps them; ``*_private``
+    (RssAnon) does not, and is the number that shows a leak.
+    """
     me = os.getpid()
-    info = {int(p.name): _proc_rss_and_parent(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    info = {int(p.name): _proc_stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
     children: dict[int, list[int]] = {}
-    for pid, (_, ppid) in info.items():
+    for pid, (*_, ppid) in info.items():
         children.setdefault(ppid, []).append(pid)
-    total, stack = 0.0, list(children.get(me, []))
+    rss = anon = cpu = 0.0
+    stack = list(children.get(me, []))
     while stack:
         pid = stack.pop()
-        total += info[pid][0]
+        rss, anon, cpu = rss + info[pid][0], anon + info[pid][1], cpu + info[pid][2]
         stack.extend(children.get(pid, []))
-    return info[me][0] / 2**20, total / 2**20
+    return {"driver_rss": info[me][0] / 2**20, "driver_private": info[me][1] / 2**20, "ray_rss": rss / 2**20,
+            "ray_private": anon / 2**20, "cpu_s": cpu + info[me][2]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=512)
+    ap.add_argument("--pairs", type=int, default=512, help="distinct pair records written")
+    ap.add_argument("--copies", type=int, default=8, help="copies with new pair ids (pool = pairs x copies)")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=8,
-                    help="copies of the record files read per epoch (longer epochs from the same records)")
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs for Ray Data (default 2)")
     ap.add_argument("--batch", type=int, default=16, help="batch size (smoke preset global batch)")
-    ap.add_argument("--consumer-steps", type=int, default=12, help="smoke training steps measured")
+    ap.add_argument("--consumer-steps", type=int, default=40, help="smoke training steps measured")
+    ap.add_argument("--records", type=Path, default=None,
+                    help="folder for the records (kept and re-used when it already holds them)")
     args = ap.parse_args()
 
     import cv2
@@ -116,55 +155,77 @@ def main() -> int:
     from data_prep.augment import augment_pairs
     from ocean.engine import build_optimizer, train_step
     from ocean.model import build_model
-    from pipelines.train import _epoch_batches, pair_keys
+    from pipelines.train import batch_plan, list_pair_files, load_pair_index, pair_stream
 
-    cfg = smoke()
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.records or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        files = write_records(Path(tmp), args.pairs)
-        import shutil
-
-        base = list(files)
-        for r in range(1, args.repeat):  # longer epochs from the same records (Ray reads a path once)
-            for f in base:
-                copy = f.replace(".parquet", f"-copy{r}.parquet")
-                shutil.copyfile(f, copy)
-                files.append(copy)
-        print(f"wrote {args.pairs} pair records in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        base = sorted(str(p) for p in folder.glob("shard-?????.parquet"))
+        if sum(pq.ParquetFile(f).metadata.num_rows for f in base) != args.pairs:
+            for p in folder.glob("shard-*.parquet"):
+                p.unlink()
+            base = write_records(folder, args.pairs)
+        for p in folder.glob("shard-*-copy*.parquet"):
+            p.unlink()
+        copy_records(base, args.copies)
+        pool = args.pairs * args.copies
+        print(f"{pool} pair records ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         # bare loop, one thread
         cv2.setNumThreads(1)
-        table = pq.read_table(files[0])
+        table = pq.read_table(base[0])
         batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v)
                  for k, v in table.to_pydict().items()}
-        t0 = time.perf_counter()
-        out = augment_pairs(batch, cfg.augment, 1)
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = augment_pairs(batch, AugmentConfig(), 1)
         bare = len(out["valid"]) / (time.perf_counter() - t0)
-        rows_out.append(("bare augment_pairs loop, 1 thread", f"{bare:.0f}", f"{bare:.0f}", "", ""))
+        bare_cpu = len(out["valid"]) / (time.process_time() - c0)
+        rows_out.append(("bare augment_pairs loop, 1 thread", "", f"{bare:.0f}", f"{bare:.0f}",
+                         f"{bare_cpu:.0f}", "", ""))
         cv2.setNumThreads(0)
 
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-        import pyarrow.fs as pafs
+        cfg = apply_overrides(smoke(), [f"optim.epochs={args.epochs}", f'data.pairs_per_epoch={{"got10k": {pool}}}',
+                                        f"optim.batch_size={args.batch}"])
+        plan = batch_plan(args.batch, 1)
+        fs, files = list_pair_files(str(folder))
+        index = load_pair_index(fs, files)
 
-        fs = pafs.LocalFileSystem()
-        keys = np.concatenate([pair_keys(pq.read_table(f, columns=["pair_id"]).column("pair_id").to_pylist())
-                               for f in files])
-        mem = []
+        # no consumer: one stream, every epoch drained
+        u0, t0 = process_usage(), time.perf_counter()
+        start = (u0, t0)
+        feed = pair_stream(index, fs, cfg, plan, seed=0, rank=0, start=0, prefetch=4)
+        t_build = time.perf_counter() - t0
+        mem, marks = [], []
         for epoch in range(args.epochs):
-            t0 = time.perf_counter()
             n, t_first = 0, None
-            for b in _epoch_batches(files, fs, keys, cfg, 0, epoch, 0, args.batch, prefetch=4):
+            for step in range(feed.share(epoch).steps):
+                b = feed.next(epoch, step)
                 n += len(b["valid"])
-                if t_first is None:
-                    t_first, n_first = time.perf_counter(), n
-            t_end = time.perf_counter()
-            steady = (n - n_first) / max(t_end - t_first, 1e-9)
-            mem.append(ray_rss_mb())
-            rows_out.append((f"Ray Data, no consumer, epoch {epoch + 1} ({n} pairs, first batch after "
-                             f"{t_first - t0:.1f} s)", f"{n / (t_end - t0):.0f} ({steady:.0f} after start-up)",
-                             f"{n / (t_end - t0) / args.cpus:.0f} ({steady / args.cpus:.0f})",
-                             f"{mem[-1][0]:.0f}", f"{mem[-1][1]:.0f}"))
+                t_first = t_first or time.perf_counter()
+            t_end, u1 = time.perf_counter(), process_usage()
+            wall, cpu = t_end - t0, u1["cpu_s"] - u0["cpu_s"]
+            mem.append(u1)
+            marks.append((n, u1, t_end))
+            rows_out.append((f"stream, no consumer, epoch {epoch + 1} ({n} pairs)",
+                             f"{t_first - t0:.1f}" + (f" (build {t_build:.1f})" if epoch == 0 else ""),
+                             f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}",
+                             f"{u1['driver_rss']:.0f} ({u1['driver_private']:.0f})",
+                             f"{u1['ray_rss']:.0f} ({u1['ray_private']:.0f})"))
+            print(rows_out[-1], f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            t0, u0 = time.perf_counter(), u1  # the /proc scan above is not the next epoch's start-up
+        feed.close()
+        del feed
+        for label, first in (("all epochs, start-up included", 0), ("epochs 2+ (steady)", 1)):
+            if first >= len(marks):
+                continue
+            (u_a, t_a) = start if first == 0 else (marks[first - 1][1], marks[first - 1][2])
+            n = sum(m[0] for m in marks[first:])
+            wall, cpu = marks[-1][2] - t_a, marks[-1][1]["cpu_s"] - u_a["cpu_s"]
+            rows_out.append((f"stream, no consumer, {label} ({n} pairs)", "", f"{n / wall:.0f}",
+                             f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
 
         # with a consumer: the smoke model's training step in this process (it competes for the same cores)
         torch.manual_seed(0)
@@ -172,38 +233,46 @@ def main() -> int:
         net = build_model(cfg.model)
         opt = build_optimizer(net, cfg.optim, 1)
         net.train()
+        cfg1 = apply_overrides(cfg, ["optim.epochs=1"])
+        feed = pair_stream(index, fs, cfg1, plan, seed=1, rank=0, start=0, prefetch=4)
         wait = total = 0.0
-        steps = 0
-        it = iter(_epoch_batches(files, fs, keys, cfg, 0, 99, 0, args.batch, prefetch=4))
-        next(it)  # start-up excluded
-        while steps < args.consumer_steps:
+        steps = min(args.consumer_steps, feed.share(0).steps - 1)
+        feed.next(0, 0)  # start-up excluded
+        u0 = process_usage()
+        for step in range(1, steps + 1):
             t0 = time.perf_counter()
-            try:
-                b = next(it)
-            except StopIteration:
-                break
+            b = feed.next(0, step)
             t1 = time.perf_counter()
             b.pop("valid")
             train_step(net, b, cfg, opt)
-            t2 = time.perf_counter()
             wait += t1 - t0
-            total += t2 - t0
-            steps += 1
+            total += time.perf_counter() - t0
+        u1 = process_usage()
         rate = steps * args.batch / total
-        rows_out.append((f"Ray Data + smoke train_step (batch {args.batch}, 1 torch thread)", f"{rate:.1f}",
-                         f"{rate / args.cpus:.1f}", f"data wait {100 * wait / total:.0f}% of step time",
-                         f"step {1000 * total / steps:.0f} ms"))
+        rows_out.append((f"stream + smoke train_step (batch {args.batch}, 1 torch thread, {steps} steps)",
+                         f"data wait {100 * wait / total:.0f}% of step time", f"{rate:.1f}",
+                         f"{rate / args.cpus:.1f}", f"{steps * args.batch / (u1['cpu_s'] - u0['cpu_s']):.1f}",
+                         f"{u1['driver_rss']:.0f} ({u1['driver_private']:.0f})",
+                         f"{u1['ray_rss']:.0f} ({u1['ray_private']:.0f})"))
+        feed.close()
         ray.shutdown()
 
     print(f"\nTraining input pipeline -- {platform.node()} ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores), {datetime.date.today().isoformat()}, {args.pairs} pairs, "
-          f"Ray Data on {args.cpus} logical CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    print("| pipeline | pairs/s | pairs/s/core | driver RSS MiB | Ray processes RSS MiB |")
-    print("|---|---|---|---|---|")
+          f"{os.cpu_count()} cores), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, pool {pool} pairs "
+          f"({args.pairs} x {args.copies}), Ray Data on {args.cpus} logical CPUs, load average "
+          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)\n")
+    print("| pipeline | start-up s | pairs/s | pairs/s/core | pairs/CPU-s | driver RSS (private) MiB "
+          "| Ray processes RSS (private) MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows_out:
         print("| " + " | ".join(r) + " |")
-    growth = mem[-1][1] - mem[0][1] if len(mem) > 1 else 0.0
-    print(f"\nRay process memory change from epoch 1 to epoch {len(mem)}: {growth:+.0f} MiB")
+    if len(mem) > 2:
+        private = [m["ray_private"] + m["driver_private"] for m in mem]
+        rss = [m["ray_rss"] + m["driver_rss"] for m in mem]
+        print(f"\nMemory after each epoch (driver + Ray processes): private {', '.join(f'{g:.0f}' for g in private)} "
+              f"MiB, RSS {', '.join(f'{g:.0f}' for g in rss)} MiB; change from epoch 2 to epoch {len(mem)}: "
+              f"private {private[-1] - private[1]:+.0f} MiB, RSS {rss[-1] - rss[1]:+.0f} MiB (epoch 1 includes "
+              f"the workers' start-up)")
     return 0
 
 

@@ -1,18 +1,25 @@
 """Training on Ray Train: pair records streamed by Ray Data into DDP workers (issue 5, facts §7.4-§8).
 
-Data path, per epoch and per rank::
+Data path, per rank, built once for all remaining epochs (:func:`pair_stream`)::
 
-    OUT pair parquet --read_parquet--> select this rank's pairs of the epoch --decode+augment (CPU tasks)-->
-    iter_torch_batches(prefetch) --> engine.train_step (labels from the boxes) --> DDP all-reduce
+    pair index (pair_id, dataset, row-group footers; no JPEG bytes) --> per epoch: this rank's pairs, cut into
+    work items --> Ray Data from_items --> map_batches(read_and_augment): read only the items' row groups,
+    decode + augment (CPU tasks) --> iter_torch_batches(prefetch), order preserved --> engine.train_step
+    (labels from the boxes) --> DDP all-reduce
 
 * **Epoch composition** (:func:`epoch_selection`, facts §7.4): every epoch draws
   ``DataConfig.pairs_per_epoch[dataset]`` pairs per dataset, without replacement, from the prepared pool
   (``pool_factor`` x that many pairs), with a generator seeded by ``(seed, epoch, dataset)``: a fresh subset
-  every epoch, the same one on every rank and on every re-run. The selection is cut to whole global
-  batches and split into equal contiguous parts, one per rank (:func:`rank_rows`), so every rank runs the
-  same number of steps (DDP lockstep). Each rank reads the parquet files itself, keeps its rows and
-  decodes / augments only those (``data_prep.augment.augment_pairs`` in Ray Data tasks, seed
-  ``(seed, epoch)`` per pair); order is shuffled by file order and a local buffer (ray_stack.md §2).
+  every epoch, the same one on every rank and on every re-run. :func:`epoch_share` orders it by row group
+  (row groups in a random order of ``(seed, epoch)``), cuts it to whole global batches and splits it into
+  equal contiguous parts, one per rank (:func:`rank_rows`): every rank runs the same number of steps (DDP
+  lockstep) and reads only about ``1 / workers`` of the row groups. A rank's part is cut at row-group
+  boundaries into work items of about :data:`ITEM_PAIRS` pairs, shuffled inside each item; each pair is
+  augmented with the seed ``(seed, epoch)`` and its id (``data_prep.augment.augment_pairs``).
+* **One pipeline per rank**: the work items of every remaining epoch feed a single Ray Data execution, so
+  there is no per-epoch planning, file listing or task start-up; each epoch is a whole number of
+  micro-batches and order is preserved, so batches never straddle epochs (:class:`EpochFeed` checks the
+  epoch of every batch). A restarted or re-run training starts the stream at its first unfinished epoch.
 * **Batch**: ``optim.batch_size`` is the *global* batch whatever the number of workers (facts §8:
   32 x 8 GPUs = 256). Per worker ``batch / workers`` pairs per step, split into ``accumulate``
   micro-batches when that exceeds ``max_worker_batch`` (:func:`batch_plan`; logged and recorded as params).
@@ -37,6 +44,7 @@ Data path, per epoch and per rank::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -60,8 +68,13 @@ CHECKPOINT_PATTERN = "epoch-{:04d}.pt"
 DIVERGED_FILE = "DIVERGED.json"
 KILLED_MARKER = "killed-once.json"
 INDEX_COLUMNS = ("pair_id", "dataset")
-# Input rows per Ray Data map batch before the per-rank selection (small: most rows are dropped).
-READ_BATCH_ROWS = 64
+# Pair-record columns the decode + augment step reads (data_prep.records schema; the others stay on disk).
+AUGMENT_COLUMNS = ("pair_id", "template_jpeg", "search_jpeg", "template_box", "search_box", "template_offset",
+                   "search_offset", "template_side", "search_side")
+# Pairs per Ray Data work item (one task): about 0.4 s of decode + augment at ~300 pairs/s per core
+# (benchmarks/train_input.py bare loop), and several of `ocean prepare`'s 256-row row groups
+# (pipelines.prepare.ROW_GROUP_ROWS) at the pool_factor 4 density (DataConfig) mixed into each micro-batch.
+ITEM_PAIRS = 128
 LOG_EVERY_STEPS = 20  # rank 0 flushes per-step metrics to MLflow this often
 
 
@@ -158,31 +171,6 @@ def rank_rows(selection: np.ndarray, rank: int, plan: BatchPlan) -> tuple[np.nda
     return selection[rank * n:(rank + 1) * n], steps
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The augmentation seed of an epoch (every pair gets new crop jitter every epoch)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def select_and_augment(batch: dict[str, Any], *, keep: np.ndarray, augment: dict[str, Any], seed: int,
-                       exemplar_size: int, search_size: int) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: keep the rows whose key is in ``keep`` (sorted uint64), decode and
-    augment them (``data_prep.augment.augment_pairs``) and return numeric columns only (string columns break
-    ``iter_torch_batches``, ray_stack.md §2).
-
-    Returns ``template`` ``(B, 127, 127, 3)`` uint8 BGR, ``search`` ``(B, 255, 255, 3)`` uint8 BGR,
-    ``search_box`` ``(B, 4)`` float32 xyxy in search pixels, ``search_shift`` ``(B, 2)`` float32 (facts §5.2),
-    ``valid`` ``(B,)`` bool (False where a JPEG did not decode).
-    """
-    from data_prep.augment import augment_pairs
-
-    mask = np.isin(pair_keys(batch["pair_id"]), keep, assume_unique=False)
-    rows = np.flatnonzero(mask)
-    sub = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in batch.items()}
-    out = augment_pairs(sub, AugmentConfig(**augment), seed, exemplar_size=exemplar_size, search_size=search_size)
-    return {"template": out["template"], "search": out["search"], "search_box": out["search_box"],
-            "search_shift": out["shift"], "valid": out["valid"]}
-
-
 def checkpoint_uri(out: str, completed_epochs: int) -> str:
     return storage.join(out, CHECKPOINT_DIR, CHECKPOINT_PATTERN.format(completed_epochs))
 
@@ -235,23 +223,199 @@ def list_pair_files(data: str) -> tuple[Any, list[str]]:
     return fs, files
 
 
-def read_pair_index(fs, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(keys (N,) uint64, datasets (N,) str)`` from the small columns only (no JPEG bytes are read)."""
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The augmentation seed of an epoch (every pair gets new crop jitter every epoch)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class PairIndex:
+    """Where every prepared pair lives: built from two small columns and the parquet footers (no JPEG bytes).
+
+    Attributes:
+        files: parquet paths (on the filesystem :func:`list_pair_files` returned).
+        keys: ``(N,)`` uint64 pair keys (:func:`pair_keys`); datasets: ``(N,)`` str dataset names.
+        file: ``(N,)`` int64 index into ``files``; row_group: ``(N,)`` int64 row group inside that file;
+        row: ``(N,)`` int64 row inside that row group; unit: ``(N,)`` int64 id of the (file, row group), the
+        smallest piece a reader fetches.
+    """
+
+    files: tuple[str, ...]
+    keys: np.ndarray
+    datasets: np.ndarray
+    file: np.ndarray
+    row_group: np.ndarray
+    row: np.ndarray
+    unit: np.ndarray
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """``(M,)`` int64 positions in the index of ``keys`` (all present; a duplicated key maps to its first
+        occurrence)."""
+        order = np.argsort(self.keys, kind="stable")
+        at = np.searchsorted(self.keys[order], np.asarray(keys, dtype=np.uint64))
+        pos = order[np.minimum(at, len(order) - 1)]
+        if len(pos) and not np.array_equal(self.keys[pos], np.asarray(keys, dtype=np.uint64)):
+            raise TrainingDataError("epoch selection names pairs the index does not have")
+        return pos.astype(np.int64)
+
+
+def load_pair_index(fs, files: list[str]) -> PairIndex:
+    """Read the :class:`PairIndex` of pair-record files (``pair_id``, ``dataset`` and the footers only)."""
     import pyarrow.parquet as pq
 
     from data_prep.records import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
-    keys, names = [], []
-    for path in files:
-        schema = pq.read_schema(path, filesystem=fs)
-        version = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
-        if version != str(SCHEMA_VERSION).encode() or any(c not in schema.names for c in INDEX_COLUMNS):
-            raise TrainingDataError(f"{path} is not a pair-record file of schema version {SCHEMA_VERSION} "
-                                    f"(metadata {version!r}, columns {schema.names[:6]}...)")
-        table = pq.read_table(path, columns=list(INDEX_COLUMNS), filesystem=fs)
+    keys, names, file_ix, groups, rows, units = [], [], [], [], [], []
+    unit = 0
+    for f, path in enumerate(files):
+        with fs.open_input_file(path) as handle:
+            pf = pq.ParquetFile(handle)
+            schema = pf.schema_arrow
+            version = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+            if version != str(SCHEMA_VERSION).encode() or any(c not in schema.names for c in INDEX_COLUMNS):
+                raise TrainingDataError(f"{path} is not a pair-record file of schema version {SCHEMA_VERSION} "
+                                        f"(metadata {version!r}, columns {schema.names[:6]}...)")
+            table = pf.read(columns=list(INDEX_COLUMNS))
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                groups.append(np.full(n, g, np.int64))
+                rows.append(np.arange(n, dtype=np.int64))
+                units.append(np.full(n, unit, np.int64))
+                unit += 1
         keys.append(pair_keys(table.column("pair_id").to_pylist()))
         names.append(np.asarray(table.column("dataset").to_pylist(), dtype=str))
-    return np.concatenate(keys), np.concatenate(names)
+        file_ix.append(np.full(table.num_rows, f, np.int64))
+
+    def cat(parts: list, dtype) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    return PairIndex(tuple(files), cat(keys, np.uint64), cat(names, str), cat(file_ix, np.int64),
+                     cat(groups, np.int64), cat(rows, np.int64), cat(units, np.int64))
+
+
+def read_pair_index(fs, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys (N,) uint64, datasets (N,) str)`` from the small columns only (no JPEG bytes are read)."""
+    index = load_pair_index(fs, files)
+    return index.keys, index.datasets
+
+
+@dataclass(frozen=True)
+class EpochShare:
+    """One rank's part of one epoch.
+
+    Attributes:
+        epoch: 0-based epoch; steps: optimizer steps (the same on every rank).
+        items: the work items in stream order, each ``(n,)`` int64 index positions (:class:`PairIndex`) in the
+            order the pairs are yielded; together ``steps x per_worker`` pairs.
+        composition: ``{dataset: {"wanted", "available", "taken"}}`` of the whole epoch (all ranks).
+    """
+
+    epoch: int
+    steps: int
+    items: tuple[np.ndarray, ...]
+    composition: dict[str, dict[str, int]]
+
+    @property
+    def positions(self) -> np.ndarray:
+        return np.concatenate(self.items) if self.items else np.zeros(0, np.int64)
+
+
+def epoch_share(index: PairIndex, pairs_per_epoch: dict[str, int], seed: int, epoch: int, rank: int,
+                plan: BatchPlan, item_pairs: int = ITEM_PAIRS) -> EpochShare:
+    """This rank's pairs of ``epoch``, cut into work items, in the order the stream yields them.
+
+    1. :func:`epoch_selection` (the same draw on every rank, fresh every epoch);
+    2. ordered by row group, the row groups in a random order of ``(seed, epoch)`` (pairs inside a row group
+       keep the selection's random order), then split by :func:`rank_rows` into equal contiguous parts: a
+       rank reads only about ``1 / workers`` of the row groups, not every file;
+    3. cut at row-group boundaries into items of at least ``item_pairs`` pairs (one Ray Data task each),
+       each item's pairs shuffled with a generator of ``(seed, epoch, rank)`` so that a micro-batch mixes
+       the item's row groups.
+    """
+    selection, composition = epoch_selection(index.keys, index.datasets, pairs_per_epoch, seed, epoch)
+    positions = index.positions(selection)
+    units = index.unit[positions]
+    present = np.unique(units)
+    unit_order = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 1])).permutation(len(present))
+    positions = positions[np.argsort(unit_order[np.searchsorted(present, units)], kind="stable")]
+    mine, steps = rank_rows(positions, rank, plan)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 2, int(rank)]))
+    items, start = [], 0
+    cuts = np.flatnonzero(index.unit[mine][1:] != index.unit[mine][:-1]) + 1
+    for end in [*cuts.tolist(), len(mine)]:
+        if end - start >= item_pairs or (end == len(mine) and end > start):
+            items.append(mine[start:end][rng.permutation(end - start)])
+            start = end
+    return EpochShare(int(epoch), steps, tuple(items), composition)
+
+
+def work_item(index: PairIndex, share: EpochShare, item: int) -> dict[str, Any]:
+    """One Ray Data input row: ``{"epoch": int, "locations": bytes}``, the bytes an ``(n, 4)`` uint64 array
+    of (file, row group, row, key) per pair, in yield order (bytes: a ragged array would need a tensor
+    extension type)."""
+    pos = share.items[item]
+    loc = np.stack([index.file[pos].astype(np.uint64), index.row_group[pos].astype(np.uint64),
+                    index.row[pos].astype(np.uint64), index.keys[pos]], axis=1)
+    return {"epoch": share.epoch, "locations": loc.tobytes()}
+
+
+def read_pair_rows(fs, files: list[str] | tuple[str, ...], locations: np.ndarray) -> dict[str, Any]:
+    """The :data:`AUGMENT_COLUMNS` of the pairs at ``locations`` (``(n, 4)`` uint64 file, row group, row,
+    key), in that order; only the row groups named are read.
+
+    Raises:
+        TrainingDataError: a row's ``pair_id`` is not the expected key (the files changed during the run).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    loc = np.asarray(locations, dtype=np.uint64).reshape(-1, 4)
+    pieces, order = [], []
+    for f in np.unique(loc[:, 0]):
+        at = np.flatnonzero(loc[:, 0] == f)
+        groups = np.unique(loc[at, 1])
+        with fs.open_input_file(files[int(f)]) as handle:
+            pf = pq.ParquetFile(handle)
+            names = [c for c in AUGMENT_COLUMNS if c in pf.schema_arrow.names]
+            table = pf.read_row_groups([int(g) for g in groups], columns=names)
+            sizes = [pf.metadata.row_group(int(g)).num_rows for g in groups]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        take = starts[np.searchsorted(groups, loc[at, 1])] + loc[at, 2].astype(np.int64)
+        pieces.append(table.take(pa.array(take)))
+        order.append(at)
+    table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+    batch = {name: table.column(name).to_pylist() for name in table.column_names}
+    got = pair_keys(batch["pair_id"])
+    if not np.array_equal(got, loc[:, 3]):
+        raise TrainingDataError(f"pair records changed during the run: expected pair keys "
+                                f"{loc[got != loc[:, 3], 3][:3].tolist()}..., read others")
+    return {k: (v if k.endswith("_jpeg") else np.asarray(v)) for k, v in batch.items()}
+
+
+def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesystem, augment: dict[str, Any],
+                     seed: int, exemplar_size: int, search_size: int) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function over work items (:func:`work_item`): read the items' pairs
+    (:func:`read_pair_rows`), decode and augment them (``data_prep.augment.augment_pairs``, seed
+    :func:`epoch_seed` of the item's epoch) and return numeric columns only (string columns break
+    ``iter_torch_batches``, ray_stack.md §2).
+
+    Returns ``template`` ``(B, 127, 127, 3)`` uint8 BGR, ``search`` ``(B, 255, 255, 3)`` uint8 BGR,
+    ``search_box`` ``(B, 4)`` float32 xyxy in search pixels, ``search_shift`` ``(B, 2)`` float32 (facts §5.2),
+    ``valid`` ``(B,)`` bool (False where a JPEG did not decode), ``epoch`` ``(B,)`` int64 and ``pair_key``
+    ``(B,)`` int64 (the uint64 key's bits), in the items' order.
+    """
+    from data_prep.augment import augment_pairs
+
+    cfg = AugmentConfig(**augment)
+    parts = []
+    for epoch, raw in zip(np.asarray(batch["epoch"]).tolist(), batch["locations"], strict=True):
+        loc = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 4)
+        out = augment_pairs(read_pair_rows(filesystem, files, loc), cfg, epoch_seed(seed, epoch),
+                            exemplar_size=exemplar_size, search_size=search_size)
+        parts.append({"template": out["template"], "search": out["search"], "search_box": out["search_box"],
+                      "search_shift": out["shift"], "valid": out["valid"],
+                      "epoch": np.full(len(loc), epoch, np.int64), "pair_key": loc[:, 3].view(np.int64)})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def manifest_sha256(data: str) -> str | None:
@@ -292,25 +456,78 @@ def load_optimizer_state_by_name(optimizer, model, state: dict[str, dict]) -> in
 
 
 # --------------------------------------------------------------------------------------------------------
-# The per-worker function
+# The input stream of one rank: one Ray Data pipeline for all remaining epochs
 
 
-def _epoch_batches(files: list[str], fs, keep: np.ndarray, cfg: OceanConfig, seed: int, epoch: int, rank: int,
-                   micro_batch: int, prefetch: int):
-    """This rank's augmented micro-batches of one epoch (a Ray Data pipeline run from the worker)."""
+def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed: int, rank: int, start: int,
+                prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS) -> EpochFeed:
+    """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
+
+    Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`work_item`):
+    ``from_items -> map_batches(read_and_augment) (CPU tasks) -> iter_torch_batches(prefetch)``. Order is
+    preserved, and every epoch holds a whole number of micro-batches, so each batch belongs to one epoch and
+    epochs follow each other without a new plan, a file listing or a pipeline start between them. A resumed
+    run starts the stream at its first unfinished epoch.
+    """
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.read_parquet(files, filesystem=fs,
-                               shuffle=ray.data.FileShuffleConfig(seed=epoch_seed(seed, epoch) % (2**31)))
-    ds = ds.map_batches(
-        select_and_augment, batch_size=READ_BATCH_ROWS, batch_format="numpy",
-        fn_kwargs={"keep": np.sort(keep), "augment": dataclasses.asdict(cfg.augment),
-                   "seed": epoch_seed(seed, epoch), "exemplar_size": cfg.model.exemplar_size,
-                   "search_size": cfg.model.search_size})
-    return ds.iter_torch_batches(batch_size=micro_batch, drop_last=False, prefetch_batches=prefetch,
-                                 local_shuffle_buffer_size=max(4 * micro_batch, 64),
-                                 local_shuffle_seed=(epoch_seed(seed, epoch) + rank) % (2**31))
+    shares = [epoch_share(index, cfg.data.pairs_per_epoch, seed, e, rank, plan, item_pairs)
+              for e in range(start, cfg.optim.epochs)]
+    items = [work_item(index, s, i) for s in shares for i in range(len(s.items))]
+    if not items:
+        return EpochFeed(iter(()), shares, plan)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(read_and_augment, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
+        "files": index.files, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
+        "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
+    batches = ds.iter_torch_batches(batch_size=plan.micro_batch, drop_last=False, prefetch_batches=prefetch)
+    return EpochFeed(iter(batches), shares, plan)
+
+
+class EpochFeed:
+    """Micro-batches of one rank, epoch after epoch, from a single iterator (:func:`pair_stream`).
+
+    :meth:`next` checks that every batch belongs to the epoch asked for and removes the bookkeeping columns
+    (``epoch``; ``pair_key`` is kept in :attr:`last_keys`).
+    """
+
+    def __init__(self, batches, shares: list[EpochShare], plan: BatchPlan):
+        self._batches = batches
+        self.shares = {s.epoch: s for s in shares}
+        self.plan = plan
+        self.last_keys: np.ndarray = np.zeros(0, np.uint64)
+
+    def share(self, epoch: int) -> EpochShare:
+        return self.shares[epoch]
+
+    def next(self, epoch: int, step: int) -> dict:
+        """The next micro-batch of ``epoch`` (``template``, ``search``, ``search_box``, ``search_shift``,
+        ``valid`` tensors)."""
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            raise TrainingDataError(f"the input stream ended early at epoch {epoch} step {step}") from None
+        epochs = batch.pop("epoch")
+        if len(epochs) != self.plan.micro_batch or bool((epochs != epoch).any()):
+            raise TrainingDataError(f"input stream out of step at epoch {epoch} step {step}: got a batch of "
+                                    f"{len(epochs)} pairs of epochs {sorted(set(epochs.tolist()))}")
+        self.last_keys = batch.pop("pair_key").numpy().view(np.uint64)
+        return batch
+
+    def close(self) -> None:
+        """Stop the pipeline early (a stopped run, a benchmark): closes the batch generator, which shuts
+        down its Ray Data execution and prefetch thread."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        self._batches = iter(())
+
+
+# --------------------------------------------------------------------------------------------------------
+# The per-worker function
 
 
 def _repair_invalid(batch: dict) -> tuple[dict, int, bool]:
@@ -331,203 +548,264 @@ def _repair_invalid(batch: dict) -> tuple[dict, int, bool]:
     return {k: v[idx] for k, v in batch.items()}, n_bad, False
 
 
-def _train_loop(config: dict) -> None:
-    """Ray Train worker: read this rank's pairs, prepare the model, loop ``engine.train_step``, report."""
-    import ray.train
-    import ray.train.torch
-    import torch
-    import torch.distributed as dist
+@dataclass
+class _EpochTotals:
+    """Per-rank sums of one epoch (all-reduced at its end)."""
 
-    from ocean.checkpoint import load_checkpoint, save_checkpoint
-    from ocean.engine import (
-        BadStepGuard,
-        TrainingDiverged,
-        apply_bn_policy,
-        backbone_trainable_layers,
-        build_optimizer,
-        needs_new_optimizer,
-        set_epoch_lr,
-        set_trainable,
-        train_step,
-    )
-    from ocean.model import build_model
+    losses: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"total": 0.0, "reg": 0.0, "cls": 0.0, "align": 0.0})
+    counted: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    wait_s: float = 0.0
+    epoch_s: float = 0.0
 
-    cfg: OceanConfig = from_dict(config["cfg"])
-    run = config["run"]
-    out, seed = run["out"], int(run["seed"])
-    plan = BatchPlan(**run["plan"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    distributed = world > 1 and dist.is_available() and dist.is_initialized()
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None  # AMP on GPU only
 
-    torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    net = build_model(cfg.model).to(device)
-    start, history, opt_state = 0, [], None
-    found = list_checkpoints(out)
-    if found:  # the newest epoch file: a restarted worker group and a re-run both continue from it
-        ckpt = load_checkpoint(found[-1][1], map_location=device)
-        net.load_state_dict(ckpt["model"])
-        start, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
-        opt_state = (ckpt.get("optimizer") or {}).get("state_by_name")
+class _Worker:
+    """One Ray Train worker's state: config, rank, device, the network, the resume point and helpers."""
+
+    def __init__(self, config: dict):
+        import ray.train
+        import ray.train.torch
+        import torch
+        import torch.distributed as dist
+
+        from ocean.engine import BadStepGuard
+        from ocean.model import build_model
+
+        self.cfg: OceanConfig = from_dict(config["cfg"])
+        self.run = config["run"]
+        self.out, self.seed = self.run["out"], int(self.run["seed"])
+        self.plan = BatchPlan(**self.run["plan"])
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.distributed = self.world > 1 and dist.is_available() and dist.is_initialized()
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None  # AMP on GPU only
+        self.kill = self.run.get("kill_worker_at")
+        self.guard = BadStepGuard(self.cfg.optim.max_bad_steps)
+        torch.manual_seed(self.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        self.net = build_model(self.cfg.model).to(self.device)
+        self.model = self.optimizer = None
+        self.start, self.history, self.opt_state = self._resume()
+        self._mlflow = None
+
+    def _resume(self) -> tuple[int, list, dict | None]:
+        """The newest epoch file, if any: a restarted worker group and a re-run both continue from it."""
+        import torch
+
+        from ocean.checkpoint import load_checkpoint
+
+        found = list_checkpoints(self.out)
+        if not found:
+            return 0, [], None
+        ckpt = load_checkpoint(found[-1][1], map_location=self.device)
+        self.net.load_state_dict(ckpt["model"])
         if "rng" in ckpt:
             torch.set_rng_state(ckpt["rng"]["torch"])
-        if rank == 0:
-            print(f"[ocean train] resuming at epoch {start} from {found[-1][1]}", flush=True)
-    fs, files = list_pair_files(run["data"])
-    keys, datasets = read_pair_index(fs, files)
+        if self.rank == 0:
+            print(f"[ocean train] resuming at epoch {int(ckpt['epoch'])} from {found[-1][1]}", flush=True)
+        return int(ckpt["epoch"]), list(ckpt.get("history", [])), (ckpt.get("optimizer") or {}).get("state_by_name")
 
-    def agree(skip: bool) -> bool:
-        if not distributed:
+    def agree(self, skip: bool) -> bool:
+        """True on every rank when any rank wants to skip the step (all-reduce MAX)."""
+        if not self.distributed:
             return skip
-        flag = torch.tensor([1.0 if skip else 0.0], device=device)
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if skip else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
-    def wrap(module):
-        if not distributed:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-    mlflow_client = None
-
-    def log_metrics(values: dict[str, float], step: int) -> None:
-        nonlocal mlflow_client
-        if rank != 0 or not run.get("mlflow_run_id"):
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """Rank 0 logs ``values`` to the run's MLflow run (no-op elsewhere)."""
+        if self.rank != 0 or not self.run.get("mlflow_run_id"):
             return
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        mlflow_client = mlflow_client or MlflowClient(run["mlflow_uri"])
+        self._mlflow = self._mlflow or MlflowClient(self.run["mlflow_uri"])
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(v), ts, int(step)) for k, v in values.items() if math.isfinite(float(v))]
         for i in range(0, len(metrics), 900):  # MLflow log_batch takes at most 1000 metrics
-            mlflow_client.log_batch(run["mlflow_run_id"], metrics=metrics[i:i + 900])
+            self._mlflow.log_batch(self.run["mlflow_run_id"], metrics=metrics[i:i + 900])
 
-    model = optimizer = None
-    guard = BadStepGuard(cfg.optim.max_bad_steps)
-    kill = run.get("kill_worker_at")
-    for epoch in range(start, cfg.optim.epochs):
-        if optimizer is None or needs_new_optimizer(cfg.optim, epoch):
-            if optimizer is None:  # start or resume: the saved state, unless this is the rebuild epoch
-                rebuild = needs_new_optimizer(cfg.optim, epoch) and cfg.optim.rebuild_optimizer_at_unfreeze
-                carried = None if rebuild else opt_state
+    def begin_epoch(self, epoch: int) -> float:
+        """Trainable set, optimizer (built at the start, rebuilt at the unfreeze epoch) and lr of ``epoch``."""
+        from ocean.engine import (
+            apply_bn_policy,
+            build_optimizer,
+            needs_new_optimizer,
+            set_epoch_lr,
+            set_trainable,
+        )
+
+        cfg = self.cfg.optim
+        if self.optimizer is None or needs_new_optimizer(cfg, epoch):
+            if self.optimizer is None:  # start or resume: the saved state, unless this is the rebuild epoch
+                carried = None if (needs_new_optimizer(cfg, epoch) and cfg.rebuild_optimizer_at_unfreeze) \
+                    else self.opt_state
             else:  # the unfreeze epoch: official rebuild resets momentum (facts §8), else carry it over
-                carried = None if cfg.optim.rebuild_optimizer_at_unfreeze else optimizer_state_by_name(optimizer, net)
-            model = None  # drop the old DDP wrapper (and its hooks) before wrapping again
-            set_trainable(net, cfg.optim, epoch)
-            model = wrap(net)  # DDP registers only the parameters that require grad now
-            optimizer = build_optimizer(model, cfg.optim, epoch)
+                carried = None if cfg.rebuild_optimizer_at_unfreeze else optimizer_state_by_name(self.optimizer,
+                                                                                                 self.net)
+            self.model = None  # drop the old DDP wrapper (and its hooks) before wrapping again
+            set_trainable(self.net, cfg, epoch)
+            self.model = self._wrap(self.net)  # DDP registers only the parameters that require grad now
+            self.optimizer = build_optimizer(self.model, cfg, epoch)
             if carried:
-                load_optimizer_state_by_name(optimizer, model, carried)
-        lr = set_epoch_lr(optimizer, cfg.optim, epoch)
-        model.train()
-        apply_bn_policy(model, cfg.optim, epoch)
+                load_optimizer_state_by_name(self.optimizer, self.model, carried)
+        lr = set_epoch_lr(self.optimizer, cfg, epoch)
+        self.model.train()
+        apply_bn_policy(self.model, cfg, epoch)
+        return lr
 
-        selection, composition = epoch_selection(keys, datasets, cfg.data.pairs_per_epoch, seed, epoch)
-        mine, steps = rank_rows(selection, rank, plan)
-        batches = iter(_epoch_batches(files, fs, mine, cfg, seed, epoch, rank, plan.micro_batch,
-                                      int(run["prefetch_batches"])))
-        sums = {"total": 0.0, "reg": 0.0, "cls": 0.0, "align": 0.0}
-        counted = skipped = invalid = 0
-        wait_s = 0.0
-        t_epoch = time.perf_counter()
-        for step in range(steps):
-            global_step = epoch * steps + step
-            if kill and rank == kill[2] and epoch == kill[0] and step == kill[1]:
-                marker = storage.join(out, KILLED_MARKER)
-                if not storage.exists(marker):  # once per output folder: the restart must get through
-                    storage.write_bytes(marker, json.dumps({"epoch": epoch, "step": step, "rank": rank}).encode())
-                    os.kill(os.getpid(), signal.SIGKILL)
-            result = None
-            for micro in range(plan.accumulate):
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    raise TrainingDataError(f"rank {rank} ran out of pairs at epoch {epoch} step {step} of "
-                                            f"{steps}: the pair records changed during the run?") from None
-                wait_s += time.perf_counter() - t0
-                batch, n_bad, all_bad = _repair_invalid(batch)
-                invalid += n_bad
-                last = micro == plan.accumulate - 1
-                sync = model.no_sync() if (distributed and not last) else _null()
-                with sync:
-                    result = train_step(model, batch, cfg, optimizer, device=device, amp_dtype=amp_dtype,
-                                        accumulate=plan.accumulate, do_step=last,
-                                        agree=(lambda s: agree(True)) if all_bad else agree)
-                if result.skipped:
-                    break
-            try:
-                guard.update(result, global_step)
-            except TrainingDiverged as exc:
-                if rank == 0:  # every rank took the same decisions (agree): all stop here, cleanly
-                    storage.write_bytes(storage.join(out, DIVERGED_FILE),
-                                        json.dumps({"error": str(exc), "epoch": epoch, "step": global_step}).encode())
-                return
-            if result.skipped:
-                skipped += 1
-                continue
-            counted += 1
-            for k in sums:
-                sums[k] += result.losses.get(k, 0.0)
-            if rank == 0 and (step % max(1, steps // LOG_EVERY_STEPS) == 0 or step == steps - 1):
-                log_metrics({f"step/loss_{k}": v for k, v in result.losses.items()}, global_step)
-        epoch_s = time.perf_counter() - t_epoch
-        del batches
+    def _wrap(self, module):
+        if not self.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
 
-        totals = torch.tensor([sums["total"], sums["reg"], sums["cls"], sums["align"], counted, skipped,
-                               invalid, wait_s, epoch_s], dtype=torch.float64, device=device)
-        if distributed:
-            dist.all_reduce(totals)
-        t = totals.tolist()
-        n_ok = max(t[4], 1.0)
-        digests = [parameter_digest(net)]
-        if distributed:
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, digests[0])
-            digests = gathered
-        metrics = {
-            "epoch": epoch + 1, "loss": t[0] / n_ok, "loss_reg": t[1] / n_ok, "loss_cls": t[2] / n_ok,
-            "loss_align": t[3] / n_ok, "steps": steps, "skipped_steps": int(t[5] / world),
-            "skipped_total": guard.total, "invalid_pairs": int(t[6]), "lr": lr,
-            "pairs_per_s": steps * plan.global_batch / max(epoch_s, 1e-9),
-            "data_wait_fraction": t[7] / max(t[8], 1e-9),
-            "params_identical": float(len(set(digests)) == 1),
-        }
-        record = {**metrics, "composition": composition, "param_digests": digests}
-        history.append(record)
-        pointer = None
-        if rank == 0:
-            uri = checkpoint_uri(out, epoch + 1)
-            save_checkpoint(uri, net, cfg, epoch=epoch + 1, optimizer={
-                                "state_by_name": optimizer_state_by_name(optimizer, net),
-                                "param_groups": [{k: v for k, v in g.items() if k != "params"}
-                                                 for g in optimizer.param_groups]},
-                            trainable_layers=list(backbone_trainable_layers(cfg.optim, epoch)),
-                            scheduler={"epoch": epoch + 1, "lr": lr}, rng={"torch": torch.get_rng_state()},
-                            history=history, metrics=metrics, seed=seed)
-            log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"},
-                         **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}}, epoch + 1)
-            pointer = tempfile.mkdtemp(prefix="ocean-ckpt-")
-            Path(pointer, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
-            print(f"[ocean train] epoch {epoch + 1}/{cfg.optim.epochs} loss {metrics['loss']:.4f} "
-                  f"lr {lr:.3g} {metrics['pairs_per_s']:.1f} pairs/s data wait "
-                  f"{100 * metrics['data_wait_fraction']:.0f}% skipped {metrics['skipped_steps']} -> {uri}",
-                  flush=True)
-        ray.train.report({**metrics, "checkpoint_uri": checkpoint_uri(out, epoch + 1)},
-                         checkpoint=ray.train.Checkpoint.from_directory(pointer) if pointer else None)
+        return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def maybe_kill(self, epoch: int, step: int) -> None:
+        """Fault drill: the ``kill_worker_at`` rank SIGKILLs itself once per output folder."""
+        if not self.kill or self.rank != self.kill[2] or epoch != self.kill[0] or step != self.kill[1]:
+            return
+        marker = storage.join(self.out, KILLED_MARKER)
+        if not storage.exists(marker):  # once per output folder: the restart must get through
+            storage.write_bytes(marker, json.dumps({"epoch": epoch, "step": step, "rank": self.rank}).encode())
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _train_step(w: _Worker, feed: EpochFeed, epoch: int, step: int, totals: _EpochTotals):
+    """One optimizer step over ``accumulate`` micro-batches; returns the last ``StepResult``."""
+    from ocean.engine import train_step
 
-    def __exit__(self, *exc):
-        return False
+    result = None
+    for micro in range(w.plan.accumulate):
+        t0 = time.perf_counter()
+        batch = feed.next(epoch, step)
+        totals.wait_s += time.perf_counter() - t0
+        batch, n_bad, all_bad = _repair_invalid(batch)
+        totals.invalid += n_bad
+        last = micro == w.plan.accumulate - 1
+        with (w.model.no_sync() if (w.distributed and not last) else contextlib.nullcontext()):
+            result = train_step(w.model, batch, w.cfg, w.optimizer, device=w.device, amp_dtype=w.amp_dtype,
+                                accumulate=w.plan.accumulate, do_step=last,
+                                agree=(lambda s: w.agree(True)) if all_bad else w.agree)
+        if result.skipped:
+            break
+    return result
+
+
+def _run_epoch(w: _Worker, feed: EpochFeed, epoch: int) -> _EpochTotals | None:
+    """Every step of ``epoch`` on this rank; None when the bad-step guard stopped the run (every rank stops
+    at the same step, and rank 0 has written ``DIVERGED.json``)."""
+    from ocean.engine import TrainingDiverged
+
+    steps = feed.share(epoch).steps
+    totals = _EpochTotals()
+    t_epoch = time.perf_counter()
+    for step in range(steps):
+        global_step = epoch * steps + step
+        w.maybe_kill(epoch, step)
+        result = _train_step(w, feed, epoch, step, totals)
+        try:
+            w.guard.update(result, global_step)
+        except TrainingDiverged as exc:
+            if w.rank == 0:  # every rank took the same decisions (agree): all stop here, cleanly
+                storage.write_bytes(storage.join(w.out, DIVERGED_FILE), json.dumps(
+                    {"error": str(exc), "epoch": epoch, "step": global_step}).encode())
+            return None
+        if result.skipped:
+            totals.skipped += 1
+            continue
+        totals.counted += 1
+        for k in totals.losses:
+            totals.losses[k] += result.losses.get(k, 0.0)
+        if w.rank == 0 and (step % max(1, steps // LOG_EVERY_STEPS) == 0 or step == steps - 1):
+            w.log_metrics({f"step/loss_{k}": v for k, v in result.losses.items()}, global_step)
+    totals.epoch_s = time.perf_counter() - t_epoch
+    return totals
+
+
+def _epoch_metrics(w: _Worker, epoch: int, lr: float, totals: _EpochTotals, steps: int) -> dict[str, Any]:
+    """All-reduce the ranks' totals and gather their parameter digests into the epoch's metrics."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([totals.losses["total"], totals.losses["reg"], totals.losses["cls"], totals.losses["align"],
+                      totals.counted, totals.skipped, totals.invalid, totals.wait_s, totals.epoch_s],
+                     dtype=torch.float64, device=w.device)
+    if w.distributed:
+        dist.all_reduce(t)
+    t = t.tolist()
+    n_ok = max(t[4], 1.0)
+    digests = [parameter_digest(w.net)]
+    if w.distributed:
+        gathered: list[Any] = [None] * w.world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    return {
+        "epoch": epoch + 1, "loss": t[0] / n_ok, "loss_reg": t[1] / n_ok, "loss_cls": t[2] / n_ok,
+        "loss_align": t[3] / n_ok, "steps": steps, "skipped_steps": int(t[5] / w.world),
+        "skipped_total": w.guard.total, "invalid_pairs": int(t[6]), "lr": lr,
+        "pairs_per_s": steps * w.plan.global_batch / max(totals.epoch_s, 1e-9),
+        "data_wait_fraction": t[7] / max(t[8], 1e-9),
+        "params_identical": float(len(set(digests)) == 1),
+        "param_digests": digests,
+    }
+
+
+def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: dict) -> None:
+    """Rank 0 writes the epoch file and logs; then every rank enters ``ray.train.report`` (so no rank starts
+    the next epoch before the file exists)."""
+    import ray.train
+    import torch
+
+    from ocean.checkpoint import save_checkpoint
+    from ocean.engine import backbone_trainable_layers
+
+    digests = metrics.pop("param_digests")
+    w.history.append({**metrics, "composition": composition, "param_digests": digests})
+    uri = checkpoint_uri(w.out, epoch + 1)
+    pointer = None
+    if w.rank == 0:
+        optimizer = w.optimizer
+        save_checkpoint(uri, w.net, w.cfg, epoch=epoch + 1, optimizer={
+                            "state_by_name": optimizer_state_by_name(optimizer, w.net),
+                            "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                             for g in optimizer.param_groups]},
+                        trainable_layers=list(backbone_trainable_layers(w.cfg.optim, epoch)),
+                        scheduler={"epoch": epoch + 1, "lr": metrics["lr"]}, rng={"torch": torch.get_rng_state()},
+                        history=w.history, metrics=metrics, seed=w.seed)
+        w.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"},
+                       **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}}, epoch + 1)
+        pointer = tempfile.mkdtemp(prefix="ocean-ckpt-")
+        Path(pointer, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
+        print(f"[ocean train] epoch {epoch + 1}/{w.cfg.optim.epochs} loss {metrics['loss']:.4f} "
+              f"lr {metrics['lr']:.3g} {metrics['pairs_per_s']:.1f} pairs/s data wait "
+              f"{100 * metrics['data_wait_fraction']:.0f}% skipped {metrics['skipped_steps']} -> {uri}", flush=True)
+    ray.train.report({**metrics, "checkpoint_uri": uri},
+                     checkpoint=ray.train.Checkpoint.from_directory(pointer) if pointer else None)
+
+
+def _train_loop(config: dict) -> None:
+    """Ray Train worker: set up (resume), open this rank's input stream once, then per epoch train and
+    finish (reduce, checkpoint, report)."""
+    w = _Worker(config)
+    fs, files = list_pair_files(w.run["data"])
+    feed = pair_stream(load_pair_index(fs, files), fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
+                       prefetch=int(w.run["prefetch_batches"]), data_cpus=float(w.run.get("data_cpus", 1.0)))
+    for epoch in range(w.start, w.cfg.optim.epochs):
+        lr = w.begin_epoch(epoch)
+        totals = _run_epoch(w, feed, epoch)
+        if totals is None:
+            feed.close()
+            return
+        share = feed.share(epoch)
+        _finish_epoch(w, epoch, _epoch_metrics(w, epoch, lr, totals, share.steps), share.composition)
+    feed.close()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -566,7 +844,7 @@ def clean_ray_orphans(out: str, name: str, keep: set[str]) -> list[str]:
 def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: bool = False,
           max_worker_batch: int | None = None, cpus_per_worker: float | None = None, seed: int = 0,
           ray_address: str | None = None, mlflow_uri: str | None = None, experiment: str = "ocean-train",
-          run_name: str | None = None, max_failures: int = 2, prefetch_batches: int = 2,
+          run_name: str | None = None, max_failures: int = 2, prefetch_batches: int = 2, data_cpus: float = 1.0,
           kill_worker_at: tuple[int, int, int] | None = None, verbose: bool = True) -> dict[str, Any]:
     """Train ``cfg`` on the pair records at ``data`` with Ray Train; checkpoints and Ray state under ``out``.
 
@@ -580,6 +858,8 @@ def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: b
         cpus_per_worker: CPUs reserved per training worker (default 0.5 on CPU so Ray Data's decode tasks
             get CPUs on small machines, ray_stack.md §4; 1 with a GPU).
         seed: model init, epoch composition and augmentation seed.
+        prefetch_batches: micro-batches each rank's ``iter_torch_batches`` keeps ready.
+        data_cpus: CPUs each decode + augment task of the input stream reserves (:func:`pair_stream`).
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.
 
@@ -655,6 +935,7 @@ def train(data: str, out: str, cfg: OceanConfig, *, workers: int = 2, use_gpu: b
         train_loop_config={"cfg": to_dict(cfg), "run": {
             "data": data, "out": out, "seed": seed, "plan": dataclasses.asdict(plan),
             "mlflow_uri": uri, "mlflow_run_id": run_id, "prefetch_batches": prefetch_batches,
+            "data_cpus": data_cpus,
             "kill_worker_at": list(kill_worker_at) if kill_worker_at else None}},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,

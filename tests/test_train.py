@@ -22,12 +22,15 @@ from pipelines.train import (
     TrainingDataError,
     batch_plan,
     epoch_selection,
+    epoch_share,
     list_checkpoints,
     list_pair_files,
+    load_pair_index,
     pair_keys,
     rank_rows,
+    read_and_augment,
     read_pair_index,
-    select_and_augment,
+    work_item,
 )
 
 
@@ -114,19 +117,60 @@ def test_pair_keys():
     assert odd[0] == odd[1] != odd[2]
 
 
-def test_index_and_select_and_augment(pairs_dir):
+def test_pair_index_locates_every_row(tmp_path):
+    write_pairs(tmp_path, {"got10k": 10}, per_file=6)  # 2 files: 6 + 4 rows
+    table = pq.read_table(tmp_path / "shard-00000.parquet")
+    pq.write_table(table, tmp_path / "shard-00000.parquet", row_group_size=4)  # row groups of 4 + 2
+    fs, files = list_pair_files(str(tmp_path))
+    index = load_pair_index(fs, files)
+    assert index.file.tolist() == [0] * 6 + [1] * 4
+    assert index.row_group.tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert index.row.tolist() == [0, 1, 2, 3, 0, 1, 0, 1, 2, 3]
+    assert index.unit.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]  # one unit per (file, row group)
+    assert index.positions(index.keys[[7, 2, 5]]).tolist() == [7, 2, 5]
+
+
+def test_epoch_share_splits_row_groups_and_keeps_whole_batches(tmp_path):
+    write_pairs(tmp_path, {"got10k": 48}, per_file=8)  # 6 files = 6 row groups of 8
+    fs, files = list_pair_files(str(tmp_path))
+    index = load_pair_index(fs, files)
+    plan = batch_plan(8, 2)
+    for epoch in (0, 1):
+        selection, _ = epoch_selection(index.keys, index.datasets, {"got10k": 36}, 5, epoch)
+        shares = [epoch_share(index, {"got10k": 36}, 5, epoch, r, plan, item_pairs=6) for r in (0, 1)]
+        assert [s.steps for s in shares] == [4, 4]  # 36 // 8 whole global batches
+        mine = [s.positions for s in shares]
+        assert len(mine[0]) == len(mine[1]) == 16 and not set(mine[0].tolist()) & set(mine[1].tolist())
+        assert set(index.keys[np.concatenate(mine)].tolist()) <= set(selection.tolist())
+        units = [set(index.unit[m].tolist()) for m in mine]
+        assert len(units[0] & units[1]) <= 1  # ranks read (almost) disjoint row groups, at most one shared
+        for s in shares:  # items end on row-group boundaries, each has >= 6 pairs except the last
+            assert all(len(it) >= 6 for it in s.items[:-1])
+            seen = [set(index.unit[it].tolist()) for it in s.items]
+            assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
+        again = epoch_share(index, {"got10k": 36}, 5, epoch, 0, plan, item_pairs=6)
+        assert np.array_equal(again.positions, mine[0])  # deterministic from (seed, epoch, rank)
+    e0 = epoch_share(index, {"got10k": 36}, 5, 0, 0, plan, item_pairs=6).positions
+    e1 = epoch_share(index, {"got10k": 36}, 5, 1, 0, plan, item_pairs=6).positions
+    assert set(e0.tolist()) != set(e1.tolist())  # a fresh draw every epoch
+
+
+def test_read_and_augment_follows_the_item(pairs_dir):
     fs, files = list_pair_files(str(pairs_dir))
     assert len(files) == 4  # 56 rows, 16 per file
+    index = load_pair_index(fs, files)
     keys, names = read_pair_index(fs, files)
-    assert len(keys) == 56 and (names == "got10k").sum() == 40
-    batch = pq.read_table(files[0]).to_pydict()
-    batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v) for k, v in batch.items()}
-    keep = np.sort(pair_keys(batch["pair_id"])[[1, 5, 7]])
-    out = select_and_augment(batch, keep=keep, augment=AugmentConfig().__dict__, seed=1, exemplar_size=127,
-                             search_size=255)
-    assert set(out) == {"template", "search", "search_box", "search_shift", "valid"}
-    assert out["template"].shape == (3, 127, 127, 3) and out["search"].shape == (3, 255, 255, 3)
-    assert out["valid"].all()
+    assert len(keys) == 56 and (names == "got10k").sum() == 40 and np.array_equal(keys, index.keys)
+    share = epoch_share(index, {"got10k": 16}, 1, 3, 0, batch_plan(8, 1), item_pairs=100)
+    assert share.steps == 2 and len(share.items) == 1
+    item = work_item(index, share, 0)
+    batch = {"epoch": np.array([item["epoch"]]), "locations": np.array([item["locations"]], dtype=object)}
+    out = read_and_augment(batch, files=index.files, filesystem=fs, augment=AugmentConfig().__dict__, seed=1,
+                           exemplar_size=127, search_size=255)
+    assert set(out) == {"template", "search", "search_box", "search_shift", "valid", "epoch", "pair_key"}
+    assert out["template"].shape == (16, 127, 127, 3) and out["search"].shape == (16, 255, 255, 3)
+    assert out["valid"].all() and (out["epoch"] == 3).all()
+    assert np.array_equal(out["pair_key"].view(np.uint64), index.keys[share.items[0]])  # the item's order
     # the box follows the target: the yellow square in the search image lies inside the box
     img, box = out["search"][0], out["search_box"][0]
     yellow = (img[..., 0] < 90) & (img[..., 1] > 150) & (img[..., 2] > 180)
@@ -194,6 +238,35 @@ def ray_local(s3_server):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.mark.slow
+def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
+    """One pipeline per rank for all remaining epochs: every batch belongs to its epoch, each epoch yields
+    exactly the rank's share in order, the ranks together draw the epoch's selection, and it ends there."""
+    from pipelines.train import TrainingDataError, pair_stream
+
+    fs, files = list_pair_files(str(pairs_dir))
+    index = load_pair_index(fs, files)
+    cfg, plan = tiny_cfg(4), batch_plan(8, 2)
+    feeds = [pair_stream(index, fs, cfg, plan, seed=7, rank=r, start=2) for r in (0, 1)]  # resumed at epoch 2
+    assert sorted(feeds[0].shares) == [2, 3]
+    for epoch in (2, 3):
+        selection, _ = epoch_selection(index.keys, index.datasets, cfg.data.pairs_per_epoch, 7, epoch)
+        drawn = []
+        for feed in feeds:
+            share = feed.share(epoch)
+            got = []
+            for step in range(share.steps):
+                batch = feed.next(epoch, step)
+                assert batch["template"].shape == (4, 127, 127, 3) and batch["valid"].all()
+                got.append(feed.last_keys.copy())
+            assert np.array_equal(np.concatenate(got), index.keys[share.positions])
+            drawn.extend(np.concatenate(got).tolist())
+        assert len(drawn) == len(set(drawn)) == 32 and set(drawn) == set(selection.tolist())  # 32 = 4 x 8
+    for feed in feeds:
+        with pytest.raises(TrainingDataError, match="ended early"):
+            feed.next(4, 0)
 
 
 @pytest.mark.slow
