@@ -12,11 +12,17 @@
    own daemons and the driver excluded; their wall-clock cost shows in the frames/s rows).
 3. The practical limit: a bare single-process loop (OpenCV one thread) over the same frames doing the same
    work -- read the file, ``cv2.imdecode``, ``cv2.mean`` padding, one ``cv2.warpAffine`` per crop at the
-   stored sides, ``cv2.imencode`` -- with no parquet, no Ray. Frames/s on one core.
+   stored sides, ``cv2.imencode``, and the JPEG bytes appended to one open file (the cheapest way to keep
+   them; the job must store its crops too, and a loop that drops them does less than the job) -- with no
+   parquet, no Ray. Frames/s on one core. The bare loop runs before each job run, best of ``--repeats``.
 4. Bytes per pair: template + search JPEG bytes in the shards, and parquet file bytes / pairs (smaller:
    parquet's dictionary encoding stores a crop shared by several pairs of a shard once), vs two crop511
    JPEGs at q95 (the official default, facts §7.1) of the same pairs' frames.
 5. Peak RSS of the driver and of every Ray worker process that ran shards.
+6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
+   GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
+   :func:`pipelines.prepare.list_and_plan` and packs every shard's work; it reports the RSS the plan holds
+   and the peak, per annotated frame.
 
 The machine may be shared; the bare loop and the job are each run ``--repeats`` times and the best is kept.
 """
@@ -40,7 +46,7 @@ from data_prep.crops import crop511, crop_geometry
 from data_prep.readers import read_tracks
 from data_prep.records import bytes_per_pair
 from ocean.config import smoke
-from pipelines.prepare import CropSettings, pack_shards, run_prepare, shard_videos
+from pipelines.prepare import CropSettings, list_and_plan, run_prepare, shard_videos
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
@@ -59,13 +65,11 @@ def cpu_model() -> str:
 def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
     """The job's own plan as ``[(path, [(box_xyxy, side)]), ...]`` (one entry per decoded frame) and pairs."""
     settings = CropSettings.from_config(cfg)
-    from data_prep.pairs import plan_pairs
 
     items, pair_frames = [], []
     for name in NAMES:
-        tracks = list(read_tracks(name, data / name))
-        plan = plan_pairs(tracks, cfg.data, seed, {name: pairs}).datasets[name]
-        for draws in pack_shards(plan, shard_pairs):
+        plan, shards, _, _ = list_and_plan(name, read_tracks(name, data / name), cfg, seed, pairs, shard_pairs)
+        for draws in shards:
             for work in shard_videos(plan, draws):
                 by_frame: dict[str, list] = {}
                 for (_, frame_id, role), box in work.crops.items():
@@ -73,31 +77,90 @@ def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
                 for frame_id, ref in work.frames.items():
                     items.append((ref.path, by_frame[frame_id]))
                 for p in work.pairs:
-                    tr = plan.tracks[int(plan.track_index[p.draw])]
-                    pair_frames.append((tr.frames[p.template_index].path, tuple(tr.boxes_xyxy[p.template_index]),
-                                        tr.frames[p.search_index].path, tuple(tr.boxes_xyxy[p.search_index])))
+                    pair_frames.append((work.frames[p.template_frame].path,
+                                        work.crops[(p.track_id, p.template_frame, "template")],
+                                        work.frames[p.search_frame].path,
+                                        work.crops[(p.track_id, p.search_frame, "search")]))
     return items, pair_frames, settings
 
 
-def bare_loop(items, settings: CropSettings) -> tuple[float, int]:
-    """CPU seconds (this process) and frames for read -> decode -> crop(s) -> encode on one core (the practical limit)."""
+def bare_loop(items, settings: CropSettings, sink: Path) -> tuple[float, int]:
+    """CPU seconds (this process) and frames for read -> decode -> crop(s) -> encode -> append the JPEG bytes
+    to ``sink`` on one core (the practical limit)."""
     cv2.setNumThreads(1)
     params = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
     t0 = time.process_time()
     n = 0
-    for path, crops in items:
-        with open(path, "rb") as f:
-            img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        pad = cv2.mean(img)[:3]
-        for box, side in crops:
-            g = crop_geometry(box, side, settings.context_amount, settings.crop_size, settings.exemplar_size)
-            crop = cv2.warpAffine(img, g.matrix(), (side, side), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
-            cv2.imencode(".jpg", crop, params)
-        n += 1
+    with open(sink, "wb") as out:
+        for path, crops in items:
+            with open(path, "rb") as f:
+                img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            pad = cv2.mean(img)[:3]
+            for box, side in crops:
+                g = crop_geometry(box, side, settings.context_amount, settings.crop_size, settings.exemplar_size)
+                crop = cv2.warpAffine(img, g.matrix(), (side, side), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
+                ok, buf = cv2.imencode(".jpg", crop, params)
+                out.write(buf)
+            n += 1
     return time.process_time() - t0, n
+
+
+def synthetic_tracks(kind: str, n: int):
+    """``n`` synthetic tracks as a reader would yield them (images are never opened): ``got10k`` tracks of 100
+    frames (GOT-10k-like paths) or ``coco`` single-frame tracks, 7 per image (COCO-like paths)."""
+    from data_prep.tracks import FrameRef, Track
+
+    for t in range(n):
+        if kind == "coco":
+            stem = f"{t // 7:012d}"
+            video, track_id = f"train2017/{stem}", str(t)
+            frames = [FrameRef("000000", path=f"/data/coco/train2017/{stem}.jpg")]
+        else:
+            video, track_id = f"train/GOT-10k_Train_{t:06d}", "0"
+            frames = [FrameRef(f"{i:08d}", path=f"/data/got10k/{video}/{i:08d}.jpg") for i in range(100)]
+        m = len(frames)
+        yield Track(kind, video, track_id, frames, np.tile([10.0, 12.0, 50.5, 60.25], (m, 1)), np.ones(m, bool),
+                    (640, 480), {"category": "thing"})
+
+
+def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int) -> None:
+    """Print one JSON line: RSS held by a planned dataset and peak RSS (MB over the start), per frame."""
+    import gc
+    import json
+    import resource
+
+    import pyarrow.compute  # noqa: F401  (imported by the driver anyway; not part of the plan's cost)
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    start = rss_mb()  # after the imports: the peak below is what listing + planning add
+    t0 = time.perf_counter()
+    plan, shards, tracks, frames = list_and_plan(kind, synthetic_tracks(kind, n), smoke(), 0, pairs, shard_pairs)
+    videos = sum(len(shard_videos(plan, d)) for d in shards)  # every shard's task input, built and dropped
+    gc.collect()
+    print(json.dumps({"kind": kind, "tracks": tracks, "frames": frames, "pairs": len(plan), "shards": len(shards),
+                      "videos": videos, "seconds": time.perf_counter() - t0, "held_mb": rss_mb() - start,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start,
+                      "table_mb": plan.tracks.nbytes() / 2**20}))
+
+
+def plan_memory(n_tracks: int, pairs: int, shard_pairs: int) -> list[dict]:
+    """:func:`plan_memory_child` for GOT-10k-like and COCO-like tracks, each in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    out = []
+    for kind, n in (("got10k", n_tracks), ("coco", 15 * n_tracks)):
+        res = subprocess.run([sys.executable, __file__, "--plan-child", kind, str(n), str(pairs), str(shard_pairs)],
+                             check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def crop511_bytes(pair_frames, limit: int = 300) -> float:
@@ -121,12 +184,23 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
     ap.add_argument("--shard-pairs", type=int, default=200)
     ap.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local Ray")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plan-tracks", type=int, default=20000,
+                    help="GOT-10k-like tracks (x100 frames; and 15x as many COCO-like single-frame tracks) for the "
+                         "driver planning memory; 0 skips it")
+    ap.add_argument("--plan-pairs", type=int, default=200000, help="pairs planned in the planning memory run")
+    ap.add_argument("--plan-child", nargs=4, metavar=("KIND", "TRACKS", "PAIRS", "SHARD_PAIRS"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plan_child:
+        kind, n, pairs, shard_pairs = args.plan_child
+        plan_memory_child(kind, int(n), int(pairs), int(shard_pairs))
+        return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster (ray_stack.md §6)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+    load0 = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="prep_bench_"))
     try:
         data = args.data
@@ -137,8 +211,8 @@ def main() -> None:
             generate(data, seed=args.seed, size=args.size)
         cfg = smoke()
         items, pair_frames, settings = work_items(data, cfg, args.pairs, args.seed, args.shard_pairs)
-        bare = min(bare_loop(items, settings)[0] for _ in range(args.repeats))
         frames = len(items)
+        bare_runs = []
         crops = sum(len(c) for _, c in items)
 
         import ray
@@ -147,6 +221,7 @@ def main() -> None:
         try:
             runs = []
             for r in range(args.repeats):
+                bare_runs.append(bare_loop(items, settings, tmp / "bare.bin")[0])  # interleaved: same load
                 out = tmp / f"out{r}"
                 manifest, info = run_prepare({n: str(data / n) for n in NAMES}, str(out), cfg,
                                              pairs={n: args.pairs for n in NAMES}, seed=args.seed,
@@ -161,6 +236,7 @@ def main() -> None:
         job_frames = sum(d["frames_read"] for d in manifest["datasets"].values())
         assert job_frames == frames, (job_frames, frames)
         cores = min(os.cpu_count() or 1, args.cpus)
+        bare = min(bare_runs)
         bare_fps = frames / bare  # frames per CPU second, one process
         job_cpu = min(cpu_runs)
         job_fps = frames / crop_s
@@ -182,7 +258,8 @@ def main() -> None:
               f"(template {settings.template_side} px, search {settings.search_side} px, q{settings.jpeg_quality}); "
               f"best of {args.repeats}.\n")
         print("| measure | value |\n|---|---:|")
-        print(f"| bare loop (1 process, 1 OpenCV thread): frames per CPU second | {bare_fps:.0f} |")
+        print(f"| bare loop (1 process, 1 OpenCV thread; runs: {', '.join(f'{frames / c:.0f}' for c in bare_runs)}): "
+              f"frames per CPU second | {bare_fps:.0f} |")
         print(f"| job shard tasks: frames per CPU second (runs: "
               f"{', '.join(f'{frames / c:.0f}' for c in cpu_runs)}) | {frames / job_cpu:.0f} |")
         print(f"| **job / bare loop, per CPU second** (goal >= 0.9) | **{frames / job_cpu / bare_fps:.2f}** |")
@@ -199,6 +276,17 @@ def main() -> None:
         print(f"| peak RSS, driver | {info['driver_peak_rss_mb']:.0f} MB |")
         print(f"| peak RSS, Ray workers ({len(worker_rss)} processes): max / mean | "
               f"{max(worker_rss):.0f} / {np.mean(worker_rss):.0f} MB |")
+        print(f"| load average (1 min) before / after the runs | {load0:.2f} / {os.getloadavg()[0]:.2f} |")
+        if args.plan_tracks > 0:
+            print(f"\nDriver listing + planning memory (synthetic annotations streamed through `list_and_plan`, "
+                  f"{args.plan_pairs} pairs planned, every shard's task input built once; MB over the process "
+                  "start):\n")
+            print("| tracks | annotated frames | pairs | shards | plan held | peak | track table | "
+                  "held bytes / frame | seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for m in plan_memory(args.plan_tracks, args.plan_pairs, args.shard_pairs * 10):
+                print(f"| {m['tracks']} {m['kind']}-like | {m['frames']} | {m['pairs']} | {m['shards']} "
+                      f"| {m['held_mb']:.0f} MB | {m['peak_mb']:.0f} MB | {m['table_mb']:.0f} MB "
+                      f"| {m['held_mb'] * 2**20 / m['frames']:.0f} | {m['seconds']:.1f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

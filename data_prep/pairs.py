@@ -22,7 +22,8 @@ not change when another dataset is added or resized, and the plan does not depen
 later. Each pair gets a stable id, ``sha1("dataset/video/track/template_frame/search_frame/k")[:16]`` with
 ``k`` the draw number within its dataset.
 
-The plan is compact (three int32 arrays per dataset); :meth:`DatasetPlan.videos` groups it by video into
+The plan is compact (three int32 arrays per dataset, over a :class:`~data_prep.tracks.TrackTable` of the
+eligible tracks: flat arrays, no Python object per frame); :meth:`DatasetPlan.videos` groups it by video into
 :class:`VideoWork` items that carry the distinct frames a video needs (decode each once), the crops to cut
 from them and the pairs to write.
 """
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep.tracks import FrameRef, Track
+from data_prep.tracks import FrameRef, Track, TrackTable
 
 TEMPLATE = "template"
 SEARCH = "search"
@@ -91,32 +92,44 @@ class DatasetPlan:
     """The pairs of one dataset as arrays into :attr:`tracks`.
 
     Attributes:
-        tracks: eligible tracks (at least one present frame), sorted by (video, track_id).
+        tracks: eligible tracks (at least one present frame), sorted by (video, track_id), as a compact
+            :class:`~data_prep.tracks.TrackTable` (``tracks[i]`` gives a :class:`Track`).
         track_index, template_index, search_index: ``(P,)`` int32, pair ``k`` uses
             ``tracks[track_index[k]].frames[template_index[k]]`` etc.
         requested: the USE asked for; ``len(self)`` is smaller only when the dataset has no eligible video.
         num_videos: eligible videos.
         ineligible_tracks: tracks dropped for having no present frame.
+        video_of_track: ``(T,)`` int32, the video number (0..num_videos-1, in video id order) of each track.
     """
 
     dataset: str
-    tracks: list[Track]
+    tracks: TrackTable
     track_index: np.ndarray
     template_index: np.ndarray
     search_index: np.ndarray
     requested: int
     num_videos: int
     ineligible_tracks: int = 0
+    video_of_track: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     def __len__(self) -> int:
         return int(len(self.track_index))
 
+    def video_names(self) -> list[str]:
+        """The eligible videos' ids, in video number order."""
+        if self.num_videos == 0:
+            return []
+        first = np.flatnonzero(np.diff(self.video_of_track, prepend=-1))  # first track of every video
+        return self.tracks.strings("video", first)
+
     def pair(self, k: int) -> Pair:
-        tr = self.tracks[int(self.track_index[k])]
+        t = int(self.track_index[k])
         ti, si = int(self.template_index[k]), int(self.search_index[k])
-        tf, sf = tr.frames[ti].frame_id, tr.frames[si].frame_id
-        return Pair(pair_id(self.dataset, tr.video, tr.track_id, tf, sf, k), self.dataset, tr.video,
-                    tr.track_id, ti, si, tf, sf, k)
+        start = int(self.tracks.frame_start[t])
+        tf, sf = (r.frame_id for r in self.tracks.frame_refs(np.array([start + ti, start + si])))
+        video, track_id = self.tracks.video[t].as_py(), self.tracks.track_id[t].as_py()
+        return Pair(pair_id(self.dataset, video, track_id, tf, sf, k), self.dataset, video, track_id, ti, si,
+                    tf, sf, k)
 
     def pairs(self) -> Iterator[Pair]:
         for k in range(len(self)):
@@ -130,17 +143,19 @@ class DatasetPlan:
         needed: dict[str, set[int]] = {}
         by_track: dict[str, Track] = {}
         for k in order:
-            tr = self.tracks[int(self.track_index[k])]
-            if current is None or current.video != tr.video:
+            t = int(self.track_index[k])
+            video = self.tracks.video[t].as_py()
+            if current is None or current.video != video:
                 if current is not None:
                     _fill_frames(current, needed, by_track)
-                current = VideoWork(self.dataset, tr.video)
+                current = VideoWork(self.dataset, video)
                 out.append(current)
                 needed, by_track = {}, {}
             pr = self.pair(int(k))
             current.pairs.append(pr)
-            by_track[tr.track_id] = tr
-            needed.setdefault(tr.track_id, set()).update((pr.template_index, -1 - pr.search_index))
+            if pr.track_id not in by_track:
+                by_track[pr.track_id] = self.tracks[t]
+            needed.setdefault(pr.track_id, set()).update((pr.template_index, -1 - pr.search_index))
         if current is not None:
             _fill_frames(current, needed, by_track)
         for work in out:
@@ -167,66 +182,76 @@ def _fill_frames(work: VideoWork, needed: dict[str, set[int]], by_track: dict[st
     work.crops = dict(sorted(work.crops.items(), key=lambda kv: (first_pos[kv[0][1]], kv[0])))
 
 
-def plan_dataset(dataset: str, tracks: Iterable[Track], num_pairs: int, frame_range: int,
+def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: int, frame_range: int,
                  seed: int) -> DatasetPlan:
     """Sample ``num_pairs`` pairs of one dataset (module docstring, facts §7.4).
 
     Args:
-        tracks: the dataset's tracks (any order; those of other datasets raise ValueError).
+        tracks: the dataset's tracks (any order), as :class:`Track` s (those of other datasets raise
+            ValueError) or a :class:`~data_prep.tracks.TrackTable` (the compact form the job uses).
         num_pairs: USE, pairs to draw (>= 0).
         frame_range: RANGE in list positions (>= 0).
         seed: base seed; the generator is :func:`dataset_rng` ``(seed, dataset)``.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if num_pairs < 0 or frame_range < 0:
         raise ValueError(f"{dataset}: num_pairs ({num_pairs}) and frame_range ({frame_range}) must be >= 0")
-    eligible: list[Track] = []
-    ineligible = 0
-    for tr in tracks:
-        if tr.dataset != dataset:
-            raise ValueError(f"track {tr.key} is not in dataset {dataset!r}")
-        if tr.present.any():
-            eligible.append(tr)
-        else:
-            ineligible += 1
-    eligible.sort(key=lambda t: (t.video, t.track_id))
-    keys = [(t.video, t.track_id) for t in eligible]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{dataset}: duplicate (video, track_id) among the tracks")
-    videos: list[list[int]] = []  # per video, indices into eligible
-    for i, tr in enumerate(eligible):
-        if not videos or eligible[videos[-1][0]].video != tr.video:
-            videos.append([])
-        videos[-1].append(i)
+    table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(dataset, tracks)
+    if table.dataset != dataset:
+        raise ValueError(f"tracks of {table.dataset!r} given for dataset {dataset!r}")
+    # eligible: at least one present frame (TK subData._clean drops empty tracks, facts §7.2)
+    present_before = np.concatenate([[0], np.cumsum(table.present, dtype=np.int64)])
+    n_present = present_before[table.frame_start[1:]] - present_before[table.frame_start[:-1]]
+    candidates = np.flatnonzero(n_present > 0)
+    ineligible = table.num_tracks - len(candidates)
+    # sorted by (video, track_id); Arrow sorts UTF-8 bytes, which is Python's code point order
+    keys = pa.table({"v": table.video.take(pa.array(candidates)), "t": table.track_id.take(pa.array(candidates))})
+    order = pc.sort_indices(keys, sort_keys=[("v", "ascending"), ("t", "ascending")]).to_numpy()
+    eligible = table.take(candidates[order])
+    n_tracks = eligible.num_tracks
+    if n_tracks > 1:
+        same_video = pc.equal(eligible.video[1:], eligible.video[:-1]).to_numpy(zero_copy_only=False)
+        same_track = pc.equal(eligible.track_id[1:], eligible.track_id[:-1]).to_numpy(zero_copy_only=False)
+        if (same_video & same_track).any():
+            raise ValueError(f"{dataset}: duplicate (video, track_id) among the tracks")
+        new_video = np.concatenate([[True], ~same_video])
+    else:
+        new_video = np.ones(n_tracks, bool)
+    video_start = np.flatnonzero(new_video)  # first track of each video, in video order
+    video_of_track = (np.cumsum(new_video) - 1).astype(np.int32)
+    num_videos = len(video_start)
 
     rng = dataset_rng(seed, dataset)
-    n = num_pairs if videos else 0
+    n = num_pairs if num_videos else 0
     track_index = np.empty(n, dtype=np.int32)
     template_index = np.empty(n, dtype=np.int32)
     search_index = np.empty(n, dtype=np.int32)
     if n:
         # 1. USE video picks: shuffle all videos repeatedly and truncate -- TK subData._shuffle (facts §7.4)
-        reps = -(-n // len(videos))
-        picks = np.concatenate([rng.permutation(len(videos)) for _ in range(reps)])[:n]
+        reps = -(-n // num_videos)
+        picks = np.concatenate([rng.permutation(num_videos) for _ in range(reps)])[:n]
         # Steps 2-4 turn three uniforms per pair into indices, vectorised (floor(u * m) is uniform on 0..m-1).
         u = rng.random((n, 3))
-        video_start = np.array([members[0] for members in videos], dtype=np.int64)
-        video_size = np.array([len(members) for members in videos], dtype=np.int64)
-        ti = video_start[picks] + np.floor(u[:, 0] * video_size[picks]).astype(np.int64)  # 2. random track
+        video_size = np.diff(np.concatenate([video_start, [n_tracks]])).astype(np.int64)
+        ti = video_start[picks].astype(np.int64) + np.floor(u[:, 0] * video_size[picks]).astype(np.int64)  # 2.
         # Present positions of all tracks concatenated; key = position + track * band keeps each track's
         # entries in their own band, so one searchsorted finds every RANGE window (clipped to the track).
-        present_pos = [np.flatnonzero(tr.present) for tr in eligible]
-        count = np.array([len(p) for p in present_pos], dtype=np.int64)
+        present_flat = np.flatnonzero(eligible.present)  # flat frame indices, track by track
+        owner = np.searchsorted(eligible.frame_start, present_flat, side="right") - 1
+        flat = (present_flat - eligible.frame_start[owner]).astype(np.int64)  # positions within each track
+        count = np.bincount(owner, minlength=n_tracks).astype(np.int64)
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
-        flat = np.concatenate(present_pos).astype(np.int64)
-        band = max(len(tr) for tr in eligible) + 2 * frame_range + 2
-        keys = flat + np.repeat(np.arange(len(eligible), dtype=np.int64) * band, count)
+        band = int(eligible.lengths().max()) + 2 * frame_range + 2
+        keys = flat + owner.astype(np.int64) * band
         t = flat[start[ti] + np.floor(u[:, 1] * count[ti]).astype(np.int64)]  # 3. template: present frame
         lo = np.searchsorted(keys, ti * band + t - frame_range, side="left")
         hi = np.searchsorted(keys, ti * band + t + frame_range, side="right")
         s = flat[lo + np.floor(u[:, 2] * (hi - lo)).astype(np.int64)]  # 4. search: present, within RANGE
         track_index[:], template_index[:], search_index[:] = ti, t, s
     return DatasetPlan(dataset, eligible, track_index, template_index, search_index, int(num_pairs),
-                       len(videos), ineligible)
+                       num_videos, ineligible, video_of_track)
 
 
 @dataclass
@@ -258,19 +283,22 @@ def pair_counts(data, overrides: dict[str, int] | None = None) -> dict[str, int]
     return counts
 
 
-def plan_pairs(tracks: Iterable[Track], data, seed: int,
+def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int,
                pairs: dict[str, int] | None = None) -> PairPlan:
     """Plan the pairs of every dataset present in ``tracks``.
 
     Args:
-        tracks: tracks of one or more datasets.
+        tracks: tracks of one or more datasets, or one dataset's :class:`~data_prep.tracks.TrackTable`.
         data: :class:`ocean.config.DataConfig` (pairs_per_epoch, pool_factor, frame_range).
         seed: base seed.
         pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
     """
-    by_dataset: dict[str, list[Track]] = {}
-    for tr in tracks:
-        by_dataset.setdefault(tr.dataset, []).append(tr)
+    by_dataset: dict[str, list[Track] | TrackTable] = {}
+    if isinstance(tracks, TrackTable):
+        by_dataset[tracks.dataset] = tracks
+    else:
+        for tr in tracks:
+            by_dataset.setdefault(tr.dataset, []).append(tr)
     counts = pair_counts(data, pairs)
     plans: dict[str, DatasetPlan] = {}
     for name in sorted(by_dataset):

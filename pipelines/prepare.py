@@ -3,7 +3,9 @@
 What it does (issue 4):
 
 1. **List** every dataset's tracks on the driver with :func:`data_prep.readers.read_tracks` (annotations only;
-   a COCO JSON is parsed here once and never shipped to tasks). Reader rejections are counted and written
+   a COCO JSON is parsed here once and never shipped to tasks), one dataset at a time, streamed into a
+   compact :class:`data_prep.tracks.TrackTable` (flat arrays, ~60 bytes per annotated frame instead of
+   ~350 as Python objects; :func:`list_and_plan`). Reader rejections are counted and written
    to ``OUT/rejects/reader-<dataset>.jsonl``.
 2. **Plan** the pairs with :func:`data_prep.pairs.plan_pairs` (deterministic from the seed; facts §7.4).
 3. **Pack** each dataset's pairs into shards of at most ``shard_pairs`` pairs: the dataset's videos are
@@ -64,10 +66,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork, pair_counts, plan_pairs
+from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, Pair, VideoWork, pair_counts, pair_id, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.readers import rejections as R
-from data_prep.tracks import DATASETS, FrameRef
+from data_prep.tracks import DATASETS, FrameRef, Track, TrackTable
 from pipelines.storage import OutputStore
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -171,66 +173,93 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
 
     Videos in :func:`video_order_key` order are packed greedily: a video goes whole into the current shard
     when it fits (at most ``shard_pairs`` pairs per shard), else it starts a new shard; a video with more
-    than ``shard_pairs`` pairs is cut into consecutive pieces of ``shard_pairs`` draws.
+    than ``shard_pairs`` pairs is cut into consecutive pieces of ``shard_pairs`` draws. Vectorised over draws
+    (a Python loop over videos only), so packing millions of pairs holds a few int64 arrays.
     """
     if shard_pairs < 1:
         raise ValueError(f"shard_pairs must be >= 1, got {shard_pairs}")
     if len(plan) == 0:
         return []
-    video_of_track = np.array([t.video for t in plan.tracks], dtype=object)
-    by_video: dict[str, list[int]] = {}
-    for k, ti in enumerate(plan.track_index.tolist()):
-        by_video.setdefault(video_of_track[ti], []).append(k)
-    shards: list[list[int]] = []
-    current: list[int] = []
-    for video in sorted(by_video, key=video_order_key):
-        draws = by_video[video]
-        pieces = [draws[i:i + shard_pairs] for i in range(0, len(draws), shard_pairs)]
-        for piece in pieces:
-            if current and len(current) + len(piece) > shard_pairs:
-                shards.append(current)
-                current = []
-            current = current + piece
-    if current:
-        shards.append(current)
-    return [np.asarray(s, dtype=np.int64) for s in shards]
+    names = plan.video_names()
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=lambda v: video_order_key(names[v]))] = np.arange(len(names))
+    draw_rank = rank[plan.video_of_track[plan.track_index]]
+    order = np.lexsort((np.arange(len(plan), dtype=np.int64), draw_rank))  # by video rank, then draw order
+    sizes = np.bincount(draw_rank, minlength=len(names))
+    bounds: list[int] = []  # positions in `order` where a new shard starts
+    pos = filled = 0
+    for size in sizes[sizes > 0].tolist():
+        for piece in [shard_pairs] * (size // shard_pairs) + ([size % shard_pairs] if size % shard_pairs else []):
+            if filled and filled + piece > shard_pairs:
+                bounds.append(pos)
+                filled = 0
+            filled += piece
+            pos += piece
+    return [np.asarray(s, dtype=np.int64) for s in np.split(order, bounds)]
 
 
 def shard_videos(plan: DatasetPlan, draws: np.ndarray) -> list[VideoWork]:
     """The :class:`VideoWork` items of one shard: per video its distinct frames, crops and pairs.
 
     Frames are in time order (video timestamp, else position in the track); crops keyed
-    ``(track_id, frame_id, role)`` with the source box; pairs in the order of ``draws``.
+    ``(track_id, frame_id, role)`` with the source box; pairs in the order of ``draws``. The shard's frames
+    are gathered from the plan's :class:`~data_prep.tracks.TrackTable` in one go.
     """
+    draws = np.asarray(draws, dtype=np.int64)
+    table = plan.tracks
+    tracks = plan.track_index[draws].astype(np.int64)
+    t_pos = plan.template_index[draws].astype(np.int64)
+    s_pos = plan.search_index[draws].astype(np.int64)
+    base = table.frame_start[tracks]
+    flat, inverse = np.unique(np.concatenate([base + t_pos, base + s_pos]), return_inverse=True)
+    refs = table.frame_refs(flat)
+    boxes = [tuple(b) for b in table.boxes_xyxy[flat].tolist()]
+    n = len(draws)
+    t_ref, s_ref = inverse[:n].tolist(), inverse[n:].tolist()
+    videos, track_ids = table.strings("video", tracks), table.strings("track_id", tracks)
     out: dict[str, VideoWork] = {}
     first_pos: dict[tuple[str, str], tuple[int, int]] = {}
-    for k in draws.tolist():
-        pair = plan.pair(int(k))
-        tr = plan.tracks[int(plan.track_index[k])]
-        work = out.get(pair.video)
+    for j, k in enumerate(draws.tolist()):
+        video, track_id = videos[j], track_ids[j]
+        ti, si = int(t_pos[j]), int(s_pos[j])
+        t_frame, s_frame = refs[t_ref[j]].frame_id, refs[s_ref[j]].frame_id
+        pair = Pair(pair_id(plan.dataset, video, track_id, t_frame, s_frame, k), plan.dataset, video, track_id,
+                    ti, si, t_frame, s_frame, k)
+        work = out.get(video)
         if work is None:
-            work = out[pair.video] = VideoWork(plan.dataset, pair.video)
+            work = out[video] = VideoWork(plan.dataset, video)
         work.pairs.append(pair)
-        for idx, role in ((pair.template_index, TEMPLATE), (pair.search_index, SEARCH)):
-            ref = tr.frames[idx]
+        for idx, u, role in ((ti, t_ref[j], TEMPLATE), (si, s_ref[j], SEARCH)):
+            ref = refs[u]
             work.frames.setdefault(ref.frame_id, ref)
-            work.crops[(tr.track_id, ref.frame_id, role)] = tuple(float(v) for v in tr.boxes_xyxy[idx])
+            work.crops[(track_id, ref.frame_id, role)] = boxes[u]
             ts = ref.timestamp_ms if ref.timestamp_ms is not None else idx
-            prev = first_pos.get((pair.video, ref.frame_id))
-            first_pos[(pair.video, ref.frame_id)] = (ts, idx) if prev is None else min(prev, (ts, idx))
+            prev = first_pos.get((video, ref.frame_id))
+            first_pos[(video, ref.frame_id)] = (ts, idx) if prev is None else min(prev, (ts, idx))
     for work in out.values():
         work.frames = dict(sorted(work.frames.items(), key=lambda kv: (first_pos[(work.video, kv[0])], kv[0])))
     return list(out.values())
 
 
-def plan_digest(plan: DatasetPlan) -> str:
-    """sha256 of a dataset plan: its draw arrays and the identity of every eligible track."""
+def plan_digest(plan: DatasetPlan, chunk: int = 1 << 15) -> str:
+    """sha256 of a dataset plan: its draw arrays and the identity of every eligible track (its key, length,
+    first and last frame ids, boxes), read from the track table ``chunk`` tracks at a time."""
     h = hashlib.sha256()
     for arr in (plan.track_index, plan.template_index, plan.search_index):
         h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
-    for tr in plan.tracks:
-        h.update(f"{tr.key}|{len(tr)}|{tr.frames[0].frame_id}|{tr.frames[-1].frame_id}\n".encode())
-        h.update(np.ascontiguousarray(tr.boxes_xyxy, dtype=np.float64).tobytes())
+    table = plan.tracks
+    fs = table.frame_start
+    boxes = np.ascontiguousarray(table.boxes_xyxy, dtype=np.float64)
+    for a in range(0, table.num_tracks, chunk):
+        b = min(a + chunk, table.num_tracks)
+        idx = np.arange(a, b)
+        videos, track_ids = table.strings("video", idx), table.strings("track_id", idx)
+        firsts = [r.frame_id for r in table.frame_refs(fs[a:b])]
+        lasts = [r.frame_id for r in table.frame_refs(fs[a + 1:b + 1] - 1)]
+        for j, t in enumerate(range(a, b)):
+            h.update(f"{table.dataset}/{videos[j]}/{track_ids[j]}|{fs[t + 1] - fs[t]}|{firsts[j]}|{lasts[j]}\n"
+                     .encode())
+            h.update(boxes[fs[t]:fs[t + 1]].tobytes())
     return h.hexdigest()
 
 
@@ -492,6 +521,21 @@ class _DatasetState:
     shards: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
+def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pairs: int,
+                  shard_pairs: int) -> tuple[DatasetPlan | None, list[np.ndarray], int, int]:
+    """One dataset's listing and plan on the driver: ``(plan or None, shards, tracks, annotated frames)``.
+
+    ``tracks`` (a reader's generator) is consumed one track at a time into a compact
+    :class:`~data_prep.tracks.TrackTable`, so the driver never holds the dataset as Python objects; the plan
+    keeps only the eligible tracks' table, and shards are int64 draw arrays (:func:`pack_shards`).
+    """
+    table = TrackTable.from_tracks(dataset, tracks)
+    if table.num_tracks == 0:
+        return None, [], 0, 0
+    plan = plan_pairs(table, cfg.data, seed, {dataset: num_pairs}).datasets[dataset]
+    return plan, pack_shards(plan, shard_pairs), table.num_tracks, table.num_frames
+
+
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -543,14 +587,10 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     counts = pair_counts(cfg.data, pairs)
     for name, root in roots.items():
         st = states[name] = _DatasetState(name, root)
-        tracks = list(read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {})))
-        st.tracks = len(tracks)
-        st.annotated_frames = sum(len(t) for t in tracks)
         st.requested = int(counts.get(name, 0))
-        if tracks:
-            st.plan = plan_pairs(tracks, cfg.data, seed, {name: st.requested}).datasets[name]
-            st.shards = pack_shards(st.plan, shard_pairs)
-        del tracks
+        tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
+        st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(name, tracks, cfg, seed, st.requested,
+                                                                           shard_pairs)
         say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
             f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
     t_listed = time.perf_counter()

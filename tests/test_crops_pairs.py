@@ -30,7 +30,7 @@ from data_prep.records import (
     side_fields,
     validate_table,
 )
-from data_prep.tracks import FrameRef, Track
+from data_prep.tracks import FrameRef, Track, TrackTable
 from ocean.config import AugmentConfig, DataConfig
 
 MARK = (0, 0, 255)  # pure red in BGR, absent from the grey texture
@@ -244,6 +244,36 @@ def test_plan_counts_and_dataset_independence():
     assert len(override) == 4
     with pytest.raises(KeyError):
         plan_pairs([make_track("ytbb", "y", "0", 3)], data, seed=0)
+
+
+def test_track_table_round_trip_across_chunks_and_plans_like_track_objects():
+    odd = Track("ytbb", "v/1", "7", [FrameRef("1000", path="/a/b/1000.jpg"),
+                                      FrameRef("2000", video="/vids/v1.mp4", timestamp_ms=2000),
+                                      FrameRef("3000", path="rel//x.jpg"), FrameRef("4000", path="noslash.jpg")],
+                np.arange(16.0).reshape(4, 4) + 0.125, [True, False, True, True], (640, 360))
+    tracks = [make_track("ytbb", f"v{i}", str(i % 2), 3 + i) for i in range(5)] + [odd]
+    table = TrackTable.from_tracks("ytbb", iter(tracks), chunk_frames=4)  # several chunks, one track each
+    assert (table.num_tracks, table.num_frames) == (6, 3 + 4 + 5 + 6 + 7 + 4)
+    assert table.frame_start.tolist() == [0, 3, 7, 12, 18, 25, 29]
+    for original, back in zip(tracks, table, strict=True):
+        assert (back.video, back.track_id, back.frames, back.image_size) == (
+            original.video, original.track_id, original.frames, original.image_size)
+        assert np.array_equal(back.boxes_xyxy, original.boxes_xyxy)
+        assert np.array_equal(back.present, original.present)
+    assert table.dirs[-2:] == ["rel//", ""]  # folder + name rebuilds every path exactly
+    assert table.sources == ["/vids/v1.mp4"] and table.timestamp_ms is not None
+    picked = table.take(np.array([5, 0]))
+    assert [t.video for t in picked] == ["v/1", "v0"] and picked[0].frames == odd.frames
+    assert table.take(np.arange(6)) is table
+    plain = TrackTable.from_tracks("got10k", [make_track("got10k", "g", "0", 2)])
+    assert plain.source is None and plain.timestamp_ms is None  # no per-frame arrays for unused fields
+    with pytest.raises(ValueError, match="not in dataset"):
+        TrackTable.from_tracks("vid", tracks)
+    # a plan over the table is the plan over the Track objects
+    a = plan_dataset("ytbb", tracks, 64, frame_range=2, seed=5)
+    b = plan_dataset("ytbb", table, 64, frame_range=2, seed=5)
+    assert [p.pair_id for p in a.pairs()] == [p.pair_id for p in b.pairs()]
+    assert a.video_names() == sorted({t.video for t in tracks}) and a.video_of_track.tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_videos_group_frames_once():

@@ -79,6 +79,21 @@ def test_pack_shards_splits_a_video_larger_than_a_shard():
     assert set(videos[0].frames) == needed  # only the frames this piece needs
 
 
+def test_plan_digest_is_the_per_track_formula_whatever_the_chunk():
+    import hashlib
+
+    from pipelines.prepare import plan_digest
+
+    plan = _plan_of({f"v{i}": 1 + i % 3 for i in range(5)}, pairs_n=30, frames=6)
+    h = hashlib.sha256()
+    for arr in (plan.track_index, plan.template_index, plan.search_index):
+        h.update(arr.astype(np.int64).tobytes())
+    for tr in plan.tracks:  # key | frames | first id | last id, then the boxes (pipelines/prepare.py)
+        h.update(f"{tr.key}|{len(tr)}|{tr.frames[0].frame_id}|{tr.frames[-1].frame_id}\n".encode())
+        h.update(tr.boxes_xyxy.tobytes())
+    assert plan_digest(plan) == plan_digest(plan, chunk=2) == h.hexdigest()
+
+
 def _write_frame(path: Path, box_xyxy, size=(320, 240), fmt=".png") -> None:
     img = np.full((size[1], size[0], 3), BG, np.uint8)
     x1, y1, x2, y2 = (int(v) for v in box_xyxy)
