@@ -83,7 +83,8 @@ def copy_records(files: list[str], copies: int) -> list[str]:
         for f in files:
             table = pq.read_table(f)
             ids = [f"{(int(p[0], 16) + r) % 16:x}{p[1:]}" for p in table.column("pair_id").to_pylist()]
-            table = table.set_column(table.schema.get_field_index("pair_id"), "pair_id", pa.array(ids))
+            field = table.schema.field("pair_id")
+            table = table.set_column(table.schema.get_field_index("pair_id"), field, pa.array(ids, field.type))
             path = f.replace(".parquet", f"-copy{r}.parquet")
             pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
             out.append(path)
@@ -233,10 +234,10 @@ def main() -> int:
         net = build_model(cfg.model)
         opt = build_optimizer(net, cfg.optim, 1)
         net.train()
-        cfg1 = apply_overrides(cfg, ["optim.epochs=1"])
-        feed = pair_stream(index, fs, cfg1, plan, seed=1, rank=0, start=0, prefetch=4)
+        steps = min(args.consumer_steps, pool // args.batch - 1)
+        cfg1 = apply_overrides(cfg, ["optim.epochs=1", f'data.pairs_per_epoch={{"got10k": {(steps + 1) * args.batch}}}'])
+        feed = pair_stream(index, fs, cfg1, plan, seed=1, rank=0, start=0, prefetch=4)  # drained to its end
         wait = total = 0.0
-        steps = min(args.consumer_steps, feed.share(0).steps - 1)
         feed.next(0, 0)  # start-up excluded
         u0 = process_usage()
         for step in range(1, steps + 1):

@@ -60,8 +60,24 @@ from typing import Any
 
 import numpy as np
 
-from ocean import storage
 from ocean.config import AugmentConfig, OceanConfig, from_dict, to_dict
+
+
+class _LazyModule:
+    """A module imported on first attribute access. ``ocean.storage`` imports torch (about 1.5 s and
+    300 MB per process): the Ray Data decode tasks import this module for :func:`read_and_augment` and
+    never need it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+storage = _LazyModule("ocean.storage")
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{:04d}.pt"
@@ -381,10 +397,13 @@ def read_pair_rows(fs, files: list[str] | tuple[str, ...], locations: np.ndarray
             sizes = [pf.metadata.row_group(int(g)).num_rows for g in groups]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         take = starts[np.searchsorted(groups, loc[at, 1])] + loc[at, 2].astype(np.int64)
-        pieces.append(table.take(pa.array(take)))
+        pieces.append(table.take(pa.array(take)).to_pydict())
         order.append(at)
-    table = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
-    batch = {name: table.column(name).to_pylist() for name in table.column_names}
+    back = np.argsort(np.concatenate(order), kind="stable").tolist()  # files may differ in nullability: no concat
+    batch = {}
+    for name in pieces[0]:
+        values = [v for piece in pieces for v in piece[name]]
+        batch[name] = [values[i] for i in back]
     got = pair_keys(batch["pair_id"])
     if not np.array_equal(got, loc[:, 3]):
         raise TrainingDataError(f"pair records changed during the run: expected pair keys "
