@@ -40,6 +40,11 @@ def _box_xyxy(bbox: object) -> tuple[float, float, float, float] | None:
     return x, y, x + w, y + h
 
 
+def _without_segmentation(obj: dict) -> dict:
+    obj.pop("segmentation", None)
+    return obj
+
+
 def read_tracks(
     root: str | Path,
     *,
@@ -62,7 +67,10 @@ def read_tracks(
     if not ann_path.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_path}")
     with open(ann_path, encoding="utf-8") as f:
-        data = json.load(f)
+        # Drop every object's "segmentation" as soon as the parser has built it: the polygons / RLE are most
+        # of the ~450 MB of instances_train2017.json and nothing here uses them, so the peak is the boxes
+        # and image entries rather than the whole document as Python objects (issue 4: bounded memory).
+        data = json.load(f, object_hook=_without_segmentation)
     images = {img["id"]: img for img in data.get("images", []) if isinstance(img, dict) and "id" in img}
     categories = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
     annotations = data.get("annotations", [])
