@@ -1,9 +1,11 @@
 """Preparation job throughput per core vs a bare OpenCV loop, bytes per pair, peak memory per process.
 
-    python benchmarks/prep_throughput.py [--size small] [--pairs 400] [--cpus 4] [--repeats 2] [--data DIR]
+    python benchmarks/prep_throughput.py [--size small] [--pairs 400] [--cpus N] [--repeats 3] [--data DIR]
 
 1. Writes a synthetic set (``data_prep.synthetic.generate``, all six training layouts) unless ``--data``.
-2. Runs the job (:func:`pipelines.prepare.run_prepare`) on a local Ray with ``--cpus`` logical CPUs to a
+2. Runs the job (:func:`pipelines.prepare.run_prepare`) on a local Ray with ``--cpus`` logical CPUs (default:
+   the machine's cores, as Ray itself would; more logical CPUs than cores time-slice the shard tasks and
+   each task's CPU time per frame grows with the cache contention) to a
    fresh folder, ``--pairs`` pairs per dataset. Job frames/s = frames decoded / crop-phase wall time
    (first shard task submitted -> last result; Ray start-up and listing reported separately). Per core =
    divided by ``min(physical cores, --cpus)``, the cores the tasks can actually use.
@@ -183,7 +185,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="an existing `ocean synth` folder")
     ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
     ap.add_argument("--shard-pairs", type=int, default=200)
-    ap.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local Ray")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
+                    help="logical CPUs of the local Ray (default: this machine's cores)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plan-tracks", type=int, default=20000,

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import resource
@@ -411,15 +410,17 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dic
 def parquet_bytes(rows: list[dict]) -> bytes:
     """The shard file: a :data:`data_prep.records.PAIR_SCHEMA` table (validated), JPEG columns uncompressed
     (JPEG does not compress further), other columns zstd, row groups of :data:`ROW_GROUP_ROWS`."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from data_prep.records import PAIR_SCHEMA, build_table
 
     table = build_table(rows) if rows else PAIR_SCHEMA.empty_table()
     compression = {name: ("NONE" if name.endswith("_jpeg") else "ZSTD") for name in PAIR_SCHEMA.names}
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression, row_group_size=ROW_GROUP_ROWS)
-    return buf.getvalue()
+    # an Arrow in-memory sink, not io.BytesIO: the same bytes without a Python call per page (~1 % of a task)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS)
+    return sink.getvalue().to_pybytes()
 
 
 def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -> dict:
