@@ -79,6 +79,28 @@ def test_pack_shards_splits_a_video_larger_than_a_shard():
     assert set(videos[0].frames) == needed  # only the frames this piece needs
 
 
+def test_list_and_plan_streams_tracks_into_a_table_and_plans_like_the_track_list():
+    from pipelines.prepare import list_and_plan
+
+    cfg = smoke()
+    tracks = [Track("got10k", f"v{i}", "0", [FrameRef(f"{j:04d}", path=f"/nowhere/v{i}/{j:04d}.jpg")
+                                            for j in range(5 + i)],
+                    np.tile([10.0, 10.0, 30.0, 40.0], (5 + i, 1)), np.ones(5 + i, bool)) for i in range(4)]
+    consumed = []
+
+    def reader():  # a generator, as the readers are: list_and_plan must not need a list
+        for tr in tracks:
+            consumed.append(tr.video)
+            yield tr
+
+    plan, shards, n_tracks, n_frames = list_and_plan("got10k", reader(), cfg, 3, 30, shard_pairs=8)
+    assert consumed == ["v0", "v1", "v2", "v3"] and (n_tracks, n_frames) == (4, 5 + 6 + 7 + 8)
+    reference = plan_pairs(tracks, cfg.data, 3, {"got10k": 30}).datasets["got10k"]
+    assert [p.pair_id for p in plan.pairs()] == [p.pair_id for p in reference.pairs()]
+    assert [s.tolist() for s in shards] == [s.tolist() for s in pack_shards(reference, 8)]
+    assert list_and_plan("got10k", iter(()), cfg, 3, 30, shard_pairs=8) == (None, [], 0, 0)
+
+
 def test_plan_digest_is_the_per_track_formula_whatever_the_chunk():
     import hashlib
 
