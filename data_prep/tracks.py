@@ -105,8 +105,9 @@ class TrackTable:
     :class:`Track` objects (issue 4: the driver's memory must stay bounded for YouTube-BB / COCO).
 
     A :class:`Track` costs ~350 bytes per frame in Python objects (a :class:`FrameRef` with its own dict and
-    strings) and ~1.5 kB of fixed overhead; here a frame is ~60 bytes: its id and file name in Arrow string
-    arrays, its folder / video file as an index into a de-duplicated list, box and flag in numpy arrays.
+    strings) and ~1.5 kB of fixed overhead; here a frame is ~65 bytes (GOT-10k-like paths): its id and file
+    name in Arrow string arrays, its folder / video file as an index into a de-duplicated list, box and flag
+    in numpy arrays.
     ``Track.meta`` is not kept (nothing downstream of the readers uses it).
 
     Attributes:

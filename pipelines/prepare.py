@@ -4,8 +4,9 @@ What it does (issue 4):
 
 1. **List** every dataset's tracks on the driver with :func:`data_prep.readers.read_tracks` (annotations only;
    a COCO JSON is parsed here once and never shipped to tasks), one dataset at a time, streamed into a
-   compact :class:`data_prep.tracks.TrackTable` (flat arrays, ~60 bytes per annotated frame instead of
-   ~350 as Python objects; :func:`list_and_plan`). Reader rejections are counted and written
+   compact :class:`data_prep.tracks.TrackTable` (flat arrays: ~65 bytes per annotated frame, ~160 bytes of
+   driver RSS, instead of ~350 bytes as Python objects; :func:`list_and_plan`,
+   ``benchmarks/prep_throughput.py``). Reader rejections are counted and written
    to ``OUT/rejects/reader-<dataset>.jsonl``.
 2. **Plan** the pairs with :func:`data_prep.pairs.plan_pairs` (deterministic from the seed; facts §7.4).
 3. **Pack** each dataset's pairs into shards of at most ``shard_pairs`` pairs: the dataset's videos are
