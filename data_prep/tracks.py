@@ -203,19 +203,27 @@ class TrackTable:
                 flush()
                 pending = 0
         flush()
-        lengths = np.concatenate(num_chunks["lengths"])
-        strings = {k: _concat_strings(v) for k, v in str_chunks.items()}
-        source = np.concatenate(num_chunks["source"])
-        timestamp_ms = np.concatenate(num_chunks["timestamp_ms"])
+
+        # one column at a time, dropping its chunks as soon as it is joined: the peak is the table plus one
+        # column's chunks, not twice the table
+        def joined(key: str, empty: np.ndarray) -> np.ndarray:
+            parts = num_chunks.pop(key)
+            return np.concatenate(parts) if parts else empty
+
+        def joined_strings(key: str):
+            return _concat_strings(str_chunks.pop(key))
+
+        lengths = joined("lengths", np.zeros(0, np.int64))
+        source = joined("source", np.zeros(0, np.int32))
+        timestamp_ms = joined("timestamp_ms", np.zeros(0, np.int64))
         return cls(
-            dataset, strings["video"], strings["track_id"],
+            dataset, joined_strings("video"), joined_strings("track_id"),
             np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            np.concatenate(num_chunks["image_size"]).reshape(-1, 2),
-            strings["frame_id"], np.concatenate(num_chunks["path_dir"]), strings["path_name"], list(dir_index),
-            source if source_index else None, list(source_index),
+            joined("image_size", np.zeros((0, 2), np.int32)).reshape(-1, 2),
+            joined_strings("frame_id"), joined("path_dir", np.zeros(0, np.int32)), joined_strings("path_name"),
+            list(dir_index), source if source_index else None, list(source_index),
             None if (timestamp_ms == _NO_TIMESTAMP).all() else timestamp_ms,
-            np.concatenate(num_chunks["boxes"]) if num_chunks["boxes"] else np.zeros((0, 4)),
-            np.concatenate(num_chunks["present"]) if num_chunks["present"] else np.zeros(0, bool),
+            joined("boxes", np.zeros((0, 4))), joined("present", np.zeros(0, bool)),
         )
 
     def take(self, tracks: np.ndarray) -> TrackTable:
