@@ -434,6 +434,8 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
         parts.append({"template": out["template"], "search": out["search"], "search_box": out["search_box"],
                       "search_shift": out["shift"], "valid": out["valid"],
                       "epoch": np.full(len(loc), epoch, np.int64), "pair_key": loc[:, 3].view(np.int64)})
+    if len(parts) == 1:  # the usual case (batch_size=1): no 60 MB copy
+        return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -816,15 +818,16 @@ def _train_loop(config: dict) -> None:
     fs, files = list_pair_files(w.run["data"])
     feed = pair_stream(load_pair_index(fs, files), fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
                        prefetch=int(w.run["prefetch_batches"]), data_cpus=float(w.run.get("data_cpus", 1.0)))
-    for epoch in range(w.start, w.cfg.optim.epochs):
-        lr = w.begin_epoch(epoch)
-        totals = _run_epoch(w, feed, epoch)
-        if totals is None:
-            feed.close()
-            return
-        share = feed.share(epoch)
-        _finish_epoch(w, epoch, _epoch_metrics(w, epoch, lr, totals, share.steps), share.composition)
-    feed.close()
+    try:
+        for epoch in range(w.start, w.cfg.optim.epochs):
+            lr = w.begin_epoch(epoch)
+            totals = _run_epoch(w, feed, epoch)
+            if totals is None:  # diverged: every rank stops here
+                return
+            share = feed.share(epoch)
+            _finish_epoch(w, epoch, _epoch_metrics(w, epoch, lr, totals, share.steps), share.composition)
+    finally:
+        feed.close()  # shut the Ray Data execution down while Ray is still up
 
 
 # --------------------------------------------------------------------------------------------------------
