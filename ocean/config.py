@@ -213,6 +213,23 @@ class OnlineConfig:
     hard_negative_threshold: float = 0.45  # second peak / first peak -- facts §10.2
     target_not_found_threshold: float = 0.0  # no update below this peak -- facts §10.2
     target_neighborhood_scale: float = 2.2  # peak suppression window / target size -- facts §10.2
+    # A second peak above distractor_threshold x peak is a distractor: "hard_negative" when only one of the
+    # two peaks lies within displacement_scale x half the map of the previous position, else "uncertain"
+    # (no update). Official ONLINE.yaml: 100, i.e. never (facts §10.2); DiMP-50: 0.8 (pytracking
+    # parameter/dimp/dimp50.py).
+    distractor_threshold: float = 100.0
+    displacement_scale: float = 0.7  # see distractor_threshold; facts §10.2 (DiMP-50: 0.8)
+    # First-frame samples keep at least this share of the memory weight and are never replaced (pytracking
+    # init_samples_minimum_weight; 0 = off as in the official tracker; DiMP-50 uses 0.25).
+    init_samples_minimum_weight: float = 0.0
+    # No memory update when the Siamese p_cls of the chosen cell (before the window) is below this: the
+    # target is probably hidden (0 = off, official: the score is not used).
+    min_update_score: float = 0.0
+    # No memory update when the online peak lies more than this x sqrt(w h) from the box the Siamese branch
+    # alone (before the fusion) would choose: the branches disagree, so the frame's label is doubtful and
+    # adding it lets the online branch drift with its own errors (DiMP's "uncertain" state, facts §10.2;
+    # 0 = off, official).
+    max_update_offset: float = 0.0
     # Fixed optimiser hyper-parameters (the learned DiMP values are not available, facts §10.3):
     # filter regularisation 0.1 and label sigma 1/4 target size (ATOM / pytracking defaults), target-mask
     # factor 3.0 (facts §10.1 init value).

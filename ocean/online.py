@@ -256,27 +256,54 @@ def steepest_descent_gn(filt: torch.Tensor, feats: torch.Tensor, labels: torch.T
 
 @dataclass
 class Localisation:
-    """DiMP's flag for a score map: ``"normal"``, ``"hard_negative"`` or ``"not_found"`` -- facts §10.2."""
+    """DiMP's flag for a score map -- facts §10.2, pytracking ``DiMP.localize_advanced``:
+
+    ``"normal"``, ``"hard_negative"`` (a second peak above ``hard_negative_threshold`` x peak, or a
+    distractor the displacement test resolves), ``"uncertain"`` (a distractor above ``distractor_threshold``
+    x peak that the displacement test cannot resolve) or ``"not_found"`` (peak below
+    ``target_not_found_threshold``). ``peak_rc`` / ``second_rc``: their (row, col) score cells.
+    """
 
     flag: str
     peak: float
     second_peak: float
+    peak_rc: tuple[int, int] = (0, 0)
+    second_rc: tuple[int, int] | None = None
 
 
-def classify_peaks(scores: np.ndarray, target_cells_wh: tuple[float, float], cfg: OnlineConfig) -> Localisation:
-    """First peak; second peak outside a ``target_neighborhood_scale`` x target-size box around it."""
+def classify_peaks(scores: np.ndarray, target_cells_wh: tuple[float, float], cfg: OnlineConfig,
+                   previous_rc: tuple[float, float] | None = None) -> Localisation:
+    """First peak; second peak outside a ``target_neighborhood_scale`` x target-size box around it.
+
+    ``previous_rc``: the previous target position in score cells (default: the map centre, where the
+    patch is centred) for DiMP's distractor displacement test.
+    """
     r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
     peak = float(scores[r, c])
     if not np.isfinite(peak) or peak < cfg.target_not_found_threshold:
-        return Localisation("not_found", peak, float("nan"))
+        return Localisation("not_found", peak, float("nan"), (int(r), int(c)))
     hw = cfg.target_neighborhood_scale * target_cells_wh[0] / 2
     hh = cfg.target_neighborhood_scale * target_cells_wh[1] / 2
     rest = scores.copy()
     rest[max(0, int(round(r - hh))):int(round(r + hh)) + 1, max(0, int(round(c - hw))):int(round(c + hw)) + 1] = -np.inf
-    second = float(rest.max()) if np.isfinite(rest).any() else float("-inf")
+    if not np.isfinite(rest).any():
+        return Localisation("normal", peak, float("-inf"), (int(r), int(c)))
+    r2, c2 = np.unravel_index(int(np.argmax(rest)), rest.shape)
+    second = float(rest[r2, c2])
+    cells = ((int(r), int(c)), (int(r2), int(c2)))
+    if second > cfg.distractor_threshold * peak:
+        # DiMP: a near-equal second peak; trust the one that stays within displacement_scale x half the map
+        # of the previous position, else the frame is uncertain.
+        prev = np.array(previous_rc if previous_rc is not None else ((scores.shape[0] - 1) / 2,
+                                                                     (scores.shape[1] - 1) / 2))
+        d1 = float(np.hypot(*(np.array(cells[0]) - prev)))
+        d2 = float(np.hypot(*(np.array(cells[1]) - prev)))
+        thr = cfg.displacement_scale * math.sqrt(scores.shape[0] * scores.shape[1]) / 2
+        flag = "hard_negative" if (d1 < thr) != (d2 < thr) else "uncertain"
+        return Localisation(flag, peak, second, *cells)
     flag = "hard_negative" if second > cfg.hard_negative_threshold * peak and second > \
         cfg.target_not_found_threshold else "normal"
-    return Localisation(flag, peak, second)
+    return Localisation(flag, peak, second, *cells)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -312,6 +339,7 @@ class OnlineClassifier:
         self.losses: list[float] = []
         self.updates = 0
         self.optimisations = 0
+        self.skipped: dict[str, int] = {}  # frames without a memory update, by reason (see update)
         self._cache: tuple[torch.Tensor, PatchGeometry] | None = None
 
     # -- weights ------------------------------------------------------------------------------------------
@@ -384,16 +412,34 @@ class OnlineClassifier:
         self.optimisations += 1
 
     def _add_sample(self, feat: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, lr: float) -> None:
-        """DiMP memory: old weights x (1 - lr), the new sample gets lr, replacing the lightest when full."""
+        """DiMP memory: old weights x (1 - lr), the new sample gets lr, replacing the lightest when full.
+
+        With ``init_samples_minimum_weight`` m > 0 (pytracking ``update_sample_weights``) the first frame's
+        samples are never replaced and keep at least m of the total weight between them.
+        """
+        m = self.cfg.init_samples_minimum_weight
         if self._count < self.cfg.memory_size:
             idx = self._count
             self._count += 1
         else:
-            idx = int(torch.argmin(self._mem_w))
+            first = self._num_init if m > 0 else 0
+            idx = first + int(torch.argmin(self._mem_w[first:self._count]))
         self._mem_w[: self._count] *= 1.0 - lr
         self._mem_w[idx] = lr
         self._mem_w[: self._count] /= self._mem_w[: self._count].sum()
+        n0 = self._num_init
+        if m > 0 and float(self._mem_w[:n0].sum()) < m:
+            self._mem_w[n0:self._count] *= (1.0 - m) / self._mem_w[n0:self._count].sum().clamp_min(1e-12)
+            self._mem_w[:n0] = m / n0
         self._mem_x[idx], self._mem_y[idx], self._mem_m[idx] = feat, label, mask
+
+    def cell_to_image(self, cell_rc: tuple[float, float], geom: PatchGeometry, feat_hw: tuple[int, int]) -> np.ndarray:
+        """Score cell (row, col) -> image (x, y): the inverse of :meth:`_score_cell` and ``geom.to_patch``."""
+        k, p = self.cfg.filter_size, self.cfg.sample_size
+        hf, wf = feat_hw
+        q = np.array([cell_rc[1], cell_rc[0]], np.float64) - k // 2 + (k - 1) / 2
+        u = (q + 0.5) * np.array([p / wf, p / hf]) - 0.5
+        return geom.center_xy + geom.scale * geom.matrix @ (u - (p / 2 - 0.5))
 
     # -- OnlineModule -------------------------------------------------------------------------------------
 
@@ -464,6 +510,8 @@ class OnlineClassifier:
         self._mem_x[:n], self._mem_y[:n], self._mem_m[:n] = feats, y, m
         self._mem_w[:n] = 1.0 / n
         self._count = n
+        self._num_init = n
+        self.skipped = {}
         # Filter init: roi_align of the target box (torchvision) averaged over samples, then the
         # least-squares scalar a = <s, y> / <s, s>.
         boxes = torch.tensor(rois, dtype=feats.dtype, device=feats.device)
@@ -522,7 +570,12 @@ class OnlineClassifier:
     def update(self, image_bgr_uint8: np.ndarray, state: Any, box_xywh: np.ndarray, score: float) -> None:
         """Add this frame to the memory with a label on ``box_xywh`` and optimise when due (facts §10.2).
 
-        ``score`` (the Siamese p_cls) is not used for the decision, as in the official code.
+        ``score``: the Siamese ``p_cls`` of the chosen cell (before the window). No sample is added when the
+        online map says ``"not_found"`` / ``"uncertain"`` (DiMP, facts §10.2) and, when enabled, when
+        ``score < min_update_score`` or the online peak lies more than ``max_update_offset`` x sqrt(wh)
+        from where the Siamese branch alone would have put the target (``state.siamese_xy``, set by the
+        tracker; the box centre when absent) -- the two branches disagree, so the label is doubtful
+        (``last_flag`` ``"uncertain"``, the reason counted in ``skipped``).
         """
         cfg = self.cfg
         if self._cache is None:  # score() not called for this frame
@@ -535,7 +588,20 @@ class OnlineClassifier:
         loc = classify_peaks(self.last_scores, (box[2] * cells_per_px, box[3] * cells_per_px), cfg)
         self.last_flag = loc.flag
         self._frames_since_opt += 1
-        if loc.flag == "not_found":
+        reason = loc.flag if loc.flag in ("not_found", "uncertain") else None
+        if reason is None and cfg.min_update_score > 0 and not score >= cfg.min_update_score:
+            reason = "low_score"
+        if reason is None and cfg.max_update_offset > 0:
+            peak_xy = self.cell_to_image(loc.peak_rc, geom, (hf, wf))
+            siamese_xy = getattr(state, "siamese_xy", None)
+            ref_xy = box[:2] + box[2:] / 2 if siamese_xy is None else np.asarray(siamese_xy, np.float64)
+            offset = np.hypot(*(peak_xy - ref_xy)) / math.sqrt(max(box[2] * box[3], 1.0))
+            if offset > cfg.max_update_offset:
+                reason = "disagree"
+        if reason is not None:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            if reason not in ("not_found", "uncertain"):
+                self.last_flag = "uncertain"
             return
         hard = loc.flag == "hard_negative"
         label, mask = self._label_and_mask(geom, box, (hf, wf), tuple(self._mem_y.shape[-2:]))

@@ -63,6 +63,9 @@ class TrackState:
     search_size: int  # S, fixed for the video (facts §9.1)
     avg_chans: np.ndarray  # (3,) BGR padding colour from the first frame (facts §9.1, §13.3 item 9)
     frame: int = 0  # frames seen, the init frame being 0
+    # (2,) image centre (x, y) of the box the Siamese branch alone (before the online fusion) would choose
+    # this frame; None without an online module. Read by the online update gate (ocean.online).
+    siamese_xy: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,6 +306,10 @@ class OceanTracker:
         pscore = penalty * p_cls
         pscore = pscore * (1.0 - cfg.window_influence) + self._window * cfg.window_influence
         if self.online is not None:
+            r0, c0 = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(pscore), pscore, -np.inf))),
+                                      pscore.shape)
+            st.siamese_xy = st.center_xy + (np.array([(x1[r0, c0] + x2[r0, c0]) / 2,
+                                                      (y1[r0, c0] + y2[r0, c0]) / 2]) - S // 2) / scale_z
             online_map = np.asarray(self.online.score(image_bgr_uint8, st), dtype=np.float64)
             if online_map.shape != (n, n):  # bicubic onto the Siamese grid -- facts §10.2
                 online_map = cv2.resize(online_map, (n, n), interpolation=cv2.INTER_CUBIC)
