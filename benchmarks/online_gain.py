@@ -21,6 +21,7 @@ peak and the online module's flag of every frame for diagnosis.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -82,13 +83,21 @@ class Recorder:
         return out
 
 
-def run_variant(net, cfg, seqs, images, label: str = "") -> list[dict]:
+def run_variant(net, cfg, seqs, images, label: str = "", presets: bool = False) -> list[dict]:
+    """One-pass runs of every sequence; with ``presets`` the benchmark's tracker preset (facts §9.3,
+    ``ocean.config.TRACKER_PRESETS``, as the evaluation job applies it) replaces the tracker
+    hyper-parameters, with ``use_align`` off (the online branch is never combined with p_o, facts §4.3)."""
     from ocean.benchmarks.metrics import ope_ious, ope_sequence
+    from ocean.config import TRACKER_PRESETS
     from ocean.tracker import OceanTracker
 
     rows = []
     for seq, frames in zip(seqs, images, strict=True):
-        rec = Recorder(OceanTracker(net, cfg))
+        seq_cfg = cfg
+        if presets:
+            key = {"vot": "vot2018"}.get(seq.benchmark, seq.benchmark)
+            seq_cfg = dataclasses.replace(cfg, **{**TRACKER_PRESETS[key], "use_align": False})
+        rec = Recorder(OceanTracker(net, seq_cfg))
         boxes = np.zeros((len(frames), 4))
         scores = np.full(len(frames), np.nan)
         rec.init(frames[0], seq.init_box_xywh.copy())
@@ -116,6 +125,8 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME:tracker.k=v,... online variant (repeatable); default one variant 'online'")
     ap.add_argument("--tie", type=float, default=0.005, help="|AUC difference| counted as unchanged (0.005)")
+    ap.add_argument("--presets", action="store_true",
+                    help="run each sequence with its benchmark's tracker preset (facts §9.3), use_align off")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--offline-json", help="take the offline AUCs from this earlier --json summary (same "
                     "checkpoint, data and tracker section) instead of running the offline tracker again")
@@ -149,7 +160,7 @@ def main() -> int:
         results["offline"] = [{"sequence": n, "auc": a} for n, a in
                               zip(earlier["sequences"], earlier["variants"]["offline"]["auc"], strict=True)]
         del configs["offline"]
-    results.update({name: run_variant(net, cfg, seqs, images, name) for name, cfg in configs.items()})
+    results.update({name: run_variant(net, cfg, seqs, images, name, args.presets) for name, cfg in configs.items()})
     names = list(results)
     elapsed = time.perf_counter() - t0
 

@@ -12,7 +12,12 @@ choice, on synthetic 640x480 frames with a moving textured target (S = 255):
 Offline and online trackers run interleaved frame by frame so that load from other processes hits both.
 
     python benchmarks/online_speed.py [--frames 31] [--threads 2] [--presets paper,smoke]
-        [--features layer2,layeronline] [--json out.json]
+        [--features layer2,layeronline] [--flush-denormal] [--json out.json]
+
+``--flush-denormal`` sets ``torch.set_flush_denormal(True)``: with the trained smoke checkpoint subnormal
+activations made the Siamese net alone ~20x slower per frame on this x86 CPU (0.23 s vs 0.012 s, see
+benchmarks/online_gain.py); off by default so the numbers stay comparable with benchmarks/tracker_speed.py.
+The header gives the 1-minute load average: other processes make the timings noisy.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -85,13 +91,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--presets", default="paper,smoke")
     ap.add_argument("--features", default="layer2,layeronline", help="online feature choices to time")
+    ap.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
     rows = [measure(p, f, args.frames) for p in args.presets.split(",") for f in args.features.split(",")]
     print(f"Online module time per frame, CPU ({platform.processor() or platform.machine()}, "
           f"{args.threads} threads, torch {torch.__version__}), {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{platform.node()}; S = 255, 640x480 frames, median ms\n")
+          f"{platform.node()}, load average {os.getloadavg()[0]:.1f}"
+          f"{', denormals flushed' if args.flush_denormal else ''}; S = 255, 640x480 frames, median ms\n")
     print("| preset | features | offline | online | added | plain frame | update frame (n) | init s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -264,3 +264,63 @@ def test_online_fusion_follows_target_the_siamese_head_ignores():
     # because the centre-biased head pulls back
     assert abs(b_on[0] - boxes[9][0]) < 2 * 8 * 80 / 127
     assert on.online.updates == 9
+
+
+def test_init_samples_minimum_weight_keeps_first_frame_share():
+    # 20 init samples (weight 1/20 each), lr 0.5, m = 0.25 (DiMP-50, pytracking init_samples_minimum_weight):
+    # update 1: init 0.5, s1 0.5; update 2: init 0.25, s1 0.25, s2 0.5; update 3 (unclamped): init 0.125,
+    # s1 0.125, s2 0.25, s3 0.5 -> init below 0.25: the others (0.875) are scaled to 0.75 and init set to 0.25.
+    frames, boxes = _scene(n=4)
+    oc = OnlineClassifier(FixedBoxNet(), dataclasses.replace(FAST, learning_rate=0.5,
+                                                             init_samples_minimum_weight=0.25))
+    oc.init(frames[0], boxes[0])
+    state = TrackState(center_xy=boxes[0][:2] + 20, size_wh=np.array([40.0, 40.0]), image_wh=(320, 240),
+                       search_size=255, avg_chans=np.zeros(3))
+    for f in range(1, 4):
+        oc.score(frames[f], state)
+        oc.update(frames[f], state, boxes[f], 1.0)
+        state.center_xy = boxes[f][:2] + 20
+    w = oc._mem_w[:23].double().numpy()
+    np.testing.assert_allclose(w[:20], 0.25 / 20, rtol=1e-5)
+    np.testing.assert_allclose(w[20:], [0.125 * 0.75 / 0.875, 0.25 * 0.75 / 0.875, 0.5 * 0.75 / 0.875], rtol=1e-5)
+
+
+def test_update_gates_skip_doubtful_frames():
+    frames, boxes = _scene(n=2)
+    cfg = dataclasses.replace(FAST, min_update_score=0.5, max_update_offset=1.0)
+    oc = OnlineClassifier(FixedBoxNet(), cfg)
+    oc.init(frames[0], boxes[0])
+    target = boxes[1][:2] + 20  # (123, 110)
+    state = TrackState(center_xy=target.copy(), size_wh=np.array([40.0, 40.0]), image_wh=(320, 240),
+                       search_size=255, avg_chans=np.zeros(3))
+    n0 = oc._count
+    # Siamese score 0.3 < 0.5: the target is probably hidden -> no sample
+    oc.score(frames[1], state)
+    oc.update(frames[1], state, boxes[1], 0.3)
+    assert (oc._count, oc.skipped, oc.last_flag) == (n0, {"low_score": 1}, "uncertain")
+    # The Siamese branch alone would have chosen the distractor (centre (220, 140)): 101 px from the online
+    # peak on the target = 2.5 target sizes > 1.0 -> the branches disagree, no sample
+    state.siamese_xy = np.array([220.0, 140.0])
+    oc.score(frames[1], state)
+    oc.update(frames[1], state, boxes[1], 0.9)
+    assert oc._count == n0 and oc.skipped == {"low_score": 1, "disagree": 1}
+    # Both branches on the target -> the sample is added
+    state.siamese_xy = target.copy()
+    oc.score(frames[1], state)
+    oc.update(frames[1], state, boxes[1], 0.9)
+    assert oc._count == n0 + 1 and oc.updates == 1 and oc.last_flag == "normal"
+
+
+def test_classify_peaks_distractor_displacement_rule():
+    # DiMP-50 rule (distractor_threshold 0.8, displacement_scale 0.8): on a 14 x 14 map the threshold is
+    # 0.8 * sqrt(14 * 14) / 2 = 5.6 cells from the previous position (the map centre 6.5, 6.5).
+    cfg = dataclasses.replace(OnlineConfig(), distractor_threshold=0.8, displacement_scale=0.8)
+    m = np.zeros((14, 14))
+    m[7, 7] = 1.0
+    m[7, 13] = 0.9  # 6.5 cells from the centre: only the first peak is near -> hard negative
+    assert classify_peaks(m, (2.0, 2.0), cfg).flag == "hard_negative"
+    m[7, 13], m[6, 10] = 0.0, 0.9  # 3.5 cells away: both near -> uncertain (no update)
+    loc = classify_peaks(m, (2.0, 2.0), cfg)
+    assert (loc.flag, loc.peak_rc, loc.second_rc) == ("uncertain", (7, 7), (6, 10))
+    # the official value (100) never calls a second peak a distractor: 0.9 > 0.45 -> hard negative
+    assert classify_peaks(m, (2.0, 2.0), OnlineConfig()).flag == "hard_negative"
