@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -264,11 +265,16 @@ class PairIndex:
     row: np.ndarray
     unit: np.ndarray
 
+    @functools.cached_property
+    def _key_order(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.keys, kind="stable")
+        return order, self.keys[order]
+
     def positions(self, keys: np.ndarray) -> np.ndarray:
         """``(M,)`` int64 positions in the index of ``keys`` (all present; a duplicated key maps to its first
         occurrence)."""
-        order = np.argsort(self.keys, kind="stable")
-        at = np.searchsorted(self.keys[order], np.asarray(keys, dtype=np.uint64))
+        order, sorted_keys = self._key_order
+        at = np.searchsorted(sorted_keys, np.asarray(keys, dtype=np.uint64))
         pos = order[np.minimum(at, len(order) - 1)]
         if len(pos) and not np.array_equal(self.keys[pos], np.asarray(keys, dtype=np.uint64)):
             raise TrainingDataError("epoch selection names pairs the index does not have")
