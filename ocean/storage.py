@@ -12,8 +12,10 @@ import io
 import os
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported only where a tensor is (de)serialised: data tasks stay light
+    import torch
 
 
 def is_uri(path: str) -> bool:
@@ -95,10 +97,15 @@ def exists(uri: str) -> bool:
 
 def load_torch(uri: str, map_location: str | torch.device = "cpu"):
     """``torch.load(..., weights_only=True)`` from a path or URI (never downloads over http)."""
+    import torch
+
     return torch.load(io.BytesIO(read_bytes(uri)), map_location=map_location, weights_only=True)
 
 
 def save_torch(obj, uri: str) -> None:
+    """``torch.save`` to a path or URI (written whole, so a reader never sees half a file)."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(uri, buf.getvalue())
