@@ -31,6 +31,13 @@ What it is (facts §10.1, §10.2), and where it departs from the official code:
   tracker's final box enter the memory (cap 250) with weight 0.0075, or 0.02 on a hard negative (second
   peak > 0.45 x first peak outside 2.2 target sizes); 3 GN iterations every 10th frame and on hard
   negatives; nothing when the peak is below 0 ("not found").
+* **Optional update gates** (all off by default, the official behaviour): DiMP's distractor rule
+  (``distractor_threshold``, a near-equal second peak -> "uncertain", no update), a first-frame share of
+  the memory weight (``init_samples_minimum_weight``), no update when the Siamese score is low
+  (``min_update_score``) or when the online peak is far from the Siamese-only choice
+  (``max_update_offset``, ``TrackState.siamese_xy``); skipped frames are counted in ``skipped``. With the
+  trained smoke checkpoint on held-out synthetic sequences the ungated official module already improves
+  success AUC, and none of these gates improved it further on the tuning seeds (benchmarks/online_gain.py).
 
 Meta-training of the DiMP initializer / optimiser is not implemented (facts §10.3: the official repo has no
 training script for it either); pretrained ``layeronline.*`` / ``projection.*`` weights can be loaded.
