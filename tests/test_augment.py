@@ -241,3 +241,17 @@ def test_augment_pairs_bad_jpeg_row_is_flagged_not_fatal():
 def test_augment_pairs_refuses_too_small_stored_crops():
     with pytest.raises(ValueError, match="search_side"):
         augment_pairs(_batch(), AugmentConfig(search_shift=100.0), seed=0)
+
+
+@pytest.mark.parametrize("hue", [0.3, -0.45, 0.999, -0.999, 1.25, -2.1])
+def test_hue_step_wraps_like_a_float32_modulo(hue):
+    """The hue step works on a split hue plane with one conditional wrap; it must equal the plain float32
+    ``(h + 360 hue) mod 360`` on the HSV image, for shifts near and beyond a whole turn."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_RGB2HSV)
+    turns = hue if abs(hue) < 1 else float(np.fmod(hue, 1.0))
+    hsv[..., 0] = (hsv[..., 0] + np.float32(360.0 * turns)) % np.float32(360.0)
+    want = cv2.convertScaleAbs(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), alpha=255.0)
+    got = color_jitter(image, SideParams((0, 0), (1, 1), hue=hue, order=(3, 0, 1, 2)))
+    np.testing.assert_array_equal(got, want)
