@@ -179,11 +179,13 @@ def main() -> int:
         table = pq.read_table(base[0])
         batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v)
                  for k, v in table.to_pydict().items()}
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = augment_pairs(batch, AugmentConfig(), 1)
-        bare = len(out["valid"]) / (time.perf_counter() - t0)
-        bare_cpu = len(out["valid"]) / (time.process_time() - c0)
-        rows_out.append(("bare augment_pairs loop, 1 thread", "", f"{bare:.0f}", f"{bare:.0f}",
+        bare = bare_cpu = 0.0
+        for _ in range(3):  # best of 3: the first pass also pays for cold caches
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = augment_pairs(batch, AugmentConfig(), 1)
+            bare = max(bare, len(out["valid"]) / (time.perf_counter() - t0))
+            bare_cpu = max(bare_cpu, len(out["valid"]) / (time.process_time() - c0))
+        rows_out.append(("bare augment_pairs loop, 1 thread, best of 3", "", f"{bare:.0f}", f"{bare:.0f}",
                          f"{bare_cpu:.0f}", "", ""))
         cv2.setNumThreads(0)
 
