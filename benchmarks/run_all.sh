@@ -12,11 +12,15 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
     "benchmarks/model_speed.py --repeats 5" \
     "benchmarks/tracker_speed.py --runs 20" \
     "benchmarks/crop_bytes.py" \
-    "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 2" \
-    "benchmarks/train_input.py" \
+    "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 3" \
+    "benchmarks/prep_throughput.py --size small --pairs 2000 --shard-pairs 200 --repeats 3 --plan-tracks 0" \
+    "benchmarks/train_input.py --epochs 5 --copies 8" \
     "benchmarks/eval_scaling.py --size small --repeats 2" \
-    "benchmarks/online_speed.py --presets smoke --frames 21"; do
+    "benchmarks/online_speed.py --presets paper,smoke --frames 31"; do
     echo; echo "## python $cmd   (load $(cut -d' ' -f1-3 /proc/loadavg))"
     timeout 1200 $PY $cmd 2>&1 | grep -v "^\(WARNING\|INFO\|(raylet)\)" | tail -40
   done
 } | tee "$log"
+# The online module's AUC gain needs a trained checkpoint (e.g. the quickstart's) and held-out synthetic sets:
+#   ocean synth --out /tmp/s21 --seed 21 --size small
+#   python benchmarks/online_gain.py --checkpoint ocean-work/runs/checkpoints/epoch-0005.pt --data /tmp/s21
