@@ -79,6 +79,27 @@ def test_lasot_one_based_boxes_and_flags(tmp_path: Path) -> None:
     assert t.video == "cat/cat-3" and t.meta["nlp"] == "a cat" and t.meta["class"] == "cat"
 
 
+@pytest.mark.parametrize("name", ["got10k", "lasot"])
+def test_missing_and_empty_groundtruth_are_rejected_not_fatal(tmp_path: Path, name: str) -> None:
+    if name == "got10k":
+        seqs = [tmp_path / "train" / f"GOT-10k_Train_00000{i}" for i in (1, 2, 3)]
+        (tmp_path / "train").mkdir()
+        (tmp_path / "train" / "list.txt").write_text("".join(f"{s.name}\n" for s in seqs))
+    else:
+        seqs = [tmp_path / "cat" / f"cat-{i}" for i in (1, 2, 3)]
+    for s in seqs:
+        _touch(s / ("" if name == "got10k" else "img") / "00000001.jpg")
+    (seqs[1] / "groundtruth.txt").write_text("\n\n")  # blank lines only: empty
+    (seqs[2] / "groundtruth.txt").write_text("1,2,3,4\n")
+    log = RejectionLog()
+    tracks = list(read_tracks(name, tmp_path, on_reject=log))
+    assert [t.video.split("/")[-1] for t in tracks] == [seqs[2].name]
+    assert log.by_reason() == {R.EMPTY_SEQUENCE: 1, R.MISSING_ANNOTATION: 1}
+    sources = {r.reason: r.source for r in log.items}
+    assert sources[R.MISSING_ANNOTATION] == str(seqs[0] / "groundtruth.txt")
+    assert sources[R.EMPTY_SEQUENCE] == str(seqs[1])
+
+
 def _xml(objs: list[tuple[int, tuple[int, int, int, int]]]) -> str:
     body = "".join(
         f"<object><trackid>{tid}</trackid><name>n1</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"

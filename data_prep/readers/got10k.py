@@ -30,6 +30,7 @@ from data_prep.readers.text_annotations import (
     parse_flags,
     parse_meta_info,
     parse_resolution,
+    read_groundtruth,
     read_lines,
 )
 from data_prep.tracks import FrameRef, Rejection, Track
@@ -58,12 +59,8 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
         return None
     names = {e.name for e in seq_dir.iterdir()} if check_images else None
     gt_path = seq_dir / "groundtruth.txt"
-    if not gt_path.is_file():
-        reject(R.MISSING_ANNOTATION, gt_path, "no groundtruth.txt")
-        return None
-    lines = read_lines(gt_path)
-    if not lines:
-        reject(R.EMPTY_SEQUENCE, seq_dir, "groundtruth.txt is empty")
+    lines = read_groundtruth(seq_dir, reject)
+    if lines is None:
         return None
     meta: dict = {}
     absence_path = seq_dir / "absence.label"

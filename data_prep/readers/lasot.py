@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.readers import rejections as R
-from data_prep.readers.text_annotations import parse_box_xywh, parse_flags, read_lines
+from data_prep.readers.text_annotations import parse_box_xywh, parse_flags, read_groundtruth, read_lines
 from data_prep.tracks import FrameRef, Rejection, Track
 
 DATASET = "lasot"
@@ -38,12 +38,8 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
     """One LaSOT sequence folder as a :class:`Track`, or None when nothing usable is left."""
     reject = lambda reason, src, detail="": on_reject(Rejection(DATASET, reason, str(src), detail))  # noqa: E731
     gt_path = seq_dir / "groundtruth.txt"
-    if not gt_path.is_file():
-        reject(R.MISSING_ANNOTATION, gt_path, "no groundtruth.txt")
-        return None
-    lines = read_lines(gt_path)
-    if not lines:
-        reject(R.EMPTY_SEQUENCE, seq_dir, "groundtruth.txt is empty")
+    lines = read_groundtruth(seq_dir, reject)
+    if lines is None:
         return None
     meta: dict = {"class": seq_dir.parent.name}
     absent = np.zeros(len(lines), dtype=bool)

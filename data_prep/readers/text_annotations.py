@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from data_prep.readers import rejections as R
+
 _SEP = re.compile(r"[,\s]+")
 
 
@@ -17,6 +19,20 @@ def read_lines(path: Path) -> list[str]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
+    return lines
+
+
+def read_groundtruth(seq_dir: Path, reject) -> list[str] | None:
+    """The lines of ``seq_dir/groundtruth.txt`` (GOT-10k and LaSOT, formats.md), or None after calling
+    ``reject(reason, source, detail)`` with ``missing_annotation`` (no file) or ``empty_sequence`` (no lines)."""
+    gt_path = seq_dir / "groundtruth.txt"
+    if not gt_path.is_file():
+        reject(R.MISSING_ANNOTATION, gt_path, "no groundtruth.txt")
+        return None
+    lines = read_lines(gt_path)
+    if not lines:
+        reject(R.EMPTY_SEQUENCE, seq_dir, "groundtruth.txt is empty")
+        return None
     return lines
 
 
