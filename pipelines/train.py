@@ -61,24 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from ocean import storage  # no torch at import: the Ray Data decode tasks import this module
 from ocean.config import AugmentConfig, OceanConfig, from_dict, to_dict
-
-
-class _LazyModule:
-    """A module imported on first attribute access. ``ocean.storage`` imports torch (about 1.5 s and
-    300 MB per process): the Ray Data decode tasks import this module for :func:`read_and_augment` and
-    never need it."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr: str):
-        import importlib
-
-        return getattr(importlib.import_module(self._name), attr)
-
-
-storage = _LazyModule("ocean.storage")
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{:04d}.pt"
