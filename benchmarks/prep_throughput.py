@@ -48,7 +48,7 @@ from data_prep.crops import crop511, crop_geometry
 from data_prep.readers import read_tracks
 from data_prep.records import bytes_per_pair
 from ocean.config import smoke
-from pipelines.prepare import CropSettings, list_and_plan, run_prepare, shard_videos
+from pipelines.prepare import CropSettings, list_and_plan, run_prepare
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
@@ -72,7 +72,7 @@ def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
     for name in NAMES:
         plan, shards, _, _ = list_and_plan(name, read_tracks(name, data / name), cfg, seed, pairs, shard_pairs)
         for draws in shards:
-            for work in shard_videos(plan, draws):
+            for work in plan.videos(draws):
                 by_frame: dict[str, list] = {}
                 for (_, frame_id, role), box in work.crops.items():
                     by_frame.setdefault(frame_id, []).append((box, settings.side(role)))
@@ -143,7 +143,7 @@ def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int) -> None:
     start = rss_mb()  # after the imports: the peak below is what listing + planning add
     t0 = time.perf_counter()
     plan, shards, tracks, frames = list_and_plan(kind, synthetic_tracks(kind, n), smoke(), 0, pairs, shard_pairs)
-    videos = sum(len(shard_videos(plan, d)) for d in shards)  # every shard's task input, built and dropped
+    videos = sum(len(plan.videos(d)) for d in shards)  # every shard's task input, built and dropped
     gc.collect()
     print(json.dumps({"kind": kind, "tracks": tracks, "frames": frames, "pairs": len(plan), "shards": len(shards),
                       "videos": videos, "seconds": time.perf_counter() - t0, "held_mb": rss_mb() - start,

@@ -135,51 +135,53 @@ class DatasetPlan:
         for k in range(len(self)):
             yield self.pair(k)
 
-    def videos(self) -> list[VideoWork]:
-        """The plan grouped by video (videos in id order; frames, crops in time order; pairs in draw order)."""
-        order = np.argsort(self.track_index, kind="stable")
-        out: list[VideoWork] = []
-        current: VideoWork | None = None
-        needed: dict[str, set[int]] = {}
-        by_track: dict[str, Track] = {}
-        for k in order:
-            t = int(self.track_index[k])
-            video = self.tracks.video[t].as_py()
-            if current is None or current.video != video:
-                if current is not None:
-                    _fill_frames(current, needed, by_track)
-                current = VideoWork(self.dataset, video)
-                out.append(current)
-                needed, by_track = {}, {}
-            pr = self.pair(int(k))
-            current.pairs.append(pr)
-            if pr.track_id not in by_track:
-                by_track[pr.track_id] = self.tracks[t]
-            needed.setdefault(pr.track_id, set()).update((pr.template_index, -1 - pr.search_index))
-        if current is not None:
-            _fill_frames(current, needed, by_track)
-        for work in out:
-            work.pairs.sort(key=lambda p: p.draw)
-        return out
+    def videos(self, draws: np.ndarray | None = None) -> list[VideoWork]:
+        """Draws grouped by video: per video its distinct frames, crops and pairs (one shard's task input).
 
+        Args:
+            draws: ``(M,)`` draw numbers (one shard, :func:`pipelines.prepare.pack_shards`); None = the
+                whole plan, videos in id order.
 
-def _fill_frames(work: VideoWork, needed: dict[str, set[int]], by_track: dict[str, Track]) -> None:
-    # needed holds template positions as i >= 0 and search positions as -1 - i
-    entries: list[tuple[int, str, str, str]] = []
-    for track_id, codes in needed.items():
-        tr = by_track[track_id]
-        for code in codes:
-            idx, role = (code, TEMPLATE) if code >= 0 else (-1 - code, SEARCH)
-            ref = tr.frames[idx]
-            work.frames.setdefault(ref.frame_id, ref)
-            work.crops[(track_id, ref.frame_id, role)] = tuple(float(v) for v in tr.boxes_xyxy[idx])
-            entries.append((idx, ref.frame_id, track_id, role))
-    # time order of frames: by position in their track (tracks of one video share the time line)
-    first_pos: dict[str, int] = {}
-    for idx, frame_id, _, _ in entries:
-        first_pos[frame_id] = min(idx, first_pos.get(frame_id, idx))
-    work.frames = dict(sorted(work.frames.items(), key=lambda kv: (first_pos[kv[0]], kv[0])))
-    work.crops = dict(sorted(work.crops.items(), key=lambda kv: (first_pos[kv[0][1]], kv[0])))
+        Frames are in time order (video timestamp, else position in the track); crops keyed
+        ``(track_id, frame_id, role)`` with the source box; pairs in the order of ``draws`` (draw order
+        within a video when ``draws`` is None). The frames are gathered from :attr:`tracks` in one go.
+        """
+        if draws is None:
+            draws = np.argsort(self.video_of_track[self.track_index], kind="stable")
+        draws = np.asarray(draws, dtype=np.int64)
+        table = self.tracks
+        tracks = self.track_index[draws].astype(np.int64)
+        t_pos = self.template_index[draws].astype(np.int64)
+        s_pos = self.search_index[draws].astype(np.int64)
+        base = table.frame_start[tracks]
+        flat, inverse = np.unique(np.concatenate([base + t_pos, base + s_pos]), return_inverse=True)
+        refs = table.frame_refs(flat)
+        boxes = [tuple(b) for b in table.boxes_xyxy[flat].tolist()]
+        n = len(draws)
+        t_ref, s_ref = inverse[:n].tolist(), inverse[n:].tolist()
+        videos, track_ids = table.strings("video", tracks), table.strings("track_id", tracks)
+        out: dict[str, VideoWork] = {}
+        first_pos: dict[tuple[str, str], tuple[int, int]] = {}
+        for j, k in enumerate(draws.tolist()):
+            video, track_id = videos[j], track_ids[j]
+            ti, si = int(t_pos[j]), int(s_pos[j])
+            t_frame, s_frame = refs[t_ref[j]].frame_id, refs[s_ref[j]].frame_id
+            pair = Pair(pair_id(self.dataset, video, track_id, t_frame, s_frame, k), self.dataset, video,
+                        track_id, ti, si, t_frame, s_frame, k)
+            work = out.get(video)
+            if work is None:
+                work = out[video] = VideoWork(self.dataset, video)
+            work.pairs.append(pair)
+            for idx, u, role in ((ti, t_ref[j], TEMPLATE), (si, s_ref[j], SEARCH)):
+                ref = refs[u]
+                work.frames.setdefault(ref.frame_id, ref)
+                work.crops[(track_id, ref.frame_id, role)] = boxes[u]
+                ts = ref.timestamp_ms if ref.timestamp_ms is not None else idx
+                prev = first_pos.get((video, ref.frame_id))
+                first_pos[(video, ref.frame_id)] = (ts, idx) if prev is None else min(prev, (ts, idx))
+        for work in out.values():
+            work.frames = dict(sorted(work.frames.items(), key=lambda kv: (first_pos[(work.video, kv[0])], kv[0])))
+        return list(out.values())
 
 
 def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: int, frame_range: int,

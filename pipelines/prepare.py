@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, Pair, VideoWork, pair_counts, pair_id, plan_pairs
+from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork, pair_counts, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.readers import rejections as R
 from data_prep.tracks import DATASETS, FrameRef, Track, TrackTable
@@ -196,49 +196,6 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
             filled += piece
             pos += piece
     return [np.asarray(s, dtype=np.int64) for s in np.split(order, bounds)]
-
-
-def shard_videos(plan: DatasetPlan, draws: np.ndarray) -> list[VideoWork]:
-    """The :class:`VideoWork` items of one shard: per video its distinct frames, crops and pairs.
-
-    Frames are in time order (video timestamp, else position in the track); crops keyed
-    ``(track_id, frame_id, role)`` with the source box; pairs in the order of ``draws``. The shard's frames
-    are gathered from the plan's :class:`~data_prep.tracks.TrackTable` in one go.
-    """
-    draws = np.asarray(draws, dtype=np.int64)
-    table = plan.tracks
-    tracks = plan.track_index[draws].astype(np.int64)
-    t_pos = plan.template_index[draws].astype(np.int64)
-    s_pos = plan.search_index[draws].astype(np.int64)
-    base = table.frame_start[tracks]
-    flat, inverse = np.unique(np.concatenate([base + t_pos, base + s_pos]), return_inverse=True)
-    refs = table.frame_refs(flat)
-    boxes = [tuple(b) for b in table.boxes_xyxy[flat].tolist()]
-    n = len(draws)
-    t_ref, s_ref = inverse[:n].tolist(), inverse[n:].tolist()
-    videos, track_ids = table.strings("video", tracks), table.strings("track_id", tracks)
-    out: dict[str, VideoWork] = {}
-    first_pos: dict[tuple[str, str], tuple[int, int]] = {}
-    for j, k in enumerate(draws.tolist()):
-        video, track_id = videos[j], track_ids[j]
-        ti, si = int(t_pos[j]), int(s_pos[j])
-        t_frame, s_frame = refs[t_ref[j]].frame_id, refs[s_ref[j]].frame_id
-        pair = Pair(pair_id(plan.dataset, video, track_id, t_frame, s_frame, k), plan.dataset, video, track_id,
-                    ti, si, t_frame, s_frame, k)
-        work = out.get(video)
-        if work is None:
-            work = out[video] = VideoWork(plan.dataset, video)
-        work.pairs.append(pair)
-        for idx, u, role in ((ti, t_ref[j], TEMPLATE), (si, s_ref[j], SEARCH)):
-            ref = refs[u]
-            work.frames.setdefault(ref.frame_id, ref)
-            work.crops[(track_id, ref.frame_id, role)] = boxes[u]
-            ts = ref.timestamp_ms if ref.timestamp_ms is not None else idx
-            prev = first_pos.get((video, ref.frame_id))
-            first_pos[(video, ref.frame_id)] = (ts, idx) if prev is None else min(prev, (ts, idx))
-    for work in out.values():
-        work.frames = dict(sorted(work.frames.items(), key=lambda kv: (first_pos[(work.video, kv[0])], kv[0])))
-    return list(out.values())
 
 
 def plan_digest(plan: DatasetPlan, chunk: int = 1 << 15) -> str:
@@ -642,7 +599,7 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
         for name, st in states.items():
             for i, draws in enumerate(st.shards):
                 if shard_name(name, i) not in done:
-                    yield ShardTask(name, i, digest, shard_videos(st.plan, draws))
+                    yield ShardTask(name, i, digest, st.plan.videos(draws))
 
     workers: dict[int, dict] = {}
 
@@ -801,6 +758,6 @@ def rejection_lines(manifest: dict) -> list[str]:
     return out
 
 
-__all__ = ["prepare", "run_prepare", "pack_shards", "shard_videos", "process_shard", "crop_shard",
+__all__ = ["prepare", "run_prepare", "pack_shards", "process_shard", "crop_shard",
            "summary_table", "JobMismatch", "ShardFailed", "CropSettings", "ShardTask",
            "DEFAULT_SHARD_PAIRS", "MANIFEST_SCHEMA_VERSION"]

@@ -28,7 +28,6 @@ from pipelines.prepare import (
     crop_shard,
     pack_shards,
     prepare,
-    shard_videos,
 )
 from pipelines.storage import OutputStore, StorageError
 
@@ -73,7 +72,7 @@ def test_pack_shards_splits_a_video_larger_than_a_shard():
     shards = pack_shards(plan, shard_pairs=10)
     assert [len(s) for s in shards] == [10, 10, 3]
     assert np.concatenate(shards).tolist() == list(range(23))  # one video: draw order kept
-    videos = shard_videos(plan, shards[2])
+    videos = plan.videos(shards[2])
     assert [len(v.pairs) for v in videos] == [3]
     needed = {p.template_frame for p in videos[0].pairs} | {p.search_frame for p in videos[0].pairs}
     assert set(videos[0].frames) == needed  # only the frames this piece needs
@@ -141,7 +140,7 @@ def test_stored_crops_put_the_target_where_the_stored_box_says_and_broken_frames
     plan = plan_pairs([track], cfg.data, 3, {"got10k": 40}).datasets["got10k"]
     settings = CropSettings.from_config(cfg, jpeg_quality=95)
     assert (settings.template_side, settings.search_side) == (145, 433)  # crops.py docstring
-    task = ShardTask("got10k", 0, "test", shard_videos(plan, pack_shards(plan, 100)[0]))
+    task = ShardTask("got10k", 0, "test", plan.videos(pack_shards(plan, 100)[0]))
     rows, counts, rejects = crop_shard(task, settings)
 
     pairs = list(plan.pairs())
@@ -230,7 +229,7 @@ def test_ytbb_frames_are_decoded_from_the_video_at_the_annotated_timestamp(synth
     plan = plan_pairs(tracks, cfg.data, 1, {"ytbb": 12}).datasets["ytbb"]
     rows, reads = [], 0
     for draws in pack_shards(plan, 100):
-        r, c, j = crop_shard(ShardTask("ytbb", 0, "t", shard_videos(plan, draws)), settings)
+        r, c, j = crop_shard(ShardTask("ytbb", 0, "t", plan.videos(draws)), settings)
         assert not j and c["frames_used"] == c["frames_read"]
         rows += r
         reads += c["frames_read"]
