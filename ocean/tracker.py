@@ -305,11 +305,14 @@ class OceanTracker:
         penalty = size_penalty(pred_w, pred_h, st.size_wh * scale_z, cfg.penalty_k)
         pscore = penalty * p_cls
         pscore = pscore * (1.0 - cfg.window_influence) + self._window * cfg.window_influence
+
+        def image_xy(r: int, c: int) -> np.ndarray:
+            """Image centre of cell (r, c)'s box -- facts §9.2 step 6 (the grid centre is floor(S/2), §3)."""
+            return st.center_xy + (np.array([(x1[r, c] + x2[r, c]) / 2, (y1[r, c] + y2[r, c]) / 2]) - S // 2) / scale_z
+
         if self.online is not None:
-            r0, c0 = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(pscore), pscore, -np.inf))),
-                                      pscore.shape)
-            st.siamese_xy = st.center_xy + (np.array([(x1[r0, c0] + x2[r0, c0]) / 2,
-                                                      (y1[r0, c0] + y2[r0, c0]) / 2]) - S // 2) / scale_z
+            st.siamese_xy = image_xy(*np.unravel_index(int(np.argmax(np.where(np.isfinite(pscore), pscore, -np.inf))),
+                                                       pscore.shape))
             online_map = np.asarray(self.online.score(image_bgr_uint8, st), dtype=np.float64)
             if online_map.shape != (n, n):  # bicubic onto the Siamese grid -- facts §10.2
                 online_map = cv2.resize(online_map, (n, n), interpolation=cv2.INTER_CUBIC)
@@ -325,12 +328,9 @@ class OceanTracker:
 
         # 5. Select -- facts §9.2 step 5.
         r, c = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-        pred_cx = (x1[r, c] + x2[r, c]) / 2
-        pred_cy = (y1[r, c] + y2[r, c]) / 2
 
-        # 6. Back to the image -- facts §9.2 step 6 (the grid centre is floor(S/2), facts §3).
-        dx = (pred_cx - S // 2) / scale_z
-        dy = (pred_cy - S // 2) / scale_z
+        # 6. Back to the image -- facts §9.2 step 6.
+        new_center = image_xy(r, c)
         pred_wh = np.array([pred_w[r, c], pred_h[r, c]]) / scale_z
 
         # 7. Size smoothing with lr_eff = penalty p_cls lr (before the window) -- facts §9.2 step 7.
@@ -339,7 +339,6 @@ class OceanTracker:
         if not np.isfinite(lr_eff):
             lr_eff = 0.0
         new_size = update_size(st.size_wh, pred_wh, lr_eff, cfg.size_update)
-        new_center = st.center_xy + np.array([dx, dy])
 
         # 8. Clip -- facts §9.2 step 8.
         st.center_xy, st.size_wh = clip_state(new_center, new_size, st.image_wh, cfg.min_size)
