@@ -83,28 +83,24 @@ class Recorder:
         return out
 
 
-def run_variant(net, cfg, seqs, images, label: str = "", presets: bool = False) -> list[dict]:
+def run_variant(net, cfg, seqs, label: str = "", presets: bool = False) -> list[dict]:
     """One-pass runs of every sequence; with ``presets`` the benchmark's tracker preset (facts §9.3,
     ``ocean.config.TRACKER_PRESETS``, as the evaluation job applies it) replaces the tracker
     hyper-parameters, with ``use_align`` off (the online branch is never combined with p_o, facts §4.3)."""
     from ocean.benchmarks.metrics import ope_ious, ope_sequence
+    from ocean.benchmarks.protocols import run_one_pass
     from ocean.config import TRACKER_PRESETS
     from ocean.tracker import OceanTracker
 
     rows = []
-    for seq, frames in zip(seqs, images, strict=True):
+    for seq in seqs:
         seq_cfg = cfg
         if presets:
             key = {"vot": "vot2018"}.get(seq.benchmark, seq.benchmark)
             seq_cfg = dataclasses.replace(cfg, **{**TRACKER_PRESETS[key], "use_align": False})
         rec = Recorder(OceanTracker(net, seq_cfg))
-        boxes = np.zeros((len(frames), 4))
-        scores = np.full(len(frames), np.nan)
-        rec.init(frames[0], seq.init_box_xywh.copy())
-        boxes[0] = seq.init_box_xywh
-        for f in range(1, len(frames)):
-            box, score = rec.track(frames[f])
-            boxes[f], scores[f] = box, score
+        run = run_one_pass(rec, seq)
+        boxes, scores = run.boxes_xywh, run.scores
         res = ope_sequence(seq.gt_xywh, boxes, seq.present, origin=1.0)
         rows.append({"sequence": seq.name, "auc": res.success_auc,
                      "iou": ope_ious(seq.gt_xywh, boxes, seq.present).round(3).tolist(),
@@ -138,14 +134,12 @@ def main() -> int:
     # per frame); flushing them changes no result beyond float rounding and applies to every variant.
     torch.set_flush_denormal(True)
 
-    from ocean.benchmarks.protocols import load_image
     from ocean.checkpoint import load_model
     from ocean.config import OceanConfig, apply_overrides
 
     net, ocean_cfg = load_model(args.checkpoint)
     base = ocean_cfg.tracker
     seqs = load_sequences(args.data, args.benchmarks.split(","))
-    images = [[load_image(p) for p in s.frames] for s in seqs]
     variants = [parse_variant(v) for v in args.variant] or [("online", [])]
     configs = {"offline": apply_overrides(OceanConfig(tracker=base), ["tracker.online=false"]).tracker}
     for name, items in variants:
@@ -160,7 +154,7 @@ def main() -> int:
         results["offline"] = [{"sequence": n, "auc": a} for n, a in
                               zip(earlier["sequences"], earlier["variants"]["offline"]["auc"], strict=True)]
         del configs["offline"]
-    results.update({name: run_variant(net, cfg, seqs, images, name, args.presets) for name, cfg in configs.items()})
+    results.update({name: run_variant(net, cfg, seqs, name, args.presets) for name, cfg in configs.items()})
     names = list(results)
     elapsed = time.perf_counter() - t0
 
