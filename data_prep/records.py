@@ -111,6 +111,88 @@ def build_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     return table
 
 
+class PairTableBuilder:
+    """One shard's :data:`PAIR_SCHEMA` table, built column by column (the job's path; :func:`build_table` takes
+    row dicts).
+
+    Each stored crop is added once (:meth:`add_crop` returns its index) and each pair names its two crops
+    (:meth:`add_pair`); :meth:`table` gathers the ``{role}_*`` columns from the crop columns with one Arrow
+    ``take`` per column. A crop serves ~2-6 pairs of a shard (benchmarks/prep_throughput.py), and per-pair
+    Python dicts and nested lists (:func:`side_fields` + :func:`make_record` + ``from_pydict``) cost ~3 % of a
+    shard task; the table is the same value for value.
+    """
+
+    _PAIR_COLUMNS = ("pair_id", "dataset", "video", "track", "template_frame", "search_frame")
+
+    def __init__(self) -> None:
+        self._jpeg: list[bytes] = []
+        self._floats: list[tuple[float, ...]] = []  # box (4), scale, center (2), source box (4) per crop
+        self._ints: list[tuple[int, ...]] = []  # side, offset, image width, height per crop
+        self._strings: dict[str, list[str]] = {c: [] for c in self._PAIR_COLUMNS}
+        self._draw: list[int] = []
+        self._crop_of: dict[str, list[int]] = {role: [] for role in ROLES}
+
+    def add_crop(self, jpeg: bytes, crop, source_box_xyxy, image_size: tuple[int, int]) -> int:
+        """Store one crop (a :class:`data_prep.crops.StoredCrop`, its JPEG bytes, the source annotation xyxy
+        and the source image ``(width, height)``); return its index for :meth:`add_pair`."""
+        g = crop.geometry
+        b = crop.box_xyxy
+        self._jpeg.append(jpeg)
+        self._floats.append((b[0], b[1], b[2], b[3], g.scale, g.center_xy[0], g.center_xy[1], *source_box_xyxy))
+        self._ints.append((g.side, g.offset, image_size[0], image_size[1]))
+        return len(self._jpeg) - 1
+
+    def add_pair(self, pair, template: int, search: int) -> None:
+        """Add a :class:`data_prep.pairs.Pair` row whose sides are crops ``template`` and ``search``."""
+        strings = self._strings
+        strings["pair_id"].append(pair.pair_id)
+        strings["dataset"].append(pair.dataset)
+        strings["video"].append(pair.video)
+        strings["track"].append(pair.track_id)
+        strings["template_frame"].append(pair.template_frame)
+        strings["search_frame"].append(pair.search_frame)
+        self._draw.append(int(pair.draw))
+        self._crop_of["template"].append(template)
+        self._crop_of["search"].append(search)
+
+    def __len__(self) -> int:
+        return len(self._draw)
+
+    def pair_ids(self) -> list[str]:
+        return self._strings["pair_id"]
+
+    def table(self) -> pa.Table:
+        """The validated table (:func:`validate_table`), pairs in the order they were added."""
+        if not self._draw:
+            return PAIR_SCHEMA.empty_table()
+        floats = np.asarray(self._floats, dtype=np.float64).reshape(-1, 11)
+        ints = np.asarray(self._ints, dtype=np.int64).reshape(-1, 4)
+
+        def fixed(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+            width = values.shape[1]
+            return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), type=type_), width)
+
+        crop_columns = {
+            "jpeg": pa.array(self._jpeg, type=pa.binary()),
+            "box": fixed(floats[:, 0:4].astype(np.float32), pa.float32()),
+            "side": pa.array(ints[:, 0], type=pa.int32()),
+            "offset": pa.array(ints[:, 1], type=pa.int32()),
+            "scale": pa.array(floats[:, 4], type=pa.float64()),
+            "center": fixed(floats[:, 5:7], pa.float64()),
+            "source_box": fixed(floats[:, 7:11], pa.float64()),
+            "image_size": fixed(ints[:, 2:4].astype(np.int32), pa.int32()),
+        }
+        columns = {c: pa.array(v, type=pa.string()) for c, v in self._strings.items()}
+        columns["draw"] = pa.array(self._draw, type=pa.int64())
+        for role in ROLES:
+            idx = pa.array(self._crop_of[role], type=pa.int64())
+            for name, col in crop_columns.items():
+                columns[f"{role}_{name}"] = col.take(idx)
+        table = pa.Table.from_arrays([columns[n] for n in PAIR_SCHEMA.names], schema=PAIR_SCHEMA)
+        validate_table(table)
+        return table
+
+
 def validate_table(table: pa.Table) -> None:
     """Raise RecordError naming the first problem: schema version, columns and types, nulls, empty JPEGs,
     non-finite or inverted boxes, crop sides not positive, duplicate pair ids."""
@@ -132,8 +214,7 @@ def validate_table(table: pa.Table) -> None:
         raise RecordError(f"unknown columns {extra}")
     if table.num_rows == 0:
         return
-    ids = table.column("pair_id").to_numpy(zero_copy_only=False)
-    if len(np.unique(ids)) != len(ids):
+    if pc.count_distinct(table.column("pair_id")).as_py() != table.num_rows:  # Arrow's hash count: no Python strings
         raise RecordError("duplicate pair_id values")
     for role in ROLES:
         lengths = np.asarray(pc.binary_length(table.column(f"{role}_jpeg")))

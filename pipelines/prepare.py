@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork, pair_counts, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
@@ -198,6 +199,16 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
     return [np.asarray(s, dtype=np.int64) for s in np.split(order, bounds)]
 
 
+def shard_cost(plan: DatasetPlan, draws: np.ndarray) -> int:
+    """A shard's work in units of about one search crop: distinct source frames to decode plus distinct search
+    crops (a 433 px search crop costs ~9x a 145 px template crop, crops.stored_sides; decode, warp and encode
+    are ~95 % of a task, benchmarks/prep_throughput.py). Only used to order the tasks."""
+    draws = np.asarray(draws, dtype=np.int64)
+    base = plan.tracks.frame_start[plan.track_index[draws]]
+    search = np.unique(base + plan.search_index[draws])
+    return int(len(np.union1d(base + plan.template_index[draws], search)) + len(search))
+
+
 def plan_digest(plan: DatasetPlan, chunk: int = 1 << 15) -> str:
     """sha256 of a dataset plan: its draw arrays and the identity of every eligible track (its key, length,
     first and last frame ids, boxes), read from the track table ``chunk`` tracks at a time."""
@@ -290,18 +301,18 @@ def _source(ref: FrameRef) -> str:
     return ref.path if ref.path is not None else f"{ref.video}@{ref.timestamp_ms}ms"
 
 
-def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dict, list[dict]]:
+def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict, list[dict]]:
     """Decode, crop and encode one shard in this process.
 
-    Returns ``(rows, counts, rejects)``: pair rows (:func:`data_prep.records.make_record`), counters
-    (``frames_read``, ``frames_used``, ``rejected``, ``crops``, ``crops_failed``, ``pairs_planned``,
-    ``pairs_written``, ``pairs_dropped``) and the rejected items (dicts with dataset, reason, source,
-    detail, video, frame).
+    Returns ``(table, counts, rejects)``: the shard's pair table (:data:`data_prep.records.PAIR_SCHEMA`,
+    validated; pairs in the task's order), counters (``frames_read``, ``frames_used``, ``rejected``,
+    ``crops``, ``crops_failed``, ``pairs_planned``, ``pairs_written``, ``pairs_dropped``) and the rejected
+    items (dicts with dataset, reason, source, detail, video, frame).
     """
     from data_prep.crops import crop_region, encode_jpeg, mean_color
-    from data_prep.records import make_record, side_fields
+    from data_prep.records import PairTableBuilder
 
-    rows: list[dict] = []
+    builder = PairTableBuilder()
     rejects: list[dict] = []
     rejected: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
@@ -314,7 +325,7 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dic
         crops_of: dict[str, list[tuple[str, str, tuple]]] = {}
         for (track_id, frame_id, role), box in work.crops.items():
             crops_of.setdefault(frame_id, []).append((track_id, role, box))
-        sides: dict[tuple[str, str, str], dict | str] = {}  # crop key -> side fields, or the failure reason
+        sides: dict[tuple[str, str, str], int | str] = {}  # crop key -> crop index in the builder, or the reason
         videos: dict[str, _VideoFrames] = {}
         try:
             for frame_id, ref in work.frames.items():
@@ -345,7 +356,7 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dic
                                         "frame": frame_id})
                         continue
                     crops += 1
-                    sides[(track_id, frame_id, role)] = side_fields(role, jpeg, crop, box, size)
+                    sides[(track_id, frame_id, role)] = builder.add_crop(jpeg, crop, box, size)
         finally:
             for reader in videos.values():
                 reader.close()
@@ -356,29 +367,26 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[list[dict], dic
             if isinstance(t, str) or isinstance(s, str):
                 dropped[t if isinstance(t, str) else s] += 1
                 continue
-            rows.append(make_record(pair, t, s))
+            builder.add_pair(pair, t, s)
     counts = {
         "frames_read": frames_read, "frames_used": frames_used, "rejected": dict(sorted(rejected.items())),
         "crops": crops, "crops_failed": crops_failed, "pairs_planned": pairs_planned,
-        "pairs_written": len(rows), "pairs_dropped": dict(sorted(dropped.items())),
+        "pairs_written": len(builder), "pairs_dropped": dict(sorted(dropped.items())),
     }
-    return rows, counts, rejects
+    return builder.table(), counts, rejects
 
 
-def parquet_bytes(rows: list[dict]) -> bytes:
-    """The shard file: a :data:`data_prep.records.PAIR_SCHEMA` table (validated), JPEG columns uncompressed
-    (JPEG does not compress further), other columns zstd, row groups of :data:`ROW_GROUP_ROWS`."""
-    import pyarrow as pa
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """The shard file of a :data:`data_prep.records.PAIR_SCHEMA` table: JPEG columns uncompressed (JPEG does
+    not compress further), other columns zstd, row groups of :data:`ROW_GROUP_ROWS`."""
     import pyarrow.parquet as pq
 
-    from data_prep.records import PAIR_SCHEMA, build_table
-
-    table = build_table(rows) if rows else PAIR_SCHEMA.empty_table()
-    compression = {name: ("NONE" if name.endswith("_jpeg") else "ZSTD") for name in PAIR_SCHEMA.names}
-    # an Arrow in-memory sink, not io.BytesIO: the same bytes without a Python call per page (~1 % of a task)
+    compression = {name: ("NONE" if name.endswith("_jpeg") else "ZSTD") for name in table.schema.names}
+    # an Arrow in-memory sink, not io.BytesIO: the same bytes without a Python call per page (~1 % of a task);
+    # the buffer goes to the store and to sha256 as it is (no copy into a Python bytes object)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -> dict:
@@ -390,18 +398,18 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from Ray tasks; one OpenCV thread per task
-    t0, c0 = time.perf_counter(), time.process_time()
+    wall0, t0, c0 = time.time(), time.perf_counter(), time.process_time()
     fs = store.filesystem()
     paths = shard_paths(task.name)
-    rows, counts, rejects = crop_shard(task, settings)
-    data = parquet_bytes(rows)
-    ids = "\n".join(r["pair_id"] for r in rows)
+    table, counts, rejects = crop_shard(task, settings)
+    data = parquet_bytes(table)
+    ids = "\n".join(table.column("pair_id").to_pylist())
     if rejects:
         store.write(paths["rejects"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects).encode(), fs)
     store.write(paths["parquet"], data, fs)
     sidecar = {
         "shard": task.name, "dataset": task.dataset, "index": task.index, "job": task.job,
-        "path": paths["parquet"], "rows": len(rows), "bytes": len(data),
+        "path": paths["parquet"], "rows": table.num_rows, "bytes": data.size,
         "sha256": hashlib.sha256(data).hexdigest(), "pair_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         "videos": len(task.videos), "rejects_path": paths["rejects"] if rejects else None, **counts,
     }
@@ -413,7 +421,8 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     except ImportError:
         node = "local"
-    return {**sidecar, "runtime": {"pid": os.getpid(), "node": node, "seconds": time.perf_counter() - t0,
+    return {**sidecar, "runtime": {"pid": os.getpid(), "node": node, "start": wall0, "end": time.time(),
+                                   "seconds": time.perf_counter() - t0,
                                    "cpu_seconds": time.process_time() - c0, "peak_rss_mb": peak_kb / 1024.0}}
 
 
@@ -520,7 +529,9 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
 
     ``run_info`` (not stored) holds what varies between runs: ``shards_run``, ``shards_skipped``,
     ``seconds`` (all), ``seconds_listing`` (list + plan), ``seconds_crop`` (submitting the first shard task to
-    the last result, Ray start excluded), ``workers`` (per pid: node, shards, seconds, CPU seconds in shard tasks, peak RSS in MB),
+    the last result, Ray start excluded), ``driver_cpu_seconds_crop`` (the driver's CPU time in that phase),
+    ``timeline`` (per shard task: shard, pid, start / end in seconds from the phase's start, CPU seconds),
+    ``workers`` (per pid: node, shards, seconds, CPU seconds in shard tasks, peak RSS in MB),
     ``nodes`` (distinct Ray nodes that ran shards) and ``driver_peak_rss_mb``.
     """
     t_start = time.perf_counter()
@@ -595,16 +606,22 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     total = sum(len(st.shards) for st in states.values())
     say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
 
+    # largest shards first (longest-processing-time order): the last tasks to start are the short ones, so
+    # workers finish together instead of one long shard running alone at the end
+    todo = sorted(((-shard_cost(st.plan, draws), name, i) for name, st in states.items()
+                   for i, draws in enumerate(st.shards) if shard_name(name, i) not in done))
+
     def tasks():
-        for name, st in states.items():
-            for i, draws in enumerate(st.shards):
-                if shard_name(name, i) not in done:
-                    yield ShardTask(name, i, digest, st.plan.videos(draws))
+        for _, name, i in todo:
+            yield ShardTask(name, i, digest, states[name].plan.videos(states[name].shards[i]))
 
     workers: dict[int, dict] = {}
+    timeline: list[dict] = []  # per shard task run: pid, wall start / end (epoch s), CPU seconds
 
     def on_result(result: dict) -> None:
         rt = result.pop("runtime")
+        timeline.append({"shard": result["shard"], "pid": rt["pid"], "start": rt["start"], "end": rt["end"],
+                         "cpu_seconds": rt["cpu_seconds"]})
         w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
                                                  "peak_rss_mb": 0.0})
         w["shards"] += 1
@@ -617,15 +634,17 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     failed: list[str] = []
     started_ray = False
     t_crop = t_crop_end = time.perf_counter()
+    crop_epoch, driver_cpu0 = time.time(), time.process_time()
+    driver_cpu_crop = 0.0
     if len(done) < total:
         from pipelines.raysession import ensure_ray
 
         started_ray = ensure_ray(ray_address, quiet=False)
-        t_crop = time.perf_counter()
+        t_crop, crop_epoch, driver_cpu0 = time.perf_counter(), time.time(), time.process_time()
         try:
             failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
                                 on_result=on_result, progress=progress, initial=len(done))
-            t_crop_end = time.perf_counter()
+            t_crop_end, driver_cpu_crop = time.perf_counter(), time.process_time() - driver_cpu0
         finally:
             if started_ray:
                 import ray
@@ -646,7 +665,8 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     _write_if_changed(store, "manifest.json", _json_bytes(manifest), fs)
     run_info = {
         "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start,
-        "seconds_crop": t_crop_end - t_crop, "workers": workers,
+        "seconds_crop": t_crop_end - t_crop, "driver_cpu_seconds_crop": driver_cpu_crop, "workers": workers,
+        "timeline": [{**t, "start": t["start"] - crop_epoch, "end": t["end"] - crop_epoch} for t in timeline],
         "nodes": len({w["node"] for w in workers.values()}),
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }

@@ -138,8 +138,8 @@ class OutputStore:
         except FileNotFoundError:
             return None
 
-    def write(self, rel: str, data: bytes, fs=None) -> None:
-        """Write ``data`` atomically (local: temporary name + ``os.replace``; S3: one complete upload)."""
+    def write(self, rel: str, data: bytes | memoryview, fs=None) -> None:
+        """Write ``data`` (any bytes-like object, e.g. a ``pyarrow.Buffer``) atomically (local: temporary name + ``os.replace``; S3: one complete upload)."""
         target = self.path(rel)
         if self.kind == "local":
             Path(target).parent.mkdir(parents=True, exist_ok=True)

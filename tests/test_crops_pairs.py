@@ -23,6 +23,7 @@ from data_prep.pairs import pair_id, plan_dataset, plan_pairs
 from data_prep.records import (
     PAIR_SCHEMA,
     SCHEMA_VERSION_KEY,
+    PairTableBuilder,
     RecordError,
     build_table,
     bytes_per_pair,
@@ -331,6 +332,40 @@ def test_record_table_parquet_round_trip(tmp_path):
     assert stats["count"] == 3
     assert stats["mean"] == pytest.approx(np.mean(np.add(t_len, s_len)))
     assert stats["template_mean"] == pytest.approx(np.mean(t_len))
+
+
+def test_pair_table_builder_equals_row_table_with_shared_crops():
+    """The job's columnar builder gives the same table as row dicts, a crop used by several pairs stored once
+    per pair row, in the order the pairs were added."""
+    img = textured()
+    track = make_track("got10k", "v0", "0", 10)
+    pairs = list(plan_dataset("got10k", [track], 4, 100, seed=1).pairs())
+    box_a, box_b = [200.0, 100.0, 300.0, 180.0], [150.5, 90.25, 260.0, 200.0]
+    t = crop_region(img, box_a, 145)
+    s_a, s_b = crop_region(img, box_a, 433), crop_region(img, box_b, 433)
+    jpeg = {"t": encode_jpeg(t.image, 90), "a": encode_jpeg(s_a.image, 90), "b": encode_jpeg(s_b.image, 90)}
+    builder = PairTableBuilder()
+    it = builder.add_crop(jpeg["t"], t, box_a, (640, 360))
+    ia = builder.add_crop(jpeg["a"], s_a, box_a, (640, 360))
+    ib = builder.add_crop(jpeg["b"], s_b, box_b, (640, 360))
+    assert (it, ia, ib) == (0, 1, 2)
+    search_of = [(ia, s_a, "a", box_a), (ib, s_b, "b", box_b), (ib, s_b, "b", box_b), (ia, s_a, "a", box_a)]
+    rows = []
+    for p, (i, crop, key, box) in zip(pairs, search_of, strict=True):
+        builder.add_pair(p, it, i)
+        rows.append(make_record(p, side_fields("template", jpeg["t"], t, box_a, (640, 360)),
+                                side_fields("search", jpeg[key], crop, box, (640, 360))))
+    assert len(builder) == 4 and builder.pair_ids() == [p.pair_id for p in pairs]
+    table = builder.table()
+    assert table.equals(build_table(rows), check_metadata=True)
+    assert table.column("search_jpeg").to_pylist() == [jpeg["a"], jpeg["b"], jpeg["b"], jpeg["a"]]
+    assert PairTableBuilder().table().num_rows == 0
+    dup = PairTableBuilder()
+    i = dup.add_crop(jpeg["t"], t, box_a, (640, 360))
+    dup.add_pair(pairs[0], i, i)
+    dup.add_pair(pairs[0], i, i)
+    with pytest.raises(RecordError, match="duplicate"):
+        dup.table()
 
 
 def test_record_validation_errors():

@@ -141,7 +141,8 @@ def test_stored_crops_put_the_target_where_the_stored_box_says_and_broken_frames
     settings = CropSettings.from_config(cfg, jpeg_quality=95)
     assert (settings.template_side, settings.search_side) == (145, 433)  # crops.py docstring
     task = ShardTask("got10k", 0, "test", plan.videos(pack_shards(plan, 100)[0]))
-    rows, counts, rejects = crop_shard(task, settings)
+    table, counts, rejects = crop_shard(task, settings)
+    rows = table.to_pylist()
 
     pairs = list(plan.pairs())
     used_frames = {p.template_frame for p in pairs} | {p.search_frame for p in pairs}
@@ -229,9 +230,9 @@ def test_ytbb_frames_are_decoded_from_the_video_at_the_annotated_timestamp(synth
     plan = plan_pairs(tracks, cfg.data, 1, {"ytbb": 12}).datasets["ytbb"]
     rows, reads = [], 0
     for draws in pack_shards(plan, 100):
-        r, c, j = crop_shard(ShardTask("ytbb", 0, "t", plan.videos(draws)), settings)
+        table, c, j = crop_shard(ShardTask("ytbb", 0, "t", plan.videos(draws)), settings)
         assert not j and c["frames_used"] == c["frames_read"]
-        rows += r
+        rows += table.to_pylist()
         reads += c["frames_read"]
     assert len(rows) == 12 and reads > 0
     video_of = {tr.video: tr.frames[0].video for tr in tracks}
