@@ -1,6 +1,6 @@
 """Preparation job throughput per core vs a bare OpenCV loop, bytes per pair, peak memory per process.
 
-    python benchmarks/prep_throughput.py [--size small] [--pairs 400] [--cpus N] [--repeats 3] [--data DIR]
+    python benchmarks/prep_throughput.py [--size small|medium] [--pairs 400] [--cpus N] [--repeats 3] [--data DIR]
 
 1. Writes a synthetic set (``data_prep.synthetic.generate``, all six training layouts) unless ``--data``.
 2. Runs the job (:func:`pipelines.prepare.run_prepare`) on a local Ray with ``--cpus`` logical CPUs (default:
@@ -181,7 +181,8 @@ def crop511_bytes(pair_frames, limit: int = 300) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=("tiny", "small"), default="small")
+    ap.add_argument("--size", choices=("tiny", "small", "medium"), default="small",
+                    help="synthetic set: small = 320x240 frames, medium = the same at 640x360 (facts §17's frames)")
     ap.add_argument("--data", type=Path, default=None, help="an existing `ocean synth` folder")
     ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
     ap.add_argument("--shard-pairs", type=int, default=200)
@@ -253,10 +254,16 @@ def main() -> None:
         ref_bpp = crop511_bytes(pair_frames)
         worker_rss = [w["peak_rss_mb"] for w in info["workers"].values()]
 
+        try:
+            import json
+
+            frame_size = "x".join(map(str, json.loads((data / "synth_manifest.json").read_text())["frame_size"]))
+        except (OSError, KeyError, ValueError):
+            frame_size = "frame size unknown"
         now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         print(f"## Preparation throughput ({now})\n")
         print(f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"OpenCV {cv2.__version__}, Ray {ray.__version__}. Data: synthetic `{args.size}` "
+              f"OpenCV {cv2.__version__}, Ray {ray.__version__}. Data: synthetic `{args.size}` ({frame_size}) "
               f"(seed {args.seed}), {args.pairs} pairs x 6 datasets, {frames} source frames decoded, {crops} crops "
               f"(template {settings.template_side} px, search {settings.search_side} px, q{settings.jpeg_quality}); "
               f"best of {args.repeats}.\n")
@@ -269,6 +276,11 @@ def main() -> None:
         print(f"| job, crop phase wall ({args.cpus} logical CPUs on {cores} cores): frames/s | {job_fps:.0f} |")
         print(f"| job wall per core: frames/s/core (vs bare {bare_fps:.0f}: {job_fps / cores / bare_fps:.2f}) | "
               f"{job_fps / cores:.0f} |")
+        busy = {"tasks": sum(t["cpu_seconds"] for t in info["timeline"]), "driver": info["driver_cpu_seconds_crop"]}
+        capacity = crop_s * cores
+        print(f"| crop phase, share of the {cores} cores' time: shard tasks CPU / driver CPU / the rest (Ray daemons, "
+              f"task start-up, idle) | {busy['tasks'] / capacity:.1%} / {busy['driver'] / capacity:.1%} / "
+              f"{1 - (busy['tasks'] + busy['driver']) / capacity:.1%} |")
         print(f"| job end to end (listing {info['seconds_listing']:.1f} s + crop + manifest; Ray already up): "
               f"frames/s/core | {job_fps_e2e / cores:.0f} |")
         print(f"| stored pair, JPEG bytes (template + search), mean | {bpp['mean'] / 1e3:.1f} KB |")

@@ -27,7 +27,7 @@ Shape names are the classes (LaSOT categories, COCO categories, YT-BB class name
 
 ``synth_manifest.json`` schema (version 1)::
 
-    {"schema": 1, "seed": int, "size": "tiny"|"small", "broken": bool, "frame_size": [w, h],
+    {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "frame_size": [w, h],
      "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
      "datasets": {NAME: {"root": "got10k", "files": int,
          "expected": {"tracks": int, "frames": int, "rejections": {reason: count}}}},
@@ -87,6 +87,9 @@ class SizeSpec:
 SIZES = {
     "tiny": SizeSpec((256, 192), 30, 4, 2, 2, 2, 3, 6, 6, 3, 12, 4, 2),
     "small": SizeSpec((320, 240), 40, 16, 4, 3, 3, 8, 24, 24, 6, 20, 4, 4, vot_frames=120),
+    # "small" at 640x360, the frame size of facts §17's crop511 throughput measurement: decode cost per
+    # frame closer to real downloads (benchmarks/prep_throughput.py --size medium)
+    "medium": SizeSpec((640, 360), 40, 16, 4, 3, 3, 8, 24, 24, 6, 20, 4, 4, vot_frames=120),
 }
 
 # stream ids for per-sequence generators (never reorder: they fix the data for a seed)
@@ -647,7 +650,8 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     Args:
         out: destination folder (created; existing files with the same names are overwritten).
         seed: fixes every pixel and annotation.
-        size: ``"tiny"`` (seconds, for unit tests) or ``"small"`` (a few times more, for the learning test).
+        size: ``"tiny"`` (seconds, for unit tests), ``"small"`` (a few times more, for the learning test) or
+            ``"medium"`` (``"small"`` at 640x360, for the preparation benchmark).
         broken: also write the broken items listed in the manifest's ``broken_items``.
     """
     if size not in SIZES:

@@ -19,7 +19,8 @@ Write synthetic tracking data in the exact layouts of the real downloads, so eve
 Targets are textured shapes that move smoothly, change scale and aspect, pass behind occluders and leave
 the frame (the datasets' absence flags say so), among look-alike distractors on textured backgrounds.
 The output is fully determined by --seed and --size. --size tiny takes a few seconds (unit tests);
---size small is a few times larger (the learning test). --broken adds corrupt / truncated JPEGs, missing
+--size small is a few times larger (the learning test); --size medium is small at 640x360 (the
+preparation benchmark). --broken adds corrupt / truncated JPEGs, missing
 frames, malformed annotation lines, NaN / negative / zero / outside boxes, an empty sequence and odd file
 names; the manifest lists each one with the rejection reason a reader or a decoding job must give.
 """
@@ -28,7 +29,7 @@ names; the manifest lists each one with the rejection reason a reader or a decod
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="destination folder (created if needed)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same files (default 0)")
-    parser.add_argument("--size", choices=("tiny", "small"), default="tiny", help="how much to write (default tiny)")
+    parser.add_argument("--size", choices=("tiny", "small", "medium"), default="tiny", help="how much to write (default tiny)")
     parser.add_argument("--broken", action="store_true", help="also write broken inputs (listed in the manifest)")
 
 
