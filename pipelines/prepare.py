@@ -200,9 +200,11 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
 
 
 def shard_cost(plan: DatasetPlan, draws: np.ndarray) -> int:
-    """A shard's work in units of about one search crop: distinct source frames to decode plus distinct search
-    crops (a 433 px search crop costs ~9x a 145 px template crop, crops.stored_sides; decode, warp and encode
-    are ~95 % of a task, benchmarks/prep_throughput.py). Only used to order the tasks."""
+    """An estimate of a shard's work in units of about one search crop: distinct source frames to decode plus
+    distinct search crops (a 433 px search crop costs ~9x a 145 px template crop, crops.stored_sides; decode,
+    warp and encode are ~95 % of a task, benchmarks/prep_throughput.py). Frames are counted per track (flat
+    track-table indices, no strings): a frame two tracks of one video share counts twice though it is decoded
+    once. Only used to order the tasks."""
     draws = np.asarray(draws, dtype=np.int64)
     base = plan.tracks.frame_start[plan.track_index[draws]]
     search = np.unique(base + plan.search_index[draws])

@@ -28,6 +28,7 @@ from pipelines.prepare import (
     crop_shard,
     pack_shards,
     prepare,
+    shard_cost,
 )
 from pipelines.storage import OutputStore, StorageError
 
@@ -65,6 +66,21 @@ def test_pack_shards_covers_every_draw_once_and_bounds_shard_size():
         for video in {video_of[k] for k in s}:
             assert sum(v == video for v in video_of) == sum(video_of[k] == video for k in s)
     assert [s.tolist() for s in pack_shards(plan, 8)] == [s.tolist() for s in shards]  # deterministic
+
+
+def test_shard_cost_counts_distinct_frames_and_search_crops():
+    plan = _plan_of({"a": 2}, 0)
+    plan.track_index = np.array([0, 0, 1, 0], np.int32)  # hand-set draws over 2 tracks of 10 frames
+    plan.template_index = np.array([1, 1, 1, 5], np.int32)
+    plan.search_index = np.array([3, 1, 3, 3], np.int32)
+    # draws 0, 1: track 0 frames {1, 3}; search crops {0:3, 0:1} -> 2 + 2
+    assert shard_cost(plan, np.array([0, 1])) == 4
+    # draws 0, 2: counted per track (an estimate: two tracks' shared frame is decoded once): {0:1, 0:3, 1:1, 1:3};
+    # search {0:3, 1:3}
+    assert shard_cost(plan, np.array([0, 2])) == 6
+    # draws 0, 3: frames {0:1, 0:3, 0:5}; one search crop (0:3, used twice)
+    assert shard_cost(plan, np.array([0, 3])) == 4
+    assert shard_cost(plan, np.array([0, 1, 2, 3])) > shard_cost(plan, np.array([1]))
 
 
 def test_pack_shards_splits_a_video_larger_than_a_shard():
