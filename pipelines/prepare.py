@@ -57,7 +57,9 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -480,19 +482,29 @@ class _DatasetState:
     shards: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
-def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pairs: int,
-                  shard_pairs: int) -> tuple[DatasetPlan | None, list[np.ndarray], int, int]:
+def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pairs: int, shard_pairs: int,
+                  spill_dir: str | Path | None = None) -> tuple[DatasetPlan | None, list[np.ndarray], int, int]:
     """One dataset's listing and plan on the driver: ``(plan or None, shards, tracks, annotated frames)``.
 
     ``tracks`` (a reader's generator) is consumed one track at a time into a compact
     :class:`~data_prep.tracks.TrackTable`, so the driver never holds the dataset as Python objects; the plan
     keeps only the eligible tracks' table, and shards are int64 draw arrays (:func:`pack_shards`).
+
+    With ``spill_dir`` (a local folder; :func:`run_prepare` gives a job-local one) both tables are spilled
+    there, their per-frame columns memory-mapped from files, and the listing's table is deleted once the plan
+    holds its own copy: the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
     """
-    table = TrackTable.from_tracks(dataset, tracks)
-    if table.num_tracks == 0:
+    table = TrackTable.from_tracks(dataset, tracks, spill_dir=spill_dir)
+    n_tracks, n_frames = table.num_tracks, table.num_frames
+    plan = None
+    if n_tracks:
+        plan = plan_pairs(table, cfg.data, seed, {dataset: num_pairs}, spill_dir=spill_dir).datasets[dataset]
+    if table.folder is not None and (plan is None or plan.tracks is not table):
+        shutil.rmtree(table.folder)  # the listing's files; the plan has its own (mapped pages stay valid)
+    del table
+    if plan is None:
         return None, [], 0, 0
-    plan = plan_pairs(table, cfg.data, seed, {dataset: num_pairs}).datasets[dataset]
-    return plan, pack_shards(plan, shard_pairs), table.num_tracks, table.num_frames
+    return plan, pack_shards(plan, shard_pairs), n_tracks, n_frames
 
 
 def _json_bytes(obj) -> bytes:
@@ -541,96 +553,102 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     store.check_writable()  # fail fast: missing bucket, unreachable endpoint, no write access
     fs = store.filesystem()
 
-    # 1-2. list and plan, one dataset at a time (the driver holds annotations only)
-    states: dict[str, _DatasetState] = {}
-    counts = pair_counts(cfg.data, pairs)
-    for name, root in roots.items():
-        st = states[name] = _DatasetState(name, root)
-        st.requested = int(counts.get(name, 0))
-        tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
-        st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(name, tracks, cfg, seed, st.requested,
-                                                                           shard_pairs)
-        say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
-            f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
-    t_listed = time.perf_counter()
+    # per-frame annotation columns live in files of a job-local folder, memory-mapped (TrackTable: the
+    # driver's anonymous memory stays O(tracks + pairs)); removed when the job ends, whatever happens
+    spill_dir = tempfile.mkdtemp(prefix="ocean-prepare-")
+    try:
+        # 1-2. list and plan, one dataset at a time (the driver holds annotations only)
+        states: dict[str, _DatasetState] = {}
+        counts = pair_counts(cfg.data, pairs)
+        for name, root in roots.items():
+            st = states[name] = _DatasetState(name, root)
+            st.requested = int(counts.get(name, 0))
+            tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
+            st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(
+                name, tracks, cfg, seed, st.requested, shard_pairs, spill_dir=spill_dir)
+            say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
+                f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
+        t_listed = time.perf_counter()
 
-    # the job's identity: config, seed and plan
-    from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
-    from ocean.config import to_dict
+        # the job's identity: config, seed and plan
+        from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
+        from ocean.config import to_dict
 
-    job_config = {
-        "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
-        "pairs_requested": {n: st.requested for n, st in states.items()},
-        "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
-        "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
-                           for n, o in sorted((reader_options or {}).items()) if n in roots},
-    }
-    digest = hashlib.sha256(json.dumps(
-        {"manifest_schema": MANIFEST_SCHEMA_VERSION, "pair_schema": PAIR_SCHEMA_VERSION, "config": job_config,
-         "plans": {n: (plan_digest(st.plan) if st.plan else None) for n, st in states.items()}},
-        sort_keys=True).encode()).hexdigest()
-    job_doc = {"fingerprint": digest, "config": job_config, "datasets": sorted(roots)}
-    previous = store.read("job.json", fs)
-    if previous is not None:
-        old = json.loads(previous)
-        if old.get("fingerprint") != digest:
-            raise JobMismatch(
-                f"{store.uri} already holds pairs prepared with a different plan (job {old.get('fingerprint', '?')[:12]}, "
-                f"this one {digest[:12]}): other datasets, seed, pair counts, config or input data. "
-                "Use a new --out, or delete the old output first.")
-    else:
-        store.write("job.json", _json_bytes(job_doc), fs)
+        job_config = {
+            "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
+            "pairs_requested": {n: st.requested for n, st in states.items()},
+            "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
+            "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
+                               for n, o in sorted((reader_options or {}).items()) if n in roots},
+        }
+        digest = hashlib.sha256(json.dumps(
+            {"manifest_schema": MANIFEST_SCHEMA_VERSION, "pair_schema": PAIR_SCHEMA_VERSION, "config": job_config,
+             "plans": {n: (plan_digest(st.plan) if st.plan else None) for n, st in states.items()}},
+            sort_keys=True).encode()).hexdigest()
+        job_doc = {"fingerprint": digest, "config": job_config, "datasets": sorted(roots)}
+        previous = store.read("job.json", fs)
+        if previous is not None:
+            old = json.loads(previous)
+            if old.get("fingerprint") != digest:
+                raise JobMismatch(
+                    f"{store.uri} already holds pairs prepared with a different plan (job {old.get('fingerprint', '?')[:12]}, "
+                    f"this one {digest[:12]}): other datasets, seed, pair counts, config or input data. "
+                    "Use a new --out, or delete the old output first.")
+        else:
+            store.write("job.json", _json_bytes(job_doc), fs)
 
-    # 3. which shards are done (sidecar present, same job)
-    done: dict[str, dict] = {}
-    for name, st in states.items():
-        for i in range(len(st.shards)):
-            sname = shard_name(name, i)
-            raw = store.read(shard_paths(sname)["stats"], fs)
-            if raw is None:
-                continue
-            side = json.loads(raw)
-            if side.get("job") == digest and store.exists(side["path"], fs):
-                done[sname] = side
-    total = sum(len(st.shards) for st in states.values())
-    say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
-
-    def tasks():
+        # 3. which shards are done (sidecar present, same job)
+        done: dict[str, dict] = {}
         for name, st in states.items():
-            for i, draws in enumerate(st.shards):
-                if shard_name(name, i) not in done:
-                    yield ShardTask(name, i, digest, st.plan.videos(draws))
+            for i in range(len(st.shards)):
+                sname = shard_name(name, i)
+                raw = store.read(shard_paths(sname)["stats"], fs)
+                if raw is None:
+                    continue
+                side = json.loads(raw)
+                if side.get("job") == digest and store.exists(side["path"], fs):
+                    done[sname] = side
+        total = sum(len(st.shards) for st in states.values())
+        say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
 
-    workers: dict[int, dict] = {}
+        def tasks():
+            for name, st in states.items():
+                for i, draws in enumerate(st.shards):
+                    if shard_name(name, i) not in done:
+                        yield ShardTask(name, i, digest, st.plan.videos(draws))
 
-    def on_result(result: dict) -> None:
-        rt = result.pop("runtime")
-        w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
-                                                 "peak_rss_mb": 0.0})
-        w["shards"] += 1
-        w["cpu_seconds"] += rt["cpu_seconds"]
-        w["seconds"] += rt["seconds"]
-        w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
-        done[result["shard"]] = result
+        workers: dict[int, dict] = {}
 
-    # 4. crop on Ray
-    failed: list[str] = []
-    started_ray = False
-    t_crop = t_crop_end = time.perf_counter()
-    if len(done) < total:
-        from pipelines.raysession import ensure_ray
+        def on_result(result: dict) -> None:
+            rt = result.pop("runtime")
+            w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
+                                                     "peak_rss_mb": 0.0})
+            w["shards"] += 1
+            w["cpu_seconds"] += rt["cpu_seconds"]
+            w["seconds"] += rt["seconds"]
+            w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
+            done[result["shard"]] = result
 
-        started_ray = ensure_ray(ray_address, quiet=False)
-        t_crop = time.perf_counter()
-        try:
-            failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
-                                on_result=on_result, progress=progress, initial=len(done))
-            t_crop_end = time.perf_counter()
-        finally:
-            if started_ray:
-                import ray
+        # 4. crop on Ray
+        failed: list[str] = []
+        started_ray = False
+        t_crop = t_crop_end = time.perf_counter()
+        if len(done) < total:
+            from pipelines.raysession import ensure_ray
 
-                ray.shutdown()
+            started_ray = ensure_ray(ray_address, quiet=False)
+            t_crop = time.perf_counter()
+            try:
+                failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
+                                    on_result=on_result, progress=progress, initial=len(done))
+                t_crop_end = time.perf_counter()
+            finally:
+                if started_ray:
+                    import ray
+
+                    ray.shutdown()
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
     if failed:
         raise ShardFailed(f"{len(failed)} of {total} shards failed ({', '.join(failed[:5])}"
                           f"{', ...' if len(failed) > 5 else ''}); the others are stored: re-run the same "
