@@ -202,23 +202,24 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
 
 def plan_digest(plan: DatasetPlan, chunk: int = 1 << 15) -> str:
     """sha256 of a dataset plan: its draw arrays and the identity of every eligible track (its key, length,
-    first and last frame ids, boxes), read from the track table ``chunk`` tracks at a time."""
+    first and last frame ids, boxes), read from the track table ``chunk`` tracks at a time (a spilled table
+    is read through its memory map, never copied whole)."""
     h = hashlib.sha256()
     for arr in (plan.track_index, plan.template_index, plan.search_index):
         h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
     table = plan.tracks
     fs = table.frame_start
-    boxes = np.ascontiguousarray(table.boxes_xyxy, dtype=np.float64)
     for a in range(0, table.num_tracks, chunk):
         b = min(a + chunk, table.num_tracks)
         idx = np.arange(a, b)
+        boxes = np.ascontiguousarray(table.boxes_xyxy[fs[a]:fs[b]], dtype=np.float64)  # a mapped table: read here
         videos, track_ids = table.strings("video", idx), table.strings("track_id", idx)
         firsts = [r.frame_id for r in table.frame_refs(fs[a:b])]
         lasts = [r.frame_id for r in table.frame_refs(fs[a + 1:b + 1] - 1)]
         for j, t in enumerate(range(a, b)):
             h.update(f"{table.dataset}/{videos[j]}/{track_ids[j]}|{fs[t + 1] - fs[t]}|{firsts[j]}|{lasts[j]}\n"
                      .encode())
-            h.update(boxes[fs[t]:fs[t + 1]].tobytes())
+            h.update(boxes[fs[t] - fs[a]:fs[t + 1] - fs[a]].tobytes())
     return h.hexdigest()
 
 
