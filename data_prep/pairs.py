@@ -26,6 +26,17 @@ The plan is compact (three int32 arrays per dataset, over a :class:`~data_prep.t
 eligible tracks: flat arrays, no Python object per frame); :meth:`DatasetPlan.videos` groups it by video into
 :class:`VideoWork` items that carry the distinct frames a video needs (decode each once), the crops to cut
 from them and the pairs to write.
+
+Memory (issue 4: bounded whatever the dataset's size). Planning keeps O(tracks + pairs) in anonymous memory,
+never O(annotated frames): per track the (video, track_id) sort keys, ``frame_start``, the present-frame
+count and the video number (the sort, the eligibility test and the video / track picks need them for every
+track); per pair the three int32 plan arrays and, while drawing, the pair's three uniforms. The per-frame
+columns are only read ``chunk_frames`` at a time: counting present frames, copying the eligible tracks in
+(video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written chunk by chunk into the spill
+folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and drawing template / search
+frames (the draws sorted by track, one range of tracks at a time, reading only ranges some draw needs).
+The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window never leaves its track, and
+every draw uses the same uniforms in the same arithmetic (tests/test_plan_spill.py).
 """
 
 from __future__ import annotations

@@ -241,12 +241,13 @@ class TrackTable:
     **Spilled tables** (``from_tracks(..., spill_dir=...)``, ``take(..., spill_dir=...)``): the per-frame
     columns -- everything of size ``F`` -- live in files of a folder of their own under ``spill_dir``
     (:class:`FrameColumns`: raw numpy rows and one Arrow IPC file) and are memory-mapped, read-only; only
-    the per-track columns (``T`` rows: video, track id, frame_start, image size; the sort keys planning needs)
-    and the folder / video-file lists stay in anonymous memory. A GOT-10k-like frame then costs ~66 bytes on
-    the disk and ~1 byte of anonymous memory (benchmarks/prep_throughput.py, BENCHMARKS.md), so the driver's
-    resident memory no longer grows with the dataset: mapped pages are file-backed and the kernel drops them
-    under pressure. Every reader below works on both forms (:func:`take_strings` gathers mapped strings
-    chunk by chunk). The folder is never deleted by the table: the job owns ``spill_dir`` and removes it.
+    the per-track columns (``T`` rows: video, track id, frame_start, image size -- the (video, track_id) sort
+    keys and frame ranges planning needs) and the folder / video-file lists stay in anonymous memory. A
+    GOT-10k-like frame then costs ~65 bytes on the disk and nothing measurable in anonymous memory
+    (benchmarks/prep_throughput.py: the planning driver's anonymous memory is ~60-70 MB at 0.2 M, 2 M and
+    6 M annotated frames alike); mapped pages are file-backed, so the kernel drops them under pressure and
+    rereads them when needed. Every reader below works on both forms (:func:`take_strings` gathers mapped
+    strings chunk by chunk). A table never deletes its folder: whoever made ``spill_dir`` removes it.
 
     Attributes:
         dataset: one of :data:`DATASETS`.
