@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -154,7 +155,7 @@ class FrameColumns:
     """The per-frame columns of a table being built, appended chunk by chunk, held in RAM or spilled.
 
     Without ``folder`` the chunks stay in memory and :meth:`finish` concatenates them. With ``folder``, each
-    chunk is appended to files there as soon as it arrives -- ``<name>.bin`` (raw little-endian numpy rows)
+    chunk is appended to files there as soon as it arrives -- ``<name>.bin`` (raw numpy rows, native byte order)
     for boxes, presence, folder / video-file index and timestamp, and ``strings.arrow`` (an Arrow IPC file,
     one record batch per chunk) for frame ids and file names -- and :meth:`finish` memory-maps them:
     ``np.memmap`` arrays and Arrow ChunkedArrays over ``pa.memory_map``. Their pages are file-backed, so
@@ -165,9 +166,9 @@ class FrameColumns:
         self.folder = folder
         self.rows = 0
         self._parts: dict[str, list] = {}  # in RAM: column -> chunks
-        self._files: dict[str, object] = {}  # spilled: column -> open binary file
-        self._strings = None  # spilled: the Arrow IPC writer
-        self._sink = None
+        self._files: dict[str, BinaryIO] = {}  # spilled: column -> its open .bin file
+        self._strings_file = None  # spilled: strings.arrow
+        self._strings = None  # spilled: its Arrow IPC writer
 
     def append(self, chunk: dict) -> None:
         """Add one chunk: ``{column: (n, ...) numpy array or Arrow string array}``, the same columns each time."""
@@ -182,13 +183,13 @@ class FrameColumns:
                 if name in _FRAME_ARRAYS:
                     f = self._files.get(name)
                     if f is None:
-                        f = self._files[name] = open(self.folder / f"{name}.bin", "wb")  # noqa: SIM115
+                        f = self._files[name] = open(self.folder / f"{name}.bin", "wb")
                     f.write(np.ascontiguousarray(values, dtype=_FRAME_ARRAYS[name][0]).tobytes())
             names = [k for k in _FRAME_STRINGS if k in chunk]
             batch = pa.record_batch([chunk[k].cast(pa.string()) for k in names], names=names)
             if self._strings is None:
-                self._sink = pa.OSFile(str(self.folder / "strings.arrow"), "wb")
-                self._strings = pa.ipc.new_file(self._sink, batch.schema)
+                self._strings_file = pa.OSFile(str(self.folder / "strings.arrow"), "wb")
+                self._strings = pa.ipc.new_file(self._strings_file, batch.schema)
             self._strings.write_batch(batch)
         self.rows += n
 
@@ -221,7 +222,7 @@ class FrameColumns:
                          else np.zeros((0, *row), dtype))
         if self._strings is not None:
             self._strings.close()
-            self._sink.close()
+            self._strings_file.close()
             table = pa.ipc.open_file(pa.memory_map(str(self.folder / "strings.arrow"))).read_all()
             for name in table.column_names:
                 out[name] = table.column(name) if self.rows else pa.array([], pa.string())

@@ -6,8 +6,8 @@ What it does (issue 4):
    a COCO JSON is parsed here once and never shipped to tasks), one dataset at a time, streamed into a
    compact :class:`data_prep.tracks.TrackTable` (flat arrays: ~65 bytes per annotated frame instead of ~350
    bytes as Python objects; :func:`list_and_plan`). Its per-frame columns are **spilled** to a job-local
-   folder (``tempfile.mkdtemp(prefix="ocean-prepare-")`` on the driver, removed when the job ends, also on
-   error) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
+   folder (``tempfile.mkdtemp(prefix="ocean-prepare-")`` on the driver's disk, under ``$TMPDIR``: ~65 bytes per
+   annotated frame; removed when the job ends, also on error) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
    ``benchmarks/prep_throughput.py``, 200 k pairs, anonymous memory held / peak: GOT-10k-like tracks of 100
    frames, 2 M frames 68 / 87 MB spilled vs 279 / 334 MB in memory, 6 M frames 71 / 100 MB vs 526 / 921 MB;
    300 k COCO-like one-frame tracks (O(tracks) by nature) 79 / 129 MB vs 109 / 174 MB. Reader rejections are
