@@ -23,8 +23,10 @@
 5. Peak RSS of the driver and of every Ray worker process that ran shards.
 6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
    GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
-   :func:`pipelines.prepare.list_and_plan` and packs every shard's work; it reports the RSS the plan holds
-   and the peak, per annotated frame.
+   :func:`pipelines.prepare.list_and_plan` and packs every shard's work, once with the per-frame columns in
+   memory and once spilled to files (as the job runs it); it reports the anonymous memory (``RssAnon``) and
+   the file-backed pages (``RssFile``, the mapped spill files) the plan holds and their peaks, per annotated
+   frame.
 
 The machine may be shared; the bare loop and the job are each run ``--repeats`` times and the best is kept.
 """
@@ -128,40 +130,96 @@ def synthetic_tracks(kind: str, n: int):
                     (640, 480), {"category": "thing"})
 
 
-def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int) -> None:
-    """Print one JSON line: RSS held by a planned dataset and peak RSS (MB over the start), per frame."""
+def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int, spill: bool) -> None:
+    """Print one JSON line: the memory a planned dataset holds, MB over the process start (after imports).
+
+    ``spill``: list and plan into a spill folder (:func:`pipelines.prepare.list_and_plan` as the job calls it:
+    per-frame columns memory-mapped from files), else in memory. Anonymous memory (``RssAnon``, what the
+    driver really holds) and file-backed pages (``RssFile``: mapped spill files, which the kernel can drop and
+    reread) are reported apart; the peaks are sampled from outside by :func:`plan_memory`.
+    """
     import gc
     import json
-    import resource
+    import shutil
+    import tempfile
 
     import pyarrow.compute  # noqa: F401  (imported by the driver anyway; not part of the plan's cost)
 
-    def rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    start = rss_mb()  # after the imports: the peak below is what listing + planning add
+    start = _rss_mb()  # after the imports: what listing + planning add is measured from here
     t0 = time.perf_counter()
-    plan, shards, tracks, frames = list_and_plan(kind, synthetic_tracks(kind, n), smoke(), 0, pairs, shard_pairs)
-    videos = sum(len(plan.videos(d)) for d in shards)  # every shard's task input, built and dropped
-    gc.collect()
-    print(json.dumps({"kind": kind, "tracks": tracks, "frames": frames, "pairs": len(plan), "shards": len(shards),
-                      "videos": videos, "seconds": time.perf_counter() - t0, "held_mb": rss_mb() - start,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start,
-                      "table_mb": plan.tracks.nbytes() / 2**20}))
+    spill_dir = tempfile.mkdtemp(prefix="ocean-prepare-") if spill else None
+    try:
+        plan, shards, tracks, frames = list_and_plan(kind, synthetic_tracks(kind, n), smoke(), 0, pairs,
+                                                     shard_pairs, spill_dir=spill_dir)
+        seconds_plan = time.perf_counter() - t0
+        videos = sum(len(plan.videos(d)) for d in shards)  # every shard's task input, built and dropped
+        gc.collect()
+        held = _rss_mb()
+        disk = sum(p.stat().st_size for p in Path(spill_dir).rglob("*") if p.is_file()) if spill else 0
+        print(json.dumps({
+            "kind": kind, "spilled": spill, "tracks": tracks, "frames": frames, "pairs": len(plan),
+            "shards": len(shards), "videos": videos, "seconds": time.perf_counter() - t0,
+            "seconds_plan": seconds_plan, "start": start,
+            "anon_held_mb": held["anon"] - start["anon"], "file_held_mb": held["file"] - start["file"],
+            "hwm_mb": held["hwm"] - start["rss"], "table_mb": plan.tracks.nbytes() / 2**20,
+            "spill_disk_mb": disk / 2**20}), flush=True)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
 
-def plan_memory(n_tracks: int, pairs: int, shard_pairs: int) -> list[dict]:
-    """:func:`plan_memory_child` for GOT-10k-like and COCO-like tracks, each in a fresh process."""
+def _rss_mb(pid: int | str = "self") -> dict[str, float]:
+    """``RssAnon``, ``RssFile``, ``VmRSS`` and ``VmHWM`` of a process in MB (/proc/PID/status, Linux)."""
+    keys = {"RssAnon:": "anon", "RssFile:": "file", "VmRSS:": "rss", "VmHWM:": "hwm"}
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            parts = line.split()  # e.g. "RssAnon:   123456 kB"
+            if parts and parts[0] in keys:
+                out[keys[parts[0]]] = int(parts[1]) / 1024
+    return out
+
+
+def plan_memory(n_tracks: int, pairs: int, shard_pairs: int, modes: tuple[bool, ...] = (False, True)) -> list[dict]:
+    """:func:`plan_memory_child` for GOT-10k-like and COCO-like tracks, in memory and spilled, each in a fresh
+    process whose ``RssAnon`` / ``RssFile`` a thread here samples every 5 ms (peak anonymous memory: VmHWM
+    counts mapped file pages too; sampling from another process is not held up by the child's GIL)."""
     import json
     import subprocess
     import sys
+    import threading
 
     out = []
     for kind, n in (("got10k", n_tracks), ("coco", 15 * n_tracks)):
-        res = subprocess.run([sys.executable, __file__, "--plan-child", kind, str(n), str(pairs), str(shard_pairs)],
-                             check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        for spill in modes:
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--plan-child", kind, str(n), str(pairs), str(shard_pairs)]
+                + (["--plan-spill"] if spill else []),
+                stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+            peak = {"anon": 0.0, "file": 0.0}
+            finished = threading.Event()
+
+            def sample(pid: int = proc.pid, peak: dict = peak, finished: threading.Event = finished) -> None:
+                while not finished.is_set():
+                    try:
+                        now = _rss_mb(pid)
+                    except OSError:
+                        return  # the process is gone
+                    for key in peak:
+                        peak[key] = max(peak[key], now.get(key, 0.0))  # a zombie has no Rss lines
+                    time.sleep(0.005)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            stdout, _ = proc.communicate()
+            finished.set()
+            sampler.join()
+            if proc.returncode:
+                raise RuntimeError(f"planning memory child ({kind}, spill={spill}) failed: {proc.returncode}")
+            m = json.loads(stdout.strip().splitlines()[-1])
+            m["anon_peak_mb"] = peak["anon"] - m["start"]["anon"]
+            m["file_peak_mb"] = peak["file"] - m["start"]["file"]
+            out.append(m)
     return out
 
 
@@ -196,10 +254,11 @@ def main() -> None:
     ap.add_argument("--plan-pairs", type=int, default=200000, help="pairs planned in the planning memory run")
     ap.add_argument("--plan-child", nargs=4, metavar=("KIND", "TRACKS", "PAIRS", "SHARD_PAIRS"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--plan-spill", action="store_true", help=argparse.SUPPRESS)  # with --plan-child
     args = ap.parse_args()
     if args.plan_child:
         kind, n, pairs, shard_pairs = args.plan_child
-        plan_memory_child(kind, int(n), int(pairs), int(shard_pairs))
+        plan_memory_child(kind, int(n), int(pairs), int(shard_pairs), args.plan_spill)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster (ray_stack.md §6)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -295,13 +354,19 @@ def main() -> None:
         if args.plan_tracks > 0:
             print(f"\nDriver listing + planning memory (synthetic annotations streamed through `list_and_plan`, "
                   f"{args.plan_pairs} pairs planned, every shard's task input built once; MB over the process "
-                  "start):\n")
-            print("| tracks | annotated frames | pairs | shards | plan held | peak | track table | "
-                  "held bytes / frame | seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  "start; anonymous = RssAnon, file-backed = RssFile, the mapped spill files; peaks sampled every "
+                  "5 ms):\n")
+            print("| tracks | annotated frames | pairs | shards | per-frame columns | anonymous held / peak | "
+                  "file-backed held / peak | anonymous bytes / frame, held / peak | spill files | seconds |\n"
+                  "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
             for m in plan_memory(args.plan_tracks, args.plan_pairs, args.shard_pairs * 10):
+                per_frame = 2**20 / m["frames"]
                 print(f"| {m['tracks']} {m['kind']}-like | {m['frames']} | {m['pairs']} | {m['shards']} "
-                      f"| {m['held_mb']:.0f} MB | {m['peak_mb']:.0f} MB | {m['table_mb']:.0f} MB "
-                      f"| {m['held_mb'] * 2**20 / m['frames']:.0f} | {m['seconds']:.1f} |")
+                      f"| {'spilled' if m['spilled'] else 'in memory'} "
+                      f"| {m['anon_held_mb']:.0f} / {m['anon_peak_mb']:.0f} MB "
+                      f"| {m['file_held_mb']:.0f} / {m['file_peak_mb']:.0f} MB "
+                      f"| {m['anon_held_mb'] * per_frame:.0f} / {m['anon_peak_mb'] * per_frame:.0f} "
+                      f"| {m['spill_disk_mb']:.0f} MB | {m['seconds']:.1f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -26,6 +26,17 @@ The plan is compact (three int32 arrays per dataset, over a :class:`~data_prep.t
 eligible tracks: flat arrays, no Python object per frame); :meth:`DatasetPlan.videos` groups it by video into
 :class:`VideoWork` items that carry the distinct frames a video needs (decode each once), the crops to cut
 from them and the pairs to write.
+
+Memory (issue 4: bounded whatever the dataset's size). Planning keeps O(tracks + pairs) in anonymous memory,
+never O(annotated frames): per track the (video, track_id) sort keys, ``frame_start``, the present-frame
+count and the video number (the sort, the eligibility test and the video / track picks need them for every
+track); per pair the three int32 plan arrays and, while drawing, the pair's three uniforms. The per-frame
+columns are only read ``chunk_frames`` at a time: counting present frames, copying the eligible tracks in
+(video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written chunk by chunk into the spill
+folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and drawing template / search
+frames (the draws sorted by track, one range of tracks at a time, reading only ranges some draw needs).
+The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window never leaves its track, and
+every draw uses the same uniforms in the same arithmetic (tests/test_plan_spill.py).
 """
 
 from __future__ import annotations
@@ -33,10 +44,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from data_prep.tracks import FrameRef, Track, TrackTable
+from data_prep.tracks import FrameRef, Track, TrackTable, track_ranges
 
 TEMPLATE = "template"
 SEARCH = "search"
@@ -185,7 +197,7 @@ class DatasetPlan:
 
 
 def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: int, frame_range: int,
-                 seed: int) -> DatasetPlan:
+                 seed: int, spill_dir: str | Path | None = None, chunk_frames: int = 1 << 18) -> DatasetPlan:
     """Sample ``num_pairs`` pairs of one dataset (module docstring, facts §7.4).
 
     Args:
@@ -194,24 +206,33 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
         num_pairs: USE, pairs to draw (>= 0).
         frame_range: RANGE in list positions (>= 0).
         seed: base seed; the generator is :func:`dataset_rng` ``(seed, dataset)``.
+        spill_dir: a local folder for the plan's table of eligible tracks (and for the table of ``tracks``
+            when they are :class:`Track` s): spilled tables, memory-mapped (module docstring). Default: beside
+            a spilled ``tracks`` table, else in memory.
+        chunk_frames: frames handled at a time when counting present frames, copying the eligible tracks and
+            drawing template / search frames (bounds the temporaries); the plan does not depend on it.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if num_pairs < 0 or frame_range < 0:
         raise ValueError(f"{dataset}: num_pairs ({num_pairs}) and frame_range ({frame_range}) must be >= 0")
-    table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(dataset, tracks)
+    table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(dataset, tracks,
+                                                                                 spill_dir=spill_dir)
     if table.dataset != dataset:
         raise ValueError(f"tracks of {table.dataset!r} given for dataset {dataset!r}")
+    if spill_dir is None and table.folder is not None:
+        spill_dir = table.folder.parent
     # eligible: at least one present frame (TK subData._clean drops empty tracks, facts §7.2)
-    present_before = np.concatenate([[0], np.cumsum(table.present, dtype=np.int64)])
-    n_present = present_before[table.frame_start[1:]] - present_before[table.frame_start[:-1]]
+    n_present = table.present_counts(chunk_frames)
     candidates = np.flatnonzero(n_present > 0)
     ineligible = table.num_tracks - len(candidates)
     # sorted by (video, track_id); Arrow sorts UTF-8 bytes, which is Python's code point order
     keys = pa.table({"v": table.video.take(pa.array(candidates)), "t": table.track_id.take(pa.array(candidates))})
-    order = pc.sort_indices(keys, sort_keys=[("v", "ascending"), ("t", "ascending")]).to_numpy()
-    eligible = table.take(candidates[order])
+    order = candidates[pc.sort_indices(keys, sort_keys=[("v", "ascending"), ("t", "ascending")]).to_numpy()]
+    del keys
+    eligible = table.take(order, spill_dir=spill_dir, chunk_frames=chunk_frames)
+    count = n_present[order]  # (T,) present frames of each eligible track
     n_tracks = eligible.num_tracks
     if n_tracks > 1:
         same_video = pc.equal(eligible.video[1:], eligible.video[:-1]).to_numpy(zero_copy_only=False)
@@ -238,22 +259,47 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
         u = rng.random((n, 3))
         video_size = np.diff(np.concatenate([video_start, [n_tracks]])).astype(np.int64)
         ti = video_start[picks].astype(np.int64) + np.floor(u[:, 0] * video_size[picks]).astype(np.int64)  # 2.
-        # Present positions of all tracks concatenated; key = position + track * band keeps each track's
-        # entries in their own band, so one searchsorted finds every RANGE window (clipped to the track).
-        present_flat = np.flatnonzero(eligible.present)  # flat frame indices, track by track
-        owner = np.searchsorted(eligible.frame_start, present_flat, side="right") - 1
-        flat = (present_flat - eligible.frame_start[owner]).astype(np.int64)  # positions within each track
-        count = np.bincount(owner, minlength=n_tracks).astype(np.int64)
-        start = np.concatenate([[0], np.cumsum(count)[:-1]])
-        band = int(eligible.lengths().max()) + 2 * frame_range + 2
-        keys = flat + owner.astype(np.int64) * band
-        t = flat[start[ti] + np.floor(u[:, 1] * count[ti]).astype(np.int64)]  # 3. template: present frame
-        lo = np.searchsorted(keys, ti * band + t - frame_range, side="left")
-        hi = np.searchsorted(keys, ti * band + t + frame_range, side="right")
-        s = flat[lo + np.floor(u[:, 2] * (hi - lo)).astype(np.int64)]  # 4. search: present, within RANGE
+        t, s = _draw_frames(eligible, count, ti, u[:, 1], u[:, 2], frame_range, chunk_frames)  # 3.-4.
         track_index[:], template_index[:], search_index[:] = ti, t, s
     return DatasetPlan(dataset, eligible, track_index, template_index, search_index, int(num_pairs),
                        num_videos, ineligible, video_of_track)
+
+
+def _draw_frames(table: TrackTable, count: np.ndarray, ti: np.ndarray, u_template: np.ndarray,
+                 u_search: np.ndarray, frame_range: int, chunk_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4 of the module docstring: ``(template, search)`` positions ``(P,)`` int64 of draws on tracks
+    ``ti`` ``(P,)``, from uniforms ``u_template``, ``u_search`` ``(P,)`` in [0, 1).
+
+    ``count`` ``(T,)`` is each track's number of present frames (>= 1). The draws are sorted by track and
+    the tracks visited in ranges of at most ``chunk_frames`` frames (one track may be longer), reading only
+    the ranges some draw needs: temporaries are O(chunk + pairs + tracks), and each draw's result does not
+    depend on the chunking (a window never leaves its track).
+    """
+    template = np.empty(len(ti), np.int64)
+    search = np.empty(len(ti), np.int64)
+    by_track = np.argsort(ti, kind="stable")
+    ti_sorted = ti[by_track]
+    fs = table.frame_start
+    band = int(table.lengths().max()) + 2 * frame_range + 2  # > any position + RANGE: windows stay in a band
+    for a, b in track_ranges(fs, chunk_frames):
+        lo_draw, hi_draw = np.searchsorted(ti_sorted, [a, b])
+        if lo_draw == hi_draw:
+            continue
+        draws = by_track[lo_draw:hi_draw]
+        # present positions of tracks a..b-1 concatenated; key = position + (track - a) * band keeps each
+        # track's entries in their own band, so one searchsorted finds every RANGE window (clipped to the track)
+        present_flat = np.flatnonzero(table.present[fs[a]:fs[b]]) + fs[a]  # flat frame indices, track by track
+        owner = np.searchsorted(fs[a:b + 1], present_flat, side="right") - 1  # track - a
+        flat = present_flat - fs[a:b][owner]  # positions within each track
+        start = np.concatenate([[0], np.cumsum(count[a:b])[:-1]])
+        keys = flat + owner.astype(np.int64) * band
+        local = ti[draws] - a
+        t = flat[start[local] + np.floor(u_template[draws] * count[ti[draws]]).astype(np.int64)]  # 3. present
+        lo = np.searchsorted(keys, local * band + t - frame_range, side="left")
+        hi = np.searchsorted(keys, local * band + t + frame_range, side="right")
+        template[draws] = t
+        search[draws] = flat[lo + np.floor(u_search[draws] * (hi - lo)).astype(np.int64)]  # 4. within RANGE
+    return template, search
 
 
 @dataclass
@@ -285,8 +331,8 @@ def pair_counts(data, overrides: dict[str, int] | None = None) -> dict[str, int]
     return counts
 
 
-def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int,
-               pairs: dict[str, int] | None = None) -> PairPlan:
+def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int, pairs: dict[str, int] | None = None,
+               spill_dir: str | Path | None = None) -> PairPlan:
     """Plan the pairs of every dataset present in ``tracks``.
 
     Args:
@@ -294,6 +340,7 @@ def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int,
         data: :class:`ocean.config.DataConfig` (pairs_per_epoch, pool_factor, frame_range).
         seed: base seed.
         pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
+        spill_dir: where the plans' track tables are spilled (:func:`plan_dataset`); None: in memory.
     """
     by_dataset: dict[str, list[Track] | TrackTable] = {}
     if isinstance(tracks, TrackTable):
@@ -308,5 +355,6 @@ def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int,
             raise KeyError(f"no frame_range for dataset {name!r} in DataConfig (known: {sorted(data.frame_range)})")
         if name not in counts:
             raise KeyError(f"no pair count for dataset {name!r}: set DataConfig.pairs_per_epoch or pass pairs")
-        plans[name] = plan_dataset(name, by_dataset[name], counts[name], int(data.frame_range[name]), seed)
+        plans[name] = plan_dataset(name, by_dataset[name], counts[name], int(data.frame_range[name]), seed,
+                                   spill_dir=spill_dir)
     return PairPlan(plans, int(seed))

@@ -11,7 +11,10 @@ Coordinates are 0-based pixels of the source image; boxes are ``x1, y1, x2, y2``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -100,6 +103,132 @@ def _concat_strings(chunks: list):
         return pa.concat_arrays([c.cast(pa.large_string()) for c in chunks])
 
 
+# The per-frame columns of a TrackTable: numpy ones (dtype, shape of one row) and Arrow string ones.
+_FRAME_ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
+    "boxes_xyxy": (np.float64, (4,)), "present": (np.bool_, ()), "path_dir": (np.int32, ()),
+    "source": (np.int32, ()), "timestamp_ms": (np.int64, ()),
+}
+_FRAME_STRINGS = ("frame_id", "path_name")
+
+
+def track_ranges(frame_start: np.ndarray, max_frames: int) -> Iterator[tuple[int, int]]:
+    """Consecutive track ranges ``(a, b)`` covering ``0..T`` with at most ``max_frames`` frames each (a
+    longer track gets a range of its own), from ``frame_start`` ``(T + 1,)`` as in :class:`TrackTable`."""
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    num_tracks = len(frame_start) - 1
+    a = 0
+    while a < num_tracks:
+        b = int(np.searchsorted(frame_start, frame_start[a] + max_frames, side="right")) - 1
+        b = min(max(b, a + 1), num_tracks)
+        yield a, b
+        a = b
+
+
+def take_strings(column, index: np.ndarray):
+    """``column[index]`` of an Arrow string Array or ChunkedArray as one Array, ``index`` int64 ``(N,)``.
+
+    A ChunkedArray (a memory-mapped column) is gathered chunk by chunk, touching only the chunks hit:
+    pyarrow's own ``ChunkedArray.take`` concatenates every chunk first, i.e. copies the whole column into
+    anonymous memory (measured: 232 MB for a 229 MB column, pyarrow 25).
+    """
+    import pyarrow as pa
+
+    index = np.asarray(index, dtype=np.int64)
+    if isinstance(column, pa.Array):
+        return column.take(pa.array(index))
+    bounds = np.concatenate([[0], np.cumsum([len(c) for c in column.chunks], dtype=np.int64)])
+    chunk_of = np.searchsorted(bounds, index, side="right") - 1
+    order = np.argsort(chunk_of, kind="stable")
+    cuts = np.searchsorted(chunk_of[order], np.arange(len(bounds)))  # order[cuts[c]:cuts[c + 1]] hit chunk c
+    pieces = [column.chunk(c).take(pa.array(index[order[cuts[c]:cuts[c + 1]]] - bounds[c]))
+              for c in range(column.num_chunks) if cuts[c] < cuts[c + 1]]
+    gathered = _concat_strings(pieces) if pieces else pa.array([], pa.string())
+    if (order == np.arange(len(order))).all():
+        return gathered  # the index was already in chunk order (e.g. sorted)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return gathered.take(pa.array(back))
+
+
+class FrameColumns:
+    """The per-frame columns of a table being built, appended chunk by chunk, held in RAM or spilled.
+
+    Without ``folder`` the chunks stay in memory and :meth:`finish` concatenates them. With ``folder``, each
+    chunk is appended to files there as soon as it arrives -- ``<name>.bin`` (raw numpy rows, native byte order)
+    for boxes, presence, folder / video-file index and timestamp, and ``strings.arrow`` (an Arrow IPC file,
+    one record batch per chunk) for frame ids and file names -- and :meth:`finish` memory-maps them:
+    ``np.memmap`` arrays and Arrow ChunkedArrays over ``pa.memory_map``. Their pages are file-backed, so
+    the kernel can drop them and reread them from the disk, instead of anonymous memory the driver holds.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.rows = 0
+        self._parts: dict[str, list] = {}  # in RAM: column -> chunks
+        self._files: dict[str, BinaryIO] = {}  # spilled: column -> its open .bin file
+        self._strings_file = None  # spilled: strings.arrow
+        self._strings = None  # spilled: its Arrow IPC writer
+
+    def append(self, chunk: dict) -> None:
+        """Add one chunk: ``{column: (n, ...) numpy array or Arrow string array}``, the same columns each time."""
+        import pyarrow as pa
+
+        n = len(next(iter(chunk.values())))
+        if self.folder is None:
+            for name, values in chunk.items():
+                self._parts.setdefault(name, []).append(values)
+        else:
+            for name, values in chunk.items():
+                if name in _FRAME_ARRAYS:
+                    f = self._files.get(name)
+                    if f is None:
+                        f = self._files[name] = open(self.folder / f"{name}.bin", "wb")
+                    f.write(np.ascontiguousarray(values, dtype=_FRAME_ARRAYS[name][0]).tobytes())
+            names = [k for k in _FRAME_STRINGS if k in chunk]
+            batch = pa.record_batch([chunk[k].cast(pa.string()) for k in names], names=names)
+            if self._strings is None:
+                self._strings_file = pa.OSFile(str(self.folder / "strings.arrow"), "wb")
+                self._strings = pa.ipc.new_file(self._strings_file, batch.schema)
+            self._strings.write_batch(batch)
+        self.rows += n
+
+    def finish(self, drop: set[str] | frozenset[str] = frozenset()) -> dict:
+        """``{column: array}`` of every column appended but those in ``drop`` (discarded, their file deleted):
+        numpy arrays (``np.memmap`` when spilled) and Arrow string arrays (ChunkedArrays when spilled).
+        Chunks held in RAM are joined one column at a time, dropping each column's chunks as soon as it is
+        joined (peak: the table plus one column's chunks)."""
+        import pyarrow as pa
+
+        out: dict = {}
+        if self.folder is None:
+            for name in list(self._parts):
+                parts = self._parts.pop(name)
+                if name in drop:
+                    continue
+                if name in _FRAME_ARRAYS:
+                    out[name] = np.concatenate(parts)
+                else:
+                    out[name] = _concat_strings(parts)
+            return out
+        for name, f in self._files.items():
+            f.close()
+            dtype, row = _FRAME_ARRAYS[name]
+            path = self.folder / f"{name}.bin"
+            if name in drop:
+                path.unlink()
+                continue
+            out[name] = (np.memmap(path, dtype=dtype, mode="r", shape=(self.rows, *row)) if self.rows
+                         else np.zeros((0, *row), dtype))
+        if self._strings is not None:
+            self._strings.close()
+            self._strings_file.close()
+            table = pa.ipc.open_file(pa.memory_map(str(self.folder / "strings.arrow"))).read_all()
+            for name in table.column_names:
+                out[name] = table.column(name) if self.rows else pa.array([], pa.string())
+        return out
+
+
 class TrackTable:
     """One dataset's tracks as flat arrays: what planning and shard packing need, ~10x smaller than
     :class:`Track` objects (issue 4: the driver's memory must stay bounded for YouTube-BB / COCO).
@@ -110,60 +239,94 @@ class TrackTable:
     in numpy arrays.
     ``Track.meta`` is not kept (nothing downstream of the readers uses it).
 
+    **Spilled tables** (``from_tracks(..., spill_dir=...)``, ``take(..., spill_dir=...)``): the per-frame
+    columns -- everything of size ``F`` -- live in files of a folder of their own under ``spill_dir``
+    (:class:`FrameColumns`: raw numpy rows and one Arrow IPC file) and are memory-mapped, read-only; only
+    the per-track columns (``T`` rows: video, track id, frame_start, image size -- the (video, track_id) sort
+    keys and frame ranges planning needs) and the folder / video-file lists stay in anonymous memory. A
+    GOT-10k-like frame then costs ~65 bytes on the disk and nothing measurable in anonymous memory
+    (benchmarks/prep_throughput.py: the planning driver's anonymous memory is ~60-70 MB at 0.2 M, 2 M and
+    6 M annotated frames alike); mapped pages are file-backed, so the kernel drops them under pressure and
+    rereads them when needed. Every reader below works on both forms (:func:`take_strings` gathers mapped
+    strings chunk by chunk). A table never deletes its folder: whoever made ``spill_dir`` removes it.
+
     Attributes:
         dataset: one of :data:`DATASETS`.
         num_tracks ``T``, num_frames ``F``.
         video, track_id: ``(T,)`` Arrow string arrays.
         frame_start: ``(T + 1,)`` int64; track ``t`` owns flat frames ``frame_start[t]:frame_start[t + 1]``.
         image_size: ``(T, 2)`` int32 ``(width, height)``, ``-1`` where unknown.
-        frame_id, path_name: ``(F,)`` Arrow strings; a frame's path is ``dirs[path_dir] + path_name``.
+        frame_id, path_name: ``(F,)`` Arrow strings (ChunkedArrays when spilled); a frame's path is
+            ``dirs[path_dir] + path_name``.
         path_dir, source: ``(F,)`` int32 indices into ``dirs`` / ``sources`` (the video file of a frame given by
             video + timestamp), ``-1`` for none; ``source`` is None when no frame has a video file.
         timestamp_ms: ``(F,)`` int64, ``_NO_TIMESTAMP`` for none; None when no frame has one.
         boxes_xyxy: ``(F, 4)`` float64 source pixels; present: ``(F,)`` bool.
+        folder: the folder holding the per-frame columns of a spilled table, else None.
     """
 
     def __init__(self, dataset: str, video, track_id, frame_start: np.ndarray, image_size: np.ndarray,
                  frame_id, path_dir: np.ndarray, path_name, dirs: list[str], source: np.ndarray | None,
                  sources: list[str], timestamp_ms: np.ndarray | None, boxes_xyxy: np.ndarray,
-                 present: np.ndarray) -> None:
+                 present: np.ndarray, folder: Path | None = None) -> None:
         self.dataset = dataset
         self.video, self.track_id = video, track_id
         self.frame_start, self.image_size = frame_start, image_size
         self.frame_id, self.path_dir, self.path_name, self.dirs = frame_id, path_dir, path_name, dirs
         self.source, self.sources, self.timestamp_ms = source, sources, timestamp_ms
         self.boxes_xyxy, self.present = boxes_xyxy, present
+        self.folder = folder
 
     # ---------------------------------------------------------------- building
 
+    @staticmethod
+    def _frame_columns(dataset: str, spill_dir: str | Path | None) -> FrameColumns:
+        """A :class:`FrameColumns` in RAM, or in a new folder ``<dataset>-*`` under ``spill_dir``."""
+        if spill_dir is None:
+            return FrameColumns(None)
+        import tempfile
+
+        return FrameColumns(Path(tempfile.mkdtemp(prefix=f"{dataset}-", dir=spill_dir)))
+
     @classmethod
-    def from_tracks(cls, dataset: str, tracks, chunk_frames: int = 1 << 16) -> TrackTable:
+    def from_tracks(cls, dataset: str, tracks, chunk_frames: int = 1 << 16,
+                    spill_dir: str | Path | None = None) -> TrackTable:
         """Consume ``tracks`` (any iterable, e.g. a reader's generator) one at a time into a table.
 
         Python lists are flushed to Arrow / numpy every ``chunk_frames`` frames, so building holds at most
-        one chunk of Python objects beside the compact arrays. Raises ValueError for a track of another dataset.
+        one chunk of Python objects beside the compact arrays; with ``spill_dir`` (an existing local folder)
+        each flushed chunk's per-frame columns go straight to files there and the table is spilled (class
+        docstring). Raises ValueError for a track of another dataset.
         """
         import pyarrow as pa
 
-        str_chunks: dict[str, list] = {"video": [], "track_id": [], "frame_id": [], "path_name": []}
-        num_chunks: dict[str, list] = {k: [] for k in ("lengths", "image_size", "path_dir", "source",
-                                                          "timestamp_ms", "boxes", "present")}
+        str_chunks: dict[str, list] = {"video": [], "track_id": []}
+        num_chunks: dict[str, list] = {"lengths": [], "image_size": []}
+        frames = cls._frame_columns(dataset, spill_dir)
         dir_index: dict[str, int] = {}
         source_index: dict[str, int] = {}
+        any_timestamp = False
         cur = {k: [] for k in ("video", "track_id", "frame_id", "path_name", "lengths", "image_size",
                                 "path_dir", "source", "timestamp_ms", "boxes", "present")}
 
         def flush() -> None:
+            nonlocal any_timestamp
             for k in str_chunks:
                 str_chunks[k].append(pa.array(cur[k], type=pa.string()))
             num_chunks["lengths"].append(np.asarray(cur["lengths"], np.int64))
             num_chunks["image_size"].append(np.asarray(cur["image_size"], np.int32).reshape(-1, 2))
-            num_chunks["path_dir"].append(np.asarray(cur["path_dir"], np.int32))
-            num_chunks["source"].append(np.asarray(cur["source"], np.int32))
-            num_chunks["timestamp_ms"].append(np.asarray(cur["timestamp_ms"], np.int64))
-            if cur["boxes"]:  # one array per chunk instead of two per track
-                num_chunks["boxes"].append(np.concatenate(cur["boxes"]).reshape(-1, 4))
-                num_chunks["present"].append(np.concatenate(cur["present"]))
+            timestamp_ms = np.asarray(cur["timestamp_ms"], np.int64)
+            any_timestamp = any_timestamp or bool((timestamp_ms != _NO_TIMESTAMP).any())
+            frames.append({
+                "frame_id": pa.array(cur["frame_id"], type=pa.string()),
+                "path_name": pa.array(cur["path_name"], type=pa.string()),
+                "path_dir": np.asarray(cur["path_dir"], np.int32),
+                "source": np.asarray(cur["source"], np.int32),
+                "timestamp_ms": timestamp_ms,
+                # one array per chunk instead of two per track
+                "boxes_xyxy": np.concatenate(cur["boxes"]).reshape(-1, 4) if cur["boxes"] else np.zeros((0, 4)),
+                "present": np.concatenate(cur["present"]) if cur["present"] else np.zeros(0, bool),
+            })
             for v in cur.values():
                 v.clear()
 
@@ -204,47 +367,52 @@ class TrackTable:
                 pending = 0
         flush()
 
-        # one column at a time, dropping its chunks as soon as it is joined: the peak is the table plus one
-        # column's chunks, not twice the table
-        def joined(key: str, empty: np.ndarray) -> np.ndarray:
-            parts = num_chunks.pop(key)
-            return np.concatenate(parts) if parts else empty
-
-        def joined_strings(key: str):
-            return _concat_strings(str_chunks.pop(key))
-
-        lengths = joined("lengths", np.zeros(0, np.int64))
-        source = joined("source", np.zeros(0, np.int32))
-        timestamp_ms = joined("timestamp_ms", np.zeros(0, np.int64))
+        unused = ({"source"} if not source_index else set()) | ({"timestamp_ms"} if not any_timestamp else set())
+        cols = frames.finish(drop=unused)
+        lengths = np.concatenate(num_chunks.pop("lengths"))
         return cls(
-            dataset, joined_strings("video"), joined_strings("track_id"),
+            dataset, _concat_strings(str_chunks.pop("video")), _concat_strings(str_chunks.pop("track_id")),
             np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            joined("image_size", np.zeros((0, 2), np.int32)).reshape(-1, 2),
-            joined_strings("frame_id"), joined("path_dir", np.zeros(0, np.int32)), joined_strings("path_name"),
-            list(dir_index), source if source_index else None, list(source_index),
-            None if (timestamp_ms == _NO_TIMESTAMP).all() else timestamp_ms,
-            joined("boxes", np.zeros((0, 4))), joined("present", np.zeros(0, bool)),
+            np.concatenate(num_chunks.pop("image_size")).reshape(-1, 2),
+            cols["frame_id"], cols["path_dir"], cols["path_name"], list(dir_index), cols.get("source"),
+            list(source_index), cols.get("timestamp_ms"), cols["boxes_xyxy"], cols["present"], frames.folder,
         )
 
-    def take(self, tracks: np.ndarray) -> TrackTable:
-        """A table of the tracks ``tracks`` (int indices, in that order) with their frames."""
-        import pyarrow as pa
+    def take(self, tracks: np.ndarray, spill_dir: str | Path | None = None,
+             chunk_frames: int = 1 << 16) -> TrackTable:
+        """A table of the tracks ``tracks`` (int indices, in that order) with their frames.
 
+        The frames are gathered ``chunk_frames`` at a time into a :class:`FrameColumns`: with ``spill_dir``
+        the new table is spilled there (its per-frame columns written chunk by chunk, never whole in memory).
+        """
         tracks = np.asarray(tracks, dtype=np.int64)
         if len(tracks) == self.num_tracks and (tracks == np.arange(self.num_tracks)).all():
             return self  # all of them, in order: no copy (the table is never modified)
         lengths = self.frame_start[tracks + 1] - self.frame_start[tracks]
         start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        # flat frame indices of the kept tracks, in order: each track's range start..start+len
-        frames = np.repeat(self.frame_start[tracks] - start[:-1], lengths) + np.arange(start[-1], dtype=np.int64)
-        idx = pa.array(tracks)
-        fidx = pa.array(frames)
+        out = self._frame_columns(self.dataset, spill_dir)
+        for a, b in track_ranges(start, chunk_frames):
+            # flat frame indices of the kept tracks a..b-1, in order: each track's range start..start+len
+            frames = (np.repeat(self.frame_start[tracks[a:b]] - start[a:b], lengths[a:b])
+                      + np.arange(start[a], start[b], dtype=np.int64))
+            out.append(self._frames_of(frames))
+        if not len(tracks):
+            out.append(self._frames_of(np.zeros(0, np.int64)))
+        cols = out.finish()
         return TrackTable(
-            self.dataset, self.video.take(idx), self.track_id.take(idx), start, self.image_size[tracks],
-            self.frame_id.take(fidx), self.path_dir[frames], self.path_name.take(fidx), self.dirs,
-            None if self.source is None else self.source[frames], self.sources,
-            None if self.timestamp_ms is None else self.timestamp_ms[frames], self.boxes_xyxy[frames],
-            self.present[frames])
+            self.dataset, take_strings(self.video, tracks), take_strings(self.track_id, tracks), start,
+            self.image_size[tracks], cols["frame_id"], cols["path_dir"], cols["path_name"], self.dirs,
+            cols.get("source"), self.sources, cols.get("timestamp_ms"), cols["boxes_xyxy"], cols["present"],
+            out.folder)
+
+    def _frames_of(self, frames: np.ndarray) -> dict:
+        """The per-frame columns of flat frames ``frames`` (int64), gathered into memory."""
+        out = {name: take_strings(getattr(self, name), frames) for name in _FRAME_STRINGS}
+        for name in _FRAME_ARRAYS:
+            column = getattr(self, name)
+            if column is not None:
+                out[name] = np.asarray(column[frames])
+        return out
 
     # ---------------------------------------------------------------- reading
 
@@ -263,14 +431,20 @@ class TrackTable:
         """``(T,)`` int64 frames per track."""
         return np.diff(self.frame_start)
 
+    def present_counts(self, chunk_frames: int = 1 << 20) -> np.ndarray:
+        """``(T,)`` int64 present frames per track, reading ``chunk_frames`` frames at a time."""
+        counts = np.zeros(self.num_tracks, np.int64)
+        fs = self.frame_start
+        for a, b in track_ranges(fs, chunk_frames):
+            before = np.concatenate([[0], np.cumsum(self.present[fs[a]:fs[b]], dtype=np.int64)])
+            counts[a:b] = before[fs[a + 1:b + 1] - fs[a]] - before[fs[a:b] - fs[a]]
+        return counts
+
     def frame_refs(self, frames: np.ndarray) -> list[FrameRef]:
         """:class:`FrameRef` s of flat frame indices ``frames`` (one Arrow gather per column)."""
-        import pyarrow as pa
-
         frames = np.asarray(frames, dtype=np.int64)
-        idx = pa.array(frames)
-        ids = self.frame_id.take(idx).to_pylist()
-        names = self.path_name.take(idx).to_pylist()
+        ids = take_strings(self.frame_id, frames).to_pylist()
+        names = take_strings(self.path_name, frames).to_pylist()
         dirs = self.path_dir[frames].tolist()
         sources = [-1] * len(frames) if self.source is None else self.source[frames].tolist()
         stamps = [_NO_TIMESTAMP] * len(frames) if self.timestamp_ms is None else self.timestamp_ms[frames].tolist()
@@ -280,16 +454,14 @@ class TrackTable:
 
     def strings(self, column: str, tracks: np.ndarray) -> list[str]:
         """``video`` or ``track_id`` of tracks ``tracks`` as Python strings."""
-        import pyarrow as pa
-
-        return getattr(self, column).take(pa.array(np.asarray(tracks, dtype=np.int64))).to_pylist()
+        return take_strings(getattr(self, column), tracks).to_pylist()
 
     def track(self, t: int) -> Track:
         """Track ``t`` as a :class:`Track` (``meta`` empty)."""
         a, b = int(self.frame_start[t]), int(self.frame_start[t + 1])
         w, h = (int(v) for v in self.image_size[t])
         return Track(self.dataset, self.video[t].as_py(), self.track_id[t].as_py(),
-                     self.frame_refs(np.arange(a, b)), self.boxes_xyxy[a:b].copy(), self.present[a:b].copy(),
+                     self.frame_refs(np.arange(a, b)), np.array(self.boxes_xyxy[a:b]), np.array(self.present[a:b]),
                      None if w < 0 else (w, h))
 
     def __getitem__(self, t: int) -> Track:
