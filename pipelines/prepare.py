@@ -64,6 +64,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -557,129 +558,36 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
-    unknown = sorted(set(datasets) - set(DATASETS))
-    if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
-    if not datasets:
-        raise ValueError("no dataset given (NAME=ROOT)")
-    roots = {}
-    for name, root in sorted(datasets.items()):
-        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
-        roots[name] = str(path)
+    roots = _dataset_roots(datasets)
     settings = CropSettings.from_config(cfg, jpeg_quality)
     store = OutputStore.from_uri(out)
     store.check_writable()  # fail fast: missing bucket, unreachable endpoint, no write access
     fs = store.filesystem()
-
-    # per-frame annotation columns live in files of a job-local folder, memory-mapped (TrackTable: the
-    # driver's anonymous memory stays O(tracks + pairs)); removed when the job ends, whatever happens
-    spill_dir = tempfile.mkdtemp(prefix="ocean-prepare-")
+    spill_dir = spill_folder()
     try:
-        # 1-2. list and plan, one dataset at a time (the driver holds annotations only)
-        states: dict[str, _DatasetState] = {}
-        counts = pair_counts(cfg.data, pairs)
-        for name, root in roots.items():
-            st = states[name] = _DatasetState(name, root)
-            st.requested = int(counts.get(name, 0))
-            tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
-            st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(
-                name, tracks, cfg, seed, st.requested, shard_pairs, spill_dir=spill_dir)
-            say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
-                f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
+        states = _list_datasets(roots, cfg, seed, pair_counts(cfg.data, pairs), shard_pairs, reader_options,
+                                spill_dir, say)  # 1-2
         t_listed = time.perf_counter()
-
-        # the job's identity: config, seed and plan
-        from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
-        from ocean.config import to_dict
-
-        job_config = {
-            "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
-            "pairs_requested": {n: st.requested for n, st in states.items()},
-            "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
-            "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
-                               for n, o in sorted((reader_options or {}).items()) if n in roots},
-        }
-        digest = hashlib.sha256(json.dumps(
-            {"manifest_schema": MANIFEST_SCHEMA_VERSION, "pair_schema": PAIR_SCHEMA_VERSION, "config": job_config,
-             "plans": {n: (plan_digest(st.plan) if st.plan else None) for n, st in states.items()}},
-            sort_keys=True).encode()).hexdigest()
-        job_doc = {"fingerprint": digest, "config": job_config, "datasets": sorted(roots)}
-        previous = store.read("job.json", fs)
-        if previous is not None:
-            old = json.loads(previous)
-            if old.get("fingerprint") != digest:
-                raise JobMismatch(
-                    f"{store.uri} already holds pairs prepared with a different plan (job {old.get('fingerprint', '?')[:12]}, "
-                    f"this one {digest[:12]}): other datasets, seed, pair counts, config or input data. "
-                    "Use a new --out, or delete the old output first.")
-        else:
-            store.write("job.json", _json_bytes(job_doc), fs)
-
-        # 3. which shards are done (sidecar present, same job)
-        done: dict[str, dict] = {}
-        for name, st in states.items():
-            for i in range(len(st.shards)):
-                sname = shard_name(name, i)
-                raw = store.read(shard_paths(sname)["stats"], fs)
-                if raw is None:
-                    continue
-                side = json.loads(raw)
-                if side.get("job") == digest and store.exists(side["path"], fs):
-                    done[sname] = side
+        job_doc = _job_document(states, roots, cfg, settings, seed, shard_pairs, reader_options)
+        _claim_output(store, job_doc, fs)
+        digest = job_doc["fingerprint"]
+        done = _done_shards(store, states, digest, fs)  # 3
         total = sum(len(st.shards) for st in states.values())
         say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
-
         # largest shards first (longest-processing-time order): the last tasks to start are the short ones, so
         # workers finish together instead of one long shard running alone at the end
-        todo = sorted(((-shard_cost(st.plan, draws), name, i) for name, st in states.items()
-                       for i, draws in enumerate(st.shards) if shard_name(name, i) not in done))
-
-        def tasks():
-            for _, name, i in todo:
-                yield ShardTask(name, i, digest, states[name].plan.videos(states[name].shards[i]))
-
-        workers: dict[int, dict] = {}
-        timeline: list[dict] = []  # per shard task run: pid, wall start / end (epoch s), CPU seconds
-
-        def on_result(result: dict) -> None:
-            rt = result.pop("runtime")
-            timeline.append({"shard": result["shard"], "pid": rt["pid"], "start": rt["start"], "end": rt["end"],
-                             "cpu_seconds": rt["cpu_seconds"]})
-            w = workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
-                                                     "peak_rss_mb": 0.0})
-            w["shards"] += 1
-            w["cpu_seconds"] += rt["cpu_seconds"]
-            w["seconds"] += rt["seconds"]
-            w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
-            done[result["shard"]] = result
-
-        # 4. crop on Ray
-        failed: list[str] = []
-        started_ray = False
-        t_crop = t_crop_end = time.perf_counter()
-        crop_epoch, driver_cpu0 = time.time(), time.process_time()
-        driver_cpu_crop = 0.0
-        if len(done) < total:
-            from pipelines.raysession import ensure_ray
-
-            started_ray = ensure_ray(ray_address, quiet=False)
-            t_crop, crop_epoch, driver_cpu0 = time.perf_counter(), time.time(), time.process_time()
-            try:
-                failed = _run_tasks(store, tasks(), total, settings, task_cpus=task_cpus, max_in_flight=max_in_flight,
-                                    on_result=on_result, progress=progress, initial=len(done))
-                t_crop_end, driver_cpu_crop = time.perf_counter(), time.process_time() - driver_cpu0
-            finally:
-                if started_ray:
-                    import ray
-
-                    ray.shutdown()
+        todo = sorted((-shard_cost(st.plan, draws), name, i) for name, st in states.items()
+                      for i, draws in enumerate(st.shards) if shard_name(name, i) not in done)
+        tasks = (ShardTask(name, i, digest, states[name].plan.videos(states[name].shards[i])) for _, name, i in todo)
+        crop = _CropPhase(done)
+        if todo:  # 4
+            crop.run(store, tasks, total, settings, ray_address=ray_address, task_cpus=task_cpus,
+                     max_in_flight=max_in_flight, progress=progress)
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
-    if failed:
-        raise ShardFailed(f"{len(failed)} of {total} shards failed ({', '.join(failed[:5])}"
-                          f"{', ...' if len(failed) > 5 else ''}); the others are stored: re-run the same "
+    if crop.failed:
+        raise ShardFailed(f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
+                          f"{', ...' if len(crop.failed) > 5 else ''}); the others are stored: re-run the same "
                           "command to finish the job")
 
     # 5. reader rejects, then the manifest (last)
@@ -692,14 +600,166 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     _write_if_changed(store, "manifest.json", _json_bytes(manifest), fs)
     run_info = {
         "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start,
-        "seconds_crop": t_crop_end - t_crop, "driver_cpu_seconds_crop": driver_cpu_crop, "workers": workers,
-        "timeline": [{**t, "start": t["start"] - crop_epoch, "end": t["end"] - crop_epoch} for t in timeline],
-        "nodes": len({w["node"] for w in workers.values()}),
-        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **crop.info(), "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
-    run_info["shards_run"] = sum(w["shards"] for w in workers.values())
     run_info["shards_skipped"] = total - run_info["shards_run"]
     return manifest, run_info
+
+
+def _dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
+    """``{name: absolute root}`` in name order; unknown names, no dataset or a missing folder raise."""
+    unknown = sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
+    if not datasets:
+        raise ValueError("no dataset given (NAME=ROOT)")
+    roots = {}
+    for name, root in sorted(datasets.items()):
+        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
+        if not path.is_dir():
+            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
+        roots[name] = str(path)
+    return roots
+
+
+SPILL_PREFIX = "ocean-prepare-"
+
+
+def spill_folder(base: str | None = None) -> str:
+    """A fresh job-local folder for spilled annotation columns, ``<tmp>/ocean-prepare-<host>-<pid>-XXXXXXXX``.
+
+    Folders that jobs on this host left behind when they were killed (a SIGKILL skips ``finally``) are removed
+    first: those whose process no longer exists. A folder of another host (a shared ``/tmp``) is left alone.
+    """
+    base = base or tempfile.gettempdir()
+    host = socket.gethostname().replace("-", "_")
+    for path in Path(base).glob(f"{SPILL_PREFIX}{host}-*-*"):
+        pid = path.name[len(SPILL_PREFIX) + len(host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{host}-{os.getpid()}-", dir=base)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _list_datasets(roots: dict[str, str], cfg, seed: int, counts: dict[str, int], shard_pairs: int,
+                   reader_options: dict[str, dict] | None, spill_dir: str,
+                   say: Callable[[str], None]) -> dict[str, _DatasetState]:
+    """Steps 1-2: list and plan one dataset at a time (the driver holds annotations only, spilled)."""
+    states: dict[str, _DatasetState] = {}
+    for name, root in roots.items():
+        st = states[name] = _DatasetState(name, root)
+        st.requested = int(counts.get(name, 0))
+        tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
+        st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(
+            name, tracks, cfg, seed, st.requested, shard_pairs, spill_dir=spill_dir)
+        say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
+            f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
+    return states
+
+
+def _job_document(states: dict[str, _DatasetState], roots: dict[str, str], cfg, settings: CropSettings, seed: int,
+                  shard_pairs: int, reader_options: dict[str, dict] | None) -> dict:
+    """The job's identity, kept in ``OUT/job.json``: its config and a fingerprint of config, seed and plans."""
+    from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
+    from ocean.config import to_dict
+
+    job_config = {
+        "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
+        "pairs_requested": {n: st.requested for n, st in states.items()},
+        "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
+        "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
+                           for n, o in sorted((reader_options or {}).items()) if n in roots},
+    }
+    digest = hashlib.sha256(json.dumps(
+        {"manifest_schema": MANIFEST_SCHEMA_VERSION, "pair_schema": PAIR_SCHEMA_VERSION, "config": job_config,
+         "plans": {n: (plan_digest(st.plan) if st.plan else None) for n, st in states.items()}},
+        sort_keys=True).encode()).hexdigest()
+    return {"fingerprint": digest, "config": job_config, "datasets": sorted(roots)}
+
+
+def _claim_output(store: OutputStore, job_doc: dict, fs) -> None:
+    """Write ``OUT/job.json``, or check that the one there is this job's (else :class:`JobMismatch`)."""
+    previous = store.read("job.json", fs)
+    if previous is None:
+        store.write("job.json", _json_bytes(job_doc), fs)
+        return
+    old = json.loads(previous).get("fingerprint", "?")
+    if old != job_doc["fingerprint"]:
+        raise JobMismatch(
+            f"{store.uri} already holds pairs prepared with a different plan (job {old[:12]}, "
+            f"this one {job_doc['fingerprint'][:12]}): other datasets, seed, pair counts, config or input data. "
+            "Use a new --out, or delete the old output first.")
+
+
+def _done_shards(store: OutputStore, states: dict[str, _DatasetState], digest: str, fs) -> dict[str, dict]:
+    """Step 3: the sidecars of shards already done by this job (sidecar present, same job, parquet present)."""
+    done: dict[str, dict] = {}
+    for name, st in states.items():
+        for i in range(len(st.shards)):
+            sname = shard_name(name, i)
+            raw = store.read(shard_paths(sname)["stats"], fs)
+            if raw is None:
+                continue
+            side = json.loads(raw)
+            if side.get("job") == digest and store.exists(side["path"], fs):
+                done[sname] = side
+    return done
+
+
+class _CropPhase:
+    """Step 4 on Ray, and what it measured: results go into ``done``; per worker process and per task timings."""
+
+    def __init__(self, done: dict[str, dict]) -> None:
+        self.done = done
+        self.failed: list[str] = []
+        self.workers: dict[int, dict] = {}
+        self.timeline: list[dict] = []  # per shard task: pid, start / end (s from the phase start), CPU seconds
+        self.seconds = self.driver_cpu_seconds = 0.0
+        self.epoch = time.time()
+
+    def run(self, store: OutputStore, tasks: Iterable[ShardTask], total: int, settings: CropSettings, *,
+            ray_address: str | None, task_cpus: float, max_in_flight: int | None, progress: bool) -> None:
+        from pipelines.raysession import ensure_ray
+
+        started_ray = ensure_ray(ray_address, quiet=False)
+        t0, self.epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
+        try:
+            self.failed = _run_tasks(store, tasks, total, settings, task_cpus=task_cpus,
+                                     max_in_flight=max_in_flight, on_result=self._on_result, progress=progress,
+                                     initial=len(self.done))
+            self.seconds, self.driver_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+
+    def _on_result(self, result: dict) -> None:
+        rt = result.pop("runtime")
+        self.timeline.append({"shard": result["shard"], "pid": rt["pid"], "start": rt["start"] - self.epoch,
+                              "end": rt["end"] - self.epoch, "cpu_seconds": rt["cpu_seconds"]})
+        w = self.workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0,
+                                                "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
+        w["shards"] += 1
+        w["cpu_seconds"] += rt["cpu_seconds"]
+        w["seconds"] += rt["seconds"]
+        w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
+        self.done[result["shard"]] = result
+
+    def info(self) -> dict:
+        return {"seconds_crop": self.seconds, "driver_cpu_seconds_crop": self.driver_cpu_seconds,
+                "workers": self.workers, "timeline": self.timeline,
+                "nodes": len({w["node"] for w in self.workers.values()}),
+                "shards_run": sum(w["shards"] for w in self.workers.values())}
 
 
 def build_manifest(states: dict[str, _DatasetState], done: dict[str, dict], job_doc: dict,

@@ -4,6 +4,7 @@ data_prep/pairs.py, pipelines/prepare.py)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -221,3 +222,35 @@ def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_pat
         run_prepare({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out2"), smoke(),
                     pairs={"got10k": 5}, progress=False, log=None)
     assert list(scratch.iterdir()) == []
+
+
+def test_spill_folder_removes_folders_of_dead_jobs_on_this_host_only(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from pipelines.prepare import SPILL_PREFIX, spill_folder
+
+    host = socket.gethostname().replace("-", "_")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)  # exited: its folder is a leftover of a killed job
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = tmp_path / f"{SPILL_PREFIX}{host}-{dead_pid}-abc123"
+        (left / "got10k-x").mkdir(parents=True)
+        (left / "got10k-x" / "boxes.bin").write_bytes(b"\0" * 64)
+        running = tmp_path / f"{SPILL_PREFIX}{host}-{alive.pid}-def456"
+        running.mkdir()
+        other_host = tmp_path / f"{SPILL_PREFIX}otherhost-{dead_pid}-ghi789"
+        other_host.mkdir()
+        unrelated = tmp_path / "ocean-prepare-notes"
+        unrelated.mkdir()
+        new = Path(spill_folder(str(tmp_path)))
+        assert not left.exists()
+        assert running.is_dir() and other_host.is_dir() and unrelated.is_dir()
+        assert new.parent == tmp_path and new.name.startswith(f"{SPILL_PREFIX}{host}-{os.getpid()}-")
+        assert spill_folder(str(tmp_path)) != str(new) and new.is_dir()  # this process's folders are kept
+    finally:
+        alive.kill()
+        alive.wait()
