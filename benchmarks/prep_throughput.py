@@ -332,7 +332,8 @@ def main() -> None:
         print(f"| job shard tasks: frames per CPU second (runs: "
               f"{', '.join(f'{frames / c:.0f}' for c in cpu_runs)}) | {frames / job_cpu:.0f} |")
         print(f"| **job / bare loop, per CPU second** (goal >= 0.9) | **{frames / job_cpu / bare_fps:.2f}** |")
-        print(f"| job, crop phase wall ({args.cpus} logical CPUs on {cores} cores): frames/s | {job_fps:.0f} |")
+        print(f"| job, crop phase wall ({args.cpus} logical CPUs on {cores} cores, {info['task_cpus']:g} per shard "
+              f"task): frames/s | {job_fps:.0f} |")
         print(f"| job wall per core: frames/s/core (vs bare {bare_fps:.0f}: {job_fps / cores / bare_fps:.2f}) | "
               f"{job_fps / cores:.0f} |")
         busy = {"tasks": sum(t["cpu_seconds"] for t in info["timeline"]), "driver": info["driver_cpu_seconds_crop"]}

@@ -91,7 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YT-BB source: extracted frames, videos, or auto (frames when ROOT/frames exists)")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--task-cpus", type=float, default=1.0, help="CPUs each shard task reserves (default 1)")
+    parser.add_argument("--task-cpus", type=float, default=None,
+                        help="CPUs each shard task reserves (default 1; on a one-node Ray with more logical CPUs "
+                             "than cores, such as the local one this command starts, logical CPUs per core, so "
+                             "no more shard tasks run at once than there are cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

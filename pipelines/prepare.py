@@ -545,7 +545,7 @@ def _sum_counters(dicts: Iterable[dict]) -> dict[str, int]:
 def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int] | None = None, seed: int = 0,
                 shard_pairs: int = DEFAULT_SHARD_PAIRS, jpeg_quality: int | None = None,
                 ray_address: str | None = None, reader_options: dict[str, dict] | None = None,
-                task_cpus: float = 1.0, max_in_flight: int | None = None, progress: bool = True,
+                task_cpus: float | None = None, max_in_flight: int | None = None, progress: bool = True,
                 log: Callable[[str], None] | None = print) -> tuple[dict, dict]:
     """The job; returns ``(manifest, run_info)``. See :func:`prepare` for the arguments.
 
@@ -553,7 +553,8 @@ def run_prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int
     ``seconds`` (all), ``seconds_listing`` (list + plan), ``seconds_crop`` (submitting the first shard task to
     the last result, Ray start excluded), ``driver_cpu_seconds_crop`` (the driver's CPU time in that phase),
     ``timeline`` (per shard task: shard, pid, start / end in seconds from the phase's start, CPU seconds),
-    ``workers`` (per pid: node, shards, seconds, CPU seconds in shard tasks, peak RSS in MB),
+    ``task_cpus`` (CPUs each shard task reserved), ``workers`` (per pid: node, shards, seconds, CPU seconds in
+    shard tasks, peak RSS in MB),
     ``nodes`` (distinct Ray nodes that ran shards) and ``driver_peak_rss_mb``.
     """
     t_start = time.perf_counter()
@@ -715,6 +716,25 @@ def _done_shards(store: OutputStore, states: dict[str, _DatasetState], digest: s
     return done
 
 
+def shard_task_cpus() -> float:
+    """CPUs a shard task reserves by default: 1, except on a one-node cluster with more logical CPUs than this
+    machine has cores, where it is logical CPUs / cores, so that no more shard tasks run at once than there are
+    cores. A shard task keeps one core busy (one OpenCV thread), and the local Ray of
+    :mod:`pipelines.raysession` has at least 4 logical CPUs (ray_stack.md §2): 4 shard tasks time-sliced on 2
+    cores took 6 % more CPU per frame and gave 4 % fewer frames/s than 2 (``benchmarks/prep_throughput.py
+    --cpus 4`` vs ``--cpus 2``, BENCHMARKS.md). On several nodes the other nodes' cores are not known here
+    (``ray start`` gives a node one logical CPU per core), so it stays 1.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cores = os.cpu_count() or 1
+    if len(nodes) != 1:
+        return 1.0
+    logical = float(nodes[0].get("Resources", {}).get("CPU", 0.0))
+    return logical / cores if logical > cores else 1.0
+
+
 class _CropPhase:
     """Step 4 on Ray, and what it measured: results go into ``done``; per worker process and per task timings."""
 
@@ -725,12 +745,14 @@ class _CropPhase:
         self.timeline: list[dict] = []  # per shard task: pid, start / end (s from the phase start), CPU seconds
         self.seconds = self.driver_cpu_seconds = 0.0
         self.epoch = time.time()
+        self.task_cpus: float | None = None
 
     def run(self, store: OutputStore, tasks: Iterable[ShardTask], total: int, settings: CropSettings, *,
-            ray_address: str | None, task_cpus: float, max_in_flight: int | None, progress: bool) -> None:
+            ray_address: str | None, task_cpus: float | None, max_in_flight: int | None, progress: bool) -> None:
         from pipelines.raysession import ensure_ray
 
         started_ray = ensure_ray(ray_address, quiet=False)
+        task_cpus = self.task_cpus = shard_task_cpus() if task_cpus is None else task_cpus
         t0, self.epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
         try:
             self.failed = _run_tasks(store, tasks, total, settings, task_cpus=task_cpus,
@@ -757,6 +779,7 @@ class _CropPhase:
 
     def info(self) -> dict:
         return {"seconds_crop": self.seconds, "driver_cpu_seconds_crop": self.driver_cpu_seconds,
+                "task_cpus": self.task_cpus,
                 "workers": self.workers, "timeline": self.timeline,
                 "nodes": len({w["node"] for w in self.workers.values()}),
                 "shards_run": sum(w["shards"] for w in self.workers.values())}
@@ -809,7 +832,7 @@ def build_manifest(states: dict[str, _DatasetState], done: dict[str, dict], job_
 def prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int] | None = None, seed: int = 0,
             shard_pairs: int = DEFAULT_SHARD_PAIRS, jpeg_quality: int | None = None,
             ray_address: str | None = None, reader_options: dict[str, dict] | None = None,
-            task_cpus: float = 1.0, max_in_flight: int | None = None, progress: bool = True,
+            task_cpus: float | None = None, max_in_flight: int | None = None, progress: bool = True,
             log: Callable[[str], None] | None = print) -> dict:
     """Prepare parquet pair shards from dataset downloads; return the manifest (also at ``out/manifest.json``).
 
@@ -826,7 +849,8 @@ def prepare(datasets: dict[str, str], out: str, cfg, *, pairs: dict[str, int] | 
         ray_address: a Ray cluster to use (default ``$RAY_ADDRESS``, else a local Ray; an already initialised
             Ray is used as it is).
         reader_options: per-dataset reader keyword arguments (e.g. ``{"ytbb": {"media": "videos"}}``).
-        task_cpus: CPUs each shard task reserves.
+        task_cpus: CPUs each shard task reserves (default :func:`shard_task_cpus`: 1, or logical CPUs per core
+            on a one-node cluster with more logical CPUs than cores).
         max_in_flight: shard tasks submitted at once (default twice the cluster's CPUs / task_cpus).
         progress: show a tqdm bar of shards on stderr.
         log: where one-line messages go (None: silent).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -458,3 +459,22 @@ def test_missing_bucket_or_dead_endpoint_fails_fast_without_leaking_keys(synth, 
     assert time.perf_counter() - t0 < 60  # no Ray start, no listing; not a timing benchmark, a hang guard
     assert s3_env.secret_key not in err.err + err.out
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_shard_tasks_never_outnumber_cores_on_an_oversubscribed_local_ray(tmp_path, monkeypatch):
+    import ray
+
+    from pipelines.prepare import shard_task_cpus
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    temp = Path("/tmp") / f"ocs{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
+    ray.init(num_cpus=2 * cores, include_dashboard=False, _temp_dir=str(temp))
+    try:
+        per_task = shard_task_cpus()
+        assert per_task == 2.0  # 2 * cores logical CPUs on `cores` cores -> at most `cores` tasks at once
+        assert int(ray.cluster_resources()["CPU"] / per_task) == cores
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
