@@ -19,8 +19,8 @@ Write synthetic tracking data in the exact layouts of the real downloads, so eve
 Targets are textured shapes that move smoothly, change scale and aspect, pass behind occluders and leave
 the frame (the datasets' absence flags say so), among look-alike distractors on textured backgrounds.
 The output is fully determined by --seed and --size. --size tiny takes a few seconds (unit tests);
---size small is a few times larger (the learning test); --size medium is small at 640x360 (the
-preparation benchmark). --broken adds corrupt / truncated JPEGs, missing
+--size small is a few times larger (the learning test); --size medium has 640x360 frames and 4x the
+training videos of small (the preparation benchmark, about a minute). --broken adds corrupt / truncated JPEGs, missing
 frames, malformed annotation lines, NaN / negative / zero / outside boxes, an empty sequence and odd file
 names; the manifest lists each one with the rejection reason a reader or a decoding job must give.
 """
