@@ -8,7 +8,7 @@ from jobs.cli import main_for
 
 COMMAND = "quickstart"
 HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"
-DESCRIPTION = """Generate synthetic datasets in the real on-disk layouts, prepare pair records with Ray Data, train
+DESCRIPTION = """Generate synthetic datasets in the real on-disk layouts, prepare pair records with Ray tasks, train
 the smoke preset with Ray Train (2 CPU workers), evaluate the trained and an untrained model on synthetic
 OTB / VOT2018 / GOT-10k / LaSOT benchmarks with Ray, and log everything to MLflow. Prints a summary table
 and writes WORKDIR/summary.json. Running it again reuses every finished stage.

@@ -1,10 +1,10 @@
-"""The whole system on one machine: synthetic data -> Ray Data pairs -> Ray Train -> Ray evaluation -> MLflow.
+"""The whole system on one machine: synthetic data -> Ray pair preparation -> Ray Train -> Ray evaluation -> MLflow.
 
 Stages (each skipped when its output already exists, so a second run reuses what is done):
 
 1. ``synth``: synthetic datasets in the six real training layouts and four benchmark layouts
    (``data_prep.synthetic``) under ``WORKDIR/synthetic``.
-2. ``prepare``: the Ray Data job writes parquet pair records + ``manifest.json`` to ``--storage``
+2. ``prepare``: the Ray preparation job (one task per shard) writes parquet pair records + ``manifest.json`` to ``--storage``
    (default ``WORKDIR/pairs``; an ``s3://`` URI works the same).
 3. ``train``: the smoke preset trained with Ray Train (2 CPU workers, DDP over gloo), a checkpoint per
    epoch, metrics to MLflow.
@@ -90,7 +90,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
         synth = generate(synthetic_dir, seed=seed, size=size)
     print(f"    done in {time.time() - t:.1f} s")
 
-    t = _stage("2/5 prepare", f"Ray Data pair records -> {storage_uri}")
+    t = _stage("2/5 prepare", f"Ray pair records -> {storage_uri}")
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
     manifest = prepare(datasets, storage_uri, cfg, seed=seed)
     print(f"    done in {time.time() - t:.1f} s")

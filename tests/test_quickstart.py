@@ -1,6 +1,6 @@
 """`ocean quickstart` end to end, which is also the project's learning test (issues 5 and 8).
 
-The README's main job on its defaults -- synthetic data (size small) -> Ray Data pair records -> the smoke
+The README's main job on its defaults -- synthetic data (size small) -> Ray pair records -> the smoke
 preset trained with Ray Train (2 DDP workers, 5 epochs x 1,200 pairs) -> Ray evaluation of the trained
 and an untrained model on the synthetic OTB / VOT2018 / GOT-10k / LaSOT benchmarks -> MLflow -- must
 finish, write summary.json, track held-out sequences far better than the untrained network, and reuse
