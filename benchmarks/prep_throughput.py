@@ -3,12 +3,12 @@
     python benchmarks/prep_throughput.py [--size small|medium] [--pairs 400] [--cpus N] [--repeats 3] [--data DIR]
 
 1. Writes a synthetic set (``data_prep.synthetic.generate``, all six training layouts) unless ``--data``.
-2. Runs the job (:func:`pipelines.prepare.run_prepare`) on a local Ray with ``--cpus`` logical CPUs (default:
-   the machine's cores, as Ray itself would; more logical CPUs than cores time-slice the shard tasks and
-   each task's CPU time per frame grows with the cache contention) to a
-   fresh folder, ``--pairs`` pairs per dataset. Job frames/s = frames decoded / crop-phase wall time
-   (first shard task submitted -> last result; Ray start-up and listing reported separately). Per core =
-   divided by ``min(physical cores, --cpus)``, the cores the tasks can actually use.
+2. Runs the job (:func:`pipelines.prepare.run_prepare`) to a fresh folder, ``--pairs`` pairs per dataset, on
+   the local Ray ``ocean prepare`` itself starts (:func:`pipelines.raysession.ensure_ray`: at least 4 logical
+   CPUs; the job then reserves logical CPUs per core for each shard task, :func:`pipelines.prepare.shard_task_cpus`)
+   or, with ``--cpus N``, on a local Ray with N logical CPUs. Job frames/s = frames decoded / crop-phase wall
+   time (first shard task submitted -> last result; Ray start-up and listing reported separately). Per core =
+   divided by the machine's cores (all of them are the job's: its tasks, its driver, Ray's daemons).
    On a shared machine wall time measures the contention more than the code, so the headline ratio
    compares CPU time per frame: the bare loop's process CPU time vs the CPU time of the shard tasks (Ray's
    own daemons and the driver excluded; their wall-clock cost shows in the frames/s rows).
@@ -244,8 +244,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="an existing `ocean synth` folder")
     ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
     ap.add_argument("--shard-pairs", type=int, default=200)
-    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                    help="logical CPUs of the local Ray (default: this machine's cores)")
+    ap.add_argument("--cpus", type=int, default=None,
+                    help="logical CPUs of the local Ray (default: the Ray `ocean prepare` starts, pipelines.raysession)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plan-tracks", type=int, default=20000,
@@ -280,7 +280,10 @@ def main() -> None:
 
         import ray
 
-        ray.init(num_cpus=args.cpus, include_dashboard=False)
+        from pipelines.raysession import ensure_ray
+
+        ensure_ray(num_cpus=args.cpus)
+        logical = int(ray.cluster_resources().get("CPU", 0))
         try:
             runs = []
             for r in range(args.repeats):
@@ -298,7 +301,7 @@ def main() -> None:
         cpu_runs = [sum(w["cpu_seconds"] for w in r[2]["workers"].values()) for r in runs]
         job_frames = sum(d["frames_read"] for d in manifest["datasets"].values())
         assert job_frames == frames, (job_frames, frames)
-        cores = min(os.cpu_count() or 1, args.cpus)
+        cores = os.cpu_count() or 1
         bare = min(bare_runs)
         bare_fps = frames / bare  # frames per CPU second, one process
         job_cpu = min(cpu_runs)
@@ -332,7 +335,7 @@ def main() -> None:
         print(f"| job shard tasks: frames per CPU second (runs: "
               f"{', '.join(f'{frames / c:.0f}' for c in cpu_runs)}) | {frames / job_cpu:.0f} |")
         print(f"| **job / bare loop, per CPU second** (goal >= 0.9) | **{frames / job_cpu / bare_fps:.2f}** |")
-        print(f"| job, crop phase wall ({args.cpus} logical CPUs on {cores} cores, {info['task_cpus']:g} per shard "
+        print(f"| job, crop phase wall ({logical} logical CPUs on {cores} cores, {info['task_cpus']:g} per shard "
               f"task): frames/s | {job_fps:.0f} |")
         print(f"| job wall per core: frames/s/core (vs bare {bare_fps:.0f}: {job_fps / cores / bare_fps:.2f}) | "
               f"{job_fps / cores:.0f} |")
