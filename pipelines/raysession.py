@@ -34,3 +34,34 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     cores = os.cpu_count() or 2
     ray.init(num_cpus=num_cpus or max(4, cores), include_dashboard=False, **kwargs)
     return True
+
+
+_MALLOC_TUNED = False
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_large_buffers_in_heap() -> bool:
+    """Make this process's glibc malloc keep large freed buffers (decoded frames, crops) for reuse; once per
+    process, True when it took effect (False on a libc without ``mallopt``, e.g. musl or macOS).
+
+    By default glibc serves a block >= 128 KB with its own ``mmap`` and unmaps it on ``free``, so the next
+    decoded frame faults its pages in again. A plain Python process soon raises that threshold by itself
+    (glibc's dynamic threshold), but inside a Ray worker it stayed at the default: a shard task of 480 frames
+    at 1280x720 took ~300,000 minor page faults and 2.8 s of CPU, against 1,000 faults and 2.0-2.2 s with
+    fixed thresholds (measured on the project's 2-core machine, 2026-11-24; BENCHMARKS.md, preparation).
+    The thresholds: blocks up to 32 MB (a 4K BGR frame is 25 MB) come from the heap, and up to 128 MB of free
+    heap is kept instead of returned to the system.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1
+    except (OSError, AttributeError):
+        return False
+    _MALLOC_TUNED = ok
+    return ok

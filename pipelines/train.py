@@ -414,7 +414,9 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
     ``(B,)`` int64 (the uint64 key's bits), in the items' order.
     """
     from data_prep.augment import augment_pairs
+    from pipelines.raysession import keep_large_buffers_in_heap
 
+    keep_large_buffers_in_heap()  # decoded 433 px crops and augment buffers are >= 128 KB: no mmap per array
     cfg = AugmentConfig(**augment)
     parts = []
     for epoch, raw in zip(np.asarray(batch["epoch"]).tolist(), batch["locations"], strict=True):
