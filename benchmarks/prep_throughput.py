@@ -16,7 +16,9 @@
    work -- read the file, ``cv2.imdecode``, ``cv2.mean`` padding, one ``cv2.warpAffine`` per crop at the
    stored sides, ``cv2.imencode``, and the JPEG bytes appended to one open file (the cheapest way to keep
    them; the job must store its crops too, and a loop that drops them does less than the job) -- with no
-   parquet, no Ray. Frames/s on one core. The bare loop runs before each job run, best of ``--repeats``.
+   parquet, no Ray, and the same malloc thresholds as the job's tasks
+   (:func:`pipelines.raysession.keep_large_buffers_in_heap`). Frames/s on one core. The bare loop runs before
+   each job run, best of ``--repeats``.
 4. Bytes per pair: template + search JPEG bytes in the shards, and parquet file bytes / pairs (smaller:
    parquet's dictionary encoding stores a crop shared by several pairs of a shard once), vs two crop511
    JPEGs at q95 (the official default, facts §7.1) of the same pairs' frames.
@@ -91,7 +93,10 @@ def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
 def bare_loop(items, settings: CropSettings, sink: Path) -> tuple[float, int]:
     """CPU seconds (this process) and frames for read -> decode -> crop(s) -> encode -> append the JPEG bytes
     to ``sink`` on one core (the practical limit)."""
+    from pipelines.raysession import keep_large_buffers_in_heap
+
     cv2.setNumThreads(1)
+    keep_large_buffers_in_heap()  # the malloc setting the job's tasks use: the baseline gets it too
     params = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
     t0 = time.process_time()
     n = 0
@@ -242,6 +247,8 @@ def main() -> None:
     ap.add_argument("--size", choices=("tiny", "small", "medium"), default="small",
                     help="synthetic set: small = 320x240 frames, medium = the same at 640x360 (facts §17's frames)")
     ap.add_argument("--data", type=Path, default=None, help="an existing `ocean synth` folder")
+    ap.add_argument("--frame-size", type=lambda v: tuple(int(x) for x in v.lower().split("x")), default=None,
+                    metavar="WxH", help="write the synthetic set at this frame size (e.g. 1280x720)")
     ap.add_argument("--pairs", type=int, default=400, help="pairs per dataset")
     ap.add_argument("--shard-pairs", type=int, default=200)
     ap.add_argument("--cpus", type=int, default=None,
@@ -271,7 +278,7 @@ def main() -> None:
             from data_prep.synthetic import generate
 
             data = tmp / "synth"
-            generate(data, seed=args.seed, size=args.size)
+            generate(data, seed=args.seed, size=args.size, frame_size=args.frame_size)
         cfg = smoke()
         items, pair_frames, settings = work_items(data, cfg, args.pairs, args.seed, args.shard_pairs)
         frames = len(items)

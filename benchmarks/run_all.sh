@@ -15,6 +15,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
     "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 3" \
     "benchmarks/prep_throughput.py --size small --pairs 2000 --shard-pairs 200 --repeats 3 --plan-tracks 0" \
     "benchmarks/prep_throughput.py --size medium --pairs 2000 --shard-pairs 500 --repeats 3 --plan-tracks 0" \
+    "benchmarks/prep_throughput.py --size small --frame-size 1280x720 --pairs 400 --shard-pairs 200 --repeats 3 --plan-tracks 0" \
     "benchmarks/train_input.py --epochs 5 --copies 8" \
     "benchmarks/eval_scaling.py --size small --repeats 2" \
     "benchmarks/online_speed.py --presets paper,smoke --frames 31"; do

@@ -174,8 +174,11 @@ def main() -> int:
         pool = args.pairs * args.copies
         print(f"{pool} pair records ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-        # bare loop, one thread
+        # bare loop, one thread, with the malloc thresholds the stream's tasks use
+        from pipelines.raysession import keep_large_buffers_in_heap
+
         cv2.setNumThreads(1)
+        keep_large_buffers_in_heap()
         table = pq.read_table(base[0])
         batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v)
                  for k, v in table.to_pydict().items()}

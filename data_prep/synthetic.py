@@ -50,6 +50,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import cv2
@@ -645,7 +646,8 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 # ---------------------------------------------------------------- entry point
 
 
-def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False) -> dict:
+def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
+             frame_size: tuple[int, int] | None = None) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Args:
@@ -654,12 +656,14 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         size: ``"tiny"`` (seconds, for unit tests), ``"small"`` (a few times more, for the learning test) or
             ``"medium"`` (640x360 frames, 4x the training videos of ``"small"``; the preparation benchmark).
         broken: also write the broken items listed in the manifest's ``broken_items``.
+        frame_size: ``(width, height)`` overriding the size's frame size (e.g. 1280x720 frames for the
+            preparation benchmark); the manifest records it.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = SIZES[size]
+    spec = SIZES[size] if frame_size is None else dataclass_replace(SIZES[size], frame_size=tuple(frame_size))
     w = _Writer(out, seed, spec, broken)
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])

@@ -174,3 +174,12 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["synth", "--out", str(tmp_path / "s"), "--seed", "2"]) == 0
     assert (tmp_path / "s" / "synth_manifest.json").is_file()
     assert "got10k" in capsys.readouterr().out
+
+
+def test_frame_size_override_changes_only_the_frames_size(tmp_path: Path) -> None:
+    manifest = generate(tmp_path / "wide", seed=4, size="tiny", frame_size=(200, 100))
+    assert manifest["frame_size"] == [200, 100] and SIZES["tiny"].frame_size != (200, 100)
+    frame = next((tmp_path / "wide" / "got10k" / "train").glob("GOT-10k_Train_*/00000001.jpg"))
+    assert cv2.imread(str(frame)).shape == (100, 200, 3)
+    videos = list((tmp_path / "wide" / "got10k" / "train").glob("GOT-10k_Train_*"))
+    assert len(videos) == SIZES["tiny"].got10k_train and len(manifest["datasets"]) == 6  # same counts as tiny
