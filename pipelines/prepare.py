@@ -6,12 +6,13 @@ What it does (issue 4):
    a COCO JSON is parsed here once and never shipped to tasks), one dataset at a time, streamed into a
    compact :class:`data_prep.tracks.TrackTable` (flat arrays: ~65 bytes per annotated frame instead of ~350
    bytes as Python objects; :func:`list_and_plan`). Its per-frame columns are **spilled** to a job-local
-   folder (``tempfile.mkdtemp(prefix="ocean-prepare-")`` on the driver's disk, under ``$TMPDIR``: ~65 bytes per
-   annotated frame; removed when the job ends, also on error) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
-   ``benchmarks/prep_throughput.py``, 200 k pairs, anonymous memory held / peak: GOT-10k-like tracks of 100
-   frames, 2 M frames 68 / 87 MB spilled vs 279 / 334 MB in memory, 6 M frames 71 / 100 MB vs 526 / 921 MB;
-   300 k COCO-like one-frame tracks (O(tracks) by nature) 79 / 129 MB vs 109 / 174 MB. Reader rejections are
-   counted and written to ``OUT/rejects/reader-<dataset>.jsonl``.
+   folder (:func:`spill_folder`: ``$TMPDIR/ocean-prepare-<host>-<pid>-*`` on the driver's disk, ~65 bytes per
+   annotated frame; removed when the job ends, also on error, and by the next job on the host if the job was
+   killed) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not O(annotated
+   frames). ``benchmarks/prep_throughput.py``, 200 k pairs, anonymous memory held / peak: GOT-10k-like
+   tracks of 100 frames, 2 M frames 69 / 85 MB spilled vs 280 / 337 MB in memory, 6 M frames 71 / 100 MB vs
+   526 / 921 MB; 300 k COCO-like one-frame tracks (O(tracks) by nature) 89 / 130 MB vs 108 / 177 MB.
+   Reader rejections are counted and written to ``OUT/rejects/reader-<dataset>.jsonl``.
 2. **Plan** the pairs with :func:`data_prep.pairs.plan_pairs` (deterministic from the seed; facts §7.4),
    reading the spilled per-frame columns a chunk at a time (:mod:`data_prep.pairs`, "Memory"); a plan keeps
    its eligible tracks' spilled table, read again when each shard's task input is built.
@@ -23,8 +24,12 @@ What it does (issue 4):
 4. **Crop** in Ray tasks, one task per shard (:func:`process_shard`): each needed source frame is decoded
    once per shard (frames of one video in time order; YT-BB frames straight from the video at the
    annotated timestamp), every crop it serves is cut with :func:`data_prep.crops.crop_region` at the stored
-   side the augmentation needs (:func:`data_prep.crops.stored_sides`), JPEG-encoded, and the pair rows
-   (:mod:`data_prep.records`) are written as one parquet file.
+   side the augmentation needs (:func:`data_prep.crops.stored_sides`), JPEG-encoded, and the pair table
+   (:class:`data_prep.records.PairTableBuilder`: each crop stored once, a pair as two crop indices) is
+   written as one parquet file. Largest shards go first (:func:`shard_cost`); a shard task keeps one core
+   busy (one OpenCV thread, :func:`shard_task_cpus`) and the malloc thresholds of
+   :func:`pipelines.raysession.keep_large_buffers_in_heap`. Throughput: 0.93-0.95 of a bare OpenCV loop's
+   frames per CPU second on 640x360 / 1280x720 frames (BENCHMARKS.md).
 5. Write ``OUT/manifest.json`` **last**, rebuilt from the per-shard sidecars ``OUT/stats/<shard>.json``.
 
 Why Ray tasks and not Ray Data: the unit of work is a whole shard whose output is a file the task writes
