@@ -147,6 +147,12 @@ class DatasetPlan:
         for k in range(len(self)):
             yield self.pair(k)
 
+    def frame_indices(self, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(template, search)`` flat frame indices into :attr:`tracks` (``(M,)`` int64) of draws ``draws``."""
+        draws = np.asarray(draws, dtype=np.int64)
+        base = self.tracks.frame_start[self.track_index[draws].astype(np.int64)]
+        return base + self.template_index[draws].astype(np.int64), base + self.search_index[draws].astype(np.int64)
+
     def videos(self, draws: np.ndarray | None = None) -> list[VideoWork]:
         """Draws grouped by video: per video its distinct frames, crops and pairs (one shard's task input).
 
@@ -163,10 +169,8 @@ class DatasetPlan:
         draws = np.asarray(draws, dtype=np.int64)
         table = self.tracks
         tracks = self.track_index[draws].astype(np.int64)
-        t_pos = self.template_index[draws].astype(np.int64)
-        s_pos = self.search_index[draws].astype(np.int64)
-        base = table.frame_start[tracks]
-        flat, inverse = np.unique(np.concatenate([base + t_pos, base + s_pos]), return_inverse=True)
+        t_pos, s_pos = self.template_index[draws], self.search_index[draws]
+        flat, inverse = np.unique(np.concatenate(self.frame_indices(draws)), return_inverse=True)
         refs = table.frame_refs(flat)
         boxes = [tuple(b) for b in table.boxes_xyxy[flat].tolist()]
         n = len(draws)
