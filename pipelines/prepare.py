@@ -219,10 +219,9 @@ def shard_cost(plan: DatasetPlan, draws: np.ndarray) -> int:
     warp and encode are ~95 % of a task, benchmarks/prep_throughput.py). Frames are counted per track (flat
     track-table indices, no strings): a frame two tracks of one video share counts twice though it is decoded
     once. Only used to order the tasks."""
-    draws = np.asarray(draws, dtype=np.int64)
-    base = plan.tracks.frame_start[plan.track_index[draws]]
-    search = np.unique(base + plan.search_index[draws])
-    return int(len(np.union1d(base + plan.template_index[draws], search)) + len(search))
+    template, search = plan.frame_indices(draws)
+    search = np.unique(search)
+    return int(len(np.union1d(template, search)) + len(search))
 
 
 def plan_digest(plan: DatasetPlan, chunk: int = 1 << 15) -> str:
@@ -410,7 +409,7 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     """Run one shard in a worker: crop, write parquet, rejects and sidecar (in that order); return the sidecar.
 
     Idempotent: the files depend only on the task, and each write is atomic. The returned dict has the
-    sidecar fields plus ``runtime`` (pid, seconds, peak RSS of this process) which is not stored.
+    sidecar fields plus ``runtime`` (pid, node, wall start / end, CPU seconds, peak RSS of this process), not stored.
     """
     import cv2
 
@@ -418,7 +417,7 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
 
     cv2.setNumThreads(1)  # parallelism comes from Ray tasks; one OpenCV thread per task
     keep_large_buffers_in_heap()  # a fresh mmap + page faults per decoded frame otherwise (~25 % of a task)
-    wall0, t0, c0 = time.time(), time.perf_counter(), time.process_time()
+    wall0, c0 = time.time(), time.process_time()
     fs = store.filesystem()
     paths = shard_paths(task.name)
     table, counts, rejects = crop_shard(task, settings)
@@ -442,7 +441,6 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     except ImportError:
         node = "local"
     return {**sidecar, "runtime": {"pid": os.getpid(), "node": node, "start": wall0, "end": time.time(),
-                                   "seconds": time.perf_counter() - t0,
                                    "cpu_seconds": time.process_time() - c0, "peak_rss_mb": peak_kb / 1024.0}}
 
 
@@ -744,13 +742,13 @@ def shard_task_cpus() -> float:
 
 
 class _CropPhase:
-    """Step 4 on Ray, and what it measured: results go into ``done``; per worker process and per task timings."""
+    """Step 4 on Ray, and what it measured: results go into ``done``; each shard task run's ``runtime`` (pid,
+    node, start / end, CPU seconds, peak RSS) is kept, per worker process figures are derived from them."""
 
     def __init__(self, done: dict[str, dict]) -> None:
         self.done = done
         self.failed: list[str] = []
-        self.workers: dict[int, dict] = {}
-        self.timeline: list[dict] = []  # per shard task: pid, start / end (s from the phase start), CPU seconds
+        self.runs: list[dict] = []  # per shard task: its ``runtime`` and shard name
         self.seconds = self.driver_cpu_seconds = 0.0
         self.epoch = time.time()
         self.task_cpus: float | None = None
@@ -774,23 +772,23 @@ class _CropPhase:
                 ray.shutdown()
 
     def _on_result(self, result: dict) -> None:
-        rt = result.pop("runtime")
-        self.timeline.append({"shard": result["shard"], "pid": rt["pid"], "start": rt["start"] - self.epoch,
-                              "end": rt["end"] - self.epoch, "cpu_seconds": rt["cpu_seconds"]})
-        w = self.workers.setdefault(rt["pid"], {"node": rt["node"], "shards": 0, "seconds": 0.0,
-                                                "cpu_seconds": 0.0, "peak_rss_mb": 0.0})
-        w["shards"] += 1
-        w["cpu_seconds"] += rt["cpu_seconds"]
-        w["seconds"] += rt["seconds"]
-        w["peak_rss_mb"] = max(w["peak_rss_mb"], rt["peak_rss_mb"])
+        self.runs.append({"shard": result["shard"], **result.pop("runtime")})
         self.done[result["shard"]] = result
 
     def info(self) -> dict:
+        workers: dict[int, dict] = {}
+        for r in self.runs:
+            w = workers.setdefault(r["pid"], {"node": r["node"], "shards": 0, "seconds": 0.0, "cpu_seconds": 0.0,
+                                              "peak_rss_mb": 0.0})
+            w["shards"] += 1
+            w["seconds"] += r["end"] - r["start"]
+            w["cpu_seconds"] += r["cpu_seconds"]
+            w["peak_rss_mb"] = max(w["peak_rss_mb"], r["peak_rss_mb"])
+        timeline = [{"shard": r["shard"], "pid": r["pid"], "start": r["start"] - self.epoch,
+                     "end": r["end"] - self.epoch, "cpu_seconds": r["cpu_seconds"]} for r in self.runs]
         return {"seconds_crop": self.seconds, "driver_cpu_seconds_crop": self.driver_cpu_seconds,
-                "task_cpus": self.task_cpus,
-                "workers": self.workers, "timeline": self.timeline,
-                "nodes": len({w["node"] for w in self.workers.values()}),
-                "shards_run": sum(w["shards"] for w in self.workers.values())}
+                "task_cpus": self.task_cpus, "workers": workers, "timeline": timeline,
+                "nodes": len({w["node"] for w in workers.values()}), "shards_run": len(self.runs)}
 
 
 def build_manifest(states: dict[str, _DatasetState], done: dict[str, dict], job_doc: dict,
