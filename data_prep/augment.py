@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from data_prep.crops import CROP_SIZE, EXEMPLAR_SIZE, decode_image, stored_side
+from ocean.geometry import mean_color
 
 SEARCH_SIZE = 255  # paper Sec. 5.1
 
@@ -169,7 +170,7 @@ def color_jitter(image: np.ndarray, params: SideParams) -> np.ndarray:
             out = cv2.convertScaleAbs(cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB), alpha=255.0)
             continue
         if mean_rgb is None:
-            mean_rgb = np.asarray(cv2.mean(out)[:3], dtype=np.float64)
+            mean_rgb = mean_color(out)  # cv2.mean, float64 (3,)
         a, b = _linear_step_matrix(step, params, a, b, mean_rgb)
         pending = True
     if pending:
