@@ -160,7 +160,8 @@ class OceanTracker:
         if cfg.size_update not in ("single", "double"):
             raise ValueError(f"unknown size_update {cfg.size_update!r}")
         if online is None and cfg.online:
-            from ocean.online import build_online  # the online module is optional (issue 7)
+            # imported here: the online module is optional (issue 7); ocean.online never imports this module
+            from ocean.online import build_online
 
             online = build_online(net, cfg)
         if online is not None and cfg.use_align:
