@@ -100,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ocean.config import apply_overrides, preset
+    from ocean.storage import StorageError
     from pipelines.prepare import (
         DEFAULT_SHARD_PAIRS,
         JobMismatch,
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         run_prepare,
         summary_table,
     )
-    from pipelines.storage import StorageError
 
     datasets: dict[str, str] = {}
     for name, root in args.dataset:

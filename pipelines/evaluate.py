@@ -865,7 +865,7 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     store = None
     if remote_out:
-        from pipelines.storage import OutputStore
+        from ocean.storage import OutputStore
 
         store = OutputStore.from_uri(out)
         store.check_writable()

@@ -85,7 +85,7 @@ from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork, pair_count
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.readers import rejections as R
 from data_prep.tracks import DATASETS, FrameRef, Track, TrackTable
-from pipelines.storage import OutputStore
+from ocean.storage import OutputStore
 
 MANIFEST_SCHEMA_VERSION = 1
 # ~25 KB per pair at q90 (benchmarks/prep_throughput.py) -> shards of about 50 MB, large enough for

@@ -567,8 +567,8 @@ def tune_tracker(checkpoint: str, benchmark: str, root: str, out: str, *, trials
     from ray.tune.schedulers import AsyncHyperBandScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from ocean.storage import OutputStore
     from pipelines.raysession import ensure_ray
-    from pipelines.storage import OutputStore
 
     t_start = time.perf_counter()
     if trials < 1:
