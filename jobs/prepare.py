@@ -99,15 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from data_prep.manifest import JobMismatch, rejection_lines, summary_table
+    from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
-    from pipelines.prepare import (
-        DEFAULT_SHARD_PAIRS,
-        JobMismatch,
-        ShardFailed,
-        rejection_lines,
-        run_prepare,
-        summary_table,
-    )
+    from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
     from pipelines.storage import StorageError
 
     datasets: dict[str, str] = {}
@@ -123,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     reader_options = {"ytbb": {"media": args.ytbb_media}} if args.ytbb_media and "ytbb" in datasets else None
     try:
-        manifest, info = run_prepare(
+        manifest, info = run_prepare(PrepareSettings(
             datasets, args.out, cfg, pairs=dict(args.pairs) or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress)
+            progress=not args.no_progress))
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1
