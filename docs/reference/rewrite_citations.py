@@ -136,10 +136,11 @@ def main(root: Path) -> int:
                 left.append(f"{path.relative_to(root)}:{i + 1}: unknown name {m.group(1)!r}")
         if changed:
             path.write_text("".join(lines), encoding="utf-8")
-    print(f"\n{sum(hits.values())} line entries applied")
+    applied = sum(hits.values())
+    print(f"\n{applied} of {len(LINES)} line entries applied" + ("" if applied else " (already rewritten)"))
     for piece, n in hits.items():
-        if n != 1:
-            print(f"entry applied {n} times (expected once; 0 is normal on a second run): {piece!r}")
+        if n > 1 or (applied and n == 0):
+            print(f"entry applied {n} times (expected once): {piece!r}")
     if left:
         print("left as they are (map them by hand):\n  " + "\n  ".join(left))
     return 0
