@@ -5,7 +5,9 @@ A citation is a ``NAME.md`` mention, optionally followed by sections: ``ocean_fa
 ``facts §1-§4``, ``facts §4.1 step 2, §13.3 item 11``. ``facts`` and ``ocean_facts`` stand for
 ``ocean_facts.md``. A section with no file name before it continues the nearest citation before it on its
 line; failing that, inside a document of ``docs/reference/`` it points into that document, and elsewhere
-it continues the latest citation of the three lines above.
+it continues the latest citation of the three lines above. Not citations: URLs, files of the official code
+written after its tag (TK `lib/x.md`), a whole Python string literal ("notes/x.md", a file the code
+writes), the output names in WRITTEN_NAMES, and the placeholders §N / §N.M that describe the form.
 
 Rules checked over every tracked or new ``.py``, ``.md``, ``.sh``, ``.yaml`` / ``.yml``, ``.toml`` and
 ``Makefile`` (except this file, whose checks of the checker spell out bad citations):
@@ -44,7 +46,8 @@ _REF = re.compile(rf"{SIGN}{SIGN}?\s?({SECTION})")
 _QUALIFIER = re.compile(r"\s+(?:items?|steps?)\s+\d+[a-z]?(?:\s*[-–]\s*\d+)?")
 _RANGE_END = re.compile(rf"\s*[-–]\s*{SIGN}{{0,2}}\s?({SECTION})")
 _NEXT = re.compile(rf"\s*(?:[,/;&]|and|or)?\s*(?={SIGN})")
-_UPSTREAM = re.compile(r"\b(?:TK|SOTS)\s+`?$")  # TracKit / SOTS, the official code's repositories
+_UPSTREAM = re.compile(r"\b(?:TK|SOTS)(?:'s)?\s+`?$")  # TracKit / SOTS, the official code's repositories
+_PLACEHOLDER = re.compile(rf"{SIGN}{{1,2}}N(?:\.M)?\b")  # "facts §N.M" describing the form, not a section
 _FORBIDDEN = re.compile(r"(?:\.\./)?shared/reference|\.\./shared/(?!data/)")
 
 
@@ -116,6 +119,12 @@ def _is_external(line: str, start: int, end: int) -> bool:
     return "://" in line[word_start:end] or bool(_UPSTREAM.search(line, 0, start))
 
 
+def _is_written(rel: Path, line: str, start: int, end: int) -> bool:
+    """A whole Python string literal ("notes/x.md"): a file the code writes or reads, not a citation."""
+    quote = line[start - 1:start]
+    return rel.suffix == ".py" and quote in ("'", '"') and line[end:end + 1] == quote
+
+
 def citations(path: Path, root: Path) -> tuple[list[Citation], list[str]]:
     """The citations in one file, and the problems that are not about a target (forbidden paths, a
     section sign that follows no citation or no number)."""
@@ -127,7 +136,8 @@ def citations(path: Path, root: Path) -> tuple[list[Citation], list[str]]:
     for no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         for m in _FORBIDDEN.finditer(line):
             problems.append(f"{rel}:{no}: points outside the repository ({m.group(0)!r}); cite docs/reference/")
-        heads = [(m.start(), m.end(), m.group(0)) for m in _MD_TOKEN.finditer(line) if not _is_external(line, m.start(), m.end())]
+        heads = [(m.start(), m.end(), m.group(0)) for m in _MD_TOKEN.finditer(line)
+                 if not _is_external(line, m.start(), m.end()) and not _is_written(rel, line, m.start(), m.end())]
         heads += [(m.start(), m.end(), ALIASES[m.group(1)]) for m in _ALIAS.finditer(line)]
         heads = [h for h in sorted(heads) if Path(h[2]).name not in WRITTEN_NAMES]
         consumed: list[tuple[int, int]] = []
@@ -140,6 +150,8 @@ def citations(path: Path, root: Path) -> tuple[list[Citation], list[str]]:
             found.append(Citation(rel, no, target, tuple(sections)))
         for m in re.finditer(SIGN, line):
             if any(a <= m.start() < b for a, b in consumed):
+                continue
+            if _PLACEHOLDER.match(line, m.start()):
                 continue
             sections, stop = _chain(line, m.start())
             consumed.append((m.start(), max(stop, m.end())))
@@ -235,7 +247,8 @@ def test_checker_accepts_the_citation_forms_in_use(tmp_path):
             f"# ray_stack{MD}: {S}1 and (ray_stack{MD} {S}2, \"app-level writer\") and ray_stack{MD}",
             f"# official = ocean_facts {S}1.1 (ranges)",
             f"# sots = {S}1.2 (two lines below a citation); written: OUT/summary{MD}, ablation{MD}",
-            f"# see https://example.org/README{MD} and ../shared/data/real_samples, TK `lib/ocean{MD}`",
+            f"# see https://example.org/README{MD} and ../shared/data/real_samples, TK's `lib/ocean{MD}`",
+            f'log_text("# hi", "notes/hello{MD}")  # cited as `facts {S}N.M` or `ocean_facts {S}N`',
         ]) + "\n",
     })
     assert check(root) == []
