@@ -1,18 +1,12 @@
 """Typed, frozen configuration for the Ocean network, its labels, losses, training data and tracker.
 
-One tree of frozen dataclasses (:class:`OceanConfig`). Defaults are the official code's numbers
-(researchmm/TracKit, summarised in ``ocean_facts.md``); where the paper says otherwise the paper's value is
-an option and the comment names both. Two presets:
-
-* :func:`paper` -- the full-size model and the official recipe (the numbers every reproduction needs).
-* :func:`smoke` -- a narrow model with the same 127 / 255 / stride-8 geometry that trains on a CPU in
-  minutes (tests, quickstart).
-
-Overrides are dotted ``key=value`` strings (``optim.base_lr=0.001``); unknown keys and values that do not
-parse as the field's type are rejected. Across Ray the config travels as a plain dict
-(:func:`to_dict` / :func:`from_dict`).
-
-Run settings (paths, number of workers, GPU or not) are deliberately *not* here: they belong to the jobs.
+One tree of frozen dataclasses (:class:`OceanConfig`); defaults are the official code's numbers
+(researchmm/TracKit, summarised in ``ocean_facts.md``), where the paper differs its value is an option and
+the comment names both. Presets: :func:`paper` (full model, official recipe) and :func:`smoke` (a narrow
+model, same 127 / 255 / stride-8 geometry, trains on a CPU in minutes). Overrides are dotted ``key=value``
+strings (``optim.base_lr=0.001``); unknown keys and unparsable values are rejected. Across Ray the config
+travels as a plain dict (:func:`to_dict` / :func:`from_dict`). Run settings (paths, workers, GPU) belong
+to the jobs.
 """
 
 from __future__ import annotations
