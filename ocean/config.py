@@ -307,8 +307,8 @@ def smoke() -> OceanConfig:
     """A small model (same 127 / 255 / stride-8 geometry) and a short recipe that trains on a CPU.
 
     Backbone width 8 (layer3 gives 128 channels instead of 1024), one block per stage, 32-channel heads
-    with two tower convs: about 0.28 M parameters and ~25 training pairs/s on 2 CPU threads (2.3x the
-    width-16 / 64-channel variant, measured 2026-11-24). The schedule keeps the official shape (warm-up,
+    with two tower convs: about 0.28 M parameters, sized to train on 2 CPU threads (its speed is in
+    BENCHMARKS.md). The schedule keeps the official shape (warm-up,
     log decay, unfreeze) compressed to a few epochs; the backbone trains from epoch 1 because there are
     no pretrained weights to protect.
     """
