@@ -24,7 +24,7 @@ from ocean.benchmarks.results import (
     write_ope_result,
     write_vot_result,
 )
-from ocean.benchmarks.scoring import BENCHMARKS, score_benchmark, score_sequences
+from ocean.benchmarks.scoring import BENCHMARKS, score_benchmark, score_sequences, score_tracks
 from ocean.benchmarks.sequence import AnnotationError, Sequence
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "run_vot_supervised",
     "score_benchmark",
     "score_sequences",
+    "score_tracks",
     "success_curve",
     "summary_table",
     "vot_summary",
