@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from ocean.benchmarks.protocols import track_sequence
 from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_benchmark
 from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.benchmarks.sequence import AnnotationError, Sequence
@@ -228,33 +229,6 @@ class WorkItem:
     benchmark: str
     sequence: Sequence
     tracker: dict[str, Any]
-
-
-def track_sequence(
-    net: Any, tracker_cfg: TrackerConfig, benchmark: str, seq: Sequence, device: str = "cpu"
-) -> dict[str, Any]:
-    """Run one sequence with the benchmark's protocol (one-pass, or VOT supervised for vot*).
-
-    Returns plain data: ``boxes_xywh`` (N, 4) 0-based (one-pass) or ``trajectory`` (VOT entries [1], [2],
-    [0] or x,y,w,h), ``times_s`` (N,) tracker seconds per frame (no image loading), ``num_failures``
-    (VOT) and ``nonfinite_frames`` (frames whose score map had no finite value).
-    """
-    from ocean.benchmarks.protocols import run_one_pass, run_vot_supervised
-    from ocean.tracker import OceanTracker
-
-    tracker = OceanTracker(net, tracker_cfg, device=device)
-    if BENCHMARK_FAMILY[benchmark] == "vot":
-        r = run_vot_supervised(tracker, seq)
-        out = {
-            "trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
-            "num_failures": int(r.num_failures),
-        }
-    else:
-        r = run_one_pass(tracker, seq)
-        out = {"boxes_xywh": r.boxes_xywh}
-    out["times_s"] = r.times_s
-    out["nonfinite_frames"] = int(tracker.nonfinite_frames)
-    return out
 
 
 class SequenceRunner:
