@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    return _call(args._run, args, args.command)
 
 
 def main_for(module_name: str, argv: list[str] | None = None) -> int:
@@ -86,7 +86,17 @@ def main_for(module_name: str, argv: list[str] | None = None) -> int:
     )
     mod.add_arguments(parser)
     args = parser.parse_args(argv)
-    return int(mod.run(args) or 0)
+    return _call(mod.run, args, mod.COMMAND)
+
+
+def _call(run, args: argparse.Namespace, command: str) -> int:
+    """Run a command; a :class:`jobs.common.UsageError` it lets through is one line and exit status 2."""
+    from jobs.common import UsageError, fail
+
+    try:
+        return int(run(args) or 0)
+    except UsageError as exc:
+        return fail(command, exc)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -282,13 +283,9 @@ TRACKER_PRESETS: dict[str, dict[str, Any]] = {
 
 def tracker_config(benchmark: str | None = None, **overrides: Any) -> TrackerConfig:
     """Tracker hyper-parameters for a benchmark (``otb``, ``vot2018``, ...; None = defaults) plus overrides."""
-    values: dict[str, Any] = {}
-    if benchmark is not None:
-        if benchmark not in TRACKER_PRESETS:
-            raise KeyError(f"unknown benchmark {benchmark!r}; known: {sorted(TRACKER_PRESETS)}")
-        values.update(TRACKER_PRESETS[benchmark])
-    values.update(overrides)
-    return TrackerConfig(**values)
+    if benchmark is not None and benchmark not in TRACKER_PRESETS:
+        raise KeyError(f"unknown benchmark {benchmark!r}; known: {sorted(TRACKER_PRESETS)}")
+    return dataclasses.replace(layered_tracker_config(None, benchmark), **overrides)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -477,11 +474,47 @@ def tracker_file_overrides(path: str) -> list[str]:
     if unknown:
         raise ValueError(f"{path}: unknown tracker keys {unknown}; known: {sorted(names)}")
 
-    def text(v: Any) -> str:
-        return str(v).lower() if isinstance(v, bool) else v if isinstance(v, str) else json.dumps(v)
+    return [f"{k}={_override_text(v)}" for k, v in flatten(data, "tracker.").items()]
 
-    flat = flatten(data, "tracker.")
-    return [f"{k}={text(v)}" for k, v in flat.items()]
+
+def _override_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else value if isinstance(value, str) else json.dumps(value)
+
+
+def tracker_override_strings(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """Tracker overrides as ``tracker.KEY=VALUE`` strings, from ``KEY=VALUE`` / ``tracker.KEY=VALUE``
+    strings, a dict of :class:`TrackerConfig` fields (nested ``online_params`` allowed) or ``{"tracker":
+    {...}}`` (what ``ocean tune-tracker`` saves). ValueError for a string without ``=``."""
+    if not overrides:
+        return []
+    if isinstance(overrides, Mapping):
+        if isinstance(overrides.get("tracker"), Mapping):
+            overrides = overrides["tracker"]
+        items = [f"{k}={_override_text(v)}" for k, v in flatten(dict(overrides)).items()]
+    else:
+        items = [str(item).strip() for item in overrides]
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"tracker override {item!r} is not of the form key=value")
+        out.append(item if item.startswith("tracker.") else f"tracker.{item}")
+    return out
+
+
+def layered_tracker_config(base: TrackerConfig | None = None, benchmark: str | None = None,
+                           overrides: Mapping[str, Any] | Sequence[str] | None = None) -> TrackerConfig:
+    """The tracker hyper-parameters every tracking command uses, in layers: ``base`` (a checkpoint's tracker
+    section; default the defaults) -> ``benchmark``'s preset (:data:`TRACKER_PRESETS`, facts §9.3) ->
+    ``overrides`` (see :func:`tracker_override_strings`; types checked). ValueError naming the key."""
+    cfg = base if base is not None else TrackerConfig()
+    if benchmark is not None:
+        if benchmark not in TRACKER_PRESETS:
+            raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(TRACKER_PRESETS)}")
+        cfg = dataclasses.replace(cfg, **TRACKER_PRESETS[benchmark])
+    try:
+        return apply_overrides(OceanConfig(tracker=cfg), tracker_override_strings(overrides)).tracker
+    except KeyError as exc:
+        raise ValueError(str(exc).strip("'\"")) from None
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,28 +1,22 @@
-"""MLflow helpers shared by the training, evaluation and tuning jobs.
+"""MLflow for the jobs: where runs go (:func:`tracking_uri`) and one run at a time (:class:`RunLogger`).
 
-* :func:`tracking_uri`: ``--mlflow-uri``, else ``$MLFLOW_TRACKING_URI``, else a local sqlite store
-  (``OUT/mlflow.db`` when the output folder is local, ``./mlruns.db`` otherwise), always absolute so a Ray
-  worker whose working directory differs logs to the same store (ray-project/ray#45456).
-* :func:`ensure_experiment`: creates (and, for sqlite, migrates) the store once on the driver before any
-  worker touches it: parallel first uses race on sqlite's schema migration (ray_stack.md §5,
-  mlflow#6490).
-* :func:`config_params`: the flattened config (``optim.base_lr`` ...) as MLflow params, values
-  stringified and cut to MLflow's 6000-character limit.
-* :func:`code_version` / :func:`run_tags`: git sha (``-dirty`` when the tree has changes), package version.
-* :func:`scrub`: drops credentials from params / tags: keys that name a secret, password, token or access
-  key, and URIs carrying a password or signed query (``user:pw@host``, ``?X-Amz-Signature=``) are replaced
-  by ``<redacted>``.
-
-Only the driver and rank 0 log; these helpers never read credentials themselves.
+:class:`RunLogger` is the only place that opens, resumes, logs to and closes MLflow runs: params are
+scrubbed of credentials and cut to MLflow's limit here, metrics go in batches, every run carries the
+project's tags and MLflow's standard source tags, and a run left by an exception is marked FAILED. It
+crosses Ray as ``(uri, run_id)``; the client is rebuilt in each process.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import re
 import subprocess
+import sys
+import time
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +31,9 @@ _SECRET_QUERY = re.compile(r"(signature|credential|security-token|secret|passwor
 
 
 def tracking_uri(explicit: str | None = None, out: str | None = None) -> str:
-    """The tracking URI to use (module docstring), absolute; a plain path becomes ``sqlite:///ABS``."""
+    """``explicit``, else ``$MLFLOW_TRACKING_URI``, else a sqlite store (``OUT/mlflow.db`` for a local
+    ``out``, ``./mlruns.db`` otherwise); always absolute, so a Ray worker whose working directory differs
+    logs to the same store (ray-project/ray#45456). A plain path becomes ``sqlite:///ABS``."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         if out is not None and (not is_uri(out) or str(out).startswith("file://")):
@@ -55,7 +51,9 @@ def tracking_uri(explicit: str | None = None, out: str | None = None) -> str:
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (sqlite: its folder and schema) and the experiment once; returns its id."""
+    """Create the store (sqlite: its folder and schema) and the experiment once, on the driver, before any
+    worker touches it (parallel first uses race on sqlite's schema migration: ray_stack.md §5, mlflow#6490);
+    returns the experiment id."""
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
@@ -89,7 +87,9 @@ def _secret_uri(text: str) -> bool:
 
 
 def scrub(values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``values`` with credentials replaced by ``<redacted>`` (module docstring)."""
+    """A copy of ``values`` with credentials replaced by ``<redacted>``: keys that name a secret, password,
+    token or access key, and URIs carrying a password or a signed query (``user:pw@host``,
+    ``?X-Amz-Signature=``)."""
     out = {}
     for k, v in values.items():
         if _SECRET_KEY.search(str(k)) or (isinstance(v, str) and _secret_uri(v)):
@@ -155,3 +155,203 @@ def public_uri(uri: str) -> str:
     if parsed.port:
         netloc += f":{parsed.port}"
     return urllib.parse.urlunparse(parsed._replace(netloc=netloc, query=""))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One run
+
+_BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits per call
+
+
+def _cut(values: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v)[:MAX_PARAM_CHARS] for k, v in scrub(dict(values)).items()}
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags (what the fluent API sets): user, entry point, git commit."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    tags = {"mlflow.user": user, "mlflow.source.type": "JOB",
+            "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"}
+    commit = code_version()
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
+
+
+class RunLogger:
+    """One MLflow run, addressed by ``(uri, run_id)``; cheap to pickle (the client is not sent).
+
+    Open with :meth:`start` (new, or resumed by a tag), :meth:`attach` (an existing run, e.g. in a Ray
+    worker) or :meth:`child`. Used as a context manager it ends FINISHED, or FAILED with an ``ocean.error``
+    tag when the block raises.
+    """
+
+    def __init__(self, uri: str, run_id: str, experiment_id: str | None = None) -> None:
+        self.uri = uri
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._client = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
+              parent: RunLogger | str | None = None, resume_key: tuple[str, str] | None = None) -> RunLogger:
+        """A new run in ``experiment`` (created when missing), or with ``resume_key=(tag, value)`` the newest
+        run carrying that tag, reopened as RUNNING. Tags: :func:`run_tags`, :func:`source_tags`, ``tags``,
+        and ``mlflow.parentRunId`` for ``parent``."""
+        from mlflow.tracking import MlflowClient
+
+        exp_id = ensure_experiment(uri, experiment)
+        client = MlflowClient(tracking_uri=uri)
+        all_tags = {**source_tags(), **run_tags(**dict(tags or {}))}
+        if resume_key is not None:
+            all_tags.setdefault(resume_key[0], resume_key[1])
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent.run_id if isinstance(parent, RunLogger) else str(parent)
+        run_id = find_run(uri, exp_id, *resume_key) if resume_key is not None else None
+        if run_id is not None:
+            client.update_run(run_id, status="RUNNING")
+            logger = cls(uri, run_id, exp_id)
+            logger._client = client
+            logger.set_tags(all_tags)
+            return logger
+        run = client.create_run(exp_id, run_name=run_name, tags=_cut(all_tags))
+        logger = cls(uri, run.info.run_id, exp_id)
+        logger._client = client
+        return logger
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> RunLogger:
+        """The existing run ``run_id`` (nothing is created)."""
+        return cls(uri, run_id)
+
+    def child(self, run_name: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
+        """A new run nested under this one, in the same experiment."""
+        exp_id = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        all_tags = {**source_tags(), **run_tags(**dict(tags or {})), "mlflow.parentRunId": self.run_id}
+        run = self.client.create_run(exp_id, run_name=run_name, tags=_cut(all_tags))
+        logger = type(self)(self.uri, run.info.run_id, exp_id)
+        logger._client = self._client
+        return logger
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def __getstate__(self) -> dict:
+        return {"uri": self.uri, "run_id": self.run_id, "experiment_id": self.experiment_id}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["uri"], state["run_id"], state["experiment_id"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(uri={public_uri(self.uri)!r}, run_id={self.run_id!r})"
+
+    # ------------------------------------------------------------------ logging
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Params, scrubbed and cut to :data:`MAX_PARAM_CHARS`, in batches."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in _cut(params).items()]
+        for i in range(0, len(items), _BATCH["params"]):
+            self.client.log_batch(self.run_id, params=items[i:i + _BATCH["params"]])
+
+    def log_config(self, cfg, extra: Mapping[str, Any] | None = None) -> None:
+        """The flattened config (``optim.base_lr`` ...) plus ``extra`` run settings as params."""
+        self.log_params({**flatten(cfg), **dict(extra or {})})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
+                    timestamp_ms: int | None = None) -> None:
+        """Metrics in one batch (per 1000) at ``step`` (default 0) and ``timestamp_ms`` (default now)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        items = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items()]
+        for i in range(0, len(items), _BATCH["metrics"]):
+            self.client.log_batch(self.run_id, metrics=items[i:i + _BATCH["metrics"]])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in _cut(tags).items()]
+        for i in range(0, len(items), _BATCH["tags"]):
+            self.client.log_batch(self.run_id, tags=items[i:i + _BATCH["tags"]])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    # ------------------------------------------------------------------ ending
+
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    def fail(self, error: BaseException | str) -> None:
+        """Tag ``ocean.error`` (``Type: message``) and end the run FAILED."""
+        text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        self.set_tags({"ocean.error": text})
+        self.finish("FAILED")
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            try:
+                self.fail(exc)
+            except Exception:  # the store itself may be what failed: keep the original error
+                pass
+        else:
+            self.finish()
+
+
+class NullRunLogger(RunLogger):
+    """A :class:`RunLogger` that logs nothing (``log_mlflow=False``)."""
+
+    def __init__(self, uri: str = "", run_id: str = "", experiment_id: str | None = None) -> None:
+        super().__init__(uri, run_id, experiment_id)
+
+    def child(self, run_name: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
+        return NullRunLogger()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
+                    timestamp_ms: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def status(self) -> str:
+        return "NONE"
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass

@@ -150,7 +150,10 @@ def s3_server(tmp_path_factory) -> S3Server:
 
     ports = {name: port() for name in ("master", "volume", "filer", "s3", "admin")}
     log = root / "weed.log"
-    cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    (root / "logs").mkdir()
+    # -master.telemetry=false: SeaweedFS otherwise reports to its telemetry host on the internet; no test
+    # may contact anything outside this machine. -logdir keeps its glog files inside the test's folder.
+    cmd = [weed, f"-logdir={root / 'logs'}", "mini", "-master.telemetry=false", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
            f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}", f"-s3.config={cfg}",
            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",

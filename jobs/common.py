@@ -1,0 +1,105 @@
+"""Command-line pieces every ``ocean`` command shares: ``NAME=VALUE`` lists, tracker overrides, the Ray and
+MLflow flags, and usage errors (one line on stderr, exit status 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+
+from ocean.storage import is_uri
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def fail(command: str, exc: BaseException | str) -> int:
+    """Print ``ocean COMMAND: error: MESSAGE`` on stderr and return exit status 2."""
+    print(f"ocean {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def name_value(text: str, flag: str) -> tuple[str, str]:
+    """``"got10k=/data/GOT"`` -> ``("got10k", "/data/GOT")``; UsageError when either side is empty."""
+    name, sep, value = str(text).partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UsageError(f"{flag} {text!r}: expected NAME=VALUE")
+    return name.strip(), value.strip()
+
+
+def parse_name_values(items: Iterable[str], flag: str, choices: Sequence[str] | None = None,
+                      lower: bool = True) -> dict[str, str]:
+    """``["otb=/data/OTB", ...]`` -> ``{"otb": "/data/OTB"}``; UsageError for a malformed item, a name not in
+    ``choices`` or a name given twice."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, value = name_value(item, flag)
+        name = name.lower() if lower else name
+        if choices is not None and name not in choices:
+            raise UsageError(f"{flag} {item!r}: unknown name {name!r}; one of {', '.join(choices)}")
+        if name in out:
+            raise UsageError(f"{flag} {name} given twice")
+        out[name] = value
+    return out
+
+
+def parse_count_values(items: Iterable[str], flag: str) -> dict[str, int]:
+    """``["got10k=1000"]`` -> ``{"got10k": 1000}``; counts must be integers >= 0."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, value = name_value(item, flag)
+        try:
+            count = int(value)
+        except ValueError:
+            raise UsageError(f"{flag} {item!r}: {value!r} is not an integer") from None
+        if count < 0:
+            raise UsageError(f"{flag} {item!r} must be >= 0")
+        out[name] = count
+    return out
+
+
+def tracker_overrides(json_path: str | None, sets: Iterable[str], when: str = "at tracking time") -> list[str]:
+    """``--tracker-config FILE`` then the ``--set`` items, as ``tracker.KEY=VALUE`` strings (values are
+    type-checked where they are applied); UsageError for an unreadable file or a non-tracker key."""
+    items: list[str] = []
+    if json_path is not None:
+        from ocean.config import tracker_file_overrides
+
+        try:
+            items += tracker_file_overrides(json_path)
+        except ValueError as exc:
+            raise UsageError(f"--tracker-config {exc}") from None
+    for item in sets:
+        key = item.strip()
+        if not key.startswith("tracker."):
+            raise UsageError(f"--set {item!r}: only tracker.* keys can be changed {when}")
+        items.append(key)
+    return items
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracker-config", metavar="FILE.json",
+                        help="JSON object of tracker hyper-parameters (e.g. best_tracker.json of tune-tracker)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
+                        help="override one tracker hyper-parameter (repeatable; applied after --tracker-config)")
+
+
+def add_ray_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+
+
+def add_mlflow_arguments(parser: argparse.ArgumentParser, experiment: str) -> None:
+    parser.add_argument("--mlflow-uri", metavar="URI",
+                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else a sqlite file under --out)")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+
+
+def absolute(path_or_uri: str | None) -> str | None:
+    """A local path made absolute (so it means the same on the driver and in Ray workers); URIs unchanged."""
+    if path_or_uri is None or is_uri(path_or_uri):
+        return path_or_uri
+    from pathlib import Path
+
+    return str(Path(path_or_uri).expanduser().resolve())
