@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 import torch
 
-from ocean.benchmarks.regions import polygon_to_init_box_xywh  # noqa: F401  (VOT init rule, facts §9.1)
 from ocean.config import TrackerConfig
 from ocean.crop import crop_side, get_subwindow, mean_color
 from ocean.geometry import score_grid, score_size
