@@ -67,10 +67,10 @@ def make_inputs(work: Path, size: str, n_ckpts: int, preset_name: str) -> tuple[
 
 
 def one_run(ckpts, benchmarks, out: Path, workers: int, local: bool) -> dict:
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluate import EvaluateSettings, evaluate
 
     report = evaluate(
-        ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False, progress=False
+        EvaluateSettings(ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False, progress=False)
     )
     t = report["timing"]
     busy = t["tracking_seconds"] * t["workers"]

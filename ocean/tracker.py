@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 import torch
 
-from ocean.benchmarks.regions import polygon_to_init_box_xywh  # noqa: F401  (VOT init rule, facts §9.1)
 from ocean.config import TrackerConfig
 from ocean.crop import crop_side, get_subwindow
 from ocean.geometry import context_size, mean_color, score_grid, score_size

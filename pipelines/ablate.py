@@ -390,7 +390,7 @@ def ablation_trial(config: dict[str, Any], *, plan: dict[str, Any]) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.train import train
 
     t0 = time.time()
@@ -413,11 +413,12 @@ def ablation_trial(config: dict[str, Any], *, plan: dict[str, Any]) -> None:
         for row in current:
             spec = plan["rows"][row]
             client.set_tag(children[row], "ocean.ablate.status", "evaluating")
-            ev = evaluate([checkpoint], plan["benchmarks"], storage.join(plan["out"], "eval", _slug(row)),
-                          tracker_overrides=spec["tracker_overrides"], workers=plan["workers"],
-                          use_gpu=plan["use_gpu"], mlflow_uri=uri, max_sequences=plan["max_sequences"],
-                          experiment=exp, run_name=f"ablate-{_slug(row)}-eval",
-                          training_run_id=res["mlflow_run_id"], progress=plan["verbose"])
+            ev = evaluate(EvaluateSettings(
+                [checkpoint], plan["benchmarks"], storage.join(plan["out"], "eval", _slug(row)),
+                tracker_overrides=spec["tracker_overrides"], workers=plan["workers"], use_gpu=plan["use_gpu"],
+                mlflow_uri=uri, max_sequences=plan["max_sequences"], experiment=exp,
+                run_name=f"ablate-{_slug(row)}-eval", training_run_id=res["mlflow_run_id"],
+                progress=plan["verbose"]))
             scores = {b: {k: float(v) for k, v in s.items() if k in plan["metric_keys"]
                           and isinstance(v, (int, float)) and v == v}
                       for b, s in ev["scores"][checkpoint].items()}
@@ -544,8 +545,8 @@ def ablate(data: str, benchmarks: Mapping[str, str], out: str, *, study: str = "
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
+    from ocean.benchmarks.report import METRIC_KEYS
     from pipelines import tracking
-    from pipelines.evaluate import METRIC_KEYS
 
     uri = tracking.tracking_uri(mlflow_uri, out)
     exp_id = tracking.ensure_experiment(uri, experiment)

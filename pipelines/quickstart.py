@@ -67,7 +67,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
                    use_gpu: bool = False, max_sequences: int | None = None) -> dict[str, Any]:
     """Run (or resume) the quickstart; returns the summary also written to ``WORKDIR/summary.json``."""
     from data_prep.synthetic import generate
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.prepare import PrepareSettings, prepare
     from pipelines.raysession import ensure_ray
     from pipelines.train import train
@@ -119,8 +119,9 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     evaluation = _reuse(work / "evaluation.json", lambda r: sorted(r.get("scores", {})) == sorted(
         [final_ckpt, untrained]) and r.get("max_sequences") == max_sequences)
     if evaluation is None:
-        evaluation = evaluate([final_ckpt, untrained], roots, str(work / "evaluation"), workers=workers,
-                              use_gpu=use_gpu, mlflow_uri=mlflow_uri, max_sequences=max_sequences)
+        evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(work / "evaluation"),
+                                               workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
+                                               max_sequences=max_sequences))
         evaluation["max_sequences"] = max_sequences
         (work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
     print(f"    done in {time.time() - t:.1f} s")

@@ -210,7 +210,7 @@ def snap(space: Mapping[str, ParamSpec], config: Mapping[str, Any]) -> dict[str,
 
 def running_score(benchmark: str, sequences: list[Sequence], results: list[dict]) -> float:
     """The objective over the first ``len(results)`` sequences (results as returned by
-    :func:`pipelines.evaluate.track_sequence`, in the same order as ``sequences``).
+    :func:`ocean.benchmarks.protocols.track_sequence`, in the same order as ``sequences``).
 
     OTB / LaSOT: success AUC (mean of per-sequence 21-threshold curves, pysot, facts §12.1/§12.2; LaSOT
     drops absent frames). GOT-10k: AO over the pooled frames (facts §12.3). VOT: EAO over that year's
@@ -309,7 +309,7 @@ def evaluate_config(net: Any, tracker: TrackerConfig, benchmark: str, sequences:
     """
     import torch
 
-    from pipelines.evaluate import track_sequence
+    from ocean.benchmarks.protocols import track_sequence
 
     results: list[dict] = []
     score = 0.0

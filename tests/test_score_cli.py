@@ -299,3 +299,59 @@ def test_score_cli_records_missing_results_and_strict(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_score_tracks_in_memory_equals_the_result_files(tmp_path):
+    """score_tracks on in-memory results gives exactly score_sequences' dict on the same results written
+    as files (boxes on a 0.25 px grid survive the 4-decimal files), for every format; a prefix of the
+    sequences scores that prefix; a sequence without a result is rejected."""
+    from ocean.benchmarks.scoring import HEADLINE, score_sequences, score_tracks
+
+    gt = moving_boxes_xywh(12)
+    shifted = gt + [2.25, -1.5, 0.75, 0.0]
+    make_otb_sequence(tmp_path / "otb", "Bolt", gt)
+    make_otb_sequence(tmp_path / "otb", "Coke", gt)
+    make_lasot_sequence(tmp_path / "lasot", "cup-1", gt, [0] * 4 + [1] * 2 + [0] * 6, [0] * 12)
+    make_got10k_sequence(tmp_path / "got", "GOT-10k_Val_000001", gt)
+    make_got10k_sequence(tmp_path / "got", "GOT-10k_Val_000002", gt)
+    make_vot_sequence(tmp_path / "vot", "ball", gt)
+    cases = {
+        "otb": read_otb(tmp_path / "otb"),
+        "lasot": read_lasot(tmp_path / "lasot"),
+        "got10k": read_got10k(tmp_path / "got"),
+        "vot2018": read_vot(tmp_path / "vot"),
+    }
+    times = np.array([0.5, *([0.02] * 11)])
+    for bench, seqs in cases.items():
+        folder = tmp_path / "res" / bench
+        tracks = {}
+        for i, s in enumerate(seqs):
+            boxes = shifted if i % 2 else s.gt_xywh
+            if bench == "vot2018":
+                traj = [np.array([1.0]), *boxes[1:4], np.array([2.0]), *[np.array([0.0])] * 4, np.array([1.0])]
+                tracks[s.name] = [*traj, *boxes[10:]]
+                write_vot_result(folder, s.name, tracks[s.name])
+            else:
+                tracks[s.name] = boxes
+                write_ope_result(folder, bench, s.name, boxes, times)
+        in_memory = score_tracks(bench, seqs, tracks, {s.name: times for s in seqs})
+        from_files = score_sequences(bench, seqs, folder)
+        assert in_memory == from_files, bench
+        assert json.dumps(in_memory) == json.dumps(from_files)  # same key order too
+        # 12 frames: shorter than any VOT EAO interval, so the EAO is undefined (None); robustness is not
+        key = "robustness" if bench == "vot2018" else HEADLINE[bench]
+        assert in_memory[key] is not None and in_memory["rejected"] == {}
+        first = score_tracks(bench, seqs[:1], tracks, {s.name: times for s in seqs})
+        assert first == score_sequences(bench, seqs[:1], folder) and first["num_sequences"] == 1
+    # GOT-10k without times: no speed, same accuracy
+    got = score_tracks("got10k", cases["got10k"], {s.name: gt for s in cases["got10k"]})
+    assert "speed_fps" not in got and got["ao"] == pytest.approx(1.0)
+    # a prefix of the sequences, as a tuning trial scores while it runs
+    bolt = score_tracks("otb", cases["otb"][:1], {"Bolt": gt})
+    assert bolt["num_sequences"] == 1 and bolt["success_auc"] == pytest.approx(20 / 21)
+    # a missing track, a wrong length, and a reason given by the caller
+    s = score_tracks("otb", cases["otb"], {"Bolt": gt[:5]}, rejected={"Coke": "unreadable"})
+    assert s["num_sequences"] == 0 and "success_auc" not in s
+    assert s["rejected"] == {"Bolt": "5 result lines for 12 frames", "Coke": "unreadable"}
+    s = score_tracks("otb", cases["otb"], {"Coke": gt})
+    assert list(s["per_sequence"]) == ["Coke"] and "no result for sequence Bolt" in s["rejected"]["Bolt"]

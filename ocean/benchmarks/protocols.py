@@ -3,7 +3,8 @@
 Any object with ``init(image_bgr_uint8, box_xywh) -> None`` and
 ``track(image_bgr_uint8) -> (box_xywh, score)`` works (:class:`Tracker`); boxes are 0-based pixel
 x,y,w,h. Image loading is timed apart from the tracker calls, so ``times_s`` (and the fps computed from
-it) is model + tracker time only.
+it) is model + tracker time only. :func:`track_sequence` runs the Ocean tracker on one sequence with the
+benchmark's protocol and returns plain data (what evaluation and tuning workers ship back).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from ocean.benchmarks.readers import BENCHMARK_FAMILY
 from ocean.benchmarks.regions import polygon_overlap_continuous, polygon_to_init_box_xywh
 from ocean.benchmarks.sequence import Sequence
+from ocean.config import TrackerConfig
 
 # ocean_facts §9.4 / formats.md §2.2: re-initialise this many frames after a failure
 VOT_SKIP_FRAMES = 5
@@ -136,3 +139,30 @@ def run_vot_supervised(tracker: Tracker, seq: Sequence) -> VotResult:
                 start = f + VOT_SKIP_FRAMES
         loads[f] = t1 - t0
     return VotResult(traj, times, loads, failures)
+
+
+def track_sequence(
+    net: Any, tracker_cfg: TrackerConfig, benchmark: str, seq: Sequence, device: str = "cpu"
+) -> dict[str, Any]:
+    """Run one sequence with the Ocean tracker and the benchmark's protocol (one-pass, or VOT supervised
+    for vot*).
+
+    Returns plain data: ``boxes_xywh`` (N, 4) 0-based (one-pass) or ``trajectory`` (VOT entries [1], [2],
+    [0] or x,y,w,h), ``times_s`` (N,) tracker seconds per frame (no image loading), ``num_failures``
+    (VOT) and ``nonfinite_frames`` (frames whose score map had no finite value).
+    """
+    from ocean.tracker import OceanTracker  # ocean.tracker imports ocean.benchmarks.regions
+
+    tracker = OceanTracker(net, tracker_cfg, device=device)
+    if BENCHMARK_FAMILY[benchmark] == "vot":
+        r = run_vot_supervised(tracker, seq)
+        out = {
+            "trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
+            "num_failures": int(r.num_failures),
+        }
+    else:
+        r = run_one_pass(tracker, seq)
+        out = {"boxes_xywh": r.boxes_xywh}
+    out["times_s"] = r.times_s
+    out["nonfinite_frames"] = int(tracker.nonfinite_frames)
+    return out

@@ -9,6 +9,7 @@ each documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,30 @@ def read_benchmark(benchmark: str, root: Path) -> list[Sequence]:
     if benchmark not in BENCHMARK_FAMILY:
         raise ValueError(f"unknown benchmark {benchmark!r}; one of {sorted(BENCHMARK_FAMILY)}")
     return _READERS[BENCHMARK_FAMILY[benchmark]](Path(root))
+
+
+class BenchmarkRootError(ValueError):
+    """An unknown benchmark name, or a root that is not a readable benchmark; the message names both."""
+
+
+def read_benchmarks(
+    benchmarks: Mapping[str, str], max_sequences: int | None = None
+) -> dict[str, list[Sequence]]:
+    """``{name: root}`` -> ``{name: sequences}`` (the first ``max_sequences`` of each when given);
+    BenchmarkRootError naming the benchmark and root when a name is unknown or a root is unreadable."""
+    out = {}
+    for name, root in benchmarks.items():
+        if name not in BENCHMARK_FAMILY:
+            raise BenchmarkRootError(f"unknown benchmark {name!r}; one of {sorted(BENCHMARK_FAMILY)}")
+        if not Path(root).is_dir():
+            raise BenchmarkRootError(f"benchmark {name}: root {root} is not a folder")
+        try:
+            seqs = read_benchmark(name, Path(root))
+        except (OSError, AnnotationError, ValueError) as exc:
+            raise BenchmarkRootError(f"benchmark {name}: cannot read {root} ({exc})") from None
+        # GOT-10k test (first GT row only) is read too: it is tracked and written for the evaluation server;
+        # scoring lists its sequences under ``rejected`` with that reason (ocean.benchmarks.scoring).
+        if not seqs:
+            raise BenchmarkRootError(f"benchmark {name}: no sequences under {root}")
+        out[name] = seqs[:max_sequences] if max_sequences else seqs
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ocean.benchmarks.readers import read_numeric_lines
+from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_numeric_lines
 from ocean.benchmarks.sequence import AnnotationError
 
 ONE_BASED = {"otb": True, "lasot": True, "got10k": False, "vot": False}
@@ -106,3 +106,13 @@ def read_vot_result(tracker_dir: Path, seq_name: str) -> list[np.ndarray]:
         if r.size == 1 and r[0] not in (0.0, 1.0, 2.0):
             raise AnnotationError(f"{path}: record {i + 1} is the code {r[0]:g}; only 0, 1, 2 exist")
     return rows
+
+
+def write_track(tracker_dir: Path, benchmark: str, seq_name: str, track: dict) -> Path:
+    """Write one :func:`ocean.benchmarks.protocols.track_sequence` result (``boxes_xywh`` or
+    ``trajectory``) in ``benchmark``'s layout; GOT-10k also gets its ``times_s`` file."""
+    family = BENCHMARK_FAMILY[benchmark]
+    if family == "vot":
+        return write_vot_result(tracker_dir, seq_name, track["trajectory"])
+    times = track["times_s"] if family == "got10k" else None
+    return write_ope_result(tracker_dir, family, seq_name, track["boxes_xywh"], times)

@@ -1,8 +1,11 @@
-"""Score existing result files of any tracker against a benchmark (the API behind ``ocean score``)."""
+"""Scoring one tracker on a benchmark: in-memory results (:func:`score_tracks`) or result files
+(:func:`score_sequences`, :func:`score_benchmark`, the API behind ``ocean score``), the same numbers and keys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,101 +45,167 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
-def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path) -> dict:
-    """Score ``sequences`` with the result files of one tracker in ``results_dir``.
+def score_tracks(
+    benchmark: str,
+    sequences: list[Sequence],
+    tracks: Mapping[str, Any],
+    times: Mapping[str, np.ndarray] | None = None,
+    *,
+    rejected: Mapping[str, str] | None = None,
+) -> dict:
+    """Score one tracker's in-memory results on ``sequences`` (any subset or prefix of a benchmark).
 
-    Returns a JSON-ready dict (all rates are fractions 0..1; VOT robustness is failures per 100 frames):
+    ``tracks``: per sequence name, the (N, 4) 0-based x,y,w,h boxes (one-pass benchmarks) or the VOT
+    trajectory (entries [1], [2], [0] or regions, 0-based). ``times``: per name, (N,) tracker seconds per
+    frame (GOT-10k ``speed_fps``; optional). ``rejected``: sequences the caller already rejected, with the
+    reason (e.g. an unreadable result file). A sequence without a track is rejected too.
+
+    Returns a JSON-ready dict (all rates are fractions 0..1; VOT robustness is failures per 100 frames;
+    undefined values, such as an EAO with no fragment long enough, are None):
     OTB/LaSOT ``success_auc``, ``precision``, ``norm_precision``; GOT-10k ``ao``, ``sr50``, ``sr75``;
     VOT ``eao``, ``accuracy``, ``robustness``, ``num_failures``. Always ``benchmark``, ``num_sequences``,
     ``per_sequence`` {name: {...}}, ``curves`` (for plots) and ``rejected`` {name: reason} for sequences
-    whose result file is missing or malformed (scored without them; the caller decides).
+    whose result is missing or malformed (scored without them; the caller decides).
     """
     family = BENCHMARK_FAMILY[benchmark]
-    results_dir = Path(results_dir)
-    rejected: dict[str, str] = {}
-    per_seq: dict[str, dict] = {}
-    out: dict = {"benchmark": benchmark}
-    if family == "vot":
-        trajs, regions, sizes = {}, {}, {}
-        for s in sequences:
-            try:
-                t = read_vot_result(results_dir, s.name)
-                if len(t) != len(s):
-                    raise AnnotationError(f"{len(t)} result lines for {len(s)} frames")
-                trajs[s.name] = t
-                regions[s.name] = s.vot_regions()
-                sizes[s.name] = s.image_size
-            except (OSError, ValueError) as e:
-                rejected[s.name] = str(e)
-        if trajs:
-            summary = vot_summary(trajs, regions, sizes, EAO_INTERVALS[benchmark])
-            out.update({k: summary[k] for k in ("eao", "accuracy", "robustness", "num_failures")})
-            out["eao_interval"] = list(EAO_INTERVALS[benchmark])
-            out["curves"] = {"eao_curve": summary["eao_curve"]}
-            per_seq = summary["per_sequence"]
-    elif family == "got10k":
-        pooled = []
-        fps = []
-        for s in sequences:
-            try:
-                if not s.gt_complete:
-                    raise AnnotationError(
-                        "only the first GT line exists (GOT-10k test split): submit the result files to the "
-                        "evaluation server instead"
-                    )
-                pred = read_ope_result(results_dir, "got10k", s.name)
-                if len(pred) != len(s):
-                    raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
-                ious = got10k_ious(s.gt_xywh, pred, s.image_size, s.present)
-            except (OSError, ValueError) as e:
-                rejected[s.name] = str(e)
-                continue
-            pooled.append(ious)
-            seq_sum = got10k_summary(ious)
-            times = read_got10k_times(results_dir, s.name)
-            entry = {k: seq_sum[k] for k in ("ao", "sr50", "sr75")}
-            entry["length"] = len(s)
-            if times is not None and np.any(times > 0):
-                t = times[times > 0]
-                entry["speed_fps"] = float(np.mean(1.0 / t))  # got10k toolkit: mean of 1/time
-                fps.append(t)
-            per_seq[s.name] = entry
-        if pooled:
-            summary = got10k_summary(np.concatenate(pooled))
-            out.update({k: summary[k] for k in ("ao", "sr50", "sr75")})
-            out["curves"] = {"success_curve": summary["success_curve"]}
-            if fps:
-                out["speed_fps"] = float(np.mean(1.0 / np.concatenate(fps)))
-    else:
-        scores = []
-        for s in sequences:
-            try:
-                pred = read_ope_result(results_dir, family, s.name)
-                if len(pred) != len(s):
-                    raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
-            except (OSError, ValueError) as e:
-                rejected[s.name] = str(e)
-                continue
-            # LaSOT: absent frames filtered, full denominator (pysot, ocean_facts §12.2); OTB: all frames
-            present = s.present if family == "lasot" else None
-            sc = ope_sequence(s.gt_xywh, pred, present, origin=1.0)  # pysot reads 1-based OTB/LaSOT files
-            scores.append(sc)
-            per_seq[s.name] = {
-                "success_auc": sc.success_auc,
-                "precision": float(sc.precision[20]),
-                "norm_precision": float(sc.norm_precision[20]),
-                "length": len(s),
-            }
-        if scores:
-            summary = ope_summary(scores)
-            out.update({k: summary[k] for k in ("success_auc", "precision", "norm_precision")})
-            out["curves"] = {
-                k: summary[k] for k in ("success_curve", "precision_curve", "norm_precision_curve")
-            }
+    score = {"vot": _score_vot, "got10k": _score_got10k}.get(family, _score_ope)
+    out, per_seq, refused = score(benchmark, sequences, tracks, times or {}, dict(rejected or {}))
+    out = {"benchmark": benchmark, **out}
     out["num_sequences"] = len(per_seq)
     out["per_sequence"] = per_seq
-    out["rejected"] = rejected
+    out["rejected"] = refused
     return _jsonable(out)
+
+
+def _track(tracks: Mapping[str, Any], given: dict[str, str], seq: Sequence) -> Any:
+    """The track of ``seq``; ValueError with the caller's reason, or for a missing track."""
+    if seq.name in given:
+        raise ValueError(given[seq.name])
+    if seq.name not in tracks:
+        raise AnnotationError(f"no result for sequence {seq.name}")
+    return tracks[seq.name]
+
+
+def _score_vot(benchmark, sequences, tracks, times, given):
+    out: dict = {}
+    per_seq: dict = {}
+    rejected: dict[str, str] = {}
+    trajs, regions, sizes = {}, {}, {}
+    for s in sequences:
+        try:
+            t = _track(tracks, given, s)
+            if len(t) != len(s):
+                raise AnnotationError(f"{len(t)} result lines for {len(s)} frames")
+            trajs[s.name] = t
+            regions[s.name] = s.vot_regions()
+            sizes[s.name] = s.image_size
+        except (OSError, ValueError) as e:
+            rejected[s.name] = str(e)
+    if trajs:
+        summary = vot_summary(trajs, regions, sizes, EAO_INTERVALS[benchmark])
+        out.update({k: summary[k] for k in ("eao", "accuracy", "robustness", "num_failures")})
+        out["eao_interval"] = list(EAO_INTERVALS[benchmark])
+        out["curves"] = {"eao_curve": summary["eao_curve"]}
+        per_seq = summary["per_sequence"]
+    return out, per_seq, rejected
+
+
+def _score_got10k(benchmark, sequences, tracks, times, given):
+    out: dict = {}
+    per_seq: dict = {}
+    rejected: dict[str, str] = {}
+    pooled = []
+    fps = []
+    for s in sequences:
+        try:
+            if not s.gt_complete:
+                raise AnnotationError(
+                    "only the first GT line exists (GOT-10k test split): submit the result files to the "
+                    "evaluation server instead"
+                )
+            pred = np.asarray(_track(tracks, given, s), dtype=np.float64)
+            if len(pred) != len(s):
+                raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
+            ious = got10k_ious(s.gt_xywh, pred, s.image_size, s.present)
+        except (OSError, ValueError) as e:
+            rejected[s.name] = str(e)
+            continue
+        pooled.append(ious)
+        seq_sum = got10k_summary(ious)
+        seq_times = times.get(s.name)
+        seq_times = None if seq_times is None else np.asarray(seq_times, dtype=np.float64)
+        entry = {k: seq_sum[k] for k in ("ao", "sr50", "sr75")}
+        entry["length"] = len(s)
+        if seq_times is not None and np.any(seq_times > 0):
+            t = seq_times[seq_times > 0]
+            entry["speed_fps"] = float(np.mean(1.0 / t))  # got10k toolkit: mean of 1/time
+            fps.append(t)
+        per_seq[s.name] = entry
+    if pooled:
+        summary = got10k_summary(np.concatenate(pooled))
+        out.update({k: summary[k] for k in ("ao", "sr50", "sr75")})
+        out["curves"] = {"success_curve": summary["success_curve"]}
+        if fps:
+            out["speed_fps"] = float(np.mean(1.0 / np.concatenate(fps)))
+    return out, per_seq, rejected
+
+
+def _score_ope(benchmark, sequences, tracks, times, given):
+    family = BENCHMARK_FAMILY[benchmark]
+    out: dict = {}
+    per_seq: dict = {}
+    rejected: dict[str, str] = {}
+    scores = []
+    for s in sequences:
+        try:
+            pred = np.asarray(_track(tracks, given, s), dtype=np.float64)
+            if len(pred) != len(s):
+                raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
+        except (OSError, ValueError) as e:
+            rejected[s.name] = str(e)
+            continue
+        # LaSOT: absent frames filtered, full denominator (pysot, ocean_facts §12.2); OTB: all frames
+        present = s.present if family == "lasot" else None
+        sc = ope_sequence(s.gt_xywh, pred, present, origin=1.0)  # pysot reads 1-based OTB/LaSOT files
+        scores.append(sc)
+        per_seq[s.name] = {
+            "success_auc": sc.success_auc,
+            "precision": float(sc.precision[20]),
+            "norm_precision": float(sc.norm_precision[20]),
+            "length": len(s),
+        }
+    if scores:
+        summary = ope_summary(scores)
+        out.update({k: summary[k] for k in ("success_auc", "precision", "norm_precision")})
+        out["curves"] = {k: summary[k] for k in ("success_curve", "precision_curve", "norm_precision_curve")}
+    return out, per_seq, rejected
+
+
+def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path) -> dict:
+    """Score ``sequences`` with the result files of one tracker in ``results_dir`` (layouts in
+    :mod:`ocean.benchmarks.results`): read them, then :func:`score_tracks` (same keys). A missing or
+    malformed file puts its sequence under ``rejected`` with the reason."""
+    family = BENCHMARK_FAMILY[benchmark]
+    results_dir = Path(results_dir)
+    tracks: dict[str, Any] = {}
+    times: dict[str, np.ndarray] = {}
+    rejected: dict[str, str] = {}
+    for s in sequences:
+        if family == "got10k" and not s.gt_complete:
+            continue  # the test split: score_tracks rejects it with that reason, before any file
+        try:
+            if family == "vot":
+                tracks[s.name] = read_vot_result(results_dir, s.name)
+            else:
+                tracks[s.name] = read_ope_result(results_dir, family, s.name)
+        except (OSError, ValueError) as e:
+            rejected[s.name] = str(e)
+            continue
+        if family == "got10k" and len(tracks[s.name]) == len(s):  # the time file is read for scored ones
+            seq_times = read_got10k_times(results_dir, s.name)
+            if seq_times is not None:
+                times[s.name] = seq_times
+    return score_tracks(benchmark, sequences, tracks, times, rejected=rejected)
 
 
 def score_benchmark(benchmark: str, dataset_root: Path, results_dir: Path) -> dict:
