@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "ablate"
 HELP = "paper ablations (Table 4 components, Table 5 data): one Ray Tune trial per training, table in MLflow"

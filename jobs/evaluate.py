@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import main_for
 from jobs.common import (
     UsageError,
     add_mlflow_arguments,
     add_ray_argument,
     add_tracker_arguments,
     fail,
+    main_for,
     parse_name_values,
     tracker_overrides,
 )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import main_for
-from jobs.common import UsageError, add_ray_argument, parse_count_values, parse_name_values
+from jobs.common import UsageError, add_ray_argument, main_for, parse_count_values, parse_name_values
 
 COMMAND = "prepare"
 HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"

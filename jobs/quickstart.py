@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "quickstart"
 HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "score"
 HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or LaSOT"

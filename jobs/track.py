@@ -9,8 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.cli import main_for
-from jobs.common import UsageError, add_tracker_arguments, fail, tracker_overrides
+from jobs.common import UsageError, add_tracker_arguments, fail, main_for, tracker_overrides
 
 COMMAND = "track"
 HELP = "track one target through a folder of frames or a video; write x,y,w,h per frame"

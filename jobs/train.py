@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"

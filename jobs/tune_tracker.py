@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "tune-tracker"
 HELP = "search the tracker hyper-parameters (TPE + ASHA on Ray Tune) on a validation benchmark"

@@ -91,7 +91,7 @@ def prepare(settings: PrepareSettings) -> dict:
     """Prepare parquet pair shards from dataset downloads; return the manifest (also at ``out/manifest.json``).
 
     Raises:
-        pipelines.storage.StorageError: the output cannot be written (before any work).
+        ocean.storage.StorageError: the output cannot be written (before any work).
         data_prep.manifest.JobMismatch: ``out`` holds a different job.
         ShardFailed: some shard tasks raised (the rest is stored; re-run to finish).
     """
