@@ -121,3 +121,27 @@ def load_optimizer_state_by_name(optimizer, model, state: dict[str, dict]) -> in
             optimizer.state[p] = {k: (v.to(p.device) if hasattr(v, "to") else v) for k, v in state[name].items()}
             n += 1
     return n
+
+
+def save_training_checkpoint(uri: str, model, cfg: OceanConfig, optimizer, *, epoch: int, trainable_layers,
+                             lr: float, history: list, metrics: dict, seed: int) -> None:
+    """An epoch file of a training run (``epoch`` = completed epochs): weights and config, the optimizer's
+    state by parameter name and its groups' settings, the trainable backbone layers, the schedule, torch's
+    RNG state, the history of epoch metrics, this epoch's metrics and the seed."""
+    save_checkpoint(uri, model, cfg, epoch=epoch, optimizer={
+                        "state_by_name": optimizer_state_by_name(optimizer, model),
+                        "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                         for g in optimizer.param_groups]},
+                    trainable_layers=list(trainable_layers),
+                    scheduler={"epoch": epoch, "lr": lr}, rng={"torch": torch.get_rng_state()},
+                    history=history, metrics=metrics, seed=seed)
+
+
+def load_training_state(uri: str, model, map_location: str | torch.device = "cpu") -> tuple[int, list, dict | None]:
+    """Put an epoch file's weights into ``model`` and its RNG state into torch; returns ``(completed epochs,
+    history, optimizer state by parameter name or None)``."""
+    ckpt = load_checkpoint(uri, map_location=map_location)
+    model.load_state_dict(ckpt["model"])
+    if "rng" in ckpt:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    return int(ckpt["epoch"]), list(ckpt.get("history", [])), (ckpt.get("optimizer") or {}).get("state_by_name")
