@@ -68,7 +68,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     """Run (or resume) the quickstart; returns the summary also written to ``WORKDIR/summary.json``."""
     from data_prep.synthetic import generate
     from pipelines.evaluate import evaluate
-    from pipelines.prepare import prepare
+    from pipelines.prepare import PrepareSettings, prepare
     from pipelines.raysession import ensure_ray
     from pipelines.train import TrainSettings, train
 
@@ -92,7 +92,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
 
     t = _stage("2/5 prepare", f"Ray pair records -> {storage_uri}")
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
-    manifest = prepare(datasets, storage_uri, cfg, seed=seed)
+    manifest = prepare(PrepareSettings(datasets, storage_uri, cfg, seed=seed))
     print(f"    done in {time.time() - t:.1f} s")
 
     t = _stage("3/5 train", f"Ray Train, smoke preset, {workers} workers, {cfg.optim.epochs} epochs -> {runs_uri}")

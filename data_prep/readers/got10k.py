@@ -1,20 +1,7 @@
-"""GOT-10k reader (train / val; formats.md "GOT-10k").
+"""GOT-10k reader (train / val; formats.md §1.1).
 
-default_root_layout::
-
-    ROOT/                              # the GOT-10k download, e.g. /data/GOT-10k
-      train/list.txt                   # optional; else every GOT-10k_* folder, sorted
-      train/GOT-10k_Train_000001/
-        00000001.jpg ...               # 8-digit, 1-based
-        groundtruth.txt                # x,y,w,h per line, 0-based floats
-        absence.label                  # 1 = absent (presence comes only from here)
-        cover.label, cut_by_image.label, meta_info.ini
-      val/...                          # same layout (GOT-10k_Val_000001 ...)
-
-``ROOT`` may also be one split folder itself (it holds ``list.txt`` or ``GOT-10k_*`` folders).
-Tracks: one per sequence, ``video = "<split>/<sequence>"``, ``track_id = "0"``, frame ids are the file
-stems (``"00000001"``), ``image_size`` from ``meta_info.ini`` ``resolution`` when present.
-A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
+One track per sequence, read lazily one sequence at a time; presence comes only from ``absence.label``.
+The root layout and the track fields: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -88,14 +75,14 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
     boxes: list[tuple[float, float, float, float]] = []
     present: list[bool] = []
     for i, line in enumerate(lines):
-        stem = f"{i + 1:08d}"  # formats.md: 8-digit, 1-based file names
+        stem = f"{i + 1:08d}"  # formats.md §1.1: 8-digit, 1-based file names
         src = f"{gt_path}:{i + 1}"
         xywh = parse_box_xywh(line)
         if xywh is None:
             reject(R.MALFORMED_LINE, src, repr(line[:80]))
             continue
         x, y, w, h = xywh
-        box = (x, y, x + w, y + h)  # GOT-10k is 0-based x,y,w,h (formats.md)
+        box = (x, y, x + w, y + h)  # GOT-10k is 0-based x,y,w,h (formats.md §1.1)
         if present_all[i]:
             problem = R.box_problem(box, image_size)
             if problem:
@@ -121,6 +108,22 @@ def read_tracks(
     check_images: bool = True,
 ) -> Iterator[Track]:
     """Yield GOT-10k tracks lazily, one sequence at a time (annotations only; images are not opened).
+
+    Root layout::
+
+        ROOT/                              # the GOT-10k download, e.g. /data/GOT-10k
+          train/list.txt                   # optional; else every GOT-10k_* folder, sorted
+          train/GOT-10k_Train_000001/
+            00000001.jpg ...               # 8-digit, 1-based
+            groundtruth.txt                # x,y,w,h per line, 0-based floats
+            absence.label                  # 1 = absent (presence comes only from here)
+            cover.label, cut_by_image.label, meta_info.ini
+          val/...                          # same layout (GOT-10k_Val_000001 ...)
+
+    ``ROOT`` may also be one split folder itself (it holds ``list.txt`` or ``GOT-10k_*`` folders).
+    Tracks: one per sequence, ``video = "<split>/<sequence>"``, ``track_id = "0"``, frame ids are the file
+    stems (``"00000001"``), ``image_size`` from ``meta_info.ini`` ``resolution`` when present.
+    A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
 
     Args:
         root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder.

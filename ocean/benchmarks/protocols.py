@@ -18,9 +18,9 @@ import numpy as np
 from ocean.benchmarks.regions import polygon_overlap_continuous, polygon_to_init_box_xywh
 from ocean.benchmarks.sequence import Sequence
 
-# ocean_facts §9.4 / formats.md VOT: re-initialise this many frames after a failure
+# ocean_facts §9.4 / formats.md §2.2: re-initialise this many frames after a failure
 VOT_SKIP_FRAMES = 5
-# VOT trajectory codes (formats.md VOT results; ocean_facts §12.4)
+# VOT trajectory codes (formats.md §2.2; ocean_facts §12.4)
 VOT_INIT, VOT_FAILURE, VOT_SKIPPED = 1, 2, 0
 
 

@@ -1,16 +1,9 @@
-"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md "Benchmarks").
+"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md §2).
 
-Every reader returns :class:`~ocean.benchmarks.sequence.Sequence` objects with 0-based x,y,w,h GT:
-
-* OTB-100: ``<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` 1-based, separated by commas, tabs or
-  spaces. Two-target sequences (``groundtruth_rect.1.txt`` / ``.2.txt``) become ``<Seq>-1`` / ``<Seq>-2``
-  (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
-  :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
-* VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
-* GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
-  ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
-* LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
-  ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
+:func:`read_benchmark` (or :func:`read_otb`, :func:`read_vot`, :func:`read_got10k`, :func:`read_lasot`,
+each documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence.Sequence` objects with
+0-based x,y,w,h GT, converted from each benchmark's own convention. Malformed input raises
+:class:`~ocean.benchmarks.sequence.AnnotationError` naming the file (and line).
 """
 
 from __future__ import annotations
@@ -122,7 +115,7 @@ def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
         gt_files = [(f"{base}-{p.name.split('.')[1]}", p) for p in multi]
     out = []
     for name, gt_path in gt_files:
-        gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md, facts §9.1)
+        gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md §2.1, facts §9.1)
         start = OTB_START_FRAMES.get(base, min(by_number))
         numbers = range(start, start + len(gt))
         missing = [k for k in numbers if k not in by_number]
@@ -135,7 +128,13 @@ def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
 
 
 def read_otb(root: Path) -> list[Sequence]:
-    """All OTB sequences under ``root`` (folders holding ``img/``), sorted by folder name."""
+    """All OTB sequences under ``root`` (folders holding ``img/``), sorted by folder name.
+
+    OTB-100: ``<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` 1-based, separated by commas, tabs or
+    spaces. Two-target sequences (``groundtruth_rect.1.txt`` / ``.2.txt``) become ``<Seq>-1`` / ``<Seq>-2``
+    (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
+    :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
+    """
     root = Path(root)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "img").is_dir())
     if not dirs:
@@ -176,7 +175,10 @@ def _sequence_names(root: Path, benchmark: str) -> list[str]:
 
 def read_vot(root: Path) -> list[Sequence]:
     """A VOT ``sequences`` folder: names from ``list.txt`` when present, else every sub-folder with a
-    ``groundtruth.txt``."""
+    ``groundtruth.txt``.
+
+    VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
+    """
     root = Path(root)
     return [read_vot_sequence(root / n) for n in _sequence_names(root, "VOT")]
 
@@ -229,7 +231,11 @@ def read_got10k_sequence(seq_dir: Path) -> Sequence:
 
 def read_got10k(root: Path) -> list[Sequence]:
     """``GOT-10k/val`` or ``GOT-10k/test``: names from ``list.txt`` when present, else sub-folders with a
-    ``groundtruth.txt``."""
+    ``groundtruth.txt``.
+
+    GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
+    ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
+    """
     root = Path(root)
     return [read_got10k_sequence(root / n) for n in _sequence_names(root, "GOT-10k")]
 
@@ -238,7 +244,7 @@ def read_got10k(root: Path) -> list[Sequence]:
 
 
 def lasot_present(full_occlusion: np.ndarray, out_of_view: np.ndarray) -> np.ndarray:
-    """A LaSOT frame is present when neither flag is 1 (formats.md LaSOT)."""
+    """A LaSOT frame is present when neither flag is 1 (formats.md §1.2)."""
     return (np.asarray(full_occlusion) == 0) & (np.asarray(out_of_view) == 0)
 
 
@@ -250,7 +256,7 @@ def read_lasot_sequence(seq_dir: Path) -> Sequence:
     if not images:
         raise AnnotationError(f"{seq_dir / 'img'}: no images")
     gt_path = seq_dir / "groundtruth.txt"
-    gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # LaSOT is 1-based (formats.md)
+    gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # LaSOT is 1-based (formats.md §1.2)
     n = len(gt)
     if n > len(images):
         raise AnnotationError(f"{gt_path}: {n} boxes but only {len(images)} images")
@@ -275,7 +281,11 @@ def read_lasot_toolkit_annotation(annos_dir: Path, name: str) -> tuple[np.ndarra
 
 def read_lasot(root: Path) -> list[Sequence]:
     """LaSOT: ``root/<cat>/<seq>`` (the download) or ``root/<seq>`` folders. With ``testing_set.txt`` in
-    root only those sequences are read (they must all exist); otherwise every folder found."""
+    root only those sequences are read (they must all exist); otherwise every folder found.
+
+    LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
+    ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
+    """
     root = Path(root)
     names = _list_names(root, "testing_set.txt")
     found = {}
