@@ -80,9 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from data_prep.pair_index import TrainingDataError
     from pipelines.ablate import AblationError, ablate
     from pipelines.evaluate import EvaluationError
-    from pipelines.train import TrainingDataError
 
     benchmarks = dict(args.benchmarks)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None

@@ -391,7 +391,7 @@ def ablation_trial(config: dict[str, Any], *, plan: dict[str, Any]) -> None:
     from ray import tune
 
     from pipelines.evaluate import EvaluateSettings, evaluate
-    from pipelines.train import train
+    from pipelines.train import TrainSettings, train
 
     t0 = time.time()
     name = config["group"]
@@ -405,9 +405,10 @@ def ablation_trial(config: dict[str, Any], *, plan: dict[str, Any]) -> None:
         for row in current:
             client.set_tag(children[row], "ocean.ablate.status", "training")
         cfg = from_dict(group["cfg"])
-        res = train(plan["data"], storage.join(plan["out"], "train", _slug(name)), cfg, workers=plan["workers"],
-                    use_gpu=plan["use_gpu"], seed=plan["seed"], mlflow_uri=uri, experiment=exp,
-                    run_name=f"ablate-{_slug(name)}-train", verbose=plan["verbose"])
+        res = train(TrainSettings(plan["data"], storage.join(plan["out"], "train", _slug(name)), cfg,
+                                  workers=plan["workers"], use_gpu=plan["use_gpu"], seed=plan["seed"],
+                                  mlflow_uri=uri, experiment=exp, run_name=f"ablate-{_slug(name)}-train",
+                                  verbose=plan["verbose"]))
         client.set_tag(res["mlflow_run_id"], "mlflow.parentRunId", children[current[0]])
         checkpoint = res["checkpoints"][-1]
         for row in current:
@@ -474,7 +475,7 @@ def present_datasets(data: str) -> dict[str, int]:
     per = manifest.get("datasets") if isinstance(manifest, dict) else None
     if isinstance(per, dict) and per:
         return {k: int(v.get("pairs_written", 0)) for k, v in per.items() if int(v.get("pairs_written", 0)) > 0}
-    from pipelines.train import list_pair_files, read_pair_index
+    from data_prep.pair_index import list_pair_files, read_pair_index
 
     fs, files = list_pair_files(data)
     _, names = read_pair_index(fs, files)

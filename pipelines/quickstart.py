@@ -70,7 +70,7 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.prepare import PrepareSettings, prepare
     from pipelines.raysession import ensure_ray
-    from pipelines.train import train
+    from pipelines.train import TrainSettings, train
 
     t_start = time.time()
     work = Path(workdir).expanduser().resolve()
@@ -99,8 +99,9 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
     trained = _reuse(work / "train.json", lambda r: r.get("epochs") == cfg.optim.epochs
                      and all(storage.exists(u) for u in r.get("checkpoints", [])[-1:]))
     if trained is None:
-        trained = train(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
-                        experiment="ocean-quickstart", run_name="quickstart-smoke", seed=seed)
+        trained = train(TrainSettings(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu,
+                                      mlflow_uri=mlflow_uri, experiment="ocean-quickstart",
+                                      run_name="quickstart-smoke", seed=seed))
         (work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
     final_ckpt = trained["checkpoints"][-1]
     print(f"    done in {time.time() - t:.1f} s; final checkpoint {final_ckpt}")
