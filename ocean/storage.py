@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported only where a tensor is (de)serialised
     import torch
@@ -312,3 +313,50 @@ def _env_keys(env: Mapping[str, str]) -> tuple[str | None, str | None, str | Non
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Credentials never leave in logs, params or tags
+
+REDACTED = "<redacted>"
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access[_-]?key|session[_-]?key|api[_-]?key)",
+                         re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"(signature|credential|security-token|secret|password|token|access_key)", re.IGNORECASE)
+
+
+def _secret_uri(text: str) -> bool:
+    if "://" not in text:
+        return False
+    try:
+        parsed = urllib.parse.urlparse(text)
+    except ValueError:
+        return False
+    if parsed.password:
+        return True
+    return any(_SECRET_QUERY.search(k) for k in urllib.parse.parse_qs(parsed.query))
+
+
+def scrub(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with credentials replaced by ``<redacted>``: keys that name a secret, password,
+    token or access key, and URIs carrying a password or a signed query (``user:pw@host``,
+    ``?X-Amz-Signature=``)."""
+    out = {}
+    for k, v in values.items():
+        if _SECRET_KEY.search(str(k)) or (isinstance(v, str) and _secret_uri(v)):
+            out[k] = REDACTED
+        else:
+            out[k] = v
+    return out
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` without its query string and user info (for logs, params and tags)."""
+    if "://" not in uri:
+        return uri
+    parsed = urllib.parse.urlparse(uri)
+    if not parsed.netloc:  # sqlite:////abs/x.db, file:///x: nothing secret; urlunparse would drop a slash
+        return uri.split("?", 1)[0]
+    netloc = parsed.hostname or ""
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    return urllib.parse.urlunparse(parsed._replace(netloc=netloc, query=""))
