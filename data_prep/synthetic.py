@@ -1,4 +1,4 @@
-"""Synthetic datasets and benchmarks in the real on-disk layouts (formats.md), for tests and smoke runs.
+"""Synthetic datasets and benchmarks in the real on-disk layouts (formats.md §1 / §2), for tests and smoke runs.
 
 ``generate(out, seed=0, size="tiny", broken=False)`` writes::
 
@@ -170,12 +170,12 @@ class _Writer:
 def _write_got10k_sequence(w: _Writer, key: str, seq_dir: Path, scene: Scene, index: int) -> None:
     fw, fh = w.spec.frame_size
     for i, img in enumerate(scene.frames):
-        w.jpeg(key, seq_dir / f"{i + 1:08d}.jpg", img)  # formats.md: 8-digit, 1-based
+        w.jpeg(key, seq_dir / f"{i + 1:08d}.jpg", img)  # formats.md §1.1: 8-digit, 1-based
     b = scene.boxes_xywh[0]
     _write(seq_dir / "groundtruth.txt", "".join(f"{x:.4f},{y:.4f},{bw:.4f},{bh:.4f}\n" for x, y, bw, bh in b))
     absent = scene.absent[0]
     _write(seq_dir / "absence.label", "".join(f"{int(a)}\n" for a in absent))
-    cover = np.clip(np.round(scene.visible[0] * 8), 0, 8).astype(int)  # formats.md: eighths visible
+    cover = np.clip(np.round(scene.visible[0] * 8), 0, 8).astype(int)  # formats.md §1.1: eighths visible
     cover[absent] = 0
     _write(seq_dir / "cover.label", "".join(f"{c}\n" for c in cover))
     cut = ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 0] + b[:, 2] > fw) | (b[:, 1] + b[:, 3] > fh)) & ~absent
@@ -195,11 +195,11 @@ def _write_lasot_sequence(w: _Writer, key: str, seq_dir: Path, scene: Scene, sty
     lines = []
     for (x, y, bw, bh), gone in zip(scene.boxes_xywh[0], scene.absent[0], strict=True):
         if gone and style % 3 == 0:
-            lines.append("0,0,0,0")  # the real data's absent-frame boxes vary (formats.md)
+            lines.append("0,0,0,0")  # the real data's absent-frame boxes vary (formats.md §1.2)
         elif gone and style % 3 == 1:
             lines.append("1,1,0,0")
         else:
-            lines.append(f"{int(x) + 1},{int(y) + 1},{int(bw)},{int(bh)}")  # 1-based (formats.md)
+            lines.append(f"{int(x) + 1},{int(y) + 1},{int(bw)},{int(bh)}")  # 1-based (formats.md §1.2)
     _write(seq_dir / "groundtruth.txt", "\n".join(lines) + "\n")
     _write(seq_dir / "full_occlusion.txt", ",".join(str(int(v)) for v in scene.full_occlusion[0]) + "\n")
     _write(seq_dir / "out_of_view.txt", ",".join(str(int(v)) for v in scene.out_of_view[0]) + "\n")
@@ -334,7 +334,7 @@ def _voc_xml(folder: str, filename: str, size: tuple[int, int], objects: list[di
 
 
 def _inclusive_box(box_xywh: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """VOC inclusive integer corners of a box clipped to the image (formats.md), or None if < 2 px."""
+    """VOC inclusive integer corners of a box clipped to the image (formats.md §1.3), or None if < 2 px."""
     x, y, bw, bh = (int(v) for v in box_xywh)
     x1, y1 = max(x, 0), max(y, 0)
     x2, y2 = min(x + bw, size[0]) - 1, min(y + bh, size[1]) - 1
@@ -482,7 +482,7 @@ def _coco(w: _Writer, root: Path, exp: _Expect) -> None:
             add_ann(image_id, [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)],
                     SHAPES.index(shape) + 1)
             exp.track(1)
-        if k == 0:  # COCO holds crowd regions; trackers skip them (formats.md)
+        if k == 0:  # COCO holds crowd regions; trackers skip them (formats.md §1.5)
             add_ann(image_id, [1.0, 2.0, 60.5, 40.25], 1, iscrowd=1)
             exp.rejections[R.CROWD] += 1
     if w.broken:
@@ -541,7 +541,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         ids.append(yid)
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
         scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2)
-        if role != "missing":  # extracted frames: one per annotated second (formats.md: 1 Hz)
+        if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
         if write_videos and role != "missing":
@@ -553,7 +553,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         video_rows = []
         for t, shape in enumerate(scene.shapes):
             n_rows = 0
-            for s in range(secs):  # formats.md: annotations at 1 Hz
+            for s in range(secs):  # formats.md §1.6: annotations at 1 Hz
                 i = s * fps
                 box = _inclusive_box(scene.boxes_xywh[t, i], (fw, fh))
                 if scene.absent[t, i] or box is None:
@@ -596,7 +596,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         w.note("ytbb", "ytbb/yt_bb_detection_train.csv", "malformed_line", "reader", R.MALFORMED_LINE, 1)
         for exp in (exp_v, exp_f):
             exp.rejections[R.MALFORMED_LINE] += 1
-    _write(root / "yt_bb_detection_train.csv", "\n".join(rows) + "\n")  # no header (formats.md)
+    _write(root / "yt_bb_detection_train.csv", "\n".join(rows) + "\n")  # no header (formats.md §1.6)
 
 
 # ---------------------------------------------------------------- benchmarks
@@ -610,8 +610,8 @@ def _otb(w: _Writer, root: Path) -> tuple[list[str], int]:
             scene = w.scene("otb", k, events=False)
         name = f"{scene.shapes[0].capitalize()}{k + 1}"
         for i, img in enumerate(scene.frames):
-            w.jpeg("otb", root / name / "img" / f"{i + 1:04d}.jpg", img)  # formats.md: 4-digit, 1-based
-        sep = "\t" if k % 2 else ","  # real copies use commas, tabs or spaces (formats.md)
+            w.jpeg("otb", root / name / "img" / f"{i + 1:04d}.jpg", img)  # formats.md §2.1: 4-digit, 1-based
+        sep = "\t" if k % 2 else ","  # real copies use commas, tabs or spaces (formats.md §2.1)
         _write(root / name / "groundtruth_rect.txt", "".join(
             sep.join(str(int(v) + (1 if j < 2 else 0)) for j, v in enumerate(b)) + "\n" for b in scene.boxes_xywh[0]))
         names.append(name)

@@ -1,7 +1,7 @@
 """The one form every dataset reader yields: a :class:`Track`.
 
 A track is one object followed through one video (or a single-frame "video" for COCO / ImageNet DET).
-Readers turn each dataset's own layout (formats.md) into tracks; everything downstream (crops, pair
+Readers turn each dataset's own layout (formats.md §1) into tracks; everything downstream (crops, pair
 sampling, the Ray preparation job) only sees tracks.
 
 Coordinates are 0-based pixels of the source image; boxes are ``x1, y1, x2, y2`` floats

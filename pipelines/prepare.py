@@ -255,7 +255,7 @@ class _VideoFrames:
     """Frames of one video file at given timestamps, decoded sequentially (seek only when going back).
 
     The frame "at" ``t`` ms is frame ``round(t * fps / 1000)`` (the nearest frame; YT-BB timestamps are
-    at 1 Hz, formats.md).
+    at 1 Hz, formats.md §1.6).
     """
 
     def __init__(self, path: str) -> None:

@@ -1,4 +1,4 @@
-"""Write tiny benchmark trees in the REAL layouts (formats.md "Benchmarks") for the benchmark tests.
+"""Write tiny benchmark trees in the REAL layouts (formats.md §2) for the benchmark tests.
 
 Images are small solid-colour JPEGs written with cv2.imwrite; boxes are chosen by each test.
 """

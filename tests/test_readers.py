@@ -256,7 +256,7 @@ def _lasot_from_toolkit(tmp_path: Path, name: str) -> Path:
     seq.mkdir(parents=True)
     shutil.copy(src / f"{name}.txt", seq / "groundtruth.txt")
     absent = (src / "absent" / f"{name}.txt").read_text().split()
-    # native LaSOT flag files are one comma-separated line (formats.md)
+    # native LaSOT flag files are one comma-separated line (formats.md §1.2)
     (seq / "full_occlusion.txt").write_text(",".join(absent) + "\n")
     (seq / "out_of_view.txt").write_text(",".join("0" * len(absent)) + "\n")
     return seq

@@ -1,4 +1,4 @@
-"""COCO 2017 reader (formats.md "COCO 2017").
+"""COCO 2017 reader (formats.md §1.5).
 
 default_root_layout::
 
@@ -10,7 +10,7 @@ default_root_layout::
 Every annotation is a single-frame track (facts §7.2): ``video = "<split>/<file name without
 extension>"``, ``track_id`` = the annotation id, frame id ``"000000"``, ``image_size`` from the image
 entry, box ``[x, y, w, h]`` (0-based floats) -> ``x, y, x+w, y+h``. ``iscrowd == 1`` annotations are
-rejected as ``crowd`` and boxes with w <= 0 or h <= 0 as ``non_positive_size`` (formats.md; facts §7.2).
+rejected as ``crowd`` and boxes with w <= 0 or h <= 0 as ``non_positive_size`` (formats.md §1.5; facts §7.2).
 The JSON is parsed exactly once per :func:`read_tracks` call; tracks are then produced lazily.
 """
 

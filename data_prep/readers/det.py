@@ -1,4 +1,4 @@
-"""ImageNet DET (ILSVRC2015 DET) reader (formats.md "ImageNet DET").
+"""ImageNet DET (ILSVRC2015 DET) reader (formats.md §1.4).
 
 default_root_layout::
 

@@ -1,4 +1,4 @@
-"""GOT-10k reader (train / val; formats.md "GOT-10k").
+"""GOT-10k reader (train / val; formats.md §1.1).
 
 default_root_layout::
 
@@ -88,14 +88,14 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
     boxes: list[tuple[float, float, float, float]] = []
     present: list[bool] = []
     for i, line in enumerate(lines):
-        stem = f"{i + 1:08d}"  # formats.md: 8-digit, 1-based file names
+        stem = f"{i + 1:08d}"  # formats.md §1.1: 8-digit, 1-based file names
         src = f"{gt_path}:{i + 1}"
         xywh = parse_box_xywh(line)
         if xywh is None:
             reject(R.MALFORMED_LINE, src, repr(line[:80]))
             continue
         x, y, w, h = xywh
-        box = (x, y, x + w, y + h)  # GOT-10k is 0-based x,y,w,h (formats.md)
+        box = (x, y, x + w, y + h)  # GOT-10k is 0-based x,y,w,h (formats.md §1.1)
         if present_all[i]:
             problem = R.box_problem(box, image_size)
             if problem:

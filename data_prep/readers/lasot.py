@@ -1,4 +1,4 @@
-"""LaSOT reader (formats.md "LaSOT").
+"""LaSOT reader (formats.md §1.2).
 
 default_root_layout::
 
@@ -64,14 +64,14 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
     boxes: list[tuple[float, float, float, float]] = []
     present: list[bool] = []
     for i, line in enumerate(lines):
-        stem = f"{i + 1:08d}"  # formats.md: 8-digit, 1-based
+        stem = f"{i + 1:08d}"  # formats.md §1.2: 8-digit, 1-based
         src = f"{gt_path}:{i + 1}"
         xywh = parse_box_xywh(line)
         if xywh is None:
             reject(R.MALFORMED_LINE, src, repr(line[:80]))
             continue
         x, y, w, h = xywh
-        box = (x - 1.0, y - 1.0, x - 1.0 + w, y - 1.0 + h)  # 1-based x,y,w,h -> 0-based corners (formats.md)
+        box = (x - 1.0, y - 1.0, x - 1.0 + w, y - 1.0 + h)  # 1-based x,y,w,h -> 0-based corners (formats.md §1.2)
         is_present = not absent[i]
         if is_present:
             problem = R.box_problem(box, None)

@@ -14,7 +14,7 @@ the contract, so that counts reconcile:
   ``UNKNOWN_IMAGE_SIZE``): one per track (for VID, per snippet).
 
 Validity checks on boxes apply to *present* frames only: a box on an absent frame is meaningless by the
-datasets' own definition (formats.md, GOT-10k / LaSOT) and is kept as written.
+datasets' own definition (formats.md §1.1 / §1.2) and is kept as written.
 """
 
 from __future__ import annotations

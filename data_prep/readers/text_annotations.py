@@ -23,7 +23,7 @@ def read_lines(path: Path) -> list[str]:
 
 
 def read_groundtruth(seq_dir: Path, reject) -> list[str] | None:
-    """The lines of ``seq_dir/groundtruth.txt`` (GOT-10k and LaSOT, formats.md), or None after calling
+    """The lines of ``seq_dir/groundtruth.txt`` (GOT-10k and LaSOT, formats.md §1.1 / §1.2), or None after calling
     ``reject(reason, source, detail)`` with ``missing_annotation`` (no file) or ``empty_sequence`` (no lines)."""
     gt_path = seq_dir / "groundtruth.txt"
     if not gt_path.is_file():
@@ -66,7 +66,7 @@ def parse_flags(path: Path) -> list[int] | None:
 
 
 def parse_meta_info(path: Path) -> dict[str, str]:
-    """GOT-10k ``meta_info.ini``: ``[METAINFO]`` then ``key: value`` lines (formats.md) as a dict."""
+    """GOT-10k ``meta_info.ini``: ``[METAINFO]`` then ``key: value`` lines (formats.md §1.1) as a dict."""
     meta: dict[str, str] = {}
     for line in read_lines(path):
         if ":" in line and not line.startswith("["):

@@ -1,4 +1,4 @@
-"""ImageNet VID (ILSVRC2015) reader (formats.md "ImageNet VID").
+"""ImageNet VID (ILSVRC2015) reader (formats.md §1.3).
 
 default_root_layout::
 

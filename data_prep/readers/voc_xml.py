@@ -1,4 +1,4 @@
-"""PASCAL-VOC style XML of ImageNet VID / DET (formats.md "ImageNet VID"): size and objects."""
+"""PASCAL-VOC style XML of ImageNet VID / DET (formats.md §1.3): size and objects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""YouTube-BoundingBoxes reader (formats.md "YouTube-BoundingBoxes").
+"""YouTube-BoundingBoxes reader (formats.md §1.6).
 
 default_root_layout::
 
@@ -19,7 +19,7 @@ Media, chosen by ``media``: ``"frames"`` reads the extracted-frames folder, wher
 header of the video's first frame; ``"videos"`` gives :class:`FrameRef` s with ``video`` +
 ``timestamp_ms`` and the size from the container (OpenCV reads the header only); ``"auto"`` (default)
 takes frames when the frames folder exists, else videos. A video that is not there is normal for YT-BB
-(formats.md): each of its tracks is one ``missing_video`` rejection. Absent rows keep a zero box.
+(formats.md §1.6): each of its tracks is one ``missing_video`` rejection. Absent rows keep a zero box.
 
 Streaming: the CSV is read row by row and grouped by consecutive ``youtube_id`` (the released files list
 each video's rows together); rows of a video that reappears after other videos are rejected as
@@ -43,8 +43,8 @@ from data_prep.tracks import FrameRef, Rejection, Track
 DATASET = "ytbb"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-_N_FIELDS = 10  # formats.md: the ten CSV columns
-# formats.md names present / absent; the real validation CSV also has "uncertain" rows (with -1 boxes,
+_N_FIELDS = 10  # formats.md §1.6: the ten CSV columns
+# formats.md §1.6 names present / absent; the real validation CSV also has "uncertain" rows (with -1 boxes,
 # real_samples/youtube_bb_subset lines 80, 105, 302-305): read them as not present.
 _PRESENCE = ("present", "absent", "uncertain")
 
@@ -218,7 +218,7 @@ def _video_tracks(
             if row.ts == last_ts:
                 reject(R.DUPLICATE_TIMESTAMP, row.src, f"{yid} {row.ts}")
                 continue
-            xmin, xmax, ymin, ymax = row.coords  # formats.md: x, x, y, y order, fractions of the frame
+            xmin, xmax, ymin, ymax = row.coords  # formats.md §1.6: x, x, y, y order, fractions of the frame
             if row.present:
                 if not all(math.isfinite(v) for v in row.coords):
                     reject(R.NON_FINITE_BOX, row.src, str(row.coords))

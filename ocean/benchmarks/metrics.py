@@ -27,7 +27,7 @@ PRECISION_THRESHOLDS = np.arange(0, 51, 1)
 PRECISION_INDEX = 20
 # ocean_facts §12.2: 0..0.50 step 0.01, reported at index 20 (0.20)
 NORM_PRECISION_THRESHOLDS = np.arange(0, 51, 1) / 100.0
-# formats.md / got10k toolkit: 101 thresholds for the GOT-10k success plot
+# formats.md §2.3 / got10k toolkit: 101 thresholds for the GOT-10k success plot
 GOT10K_PLOT_THRESHOLDS = np.linspace(0, 1, 101)
 # ocean_facts §12.4
 VOT_BURNIN = 10

@@ -21,9 +21,9 @@ from ocean.benchmarks.regions import polygon_overlap_continuous, polygon_to_init
 from ocean.benchmarks.sequence import Sequence
 from ocean.config import TrackerConfig
 
-# ocean_facts §9.4 / formats.md VOT: re-initialise this many frames after a failure
+# ocean_facts §9.4 / formats.md §2.2: re-initialise this many frames after a failure
 VOT_SKIP_FRAMES = 5
-# VOT trajectory codes (formats.md VOT results; ocean_facts §12.4)
+# VOT trajectory codes (formats.md §2.2; ocean_facts §12.4)
 VOT_INIT, VOT_FAILURE, VOT_SKIPPED = 1, 2, 0
 
 

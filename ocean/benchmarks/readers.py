@@ -1,4 +1,4 @@
-"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md "Benchmarks").
+"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md §2).
 
 Every reader returns :class:`~ocean.benchmarks.sequence.Sequence` objects with 0-based x,y,w,h GT:
 
@@ -122,7 +122,7 @@ def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
         gt_files = [(f"{base}-{p.name.split('.')[1]}", p) for p in multi]
     out = []
     for name, gt_path in gt_files:
-        gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md, facts §9.1)
+        gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md §2.1, facts §9.1)
         start = OTB_START_FRAMES.get(base, min(by_number))
         numbers = range(start, start + len(gt))
         missing = [k for k in numbers if k not in by_number]
@@ -238,7 +238,7 @@ def read_got10k(root: Path) -> list[Sequence]:
 
 
 def lasot_present(full_occlusion: np.ndarray, out_of_view: np.ndarray) -> np.ndarray:
-    """A LaSOT frame is present when neither flag is 1 (formats.md LaSOT)."""
+    """A LaSOT frame is present when neither flag is 1 (formats.md §1.2)."""
     return (np.asarray(full_occlusion) == 0) & (np.asarray(out_of_view) == 0)
 
 
@@ -250,7 +250,7 @@ def read_lasot_sequence(seq_dir: Path) -> Sequence:
     if not images:
         raise AnnotationError(f"{seq_dir / 'img'}: no images")
     gt_path = seq_dir / "groundtruth.txt"
-    gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # LaSOT is 1-based (formats.md)
+    gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # LaSOT is 1-based (formats.md §1.2)
     n = len(gt)
     if n > len(images):
         raise AnnotationError(f"{gt_path}: {n} boxes but only {len(images)} images")

@@ -1,6 +1,6 @@
 """Region geometry for benchmark scoring: box IoU, VOT polygon overlap, polygon -> init box.
 
-Coordinate frame everywhere: 0-based pixels, the top-left pixel is (0, 0) (formats.md). Boxes are
+Coordinate frame everywhere: 0-based pixels, the top-left pixel is (0, 0) (formats.md §0). Boxes are
 ``box_xywh`` = (x, y, w, h) with the top-left corner at (x, y); polygons are ``poly_xy8`` =
 (x1, y1, ..., x4, y4) as in VOT ``groundtruth.txt``.
 
@@ -45,7 +45,7 @@ def iou_xywh(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
 
 def clip_xywh_to_image(box_xywh: np.ndarray, width: float, height: float) -> np.ndarray:
     """Clip (N, 4) x,y,w,h boxes to the image [0, width] x [0, height], as the got10k toolkit's
-    ``rect_iou(..., bound=(width, height))`` does before computing IoU (formats.md GOT-10k)."""
+    ``rect_iou(..., bound=(width, height))`` does before computing IoU (formats.md §2.3)."""
     r = np.array(box_xywh, dtype=np.float64).reshape(-1, 4)
     r[:, 0] = np.clip(r[:, 0], 0, width)
     r[:, 1] = np.clip(r[:, 1], 0, height)

@@ -1,4 +1,4 @@
-"""Result files in each toolkit's own format (formats.md "Benchmarks"; ocean_facts §9.2 item 9).
+"""Result files in each toolkit's own format (formats.md §2; ocean_facts §9.2 item 9).
 
 ``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``):
 
