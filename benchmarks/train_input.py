@@ -8,8 +8,8 @@ ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` l
 
 * **bare loop**: ``data_prep.augment.augment_pairs`` over the same rows in this process, OpenCV on one
   thread (the practical per-core limit);
-* **no consumer**: the input stream of one training rank (``pipelines.train.pair_stream``: one Ray Data
-  pipeline for all epochs, work items -> ``read_and_augment`` tasks -> ``iter_torch_batches`` with
+* **no consumer**: the input stream of one training rank (``pipelines.train_input.pair_stream``: one Ray
+  Data pipeline for all epochs, work items -> ``read_and_augment`` tasks -> ``iter_torch_batches`` with
   prefetch), drained as fast as it goes, ``--epochs`` epochs of every pair. Per epoch: wall time from the
   previous epoch's last batch (the first epoch: from building the stream) to this epoch's last batch,
   the start-up (time to this epoch's first batch), pairs / s / core (pairs / s divided by the logical CPUs
@@ -154,9 +154,11 @@ def main() -> int:
     import ray
 
     from data_prep.augment import augment_pairs
+    from data_prep.epochs import batch_plan
+    from data_prep.pair_index import list_pair_files, load_pair_index
     from ocean.engine import build_optimizer, train_step
     from ocean.model import build_model
-    from pipelines.train import batch_plan, list_pair_files, load_pair_index, pair_stream
+    from pipelines.train_input import pair_stream
 
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:

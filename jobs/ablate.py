@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(COMMAND, exc)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
 
+    from data_prep.pair_index import TrainingDataError
     from pipelines.ablate import AblateSettings, AblationError, ablate
     from pipelines.evaluate import EvaluationError
-    from pipelines.train import TrainingDataError
 
     try:
         report = ablate(AblateSettings(

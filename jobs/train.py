@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.cli import main_for
+from jobs.common import add_mlflow_arguments, add_ray_argument
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"
@@ -51,9 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPUs reserved per training worker (default 0.5 on CPU, 1 with --gpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed for init, epoch composition, augmentation")
     parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed (default 2)")
-    parser.add_argument("--ray-address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite)")
-    parser.add_argument("--experiment", default="ocean-train", help="MLflow experiment (default ocean-train)")
+    add_ray_argument(parser)
+    add_mlflow_arguments(parser, "ocean-train")
     parser.add_argument("--run-name", help="run name: Ray Train run and MLflow run (default ocean-train)")
 
 
@@ -61,18 +61,20 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from data_prep.pair_index import TrainingDataError
     from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
-    from pipelines.train import TrainingDataError, train
+    from pipelines.train import TrainSettings, train
 
     cfg = from_dict(json.loads(Path(args.config).read_text())) if args.config else preset(args.preset)
     overrides = list(args.overrides) + ([f"optim.epochs={args.epochs}"] if args.epochs else [])
     cfg = apply_overrides(cfg, overrides)
     try:
-        result = train(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,
-                       max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,
-                       seed=args.seed, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
-                       experiment=args.experiment, run_name=args.run_name, max_failures=args.max_failures)
+        result = train(TrainSettings(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,
+                                     max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,
+                                     seed=args.seed, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
+                                     experiment=args.experiment, run_name=args.run_name,
+                                     max_failures=args.max_failures))
     except TrainingDiverged as exc:
         print(f"ocean train: training diverged: {exc}")
         return 3

@@ -160,7 +160,7 @@ def present_datasets(data: str) -> dict[str, int]:
     per = manifest.get("datasets") if isinstance(manifest, dict) else None
     if isinstance(per, dict) and per:
         return {k: int(v.get("pairs_written", 0)) for k, v in per.items() if int(v.get("pairs_written", 0)) > 0}
-    from pipelines.train import list_pair_files, read_pair_index
+    from data_prep.pair_index import list_pair_files, read_pair_index
 
     fs, files = list_pair_files(data)
     _, names = read_pair_index(fs, files)

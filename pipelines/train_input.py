@@ -1,0 +1,94 @@
+"""One training rank's input stream: a single Ray Data pipeline for all of its remaining epochs.
+
+pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``) -> ``ray.data.from_items``
+-> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode + augment (CPU tasks) ->
+``iter_torch_batches(prefetch)``, order preserved -> :class:`EpochFeed`, which hands out micro-batches and
+checks that each belongs to the epoch asked for. No torch at import: the decode tasks import this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from data_prep.epochs import ITEM_PAIRS, BatchPlan, EpochShare, epoch_share, read_and_augment, work_item
+from data_prep.pair_index import PairIndex, TrainingDataError
+from ocean.config import OceanConfig
+
+
+def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+    """The stream's ``map_batches`` function: ``data_prep.epochs.read_and_augment`` in a Ray Data task whose
+    malloc keeps large buffers in the heap."""
+    from pipelines.raysession import keep_large_buffers_in_heap
+
+    keep_large_buffers_in_heap()  # decoded 433 px crops and augment buffers are >= 128 KB: no mmap per array
+    return read_and_augment(batch, **kwargs)
+
+
+def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed: int, rank: int, start: int,
+                prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS) -> EpochFeed:
+    """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
+
+    Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`work_item`):
+    ``from_items -> map_batches(read_and_augment_task) (CPU tasks) -> iter_torch_batches(prefetch)``. Order is
+    preserved, and every epoch holds a whole number of micro-batches, so each batch belongs to one epoch and
+    epochs follow each other without a new plan, a file listing or a pipeline start between them. A resumed
+    run starts the stream at its first unfinished epoch.
+    """
+    import ray.data
+
+    shares = [epoch_share(index, cfg.data.pairs_per_epoch, seed, e, rank, plan, item_pairs)
+              for e in range(start, cfg.optim.epochs)]
+    items = [work_item(index, s, i) for s in shares for i in range(len(s.items))]
+    if not items:
+        return EpochFeed(iter(()), shares, plan)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
+        "files": index.files, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
+        "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
+    batches = ds.iter_torch_batches(batch_size=plan.micro_batch, drop_last=False, prefetch_batches=prefetch)
+    return EpochFeed(iter(batches), shares, plan)
+
+
+class EpochFeed:
+    """Micro-batches of one rank, epoch after epoch, from a single iterator (:func:`pair_stream`).
+
+    :meth:`next` checks that every batch belongs to the epoch asked for and removes the bookkeeping columns
+    (``epoch``; ``pair_key`` is kept in :attr:`last_keys`).
+    """
+
+    def __init__(self, batches, shares: list[EpochShare], plan: BatchPlan):
+        self._batches = batches
+        self.shares = {s.epoch: s for s in shares}
+        self.plan = plan
+        self.last_keys: np.ndarray = np.zeros(0, np.uint64)
+
+    def share(self, epoch: int) -> EpochShare:
+        return self.shares[epoch]
+
+    def next(self, epoch: int, step: int) -> dict:
+        """The next micro-batch of ``epoch`` (``template``, ``search``, ``search_box``, ``search_shift``,
+        ``valid`` tensors)."""
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            raise TrainingDataError(f"the input stream ended early at epoch {epoch} step {step}") from None
+        epochs = batch.pop("epoch")
+        if len(epochs) != self.plan.micro_batch or bool((epochs != epoch).any()):
+            raise TrainingDataError(f"input stream out of step at epoch {epoch} step {step}: got a batch of "
+                                    f"{len(epochs)} pairs of epochs {sorted(set(epochs.tolist()))}")
+        self.last_keys = batch.pop("pair_key").numpy().view(np.uint64)
+        return batch
+
+    def close(self) -> None:
+        """Stop the pipeline early (a stopped run, a benchmark): closes the batch generator, which shuts
+        down its Ray Data execution and prefetch thread."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+        self._batches = iter(())
