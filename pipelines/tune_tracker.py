@@ -122,7 +122,7 @@ def tune_tracker(settings: TuneTrackerSettings) -> dict[str, Any]:
     staging = Path(store.root) if store.kind == "local" else Path(tempfile.mkdtemp(prefix="ocean-tune-"))
     staging.mkdir(parents=True, exist_ok=True)
     with _parent_run(s, search) as run:
-        grid = _search(s, search, staging, run)
+        grid = _run_search(s, search, staging, run)
         rows, best_row, default_row = _collect(grid, search)
         cost = trial_cost(rows, cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
                           use_gpu=s.use_gpu, wall_s=time.perf_counter() - t_start)
@@ -186,7 +186,7 @@ def _parent_run(s: TuneTrackerSettings, search: _Search) -> RunLogger:
     return run
 
 
-def _search(s: TuneTrackerSettings, search: _Search, staging: Path, run: RunLogger):
+def _run_search(s: TuneTrackerSettings, search: _Search, staging: Path, run: RunLogger):
     """Run the Tune experiment: TPE proposals from the defaults on, ASHA over sequences; the result grid."""
     import optuna
     import ray
