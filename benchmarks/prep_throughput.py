@@ -25,7 +25,7 @@
 5. Peak RSS of the driver and of every Ray worker process that ran shards.
 6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
    GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
-   :func:`pipelines.prepare.list_and_plan` and packs every shard's work, once with the per-frame columns in
+   :func:`data_prep.listing.list_and_plan` and packs every shard's work, once with the per-frame columns in
    memory and once spilled to files (as the job runs it); it reports the anonymous memory (``RssAnon``) and
    the file-backed pages (``RssFile``, the mapped spill files) the plan holds and their peaks, per annotated
    frame.
@@ -49,10 +49,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data_prep.crops import crop511, crop_geometry
+from data_prep.listing import list_and_plan
 from data_prep.readers import read_tracks
 from data_prep.records import bytes_per_pair
+from data_prep.shards import CropSettings
 from ocean.config import smoke
-from pipelines.prepare import CropSettings, list_and_plan, run_prepare
+from pipelines.prepare import PrepareSettings, run_prepare
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
@@ -138,7 +140,7 @@ def synthetic_tracks(kind: str, n: int):
 def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int, spill: bool) -> None:
     """Print one JSON line: the memory a planned dataset holds, MB over the process start (after imports).
 
-    ``spill``: list and plan into a spill folder (:func:`pipelines.prepare.list_and_plan` as the job calls it:
+    ``spill``: list and plan into a spill folder (:func:`data_prep.listing.list_and_plan` as the job calls it:
     per-frame columns memory-mapped from files), else in memory. Anonymous memory (``RssAnon``, what the
     driver really holds) and file-backed pages (``RssFile``: mapped spill files, which the kernel can drop and
     reread) are reported apart; the peaks are sampled from outside by :func:`plan_memory`.
@@ -296,9 +298,9 @@ def main() -> None:
             for r in range(args.repeats):
                 bare_runs.append(bare_loop(items, settings, tmp / "bare.bin")[0])  # interleaved: same load
                 out = tmp / f"out{r}"
-                manifest, info = run_prepare({n: str(data / n) for n in NAMES}, str(out), cfg,
-                                             pairs={n: args.pairs for n in NAMES}, seed=args.seed,
-                                             shard_pairs=args.shard_pairs, progress=False, log=None)
+                manifest, info = run_prepare(PrepareSettings(
+                    {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
+                    seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
                 runs.append((info["seconds_crop"], manifest, info, out))
         finally:
             ray.shutdown()

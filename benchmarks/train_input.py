@@ -50,7 +50,7 @@ from data_prep.pairs import pair_id  # noqa: E402
 from data_prep.records import build_table, side_fields  # noqa: E402
 from ocean.config import AugmentConfig, apply_overrides, smoke  # noqa: E402
 
-ROW_GROUP_ROWS = 256  # as pipelines.prepare writes shards
+ROW_GROUP_ROWS = 256  # as data_prep.shards writes shards
 
 
 def write_records(folder: Path, n: int, seed: int = 0, per_file: int = 512) -> list[str]:

@@ -157,7 +157,7 @@ class DatasetPlan:
         """Draws grouped by video: per video its distinct frames, crops and pairs (one shard's task input).
 
         Args:
-            draws: ``(M,)`` draw numbers (one shard, :func:`pipelines.prepare.pack_shards`); None = the
+            draws: ``(M,)`` draw numbers (one shard, :func:`data_prep.shards.pack_shards`); None = the
                 whole plan, videos in id order.
 
         Frames are in time order (video timestamp, else position in the track); crops keyed

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs.cli import main_for
+from jobs.common import UsageError, add_ray_argument, parse_count_values, parse_name_values
 
 COMMAND = "prepare"
 HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"
@@ -50,33 +51,11 @@ Examples:
 """
 
 
-def _name_value(text: str, what: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{what} must be NAME=VALUE, got {text!r}")
-    name, value = text.split("=", 1)
-    return name.strip(), value.strip()
-
-
-def _dataset_arg(text: str) -> tuple[str, str]:
-    return _name_value(text, "--dataset")
-
-
-def _pairs_arg(text: str) -> tuple[str, int]:
-    name, value = _name_value(text, "--pairs")
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--pairs {text!r}: {value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"--pairs {text!r} must be >= 0")
-    return name, n
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", action="append", type=_dataset_arg, required=True, metavar="NAME=ROOT",
+    parser.add_argument("--dataset", action="append", required=True, metavar="NAME=ROOT",
                         help="a dataset and its download folder (repeat); NAME in got10k, lasot, vid, det, coco, ytbb")
     parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
-    parser.add_argument("--pairs", action="append", type=_pairs_arg, default=[], metavar="NAME=N",
+    parser.add_argument("--pairs", action="append", default=[], metavar="NAME=N",
                         help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair plan (default 0)")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
@@ -89,8 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most pairs per shard (default 2000, about 50 MB)")
     parser.add_argument("--ytbb-media", choices=("auto", "frames", "videos"), default=None,
                         help="YT-BB source: extracted frames, videos, or auto (frames when ROOT/frames exists)")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+    add_ray_argument(parser)
     parser.add_argument("--task-cpus", type=float, default=None,
                         help="CPUs each shard task reserves (default 1; on a one-node Ray with more logical CPUs "
                              "than cores, such as the local one this command starts, logical CPUs per core, so "
@@ -99,35 +77,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from data_prep.manifest import JobMismatch, rejection_lines, summary_table
+    from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
-    from pipelines.prepare import (
-        DEFAULT_SHARD_PAIRS,
-        JobMismatch,
-        ShardFailed,
-        rejection_lines,
-        run_prepare,
-        summary_table,
-    )
+    from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
     from pipelines.storage import StorageError
 
-    datasets: dict[str, str] = {}
-    for name, root in args.dataset:
-        if name in datasets:
-            print(f"ocean prepare: --dataset {name} given twice", file=sys.stderr)
-            return 2
-        datasets[name] = root
+    datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
+    pairs = parse_count_values(args.pairs, "--pairs")
     try:
         cfg = apply_overrides(preset(args.preset), args.overrides)
     except (KeyError, ValueError) as exc:
-        print(f"ocean prepare: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     reader_options = {"ytbb": {"media": args.ytbb_media}} if args.ytbb_media and "ytbb" in datasets else None
     try:
-        manifest, info = run_prepare(
-            datasets, args.out, cfg, pairs=dict(args.pairs) or None, seed=args.seed,
+        manifest, info = run_prepare(PrepareSettings(
+            datasets, args.out, cfg, pairs=pairs or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress)
+            progress=not args.no_progress))
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1

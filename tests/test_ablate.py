@@ -32,7 +32,7 @@ def tiny(tmp_path_factory):
     import ray
 
     from data_prep.synthetic import generate
-    from pipelines.prepare import prepare
+    from pipelines.prepare import PrepareSettings, prepare
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
@@ -42,8 +42,8 @@ def tiny(tmp_path_factory):
         ray.shutdown()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # ray_stack.md §4: 4 logical CPUs
     pairs = root / "pairs"
-    prepare({"got10k": str(root / "got10k")}, str(pairs), smoke(), pairs={"got10k": 12}, seed=0,
-            progress=False, log=None)
+    prepare(PrepareSettings({"got10k": str(root / "got10k")}, str(pairs), smoke(), pairs={"got10k": 12}, seed=0,
+                            progress=False, log=None))
     yield root, pairs
     ray.shutdown()
 

@@ -1,6 +1,6 @@
 """Spilled track tables (per-frame columns memory-mapped from a job-local folder) and chunked planning:
 the plan, its task inputs and its digest are bit-identical to the in-memory ones (data_prep/tracks.py,
-data_prep/pairs.py, pipelines/prepare.py)."""
+data_prep/pairs.py, data_prep/listing.py, pipelines/prepare.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from data_prep.listing import list_and_plan
 from data_prep.pairs import dataset_rng, plan_dataset
 from data_prep.readers import read_tracks
+from data_prep.shards import pack_shards, plan_digest
 from data_prep.tracks import FrameRef, Track, TrackTable, take_strings, track_ranges
 from ocean.config import smoke
-from pipelines.prepare import list_and_plan, pack_shards, plan_digest, run_prepare
+from pipelines.prepare import PrepareSettings, run_prepare
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 
@@ -194,7 +196,7 @@ def test_list_and_plan_keeps_only_the_plans_spilled_table(tmp_path):
 
 
 def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_path, monkeypatch):
-    import pipelines.prepare as prepare_module
+    import data_prep.listing as listing_module
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -206,9 +208,9 @@ def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_pat
         seen.extend(p.name for p in scratch.iterdir())
         return iter(())
 
-    monkeypatch.setattr(prepare_module, "read_tracks", no_tracks)
-    manifest, _ = run_prepare({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out"), smoke(),
-                              pairs={"got10k": 5}, progress=False, log=None)
+    monkeypatch.setattr(listing_module, "read_tracks", no_tracks)
+    manifest, _ = run_prepare(PrepareSettings({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out"), smoke(),
+                                              pairs={"got10k": 5}, progress=False, log=None))
     assert manifest["datasets"]["got10k"]["pairs_planned"] == 0
     assert len(seen) == 1 and seen[0].startswith("ocean-prepare-")  # there while listing
     assert list(scratch.iterdir()) == []
@@ -217,10 +219,10 @@ def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_pat
         yield Track("got10k", "v", "0", [FrameRef("0", path="/x/0.jpg")], np.ones((1, 4)), [True])
         raise RuntimeError("annotation server gone")
 
-    monkeypatch.setattr(prepare_module, "read_tracks", broken)
+    monkeypatch.setattr(listing_module, "read_tracks", broken)
     with pytest.raises(RuntimeError, match="annotation server gone"):
-        run_prepare({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out2"), smoke(),
-                    pairs={"got10k": 5}, progress=False, log=None)
+        run_prepare(PrepareSettings({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out2"), smoke(),
+                                    pairs={"got10k": 5}, progress=False, log=None))
     assert list(scratch.iterdir()) == []
 
 
@@ -229,7 +231,7 @@ def test_spill_folder_removes_folders_of_dead_jobs_on_this_host_only(tmp_path):
     import subprocess
     import sys
 
-    from pipelines.prepare import SPILL_PREFIX, spill_folder
+    from data_prep.listing import SPILL_PREFIX, spill_folder
 
     host = socket.gethostname().replace("-", "_")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
