@@ -6,7 +6,7 @@
 
 * ``seq/s``: sequences per second of the tracking phase (the Ray actors are started and their imports done
   before the clock starts: ``timing.worker_startup_seconds`` is reported apart);
-* ``speed-up``: seq/s with K workers over seq/s with 1 worker; the goal is >= 0.8 K (issue 6);
+* ``speed-up``: seq/s with K workers over seq/s with 1 worker; the goal is >= 0.8 K;
 * ``loads`` / ``load s`` / ``load share``: how many times a model was loaded, the seconds spent loading, and
   their share of the workers' busy time (model loads happen once per worker per checkpoint: amortised over
   that checkpoint's sequences);
@@ -67,10 +67,10 @@ def make_inputs(work: Path, size: str, n_ckpts: int, preset_name: str) -> tuple[
 
 
 def one_run(ckpts, benchmarks, out: Path, workers: int, local: bool) -> dict:
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluate import EvaluateSettings, evaluate
 
     report = evaluate(
-        ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False, progress=False
+        EvaluateSettings(ckpts, benchmarks, str(out), workers=workers, local=local, log_mlflow=False, progress=False)
     )
     t = report["timing"]
     busy = t["tracking_seconds"] * t["workers"]

@@ -130,8 +130,8 @@ def main() -> int:
     ap.add_argument("--frames-json", help="write per-frame IoU / score / online flag here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    # Subnormal activations make the smoke-width nets ~20x slower on x86 CPUs (measured: 0.23 s vs 0.012 s
-    # per frame); flushing them changes no result beyond float rounding and applies to every variant.
+    # Subnormal activations make the smoke-width nets much slower on x86 CPUs (BENCHMARKS.md, online update);
+    # flushing them changes no result beyond float rounding and applies to every variant.
     torch.set_flush_denormal(True)
 
     from ocean.checkpoint import load_model

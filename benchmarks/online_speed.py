@@ -15,8 +15,8 @@ Offline and online trackers run interleaved frame by frame so that load from oth
         [--features layer2,layeronline] [--flush-denormal] [--json out.json]
 
 ``--flush-denormal`` sets ``torch.set_flush_denormal(True)``: with the trained smoke checkpoint subnormal
-activations made the Siamese net alone ~20x slower per frame on this x86 CPU (0.23 s vs 0.012 s, see
-benchmarks/online_gain.py); off by default so the numbers stay comparable with benchmarks/tracker_speed.py.
+activations make the Siamese net much slower per frame on x86 CPUs (BENCHMARKS.md, online update); off by
+default so the numbers stay comparable with benchmarks/tracker_speed.py.
 The header gives the 1-minute load average: other processes make the timings noisy.
 """
 

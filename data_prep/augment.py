@@ -1,32 +1,11 @@
 """Training-time augmentation of stored pair crops into 127 templates and 255 search images (facts §7.5).
 
-Per side (template, search) the parameters are drawn FIRST from a ``np.random.Generator`` (always the same
-number of uniforms, so switching an option on does not move the others), then one transform is applied to the
-image and to the box:
-
-1. Crop window, in the 511 frame (TK ``_augmentation`` / ``aug_apply``, facts §7.5): a square of side ``S``
-   (127 or 255) centred at ``(255, 255)``; scale ``(sx, sy) = 1 + U(-1, 1) * SC`` per axis (capped at
-   ``511 / S``), then shift ``(tx, ty) = U(-1, 1) * SH`` (clamped so the window stays inside ``[0, 510]``;
-   with 511 frames neither cap triggers for the official SH / SC).
-2. Warp: the window ``[x1, x2] x [y1, y2]`` to ``S x S`` with scale ``(S - 1) / (x2 - x1)`` per axis,
-   bilinear, out-of-bounds pixels black (0, 0, 0). The stored crop is the 511 frame's central region
-   starting at ``offset`` (:mod:`data_prep.crops`), so the window moves by ``-offset``: same pixels.
-3. Box: ``(box_511 - (x1, y1)) / (sx, sy)`` per axis -- the official rule (it differs from the exact
-   warp of the box by the factor ``(S - 1) / S``, under 1 px at 255).
-4. Photometric, in this order: colour jitter (brightness, contrast, saturation factors
-   ``1 + U(-1, 1) * j`` and hue shift ``U(-1, 1) * j`` turns, applied in a random order like torchvision's
-   ColorJitter, ``j = AugmentConfig.color_jitter``); then, each with its probability, blur (pysot's random
-   cross-shaped kernel, odd sizes 5..45), horizontal flip (image and box; the returned search shift's x is
-   negated so the shift-based label centre of facts §5.2 follows the target), grey.
-
-Colour jitter (:func:`color_jitter`) reproduces torchvision's arithmetic with OpenCV (consecutive linear
-steps merged into one colour matrix, the hue step through OpenCV's float HSV). As in the official code
-(facts §7.5) the BGR array is treated as if it were RGB (the grey weights 0.2989 / 0.587 / 0.114 apply to
-channels 0 / 1 / 2, and the hue rotates accordingly).
-
-:func:`augment_pairs` is the batch entry point (a Ray Data ``map_batches`` function): it decodes the JPEG
-bytes of a batch of pair records (:mod:`data_prep.records`) and augments each row with a generator seeded
-from ``(seed, pair_id)``, so the result does not depend on batch boundaries or the number of workers.
+Input: stored crops and their boxes (one pair, :func:`augment_pair`, or a batch of pair records,
+:func:`augment_pairs`) and an :class:`ocean.config.AugmentConfig`. Output: BGR images (uint8, or the
+network's float input), boxes in output pixels and the search shift the labels need. Deterministic: each
+side's parameters are drawn first from a fixed number of uniforms (:func:`draw_params`), and
+:func:`augment_pairs` seeds every row from ``(seed, pair_id)``, so results do not depend on batch
+boundaries or the number of workers. The transform and its order: :func:`apply_side`.
 """
 
 from __future__ import annotations
@@ -40,10 +19,11 @@ import cv2
 import numpy as np
 
 from data_prep.crops import CROP_SIZE, EXEMPLAR_SIZE, decode_image, stored_side
+from ocean.geometry import mean_color
 
 SEARCH_SIZE = 255  # paper Sec. 5.1
 
-# Uniforms drawn per side (fixed count, see module docstring).
+# Uniforms drawn per side (fixed count, see draw_params).
 _N_UNIFORMS = 17
 # torchvision rgb_to_grayscale weights, applied to channels 0, 1, 2 of the (BGR) array -- facts §7.5
 _GRAY_W = np.array([0.2989, 0.587, 0.114], dtype=np.float64)
@@ -99,7 +79,12 @@ def params_from_uniforms(u: np.ndarray, shift: float, scale: float, cfg) -> Side
 
 
 def draw_params(rng: np.random.Generator, cfg) -> tuple[SideParams, SideParams]:
-    """``(template, search)`` parameters for an :class:`ocean.config.AugmentConfig`; ``2 * 17`` uniforms."""
+    """``(template, search)`` parameters for an :class:`ocean.config.AugmentConfig`; ``2 * 17`` uniforms.
+
+    Per side (template, search) the parameters are drawn FIRST from a ``np.random.Generator`` (always the
+    same number of uniforms, so switching an option on does not move the others), then one transform is
+    applied to the image and to the box (:func:`apply_side`).
+    """
     u = rng.random((2, _N_UNIFORMS))
     return (params_from_uniforms(u[0], cfg.template_shift, cfg.template_scale, cfg),
             params_from_uniforms(u[1], cfg.search_shift, cfg.search_scale, cfg))
@@ -136,13 +121,15 @@ def _linear_step_matrix(step: int, params: SideParams, a: np.ndarray, b: np.ndar
 
 
 def color_jitter(image: np.ndarray, params: SideParams) -> np.ndarray:
-    """torchvision ``ColorJitter`` arithmetic on a uint8 image, in ``params.order`` (module docstring).
+    """torchvision ``ColorJitter`` arithmetic on a uint8 image, in ``params.order`` (:func:`apply_side`).
 
     Brightness ``f x``; contrast ``f x + (1 - f) mean(grey(x))``; saturation ``f x + (1 - f) grey(x)``;
-    hue: HSV with ``h += hue`` turns (mod 1), through OpenCV's float HSV. The array's channels are taken as
-    R, G, B (facts §7.5). Consecutive linear steps are merged into one 3x4 colour matrix applied with
-    ``cv2.transform`` (rounded and clamped to uint8 once per merged group, where torchvision clamps after
-    every step; with factors within 1 +- 0.05 the difference is at most a grey level or two near 0 / 255).
+    hue: HSV with ``h += hue`` turns (mod 1), through OpenCV's float HSV. As in the official code
+    (facts §7.5) the BGR array is treated as if it were RGB (the grey weights 0.2989 / 0.587 / 0.114 apply
+    to channels 0 / 1 / 2, and the hue rotates accordingly). Consecutive linear steps are merged into one
+    3x4 colour matrix applied with ``cv2.transform`` (rounded and clamped to uint8 once per merged group,
+    where torchvision clamps after every step; with factors within 1 +- 0.05 the difference is at most a
+    grey level or two near 0 / 255).
 
     Returns ``(H, W, 3)`` uint8.
     """
@@ -158,9 +145,9 @@ def color_jitter(image: np.ndarray, params: SideParams) -> np.ndarray:
                 out = cv2.transform(out, np.concatenate([a, b[:, None]], axis=1))
                 a, b, mean_rgb, pending = np.eye(3), np.zeros(3), None, False
             hsv = cv2.cvtColor(np.multiply(out, np.float32(1.0 / 255.0), dtype=np.float32), cv2.COLOR_RGB2HSV)
-            # the hue plane as its own contiguous array: the same float32 arithmetic as ``(h + hue) mod 360``
-            # on the strided view, bit for bit, at ~0.4x the time per image; h in [0, 360) plus a shift of
-            # less than one turn needs one wrap at most
+            # the hue plane as its own contiguous array (faster): the same float32 arithmetic as
+            # ``(h + hue) mod 360`` on the strided view, bit for bit; h in [0, 360) plus a shift of less than
+            # one turn needs one wrap at most
             turns = params.hue if abs(params.hue) < 1.0 else math.fmod(params.hue, 1.0)
             h, s, v = cv2.split(hsv)  # h in degrees
             h += np.float32(360.0 * turns)
@@ -169,7 +156,7 @@ def color_jitter(image: np.ndarray, params: SideParams) -> np.ndarray:
             out = cv2.convertScaleAbs(cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB), alpha=255.0)
             continue
         if mean_rgb is None:
-            mean_rgb = np.asarray(cv2.mean(out)[:3], dtype=np.float64)
+            mean_rgb = mean_color(out)  # cv2.mean, float64 (3,)
         a, b = _linear_step_matrix(step, params, a, b, mean_rgb)
         pending = True
     if pending:
@@ -188,7 +175,23 @@ def _blur_kernel(size: int, wx: float) -> np.ndarray:
 
 def apply_side(image: np.ndarray, box_xyxy, offset: float, size: int, params: SideParams,
                crop_size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one stored crop.
+    """Augment one stored crop: one transform of the image and the box, with parameters drawn beforehand.
+
+    1. Crop window, in the 511 frame (TK ``_augmentation`` / ``aug_apply``, facts §7.5): a square of side
+       ``S`` (127 or 255) centred at ``(255, 255)``; scale ``(sx, sy) = 1 + U(-1, 1) * SC`` per axis (capped
+       at ``511 / S``), then shift ``(tx, ty) = U(-1, 1) * SH`` (clamped so the window stays inside
+       ``[0, 510]``; with 511 frames neither cap triggers for the official SH / SC).
+    2. Warp: the window ``[x1, x2] x [y1, y2]`` to ``S x S`` with scale ``(S - 1) / (x2 - x1)`` per axis,
+       bilinear, out-of-bounds pixels black (0, 0, 0). The stored crop is the 511 frame's central region
+       starting at ``offset`` (:mod:`data_prep.crops`), so the window moves by ``-offset``: same pixels.
+    3. Box: ``(box_511 - (x1, y1)) / (sx, sy)`` per axis -- the official rule (it differs from the exact
+       warp of the box by the factor ``(S - 1) / S``, under 1 px at 255).
+    4. Photometric, in this order: colour jitter (brightness, contrast, saturation factors
+       ``1 + U(-1, 1) * j`` and hue shift ``U(-1, 1) * j`` turns, applied in a random order like
+       torchvision's ColorJitter, ``j = AugmentConfig.color_jitter``, :func:`color_jitter`); then, each with
+       its probability, blur (pysot's random cross-shaped kernel, odd sizes 5..45), horizontal flip (image
+       and box; the returned search shift's x is negated so the shift-based label centre of facts §5.2
+       follows the target, :func:`label_shift`), grey.
 
     Args:
         image: ``(side, side, 3)`` uint8 BGR stored crop whose top-left is at ``offset`` in the 511 frame

@@ -46,6 +46,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from ocean.geometry import context_size, mean_color
+
 # facts §7.1: the crop511 reference frame and the exemplar size it is built around
 CROP_SIZE = 511
 EXEMPLAR_SIZE = 127
@@ -57,14 +59,6 @@ _INTERP_GUARD_PX = 1
 
 # --------------------------------------------------------------------------------------------------------
 # Geometry
-
-
-def context_size(box_xyxy, context_amount: float = CONTEXT_AMOUNT) -> float:
-    """``s_z = sqrt((w + p)(h + p))`` with ``p = context_amount (w + h)`` -- facts §7.1 (source pixels)."""
-    x1, y1, x2, y2 = map(float, box_xyxy)
-    w, h = x2 - x1, y2 - y1
-    p = context_amount * (w + h)
-    return math.sqrt((w + p) * (h + p))
 
 
 def window_extent(size: int, shift: float, scale: float) -> float:
@@ -145,17 +139,6 @@ class StoredCrop:
     geometry: CropGeometry
 
 
-def mean_color(image: np.ndarray) -> tuple[float, float, float]:
-    """Per-image mean B, G, R (the crop511 border colour, facts §7.1) with ``cv2.mean``.
-
-    ``cv2.mean`` is ~75x faster than the official ``np.mean`` for the same value -- facts §17.
-    """
-    m = cv2.mean(image)
-    if image.ndim == 2 or image.shape[2] == 1:
-        return (m[0], m[0], m[0])
-    return (m[0], m[1], m[2])
-
-
 def crop_geometry(box_xyxy, side: int, context_amount: float = CONTEXT_AMOUNT,
                   crop_size: int = CROP_SIZE, exemplar_size: int = EXEMPLAR_SIZE) -> CropGeometry:
     """Geometry of the central ``side`` x ``side`` region of a box's crop511 frame (facts §7.1).
@@ -171,7 +154,7 @@ def crop_geometry(box_xyxy, side: int, context_amount: float = CONTEXT_AMOUNT,
         raise ValueError(f"box {list(box)} has a non-positive width or height")
     if not (1 <= side <= crop_size) or (crop_size - side) % 2:
         raise ValueError(f"side {side} must be in [1, {crop_size}] with {crop_size} - side even (centred)")
-    s_z = context_size(box, context_amount)
+    s_z = context_size((box[2] - box[0], box[3] - box[1]), context_amount)  # facts §7.1 (source px)
     s_x = s_z * crop_size / exemplar_size  # s_z + 2 ((511 - 127) / 2) s_z / 127 -- facts §7.1
     return CropGeometry(
         side=int(side),
@@ -206,7 +189,7 @@ def target_box(box_xyxy, geometry: CropGeometry, context_amount: float = CONTEXT
     if mode != "official":
         raise ValueError(f"unknown box mode {mode!r}")
     box = _box4(box_xyxy)
-    s_z = context_size(box, context_amount)
+    s_z = context_size((box[2] - box[0], box[3] - box[1]), context_amount)  # facts §7.1 (source px)
     w = (box[2] - box[0]) * exemplar_size / s_z
     h = (box[3] - box[1]) * exemplar_size / s_z
     c = geometry.crop_size // 2 - geometry.offset  # TK _toBBox: (imw // 2, imh // 2)
@@ -215,7 +198,7 @@ def target_box(box_xyxy, geometry: CropGeometry, context_amount: float = CONTEXT
 
 def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float = CONTEXT_AMOUNT,
                 crop_size: int = CROP_SIZE, exemplar_size: int = EXEMPLAR_SIZE,
-                padding: tuple[float, float, float] | None = None,
+                padding: tuple[float, float, float] | np.ndarray | None = None,
                 box_mode: Literal["official", "exact"] = "official", out: np.ndarray | None = None) -> StoredCrop:
     """Render the central ``side`` x ``side`` region of ``box_xyxy``'s crop511 frame with one affine warp.
 
@@ -223,7 +206,8 @@ def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float
         image: ``(H, W, 3)`` uint8 BGR source frame.
         box_xyxy: target box in source pixels.
         side: odd crop side (see :func:`stored_side`); ``crop_size`` gives the full crop511.
-        padding: border colour; default the image's mean colour (facts §7.1).
+        padding: border colour (3 values); default the image's mean colour (facts §7.1) with ``cv2.mean``
+            (:func:`ocean.geometry.mean_color`).
         box_mode: see :func:`target_box`.
         out: optional ``(side, side, 3)`` uint8 C-contiguous array to render into (every pixel is written), so
             a loop over many crops reuses one buffer instead of allocating ~0.5 MB per crop; the returned
@@ -247,7 +231,7 @@ def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float
 
 def crop511(image: np.ndarray, box_xyxy, context_amount: float = CONTEXT_AMOUNT,
             crop_size: int = CROP_SIZE, exemplar_size: int = EXEMPLAR_SIZE,
-            padding: tuple[float, float, float] | None = None) -> np.ndarray:
+            padding: tuple[float, float, float] | np.ndarray | None = None) -> np.ndarray:
     """The official 511 x 511 x-crop (facts §7.1): ``(511, 511, 3)`` uint8 BGR, target at (255, 255)."""
     return crop_region(image, box_xyxy, crop_size, context_amount=context_amount, crop_size=crop_size,
                        exemplar_size=exemplar_size, padding=padding).image

@@ -28,7 +28,7 @@ from ocean.config import AugmentConfig
 
 # Pairs per Ray Data work item (one task): about 0.4 s of decode + augment at ~300 pairs/s per core
 # (benchmarks/train_input.py bare loop), and several of `ocean prepare`'s 256-row row groups
-# (pipelines.prepare.ROW_GROUP_ROWS) at the pool_factor 4 density (DataConfig) mixed into each micro-batch.
+# (data_prep.shards.ROW_GROUP_ROWS) at the pool_factor 4 density (DataConfig) mixed into each micro-batch.
 ITEM_PAIRS = 128
 
 

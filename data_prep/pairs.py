@@ -1,42 +1,10 @@
-"""Template / search pair sampling, planned once on the driver, deterministic from a seed.
+"""Template / search pair sampling, planned once on the driver, deterministic from a seed (facts §7.4).
 
-:func:`plan_pairs` samples, for every dataset, ``USE = pairs_per_epoch[dataset] * pool_factor`` pairs
-(or an explicit per-dataset count) the way the official sampler does (facts §7.4):
-
-1. The dataset's videos (sorted by id, so the reader's order does not matter) are listed USE times by
-   repeatedly shuffling all of them and truncating the concatenation to USE: every video is drawn about
-   ``USE / num_videos`` times.
-2. For each drawn video a track is picked uniformly among its tracks.
-3. The template frame is drawn uniformly over the track's frames that are *present* (the dataset's own
-   presence flags, :class:`~data_prep.tracks.Track`); a track without a present frame is not eligible and a
-   video without an eligible track is dropped (as TK ``subData._clean`` drops empty tracks / videos).
-4. The search frame is drawn uniformly over the present frames whose list positions lie in
-   ``[t - RANGE, t + RANGE]`` clipped to the list, ``t`` being the template's position and RANGE
-   ``DataConfig.frame_range[dataset]``. RANGE counts positions in the track's frame list, not frame
-   numbers (facts §7.4). The search frame can be earlier than, later than or the same as the template.
-   Single-frame tracks (COCO, ImageNet DET) therefore give same-image pairs, which differ only by their
-   augmentation.
-
-Every dataset draws from its own generator seeded with ``(seed, sha1(dataset))``, so one dataset's plan does
-not change when another dataset is added or resized, and the plan does not depend on how many workers run
-later. Each pair gets a stable id, ``sha1("dataset/video/track/template_frame/search_frame/k")[:16]`` with
-``k`` the draw number within its dataset.
-
-The plan is compact (three int32 arrays per dataset, over a :class:`~data_prep.tracks.TrackTable` of the
-eligible tracks: flat arrays, no Python object per frame); :meth:`DatasetPlan.videos` groups it by video into
-:class:`VideoWork` items that carry the distinct frames a video needs (decode each once), the crops to cut
-from them and the pairs to write.
-
-Memory (issue 4: bounded whatever the dataset's size). Planning keeps O(tracks + pairs) in anonymous memory,
-never O(annotated frames): per track the (video, track_id) sort keys, ``frame_start``, the present-frame
-count and the video number (the sort, the eligibility test and the video / track picks need them for every
-track); per pair the three int32 plan arrays and, while drawing, the pair's three uniforms. The per-frame
-columns are only read ``chunk_frames`` at a time: counting present frames, copying the eligible tracks in
-(video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written chunk by chunk into the spill
-folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and drawing template / search
-frames (the draws sorted by track, one range of tracks at a time, reading only ranges some draw needs).
-The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window never leaves its track, and
-every draw uses the same uniforms in the same arithmetic (tests/test_plan_spill.py).
+:func:`plan_pairs` turns the datasets' tracks and a :class:`ocean.config.DataConfig` into a :class:`PairPlan`:
+per dataset a compact :class:`DatasetPlan` (int32 arrays over a table of the eligible tracks), grouped by
+video into :class:`VideoWork` items for the crop tasks. The plan depends only on the tracks, the seed and the
+pair counts: not on the readers' order, on other datasets, on the number of workers, on chunking or on
+spilling. Memory is O(tracks + pairs), never O(annotated frames). The sampling steps: :func:`plan_dataset`.
 """
 
 from __future__ import annotations
@@ -102,6 +70,11 @@ class VideoWork:
 @dataclass
 class DatasetPlan:
     """The pairs of one dataset as arrays into :attr:`tracks`.
+
+    The plan is compact (three int32 arrays per dataset, over a :class:`~data_prep.tracks.TrackTable` of the
+    eligible tracks: flat arrays, no Python object per frame); :meth:`videos` groups it by video into
+    :class:`VideoWork` items that carry the distinct frames a video needs (decode each once), the crops to
+    cut from them and the pairs to write.
 
     Attributes:
         tracks: eligible tracks (at least one present frame), sorted by (video, track_id), as a compact
@@ -202,7 +175,43 @@ class DatasetPlan:
 
 def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: int, frame_range: int,
                  seed: int, spill_dir: str | Path | None = None, chunk_frames: int = 1 << 18) -> DatasetPlan:
-    """Sample ``num_pairs`` pairs of one dataset (module docstring, facts §7.4).
+    """Sample ``num_pairs`` pairs of one dataset the way the official sampler does (facts §7.4).
+
+    With ``USE = num_pairs`` (:func:`plan_pairs`: ``pairs_per_epoch[dataset] * pool_factor`` or an explicit
+    per-dataset count):
+
+    1. The dataset's videos (sorted by id, so the reader's order does not matter) are listed USE times by
+       repeatedly shuffling all of them and truncating the concatenation to USE: every video is drawn about
+       ``USE / num_videos`` times.
+    2. For each drawn video a track is picked uniformly among its tracks.
+    3. The template frame is drawn uniformly over the track's frames that are *present* (the dataset's own
+       presence flags, :class:`~data_prep.tracks.Track`); a track without a present frame is not eligible
+       and a video without an eligible track is dropped (as TK ``subData._clean`` drops empty tracks /
+       videos).
+    4. The search frame is drawn uniformly over the present frames whose list positions lie in
+       ``[t - RANGE, t + RANGE]`` clipped to the list, ``t`` being the template's position and RANGE
+       ``DataConfig.frame_range[dataset]``. RANGE counts positions in the track's frame list, not frame
+       numbers (facts §7.4). The search frame can be earlier than, later than or the same as the template.
+       Single-frame tracks (COCO, ImageNet DET) therefore give same-image pairs, which differ only by their
+       augmentation.
+
+    Every dataset draws from its own generator seeded with ``(seed, sha1(dataset))``, so one dataset's plan
+    does not change when another dataset is added or resized, and the plan does not depend on how many
+    workers run later. Each pair gets a stable id,
+    ``sha1("dataset/video/track/template_frame/search_frame/k")[:16]`` with ``k`` the draw number within
+    its dataset.
+
+    Memory is bounded whatever the dataset's size: planning keeps O(tracks + pairs) in anonymous memory,
+    never O(annotated frames): per track the (video, track_id) sort keys, ``frame_start``, the present-frame
+    count and the video number (the sort, the eligibility test and the video / track picks need them for
+    every track); per pair the three int32 plan arrays and, while drawing, the pair's three uniforms. The
+    per-frame columns are only read ``chunk_frames`` at a time: counting present frames, copying the
+    eligible tracks in (video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written chunk by
+    chunk into the spill folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and
+    drawing template / search frames (the draws sorted by track, one range of tracks at a time, reading only
+    ranges some draw needs). The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window
+    never leaves its track, and every draw uses the same uniforms in the same arithmetic
+    (tests/test_plan_spill.py).
 
     Args:
         tracks: the dataset's tracks (any order), as :class:`Track` s (those of other datasets raise
@@ -211,7 +220,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
         frame_range: RANGE in list positions (>= 0).
         seed: base seed; the generator is :func:`dataset_rng` ``(seed, dataset)``.
         spill_dir: a local folder for the plan's table of eligible tracks (and for the table of ``tracks``
-            when they are :class:`Track` s): spilled tables, memory-mapped (module docstring). Default: beside
+            when they are :class:`Track` s): spilled tables, memory-mapped (above). Default: beside
             a spilled ``tracks`` table, else in memory.
         chunk_frames: frames handled at a time when counting present frames, copying the eligible tracks and
             drawing template / search frames (bounds the temporaries); the plan does not depend on it.
@@ -271,7 +280,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
 
 def _draw_frames(table: TrackTable, count: np.ndarray, ti: np.ndarray, u_template: np.ndarray,
                  u_search: np.ndarray, frame_range: int, chunk_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 3-4 of the module docstring: ``(template, search)`` positions ``(P,)`` int64 of draws on tracks
+    """Steps 3-4 of :func:`plan_dataset`: ``(template, search)`` positions ``(P,)`` int64 of draws on tracks
     ``ti`` ``(P,)``, from uniforms ``u_template``, ``u_search`` ``(P,)`` in [0, 1).
 
     ``count`` ``(T,)`` is each track's number of present frames (>= 1). The draws are sorted by track and

@@ -1,23 +1,8 @@
-"""The parquet pair record: one row per template / search pair (issue 4), and its checks.
+"""The parquet pair record: one row per template / search pair, and its checks.
 
-Row fields (:data:`PAIR_SCHEMA`):
-
-* ``pair_id`` (16 hex digits, :func:`data_prep.pairs.pair_id`), ``dataset``, ``video``, ``track``,
-  ``template_frame``, ``search_frame`` (the datasets' own ids), ``draw`` (the pair's draw number ``k``).
-* Per side ``{role}`` in ``template`` / ``search``:
-
-  - ``{role}_jpeg``: the stored crop (:func:`data_prep.crops.crop_region`), JPEG bytes, BGR.
-  - ``{role}_box``: 4 float32, the target box ``x1, y1, x2, y2`` in crop pixels (official ``_toBBox``
-    box, facts §7.5).
-  - ``{role}_side``: crop side in pixels (square).
-  - ``{role}_offset``: the crop's top-left corner in the 511 frame (x = y); the training augmentation adds it
-    to crop coordinates to get 511-frame coordinates.
-  - ``{role}_scale``: 511-frame pixels per source pixel, ``510 / s_x`` (facts §7.1).
-  - ``{role}_center``: 2 float64, the target centre in the source image (pixels); with ``scale`` and
-    ``offset`` it maps crop pixels back to source pixels (:class:`data_prep.crops.CropGeometry`).
-  - ``{role}_source_box``: 4 float64, the annotation in source pixels (xyxy).
-  - ``{role}_image_size``: 2 int32, source image ``(width, height)``.
-
+:data:`PAIR_SCHEMA` (its fields are described above it) holds a pair's ids and, per side, the stored crop
+as JPEG bytes with the geometry that maps it back to the source image. :func:`build_table` (from row dicts)
+and :class:`PairTableBuilder` (column by column) build a shard's table; :func:`validate_table` checks one.
 The schema's metadata holds ``ocean.schema_version`` (:data:`SCHEMA_VERSION`); readers refuse other versions.
 """
 
@@ -48,6 +33,23 @@ def _side_fields(role: str) -> list[pa.Field]:
     ]
 
 
+# Row fields of PAIR_SCHEMA:
+#
+# * ``pair_id`` (16 hex digits, :func:`data_prep.pairs.pair_id`), ``dataset``, ``video``, ``track``,
+#   ``template_frame``, ``search_frame`` (the datasets' own ids), ``draw`` (the pair's draw number ``k``).
+# * Per side ``{role}`` in ``template`` / ``search``:
+#
+#   - ``{role}_jpeg``: the stored crop (:func:`data_prep.crops.crop_region`), JPEG bytes, BGR.
+#   - ``{role}_box``: 4 float32, the target box ``x1, y1, x2, y2`` in crop pixels (official ``_toBBox``
+#     box, facts §7.5).
+#   - ``{role}_side``: crop side in pixels (square).
+#   - ``{role}_offset``: the crop's top-left corner in the 511 frame (x = y); the training augmentation adds it
+#     to crop coordinates to get 511-frame coordinates.
+#   - ``{role}_scale``: 511-frame pixels per source pixel, ``510 / s_x`` (facts §7.1).
+#   - ``{role}_center``: 2 float64, the target centre in the source image (pixels); with ``scale`` and
+#     ``offset`` it maps crop pixels back to source pixels (:class:`data_prep.crops.CropGeometry`).
+#   - ``{role}_source_box``: 4 float64, the annotation in source pixels (xyxy).
+#   - ``{role}_image_size``: 2 int32, source image ``(width, height)``.
 PAIR_SCHEMA = pa.schema(
     [
         pa.field("pair_id", pa.string(), nullable=False),
@@ -96,7 +98,7 @@ def make_record(pair, template: dict[str, Any], search: dict[str, Any]) -> dict[
 
 def build_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     """A :data:`PAIR_SCHEMA` table from row dicts; a missing or extra key or a bad value raises RecordError."""
-    names = PAIR_SCHEMA.names  # a new list per access: fetched once (it was ~5 % of a shard task's CPU)
+    names = PAIR_SCHEMA.names  # a new list per access: fetched once
     known = frozenset(names)
     for i, row in enumerate(records):
         if row.keys() != known:
@@ -117,9 +119,9 @@ class PairTableBuilder:
 
     Each stored crop is added once (:meth:`add_crop` returns its index) and each pair names its two crops
     (:meth:`add_pair`); :meth:`table` gathers the ``{role}_*`` columns from the crop columns with one Arrow
-    ``take`` per column. A crop serves ~2-6 pairs of a shard (benchmarks/prep_throughput.py), and per-pair
-    Python dicts and nested lists (:func:`side_fields` + :func:`make_record` + ``from_pydict``) cost ~3 % of a
-    shard task; the table is the same value for value.
+    ``take`` per column. A crop serves several pairs of a shard, and this avoids per-pair Python dicts and
+    nested lists (:func:`side_fields` + :func:`make_record` + ``from_pydict``); the table is the same value
+    for value.
     """
 
     _PAIR_COLUMNS = ("pair_id", "dataset", "video", "track", "template_frame", "search_frame")

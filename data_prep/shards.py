@@ -62,7 +62,7 @@ _DECODE_REASON = {
 
 
 class ShardStore(Protocol):
-    """Where shards go: :class:`pipelines.storage.OutputStore` (a local folder or S3), or anything with its
+    """Where shards go: :class:`ocean.storage.OutputStore` (a local folder or S3), or anything with its
     ``uri`` and ``filesystem`` / ``read`` / ``exists`` / ``write`` (atomic) methods."""
 
     uri: str
@@ -289,8 +289,9 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
     ``crops``, ``crops_failed``, ``pairs_planned``, ``pairs_written``, ``pairs_dropped``) and the rejected
     items (dicts with dataset, reason, source, detail, video, frame).
     """
-    from data_prep.crops import crop_region, encode_jpeg, mean_color
+    from data_prep.crops import crop_region, encode_jpeg
     from data_prep.records import PairTableBuilder
+    from ocean.geometry import mean_color
 
     builder = PairTableBuilder()
     rejects: list[dict] = []

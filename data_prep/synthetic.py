@@ -1,47 +1,9 @@
 """Synthetic datasets and benchmarks in the real on-disk layouts (formats.md §1 / §2), for tests and smoke runs.
 
-``generate(out, seed=0, size="tiny", broken=False)`` writes::
-
-    OUT/
-      synth_manifest.json
-      got10k/train/list.txt, train/GOT-10k_Train_000001/{00000001.jpg.., groundtruth.txt, absence.label,
-             cover.label, cut_by_image.label, meta_info.ini}; val/ (same, GOT-10k_Val_000001 ..)
-      lasot/<shape>/<shape>-<k>/{img/00000001.jpg.., groundtruth.txt (1-based), full_occlusion.txt,
-             out_of_view.txt, nlp.txt}; training_set.txt
-      vid/Data/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_<8 digits>/000000.JPEG ..
-          Annotations/VID/train/.../000000.xml ..
-      det/Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_<8 digits>.JPEG,
-          Data/DET/train/ILSVRC2013_train/<wnid>/<wnid>_<n>.JPEG, Annotations/DET/train/<same>.xml
-      coco/train2017/<12 digits>.jpg, coco/annotations/instances_train2017.json
-      ytbb/yt_bb_detection_train.csv (no header), ytbb/videos/<youtube_id>.mp4,
-          ytbb/frames/<youtube_id>/<timestamp_ms>.jpg
-      benchmarks/otb/<Seq>/{img/0001.jpg.., groundtruth_rect.txt (1-based)}
-      benchmarks/vot2018/sequences/{list.txt, <seq>/color/00000001.jpg.. (even-numbered sequences) or
-          <seq>/00000001.jpg.. (odd), <seq>/groundtruth.txt (8-value polygons, 0-based), <seq>/occlusion.tag}
-      benchmarks/got10k/val/{list.txt, GOT-10k_Val_000001/..}   (full labels, like the real val split)
-      benchmarks/lasot/{testing_set.txt, <shape>/<shape>-<k>/..}
-
-Shape names are the classes (LaSOT categories, COCO categories, YT-BB class names; VID / DET wnids are
-``n9000000<k>`` for shape k). Everything is deterministic from ``seed`` (each sequence has its own
-``np.random.default_rng([seed, stream, index])``), so adding broken items never changes clean ones.
-
-``synth_manifest.json`` schema (version 1)::
-
-    {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "frame_size": [w, h],
-     "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
-     "datasets": {NAME: {"root": "got10k", "files": int,
-         "expected": {"tracks": int, "frames": int, "rejections": {reason: count}}}},
-         # for ytbb "expected" is {"videos": {...}, "frames": {...}}: the media mode changes the counts
-     "benchmarks": {"otb"|"vot2018"|"got10k"|"lasot": {"root": "benchmarks/otb", "sequences": [names],
-         "frames": int}},
-     "broken_items": [{"dataset": NAME, "source": "relative/path[:line]", "kind": "corrupt_jpeg"|...,
-         "stage": "reader"|"decode"|"none", "reason": reason or null, "count": rejections it causes,
-         "media": "frames" (only on YT-BB items that just one media mode sees)}]}
-
-``expected`` is what :func:`data_prep.readers.read_tracks` with default options must yield (tracks, frames
-summed over tracks, rejections by reason). Broken items with ``stage == "decode"`` (corrupt / truncated
-JPEGs) pass the readers (which never decode) and must be rejected by whoever decodes them;
-``stage == "none"`` items (odd file names) must be read normally.
+:func:`generate` writes the six training layouts, the four benchmark layouts and ``synth_manifest.json``
+(what the readers must yield, and the broken items) under one folder; its docstring gives the tree and the
+manifest schema. Everything is deterministic from ``seed`` (each sequence has its own generator), so adding
+broken items never changes clean ones. Images are rendered by :mod:`data_prep.synthetic_scene`.
 """
 
 from __future__ import annotations
@@ -649,6 +611,49 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
              frame_size: tuple[int, int] | None = None) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
+
+    Writes::
+
+        OUT/
+          synth_manifest.json
+          got10k/train/list.txt, train/GOT-10k_Train_000001/{00000001.jpg.., groundtruth.txt, absence.label,
+                 cover.label, cut_by_image.label, meta_info.ini}; val/ (same, GOT-10k_Val_000001 ..)
+          lasot/<shape>/<shape>-<k>/{img/00000001.jpg.., groundtruth.txt (1-based), full_occlusion.txt,
+                 out_of_view.txt, nlp.txt}; training_set.txt
+          vid/Data/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_<8 digits>/000000.JPEG ..
+              Annotations/VID/train/.../000000.xml ..
+          det/Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_<8 digits>.JPEG,
+              Data/DET/train/ILSVRC2013_train/<wnid>/<wnid>_<n>.JPEG, Annotations/DET/train/<same>.xml
+          coco/train2017/<12 digits>.jpg, coco/annotations/instances_train2017.json
+          ytbb/yt_bb_detection_train.csv (no header), ytbb/videos/<youtube_id>.mp4,
+              ytbb/frames/<youtube_id>/<timestamp_ms>.jpg
+          benchmarks/otb/<Seq>/{img/0001.jpg.., groundtruth_rect.txt (1-based)}
+          benchmarks/vot2018/sequences/{list.txt, <seq>/color/00000001.jpg.. (even-numbered sequences) or
+              <seq>/00000001.jpg.. (odd), <seq>/groundtruth.txt (8-value polygons, 0-based), <seq>/occlusion.tag}
+          benchmarks/got10k/val/{list.txt, GOT-10k_Val_000001/..}   (full labels, like the real val split)
+          benchmarks/lasot/{testing_set.txt, <shape>/<shape>-<k>/..}
+
+    Shape names are the classes (LaSOT categories, COCO categories, YT-BB class names; VID / DET wnids are
+    ``n9000000<k>`` for shape k). Everything is deterministic from ``seed`` (each sequence has its own
+    ``np.random.default_rng([seed, stream, index])``), so adding broken items never changes clean ones.
+
+    ``synth_manifest.json`` schema (version 1)::
+
+        {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "frame_size": [w, h],
+         "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
+         "datasets": {NAME: {"root": "got10k", "files": int,
+             "expected": {"tracks": int, "frames": int, "rejections": {reason: count}}}},
+             # for ytbb "expected" is {"videos": {...}, "frames": {...}}: the media mode changes the counts
+         "benchmarks": {"otb"|"vot2018"|"got10k"|"lasot": {"root": "benchmarks/otb", "sequences": [names],
+             "frames": int}},
+         "broken_items": [{"dataset": NAME, "source": "relative/path[:line]", "kind": "corrupt_jpeg"|...,
+             "stage": "reader"|"decode"|"none", "reason": reason or null, "count": rejections it causes,
+             "media": "frames" (only on YT-BB items that just one media mode sees)}]}
+
+    ``expected`` is what :func:`data_prep.readers.read_tracks` with default options must yield (tracks, frames
+    summed over tracks, rejections by reason). Broken items with ``stage == "decode"`` (corrupt / truncated
+    JPEGs) pass the readers (which never decode) and must be rejected by whoever decodes them;
+    ``stage == "none"`` items (odd file names) must be read normally.
 
     Args:
         out: destination folder (created; existing files with the same names are overwritten).

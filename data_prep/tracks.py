@@ -1,12 +1,10 @@
-"""The one form every dataset reader yields: a :class:`Track`.
+"""The one form every dataset reader yields, a :class:`Track`, and its compact form, a :class:`TrackTable`.
 
 A track is one object followed through one video (or a single-frame "video" for COCO / ImageNet DET).
 Readers turn each dataset's own layout (formats.md §1) into tracks; everything downstream (crops, pair
-sampling, the Ray preparation job) only sees tracks.
-
-Coordinates are 0-based pixels of the source image; boxes are ``x1, y1, x2, y2`` floats
-(``boxes_xyxy``), converted from each dataset's own convention by its reader (e.g. LaSOT's 1-based
-``x,y,w,h`` becomes ``x-1, y-1, x-1+w, y-1+h``).
+sampling, the Ray preparation job) only sees tracks. Coordinates are 0-based pixels of the source image;
+boxes are ``x1, y1, x2, y2`` floats (``boxes_xyxy``), converted from each dataset's own convention by its
+reader (e.g. LaSOT's 1-based ``x,y,w,h`` becomes ``x-1, y-1, x-1+w, y-1+h``).
 """
 
 from __future__ import annotations
@@ -130,7 +128,7 @@ def take_strings(column, index: np.ndarray):
 
     A ChunkedArray (a memory-mapped column) is gathered chunk by chunk, touching only the chunks hit:
     pyarrow's own ``ChunkedArray.take`` concatenates every chunk first, i.e. copies the whole column into
-    anonymous memory (measured: 232 MB for a 229 MB column, pyarrow 25).
+    anonymous memory.
     """
     import pyarrow as pa
 
@@ -230,25 +228,22 @@ class FrameColumns:
 
 
 class TrackTable:
-    """One dataset's tracks as flat arrays: what planning and shard packing need, ~10x smaller than
-    :class:`Track` objects (issue 4: the driver's memory must stay bounded for YouTube-BB / COCO).
+    """One dataset's tracks as flat arrays: what planning and shard packing need, far smaller than
+    :class:`Track` objects, so the driver's memory stays bounded for YouTube-BB / COCO.
 
-    A :class:`Track` costs ~350 bytes per frame in Python objects (a :class:`FrameRef` with its own dict and
-    strings) and ~1.5 kB of fixed overhead; here a frame is ~65 bytes (GOT-10k-like paths): its id and file
-    name in Arrow string arrays, its folder / video file as an index into a de-duplicated list, box and flag
-    in numpy arrays.
-    ``Track.meta`` is not kept (nothing downstream of the readers uses it).
+    A :class:`Track` holds a :class:`FrameRef` per frame (a Python object with its own dict and strings);
+    here a frame is its id and file name in Arrow string arrays, its folder / video file as an index into a
+    de-duplicated list, box and flag in numpy arrays. ``Track.meta`` is not kept (nothing downstream of the
+    readers uses it).
 
     **Spilled tables** (``from_tracks(..., spill_dir=...)``, ``take(..., spill_dir=...)``): the per-frame
     columns -- everything of size ``F`` -- live in files of a folder of their own under ``spill_dir``
     (:class:`FrameColumns`: raw numpy rows and one Arrow IPC file) and are memory-mapped, read-only; only
     the per-track columns (``T`` rows: video, track id, frame_start, image size -- the (video, track_id) sort
-    keys and frame ranges planning needs) and the folder / video-file lists stay in anonymous memory. A
-    GOT-10k-like frame then costs ~65 bytes on the disk and nothing measurable in anonymous memory
-    (benchmarks/prep_throughput.py: the planning driver's anonymous memory is ~60-70 MB at 0.2 M, 2 M and
-    6 M annotated frames alike); mapped pages are file-backed, so the kernel drops them under pressure and
-    rereads them when needed. Every reader below works on both forms (:func:`take_strings` gathers mapped
-    strings chunk by chunk). A table never deletes its folder: whoever made ``spill_dir`` removes it.
+    keys and frame ranges planning needs) and the folder / video-file lists stay in anonymous memory, which
+    then does not grow with annotated frames (BENCHMARKS.md, driver memory of listing and planning); mapped
+    pages are file-backed, so the kernel drops them under pressure and rereads them when needed. Every
+    reader below works on both forms (:func:`take_strings` gathers mapped strings chunk by chunk). A table never deletes its folder: whoever made ``spill_dir`` removes it.
 
     Attributes:
         dataset: one of :data:`DATASETS`.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
-from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, parse_name_values
+from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
 
 COMMAND = "ablate"
 HELP = "paper ablations (Table 4 components, Table 5 data): one Ray Tune trial per training, table in MLflow"

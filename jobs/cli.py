@@ -9,7 +9,7 @@ Every sub-command lives in its own module ``jobs/<name>.py`` that defines::
     def run(args: argparse.Namespace) -> int: ...           # exit status
 
 and ends with ``if __name__ == "__main__": raise SystemExit(main_for(__name__))`` so that
-``python -m jobs.<name> ARGS`` (what ``ray job submit`` runs) takes exactly the arguments of
+``python -m jobs.<name> ARGS`` (what ``ray job submit`` runs; :func:`jobs.common.main_for`) takes exactly the arguments of
 ``ocean <name> ARGS``. Modules keep heavy imports (torch, ray, mlflow) inside ``run`` so that
 ``ocean --help`` stays fast.
 """
@@ -23,6 +23,7 @@ import sys
 from types import ModuleType
 
 import jobs
+from jobs.common import call_command
 
 
 def _command_modules() -> list[ModuleType]:
@@ -71,32 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return _call(args._run, args, args.command)
-
-
-def main_for(module_name: str, argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m jobs.<name>``: the same arguments as ``ocean <name>``."""
-    mod = sys.modules[module_name]
-    spec = getattr(mod, "__spec__", None)
-    name = spec.name if spec is not None else module_name  # "jobs.track" even when run as __main__
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {name}",
-        description=getattr(mod, "DESCRIPTION", None) or getattr(mod, "HELP", None),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    mod.add_arguments(parser)
-    args = parser.parse_args(argv)
-    return _call(mod.run, args, mod.COMMAND)
-
-
-def _call(run, args: argparse.Namespace, command: str) -> int:
-    """Run a command; a :class:`jobs.common.UsageError` it lets through is one line and exit status 2."""
-    from jobs.common import UsageError, fail
-
-    try:
-        return int(run(args) or 0)
-    except UsageError as exc:
-        return fail(command, exc)
+    return call_command(args._run, args, args.command)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,29 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
+def main_for(module_name: str, argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m jobs.<name>``: the same arguments as ``ocean <name>``."""
+    mod = sys.modules[module_name]
+    spec = getattr(mod, "__spec__", None)
+    name = spec.name if spec is not None else module_name  # "jobs.track" even when run as __main__
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {name}",
+        description=getattr(mod, "DESCRIPTION", None) or getattr(mod, "HELP", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mod.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return call_command(mod.run, args, mod.COMMAND)
+
+
+def call_command(run, args: argparse.Namespace, command: str) -> int:
+    """Run a command; a :class:`jobs.common.UsageError` it lets through is one line and exit status 2."""
+    try:
+        return int(run(args) or 0)
+    except UsageError as exc:
+        return fail(command, exc)
+
+
 def fail(command: str, exc: BaseException | str) -> int:
     """Print ``ocean COMMAND: error: MESSAGE`` on stderr and return exit status 2."""
     print(f"ocean {command}: error: {exc}", file=sys.stderr)

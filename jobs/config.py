@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "config"
 HELP = "print a preset's configuration (JSON) or the configuration reference (markdown)"

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import main_for
+from jobs.common import (
+    UsageError,
+    add_mlflow_arguments,
+    add_ray_argument,
+    add_tracker_arguments,
+    fail,
+    main_for,
+    parse_name_values,
+    tracker_overrides,
+)
 
 COMMAND = "evaluate"
 HELP = "evaluate checkpoints (or a training run's epochs) on benchmarks, in parallel on Ray; score and log"
@@ -61,88 +70,36 @@ Example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--checkpoint", action="append", metavar="URI", help="checkpoint file or URI (repeatable)"
-    )
-    src.add_argument(
-        "--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run"
-    )
-    p.add_argument(
-        "--epochs",
-        default="all",
-        metavar="3,5,...|all",
-        help="with --run: the epochs to evaluate (default all)",
-    )
-    p.add_argument(
-        "--benchmark",
-        action="append",
-        required=True,
-        metavar="NAME=ROOT",
-        help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}",
-    )
+    src.add_argument("--checkpoint", action="append", metavar="URI", help="checkpoint file or URI (repeatable)")
+    src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run")
+    p.add_argument("--epochs", default="all", metavar="3,5,...|all",
+                   help="with --run: the epochs to evaluate (default all)")
+    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
+                   help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
-    p.add_argument("--tracker-config", metavar="FILE.json", help="JSON object of tracker hyper-parameters")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="tracker.KEY=VALUE",
-        help="override one tracker hyper-parameter (repeatable)",
-    )
+    add_tracker_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")
-    p.add_argument(
-        "--cpus-per-worker",
-        type=float,
-        default=1.0,
-        help="logical CPUs Ray reserves per worker (default 1; fractions allowed)",
-    )
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="logical CPUs Ray reserves per worker (default 1; fractions allowed)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    p.add_argument(
-        "--ray-address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS or local)"
-    )
+    add_ray_argument(p)
     p.add_argument("--local", action="store_true", help="no Ray: a plain loop in this process")
-    p.add_argument(
-        "--mlflow-uri",
-        metavar="URI",
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or OUT/mlflow.db)",
-    )
+    add_mlflow_arguments(p, "ocean-evaluate")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument(
-        "--experiment", default="ocean-evaluate", help="MLflow experiment (default ocean-evaluate)"
-    )
     p.add_argument("--run-name", help="MLflow run name of the evaluation (default evaluate-<time>)")
     p.add_argument("--validation", metavar="NAME", help="benchmark that picks the best checkpoint / epoch")
-    p.add_argument(
-        "--max-sequences",
-        type=int,
-        metavar="N",
-        help="evaluate only the first N sequences of each benchmark (smoke runs)",
-    )
+    p.add_argument("--max-sequences", type=int, metavar="N",
+                   help="evaluate only the first N sequences of each benchmark (smoke runs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
     p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
 
 
-class UsageError(Exception):
-    """Bad command-line input (exit status 2)."""
-
-
 def parse_benchmarks(items: list[str]) -> dict[str, str]:
     """``["otb=/data/OTB", ...]`` -> ``{"otb": "/data/OTB"}``; UsageError for a bad or repeated NAME."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, root = item.partition("=")
-        name = name.strip().lower()
-        if not sep or not root.strip():
-            raise UsageError(f"--benchmark {item!r}: expected NAME=ROOT")
-        if name not in BENCHMARK_NAMES:
-            raise UsageError(
-                f"--benchmark {item!r}: unknown benchmark {name!r}; one of {', '.join(BENCHMARK_NAMES)}"
-            )
-        if name in out:
-            raise UsageError(f"--benchmark {name} given twice")
-        out[name] = root.strip()
-    return out
+    try:
+        return parse_name_values(items, "--benchmark", BENCHMARK_NAMES)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("expected NAME=VALUE", "expected NAME=ROOT")) from None
 
 
 def parse_epochs(text: str) -> list[int] | None:
@@ -158,38 +115,22 @@ def parse_epochs(text: str) -> list[int] | None:
     return epochs
 
 
-def tracker_overrides(json_path: str | None, sets: list[str]) -> list[str]:
-    """--tracker-config FILE then --set items, as ``tracker.KEY=VALUE`` strings (checked later)."""
-    items: list[str] = []
-    if json_path is not None:
-        from ocean.config import tracker_file_overrides
-
-        try:
-            items += tracker_file_overrides(json_path)
-        except ValueError as exc:
-            raise UsageError(f"--tracker-config {exc}") from None
-    for item in sets:
-        key = item.strip()
-        if not key.startswith("tracker."):
-            raise UsageError(f"--set {item!r}: only tracker.* keys can be changed at evaluation time")
-        items.append(key)
-    return items
-
-
 def run(args: argparse.Namespace) -> int:
+    from pipelines.eval_lineage import LineageError
     from pipelines.evaluate import EvaluationError
 
     try:
         return _run(args)
-    except (UsageError, EvaluationError) as exc:
-        print(f"ocean evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    except (UsageError, EvaluationError, LineageError) as exc:
+        return fail(COMMAND, exc)
 
 
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from pipelines.evaluate import HEADLINE, checkpoints_of_run, evaluate
+    from ocean.benchmarks.report import headline_table
+    from pipelines.eval_lineage import checkpoints_of_run
+    from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.tracking import tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in job logs
@@ -200,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    overrides = tracker_overrides(args.tracker_config, args.overrides)
+    overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time")
     training_run = None
     if args.run:
         if args.no_mlflow and not args.mlflow_uri:
@@ -218,36 +159,29 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--epochs only applies with --run")
         checkpoints = args.checkpoint
     report = evaluate(
-        checkpoints,
-        benchmarks,
-        args.out,
-        tracker_overrides=overrides,
-        workers=args.workers,
-        use_gpu=args.gpu,
-        mlflow_uri=args.mlflow_uri,
-        validation=args.validation,
-        local=args.local,
-        ray_address=args.ray_address,
-        max_sequences=args.max_sequences,
-        cpus_per_worker=args.cpus_per_worker,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        training_run_id=training_run,
-        log_mlflow=not args.no_mlflow,
-        progress=not args.quiet,
+        EvaluateSettings(
+            checkpoints,
+            benchmarks,
+            args.out,
+            tracker_overrides=overrides,
+            workers=args.workers,
+            use_gpu=args.gpu,
+            mlflow_uri=args.mlflow_uri,
+            validation=args.validation,
+            local=args.local,
+            ray_address=args.ray_address,
+            max_sequences=args.max_sequences,
+            cpus_per_worker=args.cpus_per_worker,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            training_run_id=training_run,
+            log_mlflow=not args.no_mlflow,
+            progress=not args.quiet,
+        )
     )
 
     print()
-    print("| checkpoint | epoch | benchmark | sequences | " + "headline | value |")
-    print("|---|---|---|---|---|---|")
-    for uri, per in report["scores"].items():
-        info = report["checkpoints"][uri]
-        for bench, s in per.items():
-            value = s.get(HEADLINE[bench])
-            shown = "n/a" if value is None else f"{value:.4f}"
-            print(
-                f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} | {shown} |"
-            )
+    print(headline_table(report), end="")
     t = report["timing"]
     print(
         f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "

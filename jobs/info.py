@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "info"
 HELP = "print the model's parameter counts and feature sizes (JSON with --json)"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import main_for
-from jobs.common import UsageError, add_ray_argument, parse_count_values, parse_name_values
+from jobs.common import UsageError, add_ray_argument, main_for, parse_count_values, parse_name_values
 
 COMMAND = "prepare"
 HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"
@@ -80,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.manifest import JobMismatch, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
+    from ocean.storage import StorageError
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
-    from pipelines.storage import StorageError
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
     pairs = parse_count_values(args.pairs, "--pairs")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
-from jobs.common import add_ray_argument
+from jobs.common import add_ray_argument, main_for
 
 COMMAND = "quickstart"
 HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"

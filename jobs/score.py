@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "score"
 HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or LaSOT"
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ocean.benchmarks.plots import plot_precision, plot_success, summary_table
+    from ocean.benchmarks.plots import plot_curves
+    from ocean.benchmarks.report import summary_table
     from ocean.benchmarks.scoring import score_benchmark
     from ocean.benchmarks.sequence import AnnotationError
 
@@ -78,27 +79,7 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k}={scores[k]:.4f}" for k in keys)
     )
     if args.plots is not None:
-        curves = scores.get("curves", {})
-        if "success_curve" in curves:
-            import numpy as np
-
-            from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS
-
-            th = GOT10K_PLOT_THRESHOLDS if args.benchmark == "got10k" else None
-            plot_success(
-                {name: np.array(curves["success_curve"])},
-                args.plots / "success.png",
-                f"Success plot ({args.benchmark})",
-                thresholds=th,
-            )
-        if "precision_curve" in curves:
-            import numpy as np
-
-            plot_precision(
-                {name: np.array(curves["precision_curve"])},
-                args.plots / "precision.png",
-                f"Precision plot ({args.benchmark})",
-            )
+        plot_curves({name: scores.get("curves", {})}, args.benchmark, args.plots)
         args.plots.mkdir(parents=True, exist_ok=True)
         (args.plots / "summary.md").write_text(summary_table({name: scores}))
     if scores["rejected"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
+from jobs.common import main_for
 
 COMMAND = "synth"
 HELP = "write small synthetic datasets (six training layouts + OTB/VOT/GOT-10k/LaSOT benchmarks)"

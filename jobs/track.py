@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.cli import main_for
+from jobs.common import UsageError, add_tracker_arguments, fail, main_for, tracker_overrides
 
 COMMAND = "track"
 HELP = "track one target through a folder of frames or a video; write x,y,w,h per frame"
@@ -45,10 +45,6 @@ Example:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class UsageError(Exception):
-    """A problem with the command's inputs (exit status 2)."""
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="checkpoint file or URI (file://, s3://) written by training")
@@ -64,10 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frame rate of --render (default: the video's, or 30 for frame folders)")
     p.add_argument("--benchmark", choices=["otb", "vot2018", "vot2019", "got10k", "lasot"],
                    help="use that benchmark's official tracker hyper-parameters (ocean_facts §9.3)")
-    p.add_argument("--tracker-config", metavar="FILE.json",
-                   help="JSON object of tracker hyper-parameters (TrackerConfig fields)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
-                   help="override one tracker hyper-parameter, e.g. tracker.window_influence=0.3 (repeatable)")
+    add_tracker_arguments(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs (default auto: cuda when available, else cpu)")
     p.add_argument("--strict", action="store_true",
@@ -99,7 +92,7 @@ def parse_init(text: str):
     """``"x,y,w,h"`` (commas and / or spaces) -> float64 ``(4,)`` xywh; 8 values = a VOT polygon."""
     import numpy as np
 
-    from ocean.tracker import polygon_to_init_box_xywh
+    from ocean.benchmarks.regions import polygon_to_init_box_xywh
 
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     try:
@@ -115,32 +108,13 @@ def parse_init(text: str):
 
 def build_tracker_config(base, benchmark: str | None, json_path: str | None, overrides: list[str]):
     """Checkpoint tracker section -> --benchmark preset -> JSON file -> --set, as documented in --help."""
-    import dataclasses
+    from ocean.config import layered_tracker_config
 
-    from ocean.config import (
-        TRACKER_PRESETS,
-        OceanConfig,
-        TrackerConfig,
-        apply_overrides,
-        tracker_file_overrides,
-    )
-
-    cfg: TrackerConfig = base
-    if benchmark is not None:
-        cfg = dataclasses.replace(cfg, **TRACKER_PRESETS[benchmark])
-    if json_path is not None:
-        try:  # routed through the override parser so types are checked like --set
-            overrides = tracker_file_overrides(json_path) + list(overrides)
-        except ValueError as exc:
-            raise UsageError(f"--tracker-config {exc}") from None
-    for item in overrides:
-        if not item.strip().startswith("tracker."):
-            raise UsageError(f"--set {item!r}: only tracker.* keys can be changed at tracking time")
+    items = tracker_overrides(json_path, overrides)  # the file routed through the --set parser: types checked
     try:
-        cfg = apply_overrides(OceanConfig(tracker=cfg), overrides).tracker
-    except (KeyError, ValueError) as exc:
+        return layered_tracker_config(base, benchmark, items)
+    except ValueError as exc:
         raise UsageError(f"tracker hyper-parameters: {exc}") from None
-    return cfg
 
 
 def iter_folder(files: list[Path]) -> Iterator[tuple[str, object]]:
@@ -206,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except UsageError as exc:
-        print(f"ocean track: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(COMMAND, exc)
 
 
 def _run(args: argparse.Namespace) -> int:

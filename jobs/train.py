@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.cli import main_for
-from jobs.common import add_mlflow_arguments, add_ray_argument
+from jobs.common import add_mlflow_arguments, add_ray_argument, main_for
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.cli import main_for
-from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, parse_name_values
+from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
 
 COMMAND = "tune-tracker"
 HELP = "search the tracker hyper-parameters (TPE + ASHA on Ray Tune) on a validation benchmark"

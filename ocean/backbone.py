@@ -1,19 +1,9 @@
-"""The modified ResNet-50 backbone (conv1 .. layer3, output stride 8).
+"""The modified ResNet-50 backbone (conv1 .. layer3, output stride 8) and its ImageNet weight loading.
 
-Two layouts of the same network:
-
-* ``"pysot"`` (default) -- what the official code builds (facts §1.1, the SiamRPN++ ``resnet_atrous``
-  layout): conv1 with padding 0; the stride-2 3x3 conv of layer2's first block and every 3x3 conv with
-  stride 2 have padding 0; layer2's downsample is a 3x3 stride-2 conv with padding 0; layer3 has stride 1
-  and dilation 2, its downsample is a 3x3 conv with padding 1, and its first block is undilated.
-  127 -> 15x15, 255 -> 31x31 (facts §1.2).
-* ``"torchvision"`` -- torchvision's ResNet-50 module names and shapes (1x1 downsample convs, conv1
-  padding 3, stride-2 3x3 convs with padding 1), with layer3 dilated as torchvision's
-  ``replace_stride_with_dilation`` does, so ImageNet weights from torchvision load unchanged.
-  127 -> 16x16, 255 -> 32x32; the model crops the template to 8x8 so the score maps keep their sizes.
-
-Both output the layer3 feature: ``4 * 4 * width`` channels (1024 for ResNet-50), post-ReLU.
-Input: a float tensor (B, 3, H, W); normalisation is the model's job (``OceanNet``), not the backbone's.
+:class:`ResNet50Backbone` builds the official ``"pysot"`` layout (facts §1.1) or a ``"torchvision"`` layout
+that loads torchvision's ImageNet weights unchanged. Input: a float tensor (B, 3, H, W); normalisation is
+the model's job (``OceanNet``), not the backbone's. Output: the layer3 feature, ``4 * 4 * width`` channels
+(1024 for ResNet-50), post-ReLU.
 """
 
 from __future__ import annotations
@@ -64,8 +54,22 @@ class Bottleneck(nn.Module):
 class ResNet50Backbone(nn.Module):
     """conv1, bn1, relu, maxpool, layer1, layer2, layer3 of a (modified) ResNet-50.
 
+    Two layouts of the same network:
+
+    * ``"pysot"`` (default) -- what the official code builds (facts §1.1, the SiamRPN++ ``resnet_atrous``
+      layout): conv1 with padding 0; the stride-2 3x3 conv of layer2's first block and every 3x3 conv with
+      stride 2 have padding 0; layer2's downsample is a 3x3 stride-2 conv with padding 0; layer3 has stride 1
+      and dilation 2, its downsample is a 3x3 conv with padding 1, and its first block is undilated.
+      127 -> 15x15, 255 -> 31x31 (facts §1.2).
+    * ``"torchvision"`` -- torchvision's ResNet-50 module names and shapes (1x1 downsample convs, conv1
+      padding 3, stride-2 3x3 convs with padding 1), with layer3 dilated as torchvision's
+      ``replace_stride_with_dilation`` does, so ImageNet weights from torchvision load unchanged.
+      127 -> 16x16, 255 -> 32x32; the model crops the template to 8x8 so the score maps keep their sizes.
+
+    Both output the layer3 feature: ``4 * 4 * width`` channels (1024 for ResNet-50), post-ReLU.
+
     Args:
-        layout: ``"pysot"`` or ``"torchvision"`` (module docstring).
+        layout: ``"pysot"`` or ``"torchvision"`` (above).
         width: planes of layer1 (64 for ResNet-50; the smoke preset narrows it).
         blocks: blocks in layer1..layer3 ((3, 4, 6) for ResNet-50).
     """

@@ -12,12 +12,16 @@ A training run writes one file per completed epoch, ``OUT/checkpoints/epoch-NNNN
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ocean import storage
-from ocean.config import OceanConfig, from_dict, to_dict
+from ocean.config import OceanConfig, TrackerConfig, from_dict, to_dict
 from ocean.model import OceanNet, build_model
 from ocean.storage import load_torch, save_torch
 
@@ -51,6 +55,91 @@ def load_model(uri: str, map_location: str | torch.device = "cpu") -> tuple[Ocea
     return net.to(map_location).eval(), cfg
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Inspecting checkpoints to evaluate: names, epochs and links back to the training run
+
+# Checkpoint entries written by training that link an evaluation back to it (``extra`` above).
+LINK_KEYS = {"mlflow_run_id": "ocean.training_run_id", "manifest_sha256": "ocean.manifest_sha256"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or cannot be loaded; the message names it."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What an evaluation needs about one checkpoint (read once, weights dropped).
+
+    Attributes:
+        uri: path or URI as given.
+        name: folder name under OUT (unique within one evaluation).
+        epoch: the ``epoch`` entry of the checkpoint, else a number parsed from the file name
+            (``checkpoint_e12.pt``, ``epoch-3.pt``), else None.
+        tracker: the checkpoint's ``tracker`` config section (the base of the tracker hyper-parameters).
+        links: ``{"mlflow_run_id": ..., "manifest_sha256": ...}`` entries present in the checkpoint.
+    """
+
+    uri: str
+    name: str
+    epoch: int | None
+    tracker: TrackerConfig
+    links: dict[str, str] = field(default_factory=dict)
+
+
+_EPOCH_IN_NAME = re.compile(r"(?:^|[_\-.])(?:e|ep|epoch)[_\-]?(\d+)$", re.IGNORECASE)
+
+
+def _stem(uri: str) -> str:
+    base = uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"\.(pt|pth|ckpt|tar)$", "", base) or "checkpoint"
+
+
+def epoch_from_name(uri: str) -> int | None:
+    """``.../checkpoint_e12.pt`` -> 12, ``epoch-3.pt`` -> 3; None when the name carries no epoch."""
+    m = _EPOCH_IN_NAME.search(_stem(uri))
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_names(uris: Sequence[str]) -> list[str]:
+    """A unique, filesystem-safe folder name per checkpoint: the file stem, prefixed with its parent
+    folder when two stems collide (``run1-last``, ``run2-last``), then numbered if still ambiguous."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("._") or "checkpoint"
+
+    stems = [safe(_stem(u)) for u in uris]
+    names = []
+    for u, s in zip(uris, stems, strict=True):
+        if stems.count(s) > 1:
+            parts = u.split("?", 1)[0].rstrip("/").split("/")
+            s = safe(f"{parts[-2]}-{s}") if len(parts) > 1 else s
+        names.append(s)
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def inspect_checkpoint(uri: str, name: str) -> CheckpointInfo:
+    """Read a checkpoint (on CPU) to check it and take its config, epoch and links; CheckpointError
+    (``checkpoint URI: no such file or object`` / ``cannot load it (...)``) otherwise."""
+    from ocean import storage
+
+    try:
+        if not storage.exists(uri):
+            raise CheckpointError(f"checkpoint {uri}: no such file or object")
+        ckpt = load_checkpoint(uri, "cpu")
+        cfg = from_dict(ckpt["config"])
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {uri}: cannot load it ({exc})") from None
+    epoch = ckpt.get("epoch")
+    epoch = int(epoch) if isinstance(epoch, (int, np.integer)) else epoch_from_name(uri)
+    links = {k: str(ckpt[k]) for k in LINK_KEYS if ckpt.get(k)}
+    return CheckpointInfo(uri, name, epoch, cfg.tracker, links)
 # --------------------------------------------------------------------------------------------------------
 # A training run's checkpoint files and the state they carry (file names unchanged: epoch-NNNN.pt)
 
@@ -121,3 +210,27 @@ def load_optimizer_state_by_name(optimizer, model, state: dict[str, dict]) -> in
             optimizer.state[p] = {k: (v.to(p.device) if hasattr(v, "to") else v) for k, v in state[name].items()}
             n += 1
     return n
+
+
+def save_training_checkpoint(uri: str, model, cfg: OceanConfig, optimizer, *, epoch: int, trainable_layers,
+                             lr: float, history: list, metrics: dict, seed: int) -> None:
+    """An epoch file of a training run (``epoch`` = completed epochs): weights and config, the optimizer's
+    state by parameter name and its groups' settings, the trainable backbone layers, the schedule, torch's
+    RNG state, the history of epoch metrics, this epoch's metrics and the seed."""
+    save_checkpoint(uri, model, cfg, epoch=epoch, optimizer={
+                        "state_by_name": optimizer_state_by_name(optimizer, model),
+                        "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                         for g in optimizer.param_groups]},
+                    trainable_layers=list(trainable_layers),
+                    scheduler={"epoch": epoch, "lr": lr}, rng={"torch": torch.get_rng_state()},
+                    history=history, metrics=metrics, seed=seed)
+
+
+def load_training_state(uri: str, model, map_location: str | torch.device = "cpu") -> tuple[int, list, dict | None]:
+    """Put an epoch file's weights into ``model`` and its RNG state into torch; returns ``(completed epochs,
+    history, optimizer state by parameter name or None)``."""
+    ckpt = load_checkpoint(uri, map_location=map_location)
+    model.load_state_dict(ckpt["model"])
+    if "rng" in ckpt:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    return int(ckpt["epoch"]), list(ckpt.get("history", [])), (ckpt.get("optimizer") or {}).get("state_by_name")

@@ -1,18 +1,12 @@
 """Typed, frozen configuration for the Ocean network, its labels, losses, training data and tracker.
 
-One tree of frozen dataclasses (:class:`OceanConfig`). Defaults are the official code's numbers
-(researchmm/TracKit, summarised in ``ocean_facts.md``); where the paper says otherwise the paper's value is
-an option and the comment names both. Two presets:
-
-* :func:`paper` -- the full-size model and the official recipe (the numbers every reproduction needs).
-* :func:`smoke` -- a narrow model with the same 127 / 255 / stride-8 geometry that trains on a CPU in
-  minutes (tests, quickstart).
-
-Overrides are dotted ``key=value`` strings (``optim.base_lr=0.001``); unknown keys and values that do not
-parse as the field's type are rejected. Across Ray the config travels as a plain dict
-(:func:`to_dict` / :func:`from_dict`).
-
-Run settings (paths, number of workers, GPU or not) are deliberately *not* here: they belong to the jobs.
+One tree of frozen dataclasses (:class:`OceanConfig`); defaults are the official code's numbers
+(researchmm/TracKit, summarised in ``ocean_facts.md``), where the paper differs its value is an option and
+the comment names both. Presets: :func:`paper` (full model, official recipe) and :func:`smoke` (a narrow
+model, same 127 / 255 / stride-8 geometry, trains on a CPU in minutes). Overrides are dotted ``key=value``
+strings (``optim.base_lr=0.001``); unknown keys and unparsable values are rejected. Across Ray the config
+travels as a plain dict (:func:`to_dict` / :func:`from_dict`). Run settings (paths, workers, GPU) belong
+to the jobs.
 """
 
 from __future__ import annotations
@@ -313,8 +307,8 @@ def smoke() -> OceanConfig:
     """A small model (same 127 / 255 / stride-8 geometry) and a short recipe that trains on a CPU.
 
     Backbone width 8 (layer3 gives 128 channels instead of 1024), one block per stage, 32-channel heads
-    with two tower convs: about 0.28 M parameters and ~25 training pairs/s on 2 CPU threads (2.3x the
-    width-16 / 64-channel variant, measured 2026-11-24). The schedule keeps the official shape (warm-up,
+    with two tower convs: about 0.28 M parameters, sized to train on 2 CPU threads (its speed is in
+    BENCHMARKS.md). The schedule keeps the official shape (warm-up,
     log decay, unfreeze) compressed to a few epochs; the backbone trains from epoch 1 because there are
     no pretrained weights to protect.
     """

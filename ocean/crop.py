@@ -62,11 +62,6 @@ def crop_corner(center: float, side: int) -> int:
     return int(round(center - (side + 1) / 2))
 
 
-def mean_color(image_bgr_uint8: np.ndarray) -> np.ndarray:
-    """Per-channel mean of an ``(H, W, 3)`` image, float64 ``(3,)`` -- ``avg_chans`` of facts §9.1."""
-    return image_bgr_uint8.reshape(-1, image_bgr_uint8.shape[-1]).mean(axis=0)
-
-
 def pad_color_uint8(pad_color: np.ndarray | tuple[float, ...]) -> np.ndarray:
     """The padding colour as the official code stores it: truncated into a ``uint8`` buffer (facts §9.1)."""
     color = np.asarray(pad_color, dtype=np.float64)

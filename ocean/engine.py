@@ -1,12 +1,7 @@
 """The training recipe as plain functions: schedule, freezing, optimizer, one step (no Ray; facts §8).
 
-``pipelines/train.py`` wires these into Ray Train; tests call them directly.
-
-Schedule (``OptimConfig``, facts §8): warm-up epochs ``e < W`` at ``start * factor^(e / W)`` (official
-1e-3 * 5^(e/5): 1.000e-3, 1.380e-3, 1.904e-3, 2.627e-3, 3.624e-3), then a log-space decay from ``base_lr``
-to ``end_lr`` over the remaining epochs (5e-3 -> 1e-5 over epochs 5..49). The backbone is frozen until
-``unfreeze_epoch`` (official 10, paper 5); from then on only ``unfreeze_layers`` train, at
-``backbone_lr_mult`` x the schedule, and the optimizer is rebuilt (momentum reset) if configured.
+``pipelines/train.py`` wires these into Ray Train; tests call them directly. Inputs are an ``OceanConfig``
+(its ``OptimConfig``), a model and batches; nothing here starts processes or touches files or MLflow.
 """
 
 from __future__ import annotations
@@ -30,7 +25,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def lr_schedule(cfg: OptimConfig) -> list[float]:
-    """The learning rate of every epoch (the main parameter groups; the backbone gets x mult)."""
+    """The learning rate of every epoch (the main parameter groups; the backbone gets x mult).
+
+    Schedule (``OptimConfig``, facts §8): warm-up epochs ``e < W`` at ``start * factor^(e / W)`` (official
+    1e-3 * 5^(e/5): 1.000e-3, 1.380e-3, 1.904e-3, 2.627e-3, 3.624e-3), then a log-space decay from ``base_lr``
+    to ``end_lr`` over the remaining epochs (5e-3 -> 1e-5 over epochs 5..49).
+    """
     warm = [cfg.warmup_lr_start * cfg.warmup_lr_factor ** (e / cfg.warmup_epochs) for e in range(cfg.warmup_epochs)]
     n = cfg.epochs - cfg.warmup_epochs
     decay = list(np.logspace(math.log10(cfg.base_lr), math.log10(cfg.end_lr), n)) if n > 1 else [cfg.base_lr] * n
@@ -47,7 +47,12 @@ def backbone_trainable_layers(cfg: OptimConfig, epoch: int) -> tuple[str, ...]:
 
 
 def set_trainable(model: nn.Module, cfg: OptimConfig, epoch: int) -> None:
-    """Freeze / unfreeze the backbone for ``epoch``; everything after the backbone always trains."""
+    """Freeze / unfreeze the backbone for ``epoch``; everything after the backbone always trains.
+
+    The backbone is frozen until ``unfreeze_epoch`` (official 10, paper 5); from then on only
+    ``unfreeze_layers`` train, at ``backbone_lr_mult`` x the schedule (:func:`build_optimizer`), and the
+    optimizer is rebuilt (momentum reset) if configured (:func:`needs_new_optimizer`).
+    """
     net = _net(model)
     layers = backbone_trainable_layers(cfg, epoch)
     for name, child in net.backbone.named_children():

@@ -1,22 +1,9 @@
 """The Ocean network: backbone, neck, feature combination, anchor-free regression, object-aware classification.
 
-Data flow (facts §1-§4, paper Sec. 3 and 4.1)::
-
-    template 127 -> backbone -> neck (1x1 -> 256, BN) -> centre crop 15 -> 7 --+
-    search   255 -> backbone -> neck ---------------------------------------+--> cls encoder: 3 dilated convs
-                                                                                  per side, depth-wise xcorr,
-                                                                                  fused -> cls tower -> p_r
-                                                                             --> reg encoder (same, separate
-                                                                                  weights) -> reg tower ->
-                                                                                  exp(a conv + b) = l, t, r, b
-                                                                                  reg-tower features + boxes
-                                                                                  -> deformable 3x3 -> p_o
-
-Inputs are float (B, 3, H, W) images in raw BGR 0-255 (facts §1.3); a model whose backbone expects
-ImageNet-normalised RGB (``input_norm="imagenet_rgb"``) converts internally, so callers never change.
-Outputs are a dict: ``cls`` (B,1,n,n) p_r logits (x0.1 already applied), ``reg`` (B,4,n,n) distances l,t,r,b
-in search-crop pixels from each cell's grid point (``ocean.geometry.score_grid``), ``align`` (B,1,n,n) p_o
-logits or None. n = ``ocean.geometry.score_size(S)``: 25 / 27 / 29 for S = 255 / 271 / 287.
+:class:`OceanNet` (built by :func:`build_model` from a ``ModelConfig``) takes float (B, 3, H, W) images in
+raw BGR 0-255 (facts §1.3) and returns a dict of score maps: ``cls`` (p_r logits), ``reg`` (box distances
+l, t, r, b in search-crop pixels) and ``align`` (p_o logits or None); shapes, units and the data flow are in
+its docstring. Any batch size and search size; torch only.
 """
 
 from __future__ import annotations
@@ -188,7 +175,21 @@ def box_offsets(reg: torch.Tensor, search_size: int, stride: int = 8,
 
 
 class OceanNet(nn.Module):
-    """The Ocean network (offline part). See the module docstring for shapes and units.
+    """The Ocean network (offline part).
+
+    Data flow (facts §1-§4, paper Sec. 3 and 4.1)::
+
+        template 127 -> backbone -> neck (1x1 -> 256, BN) -> centre crop 15 -> 7 --+
+        search   255 -> backbone -> neck ---------------------------------------+--+
+            +--> cls encoder: 3 dilated convs per side, depth-wise xcorr, fused -> cls tower -> p_r
+            +--> reg encoder (same, separate weights) -> reg tower -> exp(a conv + b) = l, t, r, b
+                 reg-tower features + boxes -> deformable 3x3 -> p_o
+
+    Inputs are float (B, 3, H, W) images in raw BGR 0-255 (facts §1.3); a model whose backbone expects
+    ImageNet-normalised RGB (``input_norm="imagenet_rgb"``) converts internally, so callers never change.
+    Outputs are a dict: ``cls`` (B,1,n,n) p_r logits (x0.1 already applied), ``reg`` (B,4,n,n) distances
+    l,t,r,b in search-crop pixels from each cell's grid point (``ocean.geometry.score_grid``), ``align``
+    (B,1,n,n) p_o logits or None. n = ``ocean.geometry.score_size(S)``: 25 / 27 / 29 for S = 255 / 271 / 287.
 
     Training: ``forward(template, search)``. Tracking: ``template(z)`` once, then ``track(x)`` per frame.
     Both are batch- and search-size agnostic (no grids hard-wired to batch 32 or S = 255; facts §4.3).

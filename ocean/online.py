@@ -61,7 +61,7 @@ from torchvision.ops import roi_align
 
 from ocean.backbone import EXPANSION, Bottleneck
 from ocean.config import OnlineConfig, TrackerConfig
-from ocean.geometry import score_grid, score_size
+from ocean.geometry import context_size, mean_color, score_grid, score_size
 
 # Init augmentations -- facts §10.2 (ONLINE.yaml / pytracking dimp augmentation block).
 RELATIVE_SHIFTS = ((0.6, 0.6), (-0.6, 0.6), (0.6, -0.6), (-0.6, -0.6))  # x patch/2
@@ -457,7 +457,7 @@ class OnlineClassifier:
         box = np.asarray(box_xywh, np.float64).reshape(4)
         target = box[:2] + box[2:] / 2
         rng = np.random.default_rng(cfg.seed)
-        pad = image_bgr_uint8.reshape(-1, 3).mean(0)
+        pad = mean_color(image_bgr_uint8, "numpy")
         base = self._patch_geometry(target, box[2:])
         half = cfg.sample_size / 2
         rand = (rng.random(2) - 0.5) * cfg.sample_size * RANDOM_SHIFT_FACTOR  # patch px, facts §10.2
@@ -541,7 +541,7 @@ class OnlineClassifier:
         if self.filter is None:
             raise RuntimeError("call init() before score()")
         geom = self._patch_geometry(center_xy, size_wh)
-        pad = image_bgr_uint8.reshape(-1, 3).mean(0)
+        pad = mean_color(image_bgr_uint8, "numpy")
         feats = self._features(self._to_tensor([warp_patch(image_bgr_uint8, geom, pad)]))
         self._cache = (feats, geom)
         scores = filter_scores(feats, self.filter)[0, 0]
@@ -558,8 +558,6 @@ class OnlineClassifier:
         raw, geom = self.raw_scores(image_bgr_uint8, state.center_xy, state.size_wh)
         if self.cfg.mapping == "resize":
             return raw
-        from ocean.tracker import context_size  # no import cycle at module load
-
         S = state.search_size
         n = score_size(S, self.exemplar_size, self.stride)
         gx, gy = score_grid(n, S, self.stride)

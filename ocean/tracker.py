@@ -19,7 +19,6 @@ An optional online module (paper Sec. 4.2, facts §10) can be plugged in; see :c
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,10 +27,9 @@ import cv2
 import numpy as np
 import torch
 
-from ocean.benchmarks.regions import polygon_to_init_box_xywh  # noqa: F401  (VOT init rule, facts §9.1)
 from ocean.config import TrackerConfig
-from ocean.crop import crop_side, get_subwindow, mean_color
-from ocean.geometry import score_grid, score_size
+from ocean.crop import crop_side, get_subwindow
+from ocean.geometry import context_size, mean_color, score_grid, score_size
 
 # Defaults when the network does not say (OceanNet has .cfg.exemplar_size and .stride).
 EXEMPLAR_SIZE = 127  # template crop side -- paper Sec. 5.1, facts §9.1
@@ -72,13 +70,6 @@ class TrackState:
 # Pure helpers (unit-tested on their own)
 
 
-def context_size(size_wh: np.ndarray, context_amount: float = 0.5) -> float:
-    """``sqrt((w + p)(h + p))`` with ``p = context_amount (w + h)`` -- facts §9.1 / §9.2 step 1 (px)."""
-    w, h = float(size_wh[0]), float(size_wh[1])
-    p = context_amount * (w + h)
-    return math.sqrt((w + p) * (h + p))
-
-
 def choose_search_size(box_wh: tuple[float, float], image_wh: tuple[int, int], cfg: TrackerConfig) -> int:
     """The once-per-video search size: ``big_sz`` if target area / image area < 0.004 -- facts §9.1."""
     ratio = (box_wh[0] * box_wh[1]) / float(image_wh[0] * image_wh[1])
@@ -89,12 +80,6 @@ def hann_window(n: int) -> np.ndarray:
     """``outer(hanning(n), hanning(n))``, ``(n, n)`` float64: 0 at the border, 1 at the centre -- facts §9.1."""
     h = np.hanning(n)
     return np.outer(h, h)
-
-
-def _sz(w: np.ndarray | float, h: np.ndarray | float) -> np.ndarray | float:
-    """``sqrt((w + (w+h)/2)(h + (w+h)/2))`` -- facts §9.2 step 3."""
-    pad = (w + h) * 0.5
-    return np.sqrt((w + pad) * (h + pad))
 
 
 def _change(r: np.ndarray) -> np.ndarray:
@@ -111,7 +96,8 @@ def size_penalty(pred_w: np.ndarray, pred_h: np.ndarray, target_wh_crop: np.ndar
         penalty_k: the hyper-parameter ``penalty_k``.
     Returns ``(n, n)`` values in ``(0, 1]``.
     """
-    s_c = _change(_sz(pred_w, pred_h) / _sz(target_wh_crop[0], target_wh_crop[1]))
+    # sz(w, h) = sqrt((w + (w+h)/2)(h + (w+h)/2)), the context size at 0.5 -- facts §9.2 step 3
+    s_c = _change(context_size((pred_w, pred_h), 0.5) / context_size(target_wh_crop, 0.5))
     r_c = _change((target_wh_crop[0] / target_wh_crop[1]) / (pred_w / pred_h))
     return np.exp(-(r_c * s_c - 1.0) * penalty_k)
 
@@ -173,7 +159,8 @@ class OceanTracker:
         if cfg.size_update not in ("single", "double"):
             raise ValueError(f"unknown size_update {cfg.size_update!r}")
         if online is None and cfg.online:
-            from ocean.online import build_online  # the online module is optional (issue 7)
+            # imported here: the online module is optional (issue 7); ocean.online never imports this module
+            from ocean.online import build_online
 
             online = build_online(net, cfg)
         if online is not None and cfg.use_align:
@@ -231,7 +218,7 @@ class OceanTracker:
         center = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])  # facts §9.1
         size = box[2:4].copy()
         search_size = choose_search_size((size[0], size[1]), (width, height), self.cfg)
-        avg_chans = mean_color(image_bgr_uint8)  # first frame only -- facts §9.1, §13.3 item 9
+        avg_chans = mean_color(image_bgr_uint8, "numpy")  # first frame only -- facts §9.1, §13.3 item 9
         self.state = TrackState(center_xy=center, size_wh=size, image_wh=(width, height),
                                 search_size=search_size, avg_chans=avg_chans)
         n = score_size(search_size, self.exemplar_size, self.stride)

@@ -47,7 +47,8 @@ from ocean.ablation import (
     table_rows,
 )
 from ocean.config import OceanConfig
-from pipelines.tracking import RunLogger, public_uri, tracking_uri
+from ocean.storage import public_uri
+from pipelines.tracking import RunLogger, tracking_uri
 
 
 @dataclass(frozen=True)

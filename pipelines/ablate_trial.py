@@ -86,7 +86,8 @@ def ablation_trial(config: dict[str, Any], *, settings: AblationTrialSettings) -
 
 def _evaluate_row(s: AblationTrialSettings, row: str, res: Mapping[str, Any], checkpoint: str) -> dict[str, Any]:
     """Evaluate ``checkpoint`` with ``row``'s tracker overrides; the row's run gets its scores and links."""
-    from pipelines.evaluate import METRIC_KEYS, EvaluateSettings, evaluate
+    from ocean.benchmarks.report import METRIC_KEYS
+    from pipelines.evaluate import EvaluateSettings, evaluate
 
     run = s.row_runs[row]
     run.set_tags({"ocean.ablate.status": "evaluating"})

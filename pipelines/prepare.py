@@ -36,8 +36,8 @@ from data_prep.listing import (
 from data_prep.manifest import claim_output, done_shards, job_document, write_manifest
 from data_prep.pairs import pair_counts
 from data_prep.shards import DEFAULT_SHARD_PAIRS, CropSettings, ShardTask, write_shard
+from ocean.storage import OutputStore
 from pipelines.raysession import ensure_ray, keep_large_buffers_in_heap
-from pipelines.storage import OutputStore
 
 if TYPE_CHECKING:
     from ocean.config import OceanConfig
@@ -91,7 +91,7 @@ def prepare(settings: PrepareSettings) -> dict:
     """Prepare parquet pair shards from dataset downloads; return the manifest (also at ``out/manifest.json``).
 
     Raises:
-        pipelines.storage.StorageError: the output cannot be written (before any work).
+        ocean.storage.StorageError: the output cannot be written (before any work).
         data_prep.manifest.JobMismatch: ``out`` holds a different job.
         ShardFailed: some shard tasks raised (the rest is stored; re-run to finish).
     """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,13 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ocean.config import flatten
-from ocean.storage import is_uri
+from ocean.storage import REDACTED, is_uri, public_uri, scrub  # noqa: F401  (REDACTED: for callers)
 
 MAX_PARAM_CHARS = 6000  # MLflow's param value limit (mlflow.utils.validation MAX_PARAM_VAL_LENGTH)
-REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access[_-]?key|session[_-]?key|api[_-]?key)",
-                         re.IGNORECASE)
-_SECRET_QUERY = re.compile(r"(signature|credential|security-token|secret|password|token|access_key)", re.IGNORECASE)
+
 
 
 def tracking_uri(explicit: str | None = None, out: str | None = None) -> str:
@@ -72,31 +68,6 @@ def ensure_experiment(uri: str, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
-
-
-def _secret_uri(text: str) -> bool:
-    if "://" not in text:
-        return False
-    try:
-        parsed = urllib.parse.urlparse(text)
-    except ValueError:
-        return False
-    if parsed.password:
-        return True
-    return any(_SECRET_QUERY.search(k) for k in urllib.parse.parse_qs(parsed.query))
-
-
-def scrub(values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``values`` with credentials replaced by ``<redacted>``: keys that name a secret, password,
-    token or access key, and URIs carrying a password or a signed query (``user:pw@host``,
-    ``?X-Amz-Signature=``)."""
-    out = {}
-    for k, v in values.items():
-        if _SECRET_KEY.search(str(k)) or (isinstance(v, str) and _secret_uri(v)):
-            out[k] = REDACTED
-        else:
-            out[k] = v
-    return out
 
 
 def config_params(cfg, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -144,17 +115,7 @@ def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def public_uri(uri: str) -> str:
-    """``uri`` without its query string and user info (for logs, params and tags)."""
-    if "://" not in uri:
-        return uri
-    parsed = urllib.parse.urlparse(uri)
-    if not parsed.netloc:  # sqlite:////abs/x.db, file:///x: nothing secret; urlunparse would drop a slash
-        return uri.split("?", 1)[0]
-    netloc = parsed.hostname or ""
-    if parsed.port:
-        netloc += f":{parsed.port}"
-    return urllib.parse.urlunparse(parsed._replace(netloc=netloc, query=""))
+
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -193,6 +154,7 @@ class RunLogger:
         self.uri = uri
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.resumed = False  # True when start() reopened an existing run (resume_key)
         self._client = None
 
     # ------------------------------------------------------------------ opening
@@ -201,8 +163,9 @@ class RunLogger:
     def start(cls, uri: str, experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
               parent: RunLogger | str | None = None, resume_key: tuple[str, str] | None = None) -> RunLogger:
         """A new run in ``experiment`` (created when missing), or with ``resume_key=(tag, value)`` the newest
-        run carrying that tag, reopened as RUNNING. Tags: :func:`run_tags`, :func:`source_tags`, ``tags``,
-        and ``mlflow.parentRunId`` for ``parent``."""
+        run carrying that tag, reopened as RUNNING (``resumed`` is then True). A new run gets :func:`run_tags`,
+        :func:`source_tags`, ``tags`` and ``mlflow.parentRunId`` for ``parent``; a reopened one keeps its
+        tags and only has the standard ones refreshed (code version, source)."""
         from mlflow.tracking import MlflowClient
 
         exp_id = ensure_experiment(uri, experiment)
@@ -216,8 +179,8 @@ class RunLogger:
         if run_id is not None:
             client.update_run(run_id, status="RUNNING")
             logger = cls(uri, run_id, exp_id)
-            logger._client = client
-            logger.set_tags(all_tags)
+            logger._client, logger.resumed = client, True
+            logger.set_tags({**source_tags(), **run_tags()})
             return logger
         run = client.create_run(exp_id, run_name=run_name, tags=_cut(all_tags))
         logger = cls(uri, run.info.run_id, exp_id)
@@ -322,36 +285,25 @@ class RunLogger:
             self.finish()
 
 
+class _NullClient:
+    """Accepts every MlflowClient call and does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 class NullRunLogger(RunLogger):
     """A :class:`RunLogger` that logs nothing (``log_mlflow=False``)."""
 
     def __init__(self, uri: str = "", run_id: str = "", experiment_id: str | None = None) -> None:
         super().__init__(uri, run_id, experiment_id)
+        self._client = _NullClient()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["uri"], state["run_id"], state["experiment_id"])
 
     def child(self, run_name: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
         return NullRunLogger()
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
-                    timestamp_ms: int | None = None) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        pass
-
     def status(self) -> str:
         return "NONE"
-
-    def finish(self, status: str = "FINISHED") -> None:
-        pass

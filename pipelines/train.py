@@ -136,13 +136,10 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
     reopened as it is (a re-run continues it)."""
     uri = tracking.tracking_uri(s.mlflow_uri, s.out)
     run_key = hashlib.sha1(f"{tracking.public_uri(s.out)}|{name}".encode()).hexdigest()[:16]
-    resuming = tracking.find_run(uri, tracking.ensure_experiment(uri, s.experiment), "ocean.run_key",
-                                 run_key) is not None
-    tags = {} if resuming else {
-        "ocean.run_key": run_key, "ocean.data": tracking.public_uri(s.data), "ocean.out": tracking.public_uri(s.out),
-        "mlflow.runName": name, "ocean.manifest_sha256": manifest or "none"}
+    tags = {"ocean.run_key": run_key, "ocean.data": tracking.public_uri(s.data),
+            "ocean.out": tracking.public_uri(s.out), "mlflow.runName": name, "ocean.manifest_sha256": manifest or "none"}
     run = RunLogger.start(uri, s.experiment, name, tags=tags, resume_key=("ocean.run_key", run_key))
-    if resuming:
+    if run.resumed:
         log(f"[ocean train] continuing MLflow run {run.run_id}")
     else:
         run.log_config(s.cfg, {

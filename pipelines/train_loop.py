@@ -97,20 +97,15 @@ class _Worker:
 
     def _resume(self) -> tuple[int, list, dict | None]:
         """The newest epoch file, if any: a restarted worker group and a re-run both continue from it."""
-        import torch
-
-        from ocean.checkpoint import list_checkpoints, load_checkpoint
+        from ocean.checkpoint import list_checkpoints, load_training_state
 
         found = list_checkpoints(self.out)
         if not found:
             return 0, [], None
-        ckpt = load_checkpoint(found[-1][1], map_location=self.device)
-        self.net.load_state_dict(ckpt["model"])
-        if "rng" in ckpt:
-            torch.set_rng_state(ckpt["rng"]["torch"])
+        state = load_training_state(found[-1][1], self.net, map_location=self.device)
         if self.rank == 0:
-            print(f"[ocean train] resuming at epoch {int(ckpt['epoch'])} from {found[-1][1]}", flush=True)
-        return int(ckpt["epoch"]), list(ckpt.get("history", [])), (ckpt.get("optimizer") or {}).get("state_by_name")
+            print(f"[ocean train] resuming at epoch {state[0]} from {found[-1][1]}", flush=True)
+        return state
 
     def agree(self, skip: bool) -> bool:
         """True on every rank when any rank wants to skip the step (all-reduce MAX)."""
@@ -262,9 +257,8 @@ def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: 
     """Rank 0 writes the epoch file and logs; then every rank enters ``ray.train.report`` (so no rank starts
     the next epoch before the file exists)."""
     import ray.train
-    import torch
 
-    from ocean.checkpoint import checkpoint_uri, optimizer_state_by_name, save_checkpoint
+    from ocean.checkpoint import checkpoint_uri, save_training_checkpoint
     from ocean.engine import backbone_trainable_layers
 
     digests = metrics.pop("param_digests")
@@ -272,16 +266,11 @@ def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: 
     uri = checkpoint_uri(w.out, epoch + 1)
     pointer = None
     if w.rank == 0:
-        optimizer = w.optimizer
-        save_checkpoint(uri, w.net, w.cfg, epoch=epoch + 1, optimizer={
-                            "state_by_name": optimizer_state_by_name(optimizer, w.net),
-                            "param_groups": [{k: v for k, v in g.items() if k != "params"}
-                                             for g in optimizer.param_groups]},
-                        trainable_layers=list(backbone_trainable_layers(w.cfg.optim, epoch)),
-                        scheduler={"epoch": epoch + 1, "lr": metrics["lr"]}, rng={"torch": torch.get_rng_state()},
-                        history=w.history, metrics=metrics, seed=w.seed)
+        save_training_checkpoint(uri, w.net, w.cfg, w.optimizer, epoch=epoch + 1,
+                                 trainable_layers=backbone_trainable_layers(w.cfg.optim, epoch), lr=metrics["lr"],
+                                 history=w.history, metrics=metrics, seed=w.seed)
         w.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"},
-                       **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}}, epoch + 1)
+                       **{f"lr/{g['name']}": g["lr"] for g in w.optimizer.param_groups}}, epoch + 1)
         pointer = tempfile.mkdtemp(prefix="ocean-ckpt-")
         Path(pointer, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
         print(f"[ocean train] epoch {epoch + 1}/{w.cfg.optim.epochs} loss {metrics['loss']:.4f} "

@@ -35,6 +35,7 @@ from typing import Any
 from ocean.benchmarks.scoring import HEADLINE
 from ocean.benchmarks.sequence import Sequence
 from ocean.config import layered_tracker_config
+from ocean.storage import public_uri
 from ocean.tuning import (
     METRIC,
     SPACES,
@@ -55,7 +56,7 @@ from ocean.tuning import (
     trial_cost,
     trials_csv,
 )
-from pipelines.tracking import NullRunLogger, RunLogger, public_uri, tracking_uri
+from pipelines.tracking import NullRunLogger, RunLogger, tracking_uri
 
 OUTPUT_FILES = ("best_tracker.json", "trials.csv", "score_vs_trial.png", "tune_summary.json")
 
@@ -112,7 +113,7 @@ def tune_tracker(settings: TuneTrackerSettings) -> dict[str, Any]:
     Returns the summary written to ``OUT/tune_summary.json`` (best params and score, default score, the
     trials, cost, file locations, MLflow ids). TuneTrackerError on bad input, before any trial.
     """
-    from pipelines.storage import OutputStore
+    from ocean.storage import OutputStore
 
     s = settings
     t_start = time.perf_counter()

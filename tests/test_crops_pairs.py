@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep.crops import (
-    context_size,
     crop511,
     crop_region,
     decode_image,
@@ -33,6 +32,7 @@ from data_prep.records import (
 )
 from data_prep.tracks import FrameRef, Track, TrackTable
 from ocean.config import AugmentConfig, DataConfig
+from ocean.geometry import context_size
 
 MARK = (0, 0, 255)  # pure red in BGR, absent from the grey texture
 
@@ -52,7 +52,7 @@ def textured(h: int = 360, w: int = 640, seed: int = 0) -> np.ndarray:
 
 def test_context_size_hand_computed():
     # w = 100, h = 50: p = 75, s_z = sqrt(175 * 125) = 147.902...
-    assert context_size([10, 20, 110, 70]) == pytest.approx(math.sqrt(175 * 125))
+    assert context_size([110 - 10, 70 - 20]) == pytest.approx(math.sqrt(175 * 125))
 
 
 def test_stored_side_formula_hand_computed():
@@ -80,7 +80,7 @@ def test_crop_region_equals_centre_of_crop511():
         assert diff.max() <= 1  # float rounding of the translated warp
         assert (diff > 0).mean() < 1e-3
         # official box: centred at 255 - offset, size (w, h) * 127 / s_z
-        s_z = context_size(box)
+        s_z = context_size((box[2] - box[0], box[3] - box[1]))
         w, h = 129.9 * 127 / s_z, 89.4 * 127 / s_z
         np.testing.assert_allclose(c.box_xyxy, [255 - o - w / 2, 255 - o - h / 2, 255 - o + w / 2, 255 - o + h / 2])
 

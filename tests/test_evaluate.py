@@ -14,16 +14,10 @@ import torch
 
 from jobs.cli import main as cli_main
 from ocean.checkpoint import save_checkpoint
-from ocean.config import TrackerConfig, smoke
+from ocean.config import TrackerConfig, layered_tracker_config, smoke
 from ocean.model import build_model
-from pipelines.evaluate import (
-    EvaluationError,
-    checkpoint_names,
-    checkpoints_of_run,
-    epoch_from_name,
-    evaluate,
-    resolve_tracker_config,
-)
+from pipelines.eval_lineage import LineageError, checkpoints_of_run
+from pipelines.evaluate import EvaluateSettings, EvaluationError, evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = (
@@ -81,58 +75,86 @@ def result_files(folder: Path) -> dict[str, bytes]:
 # Inputs
 
 
-def test_checkpoint_names_are_unique_and_epochs_come_from_names():
-    assert checkpoint_names(["/a/checkpoint_e3.pt", "/a/checkpoint_e10.pt"]) == [
-        "checkpoint_e3",
-        "checkpoint_e10",
-    ]
-    # same stem in two runs: prefixed with the folder
-    assert checkpoint_names(
-        ["/r/run1/last.pt", "/r/run2/last.pt", "s3://b/x/best.pth?endpoint_override=h:1"]
-    ) == ["run1-last", "run2-last", "best"]
-    assert checkpoint_names(["/a/x/m.pt", "/b/x/m.pt"]) == ["x-m-1", "x-m-2"]
-    assert epoch_from_name("/a/checkpoint_e12.pt") == 12
-    assert epoch_from_name("s3://b/run/epoch-3.pth") == 3
-    assert epoch_from_name("/a/ep7.pt") == 7
-    assert epoch_from_name("/a/final.pt") is None
-    assert epoch_from_name("/a/model3.pt") is None
-
-
 def test_tracker_config_layers_checkpoint_then_preset_then_overrides():
     base = TrackerConfig(lr=0.5, min_size=7.0, context_amount=0.4)
-    otb = resolve_tracker_config(base, "otb")
+    otb = layered_tracker_config(base, "otb")
     # preset values (facts §9.3 OTB2015 row) replace the checkpoint's; untouched fields stay the checkpoint's
     assert (otb.penalty_k, otb.lr, otb.window_influence, otb.small_sz) == (0.087, 0.408, 0.366, 271)
     assert otb.size_update == "double" and otb.min_size == 7.0 and otb.context_amount == 0.4
-    over = resolve_tracker_config(base, "vot2018", {"window_influence": 0.25, "use_align": False})
+    over = layered_tracker_config(base, "vot2018", {"window_influence": 0.25, "use_align": False})
     assert over.window_influence == 0.25 and over.use_align is False and over.penalty_k == 0.021
-    same = resolve_tracker_config(base, "vot2018", ["tracker.window_influence=0.25", "use_align=false"])
+    same = layered_tracker_config(base, "vot2018", ["tracker.window_influence=0.25", "use_align=false"])
     assert same == over
-    assert resolve_tracker_config(base, "got10k", {"tracker": {"lr": 0.1}}).lr == 0.1
-    with pytest.raises(EvaluationError, match="no_such_key"):
-        resolve_tracker_config(base, "otb", {"no_such_key": 1})
-    with pytest.raises(EvaluationError, match="not a valid float"):
-        resolve_tracker_config(base, "otb", ["tracker.lr=fast"])
+    assert layered_tracker_config(base, "got10k", {"tracker": {"lr": 0.1}}).lr == 0.1
+    with pytest.raises(ValueError, match="no_such_key"):
+        layered_tracker_config(base, "otb", {"no_such_key": 1})
+    with pytest.raises(ValueError, match="not a valid float"):
+        layered_tracker_config(base, "otb", ["tracker.lr=fast"])
 
 
 def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
     otb = {"otb": bench["otb"]}
     with pytest.raises(EvaluationError, match="missing.pt: no such file"):
-        evaluate([str(tmp_path / "missing.pt")], otb, str(tmp_path / "o"), local=True, log_mlflow=False)
+        evaluate(
+            EvaluateSettings(
+                [str(tmp_path / "missing.pt")], otb, str(tmp_path / "o"), local=True, log_mlflow=False
+            )
+        )
     not_ckpt = tmp_path / "garbage.pt"
     torch.save({"weights": 1}, not_ckpt)
     with pytest.raises(EvaluationError, match="garbage.pt: cannot load it .*not an ocean-ray checkpoint"):
-        evaluate([str(not_ckpt)], otb, str(tmp_path / "o"), local=True, log_mlflow=False)
+        evaluate(EvaluateSettings([str(not_ckpt)], otb, str(tmp_path / "o"), local=True, log_mlflow=False))
     with pytest.raises(EvaluationError, match="benchmark otb: root .*nowhere is not a folder"):
         evaluate(
-            ckpts[:1], {"otb": str(tmp_path / "nowhere")}, str(tmp_path / "o"), local=True, log_mlflow=False
+            EvaluateSettings(
+                ckpts[:1],
+                {"otb": str(tmp_path / "nowhere")},
+                str(tmp_path / "o"),
+                local=True,
+                log_mlflow=False,
+            )
         )
     with pytest.raises(EvaluationError, match="benchmark lasot: cannot read"):
-        evaluate(ckpts[:1], {"lasot": bench["otb"]}, str(tmp_path / "o"), local=True, log_mlflow=False)
+        evaluate(
+            EvaluateSettings(
+                ckpts[:1], {"lasot": bench["otb"]}, str(tmp_path / "o"), local=True, log_mlflow=False
+            )
+        )
     with pytest.raises(EvaluationError, match="unknown benchmark 'otb2013'"):
-        evaluate(ckpts[:1], {"otb2013": bench["otb"]}, str(tmp_path / "o"), local=True, log_mlflow=False)
+        evaluate(
+            EvaluateSettings(
+                ckpts[:1], {"otb2013": bench["otb"]}, str(tmp_path / "o"), local=True, log_mlflow=False
+            )
+        )
     with pytest.raises(EvaluationError, match="validation benchmark 'vot2018' is not one of"):
-        evaluate(ckpts[:1], otb, str(tmp_path / "o"), local=True, log_mlflow=False, validation="vot2018")
+        evaluate(
+            EvaluateSettings(
+                ckpts[:1], otb, str(tmp_path / "o"), local=True, log_mlflow=False, validation="vot2018"
+            )
+        )
+    # tracker hyper-parameters are layered (ocean.config.layered_tracker_config) and checked before tracking
+    with pytest.raises(EvaluationError, match="tracker hyper-parameters: .*no_such_key"):
+        evaluate(
+            EvaluateSettings(
+                ckpts[:1],
+                otb,
+                str(tmp_path / "o"),
+                tracker_overrides={"no_such_key": 1},
+                local=True,
+                log_mlflow=False,
+            )
+        )
+    with pytest.raises(EvaluationError, match="tracker hyper-parameters: .*not a valid float"):
+        evaluate(
+            EvaluateSettings(
+                ckpts[:1],
+                otb,
+                str(tmp_path / "o"),
+                tracker_overrides=["tracker.lr=fast"],
+                local=True,
+                log_mlflow=False,
+            )
+        )
     assert not (tmp_path / "o").exists()  # nothing was tracked or written
     # the command line: status 2 and the message, no traceback
     code = cli_main(
@@ -181,14 +203,16 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
 
     out = tmp_path / "eval"
     report = evaluate(
-        ckpts[:1],
-        bench,
-        str(out),
-        local=True,
-        log_mlflow=False,
-        max_sequences=1,
-        tracker_overrides={"window_influence": 0.3},
-        progress=False,
+        EvaluateSettings(
+            ckpts[:1],
+            bench,
+            str(out),
+            local=True,
+            log_mlflow=False,
+            max_sequences=1,
+            tracker_overrides={"window_influence": 0.3},
+            progress=False,
+        )
     )
     name = "checkpoint_e1"
     assert report["timing"]["sequences"] == 4 and report["timing"]["model_loads"] == 1
@@ -260,7 +284,9 @@ def test_a_failing_sequence_is_recorded_not_fatal(bench, ckpts, tmp_path):
     frames = sorted((root / "Disc1" / "img").iterdir())
     frames[5].write_bytes(b"not a jpeg")  # the reader keeps the path; the tracker cannot read it
     report = evaluate(
-        ckpts[:1], {"otb": str(root)}, str(tmp_path / "o"), local=True, log_mlflow=False, progress=False
+        EvaluateSettings(
+            ckpts[:1], {"otb": str(root)}, str(tmp_path / "o"), local=True, log_mlflow=False, progress=False
+        )
     )
     assert [f["sequence"] for f in report["failed"]] == ["Disc1"]
     assert "cannot read image" in report["failed"][0]["error"]
@@ -277,13 +303,15 @@ def test_got10k_test_split_is_tracked_for_the_server_not_scored(bench, ckpts, tm
     for gt in root.glob("*/groundtruth.txt"):  # the test split ships only the first box
         gt.write_text(gt.read_text().splitlines()[0] + "\n")
     report = evaluate(
-        ckpts[:1],
-        {"got10k": str(root)},
-        str(tmp_path / "o"),
-        local=True,
-        log_mlflow=False,
-        max_sequences=1,
-        progress=False,
+        EvaluateSettings(
+            ckpts[:1],
+            {"got10k": str(root)},
+            str(tmp_path / "o"),
+            local=True,
+            log_mlflow=False,
+            max_sequences=1,
+            progress=False,
+        )
     )
     s = report["scores"][ckpts[0]]["got10k"]
     assert s["num_sequences"] == 0 and s.get("ao") is None and report["failed"] == []
@@ -325,9 +353,9 @@ def test_checkpoints_of_a_training_run(mlflow_server, ckpts, tmp_path):
     run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)  # ["/…/checkpoint_e1.pt", ...]
     assert checkpoints_of_run(mlflow_server.uri, run_id) == [(1, ckpts[0]), (2, ckpts[1]), (3, ckpts[2])]
     assert checkpoints_of_run(mlflow_server.uri, run_id, [3, 1]) == [(1, ckpts[0]), (3, ckpts[2])]
-    with pytest.raises(EvaluationError, match=r"no checkpoint for epochs \[7\]"):
+    with pytest.raises(LineageError, match=r"no checkpoint for epochs \[7\]"):
         checkpoints_of_run(mlflow_server.uri, run_id, [1, 7])
-    with pytest.raises(EvaluationError, match="no such MLflow run"):
+    with pytest.raises(LineageError, match="no such MLflow run"):
         checkpoints_of_run(mlflow_server.uri, "0" * 32)
     # [{"epoch", "uri"}] entries: the epoch given wins over the name
     listing = [{"epoch": 10, "uri": "s3://b/x/last.pt"}, {"epoch": 4, "uri": "s3://b/x/e4.pt"}]
@@ -354,7 +382,9 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(
 
     two = {"otb": bench["otb"], "vot2018": bench["vot2018"]}
     local = evaluate(
-        ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False, max_sequences=1
+        EvaluateSettings(
+            ckpts, two, str(tmp_path / "local"), local=True, log_mlflow=False, progress=False, max_sequences=1
+        )
     )
 
     run_id = _training_run(mlflow_server.uri, ckpts, tmp_path)
@@ -475,14 +505,16 @@ def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_serve
     )
     run_id = _training_run(mlflow_server.uri, [str(found_by_folder)], tmp_path, {"ocean.out": str(train_out)})
     report = evaluate(
-        [str(found_by_folder), str(own_entries)],
-        {"otb": bench["otb"]},
-        str(tmp_path / "o"),
-        local=True,
-        max_sequences=1,
-        mlflow_uri=mlflow_server.uri,
-        experiment="eval-links",
-        progress=False,
+        EvaluateSettings(
+            [str(found_by_folder), str(own_entries)],
+            {"otb": bench["otb"]},
+            str(tmp_path / "o"),
+            local=True,
+            max_sequences=1,
+            mlflow_uri=mlflow_server.uri,
+            experiment="eval-links",
+            progress=False,
+        )
     )
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     by_folder = client.get_run(report["mlflow"]["child_run_ids"][str(found_by_folder)]).data.tags
@@ -500,13 +532,15 @@ def test_links_from_checkpoint_entries_and_from_the_training_folder(mlflow_serve
 @pytest.mark.slow
 def test_results_to_s3(s3_env, bench, ckpts, tmp_path):
     report = evaluate(
-        ckpts[:1],
-        {"otb": bench["otb"]},
-        "s3://ocean-runs/eval-test",
-        local=True,
-        max_sequences=1,
-        log_mlflow=False,
-        progress=False,
+        EvaluateSettings(
+            ckpts[:1],
+            {"otb": bench["otb"]},
+            "s3://ocean-runs/eval-test",
+            local=True,
+            max_sequences=1,
+            log_mlflow=False,
+            progress=False,
+        )
     )
     keys = set(s3_env.keys("ocean-runs", "eval-test/"))
     seq = next(iter(report["scores"][ckpts[0]]["otb"]["per_sequence"]))
@@ -525,3 +559,18 @@ def test_results_to_s3(s3_env, bench, ckpts, tmp_path):
     assert summary["success_auc"] == report["scores"][ckpts[0]]["otb"]["success_auc"]
     assert report["checkpoints"][ckpts[0]]["dir"] == "s3://ocean-runs/eval-test/checkpoint_e1"
     assert all(p.startswith("s3://ocean-runs/eval-test/") for p in report["plots"])
+
+
+def test_workers_fit_the_cluster(capsys):
+    from pipelines.eval_workers import ClusterTooSmall, _fitting_workers
+
+    assert _fitting_workers({"CPU": 8.0}, workers=2, n_items=10, cpus_per_worker=1.0, gpus_per_worker=0.0) == 2
+    # capped by the cluster's CPUs and by the items, with a note on stderr
+    assert _fitting_workers({"CPU": 3.0}, workers=4, n_items=10, cpus_per_worker=1.5, gpus_per_worker=0.0) == 2
+    assert "2 workers (cluster CPUs 3 / 1.5 per worker, 10 items)" in capsys.readouterr().err
+    assert _fitting_workers({"CPU": 8.0}, workers=4, n_items=3, cpus_per_worker=1.0, gpus_per_worker=0.0) == 3
+    assert _fitting_workers({"CPU": 8.0, "GPU": 1.0}, 4, 10, cpus_per_worker=1.0, gpus_per_worker=1.0) == 1
+    with pytest.raises(ClusterTooSmall, match="fewer than cpus_per_worker=4"):
+        _fitting_workers({"CPU": 2.0}, 2, 10, cpus_per_worker=4.0, gpus_per_worker=0.0)
+    with pytest.raises(ClusterTooSmall, match="no GPU"):
+        _fitting_workers({"CPU": 8.0}, 2, 10, cpus_per_worker=1.0, gpus_per_worker=1.0)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ocean.backbone import ResNet50Backbone
 from ocean.config import OnlineConfig, TrackerConfig, apply_overrides, paper
-from ocean.geometry import score_grid, score_size
+from ocean.geometry import context_size, score_grid, score_size
 from ocean.online import (
     OnlineClassifier,
     PatchGeometry,
@@ -25,7 +25,7 @@ from ocean.online import (
     make_layeronline,
     steepest_descent_gn,
 )
-from ocean.tracker import OceanTracker, TrackState, context_size
+from ocean.tracker import OceanTracker, TrackState
 
 FAST = OnlineConfig(rotations=(10.0, -10.0), init_iterations=15)  # fewer augmentations: test speed
 

@@ -27,8 +27,8 @@ from ocean.backbone import ResNet50Backbone
 from ocean.benchmarks.metrics import success_curve
 from ocean.benchmarks.regions import iou_xywh
 from ocean.config import OnlineConfig, TrackerConfig
-from ocean.geometry import score_grid, score_size
-from ocean.tracker import OceanTracker, context_size
+from ocean.geometry import context_size, score_grid, score_size
+from ocean.tracker import OceanTracker
 
 # Small online patches / features to keep the test fast; the rest as the defaults (facts §10.2).
 SMALL = OnlineConfig(rotations=(10.0, -10.0), init_iterations=15, sample_size=128, feature_dim=32)

@@ -67,7 +67,7 @@ def _assert_spilled(table: TrackTable, under: Path) -> None:
 
 
 def _reference_steps(plan, seed: int, frame_range: int) -> None:
-    """The draws re-derived one pair at a time from the module docstring's steps 1-4 (facts §7.4)."""
+    """The draws re-derived one pair at a time from plan_dataset's steps 1-4 (facts §7.4)."""
     rng = dataset_rng(seed, plan.dataset)
     n = len(plan)
     if n == 0:

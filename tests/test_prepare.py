@@ -22,8 +22,8 @@ from data_prep.manifest import JobMismatch
 from data_prep.pairs import plan_pairs
 from data_prep.readers import read_tracks
 from ocean.config import smoke
+from ocean.storage import StorageError
 from pipelines.prepare import PrepareSettings, prepare
-from pipelines.storage import OutputStore, StorageError
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
@@ -31,24 +31,6 @@ NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 
 # --------------------------------------------------------------------------------------------------------
 # Fast tests: no Ray, no S3
-
-
-def test_output_store_parses_endpoints_and_never_shows_keys(tmp_path):
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9999", "AWS_ACCESS_KEY_ID": "AKIDTEST",
-           "AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_DEFAULT_REGION": "eu-west-1"}
-    s = OutputStore.from_uri("s3://bucket/some/prefix/", env)
-    assert (s.kind, s.root, s.bucket, s.endpoint, s.scheme, s.region) == (
-        "s3", "bucket/some/prefix", "bucket", "127.0.0.1:9999", "http", "eu-west-1")
-    assert "s3cr3t" not in repr(s) and "AKIDTEST" not in repr(s) and "s3cr3t" not in str(s)
-    q = OutputStore.from_uri("s3://b/p?endpoint_override=host:1234&scheme=https&region=r1", env)
-    assert (q.endpoint, q.scheme, q.region, q.uri) == ("host:1234", "https", "r1", "s3://b/p")
-    local = OutputStore.from_uri(str(tmp_path / "x"), env)
-    assert local.kind == "local" and local.root == str(tmp_path / "x")
-    local.write("a/b.bin", b"123")
-    assert local.read("a/b.bin") == b"123" and local.read("a/none") is None
-    assert sorted(p.name for p in (tmp_path / "x" / "a").iterdir()) == ["b.bin"]  # no temporary left over
-    with pytest.raises(ValueError, match="unsupported"):
-        OutputStore.from_uri("gs://bucket/x", env)
 
 
 def test_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys):

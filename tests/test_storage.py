@@ -1,4 +1,5 @@
-"""ocean.storage on local paths (the S3 path is exercised against a real server in test_infra.py)."""
+"""ocean.storage: the module functions and OutputStore on local paths, their one URI parser, and (slow) both
+against a real S3 server (SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ocean import storage
+from ocean.storage import OutputStore, StorageError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,3 +60,131 @@ def test_importing_storage_does_not_load_torch():
     ~300 MB per worker process (measured by the issue 5 input-pipeline work)."""
     code = "import sys, ocean.storage; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_output_store_parses_endpoints_and_never_shows_keys(tmp_path):
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9999", "AWS_ACCESS_KEY_ID": "AKIDTEST",
+           "AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_DEFAULT_REGION": "eu-west-1"}
+    s = OutputStore.from_uri("s3://bucket/some/prefix/", env)
+    assert (s.kind, s.root, s.bucket, s.endpoint, s.scheme, s.region) == (
+        "s3", "bucket/some/prefix", "bucket", "127.0.0.1:9999", "http", "eu-west-1")
+    assert "s3cr3t" not in repr(s) and "AKIDTEST" not in repr(s) and "s3cr3t" not in str(s)
+    q = OutputStore.from_uri("s3://b/p?endpoint_override=host:1234&scheme=https&region=r1", env)
+    assert (q.endpoint, q.scheme, q.region, q.uri) == ("host:1234", "https", "r1", "s3://b/p")
+    local = OutputStore.from_uri(str(tmp_path / "x"), env)
+    assert local.kind == "local" and local.root == str(tmp_path / "x")
+    local.write("a/b.bin", b"123")
+    assert local.read("a/b.bin") == b"123" and local.read("a/none") is None
+    assert sorted(p.name for p in (tmp_path / "x" / "a").iterdir()) == ["b.bin"]  # no temporary left over
+    with pytest.raises(ValueError, match="unsupported"):
+        OutputStore.from_uri("gs://bucket/x", env)
+
+
+def _options(fs) -> dict:
+    """The options a pyarrow S3FileSystem was built with (what it pickles)."""
+    return fs.__reduce__()[1][0]
+
+
+def test_one_parser_serves_the_module_functions_and_the_output_store(monkeypatch):
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9999", "AWS_ACCESS_KEY_ID": "AKIDTEST",
+           "AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_DEFAULT_REGION": "eu-west-1"}
+    for k in ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for uri in ("s3://bucket/run/ckpt/e1.pt", "s3://b/p/x.bin?endpoint_override=host:1234&scheme=http&region=r1",
+                "s3://b/p?endpoint_override=host:1234"):
+        fs, path = storage.resolve(uri)
+        store = OutputStore.from_uri(uri)
+        assert path == store.root
+        got = _options(fs)
+        want = _options(store.filesystem())
+        assert got == want
+        assert (got["endpoint_override"], got["scheme"], got["region"]) == (store.endpoint, store.scheme, store.region)
+        assert got["access_key"] == "AKIDTEST" and got["connect_timeout"] == storage.CONNECT_TIMEOUT_S
+    # the endpoint in the URI wins over the environment's; without &scheme= it is https, as in pyarrow's URIs
+    assert OutputStore.from_uri("s3://b/p?endpoint_override=host:1234").scheme == "https"
+    assert OutputStore.from_uri("s3://b/p?endpoint_override=host:1234&scheme=http").scheme == "http"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "127.0.0.1:7777")  # the S3-specific variable first; bare = http
+    s = OutputStore.from_uri("s3://b/p")
+    assert (s.endpoint, s.scheme) == ("127.0.0.1:7777", "http")
+    opts = _options(storage.s3_filesystem())
+    assert (opts["endpoint_override"], opts["scheme"], opts["region"]) == ("127.0.0.1:7777", "http", "eu-west-1")
+    assert _options(storage.s3_filesystem("https://h:1", "r2"))["scheme"] == "https"
+    with pytest.raises(ValueError, match="no bucket"):
+        storage.resolve("s3:///x")
+
+
+def test_local_paths_and_file_uris_resolve_alike(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for uri in ("link/a.bin", str(tmp_path / "link" / "a.bin"), f"file://{tmp_path}/link/a.bin"):
+        fs, path = storage.resolve(uri)
+        assert path == str(tmp_path / "real" / "a.bin") == OutputStore.from_uri(uri).root
+        assert type(fs).__name__ == "LocalFileSystem"
+    storage.write_bytes(f"file://{tmp_path}/link/a.bin", b"x")
+    assert (tmp_path / "real" / "a.bin").read_bytes() == b"x"
+    assert storage.exists(str(tmp_path / "real")) and not OutputStore.from_uri(str(tmp_path)).exists("real")
+
+
+def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
+    target = tmp_path / "out" / "blob.bin"
+    with pytest.raises(TypeError):
+        storage.write_bytes(str(target), object())  # not bytes-like: fails inside the write
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+    store = OutputStore.from_uri(str(tmp_path / "out"))
+    with pytest.raises(TypeError):
+        store.write("blob.bin", object())
+    assert list((tmp_path / "out").iterdir()) == []
+    store.write("blob.bin", b"ok")
+    assert storage.read_bytes(str(target)) == b"ok"
+
+
+def test_check_writable_on_a_local_folder(tmp_path):
+    OutputStore.from_uri(str(tmp_path / "new" / "dir")).check_writable()
+    assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe is gone
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StorageError, match="cannot write to"):
+        OutputStore.from_uri(str(tmp_path / "file" / "sub")).check_writable()
+
+
+# ------------------------------------------------------------------------------------------ real S3 (slow)
+
+
+@pytest.mark.slow
+def test_module_functions_and_output_store_on_s3(s3_env):
+    uri = "s3://ocean-data/storage-test/run/blob.bin"
+    storage.write_bytes(uri, b"\x00payload")
+    assert storage.exists(uri) and storage.exists("s3://ocean-data/storage-test/run")  # a "folder" exists
+    assert storage.read_bytes(uri) == b"\x00payload"
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        storage.read_bytes("s3://ocean-data/storage-test/missing.bin")
+    # the endpoint given in the URI (no AWS_ENDPOINT_URL in the worker's environment) reaches the same bucket
+    host = s3_env.endpoint.split("://", 1)[1]
+    explicit = f"s3://ocean-data/storage-test/run/blob.bin?endpoint_override={host}&scheme=http"
+    env = {k: v for k, v in s3_env.env().items() if not k.startswith("AWS_ENDPOINT_URL")}
+    store = OutputStore.from_uri("s3://ocean-data/storage-test?endpoint_override=" + host + "&scheme=http", env)
+    assert store.read("run/blob.bin") == b"\x00payload" and store.exists("run/blob.bin")
+    assert not store.exists("run") and store.read("run/none") is None
+    store.write("run/other.bin", memoryview(b"mv"))
+    assert storage.read_bytes(storage.join(explicit.replace("blob.bin", ""), "other.bin")) == b"mv"
+    store.check_writable()
+    store.delete("run/other.bin")
+    store.delete("run/never-written.bin")  # deleting a missing object is not an error
+    assert s3_env.keys("ocean-data", "storage-test/") == ["storage-test/run/blob.bin"]
+    assert "ocean-test-secret" not in repr(store) and s3_env.access_key not in str(store)
+    torch = pytest.importorskip("torch")
+    storage.save_torch({"w": torch.ones(2)}, "s3://ocean-data/storage-test/t.pt")
+    assert torch.equal(storage.load_torch("s3://ocean-data/storage-test/t.pt")["w"], torch.ones(2))
+
+
+@pytest.mark.slow
+def test_check_writable_names_a_missing_bucket_or_dead_endpoint_but_never_the_keys(s3_env, monkeypatch):
+    with pytest.raises(StorageError, match="'no-such-bucket' does not exist") as missing:
+        OutputStore.from_uri("s3://no-such-bucket/x").check_writable()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(StorageError, match="unreachable|cannot write") as dead:
+        OutputStore.from_uri("s3://ocean-data/x").check_writable()
+    for exc in (missing, dead):
+        assert s3_env.secret_key not in str(exc.value) and s3_env.access_key not in str(exc.value)

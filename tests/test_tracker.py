@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from ocean.benchmarks.regions import polygon_to_init_box_xywh
 from ocean.config import TrackerConfig, tracker_config
 from ocean.crop import crop_corner, crop_side, get_subwindow, pad_color_uint8, python2round
 from ocean.geometry import score_grid, score_size
@@ -21,7 +22,6 @@ from ocean.tracker import (
     choose_search_size,
     clip_state,
     hann_window,
-    polygon_to_init_box_xywh,
     size_penalty,
     state_to_box_xywh,
     update_size,

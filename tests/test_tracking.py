@@ -44,10 +44,12 @@ def test_start_sets_standard_and_project_tags_and_logs(uri, tmp_path):
 
 
 def test_resume_key_reopens_the_newest_tagged_run(uri):
-    first = RunLogger.start(uri, "exp", "train", resume_key=("ocean.run_key", "k1"))
+    first = RunLogger.start(uri, "exp", "train", tags={"ocean.data": "d1"}, resume_key=("ocean.run_key", "k1"))
     first.finish("FAILED")
-    again = RunLogger.start(uri, "exp", "train", resume_key=("ocean.run_key", "k1"))
+    again = RunLogger.start(uri, "exp", "train", tags={"ocean.data": "d2"}, resume_key=("ocean.run_key", "k1"))
     assert again.run_id == first.run_id and again.status() == "RUNNING"
+    assert again.resumed and not first.resumed
+    assert again.client.get_run(again.run_id).data.tags["ocean.data"] == "d1"  # reopened as it was
     other = RunLogger.start(uri, "exp", "train", resume_key=("ocean.run_key", "k2"))
     assert other.run_id != first.run_id
     assert other.client.get_run(other.run_id).data.tags["ocean.run_key"] == "k2"

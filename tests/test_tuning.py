@@ -185,7 +185,7 @@ def test_best_tracker_json_is_what_track_accepts(tmp_path):
     path.write_text(json.dumps(data))
     assert build_tracker_config(TrackerConfig(), None, str(path), []) == cfg
     # `ocean evaluate --tracker-config` layers the file over the benchmark preset: the file wins everywhere.
-    from jobs.evaluate import tracker_overrides
-    from pipelines.evaluate import resolve_tracker_config
+    from jobs.common import tracker_overrides
+    from ocean.config import layered_tracker_config
 
-    assert resolve_tracker_config(TrackerConfig(), "otb", tracker_overrides(str(path), [])) == cfg
+    assert layered_tracker_config(TrackerConfig(), "otb", tracker_overrides(str(path), [])) == cfg

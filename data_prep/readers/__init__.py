@@ -1,18 +1,11 @@
 """Dataset readers: each turns an untouched download into :class:`~data_prep.tracks.Track` s, lazily.
 
 One module per dataset (``got10k``, ``lasot``, ``vid``, ``det``, ``coco``, ``ytbb``); each has a
-``read_tracks(root, *, on_reject=..., **options)`` generator and documents its ``default_root_layout``
-in its module docstring. Readers read annotations only and never decode an image.
-
-Rejections: every refused item (a malformed line, a NaN / zero-size / outside box, a missing image or
-video, a crowd annotation, ...) is passed to ``on_reject`` as a :class:`~data_prep.tracks.Rejection`
-(reasons and their granularity: :mod:`data_prep.readers.rejections`); reading never stops on bad
-content. ``RejectionLog`` is a ready-made callback that keeps them::
-
-    log = RejectionLog()
-    for track in read_tracks("got10k", "/data/GOT-10k", on_reject=log):
-        ...
-    log.by_reason()   # {"missing_image": 3, ...}
+``read_tracks(root, *, on_reject=..., **options)`` generator whose docstring gives the root layout it reads.
+Readers read annotations only and never decode an image. Every refused item (a malformed line, a NaN /
+zero-size / outside box, a missing image or video, a crowd annotation, ...) is passed to ``on_reject`` as a
+:class:`~data_prep.tracks.Rejection` (reasons: :mod:`data_prep.readers.rejections`; :class:`RejectionLog`
+keeps them); reading never stops on bad content.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """COCO 2017 reader (formats.md §1.5).
 
-default_root_layout::
-
-    ROOT/                                   # the coco folder
-      train2017/000000000009.jpg ...
-      val2017/...
-      annotations/instances_train2017.json  # images, annotations, categories (~450 MB for train)
-
-Every annotation is a single-frame track (facts §7.2): ``video = "<split>/<file name without
-extension>"``, ``track_id`` = the annotation id, frame id ``"000000"``, ``image_size`` from the image
-entry, box ``[x, y, w, h]`` (0-based floats) -> ``x, y, x+w, y+h``. ``iscrowd == 1`` annotations are
-rejected as ``crowd`` and boxes with w <= 0 or h <= 0 as ``non_positive_size`` (formats.md §1.5; facts §7.2).
-The JSON is parsed exactly once per :func:`read_tracks` call; tracks are then produced lazily.
+Every annotation is a single-frame track (facts §7.2); crowd annotations and boxes without area are
+rejected. The JSON is parsed exactly once per :func:`read_tracks` call; tracks are then produced lazily.
+The root layout and the track fields: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -55,6 +46,20 @@ def read_tracks(
 ) -> Iterator[Track]:
     """Yield COCO single-frame tracks (the JSON is loaded once; images are not opened).
 
+    Root layout::
+
+        ROOT/                                   # the coco folder
+          train2017/000000000009.jpg ...
+          val2017/...
+          annotations/instances_train2017.json  # images, annotations, categories (~450 MB for train)
+
+    Every annotation is a single-frame track (facts §7.2): ``video = "<split>/<file name without
+    extension>"``, ``track_id`` = the annotation id, frame id ``"000000"``, ``image_size`` from the image
+    entry, box ``[x, y, w, h]`` (0-based floats) -> ``x, y, x+w, y+h``. ``iscrowd == 1`` annotations are
+    rejected as ``crowd`` and boxes with w <= 0 or h <= 0 as ``non_positive_size``
+    (formats.md §1.5; facts §7.2).
+    The JSON is parsed exactly once per call; tracks are then produced lazily.
+
     Args:
         root: the COCO folder.
         split: image folder name, also selects ``annotations/instances_<split>.json``.
@@ -69,7 +74,7 @@ def read_tracks(
     with open(ann_path, encoding="utf-8") as f:
         # Drop every object's "segmentation" as soon as the parser has built it: the polygons / RLE are most
         # of the ~450 MB of instances_train2017.json and nothing here uses them, so the peak is the boxes
-        # and image entries rather than the whole document as Python objects (issue 4: bounded memory).
+        # and image entries rather than the whole document as Python objects (bounded memory).
         data = json.load(f, object_hook=_without_segmentation)
     images = {img["id"]: img for img in data.get("images", []) if isinstance(img, dict) and "id" in img}
     categories = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}

@@ -1,16 +1,8 @@
 """ImageNet DET (ILSVRC2015 DET) reader (formats.md §1.4).
 
-default_root_layout::
-
-    ROOT/                                  # the ILSVRC2015 folder
-      Data/DET/train/ILSVRC2013_train/n01443537/n01443537_10007.JPEG ...
-      Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_00000663.JPEG ...   (0000..0006)
-      Annotations/DET/train/<same relative path>.xml
-      Data/DET/val/ILSVRC2012_val_00000001.JPEG    Annotations/DET/val/ILSVRC2012_val_00000001.xml
-
-Every object of every image is its own single-frame track (facts §7.2): ``video = "<split>/<relative
-path without extension>"``, ``track_id`` = the object's index in the XML, frame id ``"000000"``
-(facts §7.2), ``image_size`` from the XML. Images without objects give no track and no rejection.
+Every object of every image is its own single-frame track (facts §7.2), read lazily one XML at a time;
+images without objects give no track and no rejection. The root layout and the track fields:
+:func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -38,6 +30,18 @@ def read_tracks(
     check_images: bool = True,
 ) -> Iterator[Track]:
     """Yield DET single-frame tracks lazily, one XML at a time (images are not opened).
+
+    Root layout::
+
+        ROOT/                                  # the ILSVRC2015 folder
+          Data/DET/train/ILSVRC2013_train/n01443537/n01443537_10007.JPEG ...
+          Data/DET/train/ILSVRC2014_train_0000/ILSVRC2014_train_00000663.JPEG ...   (0000..0006)
+          Annotations/DET/train/<same relative path>.xml
+          Data/DET/val/ILSVRC2012_val_00000001.JPEG    Annotations/DET/val/ILSVRC2012_val_00000001.xml
+
+    Every object of every image is its own single-frame track (facts §7.2): ``video = "<split>/<relative
+    path without extension>"``, ``track_id`` = the object's index in the XML, frame id ``"000000"``
+    (facts §7.2), ``image_size`` from the XML. Images without objects give no track and no rejection.
 
     Args:
         root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).

@@ -1,20 +1,7 @@
 """GOT-10k reader (train / val; formats.md §1.1).
 
-default_root_layout::
-
-    ROOT/                              # the GOT-10k download, e.g. /data/GOT-10k
-      train/list.txt                   # optional; else every GOT-10k_* folder, sorted
-      train/GOT-10k_Train_000001/
-        00000001.jpg ...               # 8-digit, 1-based
-        groundtruth.txt                # x,y,w,h per line, 0-based floats
-        absence.label                  # 1 = absent (presence comes only from here)
-        cover.label, cut_by_image.label, meta_info.ini
-      val/...                          # same layout (GOT-10k_Val_000001 ...)
-
-``ROOT`` may also be one split folder itself (it holds ``list.txt`` or ``GOT-10k_*`` folders).
-Tracks: one per sequence, ``video = "<split>/<sequence>"``, ``track_id = "0"``, frame ids are the file
-stems (``"00000001"``), ``image_size`` from ``meta_info.ini`` ``resolution`` when present.
-A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
+One track per sequence, read lazily one sequence at a time; presence comes only from ``absence.label``.
+The root layout and the track fields: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -121,6 +108,22 @@ def read_tracks(
     check_images: bool = True,
 ) -> Iterator[Track]:
     """Yield GOT-10k tracks lazily, one sequence at a time (annotations only; images are not opened).
+
+    Root layout::
+
+        ROOT/                              # the GOT-10k download, e.g. /data/GOT-10k
+          train/list.txt                   # optional; else every GOT-10k_* folder, sorted
+          train/GOT-10k_Train_000001/
+            00000001.jpg ...               # 8-digit, 1-based
+            groundtruth.txt                # x,y,w,h per line, 0-based floats
+            absence.label                  # 1 = absent (presence comes only from here)
+            cover.label, cut_by_image.label, meta_info.ini
+          val/...                          # same layout (GOT-10k_Val_000001 ...)
+
+    ``ROOT`` may also be one split folder itself (it holds ``list.txt`` or ``GOT-10k_*`` folders).
+    Tracks: one per sequence, ``video = "<split>/<sequence>"``, ``track_id = "0"``, frame ids are the file
+    stems (``"00000001"``), ``image_size`` from ``meta_info.ini`` ``resolution`` when present.
+    A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
 
     Args:
         root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder.

@@ -1,22 +1,8 @@
 """LaSOT reader (formats.md §1.2).
 
-default_root_layout::
-
-    ROOT/                              # the LaSOT download (LaSOTBenchmark/)
-      airplane/                        # one folder per category
-        airplane-1/
-          img/00000001.jpg ...         # 8-digit, 1-based
-          groundtruth.txt              # x,y,w,h per line, 1-based
-          full_occlusion.txt           # ONE line of comma-separated 0/1 (one-per-line is accepted too)
-          out_of_view.txt              # same
-          nlp.txt                      # one sentence
-      training_set.txt / testing_set.txt   # optional split lists
-
-Tracks: one per sequence, ``video = "<category>/<sequence>"``, ``track_id = "0"``, frame ids are file
-stems. Boxes become 0-based corners ``x-1, y-1, x-1+w, y-1+h``. A frame is present unless
-``full_occlusion`` or ``out_of_view`` is 1; boxes on absent frames (``0,0,0,0``, ``1,1,0,0`` or ordinary
-looking ones in the real data) are kept as written and never used for presence. A missing flag file counts
-as all zeros (``meta["missing_flags"]`` names it). ``image_size`` is None (LaSOT does not state it).
+One track per sequence, read lazily; 1-based ``x,y,w,h`` boxes become 0-based corners, and presence comes
+only from ``full_occlusion.txt`` / ``out_of_view.txt``, never from the boxes. The root layout and the track
+fields: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -108,6 +94,24 @@ def read_tracks(
     check_images: bool = True,
 ) -> Iterator[Track]:
     """Yield LaSOT tracks lazily (annotations only; images are not opened).
+
+    Root layout::
+
+        ROOT/                              # the LaSOT download (LaSOTBenchmark/)
+          airplane/                        # one folder per category
+            airplane-1/
+              img/00000001.jpg ...         # 8-digit, 1-based
+              groundtruth.txt              # x,y,w,h per line, 1-based
+              full_occlusion.txt           # ONE line of comma-separated 0/1 (one-per-line is accepted too)
+              out_of_view.txt              # same
+              nlp.txt                      # one sentence
+          training_set.txt / testing_set.txt   # optional split lists
+
+    Tracks: one per sequence, ``video = "<category>/<sequence>"``, ``track_id = "0"``, frame ids are file
+    stems. Boxes become 0-based corners ``x-1, y-1, x-1+w, y-1+h``. A frame is present unless
+    ``full_occlusion`` or ``out_of_view`` is 1; boxes on absent frames (``0,0,0,0``, ``1,1,0,0`` or ordinary
+    looking ones in the real data) are kept as written and never used for presence. A missing flag file counts
+    as all zeros (``meta["missing_flags"]`` names it). ``image_size`` is None (LaSOT does not state it).
 
     Args:
         root: the LaSOT folder holding one folder per category.

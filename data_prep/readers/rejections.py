@@ -2,19 +2,10 @@
 
 Readers never raise on bad *content* (only on a root that does not exist or a missing required annotation
 file such as COCO's JSON): each refused item becomes one :class:`~data_prep.tracks.Rejection` handed to the
-caller's ``on_reject`` callback, and reading goes on. Granularity (what one rejection stands for) is part of
-the contract, so that counts reconcile:
-
-- frame-level reasons (``MALFORMED_LINE``, ``NON_FINITE_BOX``, ``NON_POSITIVE_SIZE``, ``BOX_OUTSIDE_IMAGE``,
-  ``MISSING_IMAGE``, ``DUPLICATE_TIMESTAMP``, ``NON_CONTIGUOUS_VIDEO``): one per annotated frame of one
-  object (a COCO / DET object is one frame, a YT-BB CSV row is one frame);
-- ``BAD_XML``: one per unparsable VID / DET XML file (its objects are unknown);
-- track-level reasons (``MISSING_ANNOTATION``, ``EMPTY_SEQUENCE``, ``FLAG_LENGTH_MISMATCH``, ``CROWD``,
-  ``UNKNOWN_IMAGE``, ``MISSING_VIDEO``, ``UNREADABLE_VIDEO``, ``SINGLE_FRAME_SNIPPET``,
-  ``UNKNOWN_IMAGE_SIZE``): one per track (for VID, per snippet).
-
-Validity checks on boxes apply to *present* frames only: a box on an absent frame is meaningless by the
-datasets' own definition (formats.md §1.1 / §1.2) and is kept as written.
+caller's ``on_reject`` callback, and reading goes on. What one rejection stands for is part of the contract,
+so that counts reconcile (the comments on the reason groups below). Validity checks on boxes apply to
+*present* frames only: a box on an absent frame is meaningless by the datasets' own definition
+(formats.md §1.1 / §1.2) and is kept as written.
 """
 
 from __future__ import annotations
@@ -25,7 +16,8 @@ from collections.abc import Callable
 
 from data_prep.tracks import Rejection
 
-# frame-level
+# frame-level: one rejection per annotated frame of one object (a COCO / DET object is one frame, a YT-BB
+# CSV row is one frame)
 MALFORMED_LINE = "malformed_line"
 NON_FINITE_BOX = "non_finite_box"
 NON_POSITIVE_SIZE = "non_positive_size"
@@ -33,9 +25,9 @@ BOX_OUTSIDE_IMAGE = "box_outside_image"
 MISSING_IMAGE = "missing_image"
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"
 NON_CONTIGUOUS_VIDEO = "non_contiguous_video"
-# file-level
+# file-level: one per unparsable VID / DET XML file (its objects are unknown)
 BAD_XML = "bad_xml"
-# track-level
+# track-level: one per track (for VID, per snippet)
 MISSING_ANNOTATION = "missing_annotation"
 EMPTY_SEQUENCE = "empty_sequence"
 FLAG_LENGTH_MISMATCH = "flag_length_mismatch"
@@ -59,7 +51,13 @@ def ignore_rejection(_: Rejection) -> None:
 
 
 class RejectionLog:
-    """A callable ``on_reject`` that keeps every rejection: ``log = RejectionLog(); read_tracks(..., on_reject=log)``."""
+    """A callable ``on_reject`` that keeps every rejection::
+
+        log = RejectionLog()
+        for track in read_tracks("got10k", "/data/GOT-10k", on_reject=log):
+            ...
+        log.by_reason()   # {"missing_image": 3, ...}
+    """
 
     def __init__(self) -> None:
         self.items: list[Rejection] = []

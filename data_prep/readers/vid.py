@@ -1,21 +1,8 @@
 """ImageNet VID (ILSVRC2015) reader (formats.md §1.3).
 
-default_root_layout::
-
-    ROOT/                                  # the ILSVRC2015 folder
-      Data/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/000000.JPEG ...
-      Annotations/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/000000.xml ...
-      Data/VID/val/ILSVRC2015_val_00000000/000000.JPEG ...
-      Annotations/VID/val/ILSVRC2015_val_00000000/000000.xml ...
-
-A snippet is any folder under ``Annotations/VID/<split>`` that holds ``.xml`` files. Each object
-``trackid`` of a snippet is followed through the frames whose XML lists it; as the official JSON index does
-(facts §7.2) the frame list is split into contiguous snippets at frame-number gaps and one-frame snippets
-are dropped (each recorded as a ``single_frame_snippet`` rejection). Frames with an unusable box or a
-missing JPEG are removed *before* splitting. Boxes are the XML corners as written (the official crop
-code uses them as ``x1, y1, x2, y2``, facts §7.1). ``video = "<split>/<snippet path>"``, ``track_id`` is
-the trackid for the first contiguous piece and ``"<trackid>-<k>"`` for the k-th later one; frame ids are
-the XML stems (``"000000"``). Every listed frame is present (VID omits objects that are not visible).
+One track per object ``trackid`` and contiguous run of frames of a snippet (facts §7.2), read lazily one
+snippet folder at a time; every listed frame is present. The root layout, the splitting into contiguous
+runs and the track fields: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -106,6 +93,23 @@ def read_tracks(
     check_images: bool = True,
 ) -> Iterator[Track]:
     """Yield VID tracks lazily, one snippet folder at a time (XML only; images are not opened).
+
+    Root layout::
+
+        ROOT/                                  # the ILSVRC2015 folder
+          Data/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/000000.JPEG ...
+          Annotations/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/000000.xml ...
+          Data/VID/val/ILSVRC2015_val_00000000/000000.JPEG ...
+          Annotations/VID/val/ILSVRC2015_val_00000000/000000.xml ...
+
+    A snippet is any folder under ``Annotations/VID/<split>`` that holds ``.xml`` files. Each object
+    ``trackid`` of a snippet is followed through the frames whose XML lists it; as the official JSON index
+    does (facts §7.2) the frame list is split into contiguous snippets at frame-number gaps and one-frame
+    snippets are dropped (each recorded as a ``single_frame_snippet`` rejection). Frames with an unusable box
+    or a missing JPEG are removed *before* splitting. Boxes are the XML corners as written (the official crop
+    code uses them as ``x1, y1, x2, y2``, facts §7.1). ``video = "<split>/<snippet path>"``, ``track_id`` is
+    the trackid for the first contiguous piece and ``"<trackid>-<k>"`` for the k-th later one; frame ids are
+    the XML stems (``"000000"``). Every listed frame is present (VID omits objects that are not visible).
 
     Args:
         root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).

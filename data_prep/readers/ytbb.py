@@ -1,29 +1,9 @@
 """YouTube-BoundingBoxes reader (formats.md §1.6).
 
-default_root_layout::
-
-    ROOT/
-      yt_bb_detection_train.csv            # no header (a header line, as in re-saved copies, is skipped)
-      yt_bb_detection_validation.csv
-      videos/<youtube_id>.mp4              # downloaded videos (.mp4, .webm, .mkv, .avi also accepted)
-      frames/<youtube_id>/<timestamp_ms>.jpg   # and/or extracted frames, one per annotated timestamp
-
-CSV columns: ``youtube_id, timestamp_ms, class_id, class_name, object_id, object_presence, xmin, xmax,
-ymin, ymax`` with coordinates as fractions of the frame size (note the x, x, y, y order); absent rows
-carry -1; the real files also hold ``uncertain`` rows (-1 too), read as not present. A track is ``(youtube_id, class_id, object_id)``: ``video = youtube_id``, ``track_id =
-"<class_id>_<object_id>"``, frame id = ``str(timestamp_ms)``.
-
-Media, chosen by ``media``: ``"frames"`` reads the extracted-frames folder, where a frame may be named
-``<frames_dir>/<id>/<ts>.jpg`` (the convention this project writes), ``<frames_dir>/<id>/<id>_<ts>.jpg`` or
-``<frames_dir>/<id>_<ts>.jpg`` (``.jpeg`` / ``.png`` also accepted), and frame sizes come from the JPEG
-header of the video's first frame; ``"videos"`` gives :class:`FrameRef` s with ``video`` +
-``timestamp_ms`` and the size from the container (OpenCV reads the header only); ``"auto"`` (default)
-takes frames when the frames folder exists, else videos. A video that is not there is normal for YT-BB
-(formats.md §1.6): each of its tracks is one ``missing_video`` rejection. Absent rows keep a zero box.
-
-Streaming: the CSV is read row by row and grouped by consecutive ``youtube_id`` (the released files list
-each video's rows together); rows of a video that reappears after other videos are rejected as
-``non_contiguous_video`` rather than held in memory.
+One track per ``(youtube_id, class_id, object_id)``, streamed from the CSV one video's rows at a time, with
+frames from extracted JPEGs or from the downloaded videos (``media``); no frame is decoded. A missing video
+is normal for YT-BB: each of its tracks is one ``missing_video`` rejection. The root layout, the CSV
+columns, the media modes and the streaming rule: :func:`read_tracks`.
 """
 
 from __future__ import annotations
@@ -67,7 +47,7 @@ class _Row:
 
 
 class _FrameFinder:
-    """Resolves ``(youtube_id, timestamp_ms)`` to an extracted frame file (see the module docstring)."""
+    """Resolves ``(youtube_id, timestamp_ms)`` to an extracted frame file (see :func:`read_tracks`)."""
 
     def __init__(self, frames_dir: Path, yid: str) -> None:
         self.frames_dir = frames_dir
@@ -146,11 +126,37 @@ def read_tracks(
 ) -> Iterator[Track]:
     """Yield YT-BB tracks lazily, one video's rows at a time (no frame is decoded).
 
+    Root layout::
+
+        ROOT/
+          yt_bb_detection_train.csv            # no header (a header line, as in re-saved copies, is skipped)
+          yt_bb_detection_validation.csv
+          videos/<youtube_id>.mp4              # downloaded videos (.mp4, .webm, .mkv, .avi also accepted)
+          frames/<youtube_id>/<timestamp_ms>.jpg   # and/or extracted frames, one per annotated timestamp
+
+    CSV columns: ``youtube_id, timestamp_ms, class_id, class_name, object_id, object_presence, xmin, xmax,
+    ymin, ymax`` with coordinates as fractions of the frame size (note the x, x, y, y order); absent rows
+    carry -1; the real files also hold ``uncertain`` rows (-1 too), read as not present. A track is
+    ``(youtube_id, class_id, object_id)``: ``video = youtube_id``, ``track_id = "<class_id>_<object_id>"``,
+    frame id = ``str(timestamp_ms)``.
+
+    Media, chosen by ``media``: ``"frames"`` reads the extracted-frames folder, where a frame may be named
+    ``<frames_dir>/<id>/<ts>.jpg`` (the convention this project writes), ``<frames_dir>/<id>/<id>_<ts>.jpg``
+    or ``<frames_dir>/<id>_<ts>.jpg`` (``.jpeg`` / ``.png`` also accepted), and frame sizes come from the JPEG
+    header of the video's first frame; ``"videos"`` gives :class:`FrameRef` s with ``video`` +
+    ``timestamp_ms`` and the size from the container (OpenCV reads the header only); ``"auto"`` (default)
+    takes frames when the frames folder exists, else videos. A video that is not there is normal for YT-BB
+    (formats.md §1.6): each of its tracks is one ``missing_video`` rejection. Absent rows keep a zero box.
+
+    Streaming: the CSV is read row by row and grouped by consecutive ``youtube_id`` (the released files list
+    each video's rows together); rows of a video that reappears after other videos are rejected as
+    ``non_contiguous_video`` rather than held in memory.
+
     Args:
         root: the YT-BB folder (or the CSV file itself).
         split: ``"train"`` or ``"validation"``: selects ``yt_bb_detection_<split>.csv``.
         csv_path: explicit CSV (overrides ``split``).
-        media: ``"auto"``, ``"frames"`` or ``"videos"`` (module docstring).
+        media: ``"auto"``, ``"frames"`` or ``"videos"`` (above).
         videos_dir / frames_dir: default ``ROOT/videos`` and ``ROOT/frames``.
         on_reject: called with each :class:`Rejection`.
     """

@@ -1,4 +1,5 @@
-"""Benchmark toolkit: readers for OTB / VOT / GOT-10k / LaSOT, protocols, metrics, result files, plots.
+"""Benchmark toolkit: readers for OTB / VOT / GOT-10k / LaSOT, protocols, metrics, result files, scoring,
+reports and plots.
 
 See the module docstrings for conventions; everything is 0-based pixel x,y,w,h unless a name says
 otherwise (``poly_xy8``), and rates are fractions in [0, 1] (VOT robustness: failures per 100 frames).
@@ -15,9 +16,10 @@ from ocean.benchmarks.metrics import (
     success_curve,
     vot_summary,
 )
-from ocean.benchmarks.plots import plot_precision, plot_success, summary_table
+from ocean.benchmarks.plots import plot_precision, plot_success
 from ocean.benchmarks.protocols import OnePassResult, Tracker, VotResult, run_one_pass, run_vot_supervised
 from ocean.benchmarks.readers import read_benchmark, read_got10k, read_lasot, read_otb, read_vot
+from ocean.benchmarks.report import summary_table
 from ocean.benchmarks.results import (
     read_ope_result,
     read_vot_result,

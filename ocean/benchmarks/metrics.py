@@ -1,15 +1,8 @@
-"""Benchmark metrics that agree with the established toolkits (ocean_facts §12).
+"""Benchmark metrics that agree with the established toolkits (ocean_facts §12): OPE, GOT-10k and VOT.
 
 All values are fractions in [0, 1] except VOT robustness (failures per 100 frames, as pysot and
-mmtracking print it) and counts. Boxes are 0-based x,y,w,h (N, 4) arrays.
-
-* OPE (OTB, LaSOT; pysot ``ope_benchmark`` / ``statistics``): success curve over 21 IoU thresholds
-  0, 0.05, ..., 1 with IoU > θ, AUC = its mean, averaged over sequences; precision = fraction of frames
-  with centre error <= 20 px (centre x + (w-1)/2); normalised precision at 0.20.
-* GOT-10k (got10k toolkit): AO, SR0.5, SR0.75 over the pooled frames of all sequences, first frame
-  excluded, only visible frames, IoU of boxes clipped to the image.
-* VOT (vot-toolkit / pysot / mmtracking): accuracy with a 10-frame burn-in, robustness, EAO; overlaps are
-  rasterised and bounded to the image (:func:`~ocean.benchmarks.regions.vot_raster_overlap`).
+mmtracking print it) and counts. Boxes are 0-based x,y,w,h (N, 4) arrays. :func:`ope_summary`,
+:func:`got10k_summary` and :func:`vot_summary` name the toolkit each reproduces and its rules.
 """
 
 from __future__ import annotations
@@ -136,7 +129,12 @@ def ope_sequence(
 
 def ope_summary(per_sequence: list[OpeSequenceScore]) -> dict:
     """Mean over sequences (pysot): success_auc, precision (at 20 px), norm_precision (at 0.20), and the
-    mean curves (``success_curve`` (21,), ``precision_curve`` (51,), ``norm_precision_curve`` (51,))."""
+    mean curves (``success_curve`` (21,), ``precision_curve`` (51,), ``norm_precision_curve`` (51,)).
+
+    OPE (OTB, LaSOT; pysot ``ope_benchmark`` / ``statistics``): success curve over 21 IoU thresholds
+    0, 0.05, ..., 1 with IoU > θ, AUC = its mean, averaged over sequences; precision = fraction of frames
+    with centre error <= 20 px (centre x + (w-1)/2); normalised precision at 0.20.
+    """
     if not per_sequence:
         raise ValueError("no sequences to score")
     succ = np.mean([s.success for s in per_sequence], axis=0)
@@ -175,7 +173,11 @@ def got10k_ious(
 
 def got10k_summary(ious: np.ndarray) -> dict:
     """AO (mean IoU), SR0.5 and SR0.75 (fraction with IoU > t) of pooled frames, and the 101-point
-    success curve used by the got10k toolkit's plot."""
+    success curve used by the got10k toolkit's plot.
+
+    GOT-10k (got10k toolkit): AO, SR0.5, SR0.75 over the pooled frames of all sequences, first frame
+    excluded, only visible frames, IoU of boxes clipped to the image (:func:`got10k_ious`).
+    """
     ious = np.asarray(ious, dtype=np.float64)
     if ious.size == 0:
         return {"ao": float("nan"), "sr50": float("nan"), "sr75": float("nan"), "success_curve": None}
@@ -280,6 +282,8 @@ def vot_summary(
 ) -> dict:
     """VOT accuracy, robustness and EAO over sequences (names are the dict keys).
 
+    VOT (vot-toolkit / pysot / mmtracking): accuracy with a 10-frame burn-in, robustness, EAO; overlaps are
+    rasterised and bounded to the image (:func:`~ocean.benchmarks.regions.vot_raster_overlap`).
     accuracy: per-sequence accuracy weighted by sequence length (mmtracking ``eval_sot_accuracy_robustness``);
     robustness: 100 * failures / total frames; num_failures: total count; eao over ``interval``.
     Returns the overall values plus ``per_sequence`` {name: {accuracy, num_failures, length}} and the

@@ -1,4 +1,5 @@
-"""Success / precision plots (PNG, matplotlib Agg) and a markdown summary table."""
+"""Plots (PNG, matplotlib Agg): success / precision curves of one or more trackers, and a headline
+metric against the epoch."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ocean.benchmarks.metrics import PRECISION_THRESHOLDS, SUCCESS_THRESHOLDS
-from ocean.benchmarks.scoring import SCORE_KEYS
+from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS, PRECISION_THRESHOLDS, SUCCESS_THRESHOLDS
+from ocean.benchmarks.scoring import HEADLINE
 
 
 def _plot(
@@ -60,18 +61,53 @@ def plot_precision(curves: dict[str, np.ndarray], out_path: Path, title: str = "
     )
 
 
-_COLUMNS = list(SCORE_KEYS)
+def plot_curves(curves_by_name: dict[str, dict], benchmark: str, out_dir: Path, prefix: str = "") -> list[Path]:
+    """``out_dir/<prefix>success.png`` and ``<prefix>precision.png`` from the ``curves`` of score dicts
+    (one line per name; GOT-10k on its 101 thresholds); none for VOT (no such curves)."""
+    out_dir = Path(out_dir)
+    written = []
+    success = {n: np.asarray(c["success_curve"]) for n, c in curves_by_name.items() if "success_curve" in c}
+    if success:
+        th = GOT10K_PLOT_THRESHOLDS if benchmark == "got10k" else None
+        written.append(
+            plot_success(
+                success, out_dir / f"{prefix}success.png", f"Success plot ({benchmark})", thresholds=th
+            )
+        )
+    precision = {
+        n: np.asarray(c["precision_curve"]) for n, c in curves_by_name.items() if "precision_curve" in c
+    }
+    if precision:
+        written.append(
+            plot_precision(precision, out_dir / f"{prefix}precision.png", f"Precision plot ({benchmark})")
+        )
+    return written
 
 
-def summary_table(scores: dict[str, dict]) -> str:
-    """Markdown table: one row per tracker (``scores[tracker]`` is a score_benchmark dict), one column
-    per metric present in any of them. Fractions printed with 3 decimals; robustness is per 100 frames."""
-    cols = [c for c in _COLUMNS if any(c in s for s in scores.values())]
-    lines = ["| tracker | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, s in scores.items():
-        cells = []
-        for c in cols:
-            v = s.get(c)
-            cells.append("" if v is None else f"{v:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def plot_metric_vs_epoch(
+    points: dict[str, list[tuple[int, float]]], out_path: Path, best: dict | None = None
+) -> Path:
+    """One panel per benchmark: its headline metric against the epoch; the best epoch is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = sorted(points)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        pts = sorted(points[name])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        if best and best["benchmark"] == name:
+            ax.axvline(best["epoch"], color="tab:red", linestyle="--", label=f"best epoch {best['epoch']}")
+            ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel=HEADLINE[name], title=name)
+        ax.grid(True, alpha=0.4)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

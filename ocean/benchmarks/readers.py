@@ -1,21 +1,15 @@
 """Readers for the real on-disk layouts of the evaluation benchmarks (formats.md §2).
 
-Every reader returns :class:`~ocean.benchmarks.sequence.Sequence` objects with 0-based x,y,w,h GT:
-
-* OTB-100: ``<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` 1-based, separated by commas, tabs or
-  spaces. Two-target sequences (``groundtruth_rect.1.txt`` / ``.2.txt``) become ``<Seq>-1`` / ``<Seq>-2``
-  (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
-  :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
-* VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
-* GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
-  ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
-* LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
-  ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
+:func:`read_benchmark` (or :func:`read_otb`, :func:`read_vot`, :func:`read_got10k`, :func:`read_lasot`,
+each documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence.Sequence` objects with
+0-based x,y,w,h GT, converted from each benchmark's own convention. Malformed input raises
+:class:`~ocean.benchmarks.sequence.AnnotationError` naming the file (and line).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +129,13 @@ def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
 
 
 def read_otb(root: Path) -> list[Sequence]:
-    """All OTB sequences under ``root`` (folders holding ``img/``), sorted by folder name."""
+    """All OTB sequences under ``root`` (folders holding ``img/``), sorted by folder name.
+
+    OTB-100: ``<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` 1-based, separated by commas, tabs or
+    spaces. Two-target sequences (``groundtruth_rect.1.txt`` / ``.2.txt``) become ``<Seq>-1`` / ``<Seq>-2``
+    (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
+    :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
+    """
     root = Path(root)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "img").is_dir())
     if not dirs:
@@ -176,7 +176,10 @@ def _sequence_names(root: Path, benchmark: str) -> list[str]:
 
 def read_vot(root: Path) -> list[Sequence]:
     """A VOT ``sequences`` folder: names from ``list.txt`` when present, else every sub-folder with a
-    ``groundtruth.txt``."""
+    ``groundtruth.txt``.
+
+    VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
+    """
     root = Path(root)
     return [read_vot_sequence(root / n) for n in _sequence_names(root, "VOT")]
 
@@ -229,7 +232,11 @@ def read_got10k_sequence(seq_dir: Path) -> Sequence:
 
 def read_got10k(root: Path) -> list[Sequence]:
     """``GOT-10k/val`` or ``GOT-10k/test``: names from ``list.txt`` when present, else sub-folders with a
-    ``groundtruth.txt``."""
+    ``groundtruth.txt``.
+
+    GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
+    ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
+    """
     root = Path(root)
     return [read_got10k_sequence(root / n) for n in _sequence_names(root, "GOT-10k")]
 
@@ -275,7 +282,11 @@ def read_lasot_toolkit_annotation(annos_dir: Path, name: str) -> tuple[np.ndarra
 
 def read_lasot(root: Path) -> list[Sequence]:
     """LaSOT: ``root/<cat>/<seq>`` (the download) or ``root/<seq>`` folders. With ``testing_set.txt`` in
-    root only those sequences are read (they must all exist); otherwise every folder found."""
+    root only those sequences are read (they must all exist); otherwise every folder found.
+
+    LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
+    ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
+    """
     root = Path(root)
     names = _list_names(root, "testing_set.txt")
     found = {}
@@ -311,3 +322,30 @@ def read_benchmark(benchmark: str, root: Path) -> list[Sequence]:
     if benchmark not in BENCHMARK_FAMILY:
         raise ValueError(f"unknown benchmark {benchmark!r}; one of {sorted(BENCHMARK_FAMILY)}")
     return _READERS[BENCHMARK_FAMILY[benchmark]](Path(root))
+
+
+class BenchmarkRootError(ValueError):
+    """An unknown benchmark name, or a root that is not a readable benchmark; the message names both."""
+
+
+def read_benchmarks(
+    benchmarks: Mapping[str, str], max_sequences: int | None = None
+) -> dict[str, list[Sequence]]:
+    """``{name: root}`` -> ``{name: sequences}`` (the first ``max_sequences`` of each when given);
+    BenchmarkRootError naming the benchmark and root when a name is unknown or a root is unreadable."""
+    out = {}
+    for name, root in benchmarks.items():
+        if name not in BENCHMARK_FAMILY:
+            raise BenchmarkRootError(f"unknown benchmark {name!r}; one of {sorted(BENCHMARK_FAMILY)}")
+        if not Path(root).is_dir():
+            raise BenchmarkRootError(f"benchmark {name}: root {root} is not a folder")
+        try:
+            seqs = read_benchmark(name, Path(root))
+        except (OSError, AnnotationError, ValueError) as exc:
+            raise BenchmarkRootError(f"benchmark {name}: cannot read {root} ({exc})") from None
+        # GOT-10k test (first GT row only) is read too: it is tracked and written for the evaluation server;
+        # scoring lists its sequences under ``rejected`` with that reason (ocean.benchmarks.scoring).
+        if not seqs:
+            raise BenchmarkRootError(f"benchmark {name}: no sequences under {root}")
+        out[name] = seqs[:max_sequences] if max_sequences else seqs
+    return out

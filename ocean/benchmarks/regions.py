@@ -2,18 +2,9 @@
 
 Coordinate frame everywhere: 0-based pixels, the top-left pixel is (0, 0) (formats.md §0). Boxes are
 ``box_xywh`` = (x, y, w, h) with the top-left corner at (x, y); polygons are ``poly_xy8`` =
-(x1, y1, ..., x4, y4) as in VOT ``groundtruth.txt``.
-
-Two polygon overlaps exist, on purpose:
-
-* :func:`polygon_overlap_continuous` (shapely, exact areas, optionally clipped to the image) is what the
-  official Ocean test script uses to *detect failures* in the VOT protocol (ocean_facts §9.4: shapely,
-  unbounded, failure when exactly 0).
-* :func:`vot_raster_overlap` is how the VOT toolkits *score*: both regions are rounded and rasterised to
-  pixel masks inside the image and the masks are compared (votchallenge/toolkit ``vot/region/raster.py``,
-  the same algorithm as the trax ``region.c`` used by pysot's ``region.pyx``; ocean_facts §12.4). For small
-  targets the two differ by several points (on the mmtracking fixtures: accuracy 0.5929 continuous vs
-  0.5826 rasterised, the value the toolkits report), so scoring uses the raster version.
+(x1, y1, ..., x4, y4) as in VOT ``groundtruth.txt``. Two polygon overlaps exist, on purpose:
+:func:`polygon_overlap_continuous` detects VOT failures as the official Ocean test script does, and
+:func:`vot_raster_overlap` scores as the VOT toolkits do.
 """
 
 from __future__ import annotations
@@ -104,7 +95,11 @@ def polygon_overlap_continuous(
     region_a: np.ndarray, region_b: np.ndarray, bound_wh: tuple[float, float] | None = None
 ) -> float:
     """Exact-area IoU (shapely) of two regions (4-value x,y,w,h or polygon x1,y1,...), optionally both
-    clipped to [0, W] x [0, H]. Unbounded, this is the failure test of ocean_facts §9.4."""
+    clipped to [0, W] x [0, H]. Unbounded, this is the failure test of ocean_facts §9.4.
+
+    This is what the official Ocean test script uses to *detect failures* in the VOT protocol
+    (ocean_facts §9.4: shapely, unbounded, failure when exactly 0); scoring uses :func:`vot_raster_overlap`.
+    """
     a, b = _shape(region_a), _shape(region_b)
     if bound_wh is not None:
         frame = _shapely_box(0, 0, bound_wh[0], bound_wh[1])
@@ -191,6 +186,12 @@ def vot_raster_overlap(
 
     bound_wh = (image width, image height): only pixels 0..W-1 x 0..H-1 count (ocean_facts §12.4,
     "overlaps bounded to the image"). Returns intersection / union of the masks, 0 when empty.
+
+    This is how the VOT toolkits *score*: both regions are rounded and rasterised to pixel masks inside the
+    image and the masks are compared (votchallenge/toolkit ``vot/region/raster.py``, the same algorithm as
+    the trax ``region.c`` used by pysot's ``region.pyx``; ocean_facts §12.4). For small targets it differs
+    from :func:`polygon_overlap_continuous` by several points (on the mmtracking fixtures: accuracy 0.5929
+    continuous vs 0.5826 rasterised, the value the toolkits report), so scoring uses this version.
     """
     a = np.asarray(region_a, dtype=np.float64).ravel()
     b = np.asarray(region_b, dtype=np.float64).ravel()

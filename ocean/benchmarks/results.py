@@ -1,20 +1,9 @@
 """Result files in each toolkit's own format (formats.md §2; ocean_facts §9.2 item 9).
 
-``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``):
-
-=========  ==========================================  =====================================
-benchmark  file                                        coordinates
-=========  ==========================================  =====================================
-OTB        ``<tracker>/<seq>.txt``                     x,y,w,h **1-based** (+1 on x, y), as
-                                                       pysot/OTB toolkits and Ocean write them
-LaSOT      ``<tracker>/<seq>.txt``                     x,y,w,h **1-based** (same)
-GOT-10k    ``<tracker>/<seq>/<seq>_001.txt`` and       x,y,w,h **0-based**; seconds per frame
-           ``<tracker>/<seq>/<seq>_time.txt``          (the evaluation server's layout)
-VOT        ``<tracker>/baseline/<seq>/<seq>_001.txt``  ``1`` init, ``2`` failure, ``0`` skipped,
-                                                       else x,y,w,h (or a polygon), **0-based**
-=========  ==========================================  =====================================
-
-Writers take and readers return 0-based boxes; the +1 / -1 happens only here.
+``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``). OTB and LaSOT files are **1-based**
+(as the pysot / OTB toolkits and Ocean write them), GOT-10k and VOT files **0-based**; writers take and
+readers return 0-based boxes, and the +1 / -1 happens only here. The layouts: :func:`ope_result_path`
+(OTB, LaSOT, GOT-10k) and :func:`vot_result_path`.
 """
 
 from __future__ import annotations
@@ -23,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ocean.benchmarks.readers import read_numeric_lines
+from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_numeric_lines
 from ocean.benchmarks.sequence import AnnotationError
 
 ONE_BASED = {"otb": True, "lasot": True, "got10k": False, "vot": False}
@@ -41,7 +30,12 @@ def _write_lines(path: Path, rows) -> Path:
 
 
 def ope_result_path(tracker_dir: Path, family: str, seq_name: str) -> Path:
-    """Where the one-pass result of ``seq_name`` lives for ``family`` in otb, lasot, got10k."""
+    """Where the one-pass result of ``seq_name`` lives for ``family`` in otb, lasot, got10k.
+
+    OTB, LaSOT: ``<tracker>/<seq>.txt``, x,y,w,h **1-based** (+1 on x, y). GOT-10k:
+    ``<tracker>/<seq>/<seq>_001.txt``, x,y,w,h **0-based**, beside ``<tracker>/<seq>/<seq>_time.txt``,
+    seconds per frame (the evaluation server's layout).
+    """
     tracker_dir = Path(tracker_dir)
     if family in ("otb", "lasot"):
         return tracker_dir / f"{seq_name}.txt"
@@ -88,7 +82,10 @@ def read_got10k_times(tracker_dir: Path, seq_name: str) -> np.ndarray | None:
 
 
 def vot_result_path(tracker_dir: Path, seq_name: str) -> Path:
-    """``<tracker>/baseline/<seq>/<seq>_001.txt``; ``tracker_dir`` may also be the ``baseline`` folder."""
+    """``<tracker>/baseline/<seq>/<seq>_001.txt``; ``tracker_dir`` may also be the ``baseline`` folder.
+
+    One line per frame: ``1`` init, ``2`` failure, ``0`` skipped, else x,y,w,h (or a polygon), **0-based**.
+    """
     tracker_dir = Path(tracker_dir)
     base = tracker_dir if tracker_dir.name == "baseline" else tracker_dir / "baseline"
     return base / seq_name / f"{seq_name}_001.txt"
@@ -109,3 +106,13 @@ def read_vot_result(tracker_dir: Path, seq_name: str) -> list[np.ndarray]:
         if r.size == 1 and r[0] not in (0.0, 1.0, 2.0):
             raise AnnotationError(f"{path}: record {i + 1} is the code {r[0]:g}; only 0, 1, 2 exist")
     return rows
+
+
+def write_track(tracker_dir: Path, benchmark: str, seq_name: str, track: dict) -> Path:
+    """Write one :func:`ocean.benchmarks.protocols.track_sequence` result (``boxes_xywh`` or
+    ``trajectory``) in ``benchmark``'s layout; GOT-10k also gets its ``times_s`` file."""
+    family = BENCHMARK_FAMILY[benchmark]
+    if family == "vot":
+        return write_vot_result(tracker_dir, seq_name, track["trajectory"])
+    times = track["times_s"] if family == "got10k" else None
+    return write_ope_result(tracker_dir, family, seq_name, track["boxes_xywh"], times)

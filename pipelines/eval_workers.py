@@ -1,0 +1,273 @@
+"""The workers of ``ocean evaluate``: :class:`SequenceRunner` tracks (checkpoint, sequence) items, as Ray
+actors (:func:`run_ray`) or in this process (:func:`run_local`), and returns one :class:`SequenceResult`
+per item, never raising for a bad sequence or checkpoint.
+
+A runner loads each checkpoint's model once and keeps the last ``model_cache`` models (a small LRU), so a
+worker that takes many sequences of one checkpoint pays the model load once. Items are typed dataclasses
+(:class:`WorkItem`); the sequences travel as frame paths.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocean.benchmarks.protocols import track_sequence
+from ocean.benchmarks.sequence import Sequence
+from ocean.checkpoint import CheckpointInfo
+from ocean.config import TrackerConfig
+
+
+class ClusterTooSmall(ValueError):
+    """The Ray cluster cannot hold one worker of the size asked for."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One (checkpoint, sequence) pair and the tracker hyper-parameters to run it with."""
+
+    checkpoint: str
+    benchmark: str
+    sequence: Sequence
+    tracker: TrackerConfig
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """What a worker returns for one item: ``track`` is :func:`track_sequence`'s dict (empty on error);
+    ``error`` says what failed (None when it ran); ``wall_s`` / ``cpu_s`` the item's seconds in the worker,
+    ``load_s`` of them loading the model (``model_loaded``)."""
+
+    checkpoint: str
+    benchmark: str
+    sequence: str
+    worker: str
+    node: str | None
+    model_loaded: bool = False
+    load_s: float = 0.0
+    error: str | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    track: dict[str, Any] = field(default_factory=dict)
+
+
+def work_items(
+    infos: Iterable[CheckpointInfo],
+    sequences: Mapping[str, list[Sequence]],
+    trackers: Mapping[str, Mapping[str, TrackerConfig]],
+) -> list[WorkItem]:
+    """Checkpoint-major order, longest sequences first inside a checkpoint (load balance at the tail), so
+    each worker loads each checkpoint at most once."""
+    return [
+        WorkItem(i.uri, b, s, trackers[i.uri][b])
+        for i in infos
+        for b, seqs in sequences.items()
+        for s in sorted(seqs, key=lambda s: -len(s))
+    ]
+
+
+class SequenceRunner:
+    """Tracks (checkpoint, sequence) items, loading each checkpoint's model once (LRU of ``model_cache``).
+
+    The same class is the Ray actor (``ray.remote(SequenceRunner)``) and the local loop's worker.
+    ``threads``: ``torch.set_num_threads`` in this process (1 per worker: two workers on 2 cores must not
+    fight over threads, ray_stack.md §2). ``device``: ``"cpu"`` or ``"cuda"`` (the model is loaded there
+    with ``map_location``).
+    """
+
+    def __init__(
+        self, threads: int = 1, device: str = "cpu", model_cache: int = 2, set_threads: bool = True
+    ) -> None:
+        import torch
+
+        if set_threads:
+            torch.set_num_threads(max(1, int(threads)))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("use_gpu: no CUDA device is visible to this worker")
+        self.device = device
+        self.model_cache = max(1, int(model_cache))
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self.loads = 0
+
+    def _model(self, uri: str) -> tuple[Any, float, bool]:
+        from ocean.checkpoint import load_model
+
+        if uri in self._models:
+            self._models.move_to_end(uri)
+            return self._models[uri], 0.0, False
+        t0 = time.perf_counter()
+        net, _cfg = load_model(uri, map_location=self.device)
+        seconds = time.perf_counter() - t0
+        self._models[uri] = net
+        while len(self._models) > self.model_cache:
+            self._models.popitem(last=False)
+        self.loads += 1
+        return net, seconds, True
+
+    def run(self, item: WorkItem) -> SequenceResult:
+        """Track one item; never raises for a bad sequence or checkpoint: ``error`` says what failed."""
+        t0 = time.perf_counter()
+        c0 = time.process_time()  # this process's CPU seconds (1 torch thread: the tracking's own)
+        base = {
+            "checkpoint": item.checkpoint,
+            "benchmark": item.benchmark,
+            "sequence": item.sequence.name,
+            "worker": self.ping(),
+            "node": _ray_node_id(),
+        }
+        loaded, load_s = False, 0.0
+        try:
+            net, load_s, loaded = self._model(item.checkpoint)
+            track = track_sequence(net, item.tracker, item.benchmark, item.sequence, self.device)
+        except Exception as exc:  # recorded per sequence; one bad video must not kill the evaluation
+            return SequenceResult(
+                **base,
+                model_loaded=loaded,
+                load_s=load_s,
+                error=f"{type(exc).__name__}: {exc}",
+                wall_s=time.perf_counter() - t0,
+                cpu_s=time.process_time() - c0,
+            )
+        return SequenceResult(
+            **base,
+            model_loaded=loaded,
+            load_s=load_s,
+            wall_s=time.perf_counter() - t0,
+            cpu_s=time.process_time() - c0,
+            track=track,
+        )
+
+    def ping(self) -> str:
+        import socket
+
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray; Ray is not imported for that)."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    except Exception:
+        return None
+
+
+def run_local(
+    items: list[WorkItem], threads: int, device: str, on_result: Callable[[SequenceResult], None]
+) -> int:
+    """The plain loop: one SequenceRunner in this process (torch threads restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        runner = SequenceRunner(threads, device, set_threads=True)
+        for item in items:
+            on_result(runner.run(item))
+        return 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_ray(
+    items: list[WorkItem],
+    *,
+    workers: int,
+    threads: int,
+    device: str,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    ray_address: str | None,
+    on_result: Callable[[SequenceResult], None],
+    on_ready: Callable[[float], None],
+) -> int:
+    """``workers`` SequenceRunner actors spread over the cluster; returns the number of actors used.
+    ClusterTooSmall when the cluster cannot hold one worker."""
+    import ray
+    from ray.util import ActorPool
+
+    from pipelines.raysession import ensure_ray
+
+    started_here = not ray.is_initialized()
+    ensure_ray(ray_address)
+    try:
+        n = _fitting_workers(ray.cluster_resources(), workers, len(items), cpus_per_worker, gpus_per_worker)
+        actor_cls = ray.remote(SequenceRunner)
+        actors = [
+            actor_cls.options(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD"
+            ).remote(threads, device)
+            for _ in range(n)
+        ]
+        try:
+            t0 = time.perf_counter()
+            ray.get([a.ping.remote() for a in actors])  # start-up (imports, torch) is not tracking time
+            on_ready(time.perf_counter() - t0)
+            pool = ActorPool(actors)
+            for result in pool.map_unordered(lambda a, it: a.run.remote(it), items):
+                on_result(result)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return n
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fitting_workers(
+    total: Mapping[str, float], workers: int, n_items: int, cpus_per_worker: float, gpus_per_worker: float
+) -> int:
+    """How many of the ``workers`` asked for fit the cluster's CPUs / GPUs (and are worth starting)."""
+    fit = int(total.get("CPU", 0) // cpus_per_worker) if cpus_per_worker > 0 else workers
+    if fit == 0:
+        raise ClusterTooSmall(
+            f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than cpus_per_worker={cpus_per_worker:g}"
+        )
+    if gpus_per_worker > 0:
+        fit = min(fit, int(total.get("GPU", 0) // gpus_per_worker))
+        if fit == 0:
+            raise ClusterTooSmall("use_gpu: the Ray cluster has no GPU")
+    n = max(1, min(workers, n_items, fit))
+    if n < workers:
+        print(
+            f"evaluate: {n} workers (cluster CPUs {total.get('CPU', 0):g} / {cpus_per_worker:g} per worker, "
+            f"{n_items} items)",
+            file=sys.stderr,
+        )
+    return n
+
+
+def timing(
+    results: Iterable[SequenceResult],
+    items: list[WorkItem],
+    track_seconds: float,
+    startup_seconds: float,
+    workers: int,
+    local: bool,
+    device: str,
+) -> dict[str, Any]:
+    """The ``timing`` entry of an evaluation report (``total_seconds`` is added by the driver)."""
+    results = list(results)
+    n_items = len(items)
+    loads = [r for r in results if r.model_loaded]
+    return {
+        "sequences": n_items,
+        "tracking_seconds": round(track_seconds, 3),
+        "worker_startup_seconds": round(startup_seconds, 3),
+        "sequences_per_second": round(n_items / track_seconds, 4) if track_seconds > 0 else None,
+        "frames": int(sum(len(it.sequence) for it in items)),
+        "model_loads": len(loads),
+        "model_load_seconds": round(sum(r.load_s for r in loads), 3),
+        # CPU seconds the workers spent per sequence: unlike seq/s, barely affected by other load
+        "cpu_seconds_per_sequence": round(sum(r.cpu_s for r in results) / max(len(results), 1), 4),
+        "workers": workers,
+        "local": bool(local),
+        "device": device,
+        "worker_ids": sorted({r.worker for r in results}),
+        "node_ids": sorted({r.node for r in results if r.node}),
+    }
