@@ -36,7 +36,9 @@ in the tracker (+ online update) share one training.
 Output: OUT/ablation.md and OUT/ablation.json (the tables), OUT/train/<row>/ (trainings; re-running the
 same command resumes them), OUT/eval/<row>/, OUT/tune/. MLflow (--mlflow-uri, else $MLFLOW_TRACKING_URI,
 else OUT/mlflow.db): a parent run with the table as an artifact and one child run per row (switches as
-params, scores as metrics, tags linking the training and evaluation runs, which are nested under it).
+params, scores as metrics, tags linking the training and evaluation runs, which are nested under it); on a
+Ray cluster of several nodes it must be a tracking server (http://HOST:5000): a sqlite or file store is
+refused at once (exit status 2).
 Our numbers match the paper's only at the paper's budget (preset paper, 50 epochs) on VOT2018.
 """
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.pair_index import TrainingDataError
     from pipelines.ablate import AblateSettings, AblationError, ablate
     from pipelines.evaluate import EvaluationError
+    from pipelines.tracking import TrackingStoreError
 
     try:
         report = ablate(AblateSettings(
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             overrides=tuple(args.overrides), ray_address=args.ray_address, rows=rows,
             max_concurrent_trials=args.max_concurrent_trials, seed=args.seed, experiment=args.experiment,
             verbose=not args.quiet))
-    except (AblationError, EvaluationError, TrainingDataError) as exc:
+    except (AblationError, EvaluationError, TrainingDataError, TrackingStoreError) as exc:
         return fail(COMMAND, exc)
     except RuntimeError as exc:  # every trial failed
         fail(COMMAND, exc)

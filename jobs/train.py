@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_mlflow_arguments, add_ray_argument, main_for
+from jobs.common import add_mlflow_arguments, add_ray_argument, fail, main_for
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"
@@ -30,7 +30,8 @@ resumes at the first unfinished epoch (same --out and --run-name). Too many cons
 exploding losses (optim.max_bad_steps) stop the run with an error naming the step (exit status 3).
 
 MLflow: --mlflow-uri, else $MLFLOW_TRACKING_URI, else sqlite under --out (local) or ./mlruns.db. Look at it
-with `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`.
+with `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`. On a Ray cluster of several nodes it must be a
+tracking server (http://HOST:5000): a sqlite or file store is refused at once (exit status 2).
 """
 
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.pair_index import TrainingDataError
     from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
+    from pipelines.tracking import TrackingStoreError
     from pipelines.train import TrainSettings, train
 
     cfg = from_dict(json.loads(Path(args.config).read_text())) if args.config else preset(args.preset)
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDataError as exc:
         print(f"ocean train: {exc}")
         return 2
+    except TrackingStoreError as exc:
+        return fail(COMMAND, exc)
     print(f"trained {result['epochs']} epochs, final loss {result['final_loss']:.4f}")
     print(f"final checkpoint: {result['checkpoints'][-1]}")
     print(f"MLflow run {result['mlflow_run_id']} at {result['mlflow_uri']}")

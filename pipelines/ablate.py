@@ -5,7 +5,8 @@ and writes the paper's table with our numbers beside the paper's. The grid is ov
 whose training configuration is identical share one trial (:mod:`pipelines.ablate_trial`), evaluated once
 per row. ``max_concurrent_trials`` defaults to 1 (small machines); raise it on a cluster.
 
-MLflow (store of :func:`pipelines.tracking.tracking_uri`, created once on the driver before any trial):
+MLflow (store of :func:`pipelines.tracking.tracking_uri`, created once on the driver before any trial; on a
+Ray cluster of several nodes a tracking server, since trials log from any node):
 one parent run (``ocean.kind=ablation``; params: study, preset, budgets; the table as ``ablation.md`` and
 ``ablation.json`` artifacts; metrics ``<row>.<benchmark>.<metric>``) and one child run per row, created on
 the driver before the trials start (params: every switch as ``switch.<key>`` and the budget; metrics
@@ -48,7 +49,7 @@ from ocean.ablation import (
 )
 from ocean.config import OceanConfig
 from ocean.storage import public_uri
-from pipelines.tracking import RunLogger, tracking_uri
+from pipelines.tracking import RunLogger, require_shared_store, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,14 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
 
     Returns the report written to ``OUT/ablation.json``: ``rows`` {study: [row dicts]}, ``markdown``,
     ``mlflow`` {tracking_uri, experiment_id, parent_run_id, child_run_ids}, ``trials``, ``budget``.
-    Raises AblationError on bad input (before any run); a failed trial is recorded, not raised, unless
-    every trial failed.
+    Raises AblationError on bad input (before any run) and TrackingStoreError for a sqlite / file MLflow
+    store on a Ray cluster of several nodes (the trials log from any node); a failed trial is recorded, not
+    raised, unless every trial failed.
     """
     s = settings
     log = print if s.verbose else (lambda *a, **k: None)
     plan = _plan(s, log)
+    _connect(s)
     with _parent_run(s, plan) as parent:
         row_runs: dict[str, RunLogger] = {}
         try:
@@ -171,6 +174,14 @@ def present_datasets(data: str) -> dict[str, int]:
     return found
 
 
+def _connect(s: AblateSettings) -> None:
+    """Start (or join) Ray; refuse a tracking store that is a file here when the cluster has other nodes."""
+    from pipelines.raysession import alive_nodes, ensure_ray
+
+    ensure_ray(s.ray_address)
+    require_shared_store(tracking_uri(s.mlflow_uri, s.out), alive_nodes())
+
+
 def _parent_run(s: AblateSettings, plan: _Plan) -> RunLogger:
     """The study's MLflow run (the store and experiment created here, once, on the driver: ray_stack.md §5)."""
     run = RunLogger.start(tracking_uri(s.mlflow_uri, s.out), s.experiment, f"ablate-{s.study}-{plan.stamp}",
@@ -199,13 +210,11 @@ def _open_row_runs(s: AblateSettings, plan: _Plan, parent: RunLogger, row_runs: 
 
 
 def _run_grid(s: AblateSettings, plan: _Plan, uri: str, row_runs: dict[str, RunLogger]):
-    """The Tune grid over the trainings; returns the result grid and its wall time."""
+    """The Tune grid over the trainings (Ray is up: :func:`_connect`); returns the grid and its wall time."""
     from ray import tune
 
     from pipelines.ablate_trial import AblationTrialSettings, ablation_trial
-    from pipelines.raysession import ensure_ray
 
-    ensure_ray(s.ray_address)
     trial = AblationTrialSettings(
         groups=plan.groups, tracker_overrides={r.name: r.tracker_overrides for r in plan.runnable},
         row_runs=row_runs, primary=plan.primary, data=s.data, out=s.out, benchmarks=dict(s.benchmarks),

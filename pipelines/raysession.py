@@ -36,6 +36,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     return True
 
 
+def alive_nodes() -> int:
+    """How many nodes of the connected Ray cluster are alive (``ray.nodes()``); Ray must be initialized."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
 _MALLOC_TUNED = False
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

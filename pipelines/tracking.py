@@ -25,7 +25,6 @@ from ocean.storage import REDACTED, is_uri, public_uri, scrub  # noqa: F401  (RE
 MAX_PARAM_CHARS = 6000  # MLflow's param value limit (mlflow.utils.validation MAX_PARAM_VAL_LENGTH)
 
 
-
 def tracking_uri(explicit: str | None = None, out: str | None = None) -> str:
     """``explicit``, else ``$MLFLOW_TRACKING_URI``, else a sqlite store (``OUT/mlflow.db`` for a local
     ``out``, ``./mlruns.db`` otherwise); always absolute, so a Ray worker whose working directory differs
@@ -114,7 +113,21 @@ def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+class TrackingStoreError(ValueError):
+    """A tracking store that is a file on the driver's machine, on a Ray cluster of several nodes."""
 
+
+def require_shared_store(uri: str, nodes: int) -> None:
+    """Refuse a ``sqlite:`` / ``file:`` store (or a plain path) when the Ray cluster has ``nodes`` > 1: the
+    processes that log from other nodes (training rank 0, Tune trials) would each write a file of their own
+    machine, or fail. Raises :class:`TrackingStoreError` naming the store, the nodes and the fix."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    local = scheme in ("sqlite", "file") or (scheme == "" and not uri.startswith("databricks"))
+    if nodes > 1 and local:
+        raise TrackingStoreError(
+            f"the MLflow store {public_uri(uri)} is a file on this machine, but the Ray cluster has {nodes} "
+            "nodes whose processes log to it: set MLFLOW_TRACKING_URI (or --mlflow-uri) to an MLflow "
+            "tracking server every node can reach, e.g. http://HOST:5000")
 
 
 # ----------------------------------------------------------------------------------------------------------

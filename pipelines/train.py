@@ -1,12 +1,14 @@
 """``ocean train``'s driver: train a config on prepared pair records with Ray Train (DDP), resumable.
 
 :func:`train` runs named steps over a :class:`TrainSettings`: validate (batch plan, pair records, the first
-epoch's draw: fails before Ray starts) -> open the run (the run folder, and the MLflow run, created or
-reopened by its tag ``ocean.run_key`` so that a re-run continues it) -> fit (a ``TorchTrainer`` over
-:func:`pipelines.train_loop.train_loop`, which writes ``OUT/checkpoints/epoch-NNNN.pt`` after every epoch and
-resumes from the newest) -> collect (divergence, checkpoints, history) -> log (final checkpoint, its URI
-list and the model file). Epoch composition and batches: :mod:`data_prep.epochs`; a rank's input stream:
-:mod:`pipelines.train_input`; checkpoint files: :mod:`ocean.checkpoint`.
+epoch's draw: fails before Ray starts) -> connect (start or join Ray; an MLflow store that is a file here is
+refused on a cluster of several nodes, where rank 0 logs from another node) -> open the run (the run folder,
+and the MLflow run, created or reopened by its tag ``ocean.run_key`` so that a re-run continues it) -> fit
+(a ``TorchTrainer`` over :func:`pipelines.train_loop.train_loop`, which writes
+``OUT/checkpoints/epoch-NNNN.pt`` after every epoch and resumes from the newest) -> collect (divergence,
+checkpoints, history) -> log (final checkpoint, its URI list and the model file). Epoch composition and
+batches: :mod:`data_prep.epochs`; a rank's input stream: :mod:`pipelines.train_input`; checkpoint files:
+:mod:`ocean.checkpoint`.
 """
 
 from __future__ import annotations
@@ -81,10 +83,12 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     Raises:
         TrainingDiverged: ``optim.max_bad_steps`` consecutive skipped steps (message names the step).
         TrainingDataError: no or unusable pair records.
+        TrackingStoreError: a sqlite / file MLflow store on a Ray cluster of several nodes (before any run).
     """
     s = settings
     log = print if s.verbose else (lambda *a, **k: None)
     plan, files, manifest = _validate(s, log)
+    _connect(s)
     name = s.run_name or "ocean-train"
     done_before = _prepare_out(s.out)
     run = _open_run(s, plan, len(files), manifest, name, log)
@@ -130,6 +134,15 @@ def _prepare_out(out: str) -> list[tuple[int, str]]:
     return done_before
 
 
+def _connect(s: TrainSettings) -> None:
+    """Start (or join) Ray; then refuse (TrackingStoreError) an MLflow store that is a file on this machine
+    when the cluster has other nodes, where rank 0 may run and log."""
+    from pipelines.raysession import alive_nodes, ensure_ray
+
+    ensure_ray(s.ray_address)
+    tracking.require_shared_store(tracking.tracking_uri(s.mlflow_uri, s.out), alive_nodes())
+
+
 def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | None, name: str,
               log) -> RunLogger:
     """The MLflow run keyed by ``(out, run name)``: a new one with tags and params, or the earlier one
@@ -153,13 +166,10 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
 
 
 def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
-    """Start (or join) Ray and run the Ray Train job; returns its ``Result``."""
+    """Run the Ray Train job (Ray is up: :func:`_connect`); returns its ``Result``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.raysession import ensure_ray
-
-    ensure_ray(s.ray_address)
     storage_path, storage_fs = _ray_storage(s.out)
     cpus = s.cpus_per_worker if s.cpus_per_worker is not None else (1.0 if s.use_gpu else 0.5)
     loop = LoopSettings(cfg=s.cfg, data=s.data, out=s.out, seed=s.seed, plan=plan, run=run,
