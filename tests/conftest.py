@@ -7,9 +7,9 @@ below), so ``pytest -m "not slow"`` runs the fast tier only. ``gpu/`` skips with
 Fast data fixtures (module-scoped, shared by files in several tiers):
 
 * ``synth``: a tiny synthetic dataset tree with broken items, ``(root, manifest)``; seed 0, or the test
-  module's ``SYNTH_SEED``.
+  module's ``SYNTH_SEED``. ``synth_root``: the same without broken items (seed 0), its root.
 * ``pairs_dir``: a folder of pair records (tests/pair_records.py) with a manifest.
-* ``bench``: the tiny synthetic benchmark trees by name; ``ckpts``: three untrained smoke checkpoints.
+* ``bench``: ``synth_root``'s benchmark trees by name; ``ckpts``: three untrained smoke checkpoints.
 
 Real servers on 127.0.0.1 for the integration tests:
 
@@ -95,13 +95,19 @@ def pairs_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> dict[str, str]:
-    """The tiny synthetic benchmark trees (2 sequences of 30 frames each)."""
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset and benchmark tree without broken items (seed 0): its root."""
     from data_prep.synthetic import generate
 
     root = tmp_path_factory.mktemp("synth")
-    generate(root, size="tiny")
-    b = root / "benchmarks"
+    generate(root, seed=0, size="tiny")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench(synth_root) -> dict[str, str]:
+    """The tiny synthetic benchmark trees of ``synth_root`` (2 sequences of 30 frames each)."""
+    b = synth_root / "benchmarks"
     return {
         "otb": str(b / "otb"),
         "vot2018": str(b / "vot2018" / "sequences"),
