@@ -34,15 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 
 def make_inputs(work: Path, size: str, n_ckpts: int, preset_name: str) -> tuple[list[str], dict[str, str]]:
@@ -143,7 +135,7 @@ def main() -> None:
     base = next((r["seq_per_s"] for r in rows if not r["local"] and r["k"] == 1), None)
     print(f"\n## Batch evaluation scaling ({time.strftime('%Y-%m-%d %H:%M %Z')})\n")
     print(
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}; "
         f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min)"
     )
     print(

@@ -47,6 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from data_prep.crops import crop511, crop_geometry
 from data_prep.listing import list_and_plan
@@ -58,16 +59,6 @@ from pipelines.prepare import PrepareSettings, run_prepare
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):

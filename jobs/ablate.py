@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import main_for
+from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
 
 COMMAND = "ablate"
 HELP = "paper ablations (Table 4 components, Table 5 data): one Ray Tune trial per training, table in MLflow"
@@ -41,16 +41,9 @@ Our numbers match the paper's only at the paper's budget (preset paper, 50 epoch
 """
 
 
-def _benchmark(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--benchmark {text!r}: expected NAME=ROOT, e.g. vot2018=/data/VOT2018")
-    name, root = text.split("=", 1)
-    return name.strip(), root.strip()
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="pair records (ocean prepare --out): folder or s3://")
-    parser.add_argument("--benchmark", dest="benchmarks", action="append", type=_benchmark, required=True,
+    parser.add_argument("--benchmark", dest="benchmarks", action="append", required=True,
                         metavar="NAME=ROOT", help="benchmark to evaluate on: otb, vot2018, vot2019, got10k, lasot "
                         "(repeatable)")
     parser.add_argument("--validation", metavar="NAME",
@@ -73,31 +66,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every row, e.g. --set optim.batch_size=8 (repeatable; "
                         "the study's switches cannot be overridden)")
-    parser.add_argument("--ray-address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
-    parser.add_argument("--experiment", default="ocean-ablate", help="MLflow experiment (default ocean-ablate)")
+    add_ray_argument(parser)
+    add_mlflow_arguments(parser, "ocean-ablate")
     parser.add_argument("--quiet", action="store_true", help="less output (the table is still written)")
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        benchmarks = parse_name_values(args.benchmarks, "--benchmark")
+    except UsageError as exc:
+        return fail(COMMAND, exc)
+    rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
+
     from data_prep.pair_index import TrainingDataError
-    from pipelines.ablate import AblationError, ablate
+    from pipelines.ablate import AblateSettings, AblationError, ablate
     from pipelines.evaluate import EvaluationError
 
-    benchmarks = dict(args.benchmarks)
-    rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
     try:
-        report = ablate(args.data, benchmarks, args.out, study=args.study, preset=args.preset,
-                        epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, workers=args.workers,
-                        use_gpu=args.gpu, max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri,
-                        validation=args.validation, overrides=args.overrides, ray_address=args.ray_address,
-                        rows=rows, max_concurrent_trials=args.max_concurrent_trials, seed=args.seed,
-                        experiment=args.experiment, verbose=not args.quiet)
+        report = ablate(AblateSettings(
+            args.data, benchmarks, args.out, study=args.study, preset=args.preset, epochs=args.epochs,
+            pairs_per_epoch=args.pairs_per_epoch, workers=args.workers, use_gpu=args.gpu,
+            max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri, validation=args.validation,
+            overrides=tuple(args.overrides), ray_address=args.ray_address, rows=rows,
+            max_concurrent_trials=args.max_concurrent_trials, seed=args.seed, experiment=args.experiment,
+            verbose=not args.quiet))
     except (AblationError, EvaluationError, TrainingDataError) as exc:
-        print(f"ocean ablate: {exc}")
-        return 2
-    except RuntimeError as exc:
-        print(f"ocean ablate: {exc}")
+        return fail(COMMAND, exc)
+    except RuntimeError as exc:  # every trial failed
+        fail(COMMAND, exc)
         return 1
     if args.quiet:
         print(report["markdown"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import main_for
+from jobs.common import add_ray_argument, main_for
 
 COMMAND = "quickstart"
 HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, metavar="URI",
                    help="where pair records go: a folder or s3://bucket/prefix (default WORKDIR/pairs)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default sqlite in WORKDIR)")
-    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
+    add_ray_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("tiny", "small"), default="small", help="synthetic data size")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the smoke preset's)")
@@ -38,12 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.quickstart import run_quickstart
+    from pipelines.quickstart import QuickstartSettings, run_quickstart
 
-    run_quickstart(args.workdir, storage_uri=args.storage, mlflow_uri=args.mlflow_uri,
-                   ray_address=args.ray_address, seed=args.seed, size=args.size, epochs=args.epochs,
-                   overrides=args.overrides, workers=args.workers, use_gpu=args.gpu,
-                   max_sequences=args.max_sequences)
+    run_quickstart(QuickstartSettings(args.workdir, storage_uri=args.storage, mlflow_uri=args.mlflow_uri,
+                                      ray_address=args.ray_address, seed=args.seed, size=args.size,
+                                      epochs=args.epochs, overrides=tuple(args.overrides), workers=args.workers,
+                                      use_gpu=args.gpu, max_sequences=args.max_sequences))
     return 0
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from jobs.common import main_for
+from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
 
 COMMAND = "tune-tracker"
 HELP = "search the tracker hyper-parameters (TPE + ASHA on Ray Tune) on a validation benchmark"
@@ -50,10 +49,6 @@ Example:
 BENCHMARK_NAMES = ("otb", "vot2018", "vot2019", "got10k", "lasot")
 
 
-class UsageError(Exception):
-    """Bad command-line input (exit status 2)."""
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="URI", help="checkpoint file or URI (file://, s3://)")
     p.add_argument("--benchmark", required=True, metavar="NAME=ROOT",
@@ -78,55 +73,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="track on cuda; each trial takes --gpus-per-trial")
     p.add_argument("--gpus-per-trial", type=float, default=0.25,
                    help="fraction of a GPU per trial with --gpu (default 0.25: 4 trials per GPU as SOTS)")
-    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default $RAY_ADDRESS or local)")
-    p.add_argument("--mlflow-uri", metavar="URI",
-                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
+    add_ray_argument(p)
+    add_mlflow_arguments(p, "ocean-tune-tracker")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--experiment", default="ocean-tune-tracker",
-                   help="MLflow experiment (default ocean-tune-tracker)")
     p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
 
 
-def parse_benchmark(text: str) -> tuple[str, str]:
-    """``"got10k=/data/val"`` -> ``("got10k", "/data/val")``; UsageError when malformed or unknown."""
-    name, sep, root = text.partition("=")
-    name = name.strip().lower()
-    if not sep or not root.strip():
-        raise UsageError(f"--benchmark {text!r}: expected NAME=ROOT")
-    if name not in BENCHMARK_NAMES:
-        raise UsageError(f"--benchmark {text!r}: unknown benchmark {name!r}; one of {', '.join(BENCHMARK_NAMES)}")
-    return name, root.strip()
+def _check(args: argparse.Namespace) -> tuple[str, str]:
+    """The benchmark's (name, root); UsageError for a malformed --benchmark or an out-of-range number."""
+    ((name, root),) = parse_name_values([args.benchmark], "--benchmark", BENCHMARK_NAMES).items()
+    for flag, value, low in (("--trials", args.trials, 1), ("--max-concurrent", args.max_concurrent, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.sequences_per_rung is not None and args.sequences_per_rung < 1:
+        raise UsageError(f"--sequences-per-rung must be >= 1, got {args.sequences_per_rung}")
+    if args.reduction_factor <= 1:
+        raise UsageError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
+    if args.cpus_per_trial <= 0 or (args.gpu and args.gpus_per_trial <= 0):
+        raise UsageError("--cpus-per-trial and --gpus-per-trial must be > 0")
+    return name, root
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        name, root = parse_benchmark(args.benchmark)
-        for flag, value, low in (("--trials", args.trials, 1), ("--max-concurrent", args.max_concurrent, 1)):
-            if value < low:
-                raise UsageError(f"{flag} must be >= {low}, got {value}")
-        if args.sequences_per_rung is not None and args.sequences_per_rung < 1:
-            raise UsageError(f"--sequences-per-rung must be >= 1, got {args.sequences_per_rung}")
-        if args.reduction_factor <= 1:
-            raise UsageError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
-        if args.cpus_per_trial <= 0 or (args.gpu and args.gpus_per_trial <= 0):
-            raise UsageError("--cpus-per-trial and --gpus-per-trial must be > 0")
+        name, root = _check(args)
     except UsageError as exc:
-        print(f"ocean tune-tracker: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(COMMAND, exc)
 
-    from pipelines.tune_tracker import TuneTrackerError, format_report, tune_tracker
+    from ocean.tuning import TuneTrackerError, format_report
+    from pipelines.tune_tracker import TuneTrackerSettings, tune_tracker
 
     try:
-        summary = tune_tracker(
+        summary = tune_tracker(TuneTrackerSettings(
             args.checkpoint, name, root, args.out, trials=args.trials, max_concurrent=args.max_concurrent,
             space=args.space, seed=args.seed, mlflow_uri=args.mlflow_uri, use_gpu=args.gpu,
             grace_period=args.sequences_per_rung, reduction_factor=args.reduction_factor,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             ray_address=args.ray_address, experiment=args.experiment, log_mlflow=not args.no_mlflow,
-            max_sequences=args.max_sequences, verbose=0 if args.quiet else 1)
+            max_sequences=args.max_sequences, verbose=0 if args.quiet else 1))
     except TuneTrackerError as exc:
-        print(f"ocean tune-tracker: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(COMMAND, exc)
     print(format_report(summary))
     print(json.dumps({"best": summary["best"], "cost": summary["cost"]}))
     return 0

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,52 +63,110 @@ def quickstart_config(epochs: int | None, overrides: list[str]) -> OceanConfig:
     return apply_overrides(cfg, overrides)
 
 
-def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: str | None = None,
-                   ray_address: str | None = None, seed: int = 0, size: str = "small",
-                   epochs: int | None = None, overrides: list[str] | None = None, workers: int = 2,
-                   use_gpu: bool = False, max_sequences: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QuickstartSettings:
+    """One quickstart run: everything under ``workdir``; pair records at ``storage_uri`` (default
+    ``WORKDIR/pairs``; an ``s3://`` URI puts the runs beside them), MLflow at ``mlflow_uri`` (default
+    ``$MLFLOW_TRACKING_URI``, else ``WORKDIR/mlflow.db``); ``size`` of the synthetic data, ``epochs`` and
+    ``overrides`` on top of the smoke preset; ``max_sequences`` per benchmark in the evaluation."""
+
+    workdir: str
+    storage_uri: str | None = None
+    mlflow_uri: str | None = None
+    ray_address: str | None = None
+    seed: int = 0
+    size: str = "small"
+    epochs: int | None = None
+    overrides: Sequence[str] | None = None
+    workers: int = 2
+    use_gpu: bool = False
+    max_sequences: int | None = None
+
+
+@dataclass(frozen=True)
+class _Places:
+    work: Path
+    pairs: str
+    runs: str
+    mlflow: str
+
+
+def run_quickstart(settings: QuickstartSettings) -> dict[str, Any]:
     """Run (or resume) the quickstart; returns the summary also written to ``WORKDIR/summary.json``."""
-    from data_prep.synthetic import generate
-    from pipelines.evaluate import EvaluateSettings, evaluate
-    from pipelines.prepare import PrepareSettings, prepare
     from pipelines.raysession import ensure_ray
-    from pipelines.train import TrainSettings, train
 
+    s = settings
     t_start = time.time()
-    work = Path(workdir).expanduser().resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    storage_uri = storage_uri or str(work / "pairs")
-    runs_uri = sibling_uri(storage_uri, "runs") if storage.is_uri(storage_uri) else str(work / "runs")
-    mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work / 'mlflow.db'}"
-    cfg = quickstart_config(epochs, overrides or [])
-    ensure_ray(ray_address)
+    where = _places(s)
+    cfg = quickstart_config(s.epochs, list(s.overrides or []))
+    ensure_ray(s.ray_address)
+    synth = _synth(where.work / "synthetic", s)
+    manifest = _prepare(where, cfg, s)
+    trained = _train(where, cfg, s)
+    final_ckpt = trained["checkpoints"][-1]
+    evaluation, untrained = _evaluate(where, cfg, final_ckpt, s)
+    _stage("5/5 summary", "")
+    summary = build_summary(where.work, where.pairs, manifest, trained, evaluation, final_ckpt, untrained,
+                            where.mlflow, synth)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    (where.work / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary))
+    return summary
 
-    synthetic_dir = work / "synthetic"
-    t = _stage("1/5 synth", f"synthetic datasets ({size}) in {synthetic_dir}")
+
+def _places(s: QuickstartSettings) -> _Places:
+    work = Path(s.workdir).expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    pairs = s.storage_uri or str(work / "pairs")
+    runs = sibling_uri(pairs, "runs") if storage.is_uri(pairs) else str(work / "runs")
+    mlflow = s.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work / 'mlflow.db'}"
+    return _Places(work, pairs, runs, mlflow)
+
+
+def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
+    """Stage 1: the synthetic datasets (reused when their manifest exists)."""
+    from data_prep.synthetic import generate
+
+    t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}")
     if (synthetic_dir / "synth_manifest.json").exists():
         synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
         print("    reusing the existing synthetic data")
     else:
-        synth = generate(synthetic_dir, seed=seed, size=size)
+        synth = generate(synthetic_dir, seed=s.seed, size=s.size)
     print(f"    done in {time.time() - t:.1f} s")
+    return synth
 
-    t = _stage("2/5 prepare", f"Ray pair records -> {storage_uri}")
+
+def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
+    """Stage 2: the Ray preparation job (it reuses finished shards itself)."""
+    from pipelines.prepare import PrepareSettings, prepare
+
+    t = _stage("2/5 prepare", f"Ray pair records -> {where.pairs}")
+    synthetic_dir = where.work / "synthetic"
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
-    manifest = prepare(PrepareSettings(datasets, storage_uri, cfg, seed=seed))
+    manifest = prepare(PrepareSettings(datasets, where.pairs, cfg, seed=s.seed))
     print(f"    done in {time.time() - t:.1f} s")
+    return manifest
 
-    t = _stage("3/5 train", f"Ray Train, smoke preset, {workers} workers, {cfg.optim.epochs} epochs -> {runs_uri}")
-    trained = _reuse(work / "train.json", lambda r: r.get("epochs") == cfg.optim.epochs
+
+def _train(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
+    """Stage 3: Ray Train on the smoke preset (reused while train.json's last checkpoint exists)."""
+    from pipelines.train import TrainSettings, train
+
+    t = _stage("3/5 train", f"Ray Train, smoke preset, {s.workers} workers, {cfg.optim.epochs} epochs -> {where.runs}")
+    trained = _reuse(where.work / "train.json", lambda r: r.get("epochs") == cfg.optim.epochs
                      and all(storage.exists(u) for u in r.get("checkpoints", [])[-1:]))
     if trained is None:
-        trained = train(TrainSettings(storage_uri, runs_uri, cfg, workers=workers, use_gpu=use_gpu,
-                                      mlflow_uri=mlflow_uri, experiment="ocean-quickstart",
-                                      run_name="quickstart-smoke", seed=seed))
-        (work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
-    final_ckpt = trained["checkpoints"][-1]
-    print(f"    done in {time.time() - t:.1f} s; final checkpoint {final_ckpt}")
+        trained = train(TrainSettings(where.pairs, where.runs, cfg, workers=s.workers, use_gpu=s.use_gpu,
+                                      mlflow_uri=where.mlflow, experiment="ocean-quickstart",
+                                      run_name="quickstart-smoke", seed=s.seed))
+        (where.work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
+    print(f"    done in {time.time() - t:.1f} s; final checkpoint {trained['checkpoints'][-1]}")
+    return trained
 
-    t = _stage("4/5 evaluate", "trained and untrained models on the synthetic benchmarks")
+
+def _untrained_checkpoint(work: Path, cfg: OceanConfig, seed: int) -> str:
+    """The untrained baseline: the smoke model built with ``torch.manual_seed(seed)`` (kept once written)."""
     untrained = str(work / "untrained.pt")
     if not Path(untrained).exists():
         import torch
@@ -116,24 +176,27 @@ def run_quickstart(workdir: str, *, storage_uri: str | None = None, mlflow_uri: 
 
         torch.manual_seed(seed)
         save_checkpoint(untrained, build_model(cfg.model), cfg, epoch=0, note="untrained baseline")
-    roots = benchmark_roots(synthetic_dir)
-    evaluation = _reuse(work / "evaluation.json", lambda r: sorted(r.get("scores", {})) == sorted(
-        [final_ckpt, untrained]) and r.get("max_sequences") == max_sequences)
-    if evaluation is None:
-        evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(work / "evaluation"),
-                                               workers=workers, use_gpu=use_gpu, mlflow_uri=mlflow_uri,
-                                               max_sequences=max_sequences))
-        evaluation["max_sequences"] = max_sequences
-        (work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
-    print(f"    done in {time.time() - t:.1f} s")
+    return untrained
 
-    _stage("5/5 summary", "")
-    summary = build_summary(work, storage_uri, manifest, trained, evaluation, final_ckpt, untrained, mlflow_uri,
-                            synth)
-    summary["seconds"] = round(time.time() - t_start, 1)
-    (work / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(format_summary(summary))
-    return summary
+
+def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSettings) -> tuple[dict, str]:
+    """Stage 4: the final and an untrained checkpoint on the synthetic benchmarks (reused while
+    evaluation.json matches); returns the evaluation and the untrained checkpoint."""
+    from pipelines.evaluate import EvaluateSettings, evaluate
+
+    t = _stage("4/5 evaluate", "trained and untrained models on the synthetic benchmarks")
+    untrained = _untrained_checkpoint(where.work, cfg, s.seed)
+    roots = benchmark_roots(where.work / "synthetic")
+    evaluation = _reuse(where.work / "evaluation.json", lambda r: sorted(r.get("scores", {})) == sorted(
+        [final_ckpt, untrained]) and r.get("max_sequences") == s.max_sequences)
+    if evaluation is None:
+        evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(where.work / "evaluation"),
+                                               workers=s.workers, use_gpu=s.use_gpu, mlflow_uri=where.mlflow,
+                                               max_sequences=s.max_sequences))
+        evaluation["max_sequences"] = s.max_sequences
+        (where.work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
+    print(f"    done in {time.time() - t:.1f} s")
+    return evaluation, untrained
 
 
 def _reuse(path: Path, still_valid) -> dict | None:

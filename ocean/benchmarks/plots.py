@@ -11,6 +11,17 @@ from ocean.benchmarks.metrics import GOT10K_PLOT_THRESHOLDS, PRECISION_THRESHOLD
 from ocean.benchmarks.scoring import HEADLINE
 
 
+def _save(fig, out_path: Path) -> Path:
+    """Write ``fig`` as a PNG (folders created) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
 def _plot(
     curves: dict[str, np.ndarray],
     thresholds: np.ndarray,
@@ -31,12 +42,7 @@ def _plot(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(thresholds[0], thresholds[-1]), ylim=(0, 1.02))
     ax.grid(True, alpha=0.4)
     ax.legend(loc="lower left" if "Success" in title else "lower right", fontsize=8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def plot_success(
@@ -105,9 +111,4 @@ def plot_metric_vs_epoch(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel=HEADLINE[name], title=name)
         ax.grid(True, alpha=0.4)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
