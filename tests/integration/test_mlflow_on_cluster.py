@@ -1,35 +1,25 @@
 """MLflow on a real 2-node Ray cluster: ``ocean train`` and ``ocean ablate`` with a sqlite store (given, or
 the default under ``--out``) stop within seconds of joining the cluster -- exit status 2, one error line
-naming MLFLOW_TRACKING_URI -- before any run, checkpoint or store file is created (issue 13 item 7). The
-same jobs with a tracking server run on that cluster in tests/test_job_submit.py and tests/test_ablate.py."""
+naming MLFLOW_TRACKING_URI -- before any run, checkpoint or store file is created (issue 13 item 7). With a
+tracking server: tests/integration/test_job_submit.py (train as a Ray job on this cluster) and
+tests/integration/test_ablate_grid.py (ablate)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from pair_records import write_pairs
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("pairs")
-    write_pairs(folder, {"got10k": 16})
-    return folder
-
 
 @pytest.mark.parametrize("command,store", [("train", "given"), ("train", "default"), ("ablate", "given")])
-def test_a_sqlite_store_on_two_nodes_fails_fast(ray_cluster, pairs, tmp_path, command, store):
+def test_a_sqlite_store_on_two_nodes_fails_fast(ray_cluster, pairs_dir, tmp_path, command, store):
     out = tmp_path / "out"
     db = tmp_path / "store" / "mlflow.db"
-    args = [sys.executable, "-m", f"jobs.{command}", "--data", str(pairs), "--out", str(out), "--preset", "smoke",
+    args = [sys.executable, "-m", f"jobs.{command}", "--data", str(pairs_dir), "--out", str(out), "--preset", "smoke",
             "--epochs", "1", "--workers", "1", "--set", "optim.batch_size=4", "--ray-address", ray_cluster.address]
     if command == "ablate":
         args += ["--benchmark", f"otb={tmp_path / 'otb'}", "--pairs-per-epoch", "4", "--rows", "baseline", "--quiet"]
