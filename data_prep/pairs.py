@@ -211,7 +211,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
     drawing template / search frames (the draws sorted by track, one range of tracks at a time, reading only
     ranges some draw needs). The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window
     never leaves its track, and every draw uses the same uniforms in the same arithmetic
-    (tests/test_plan_spill.py).
+    (tests/data/test_plan_spill.py).
 
     Args:
         tracks: the dataset's tracks (any order), as :class:`Track` s (those of other datasets raise

@@ -1,7 +1,7 @@
 """The configuration reference (``docs/configuration.md``), generated from ``ocean/config.py`` itself.
 
 Each field's documentation is the comment block above it and its inline comment in the source, so the
-reference cannot drift from the code; ``tests/test_config.py`` checks that the committed file is current.
+reference cannot drift from the code; ``tests/unit/test_config.py`` checks that the committed file is current.
 Regenerate with ``ocean config --reference > docs/configuration.md``.
 """
 

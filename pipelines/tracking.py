@@ -72,8 +72,7 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 def config_params(cfg, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Flattened config (plus ``extra`` run settings) as MLflow params, scrubbed and stringified."""
-    params = {**flatten(cfg), **(extra or {})}
-    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in scrub(params).items()}
+    return _cut({**flatten(cfg), **(extra or {})})
 
 
 def code_version(repo: str | Path | None = None) -> str:
@@ -230,7 +229,7 @@ class RunLogger:
 
     def log_config(self, cfg, extra: Mapping[str, Any] | None = None) -> None:
         """The flattened config (``optim.base_lr`` ...) plus ``extra`` run settings as params."""
-        self.log_params({**flatten(cfg), **dict(extra or {})})
+        self.log_params(config_params(cfg, dict(extra or {})))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
                     timestamp_ms: int | None = None) -> None:

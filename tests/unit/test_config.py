@@ -85,7 +85,7 @@ def test_configuration_reference_is_current():
 
     from ocean.config_doc import reference_markdown
 
-    committed = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert committed == reference_markdown(), "regenerate: ocean config --reference > docs/configuration.md"
     assert "`optim.weight_decay` | `0.0001`" in committed and "facts §8" in committed
 

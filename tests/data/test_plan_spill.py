@@ -147,15 +147,6 @@ def test_spilled_chunked_plan_is_bit_identical_to_the_in_memory_plan(tmp_path, s
     _assert_same_plan(memory, again)
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    from data_prep.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, seed=0, size="tiny")
-    return root
-
-
 def test_spilled_plans_of_the_synthetic_datasets_are_bit_identical(synth_root, tmp_path):
     cfg = smoke()
     for name in NAMES:

@@ -1,4 +1,4 @@
-"""Benchmark metrics: hand-computed cases and the real mmtracking fixtures (tests/data/mmtracking_sot_eval)."""
+"""Benchmark metrics: hand-computed cases and the real mmtracking fixtures (tests/fixtures/mmtracking_sot_eval)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ocean.benchmarks.regions import (
     vot_raster_overlap,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "mmtracking_sot_eval"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mmtracking_sot_eval"
 BOX = np.array([[0.0, 0.0, 10.0, 10.0]])
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from ocean.geometry import context_size, mean_color
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tracker_context_size(size_wh, context_amount=0.5):

@@ -158,19 +158,10 @@ def test_tuning_score_vot_eao():
 # Validation split checks and the saved file
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from data_prep.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, size="tiny")
-    return root
-
-
-def test_validation_split_is_named(synth):
-    seqs, split = read_validation("got10k", synth / "benchmarks" / "got10k" / "val")
+def test_validation_split_is_named(synth_root):
+    seqs, split = read_validation("got10k", synth_root / "benchmarks" / "got10k" / "val")
     assert len(seqs) == 2 and "'val' split" in split
-    _, split = read_validation("otb", synth / "benchmarks" / "otb")
+    _, split = read_validation("otb", synth_root / "benchmarks" / "otb")
     assert "no separate validation split" in split
 
 

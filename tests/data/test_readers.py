@@ -15,10 +15,10 @@ import pytest
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.readers import rejections as R
 from data_prep.readers.image_header import image_size
-from data_prep.synthetic import generate
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 SAMPLES = SHARED / "data" / "real_samples"
+SYNTH_SEED = 1  # the seed of conftest's `synth` tree in this module
 
 
 def _samples(sub: str) -> Path:
@@ -26,12 +26,6 @@ def _samples(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (no ../shared in this clone)")
     return path
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("synth")
-    return out, generate(out, seed=1, size="tiny", broken=True)
 
 
 def _touch(path: Path) -> None:

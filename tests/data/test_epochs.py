@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from pair_records import write_pairs
@@ -19,14 +17,6 @@ from data_prep.epochs import (
 )
 from data_prep.pair_index import TrainingDataError, list_pair_files, load_pair_index, read_pair_index
 from ocean.config import AugmentConfig
-
-
-@pytest.fixture(scope="module")
-def pairs_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("pairs")
-    write_pairs(folder, {"got10k": 40, "coco": 16})
-    (folder / "manifest.json").write_text('{"schema_version": 1}')
-    return folder
 
 
 def test_batch_plan_keeps_the_global_batch():

@@ -19,7 +19,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCORE_KEYS = {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness"}
 
 # Learning thresholds. Measured 2026-11-24 on the 2-core machine (loaded by other test runs), smoke preset,

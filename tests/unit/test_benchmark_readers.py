@@ -28,7 +28,7 @@ from ocean.benchmarks.readers import (
 )
 from ocean.benchmarks.sequence import AnnotationError
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 REAL = SHARED / "data" / "real_samples"
 
 

@@ -1,4 +1,4 @@
-"""ocean ablate (pipelines/ablate.py): bad requests are refused before any run; one tiny Tune grid end to end."""
+"""ocean ablate (pipelines/ablate.py): one tiny Tune grid end to end (bad requests: tests/unit/test_ablate_cli.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocean.ablation import AblationError
 from ocean.config import smoke
-
-
-def test_switches_cannot_be_overridden(tmp_path):
-    from pipelines.ablate import AblateSettings, ablate
-
-    with pytest.raises(AblationError, match="switches"):
-        ablate(AblateSettings(str(tmp_path), {"otb": str(tmp_path)}, str(tmp_path / "o"),
-                              overrides=("model.head.align=false",)))
-    with pytest.raises(AblationError, match="validation"):
-        ablate(AblateSettings(str(tmp_path), {"otb": str(tmp_path)}, str(tmp_path / "o"), validation="vot2018"))
-
-
 
 # --------------------------------------------------------------------------------------------------------
 # End to end (slow): a 2-trial Tune grid on tiny synthetic data, MLflow on a real server

@@ -1,6 +1,7 @@
-"""ocean tune-tracker: the test split is refused on the command line, and a real tuning run.
+"""ocean tune-tracker: a real tuning run (the test split refused on the command line:
+tests/unit/test_tune_tracker_cli.py).
 
-The slow test tunes a smoke-size UNTRAINED checkpoint on the synthetic GOT-10k val split (2 sequences) with
+The test tunes a smoke-size UNTRAINED checkpoint on the synthetic GOT-10k val split (2 sequences) with
 Ray Tune (Optuna TPE + ASHA), logs to a real ``mlflow server`` and feeds the saved best_tracker.json to
 ``ocean track``. The checkpoint's random regression head is replaced by a constant one (conv weights 0,
 every cell predicts the same box, still untrained): with the random head every box flies out of the frame
@@ -19,37 +20,6 @@ from pathlib import Path
 import pytest
 
 from ocean.config import TRACKER_PRESETS, TrackerConfig
-from ocean.tuning import TuneTrackerError, read_validation
-
-# ----------------------------------------------------------------------------------------------------------
-# The test split on the command line
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from data_prep.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, size="tiny")
-    return root
-
-
-def test_got10k_test_split_is_refused(synth, tmp_path):
-    import shutil
-
-    from jobs.cli import main
-
-    test_root = tmp_path / "GOT-10k" / "test"
-    shutil.copytree(synth / "benchmarks" / "got10k" / "val", test_root)
-    for gt in test_root.glob("*/groundtruth.txt"):  # the test split publishes only the first box
-        gt.write_text(gt.read_text().splitlines()[0] + "\n")
-    with pytest.raises(TuneTrackerError, match="TEST split"):
-        read_validation("got10k", test_root)
-    rc = main(["tune-tracker", "--checkpoint", str(tmp_path / "none.pt"), "--benchmark", f"got10k={test_root}",
-               "--out", str(tmp_path / "out"), "--no-mlflow"])
-    assert rc == 2
-    assert not (tmp_path / "out" / "best_tracker.json").exists()
-
 
 # ----------------------------------------------------------------------------------------------------------
 # A real tuning run
@@ -72,7 +42,7 @@ def _constant_head_checkpoint(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tune_tracker_end_to_end(synth, tmp_path, mlflow_server):
+def test_tune_tracker_end_to_end(synth_root, tmp_path, mlflow_server):
     import torch
     from mlflow.tracking import MlflowClient
 
@@ -84,7 +54,7 @@ def test_tune_tracker_end_to_end(synth, tmp_path, mlflow_server):
 
     ckpt = tmp_path / "smoke.pt"
     _constant_head_checkpoint(ckpt)
-    val = synth / "benchmarks" / "got10k" / "val"
+    val = synth_root / "benchmarks" / "got10k" / "val"
     out = tmp_path / "tune"
     trials = 5
     summary = tune_tracker(TuneTrackerSettings(str(ckpt), "got10k", str(val), str(out), trials=trials,

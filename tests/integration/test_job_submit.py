@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).parent / "ray")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _submit(cluster, sub_id: str, args: list[str], env_vars: dict[str, str], timeout: int = 900):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("ocean", "data_prep", "pipelines", "jobs")
 LAYER = {name: i for i, name in enumerate(PACKAGES)}  # a module may import its own layer and those below
 RAY_ALLOWED = ("pipelines", "jobs")

@@ -1,6 +1,6 @@
 """The preparation job (pipelines/prepare.py, ocean prepare): storage, the command line, and the whole job on
 a real 2-node Ray cluster writing to a real S3 server and a local folder (one shard's packing, cost and
-crops: tests/test_shards.py)."""
+crops: tests/data/test_shards.py; bad arguments: tests/unit/test_prepare_cli.py)."""
 
 from __future__ import annotations
 
@@ -25,46 +25,16 @@ from ocean.config import smoke
 from ocean.storage import StorageError
 from pipelines.prepare import PrepareSettings, prepare
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 
 
 # --------------------------------------------------------------------------------------------------------
-# Fast tests: no Ray, no S3
-
-
-def test_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys):
-    from jobs.cli import main
-
-    assert main(["prepare", "--dataset", "nope=/x", "--out", str(tmp_path / "o")]) == 1
-    assert "unknown dataset" in capsys.readouterr().err
-    assert main(["prepare", "--dataset", f"got10k={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 1
-    assert "not a folder" in capsys.readouterr().err
-    # malformed or repeated NAME=ROOT: a usage error (jobs/common.py), exit status 2 as argparse's
-    assert main(["prepare", "--dataset", "got10k", "--out", str(tmp_path)]) == 2
-    assert "expected NAME=VALUE" in capsys.readouterr().err
-    assert main(["prepare", "--dataset", f"got10k={tmp_path}", "--dataset", f"got10k={tmp_path}",
-                 "--out", str(tmp_path / "o")]) == 2
-    assert "given twice" in capsys.readouterr().err
-    assert main(["prepare", "--dataset", f"got10k={tmp_path}", "--pairs", "got10k=-1", "--out", str(tmp_path / "o")]) == 2
-    assert ">= 0" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------------------------------------
-# Slow tests: the real cluster, the real S3 server
+# The real cluster, the real S3 server
 
 PAIRS = 30  # per dataset
 SHARD_PAIRS = 8
 SEED = 5
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from data_prep.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    manifest = generate(root, seed=0, size="tiny", broken=True)
-    return root, manifest
 
 
 def _job_args(root: Path, out: str, address: str, *extra: str) -> list[str]:

@@ -20,15 +20,6 @@ BG = (90, 90, 90)  # BGR background of the hand-made frames
 TARGET = (20, 200, 240)  # BGR solid target colour
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from data_prep.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    manifest = generate(root, seed=0, size="tiny", broken=True)
-    return root, manifest
-
-
 def _plan_of(videos: dict[str, int], pairs_n: int, frames: int = 10, seed: int = 0):
     """A plan over hand-made tracks: ``videos`` maps video id -> number of tracks."""
     tracks = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # In a fresh process, allocate a 20 MB array and report how much of it glibc served from mmap.
 _PROBE = """

@@ -1,0 +1,47 @@
+"""ocean.storage: the module functions and OutputStore against a real S3 server (SeaweedFS); on local paths:
+tests/unit/test_storage_local.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocean import storage
+from ocean.storage import OutputStore, StorageError
+
+
+@pytest.mark.slow
+def test_module_functions_and_output_store_on_s3(s3_env):
+    uri = "s3://ocean-data/storage-test/run/blob.bin"
+    storage.write_bytes(uri, b"\x00payload")
+    assert storage.exists(uri) and storage.exists("s3://ocean-data/storage-test/run")  # a "folder" exists
+    assert storage.read_bytes(uri) == b"\x00payload"
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        storage.read_bytes("s3://ocean-data/storage-test/missing.bin")
+    # the endpoint given in the URI (no AWS_ENDPOINT_URL in the worker's environment) reaches the same bucket
+    host = s3_env.endpoint.split("://", 1)[1]
+    explicit = f"s3://ocean-data/storage-test/run/blob.bin?endpoint_override={host}&scheme=http"
+    env = {k: v for k, v in s3_env.env().items() if not k.startswith("AWS_ENDPOINT_URL")}
+    store = OutputStore.from_uri("s3://ocean-data/storage-test?endpoint_override=" + host + "&scheme=http", env)
+    assert store.read("run/blob.bin") == b"\x00payload" and store.exists("run/blob.bin")
+    assert not store.exists("run") and store.read("run/none") is None
+    store.write("run/other.bin", memoryview(b"mv"))
+    assert storage.read_bytes(storage.join(explicit.replace("blob.bin", ""), "other.bin")) == b"mv"
+    store.check_writable()
+    store.delete("run/other.bin")
+    store.delete("run/never-written.bin")  # deleting a missing object is not an error
+    assert s3_env.keys("ocean-data", "storage-test/") == ["storage-test/run/blob.bin"]
+    assert "ocean-test-secret" not in repr(store) and s3_env.access_key not in str(store)
+    torch = pytest.importorskip("torch")
+    storage.save_torch({"w": torch.ones(2)}, "s3://ocean-data/storage-test/t.pt")
+    assert torch.equal(storage.load_torch("s3://ocean-data/storage-test/t.pt")["w"], torch.ones(2))
+
+
+@pytest.mark.slow
+def test_check_writable_names_a_missing_bucket_or_dead_endpoint_but_never_the_keys(s3_env, monkeypatch):
+    with pytest.raises(StorageError, match="'no-such-bucket' does not exist") as missing:
+        OutputStore.from_uri("s3://no-such-bucket/x").check_writable()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(StorageError, match="unreachable|cannot write") as dead:
+        OutputStore.from_uri("s3://ocean-data/x").check_writable()
+    for exc in (missing, dead):
+        assert s3_env.secret_key not in str(exc.value) and s3_env.access_key not in str(exc.value)
