@@ -1,35 +1,10 @@
 """Target-centred crops in the official crop511 reference frame, JPEG encoding and safe decoding.
 
-The official pipeline (facts §7.1) cuts every annotated object out of its frame as a 511 x 511 "x-crop":
-centre ``c`` = box centre, context ``p = 0.5 (w + h)``, ``s_z = sqrt((w + p)(h + p))``,
-``s_x = s_z * 511 / 127``, one affine warp of the square ``[c - s_x/2, c + s_x/2]`` to 511 x 511 with
-scale ``(511 - 1) / s_x``, borders filled with the image's mean BGR colour. In that **511 frame** the target
-sits at ``(255, 255)`` with size ``(w, h) * 127 / s_z``, and training (facts §7.5) cuts its 127 template and
-255 search windows out of it around ``(255, 255)``.
-
-Training never looks further from the centre than its augmentation window can reach, so the project stores
-only the central part of the 511 frame that the augmentation can touch (issue 4).
-
-Stored-crop margin
-------------------
-An augmentation window for output size ``S`` (127 or 255) with shift ``SH`` and scale ``SC`` (facts §7.5) is
-a rectangle of side ``S * s`` (``s in [1 - SC, 1 + SC]``, per axis) centred at ``255 + t`` (``|t| <= SH``)
-in the 511 frame. Its farthest edge lies at distance ``L / 2`` from the centre, with::
-
-    L = S * (1 + SC) + 2 * SH                      (the largest window side needed)
-
-The warp samples the 511 frame at continuous positions inside ``[255 - L/2, 255 + L/2]``; bilinear
-interpolation reads the integer pixels around each position, and OpenCV rounds positions to 1/32 px
-(``INTER_BITS = 5``), so one more pixel is kept on each side. The stored crop is the central square::
-
-    half = ceil(L / 2) + 1
-    side = min(2 * half + 1, 511)                 (odd, centred on pixel 255)
-    offset = (511 - side) // 2                    (its top-left corner in the 511 frame, x = y)
-
-Defaults (AugmentConfig): template ``L = 127 * 1.05 + 8 = 141.35 -> side 145``; search
-``L = 255 * 1.18 + 128 = 428.9 -> side 433``. The crop is rendered straight from the source image with
-ONE affine warp at the 511 frame's scale, translated by ``-offset``: its pixels are the 511 crop's pixels
-in that region (to float rounding), so the downstream augmentation is exactly the official one.
+A stored crop is the central ``side`` x ``side`` square of a box's official 511 x 511 x-crop (facts §7.1),
+rendered straight from the source image with one affine warp, so its pixels are the crop511's in that region
+(to float rounding) and training's augmentation of it is exactly the official one. ``side`` keeps only what
+that augmentation can reach. The 511 frame: :class:`CropGeometry`; the stored side: :func:`stored_side`;
+rendering: :func:`crop_region`. :func:`decode_image` never raises on bad data: it returns a reason.
 
 Coordinates are 0-based pixels; boxes are ``x1, y1, x2, y2`` (``*_xyxy``). Images are ``(H, W, 3)`` uint8
 BGR (OpenCV order).
@@ -67,9 +42,26 @@ def window_extent(size: int, shift: float, scale: float) -> float:
 
 
 def stored_side(size: int, shift: float, scale: float, crop_size: int = CROP_SIZE) -> int:
-    """Side of the stored crop that holds every window the augmentation can draw (module docstring).
+    """Side of the stored crop that holds every window the augmentation can draw.
 
-    ``side = min(2 * (ceil(L / 2) + 1) + 1, crop_size)`` with ``L`` from :func:`window_extent`.
+    Training never looks further from the centre than its augmentation window can reach, so only the central
+    part of the 511 frame that the augmentation can touch is stored. An augmentation window for output size
+    ``S`` (127 or 255) with shift ``SH`` and scale ``SC`` (facts §7.5) is a rectangle of side ``S * s``
+    (``s in [1 - SC, 1 + SC]``, per axis) centred at ``255 + t`` (``|t| <= SH``) in the 511 frame. Its
+    farthest edge lies at distance ``L / 2`` from the centre, with::
+
+        L = S * (1 + SC) + 2 * SH                      (the largest window side needed, :func:`window_extent`)
+
+    The warp samples the 511 frame at continuous positions inside ``[255 - L/2, 255 + L/2]``; bilinear
+    interpolation reads the integer pixels around each position, and OpenCV rounds positions to 1/32 px
+    (``INTER_BITS = 5``), so one more pixel is kept on each side. The stored crop is the central square::
+
+        half = ceil(L / 2) + 1
+        side = min(2 * half + 1, 511)                 (odd, centred on pixel 255)
+        offset = (511 - side) // 2                    (its top-left corner in the 511 frame, x = y)
+
+    Defaults (AugmentConfig): template ``L = 127 * 1.05 + 8 = 141.35 -> side 145``; search
+    ``L = 255 * 1.18 + 128 = 428.9 -> side 433``.
     """
     half = math.ceil(window_extent(size, shift, scale) / 2.0) + _INTERP_GUARD_PX
     return min(2 * half + 1, crop_size)
@@ -87,6 +79,14 @@ def stored_sides(augment, exemplar_size: int = EXEMPLAR_SIZE, search_size: int =
 @dataclass(frozen=True)
 class CropGeometry:
     """Where a stored crop lies, in the 511 frame and in the source image.
+
+    The official pipeline (facts §7.1) cuts every annotated object out of its frame as a 511 x 511 "x-crop":
+    centre ``c`` = box centre, context ``p = 0.5 (w + h)``, ``s_z = sqrt((w + p)(h + p))``,
+    ``s_x = s_z * 511 / 127``, one affine warp of the square ``[c - s_x/2, c + s_x/2]`` to 511 x 511 with
+    scale ``(511 - 1) / s_x``, borders filled with the image's mean BGR colour. In that **511 frame** the
+    target sits at ``(255, 255)`` with size ``(w, h) * 127 / s_z``, and training (facts §7.5) cuts its 127
+    template and 255 search windows out of it around ``(255, 255)``. A stored crop is the central ``side`` x
+    ``side`` square of that frame (:func:`stored_side`), its top-left corner at ``(offset, offset)``.
 
     Attributes:
         side: crop side in pixels (square).
@@ -202,6 +202,10 @@ def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float
                 box_mode: Literal["official", "exact"] = "official", out: np.ndarray | None = None) -> StoredCrop:
     """Render the central ``side`` x ``side`` region of ``box_xyxy``'s crop511 frame with one affine warp.
 
+    The crop is rendered straight from the source image with ONE affine warp at the 511 frame's scale,
+    translated by ``-offset``: its pixels are the 511 crop's pixels in that region (to float rounding), so the
+    downstream augmentation is exactly the official one.
+
     Args:
         image: ``(H, W, 3)`` uint8 BGR source frame.
         box_xyxy: target box in source pixels.
@@ -283,7 +287,7 @@ def decode_image(source: bytes | bytearray | memoryview | np.ndarray | str | Pat
     """
     expect_jpeg = False
     if isinstance(source, (str, Path)):
-        path = os.fspath(source)  # plain open(): pathlib's parsing cost ~2 % of a shard task per frame
+        path = os.fspath(source)  # plain open(), no pathlib parsing: this runs once per frame of a shard task
         expect_jpeg = os.path.splitext(path)[1].lower() in (".jpg", ".jpeg")
         try:
             with open(path, "rb") as f:

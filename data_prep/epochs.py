@@ -1,18 +1,10 @@
 """One training epoch's input: the batch plan, the epoch's pairs, each rank's share and the batch function.
 
-* :func:`batch_plan`: ``optim.batch_size`` is the *global* batch whatever the number of workers (facts §8:
-  32 x 8 GPUs = 256); per worker ``batch / workers`` pairs per step, in ``accumulate`` micro-batches when that
-  exceeds ``max_worker_batch``.
-* :func:`epoch_selection` (facts §7.4): ``DataConfig.pairs_per_epoch[dataset]`` pairs per dataset, drawn
-  without replacement from the prepared pool with a generator of ``(seed, epoch, dataset)``: a fresh subset
-  every epoch, the same on every rank and every re-run.
-* :func:`epoch_share`: the selection ordered by row group, cut to whole global batches and split into equal
-  contiguous parts, one per rank (:func:`rank_rows`; every rank runs the same number of steps), then cut at
-  row-group boundaries into work items of about :data:`ITEM_PAIRS` pairs (:func:`work_item`).
-* :func:`read_and_augment`: reads a work item's pairs and augments them with the seed :func:`epoch_seed`
-  ``(seed, epoch)`` and each pair's id; :func:`repair_invalid` patches rows whose JPEG did not decode.
-
-No Ray, and no torch at import.
+Every choice is a deterministic function of the prepared pair index, the config and ``(seed, epoch, rank)``:
+the same on every rank and every re-run. The global batch is fixed whatever the number of workers
+(:func:`batch_plan`); each epoch draws a fresh per-dataset subset of the pool (:func:`epoch_selection`), split
+into equal rank parts cut into work items (:func:`epoch_share`, :func:`work_item`) that
+:func:`read_and_augment` reads and augments inside Ray Data tasks. No Ray, and no torch at import.
 """
 
 from __future__ import annotations
@@ -26,8 +18,8 @@ import numpy as np
 from data_prep.pair_index import PairIndex, TrainingDataError, read_pair_rows
 from ocean.config import AugmentConfig
 
-# Pairs per Ray Data work item (one task): about 0.4 s of decode + augment at ~300 pairs/s per core
-# (benchmarks/train_input.py bare loop), and several of `ocean prepare`'s 256-row row groups
+# Pairs per Ray Data work item (one task): well under a second of decode + augment at the bare loop's speed
+# (BENCHMARKS.md, training input), and several of `ocean prepare`'s 256-row row groups
 # (data_prep.shards.ROW_GROUP_ROWS) at the pool_factor 4 density (DataConfig) mixed into each micro-batch.
 ITEM_PAIRS = 128
 
@@ -50,7 +42,12 @@ class BatchPlan:
 
 def batch_plan(global_batch: int, workers: int, max_worker_batch: int | None = None) -> BatchPlan:
     """Per-worker batch ``global / workers`` and the smallest gradient accumulation that keeps each
-    micro-batch at or below ``max_worker_batch`` (an exact divisor, so the global batch is exact)."""
+    micro-batch at or below ``max_worker_batch`` (an exact divisor, so the global batch is exact).
+
+    ``optim.batch_size`` is the *global* batch whatever the number of workers (facts §8: 32 x 8 GPUs = 256);
+    per worker ``batch / workers`` pairs per step, in ``accumulate`` micro-batches when that exceeds
+    ``max_worker_batch``.
+    """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if global_batch % workers:
@@ -81,8 +78,9 @@ def epoch_selection(keys: np.ndarray, datasets: np.ndarray, pairs_per_epoch: dic
     Returns:
         ``(selection (M,) uint64 in a random order, {dataset: {"wanted", "available", "taken"}})``. A
         dataset with fewer pairs than wanted gives all it has. Each dataset draws from its own generator
-        ``(seed, epoch, crc32(name))`` over its keys in sorted order, so the result depends neither on the
-        file order nor on the other datasets.
+        ``(seed, epoch, crc32(name))`` over its keys in sorted order, without replacement, so the result
+        depends neither on the file order nor on the other datasets: a fresh subset every epoch, the same
+        on every rank and every re-run.
     """
     keys = np.asarray(keys, dtype=np.uint64)
     datasets = np.asarray(datasets).astype(str)
@@ -174,7 +172,7 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
     """The batch function over work items (:func:`work_item`; run by the stream's Ray Data tasks through
     ``pipelines.train_input.read_and_augment_task``): read the items' pairs
     (:func:`read_pair_rows`), decode and augment them (``data_prep.augment.augment_pairs``, seed
-    :func:`epoch_seed` of the item's epoch) and return numeric columns only (string columns break
+    :func:`epoch_seed` of the item's epoch and each pair's id) and return numeric columns only (string columns break
     ``iter_torch_batches``, ray_stack.md §2).
 
     Returns ``template`` ``(B, 127, 127, 3)`` uint8 BGR, ``search`` ``(B, 255, 255, 3)`` uint8 BGR,

@@ -1,14 +1,11 @@
-"""The driver's listing and planning of a preparation job, one dataset at a time: a reader's tracks are
-streamed into a compact :class:`data_prep.tracks.TrackTable` (flat arrays: ~65 bytes per annotated frame
-instead of ~350 bytes as Python objects), planned with :func:`data_prep.pairs.plan_pairs` (deterministic from
-the seed; facts §7.4) and packed into shards (:func:`data_prep.shards.pack_shards`).
+"""The driver's listing and planning of a preparation job, one dataset at a time.
 
-The tables' per-frame columns are **spilled** to a job-local folder (:func:`spill_folder`:
-``$TMPDIR/ocean-prepare-<host>-<pid>-*`` on the driver's disk; the job removes it when it ends, also on
-error, and the next job on the host removes it if the job was killed) and memory-mapped, so the driver's
-anonymous memory is O(tracks + pairs), not O(annotated frames); a plan keeps its eligible tracks' spilled
-table, read again when each shard's task input is built. Reader rejections are kept per dataset
-(:class:`DatasetState`) for the manifest and ``OUT/rejects/reader-<dataset>.jsonl``.
+A reader's tracks are streamed into a compact :class:`data_prep.tracks.TrackTable` (flat arrays), planned with
+:func:`data_prep.pairs.plan_pairs` (deterministic from the seed; facts §7.4) and packed into shards
+(:func:`data_prep.shards.pack_shards`). The tables' per-frame columns are **spilled** to a job-local folder
+(:func:`spill_folder`) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not
+O(annotated frames) (:func:`list_and_plan`). Reader rejections are kept per dataset (:class:`DatasetState`)
+for the manifest and ``OUT/rejects/reader-<dataset>.jsonl``.
 """
 
 from __future__ import annotations
@@ -51,7 +48,8 @@ SPILL_PREFIX = "ocean-prepare-"
 def spill_folder(base: str | None = None) -> str:
     """A fresh job-local folder for spilled annotation columns, ``<tmp>/ocean-prepare-<host>-<pid>-XXXXXXXX``.
 
-    Folders that jobs on this host left behind when they were killed (a SIGKILL skips ``finally``) are removed
+    ``<tmp>`` is ``tempfile.gettempdir()`` (``$TMPDIR``) on the driver's disk by default; the job removes the
+    folder when it ends, also on error (:mod:`pipelines.prepare`). Folders that jobs on this host left behind when they were killed (a SIGKILL skips ``finally``) are removed
     first: those whose process no longer exists. A folder of another host (a shared ``/tmp``) is left alone.
     """
     base = base or tempfile.gettempdir()
@@ -98,6 +96,7 @@ def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pai
     With ``spill_dir`` (a local folder; the job gives a job-local one, :func:`spill_folder`) both tables are
     spilled there, their per-frame columns memory-mapped from files, and the listing's table is deleted once
     the plan holds its own copy: the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
+    The plan's spilled table is read again when each shard's task input is built (:func:`shard_tasks`).
     """
     table = TrackTable.from_tracks(dataset, tracks, spill_dir=spill_dir)
     n_tracks, n_frames = table.num_tracks, table.num_frames

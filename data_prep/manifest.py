@@ -1,16 +1,10 @@
-"""The preparation job's records in ``OUT``: the job document (``OUT/job.json``, a fingerprint of config,
-seed and plans), the per-shard sidecars it finds there, the reader rejects and the manifest
-(``OUT/manifest.json``, written last, rebuilt from the sidecars), and the summary printed at the end.
+"""The preparation job's records in ``OUT``: the job document (``OUT/job.json``), the per-shard sidecars it
+finds there, the reader rejects, the manifest (``OUT/manifest.json``) and the summary printed at the end.
 
 Resuming: a shard is done when its sidecar exists and names this job's fingerprint (:func:`done_shards`); a
 finished job re-run leaves every file as it was (:func:`write_if_changed`). Re-using ``OUT`` with a different
-plan (other seed, pairs, config or data) is refused (:class:`JobMismatch`).
-
-Accounting (per dataset, in the manifest): ``frames_read`` = source frame decodes attempted (a frame needed
-by one shard is decoded once; a frame needed by two shards -- only when a huge video is split -- counts
-twice) = ``frames_used`` + ``sum(rejected.values())``; ``rejected`` holds the decode-stage reasons
-(:mod:`data_prep.shards`), ``reader_rejected`` the reader-stage ones (:mod:`data_prep.readers.rejections`);
-``pairs_planned`` = ``pairs_written`` + ``sum(pairs_dropped.values())``.
+plan (other seed, pairs, config or data) is refused (:class:`JobMismatch`). The manifest is written last,
+rebuilt from the sidecars; its per-dataset accounting: :func:`build_manifest`.
 """
 
 from __future__ import annotations
@@ -91,7 +85,15 @@ def write_reader_rejects(store: ShardStore, states: dict[str, DatasetState], fs)
 
 def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_doc: dict,
                    roots: dict[str, str]) -> dict:
-    """The manifest from the listing and the shard sidecars (deterministic: no times, hosts or credentials)."""
+    """The manifest from the listing and the shard sidecars (deterministic: no times, hosts or credentials).
+
+    Accounting (per dataset): ``frames_read`` = source frame decodes attempted (a frame needed by one shard
+    is decoded once; a frame needed by two shards -- only when a huge video is split -- counts twice) =
+    ``frames_used`` + ``sum(rejected.values())``; ``rejected`` holds the decode-stage reasons
+    (:mod:`data_prep.shards`), ``reader_rejected`` the reader-stage ones (:mod:`data_prep.readers.rejections`);
+    ``pairs_planned`` = ``pairs_written`` + ``sum(pairs_dropped.values())``. Both equations are checked
+    (AssertionError otherwise).
+    """
     from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
 
     shards: list[dict] = []

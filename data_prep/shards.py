@@ -1,28 +1,10 @@
 """One shard of the preparation job: packing a dataset plan into shards, their names and cost, the plan's
-digest, and decoding, cropping and writing one shard (no Ray; :mod:`pipelines.prepare` runs
-:func:`write_shard` in Ray tasks).
+digest, and decoding, cropping and writing one shard.
 
-Packing: a dataset's videos are ordered by ``sha1(video)`` (so a shard mixes unrelated videos and the order
-does not depend on the readers) and packed greedily, a whole video per shard unless the video alone has
-more than ``shard_pairs`` pairs (then it is cut into pieces of ``shard_pairs`` pairs in draw order). Shard
-``n`` of a dataset is ``OUT/shards/shard-<dataset>-<nnnnn>.parquet``: the names follow from the plan only.
-
-One shard (:func:`crop_shard`): each needed source frame is decoded once (frames of one video in time
-order; YT-BB frames straight from the video at the annotated timestamp), every crop it serves is cut with
-:func:`data_prep.crops.crop_region` at the stored side the augmentation needs
-(:func:`data_prep.crops.stored_sides`), JPEG-encoded, and the pair table
-(:class:`data_prep.records.PairTableBuilder`: each crop stored once, a pair as two crop indices) becomes one
-parquet file. :func:`write_shard` writes the parquet file, the shard's rejects and then its sidecar
-``OUT/stats/<shard>.json``, each atomically, in that order: a killed run leaves either a complete shard or
-one that is redone.
-
-Accounting (per shard, summed per dataset by :mod:`data_prep.manifest`): ``frames_read`` = source frame
-decodes attempted = ``frames_used`` + ``sum(rejected.values())`` (decode-stage reasons: ``undecodable_image``,
-``truncated_image``, ``missing_image``, ``undecodable_video_frame``); ``pairs_planned`` = ``pairs_written`` +
-``sum(pairs_dropped.values())``. A pair whose template or search frame was rejected (or whose crop failed)
-is **dropped and counted** under that frame's reason, not re-drawn: re-drawing would make a pair's
-existence depend on which files happen to be broken, the pool is already ``pool_factor`` times what an
-epoch uses (DataConfig), and TK's own re-draw on a missing file is biased (facts §7.4).
+No Ray here: :mod:`pipelines.prepare` runs :func:`write_shard` in Ray tasks. Shard names and files depend only
+on the plan and the :class:`CropSettings` (packing: :func:`pack_shards`); a shard's parquet file, rejects and
+sidecar are each written atomically, in that order (:func:`write_shard`). A pair whose frame is rejected is
+dropped and counted, never re-drawn (:func:`crop_shard`, which also defines the per-shard accounting).
 
 Coordinates: boxes in source pixels, ``x1, y1, x2, y2`` (``box_xyxy``); crop geometry as in
 :mod:`data_prep.crops`.
@@ -43,10 +25,10 @@ from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork
 from data_prep.readers import rejections as R
 from data_prep.tracks import FrameRef
 
-# ~25 KB per pair at q90 (benchmarks/prep_throughput.py) -> shards of about 50 MB, large enough for
+# shards of about 50 MB at q90 (bytes per stored pair: BENCHMARKS.md, data preparation), large enough for
 # efficient S3 reads and small enough that a task holds one shard in memory comfortably.
 DEFAULT_SHARD_PAIRS = 2000
-# parquet row groups: readers can stream a shard in ~6 MB pieces
+# parquet row groups: readers can stream a shard a few MB at a time
 ROW_GROUP_ROWS = 256
 # job-level reason for a YT-BB frame the video could not deliver (readers never decode; rejections.py)
 UNDECODABLE_VIDEO_FRAME = "undecodable_video_frame"
@@ -128,6 +110,8 @@ class ShardTask:
 
 
 def shard_name(dataset: str, index: int) -> str:
+    """Shard ``index`` of ``dataset``: ``shard-<dataset>-<nnnnn>`` (files: :func:`shard_paths`); names follow
+    from the plan only."""
     return f"shard-{dataset}-{index:05d}"
 
 
@@ -149,7 +133,8 @@ def video_order_key(video: str) -> str:
 def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
     """Each shard's draw numbers ``k`` (int64 arrays, a video's draws in draw order), in shard order.
 
-    Videos in :func:`video_order_key` order are packed greedily: a video goes whole into the current shard
+    Videos in :func:`video_order_key` order (``sha1(video)``: a shard mixes unrelated videos and the order
+    does not depend on the readers) are packed greedily: a video goes whole into the current shard
     when it fits (at most ``shard_pairs`` pairs per shard), else it starts a new shard; a video with more
     than ``shard_pairs`` pairs is cut into consecutive pieces of ``shard_pairs`` draws. Vectorised over draws
     (a Python loop over videos only), so packing millions of pairs holds a few int64 arrays.
@@ -179,7 +164,7 @@ def pack_shards(plan: DatasetPlan, shard_pairs: int) -> list[np.ndarray]:
 def shard_cost(plan: DatasetPlan, draws: np.ndarray) -> int:
     """An estimate of a shard's work in units of about one search crop: distinct source frames to decode plus
     distinct search crops (a 433 px search crop costs ~9x a 145 px template crop, crops.stored_sides; decode,
-    warp and encode are ~95 % of a task, benchmarks/prep_throughput.py). Frames are counted per track (flat
+    warp and encode are most of a task, BENCHMARKS.md). Frames are counted per track (flat
     track-table indices, no strings): a frame two tracks of one video share counts twice though it is decoded
     once. Only used to order the tasks."""
     template, search = plan.frame_indices(draws)
@@ -284,6 +269,21 @@ def _source(ref: FrameRef) -> str:
 def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict, list[dict]]:
     """Decode, crop and encode one shard in this process.
 
+    Each needed source frame is decoded once (frames of one video in time order; YT-BB frames straight from
+    the video at the annotated timestamp), every crop it serves is cut with
+    :func:`data_prep.crops.crop_region` at the stored side the augmentation needs
+    (:func:`data_prep.crops.stored_sides`), JPEG-encoded, and the pair table
+    (:class:`data_prep.records.PairTableBuilder`: each crop stored once, a pair as two crop indices) is built.
+
+    Accounting (per shard, summed per dataset by :mod:`data_prep.manifest`): ``frames_read`` = source frame
+    decodes attempted = ``frames_used`` + ``sum(rejected.values())`` (decode-stage reasons:
+    ``undecodable_image``, ``truncated_image``, ``missing_image``, ``undecodable_video_frame``);
+    ``pairs_planned`` = ``pairs_written`` + ``sum(pairs_dropped.values())``. A pair whose template or search
+    frame was rejected (or whose crop failed) is **dropped and counted** under that frame's reason, not
+    re-drawn: re-drawing would make a pair's existence depend on which files happen to be broken, the pool is
+    already ``pool_factor`` times what an epoch uses (DataConfig), and TK's own re-draw on a missing file is
+    biased (facts §7.4).
+
     Returns ``(table, counts, rejects)``: the shard's pair table (:data:`data_prep.records.PAIR_SCHEMA`,
     validated; pairs in the task's order), counters (``frames_read``, ``frames_used``, ``rejected``,
     ``crops``, ``crops_failed``, ``pairs_planned``, ``pairs_written``, ``pairs_dropped``) and the rejected
@@ -299,8 +299,7 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
     dropped: Counter[str] = Counter()
     frames_read = frames_used = crops = crops_failed = pairs_planned = 0
     # one render buffer per stored side, reused by every crop of the shard: a fresh ~0.5 MB array per crop
-    # fragments the heap while the shard's JPEG bytes accumulate, and the page faults that follow cost ~5 %
-    # of the task's CPU time (profiled against the bare loop, benchmarks/prep_throughput.py)
+    # fragments the heap while the shard's JPEG bytes accumulate, and page faults follow (BENCHMARKS.md)
     buffers = {side: np.empty((side, side, 3), np.uint8) for side in {settings.template_side, settings.search_side}}
     for work in task.videos:
         crops_of: dict[str, list[tuple[str, str, tuple]]] = {}
@@ -363,7 +362,7 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
     import pyarrow.parquet as pq
 
     compression = {name: ("NONE" if name.endswith("_jpeg") else "ZSTD") for name in table.schema.names}
-    # an Arrow in-memory sink, not io.BytesIO: the same bytes without a Python call per page (~1 % of a task);
+    # an Arrow in-memory sink, not io.BytesIO: the same bytes without a Python call per page;
     # the buffer goes to the store and to sha256 as it is (no copy into a Python bytes object)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS)
@@ -374,7 +373,8 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
 def write_shard(store: ShardStore, task: ShardTask, settings: CropSettings) -> dict:
     """Crop one shard and write its parquet file, rejects and sidecar (in that order); return the sidecar.
 
-    Idempotent: the files depend only on the task, and each write is atomic.
+    Idempotent: the files depend only on the task, and each write is atomic, so a killed run leaves either a
+    complete shard or one that is redone.
     """
     fs = store.filesystem()
     paths = shard_paths(task.name)

@@ -1,17 +1,9 @@
 """The ``ocean`` command line.
 
-Every sub-command lives in its own module ``jobs/<name>.py`` that defines::
-
-    COMMAND = "score"                 # the sub-command name (``ocean score``)
-    HELP = "one line for ``ocean --help``"
-    DESCRIPTION = "longer text for ``ocean score --help``"   # optional
-    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
-    def run(args: argparse.Namespace) -> int: ...           # exit status
-
-and ends with ``if __name__ == "__main__": raise SystemExit(main_for(__name__))`` so that
-``python -m jobs.<name> ARGS`` (what ``ray job submit`` runs; :func:`jobs.common.main_for`) takes exactly the arguments of
-``ocean <name> ARGS``. Modules keep heavy imports (torch, ray, mlflow) inside ``run`` so that
-``ocean --help`` stays fast.
+:func:`main` (the ``ocean`` entry point) dispatches to one module per sub-command, ``jobs/<name>.py``, found by
+:func:`_command_modules` (what each such module defines: its docstring); ``python -m jobs.<name> ARGS`` takes
+exactly the arguments of ``ocean <name> ARGS``. A command module that fails to import is reported on stderr
+and left out; the other commands still work.
 """
 
 from __future__ import annotations
@@ -27,6 +19,19 @@ from jobs.common import call_command
 
 
 def _command_modules() -> list[ModuleType]:
+    """The sub-command modules ``jobs/<name>.py``, by name. Each defines::
+
+        COMMAND = "score"                 # the sub-command name (``ocean score``)
+        HELP = "one line for ``ocean --help``"
+        DESCRIPTION = "longer text for ``ocean score --help``"   # optional
+        def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+        def run(args: argparse.Namespace) -> int: ...           # exit status
+
+    and ends with ``if __name__ == "__main__": raise SystemExit(main_for(__name__))`` so that
+    ``python -m jobs.<name> ARGS`` (what ``ray job submit`` runs; :func:`jobs.common.main_for`) takes exactly the
+    arguments of ``ocean <name> ARGS``. Modules keep heavy imports (torch, ray, mlflow) inside ``run`` so that
+    ``ocean --help`` stays fast.
+    """
     mods = []
     for info in sorted(pkgutil.iter_modules(jobs.__path__), key=lambda m: m.name):
         if info.name.startswith("_") or info.name == "cli":

@@ -1,17 +1,10 @@
 """The paper's ablation tables as data: rows, their config switches, training budgets and the markdown table.
 
-* Component study (paper Table 4, :data:`COMPONENT_ROWS`): every row is the previous one plus one switch;
-  the switches are config options (:mod:`ocean.config`) and every row sets all of them explicitly. The
-  "+ online update" row exists only when ``TrackerConfig`` has ``online`` and :mod:`ocean.online` is
-  importable; it turns ``use_align`` off (the official online tracker never uses p_o, facts §4.3).
-* Data study (paper Table 5, :data:`DATA_ROWS`): the full model on YTB/VID/DET/COCO -> + GOT-10k ->
-  + LaSOT; rows differ only in ``data.pairs_per_epoch``; a row whose added dataset is not in the prepared
-  data is skipped. The SiamRPN++ row is the paper's reference only (another tracker).
-* Budget (:func:`plan_rows`): the TOTAL pairs of an epoch (default the preset's mix, 600,000 for
-  ``paper``, facts §7.3) split over the row's datasets in proportion to the mix (largest remainders); a
-  dataset the mix leaves at 0 (LaSOT) gets GOT-10k's weight.
-* :func:`group_rows`: rows with an identical training share one training (row 5 only changes the tracker).
-* :func:`format_report`: ``ablation.md``, ours beside the paper's VOT2018 EAO (facts §13.4).
+No Ray and no training here: :mod:`pipelines.ablate` runs what :func:`plan_rows` plans. A row is a list of
+config overrides on one base config (:func:`base_config`), so rows whose training is identical share one
+training (:func:`group_rows`). The studies' rows: :data:`COMPONENT_ROWS` (paper Table 4) and
+:data:`DATA_ROWS` (paper Table 5); each row's training budget: :func:`plan_rows`; ``ablation.md``, ours
+beside the paper's VOT2018 EAO (facts §13.4): :func:`format_report`.
 """
 
 from __future__ import annotations
@@ -59,7 +52,10 @@ class RowSpec:
     run: bool = True
 
 
-# Paper Table 4 (Sec. 5.3) with facts §13.4's numbers.
+# Paper Table 4 (Sec. 5.3) with facts §13.4's numbers. Every row is the previous one plus one switch; the
+# switches are config options (ocean.config) and every row sets all of them explicitly. The "+ online update"
+# row exists only when TrackerConfig has `online` and ocean.online is importable (study_rows); it turns
+# use_align off (the official online tracker never uses p_o, facts §4.3).
 COMPONENT_ROWS: tuple[RowSpec, ...] = (
     RowSpec("components", "baseline", 1, "baseline", 0.358,
             ("labels.cls_rule=in_box", "model.head.combination=single", "model.head.align=false",
@@ -70,7 +66,9 @@ COMPONENT_ROWS: tuple[RowSpec, ...] = (
             ("model.head.align=true", "tracker.use_align=true")),
     RowSpec("components", "online", 5, "+ online update", 0.489, ("tracker.online=true", "tracker.use_align=false")),
 )
-# Paper Table 5 (Sec. 5.3): SiamRPN++ under the same setting is a reference only (another tracker).
+# Paper Table 5 (Sec. 5.3): SiamRPN++ under the same setting is a reference only (another tracker). The full
+# model on YTB/VID/DET/COCO -> + GOT-10k -> + LaSOT; rows differ only in data.pairs_per_epoch, and a row whose
+# added dataset is not in the prepared data is skipped (plan_rows).
 DATA_ROWS: tuple[RowSpec, ...] = (
     RowSpec("data", "siamrpnpp", 1, "SiamRPN++ [21] (reference, not run)", 0.414, run=False),
     RowSpec("data", "ytb_vid_det_coco", 2, "Ocean tracker (YTB/VID/DET/COCO)", 0.455,
@@ -191,6 +189,10 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
     ``rows``: keep only these row keys (a leading "+" is ignored, e.g. ``["baseline", "+centralized"]``);
     the kept rows still carry the cumulative overrides of the full study. Raises AblationError for unknown
     names or when nothing can run.
+
+    Budget: the TOTAL pairs of an epoch (``pairs_per_epoch``, default the preset's mix, 600,000 for
+    ``paper``, facts §7.3) split over the row's datasets in proportion to the mix (largest remainders,
+    :func:`split_budget`); a dataset the mix leaves at 0 (LaSOT) gets GOT-10k's weight (:func:`mix_weights`).
     """
     studies = list(STUDIES) if study == "both" else [study]
     for s in studies:
@@ -277,7 +279,7 @@ class TrainingGroup:
 
 def group_rows(rows: Sequence[PlannedRow], base: OceanConfig) -> dict[str, TrainingGroup]:
     """``{group name: TrainingGroup}``: rows whose training is identical share one group (one Tune trial,
-    one training); named by their first row."""
+    one training; e.g. component row 5 only changes the tracker); named by their first row."""
     groups: dict[str, TrainingGroup] = {}
     by_key: dict[str, str] = {}
     for row in rows:

@@ -1,12 +1,9 @@
 """Checkpoints: one file (local path or URI) holding the model weights, the config and training state.
 
-Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
-
-    {"format": "ocean-ray/1", "config": <OceanConfig as a dict>, "model": <state_dict>,
-     ...extra: "epoch", "optimizer", "scheduler", "rng", "metrics", ...}
-
-A training run writes one file per completed epoch, ``OUT/checkpoints/epoch-NNNN.pt`` (:func:`checkpoint_uri`,
-:func:`list_checkpoints`); its optimizer state is keyed by parameter name (:func:`optimizer_state_by_name`).
+A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)`` (its layout:
+:func:`save_checkpoint`), written whole so a reader never sees half a file. A training run writes one file per
+completed epoch, ``OUT/checkpoints/epoch-NNNN.pt`` (:func:`checkpoint_uri`, :func:`list_checkpoints`); its
+optimizer state is keyed by parameter name (:func:`optimizer_state_by_name`).
 """
 
 from __future__ import annotations
@@ -29,7 +26,13 @@ FORMAT = "ocean-ray/1"
 
 
 def save_checkpoint(uri: str, model: torch.nn.Module, cfg: OceanConfig, **extra) -> None:
-    """Write ``model``'s weights (unwrapping DDP), ``cfg`` and ``extra`` entries to ``uri``."""
+    """Write ``model``'s weights (unwrapping DDP), ``cfg`` and ``extra`` entries to ``uri``.
+
+    Layout (a plain dict, loadable with ``torch.load(weights_only=True)``)::
+
+        {"format": "ocean-ray/1", "config": <OceanConfig as a dict>, "model": <state_dict>,
+         ...extra: "epoch", "optimizer", "scheduler", "rng", "metrics", ...}
+    """
     net = getattr(model, "module", model)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     save_torch({"format": FORMAT, "config": to_dict(cfg), "model": state, **extra}, uri)

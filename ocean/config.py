@@ -3,7 +3,7 @@
 One tree of frozen dataclasses (:class:`OceanConfig`); defaults are the official code's numbers
 (researchmm/TracKit, summarised in ``ocean_facts.md``), where the paper differs its value is an option and
 the comment names both. Presets: :func:`paper` (full model, official recipe) and :func:`smoke` (a narrow
-model, same 127 / 255 / stride-8 geometry, trains on a CPU in minutes). Overrides are dotted ``key=value``
+model, same 127 / 255 / stride-8 geometry, that trains on a CPU). Overrides are dotted ``key=value``
 strings (``optim.base_lr=0.001``); unknown keys and unparsable values are rejected. Across Ray the config
 travels as a plain dict (:func:`to_dict` / :func:`from_dict`). Run settings (paths, workers, GPU) belong
 to the jobs.

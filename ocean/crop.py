@@ -1,22 +1,11 @@
 """Tracker-side square crops around the target: the official ``get_subwindow_tracking``, made cheaper.
 
-The tracker cuts a square window of side ``s`` pixels (0-based image pixels) centred on the target,
-fills the part outside the image with a constant colour, and resizes it to the network's input side
-(127 for the template, 255 / 271 / 287 for the search region). The official code (TK ``lib/utils/utils.py``
-get_subwindow_tracking, facts §9.1 / §9.2) has two rounding quirks that change the crop by a pixel and
-are reproduced here on purpose:
-
-* **Crop corner** -- ``xmin = round(cx - (s + 1) / 2)`` with Python 3's ``round`` (banker's rounding:
-  half to even), the window is ``[xmin, xmin + s - 1]`` -- facts §9.1. So ``cx - (s+1)/2 = 2.5`` gives
-  ``xmin = 2`` but ``3.5`` gives ``4``. This holds for template and search crops alike.
-* **Crop side** -- the template side is ``s_z = round(sqrt(...))`` (banker's, facts §9.1); the search side
-  is ``python2round(s_x)`` (half away from zero, facts §9.2 step 1). :func:`crop_side` exposes both modes.
-
-The padding colour is the per-channel mean ``avg_chans`` of the *first* frame (facts §9.1, §13.3 item 9);
-the official code writes it into a ``uint8`` buffer, which truncates it, and so does this module
-(:func:`pad_color_uint8`). Unlike the official code, which builds a padded copy of the whole image whenever
-the window crosses a border, this module only allocates the ``s x s`` window: inside the image the window
-is a view (no copy) handed straight to ``cv2.resize``. The pixels are identical.
+:func:`get_subwindow` cuts a square window of side ``s`` pixels (0-based image pixels) centred on the target,
+fills the part outside the image with a constant colour, and resizes it to the network's input side (127 for
+the template, 255 / 271 / 287 for the search region). Its pixels are the official code's (TK
+``lib/utils/utils.py`` get_subwindow_tracking, facts §9.1 / §9.2), whose rounding quirks are reproduced on
+purpose (:func:`crop_corner`, :func:`crop_side`, :func:`pad_color_uint8`); only the ``s x s`` window is
+ever allocated. numpy / cv2 only.
 """
 
 from __future__ import annotations
@@ -52,18 +41,28 @@ def crop_side(side: float, mode: RoundingMode) -> int:
     """Integer crop side from the continuous ``s_z`` / ``s_x``.
 
     ``mode="bankers"`` for the template (``s_z = round(sqrt(...))``, facts §9.1) and ``"half_away"`` for the
-    search region (``python2round(s_x)``, facts §9.2 step 1).
+    search region (``python2round(s_x)``, half away from zero, facts §9.2 step 1): the official code rounds the
+    two sides differently, and so does this on purpose.
     """
     return round_value(side, mode)
 
 
 def crop_corner(center: float, side: int) -> int:
-    """First pixel of the window along one axis: ``round(c - (s + 1) / 2)``, banker's rounding -- facts §9.1."""
+    """First pixel of the window along one axis: ``round(c - (s + 1) / 2)``, banker's rounding -- facts §9.1.
+
+    ``xmin = round(cx - (s + 1) / 2)`` with Python 3's ``round`` (banker's rounding: half to even), the window
+    is ``[xmin, xmin + s - 1]`` -- facts §9.1. So ``cx - (s+1)/2 = 2.5`` gives ``xmin = 2`` but ``3.5`` gives
+    ``4``. This holds for template and search crops alike; it is the official quirk, reproduced on purpose.
+    """
     return int(round(center - (side + 1) / 2))
 
 
 def pad_color_uint8(pad_color: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """The padding colour as the official code stores it: truncated into a ``uint8`` buffer (facts §9.1)."""
+    """The padding colour as the official code stores it: truncated into a ``uint8`` buffer (facts §9.1).
+
+    The padding colour is the per-channel mean ``avg_chans`` of the *first* frame (facts §9.1, §13.3 item 9);
+    the official code writes it into a ``uint8`` buffer, which truncates it, and so does this function.
+    """
     color = np.asarray(pad_color, dtype=np.float64)
     return np.clip(np.trunc(color), 0, 255).astype(np.uint8)
 
@@ -71,6 +70,10 @@ def pad_color_uint8(pad_color: np.ndarray | tuple[float, ...]) -> np.ndarray:
 def get_subwindow(image_bgr_uint8: np.ndarray, center_xy: tuple[float, float], crop_side: int,
                   out_size: int, pad_color: np.ndarray | tuple[float, ...]) -> np.ndarray:
     """Square window of ``crop_side`` px around ``center_xy``, padded and resized to ``out_size``.
+
+    Unlike the official code, which builds a padded copy of the whole image whenever the window crosses a
+    border, this only allocates the ``s x s`` window: inside the image the window is a view (no copy) handed
+    straight to ``cv2.resize``. The pixels are identical.
 
     Args:
         image_bgr_uint8: ``(H, W, 3)`` uint8 image (any channel order; the tracker uses BGR).

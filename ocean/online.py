@@ -1,46 +1,11 @@
 """The online update module of paper Sec. 4.2 (facts §10): a DiMP / ATOM-style discriminative classifier.
 
-What it is (facts §10.1, §10.2), and where it departs from the official code:
-
-* **Features** come from the Siamese backbone's own weights: conv1 .. layer2 (``features="layer2"``, stride 8,
-  the default), optionally its dilated layer3 (``"layer3"``, stride 8), or the official extra branch
-  ``layeronline`` (``"layeronline"``: a pysot-style ResNet layer3 with stride 2, no dilation, 3x3 stride-2
-  downsample with padding 0, stride 16 overall, facts §10.1) that is random unless ``weights`` holds it.
-  A fixed 1x1 projection reduces them to ``feature_dim`` channels -- by default the principal axes of the
-  first frame's augmented samples (PCA, as ECO's projection), so the features work with an untrained or
-  ImageNet-only backbone; a learned projection is loaded from ``weights`` when given. Then an instance L2
-  norm with scale ``1 / (D k^2)`` (facts §10.1). The patch gets the Siamese net's own input convention
-  (``net._normalise``); the official code feeds normalised RGB through weights trained on raw BGR
-  (facts §13.3 item 8), which we do not reproduce.
-* **Filter**: ``k x k`` over the projected features (k = 4, facts §10.1), initialised by ``roi_align``
-  pooling of the target box (torchvision, not PrRoIPool) scaled by a least-squares factor, then fitted by
-  steepest-descent Gauss-Newton (DiMP) on the loss
-  ``sum_j gamma_j || m (.) s_j + (1 - m) (.) relu(s_j) - y_j ||^2 + lambda ||f||^2`` with ``s_j = x_j * f``,
-  a Gaussian label ``y`` centred on the target (sigma = 1/4 target size, ATOM) and a target mask ``m``
-  (a 3x wider Gaussian): the background only has to score <= 0, as in DiMP. The DiMP hyper-parameters are
-  fixed here (lambda 0.1, step = exact GN line search) because the meta-trained values are not available
-  (facts §10.3).
-* **Init** (facts §10.2): identity, 4 shifts of +-0.6 patch/2, a flip, 5 blurs, rotations (default all
-  12) and 7 dropout (p 0.2) copies, around a random shift of up to +-patch/6 (factor 1/3). Patches are
-  warped straight from the full image (``cv2.warpAffine``) so no expanded crop is needed. 25 GN iterations.
-* **Per frame**: the patch (``search_area_scale`` x sqrt(wh) image px, resampled to ``sample_size``) is
-  centred where the Siamese crop is, with the *current* target size (the official scale never adapts,
-  facts §10.2). The raw score map is returned either sampled at the Siamese cells' image positions
-  (``mapping="grid"``) or as is, for the tracker's bicubic resize (``"resize"``, official, ~20 % extent
-  mismatch). Update (facts §10.2): the frame's features (cached from ``score``) with a label on the
-  tracker's final box enter the memory (cap 250) with weight 0.0075, or 0.02 on a hard negative (second
-  peak > 0.45 x first peak outside 2.2 target sizes); 3 GN iterations every 10th frame and on hard
-  negatives; nothing when the peak is below 0 ("not found").
-* **Optional update gates** (all off by default, the official behaviour): DiMP's distractor rule
-  (``distractor_threshold``, a near-equal second peak -> "uncertain", no update), a first-frame share of
-  the memory weight (``init_samples_minimum_weight``), no update when the Siamese score is low
-  (``min_update_score``) or when the online peak is far from the Siamese-only choice
-  (``max_update_offset``, ``TrackState.siamese_xy``); skipped frames are counted in ``skipped``. With the
-  trained smoke checkpoint on held-out synthetic sequences the ungated official module already improves
-  success AUC, and none of these gates improved it further on the tuning seeds (benchmarks/online_gain.py).
-
-Meta-training of the DiMP initializer / optimiser is not implemented (facts §10.3: the official repo has no
-training script for it either); pretrained ``layeronline.*`` / ``projection.*`` weights can be loaded.
+:class:`OnlineClassifier` is the tracker's :class:`ocean.tracker.OnlineModule`: ``init`` fits a filter to
+augmented samples of the first frame, ``score`` gives a map for the tracker's current search crop, ``update``
+adds the frame to a sample memory and re-optimises when due. It shares the Siamese net's backbone (not owned);
+its random draws come from ``OnlineConfig.seed``. Its features, filter, init and per-frame rules, and where
+they depart from the official code: :class:`OnlineClassifier`. Meta-training of the DiMP initializer /
+optimiser is not implemented (facts §10.3); pretrained ``layeronline.*`` / ``projection.*`` weights can be loaded.
 
 Coordinates: images are ``(H, W, 3)`` uint8 BGR, boxes ``xywh`` in 0-based image pixels; patch pixels are
 0-based with pixel ``u`` covering ``[u, u + 1)``; score cells are indexed like the feature map they come from.
@@ -234,7 +199,7 @@ def filter_scores(feats: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
 
 def steepest_descent_gn(filt: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
                         weights: torch.Tensor, reg: float, iterations: int) -> tuple[torch.Tensor, list[float]]:
-    """DiMP's steepest-descent Gauss-Newton on the masked least-squares loss (module docstring).
+    """DiMP's steepest-descent Gauss-Newton on the masked least-squares loss (:class:`OnlineClassifier`, Filter).
 
     Args:
         filt: ``(1, D, k, k)`` start filter. feats: ``(N, D, H, W)``. labels, masks: ``(N, 1, H', W')``.
@@ -318,6 +283,47 @@ def classify_peaks(scores: np.ndarray, target_cells_wh: tuple[float, float], cfg
 
 class OnlineClassifier:
     """The online module (:class:`ocean.tracker.OnlineModule`): ``init`` / ``score`` / ``update``.
+
+    What it is (facts §10.1, §10.2), and where it departs from the official code:
+
+    * **Features** come from the Siamese backbone's own weights: conv1 .. layer2 (``features="layer2"``,
+      stride 8, the default), optionally its dilated layer3 (``"layer3"``, stride 8), or the official extra
+      branch ``layeronline`` (``"layeronline"``: a pysot-style ResNet layer3 with stride 2, no dilation, 3x3
+      stride-2 downsample with padding 0, stride 16 overall, facts §10.1) that is random unless ``weights``
+      holds it. A fixed 1x1 projection reduces them to ``feature_dim`` channels -- by default the principal
+      axes of the first frame's augmented samples (PCA, as ECO's projection), so the features work with an
+      untrained or ImageNet-only backbone; a learned projection is loaded from ``weights`` when given. Then an
+      instance L2 norm with scale ``1 / (D k^2)`` (facts §10.1). The patch gets the Siamese net's own input
+      convention (``net._normalise``); the official code feeds normalised RGB through weights trained on raw
+      BGR (facts §13.3 item 8), which we do not reproduce.
+    * **Filter**: ``k x k`` over the projected features (k = 4, facts §10.1), initialised by ``roi_align``
+      pooling of the target box (torchvision, not PrRoIPool) scaled by a least-squares factor, then fitted by
+      steepest-descent Gauss-Newton (DiMP) on the loss
+      ``sum_j gamma_j || m (.) s_j + (1 - m) (.) relu(s_j) - y_j ||^2 + lambda ||f||^2`` with ``s_j = x_j * f``,
+      a Gaussian label ``y`` centred on the target (sigma = 1/4 target size, ATOM) and a target mask ``m``
+      (a 3x wider Gaussian): the background only has to score <= 0, as in DiMP. The DiMP hyper-parameters
+      are fixed here (lambda 0.1, step = exact GN line search) because the meta-trained values are not
+      available (facts §10.3).
+    * **Init** (facts §10.2): identity, 4 shifts of +-0.6 patch/2, a flip, 5 blurs, rotations (default all 12)
+      and 7 dropout (p 0.2) copies, around a random shift of up to +-patch/6 (factor 1/3). Patches are warped
+      straight from the full image (``cv2.warpAffine``) so no expanded crop is needed. 25 GN iterations.
+    * **Per frame**: the patch (``search_area_scale`` x sqrt(wh) image px, resampled to ``sample_size``) is
+      centred where the Siamese crop is, with the *current* target size (the official scale never adapts,
+      facts §10.2). The raw score map is returned either sampled at the Siamese cells' image positions
+      (``mapping="grid"``) or as is, for the tracker's bicubic resize (``"resize"``, official, ~20 % extent
+      mismatch). Update (facts §10.2): the frame's features (cached from ``score``) with a label on the
+      tracker's final box enter the memory (cap 250) with weight 0.0075, or 0.02 on a hard negative (second
+      peak > 0.45 x first peak outside 2.2 target sizes); 3 GN iterations every 10th frame and on hard
+      negatives; nothing when the peak is below 0 ("not found").
+    * **Optional update gates** (all off by default, the official behaviour): DiMP's distractor rule
+      (``distractor_threshold``, a near-equal second peak -> "uncertain", no update), a first-frame share of
+      the memory weight (``init_samples_minimum_weight``), no update when the Siamese score is low
+      (``min_update_score``) or when the online peak is far from the Siamese-only choice
+      (``max_update_offset``, ``TrackState.siamese_xy``); skipped frames are counted in ``skipped``. Their
+      effect on success AUC: BENCHMARKS.md, online update.
+
+    Meta-training of the DiMP initializer / optimiser is not implemented (facts §10.3: the official repo has
+    no training script for it either); pretrained ``layeronline.*`` / ``projection.*`` weights can be loaded.
 
     Args:
         net: the Siamese network (its ``backbone`` is shared; device taken from its parameters).

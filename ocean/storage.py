@@ -1,17 +1,11 @@
 """Files by path or URI -- a local path, ``file://`` or ``s3://bucket/prefix`` on any S3 endpoint -- and
 :class:`OutputStore`, the output root a job writes to from any Ray worker.
 
-One parser, :meth:`OutputStore.from_uri`, reads every location, and one filesystem builder and one atomic
-write serve both the module functions (:func:`read_bytes`, :func:`write_bytes`, :func:`exists`,
-:func:`resolve`, ...) and :class:`OutputStore`. The S3 endpoint comes from the URI's
-``?endpoint_override=HOST:PORT&scheme=http&region=R`` or from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
-and is always passed explicitly to ``pyarrow.fs.S3FileSystem``, whose constructor ignores those variables
-(ray_stack.md §3, apache/arrow#49643); the region defaults to ``us-east-1`` so the AWS SDK does not probe
-the EC2 metadata service (ray_stack.md §8).
-
-Writes are atomic: on a local disk a temporary name then ``os.replace``; on S3 an object appears only when
-its upload completes (ray_stack.md §2, "app-level shard writer"). Credentials never appear in ``repr``,
-logs or files. Importing this module loads neither pyarrow nor torch (data tasks stay light).
+One parser (:meth:`OutputStore.from_uri`), one filesystem builder (:meth:`OutputStore.filesystem`, where the
+S3 endpoint and region rules are) and one atomic write serve both the module functions (:func:`read_bytes`,
+:func:`write_bytes`, :func:`exists`, :func:`resolve`, ...) and :class:`OutputStore`. Writes are atomic: a
+reader never sees half a file. Credentials never appear in ``repr``, logs or files (:func:`scrub`,
+:func:`public_uri`). Importing this module loads neither pyarrow nor torch (data tasks stay light).
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported only where a tensor is (de)serialised
     import torch
 
-# seconds; a missing or unreachable endpoint must fail fast (issue 4), not after the SDK's default retries
+# seconds; a missing or unreachable endpoint must fail fast, not after the SDK's default retries
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 
@@ -120,7 +114,14 @@ class OutputStore:
         return self.root.split("/", 1)[0] if self.kind == "s3" else None
 
     def filesystem(self):
-        """A ``pyarrow.fs`` filesystem for this store (built per process; S3 endpoint passed explicitly)."""
+        """A ``pyarrow.fs`` filesystem for this store (built per process; S3 endpoint passed explicitly).
+
+        The S3 endpoint comes from the URI's ``?endpoint_override=HOST:PORT&scheme=http&region=R`` or from
+        ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (:meth:`from_uri`) and is always passed explicitly to
+        ``pyarrow.fs.S3FileSystem``, whose constructor ignores those variables (ray_stack.md §3,
+        apache/arrow#49643); the region defaults to ``us-east-1`` so the AWS SDK does not probe the EC2
+        metadata service (ray_stack.md §8).
+        """
         from pyarrow import fs as pafs
 
         if self.kind == "local":
@@ -275,7 +276,8 @@ def _read(fs, path: str) -> bytes:
 
 
 def _write(store: OutputStore, path: str, data: bytes | memoryview, fs=None) -> None:
-    """The one atomic write: local, a unique temporary name then ``os.replace``; S3, one upload."""
+    """The one atomic write: local, a unique temporary name then ``os.replace``; S3, one upload (an object
+    appears only when its upload completes, ray_stack.md §2, "app-level shard writer")."""
     if store.kind == "local":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

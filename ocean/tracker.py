@@ -1,16 +1,8 @@
 """The Ocean tracker: one network, one target, frame by frame (facts §9).
 
-:class:`OceanTracker` wraps a network that implements the inference contract of :mod:`ocean.model`::
-
-    net.template(z)   # z: (1, 3, 127, 127) float32 raw BGR 0..255; stores the template features
-    out = net.track(x)  # x: (1, 3, S, S) float32 raw BGR 0..255
-    out["cls"]   (1, 1, n, n) p_r logits;  out["reg"] (1, 4, n, n) l, t, r, b distances (search-crop px)
-    out["align"] (1, 1, n, n) p_o logits or None
-
-and reproduces the official TracKit test-time procedure (TK ``lib/tracker/ocean.py`` init / track /
-update): context-0.5 crops padded with the first frame's mean colour, a search size chosen once per
-video, a Hann window, the scale / aspect-ratio penalty, the p_r / p_o fusion, size smoothing and the
-clipping to the image. The tracker reads no files; images are ``(H, W, 3)`` uint8 BGR arrays and boxes are
+:class:`OceanTracker` reproduces the official TracKit test-time procedure (TK ``lib/tracker/ocean.py`` init /
+track / update) over any network with the inference contract of :mod:`ocean.model` (spelled out in its
+docstring). The tracker reads no files; images are ``(H, W, 3)`` uint8 BGR arrays and boxes are
 ``x, y, w, h`` in 0-based image pixels (top-left corner), as for OTB / GOT-10k result files after their
 1-based shift is undone (facts §9.1).
 
@@ -139,8 +131,19 @@ def state_to_box_xywh(center_xy: np.ndarray, size_wh: np.ndarray) -> np.ndarray:
 class OceanTracker:
     """Single-object Ocean tracker (facts §9). ``init`` once per video, then ``track`` every frame.
 
+    The network implements the inference contract of :mod:`ocean.model`::
+
+        net.template(z)   # z: (1, 3, 127, 127) float32 raw BGR 0..255; stores the template features
+        out = net.track(x)  # x: (1, 3, S, S) float32 raw BGR 0..255
+        out["cls"]   (1, 1, n, n) p_r logits;  out["reg"] (1, 4, n, n) l, t, r, b distances (search-crop px)
+        out["align"] (1, 1, n, n) p_o logits or None
+
+    The procedure is the official one (TK ``lib/tracker/ocean.py`` init / track / update): context-0.5 crops
+    padded with the first frame's mean colour, a search size chosen once per video, a Hann window, the
+    scale / aspect-ratio penalty, the p_r / p_o fusion, size smoothing and the clipping to the image.
+
     Args:
-        net: a network with ``template(z)`` / ``track(x)`` (see the module docstring), in eval mode.
+        net: a network with ``template(z)`` / ``track(x)`` (the contract above), in eval mode.
         cfg: tracker hyper-parameters (:func:`ocean.config.tracker_config`).
         device: where crops are sent; default = the device of the network's first parameter (CPU if it
             has none).
@@ -159,7 +162,7 @@ class OceanTracker:
         if cfg.size_update not in ("single", "double"):
             raise ValueError(f"unknown size_update {cfg.size_update!r}")
         if online is None and cfg.online:
-            # imported here: the online module is optional (issue 7); ocean.online never imports this module
+            # imported here: the online module is optional; ocean.online never imports this module
             from ocean.online import build_online
 
             online = build_online(net, cfg)

@@ -1,15 +1,13 @@
 """Tracker hyper-parameter search, the parts without Ray: spaces, trial 0, scoring a configuration, reports.
 
-* :func:`search_space`: ``official`` (facts §11.1) or ``sots`` (facts §11.2) for a benchmark;
-  :func:`search_setup` puts the benchmark's default hyper-parameters in it as trial 0 (widening it just
-  enough when a default lies outside, :func:`include_point`).
-* :func:`read_validation` / :func:`sequence_order`: the validation sequences (the GOT-10k test split is
-  refused) and the one seeded order every trial tracks them in.
-* :func:`load_model_blob`: a checkpoint's network as data (sent once to the trials);
-  :func:`evaluate_config`: exactly what a trial runs; the objective (:func:`tuning_score`) is the
-  benchmark's :data:`~ocean.benchmarks.scoring.HEADLINE` metric over the sequences done so far.
-* Trial rows (dicts with :data:`TRIAL_KEYS`): numbering, the best trial, cost, ``trials.csv``,
-  ``score_vs_trial.png``, ``best_tracker.json`` and the end-of-run report.
+:mod:`pipelines.tune_tracker` drives the search over these plain functions. The spaces are the official ones
+(:func:`search_space`, facts §11.1 / §11.2) with the benchmark's default hyper-parameters as trial 0
+(:func:`search_setup`, widening a space just enough, :func:`include_point`). Every trial tracks the same
+validation sequences (the GOT-10k test split is refused, :func:`read_validation`) in one seeded order
+(:func:`sequence_order`) with the checkpoint's network sent once as data (:func:`load_model_blob`), and
+:func:`evaluate_config` scores it: the benchmark's :data:`~ocean.benchmarks.scoring.HEADLINE` metric over the
+sequences done so far. Trial rows (dicts with :data:`TRIAL_KEYS`) give the best trial, the cost and the
+outputs: ``trials.csv``, ``score_vs_trial.png``, ``best_tracker.json`` and the end-of-run report.
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """``ocean ablate``: the paper's ablations (Table 4 components, Table 5 data) as a Ray Tune grid, in MLflow.
 
-One call trains and evaluates every row of a study (:mod:`ocean.ablation`: rows, switches, budgets, table)
-and writes the paper's table with our numbers beside the paper's. The grid is over *trainings*: rows
-whose training configuration is identical share one trial (:mod:`pipelines.ablate_trial`), evaluated once
-per row. ``max_concurrent_trials`` defaults to 1 (small machines); raise it on a cluster.
-
-MLflow (store of :func:`pipelines.tracking.tracking_uri`, created once on the driver before any trial; on a
-Ray cluster of several nodes a tracking server, since trials log from any node):
-one parent run (``ocean.kind=ablation``; params: study, preset, budgets; the table as ``ablation.md`` and
-``ablation.json`` artifacts; metrics ``<row>.<benchmark>.<metric>``) and one child run per row, created on
-the driver before the trials start (params: every switch as ``switch.<key>`` and the budget; metrics
-``<benchmark>.<metric>``; tags ``ocean.training_run_id``, ``ocean.evaluation_run_id``,
-``ocean.checkpoint_uri``). The training and evaluation runs themselves are nested under the row's child.
-
-Output layout (``OUT`` a folder or ``s3://bucket/prefix``)::
-
-    OUT/ablation.md, OUT/ablation.json        the table(s) and every number behind them
-    OUT/train/<group>/...                     each training (pipelines.train layout; re-runs resume)
-    OUT/eval/<row>/...                        each evaluation (pipelines.evaluate layout)
-    OUT/tune/...                              Ray Tune's experiment folder
+:func:`ablate` runs named steps over one :class:`AblateSettings`: plan (rows, switches and budgets:
+:mod:`ocean.ablation`; bad input raises AblationError before any run) -> connect (start or join Ray; refuse
+an MLflow store the other nodes cannot reach) -> open the MLflow runs -> run the grid -> collect -> write the
+paper's table with our numbers beside the paper's. The grid is over *trainings*: rows whose training
+configuration is identical share one trial (:mod:`pipelines.ablate_trial`), evaluated once per row.
+``max_concurrent_trials`` defaults to 1 (small machines); raise it on a cluster. The MLflow runs and the
+output layout: :func:`ablate`.
 """
 
 from __future__ import annotations
@@ -107,13 +95,28 @@ class _Plan:
 
 
 def ablate(settings: AblateSettings) -> dict[str, Any]:
-    """Run the paper's ablation ``settings.study``; see the module docstring.
+    """Run the paper's ablation ``settings.study``.
 
     Returns the report written to ``OUT/ablation.json``: ``rows`` {study: [row dicts]}, ``markdown``,
     ``mlflow`` {tracking_uri, experiment_id, parent_run_id, child_run_ids}, ``trials``, ``budget``.
     Raises AblationError on bad input (before any run) and TrackingStoreError for a sqlite / file MLflow
     store on a Ray cluster of several nodes (the trials log from any node); a failed trial is recorded, not
     raised, unless every trial failed.
+
+    MLflow (store of :func:`pipelines.tracking.tracking_uri`, created once on the driver before any trial; on
+    a Ray cluster of several nodes a tracking server, since trials log from any node):
+    one parent run (``ocean.kind=ablation``; params: study, preset, budgets; the table as ``ablation.md`` and
+    ``ablation.json`` artifacts; metrics ``<row>.<benchmark>.<metric>``) and one child run per row, created on
+    the driver before the trials start (params: every switch as ``switch.<key>`` and the budget; metrics
+    ``<benchmark>.<metric>``; tags ``ocean.training_run_id``, ``ocean.evaluation_run_id``,
+    ``ocean.checkpoint_uri``). The training and evaluation runs themselves are nested under the row's child.
+
+    Output layout (``OUT`` a folder or ``s3://bucket/prefix``)::
+
+        OUT/ablation.md, OUT/ablation.json        the table(s) and every number behind them
+        OUT/train/<group>/...                     each training (pipelines.train layout; re-runs resume)
+        OUT/eval/<row>/...                        each evaluation (pipelines.evaluate layout)
+        OUT/tune/...                              Ray Tune's experiment folder
     """
     s = settings
     log = print if s.verbose else (lambda *a, **k: None)

@@ -1,15 +1,9 @@
-"""MLflow for ``ocean evaluate``: the checkpoints a training run logged (:func:`checkpoints_of_run`), the
-links from a checkpoint back to its training run and data manifest, and the evaluation's own runs
-(:func:`log_evaluation`): one parent run per evaluation, one child per checkpoint.
+"""MLflow for ``ocean evaluate``: the checkpoints of a training run, their links back, the evaluation's runs.
 
-Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with ``--run``);
-params checkpoints, benchmarks, workers, local, validation; every headline metric ``<benchmark>.<metric>``
-with ``step=epoch`` (MLflow's own metric-vs-epoch chart); with a best checkpoint the tags ``best_checkpoint``
-/ ``best_epoch`` / ``best_metric`` and the metric ``best.<benchmark>.<metric>``; artifacts evaluation.json,
-per_sequence.csv and plots/. Child: tags ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` /
-``_name``, ``ocean.epoch``, the links (``ocean.training_run_id``, ``ocean.manifest_sha256``), ``is_best``;
-params checkpoint_uri, epoch, ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>``; artifacts
-``evaluation/`` (the checkpoint's output folder). An exception marks the parent and children FAILED.
+:func:`checkpoints_of_run` finds the checkpoints a training run logged; each evaluated checkpoint is linked
+back to its training run and data manifest; :func:`log_evaluation` logs one parent run per evaluation and one
+child per checkpoint (their tags, params, metrics and artifacts: its docstring). URIs with credentials are
+logged without them. An exception marks the parent and children FAILED.
 """
 
 from __future__ import annotations
@@ -187,8 +181,19 @@ def log_evaluation(
     out_dir: Path,
     training_run_id: str | None,
 ) -> dict[str, Any]:
-    """Log an evaluation ``report`` (with its files under ``out_dir``) as described in the module
-    docstring; returns ``{tracking_uri, experiment_id, parent_run_id, child_run_ids, links}``."""
+    """Log an evaluation ``report`` (with its files under ``out_dir``); returns ``{tracking_uri,
+    experiment_id, parent_run_id, child_run_ids, links}``.
+
+    Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with
+    ``--run``); params checkpoints, benchmarks, workers, local, validation; every headline metric
+    ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's own metric-vs-epoch chart); with a best checkpoint
+    the tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric
+    ``best.<benchmark>.<metric>``; artifacts evaluation.json, per_sequence.csv and plots/. Child: tags
+    ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` / ``_name``, ``ocean.epoch``, the links
+    (``ocean.training_run_id``, ``ocean.manifest_sha256``), ``is_best``; params checkpoint_uri, epoch,
+    ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>``; artifacts ``evaluation/`` (the
+    checkpoint's output folder). An exception marks the parent and children FAILED.
+    """
     from pipelines.tracking import RunLogger
 
     parent_tags = {"ocean.kind": "evaluation", "ocean.benchmarks": ",".join(report["benchmarks"])}

@@ -4,20 +4,8 @@
 Workers (:mod:`pipelines.eval_workers`: Ray actors, or the same runner in a local loop) only *track* (checkpoint,
 sequence) items; the driver writes the result files in each toolkit's format and scores them with
 :func:`ocean.benchmarks.score_sequences`, so a summary is exactly what ``ocean score`` reports on those
-files. MLflow (a parent run, one child per checkpoint): :mod:`pipelines.eval_lineage`.
-
-Output layout (``OUT`` a folder or ``s3://bucket/prefix``; S3 output is staged in a temporary folder and
-uploaded at the end)::
-
-    OUT/<checkpoint-name>/<benchmark>/results/...       the tracker's result files (``ocean score --results``)
-    OUT/<checkpoint-name>/<benchmark>/summary.json      ``ocean score`` keys + checkpoint + tracker config
-    OUT/<checkpoint-name>/<benchmark>/per_sequence.csv  one row per sequence
-    OUT/<checkpoint-name>/<benchmark>/{success,precision}.png   (not for VOT: no such curves)
-    OUT/plots/<benchmark>_{success,precision}.png       all checkpoints in one plot
-    OUT/plots/metric_vs_epoch.png                       headline metric per benchmark vs epoch (>= 2 epochs)
-    OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json   everything, one file each
-
-Benchmark roots and checkpoints must be readable from every Ray node (shared folder, ``s3://``).
+files. MLflow (a parent run, one child per checkpoint): :mod:`pipelines.eval_lineage`. Benchmark roots and
+checkpoints must be readable from every Ray node (shared folder, ``s3://``); the output files: :func:`evaluate`.
 """
 
 from __future__ import annotations
@@ -101,7 +89,19 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     score`` dict + ``tracker``}}, ``checkpoints`` {uri: {name, epoch, links, dir, tracker}}, ``best`` (with
     ``validation``), ``plots`` (paths), ``failed`` ([{checkpoint, benchmark, sequence, error}]), ``timing``
     (seconds, sequences per second, model loads, workers) and ``mlflow`` (run ids) or None.
-    Raises EvaluationError for bad input, before any tracking starts."""
+    Raises EvaluationError for bad input, before any tracking starts.
+
+    Output layout (``OUT`` a folder or ``s3://bucket/prefix``; S3 output is staged in a temporary folder and
+    uploaded at the end)::
+
+        OUT/<checkpoint-name>/<benchmark>/results/...       the tracker's result files (``ocean score --results``)
+        OUT/<checkpoint-name>/<benchmark>/summary.json      ``ocean score`` keys + checkpoint + tracker config
+        OUT/<checkpoint-name>/<benchmark>/per_sequence.csv  one row per sequence
+        OUT/<checkpoint-name>/<benchmark>/{success,precision}.png   (not for VOT: no such curves)
+        OUT/plots/<benchmark>_{success,precision}.png       all checkpoints in one plot
+        OUT/plots/metric_vs_epoch.png                       headline metric per benchmark vs epoch (>= 2 epochs)
+        OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json   everything, one file each
+    """
     t_start = time.perf_counter()
     s = settings
     _validate(s)

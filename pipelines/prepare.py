@@ -2,16 +2,11 @@
 
 :func:`run_prepare` reads as its steps over one :class:`PrepareSettings`: validate the settings and the
 output; list and plan every dataset on the driver (:mod:`data_prep.listing`); claim ``OUT`` for this job
-(:mod:`data_prep.manifest`); crop the shards not done yet in Ray tasks, one per shard, largest first
-(:func:`process_shard` around :func:`data_prep.shards.write_shard`); collect their sidecars; write the
-manifest last. A shard task keeps one core busy (one OpenCV thread, :func:`shard_task_cpus`) and the malloc
-thresholds of :func:`pipelines.raysession.keep_large_buffers_in_heap`.
-
-Why Ray tasks and not Ray Data: the unit of work is a whole shard whose output is a file the task writes
-itself (Ray Data's writer names files randomly, ray_stack.md §2), the input is a small plan rather than a
-dataset to read, and the driver needs every shard's exact result for the manifest. Plain tasks give that
-with a bounded window of in-flight tasks (streaming, constant driver memory), retries on worker / node loss,
-and none of the 2-core actor-pool / read-task deadlocks (ray_stack.md §2).
+(:mod:`data_prep.manifest`); crop the shards not done yet in plain Ray tasks (why not Ray Data:
+:func:`_run_tasks`), one per shard, largest first (:func:`process_shard` around
+:func:`data_prep.shards.write_shard`); collect their sidecars; write the manifest last. A shard task keeps one
+core busy (one OpenCV thread, :func:`shard_task_cpus`) and the malloc thresholds of
+:func:`pipelines.raysession.keep_large_buffers_in_heap`.
 """
 
 from __future__ import annotations
@@ -169,7 +164,7 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from Ray tasks; one OpenCV thread per task
-    keep_large_buffers_in_heap()  # a fresh mmap + page faults per decoded frame otherwise (~25 % of a task)
+    keep_large_buffers_in_heap()  # a fresh mmap + page faults per decoded frame otherwise (BENCHMARKS.md)
     wall0, c0 = time.time(), time.process_time()
     sidecar = write_shard(store, task, settings)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
@@ -187,7 +182,14 @@ def process_shard(store: OutputStore, task: ShardTask, settings: CropSettings) -
 def _run_tasks(store: OutputStore, tasks: Iterable[ShardTask], total: int, settings: CropSettings, *,
                task_cpus: float, max_in_flight: int | None, on_result: Callable[[dict], None],
                progress: bool, initial: int) -> list[str]:
-    """Submit shard tasks with at most ``max_in_flight`` running; return the names of failed shards."""
+    """Submit shard tasks with at most ``max_in_flight`` running; return the names of failed shards.
+
+    Why Ray tasks and not Ray Data: the unit of work is a whole shard whose output is a file the task writes
+    itself (Ray Data's writer names files randomly, ray_stack.md §2), the input is a small plan rather than a
+    dataset to read, and the driver needs every shard's exact result for the manifest. Plain tasks give that
+    with a bounded window of in-flight tasks (streaming, constant driver memory), retries on worker / node
+    loss, and none of the 2-core actor-pool / read-task deadlocks (ray_stack.md §2).
+    """
     import ray
     from tqdm import tqdm
 
@@ -232,9 +234,8 @@ def shard_task_cpus() -> float:
     machine has cores, where it is logical CPUs / cores, so that no more shard tasks run at once than there are
     cores. A shard task keeps one core busy (one OpenCV thread), and the local Ray of
     :mod:`pipelines.raysession` has at least 4 logical CPUs (ray_stack.md §2): 4 shard tasks time-sliced on 2
-    cores took 6 % more CPU per frame and gave 4 % fewer frames/s than 2 (``benchmarks/prep_throughput.py
-    --cpus 4`` vs ``--cpus 2``, BENCHMARKS.md). On several nodes the other nodes' cores are not known here
-    (``ray start`` gives a node one logical CPU per core), so it stays 1.
+    cores cost more CPU per frame and gave fewer frames/s than 2 (BENCHMARKS.md). On several nodes the other
+    nodes' cores are not known here (``ray start`` gives a node one logical CPU per core), so it stays 1.
     """
     import ray
 
@@ -247,7 +248,7 @@ def shard_task_cpus() -> float:
 
 
 class _CropPhase:
-    """The crop step on Ray, and what it measured: results go into ``done``; each shard task run's ``runtime`` (pid,
+    """The crop step on Ray, and its timings: results go into ``done``; each shard task run's ``runtime`` (pid,
     node, start / end, CPU seconds, peak RSS) is kept, per worker process figures are derived from them."""
 
     def __init__(self, done: dict[str, dict]) -> None:

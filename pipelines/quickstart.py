@@ -1,18 +1,10 @@
 """The whole system on one machine: synthetic data -> Ray pair preparation -> Ray Train -> Ray evaluation -> MLflow.
 
-Stages (each skipped when its output already exists, so a second run reuses what is done):
-
-1. ``synth``: synthetic datasets in the six real training layouts and four benchmark layouts
-   (``data_prep.synthetic``) under ``WORKDIR/synthetic``.
-2. ``prepare``: the Ray preparation job (one task per shard) writes parquet pair records + ``manifest.json`` to ``--storage``
-   (default ``WORKDIR/pairs``; an ``s3://`` URI works the same).
-3. ``train``: the smoke preset trained with Ray Train (2 CPU workers, DDP over gloo), a checkpoint per
-   epoch, metrics to MLflow.
-4. ``evaluate``: the final checkpoint and an untrained model of the same config on the synthetic OTB,
-   VOT2018, GOT-10k and LaSOT benchmarks, Ray-parallel, scored with the project's toolkit.
-5. ``summary``: a table on the terminal and ``WORKDIR/summary.json``.
-
-Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow store at ``WORKDIR/mlflow.db``.
+:func:`run_quickstart` runs five stages over one :class:`QuickstartSettings`: synth -> prepare -> train (the
+smoke preset) -> evaluate (the final checkpoint beside an untrained model of the same config) -> summary (a
+table on the terminal and ``WORKDIR/summary.json``). Each stage is skipped when its output already exists, so
+a second run reuses what is done. Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow
+store at ``WORKDIR/mlflow.db``.
 """
 
 from __future__ import annotations
@@ -124,7 +116,8 @@ def _places(s: QuickstartSettings) -> _Places:
 
 
 def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
-    """Stage 1: the synthetic datasets (reused when their manifest exists)."""
+    """Stage 1: the synthetic datasets in the six real training layouts and four benchmark layouts
+    (``data_prep.synthetic``) under ``WORKDIR/synthetic`` (reused when their manifest exists)."""
     from data_prep.synthetic import generate
 
     t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}")
@@ -138,7 +131,9 @@ def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
 
 
 def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
-    """Stage 2: the Ray preparation job (it reuses finished shards itself)."""
+    """Stage 2: the Ray preparation job (one task per shard; it reuses finished shards itself) writes parquet
+    pair records + ``manifest.json`` to ``--storage`` (default ``WORKDIR/pairs``; an ``s3://`` URI works the
+    same)."""
     from pipelines.prepare import PrepareSettings, prepare
 
     t = _stage("2/5 prepare", f"Ray pair records -> {where.pairs}")
@@ -150,7 +145,8 @@ def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
 
 
 def _train(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
-    """Stage 3: Ray Train on the smoke preset (reused while train.json's last checkpoint exists)."""
+    """Stage 3: Ray Train on the smoke preset (``workers`` DDP workers, gloo on CPU), a checkpoint per epoch,
+    metrics to MLflow (reused while train.json's last checkpoint exists)."""
     from pipelines.train import TrainSettings, train
 
     t = _stage("3/5 train", f"Ray Train, smoke preset, {s.workers} workers, {cfg.optim.epochs} epochs -> {where.runs}")
@@ -180,8 +176,9 @@ def _untrained_checkpoint(work: Path, cfg: OceanConfig, seed: int) -> str:
 
 
 def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSettings) -> tuple[dict, str]:
-    """Stage 4: the final and an untrained checkpoint on the synthetic benchmarks (reused while
-    evaluation.json matches); returns the evaluation and the untrained checkpoint."""
+    """Stage 4: the final and an untrained checkpoint on the synthetic OTB, VOT2018, GOT-10k and LaSOT
+    benchmarks, Ray-parallel, scored with the project's toolkit (reused while evaluation.json matches);
+    returns the evaluation and the untrained checkpoint."""
     from pipelines.evaluate import EvaluateSettings, evaluate
 
     t = _stage("4/5 evaluate", "trained and untrained models on the synthetic benchmarks")

@@ -1,14 +1,10 @@
 """``ocean train``'s driver: train a config on prepared pair records with Ray Train (DDP), resumable.
 
-:func:`train` runs named steps over a :class:`TrainSettings`: validate (batch plan, pair records, the first
-epoch's draw: fails before Ray starts) -> connect (start or join Ray; an MLflow store that is a file here is
-refused on a cluster of several nodes, where rank 0 logs from another node) -> open the run (the run folder,
-and the MLflow run, created or reopened by its tag ``ocean.run_key`` so that a re-run continues it) -> fit
-(a ``TorchTrainer`` over :func:`pipelines.train_loop.train_loop`, which writes
-``OUT/checkpoints/epoch-NNNN.pt`` after every epoch and resumes from the newest) -> collect (divergence,
-checkpoints, history) -> log (final checkpoint, its URI list and the model file). Epoch composition and
-batches: :mod:`data_prep.epochs`; a rank's input stream: :mod:`pipelines.train_input`; checkpoint files:
-:mod:`ocean.checkpoint`.
+:func:`train` runs named steps over one :class:`TrainSettings` (validate -> connect -> open the run -> fit ->
+collect -> log); it fails before Ray starts on unusable data, right after joining Ray on an MLflow store that
+the other nodes cannot reach, and a re-run continues the same run folder and MLflow run. Epoch composition
+and batches: :mod:`data_prep.epochs`; a rank's loop: :mod:`pipelines.train_loop`; its input stream:
+:mod:`pipelines.train_input`; checkpoint files: :mod:`ocean.checkpoint`.
 """
 
 from __future__ import annotations
@@ -73,7 +69,15 @@ class TrainSettings:
 
 
 def train(settings: TrainSettings) -> dict[str, Any]:
-    """Train with Ray Train (see the module docstring).
+    """Train with Ray Train.
+
+    Steps: validate (batch plan, pair records, the first epoch's draw: fails before Ray starts) -> connect
+    (start or join Ray; an MLflow store that is a file here is refused on a cluster of several nodes, where
+    rank 0 logs from another node) -> open the run (the run folder, and the MLflow run, created or reopened
+    by its tag ``ocean.run_key`` so that a re-run continues it) -> fit (a ``TorchTrainer`` over
+    :func:`pipelines.train_loop.train_loop`, which writes ``OUT/checkpoints/epoch-NNNN.pt`` after every epoch
+    and resumes from the newest) -> collect (divergence, checkpoints, history) -> log (final checkpoint, its
+    URI list and the model file).
 
     Returns:
         ``{"epochs", "final_loss", "metrics" (last epoch), "losses" (per epoch), "history",

@@ -1,14 +1,9 @@
 """The per-worker Ray Train loop of ``ocean train``: one DDP rank, from its resume point to the last epoch.
 
-Per epoch: trainable set, optimizer and lr (``ocean.engine``: warm-up, log decay, unfreeze with a rebuilt
-optimizer and a re-wrapped DDP, which only registers parameters that require grad when it is built); the
-rank's steps over its micro-batches (:mod:`pipelines.train_input`), a bad step skipped on every rank
-(``agree`` = all-reduce MAX) and ``optim.max_bad_steps`` in a row stopping every rank (rank 0 writes
-``OUT/DIVERGED.json``); then rank 0 writes ``OUT/checkpoints/epoch-NNNN.pt`` *before* the epoch's
-``ray.train.report``, which every rank enters, so no rank starts epoch e + 1 before file e exists. Those files
-are the resume point of a restarted worker group and of a re-run (Ray's own "latest registered" checkpoint
-can lag one epoch behind, ray_stack.md §4); Ray checkpoints are small pointers to them. Rank 0 logs losses,
-lr per group, pairs/s and the data wait fraction to the driver's MLflow run.
+:func:`train_loop` resumes from the newest epoch file, opens the rank's input stream once
+(:mod:`pipelines.train_input`), then per epoch: begin (trainable set, optimizer, lr) -> steps -> reduce ->
+checkpoint -> report. Every rank takes the same skip / stop decisions. Rank 0 writes the epoch files and logs
+losses, lr per group, pairs/s and the data wait fraction to the driver's MLflow run.
 """
 
 from __future__ import annotations
@@ -125,7 +120,8 @@ class _Worker:
         self.settings.run.log_metrics({k: float(v) for k, v in values.items() if math.isfinite(float(v))}, int(step))
 
     def begin_epoch(self, epoch: int) -> float:
-        """Trainable set, optimizer (built at the start, rebuilt at the unfreeze epoch) and lr of ``epoch``."""
+        """Trainable set, optimizer (built at the start, rebuilt at the unfreeze epoch) and lr of ``epoch``
+        (``ocean.engine``); DDP is re-wrapped then, as it only registers parameters that require grad."""
         from ocean.checkpoint import load_optimizer_state_by_name, optimizer_state_by_name
         from ocean.engine import (
             apply_bn_policy,
@@ -194,7 +190,8 @@ def _train_step(w: _Worker, feed: EpochFeed, epoch: int, step: int, totals: _Epo
 
 def _run_epoch(w: _Worker, feed: EpochFeed, epoch: int) -> _EpochTotals | None:
     """Every step of ``epoch`` on this rank; None when the bad-step guard stopped the run (every rank stops
-    at the same step, and rank 0 has written ``DIVERGED.json``)."""
+    at the same step, and rank 0 has written ``DIVERGED.json``). A bad step is skipped on every rank
+    (``agree`` = all-reduce MAX); ``optim.max_bad_steps`` in a row stop the run."""
     from ocean.engine import TrainingDiverged
 
     steps = feed.share(epoch).steps
@@ -254,8 +251,10 @@ def _epoch_metrics(w: _Worker, epoch: int, lr: float, totals: _EpochTotals, step
 
 
 def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: dict) -> None:
-    """Rank 0 writes the epoch file and logs; then every rank enters ``ray.train.report`` (so no rank starts
-    the next epoch before the file exists)."""
+    """Rank 0 writes ``OUT/checkpoints/epoch-NNNN.pt`` and logs; then every rank enters ``ray.train.report`` (so no
+    rank starts the next epoch before the file exists). Those files are the resume point of a restarted worker
+    group and of a re-run (Ray's own "latest registered" checkpoint can lag one epoch behind, ray_stack.md §4);
+    Ray checkpoints are small pointers to them."""
     import ray.train
 
     from ocean.checkpoint import checkpoint_uri, save_training_checkpoint

@@ -1,24 +1,11 @@
 """``ocean tune-tracker``: search a checkpoint's tracker hyper-parameters with Ray Tune, logged to MLflow.
 
-As the official tuning script (TK ``tracking/tune_tpe.py``, facts §11.1) on current Ray: Optuna's TPE
-(``OptunaSearch`` with a seeded ``TPESampler``) proposes the values of a search space of
-:mod:`ocean.tuning`; ``AsyncHyperBandScheduler`` with ``time_attr="sequences_done"`` stops bad trials
-early, every trial tracking the validation sequences in one fixed seeded order so rungs compare trials on
-the same sequences. Trial 0 is the benchmark's defaults (``points_to_evaluate``), so the best trial is never
-worse than the defaults. Each trial reserves ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` with
-``use_gpu``) and runs torch with one thread; the weights travel once through Ray's object store.
-
-MLflow (created once on the driver before any trial, ray_stack.md §5): a parent run (space, settings, best
-params, best / default score, cost, artifacts) and one child run per trial
-(:class:`pipelines.tune_trials.TrialLogger`).
-
-Outputs (``OUT`` a folder or ``s3://...``; S3 output is staged in a temporary folder and uploaded)::
-
-    OUT/best_tracker.json     {"tracker": {...}}: TrackerConfig keys only (ocean track / evaluate --tracker-config)
-    OUT/trials.csv            one row per trial: params, score, sequences done, status, seconds
-    OUT/score_vs_trial.png    final score of every trial, best so far
-    OUT/tune_summary.json     settings, best, defaults, cost (trials, stopped early, CPU/GPU-hours, wall time)
-    OUT/ray_results/...       Ray Tune's own experiment folder (local OUT only)
+:func:`tune_tracker` runs named steps over one :class:`TuneTrackerSettings`: validate -> prepare (validation
+sequences in a seeded order, the checkpoint, the search space around the benchmark's defaults) -> search
+(Optuna TPE + ASHA, as TK ``tracking/tune_tpe.py``, facts §11.1) -> collect -> write -> log. Trial 0 is the
+benchmark's defaults, so the best trial is never worse than the defaults; bad input raises TuneTrackerError
+before any trial. The search-free parts (spaces, scoring, reports) are in :mod:`ocean.tuning`; the trial
+function and its MLflow callback in :mod:`pipelines.tune_trials`.
 """
 
 from __future__ import annotations
@@ -112,6 +99,14 @@ def tune_tracker(settings: TuneTrackerSettings) -> dict[str, Any]:
 
     Returns the summary written to ``OUT/tune_summary.json`` (best params and score, default score, the
     trials, cost, file locations, MLflow ids). TuneTrackerError on bad input, before any trial.
+
+    Outputs (``OUT`` a folder or ``s3://...``; S3 output is staged in a temporary folder and uploaded)::
+
+        OUT/best_tracker.json     {"tracker": {...}}: TrackerConfig keys only (ocean track / evaluate --tracker-config)
+        OUT/trials.csv            one row per trial: params, score, sequences done, status, seconds
+        OUT/score_vs_trial.png    final score of every trial, best so far
+        OUT/tune_summary.json     settings, best, defaults, cost (trials, stopped early, CPU/GPU-hours, wall time)
+        OUT/ray_results/...       Ray Tune's own experiment folder (local OUT only)
     """
     from ocean.storage import OutputStore
 
@@ -170,7 +165,12 @@ def _prepare(s: TuneTrackerSettings) -> _Search:
 
 
 def _parent_run(s: TuneTrackerSettings, search: _Search) -> RunLogger:
-    """The parent MLflow run with the search's settings as params (a NullRunLogger without MLflow)."""
+    """The parent MLflow run with the search's settings as params (a NullRunLogger without MLflow).
+
+    MLflow (created once on the driver before any trial, ray_stack.md §5): a parent run (space, settings, best
+    params, best / default score, cost, artifacts) and one child run per trial
+    (:class:`pipelines.tune_trials.TrialLogger`).
+    """
     if not s.log_mlflow:
         return NullRunLogger()
     run = RunLogger.start(tracking_uri(s.mlflow_uri, s.out), s.experiment, f"tune-tracker-{s.benchmark}-{s.space}",
@@ -188,7 +188,16 @@ def _parent_run(s: TuneTrackerSettings, search: _Search) -> RunLogger:
 
 
 def _run_search(s: TuneTrackerSettings, search: _Search, staging: Path, run: RunLogger):
-    """Run the Tune experiment: TPE proposals from the defaults on, ASHA over sequences; the result grid."""
+    """Run the Tune experiment: TPE proposals from the defaults on, ASHA over sequences; the result grid.
+
+    As the official tuning script (TK ``tracking/tune_tpe.py``, facts §11.1) on current Ray: Optuna's TPE
+    (``OptunaSearch`` with a seeded ``TPESampler``) proposes the values of a search space of
+    :mod:`ocean.tuning`; ``AsyncHyperBandScheduler`` with ``time_attr="sequences_done"`` stops bad trials
+    early, every trial tracking the validation sequences in one fixed seeded order so rungs compare trials on
+    the same sequences. Trial 0 is the benchmark's defaults (``points_to_evaluate``). Each trial reserves
+    ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` with ``use_gpu``) and runs torch with one thread; the
+    weights travel once through Ray's object store.
+    """
     import optuna
     import ray
     from ray import tune

@@ -1,14 +1,9 @@
 """Ray Tune pieces of ``ocean tune-tracker``: the trial function, its MLflow callback, the results read back.
 
-* :func:`tracker_trial`: a Tune function trainable; one hyper-parameter set tracks the validation
-  sequences in the search's fixed order and reports the running score after each sequence (ASHA may stop
-  it after any report). Its settings cross Ray once as a :class:`TrialSettings` (``tune.with_parameters``).
-* :class:`TrialLogger`: a Tune callback that logs every trial from the driver as an MLflow child run of the
-  search's parent run (params = the trial's values, metric ``score`` with ``step = sequences done``, tags
-  ``ocean.tune.trial_id`` and ``ocean.tune.status`` completed / stopped_early / error).
-  ``MLflowLoggerCallback`` cannot nest runs under a parent and logs every Tune result field as a metric
-  (ray_stack.md §8 lists its open issues).
-* :func:`trial_rows`: the Tune result grid as trial rows (:mod:`ocean.tuning`).
+:func:`tracker_trial` tracks the validation sequences with one hyper-parameter set and reports the running
+score after each; its settings cross Ray once as a :class:`TrialSettings` (``tune.with_parameters``).
+:class:`TrialLogger` logs every trial from the driver as an MLflow child run of the search's parent run.
+:func:`trial_rows` reads the Tune result grid back as trial rows (:mod:`ocean.tuning`).
 """
 
 from __future__ import annotations
@@ -69,7 +64,8 @@ def _network(model: ModelBlob, device: str):
 
 
 def tracker_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
-    """Ray Tune function trainable: one hyper-parameter set over the validation sequences.
+    """Ray Tune function trainable: one hyper-parameter set over the validation sequences, in the search's
+    fixed order.
 
     Reports ``score`` (running objective), ``sequences_done``, ``trial_cpu_s`` and ``trial_wall_s`` after
     each sequence; ASHA may stop the trial after any report.
@@ -95,7 +91,10 @@ def tracker_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
 class TrialLogger(tune.Callback):
     """Tune callback logging every trial as a child run of ``parent`` (created lazily; pickles as ids).
 
-    MLflow errors are counted in ``failures`` and printed: logging must not kill the tuning run.
+    Each child: params = the trial's values, metric ``score`` with ``step = sequences done``, tags
+    ``ocean.tune.trial_id`` and ``ocean.tune.status`` completed / stopped_early / error.
+    ``MLflowLoggerCallback`` cannot nest runs under a parent and logs every Tune result field as a metric
+    (ray_stack.md §8 lists its open issues). MLflow errors are counted in ``failures`` and printed: logging must not kill the tuning run.
     """
 
     def __init__(self, parent: RunLogger, space: dict[str, ParamSpec], num_sequences: int,

@@ -70,7 +70,8 @@ def test_the_jobs_print_one_line_and_exit_2(command, tmp_path, monkeypatch, caps
     monkeypatch.setattr(pipelines.ablate, "ablate", refuse)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     extra = ["--benchmark", f"otb={tmp_path}"] if command == "ablate" else []
-    code = main([command, "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--mlflow-uri", uri, *extra])
+    code = main([command, "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--mlflow-uri", uri,
+                 *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"ocean {command}: error: the MLflow store {uri} ")
