@@ -9,7 +9,6 @@ crosses Ray as ``(uri, run_id)``; the client is rebuilt in each process.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import subprocess
 import sys
@@ -97,10 +96,6 @@ def run_tags(**extra: Any) -> dict[str, str]:
         pkg = "unknown"
     tags = {"ocean.code_version": code_version(), "ocean.package_version": pkg, **extra}
     return {k: str(v)[:MAX_PARAM_CHARS] for k, v in scrub(tags).items()}
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
@@ -310,9 +305,6 @@ class NullRunLogger(RunLogger):
     def __init__(self, uri: str = "", run_id: str = "", experiment_id: str | None = None) -> None:
         super().__init__(uri, run_id, experiment_id)
         self._client = _NullClient()
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["uri"], state["run_id"], state["experiment_id"])
 
     def child(self, run_name: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
         return NullRunLogger()

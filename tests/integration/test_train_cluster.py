@@ -4,6 +4,7 @@ the batch function: tests/unit/test_train_local.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -13,7 +14,6 @@ from data_prep.epochs import batch_plan, epoch_selection
 from data_prep.pair_index import list_pair_files, load_pair_index
 from ocean.checkpoint import list_checkpoints
 from ocean.config import OceanConfig, apply_overrides, smoke
-from pipelines import tracking
 from pipelines.train import TrainSettings
 
 # --------------------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_
     run = client.get_run(res["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.batch_size"] == "8" and run.data.params["run.workers"] == "2"
-    assert run.data.params["run.manifest_sha256"] == tracking.sha256_bytes((pairs_dir / "manifest.json").read_bytes())
+    assert run.data.params["run.manifest_sha256"] == hashlib.sha256((pairs_dir / "manifest.json").read_bytes()).hexdigest()
     assert len(run.data.tags["ocean.code_version"]) >= 7
     assert not any("secret" in v or s3_server.secret_key in v for v in {**run.data.params, **run.data.tags}.values())
     losses = client.get_metric_history(run.info.run_id, "loss")
