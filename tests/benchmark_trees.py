@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 
 IMAGE_WH = (64, 48)  # tiny frames keep the tests fast
+# The metrics an evaluation reports, in table order (what the tests expect, written independently of the code).
+METRICS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
 
 
 def write_frames(folder: Path, numbers, wh: tuple[int, int] = IMAGE_WH, digits: int = 8) -> list[Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_trees import METRICS
 
 from ocean.checkpoint import save_checkpoint
 from ocean.config import smoke
@@ -19,17 +20,6 @@ from pipelines.eval_lineage import LineageError, checkpoints_of_run
 from pipelines.evaluate import EvaluateSettings, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-METRICS = (
-    "success_auc",
-    "precision",
-    "norm_precision",
-    "ao",
-    "sr50",
-    "sr75",
-    "eao",
-    "accuracy",
-    "robustness",
-)
 
 
 def result_files(folder: Path) -> dict[str, bytes]:

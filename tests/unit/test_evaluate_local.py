@@ -10,23 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmark_trees import METRICS
 
 from jobs.cli import main as cli_main
 from ocean.config import TrackerConfig, layered_tracker_config
 from pipelines.evaluate import EvaluateSettings, EvaluationError, evaluate
-
-METRICS = (
-    "success_auc",
-    "precision",
-    "norm_precision",
-    "ao",
-    "sr50",
-    "sr75",
-    "eao",
-    "accuracy",
-    "robustness",
-)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Inputs
