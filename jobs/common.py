@@ -43,21 +43,22 @@ def fail(command: str, exc: BaseException | str) -> int:
     return 2
 
 
-def name_value(text: str, flag: str) -> tuple[str, str]:
-    """``"got10k=/data/GOT"`` -> ``("got10k", "/data/GOT")``; UsageError when either side is empty."""
+def name_value(text: str, flag: str, form: str = "NAME=VALUE") -> tuple[str, str]:
+    """``"got10k=/data/GOT"`` -> ``("got10k", "/data/GOT")``; UsageError (``expected FORM``) when either side
+    is empty."""
     name, sep, value = str(text).partition("=")
     if not sep or not name.strip() or not value.strip():
-        raise UsageError(f"{flag} {text!r}: expected NAME=VALUE")
+        raise UsageError(f"{flag} {text!r}: expected {form}")
     return name.strip(), value.strip()
 
 
 def parse_name_values(items: Iterable[str], flag: str, choices: Sequence[str] | None = None,
-                      lower: bool = True) -> dict[str, str]:
+                      lower: bool = True, form: str = "NAME=VALUE") -> dict[str, str]:
     """``["otb=/data/OTB", ...]`` -> ``{"otb": "/data/OTB"}``; UsageError for a malformed item, a name not in
     ``choices`` or a name given twice."""
     out: dict[str, str] = {}
     for item in items:
-        name, value = name_value(item, flag)
+        name, value = name_value(item, flag, form)
         name = name.lower() if lower else name
         if choices is not None and name not in choices:
             raise UsageError(f"{flag} {item!r}: unknown name {name!r}; one of {', '.join(choices)}")

@@ -96,10 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_benchmarks(items: list[str]) -> dict[str, str]:
     """``["otb=/data/OTB", ...]`` -> ``{"otb": "/data/OTB"}``; UsageError for a bad or repeated NAME."""
-    try:
-        return parse_name_values(items, "--benchmark", BENCHMARK_NAMES)
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("expected NAME=VALUE", "expected NAME=ROOT")) from None
+    return parse_name_values(items, "--benchmark", BENCHMARK_NAMES, form="NAME=ROOT")
 
 
 def parse_epochs(text: str) -> list[int] | None:
