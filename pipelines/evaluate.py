@@ -82,8 +82,9 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     """Run the evaluation. Returns a JSON-ready dict: ``scores`` {checkpoint uri: {benchmark: ``ocean
     score`` dict + ``tracker``}}, ``checkpoints`` {uri: {name, epoch, links, dir, tracker}}, ``best`` (with
     ``validation``), ``plots`` (paths), ``failed`` ([{checkpoint, benchmark, sequence, error}]), ``timing``
-    (seconds, sequences per second, model loads, workers) and ``mlflow`` (run ids) or None.
-    Raises EvaluationError for bad input, before any tracking starts.
+    (seconds, sequences per second, model loads, workers; ``sequences_tracked``, ``sequences_reused``,
+    ``items_retried`` after ``workers_lost``) and ``mlflow`` (run ids) or None. Raises EvaluationError for
+    bad input or an output that cannot be written, before any tracking starts.
 
     Output layout (``OUT`` a folder or ``s3://bucket/prefix``; each sequence's files are stored as it
     finishes, the rest of S3 output is staged in a temporary folder and uploaded at the end)::
