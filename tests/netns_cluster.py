@@ -6,7 +6,7 @@ Each host is a network namespace with its own address on a bridge this module cr
 folder (its "disk", kept across a restart of the host so that its Ray logs can be read afterwards),
 ``/dev/shm`` a private tmpfs, and every ``hidden`` folder (the test's raw data) is covered by an empty tmpfs.
 The namespaces have no route off the bridge and the machine does not forward, so their traffic stays among
-them and the host side. Ray runs as ``ray start`` in each host (ray_stack.md §6.1); SeaweedFS and
+them and the host side. Ray runs as ``ray start`` in each host (ray_stack.md §6.2); SeaweedFS and
 ``mlflow server`` run on the host side, bound to the bridge address.
 
 Every name (namespaces, links) starts with ``ocn<pid of the pytest process>``. :meth:`NetnsCluster.close`
