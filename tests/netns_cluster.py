@@ -68,9 +68,11 @@ def _netns_pids(ns: str) -> list[int]:
 
 
 def free_subnet() -> str:
-    """The first ``10.213.N`` (N in 1..254) that no address or route of this machine uses."""
+    """A ``10.213.N`` (N in 1..254) that no address or route of this machine uses, searched from a start
+    that depends on this process's pid, so that two test sessions building at once do not pick the same."""
     used = _ip("-4", "addr").stdout + _ip("-4", "route").stdout
-    for n in range(1, 255):
+    for k in range(254):
+        n = (os.getpid() + k) % 254 + 1
         if f"10.213.{n}." not in used:
             return f"10.213.{n}"
     raise RuntimeError("no free 10.213.N.0/24 subnet")
