@@ -206,6 +206,7 @@ class NetnsCluster:
             "mount -t tmpfs -o size=512m,mode=1777 tmpfs /dev/shm\n"
             f"for d in {hide}; do if [ -e \"$d\" ]; then mount -t tmpfs -o size=1m,mode=0755 tmpfs \"$d\"; fi; done\n"
             "mkdir -p /tmp/home\n"
+            "cd /tmp\n"  # the caller's folder may be hidden now (a checkout under /tmp): Ray's children need a real one
             'exec "$@"\n'
         )
         return ["ip", "netns", "exec", host.ns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
@@ -213,7 +214,7 @@ class NetnsCluster:
 
     def run_in(self, host: Host, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(self.in_host(host, argv), env=self.host_env(), capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
+                              timeout=timeout, start_new_session=True, cwd="/")
 
     def start_ray(self, host: Host) -> None:
         """``ray start`` in ``host``: the head (GCS, dashboard for ``ray job submit``) or a worker joining it.
@@ -226,7 +227,7 @@ class NetnsCluster:
                     *common]
         else:
             argv = [RAY, "start", f"--address={self.head.ip}:{GCS_PORT}", *common]
-        for _ in range(2):  # on a loaded machine a dashboard module may miss its start-up window: once more
+        for _ in range(2):  # once more after a failed start (e.g. a dashboard module missing its start-up window)
             done = self.run_in(host, argv, timeout=180)
             host.starts += 1
             (host.disk.parent / f"ray-start-{host.starts}.log").write_text(done.stdout + done.stderr)
