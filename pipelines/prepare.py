@@ -52,7 +52,8 @@ class PrepareSettings:
             ``?endpoint_override=host:port&scheme=http``).
         cfg: :class:`ocean.config.OceanConfig` (``data``: pair counts, ranges, crop frame, JPEG quality;
             ``augment``: the stored crop sides; ``model``: exemplar / search sizes).
-        pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
+        pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``; every count is capped
+            at what the dataset can supply (facts §7.6; said in the log and recorded in the manifest).
         seed: the plan's seed.
         shard_pairs: most pairs per shard.
         jpeg_quality: overrides ``cfg.data.jpeg_quality``.
@@ -113,7 +114,7 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     spill_dir = spill_folder()
     try:
         states = list_datasets(roots, s.cfg, s.seed, pair_counts(s.cfg.data, s.pairs), s.shard_pairs,
-                               s.reader_options, spill_dir, say)
+                               s.reader_options, spill_dir, say, explicit=s.pairs or ())
         t_listed = time.perf_counter()
         job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, s.reader_options)
         claim_output(store, job_doc, fs)
