@@ -168,7 +168,7 @@ def test_cli_summary_records_requested_bound_planned_and_warns(tmp_path, capsys)
     (tmp_path / "lasot").mkdir()
     out = tmp_path / "out"
     args = ["prepare", "--preset", "smoke", "--dataset", f"lasot={tmp_path / 'lasot'}", "--out", str(out),
-            "--no-progress"]
+            "--no-progress", "--listing", "driver"]
     assert main([*args, "--pairs", "lasot=5"]) == 0
     stdout = capsys.readouterr().out
     assert "| dataset | tracks | frames read | used | rejected | pairs requested | bound | planned |" in stdout
