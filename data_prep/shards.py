@@ -24,6 +24,7 @@ import pyarrow as pa
 from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork
 from data_prep.readers import rejections as R
 from data_prep.tracks import FrameRef
+from ocean.storage import OutputStore
 
 # shards of about 50 MB at q90 (bytes per stored pair: BENCHMARKS.md, data preparation), large enough for
 # efficient S3 reads and small enough that a task holds one shard in memory comfortably.
@@ -97,12 +98,14 @@ class CropSettings:
 
 @dataclass
 class ShardTask:
-    """One shard's input: its name and the videos (with frames, crops and pairs) it covers."""
+    """One shard's input: its name, the videos (with frames, crops and pairs) it covers and, for a dataset on
+    S3, the store its frames are read from (``s3://`` frame paths; credentials travel inside it)."""
 
     dataset: str
     index: int
     job: str  # the job fingerprint the sidecar records
     videos: list[VideoWork]
+    source: OutputStore | None = None
 
     @property
     def name(self) -> str:
@@ -204,15 +207,26 @@ class _VideoFrames:
     """Frames of one video file at given timestamps, decoded sequentially (seek only when going back).
 
     The frame "at" ``t`` ms is frame ``round(t * fps / 1000)`` (the nearest frame; YT-BB timestamps are
-    at 1 Hz, formats.md §1.6).
+    at 1 Hz, formats.md §1.6). A video on S3 (``s3://`` path, read through ``source``) is first fetched to a
+    task-local temporary file, deleted by :meth:`close`; a missing object reads as a video that cannot open.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, source: OutputStore | None = None) -> None:
         import cv2
+
+        from ocean.datapath import DataPath, LocalCopy
 
         self.cv2 = cv2
         self.path = path
-        self.cap = cv2.VideoCapture(path)
+        self.copy: LocalCopy | None = None
+        local = path
+        if source is not None and path.startswith("s3://"):
+            try:
+                self.copy = LocalCopy(DataPath(source, path[len("s3://"):]))
+                local = self.copy.name
+            except FileNotFoundError:
+                local = ""
+        self.cap = cv2.VideoCapture(local)
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) if self.cap.isOpened() else 0.0
         self.pos = -1  # index of the last frame returned
 
@@ -240,14 +254,23 @@ class _VideoFrames:
 
     def close(self) -> None:
         self.cap.release()
+        if self.copy is not None:
+            self.copy.close()
 
 
-def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames]) -> tuple[np.ndarray | None, str | None, str]:
-    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises."""
+def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames], source: OutputStore | None = None,
+                 ) -> tuple[np.ndarray | None, str | None, str]:
+    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises on
+    bad or missing data. An ``s3://`` frame is read straight from ``source`` (bytes -> ``cv2.imdecode``); an
+    object that is gone is ``missing_image``, as a missing local file is. Other storage errors (endpoint
+    down) raise, so that the task fails and is retried rather than writing a shard of rejections."""
     from data_prep.crops import decode_image
 
     if ref.path is not None:
-        image, problem = decode_image(ref.path)
+        if source is not None and ref.path.startswith("s3://"):
+            image, problem = _decode_stored(ref.path, source)
+        else:
+            image, problem = decode_image(ref.path)
         if image is None:
             return None, _DECODE_REASON.get(problem, R.UNDECODABLE_IMAGE), str(problem)
         return image, None, ""
@@ -255,11 +278,22 @@ def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames]) -> tuple[np.nda
         return None, R.MISSING_IMAGE, "frame has neither a path nor a video timestamp"
     reader = videos.get(ref.video)
     if reader is None:
-        reader = videos[ref.video] = _VideoFrames(ref.video)
+        reader = videos[ref.video] = _VideoFrames(ref.video, source)
     image, detail = reader.frame_at(int(ref.timestamp_ms))
     if image is None:
         return None, UNDECODABLE_VIDEO_FRAME, detail
     return image, None, ""
+
+
+def _decode_stored(uri: str, source: OutputStore) -> tuple[np.ndarray | None, str | None]:
+    from data_prep.crops import decode_image
+    from ocean.datapath import DataPath
+
+    try:
+        data = DataPath(source, uri[len("s3://"):]).read_bytes()
+    except FileNotFoundError:
+        return None, "unreadable_file"
+    return decode_image(data, name=uri)
 
 
 def _source(ref: FrameRef) -> str:
@@ -310,7 +344,7 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
         try:
             for frame_id, ref in work.frames.items():
                 frames_read += 1
-                image, reason, detail = decode_frame(ref, videos)
+                image, reason, detail = decode_frame(ref, videos, task.source)
                 if image is None:
                     rejected[reason] += 1
                     rejects.append({"dataset": task.dataset, "reason": reason, "source": _source(ref),

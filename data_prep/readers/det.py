@@ -7,7 +7,6 @@ images without objects give no track and no rejection. The root layout and the t
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.voc_xml import parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path, listdir, walk
 
 DATASET = "det"
 FRAME_ID = "000000"  # facts §7.2: COCO / DET single frame id
@@ -44,23 +44,23 @@ def read_tracks(
     (facts §7.2), ``image_size`` from the XML. Images without objects give no track and no rejection.
 
     Args:
-        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).
+        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``); a path or ``s3://`` URI.
         split: ``"train"`` or ``"val"``.
         on_reject: called with each :class:`Rejection`.
         check_images: list each JPEG folder once and reject objects whose JPEG is missing.
     """
-    root = Path(root)
+    root = as_path(root)
     ann_split = root / "Annotations" / "DET" / split
     data_split = root / "Data" / "DET" / split
     if not ann_split.is_dir():
         raise FileNotFoundError(f"ImageNet DET annotations not found: {ann_split}")
-    for dirpath, dirnames, filenames in os.walk(ann_split):
+    for dirpath, dirnames, filenames in walk(ann_split):
         dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(ann_split)
+        rel_dir = dirpath.relative_to(ann_split)
         data_dir = data_split / rel_dir
         names: set[str] | None = None
         for xml_name in sorted(f for f in filenames if f.endswith(".xml")):
-            xml_path = Path(dirpath) / xml_name
+            xml_path = dirpath / xml_name
             stem = xml_name[:-4]
             try:
                 ann = parse_voc_xml(xml_path)
@@ -71,7 +71,7 @@ def read_tracks(
                 continue
             image_path = data_dir / (stem + ".JPEG")
             if check_images and names is None:
-                names = set(os.listdir(data_dir)) if data_dir.is_dir() else set()
+                names = set(listdir(data_dir)) if data_dir.is_dir() else set()
             video = f"{split}/{(rel_dir / stem).as_posix()}"
             for k, obj in enumerate(ann.objects):
                 src = f"{xml_path}#object{k}"

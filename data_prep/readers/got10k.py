@@ -21,6 +21,7 @@ from data_prep.readers.text_annotations import (
     read_lines,
 )
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "got10k"
 
@@ -126,12 +127,12 @@ def read_tracks(
     A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
 
     Args:
-        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder.
+        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder; a path or ``s3://`` URI.
         splits: split folders to read; missing ones are skipped (official training uses train + val, facts §7.2).
         on_reject: called with each :class:`Rejection` (see :mod:`data_prep.readers.rejections`).
         check_images: list each sequence folder once and reject frames whose JPEG is missing.
     """
-    root = Path(root)
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"GOT-10k root {root} is not a folder")
     if _is_split_dir(root):

@@ -15,6 +15,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.text_annotations import parse_box_xywh, parse_flags, read_groundtruth, read_lines
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "lasot"
 _FLAG_FILES = ("full_occlusion.txt", "out_of_view.txt")
@@ -114,14 +115,14 @@ def read_tracks(
     as all zeros (``meta["missing_flags"]`` names it). ``image_size`` is None (LaSOT does not state it).
 
     Args:
-        root: the LaSOT folder holding one folder per category.
+        root: the LaSOT folder holding one folder per category; a path or ``s3://`` URI.
         split: ``"train"`` / ``"test"`` to keep the names in ``training_set.txt`` / ``testing_set.txt``,
             None for every sequence found.
         sequences: optional explicit sequence names (``"airplane-1"``) to keep.
         on_reject: called with each :class:`Rejection`.
         check_images: list ``img/`` once per sequence and reject frames whose JPEG is missing.
     """
-    root = Path(root)
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"LaSOT root {root} is not a folder")
     keep = _split_names(root, split)

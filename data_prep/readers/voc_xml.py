@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocean.datapath import DataPath, open_binary
+
 
 @dataclass(frozen=True)
 class VocObject:
@@ -42,9 +44,11 @@ def _int(node: ET.Element, tag: str) -> int | None:
         return None
 
 
-def parse_voc_xml(path: Path) -> VocAnnotation:
-    """Parse one XML file. Raises ``ET.ParseError`` / ``OSError`` on an unreadable file."""
-    root = ET.parse(path).getroot()
+def parse_voc_xml(path: Path | DataPath) -> VocAnnotation:
+    """Parse one XML file (local or :class:`~ocean.datapath.DataPath`). Raises ``ET.ParseError`` / ``OSError``
+    on an unreadable file."""
+    with open_binary(path) as f:
+        root = ET.parse(f).getroot()
     size_node = root.find("size")
     size = None
     if size_node is not None:
