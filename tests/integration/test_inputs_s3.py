@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -129,10 +130,15 @@ def test_unreadable_input_roots_fail_fast_and_clearly(raw, s3_server, s3_env, mo
                      "--json", str(tmp_path / "s.json")]) == 2
         assert root in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing was written: the check came first
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
-    with pytest.raises(InputLocationError, match="endpoint unreachable") as dead:
-        dataset_roots({"got10k": f"{uri}/got10k"})
-    assert s3_server.secret_key not in str(dead.value) and s3_server.access_key not in str(dead.value)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel's backlog), never answers
+    try:
+        for endpoint in ("http://127.0.0.1:9", f"http://127.0.0.1:{silent.getsockname()[1]}"):  # 9: nothing listens
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+            with pytest.raises(InputLocationError, match="endpoint unreachable") as dead:
+                dataset_roots({"got10k": f"{uri}/got10k"})
+            assert s3_server.secret_key not in str(dead.value) and s3_server.access_key not in str(dead.value)
+    finally:
+        silent.close()
 
 
 def test_evaluate_and_score_from_s3_equal_local(raw, ckpts, s3_env, tmp_path):
@@ -183,3 +189,37 @@ def test_prepare_job_on_the_cluster_reads_raw_data_from_s3(raw, s3_server, ray_c
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["datasets"]["got10k"] == f"{uri}/got10k"
     assert s3_server.secret_key not in (out / "manifest.json").read_text()
+
+
+MEDIA = (".jpg", ".jpeg", ".png", ".mp4", ".webm", ".mkv", ".avi")
+
+
+def test_listing_costs_one_request_per_folder_not_one_per_entry(raw, s3_server, s3_env, monkeypatch):
+    """Counted at a proxy in front of the server: listing requests are at most one per folder of the tree
+    (a folder's listing is cached, so is_file / is_dir on its entries cost nothing), every HEAD is pyarrow's
+    open of a file that is then read (no existence probes; an empty file needs no GET), and only annotation files are read -- no image,
+    except the first frame header of each YT-BB video (its frame size)."""
+    from s3_proxy import CountingProxy
+
+    from data_prep.readers import read_tracks
+
+    local, uri = raw
+    proxy = CountingProxy(s3_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        for name in NAMES:
+            datapath.clear_listing_cache()
+            proxy.counts.clear()
+            tracks = list(read_tracks(name, f"{uri}/{name}"))
+            walked = list(os.walk(local / name))
+            annotations = [Path(d) / f for d, _, files in walked for f in files if not f.lower().endswith(MEDIA)]
+            empty = sum(1 for p in annotations if p.stat().st_size == 0)  # pyarrow reads these with HEAD alone
+            headers = len({t.video for t in tracks}) if name == "ytbb" else 0
+            counts = dict(proxy.counts)
+            assert tracks, name
+            assert counts[("GET", "list")] <= len(walked) + 2, (name, counts)
+            gets = counts[("GET", "object")]
+            assert gets <= counts.get(("HEAD", "object"), 0) <= gets + empty, (name, counts)
+            assert gets <= len(annotations) + headers, (name, counts)
+    finally:
+        proxy.close()
