@@ -10,8 +10,9 @@ endpoint, region and credentials the standard way; credentials travel inside the
 
 On S3 a folder's listing is one LIST request (paginated by the SDK) and is cached per process
 (:data:`LISTING_CACHE_FOLDERS` folders, least recently used first out), so ``is_file()`` / ``is_dir()`` on the
-children of a folder cost no request each. A listing is a snapshot: an object deleted after it is still
-"there" for ``is_file()``; reading it raises ``FileNotFoundError``, which callers turn into a rejection.
+children of a folder cost no request each; reading a file is a HEAD and a GET (ray_stack.md §3.4). A listing
+is a snapshot: an object deleted after it is still "there" for ``is_file()``; reading it raises
+``FileNotFoundError``, which callers turn into a rejection.
 """
 
 from __future__ import annotations
@@ -264,10 +265,11 @@ def check_readable_folder(root: str, what: str) -> AnyPath:
     """The root of an input as :func:`as_path` gives it, checked before any work; ``what`` starts the
     messages (``"benchmark otb: root"``, ``"got10k: dataset root"``).
 
-    Raises :class:`~ocean.storage.InputLocationError` (a StorageError) -- within ``CONNECT_TIMEOUT_S`` for an endpoint that does not
-    answer (one attempt, no retries) -- when the endpoint cannot be reached, the bucket or the prefix does not
-    exist or the location is not a folder; the message names the location (:func:`ocean.storage.public_uri`),
-    never credentials. ValueError for an unsupported URI.
+    Raises :class:`~ocean.storage.InputLocationError` (a StorageError) when the endpoint cannot be reached
+    (within ``CONNECT_TIMEOUT_S`` even for one that never answers: one attempt, that timeout for the request
+    too; ray_stack.md §3.4), the bucket or the prefix does not exist or the location is not a folder; the
+    message names the location (:func:`ocean.storage.public_uri`), never credentials. ValueError for an
+    unsupported URI.
     """
     path = as_path(root)
     if not isinstance(path, DataPath):
