@@ -14,7 +14,7 @@ HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or La
 DESCRIPTION = """\
 Score existing result files of ANY tracker and write the metrics as JSON.
 
---dataset ROOT is the folder that holds the sequences:
+--dataset ROOT is the folder that holds the sequences (a local folder or s3://bucket/prefix):
   otb      the OTB-100 folder (<Seq>/img/, groundtruth_rect.txt, 1-based)
   vot2018, vot2019
            the VOT `sequences` folder (list.txt, <seq>/groundtruth.txt, frames flat or in color/)
