@@ -39,6 +39,11 @@ Ray: --ray-address ADDR (or $RAY_ADDRESS) uses that cluster; otherwise a local R
 `ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster put the
 dataset roots and OUT in object storage (s3://), or on storage every node sees at the same path.
 
+Listing: the annotation files of GOT-10k, LaSOT, ImageNet VID and DET are parsed by Ray tasks, each taking
+a group of sequence / snippet / annotation folders, and the driver merges their compact tables in folder
+order (--listing driver parses them on the driver; the plan is the same). COCO's JSON and YT-BB's CSV are
+parsed once, on the driver.
+
 Re-running: the same command after a crash or kill finishes the job (done shards are skipped, none is
 duplicated); re-running a finished job changes nothing. An OUT that holds a different job (other seed,
 pairs, config or data) is refused.
@@ -78,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPUs each shard task reserves (default 1; on a one-node Ray with more logical CPUs "
                              "than cores, such as the local one this command starts, logical CPUs per core, so "
                              "no more shard tasks run at once than there are cores)")
+    parser.add_argument("--listing", choices=("ray", "driver"), default="ray",
+                        help="who parses the annotation files: Ray tasks split by sequence folders (default) or "
+                             "the driver alone; both give the same plan")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             datasets, args.out, cfg, pairs=pairs or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress))
+            progress=not args.no_progress, listing=args.listing))
     except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
         raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:

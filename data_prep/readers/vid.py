@@ -117,11 +117,22 @@ def read_tracks(
         on_reject: called with each :class:`Rejection`.
         check_images: list each snippet's JPEG folder once and reject object-frames whose JPEG is missing.
     """
-    root = as_path(root)
-    ann_split = root / "Annotations" / "VID" / split
+    for unit in units(root, split=split):
+        yield from read_unit(root, unit, split=split, on_reject=on_reject, check_images=check_images)
+
+
+def units(root: str | Path, *, split: str = "train", **_options: object) -> list[str]:
+    """The snippet folders :func:`read_tracks` reads, in its order, relative to ``Annotations/VID/<split>``:
+    the units that listing can split among workers (:func:`read_unit`)."""
+    ann_split = as_path(root) / "Annotations" / "VID" / split
     if not ann_split.is_dir():
         raise FileNotFoundError(f"ImageNet VID annotations not found: {ann_split}")
-    for ann_dir in _snippet_dirs(ann_split):
-        rel = ann_dir.relative_to(ann_split).as_posix()
-        data_dir = root / "Data" / "VID" / split / rel
-        yield from read_snippet(ann_dir, data_dir, f"{split}/{rel}", on_reject, check_images)
+    return [ann_dir.relative_to(ann_split).as_posix() for ann_dir in _snippet_dirs(ann_split)]
+
+
+def read_unit(root: str | Path, unit: str, *, split: str = "train", on_reject: R.OnReject = R.ignore_rejection,
+              check_images: bool = True, **_options: object) -> Iterator[Track]:
+    """The tracks of one snippet folder of :func:`units`."""
+    root = as_path(root)
+    yield from read_snippet(root / "Annotations" / "VID" / split / unit, root / "Data" / "VID" / split / unit,
+                            f"{split}/{unit}", on_reject, check_images)
