@@ -223,3 +223,31 @@ def test_listing_costs_one_request_per_folder_not_one_per_entry(raw, s3_server, 
             assert gets <= len(annotations) + headers, (name, counts)
     finally:
         proxy.close()
+
+
+def test_evaluate_job_on_the_cluster_reads_benchmarks_from_s3(raw, ckpts, s3_server, ray_cluster, tmp_path):
+    """``ocean evaluate --benchmark NAME=s3://...`` on the 2-node cluster, endpoint and keys only in the job's
+    environment: the Ray workers read the frames from S3 and write the result files the local loop writes
+    from the local folder."""
+    from pipelines.evaluate import EvaluateSettings, evaluate
+
+    local, uri = raw
+    rel = {"otb": "benchmarks/otb", "vot2018": "benchmarks/vot2018/sequences"}
+    evaluate(EvaluateSettings(ckpts[:1], {b: str(local / r) for b, r in rel.items()}, str(tmp_path / "local"),
+                              local=True, log_mlflow=False, progress=False, max_sequences=1))
+    cmd = [sys.executable, "-m", "jobs.evaluate", "--checkpoint", ckpts[0], "--out", str(tmp_path / "ray"),
+           "--workers", "2", "--ray-address", ray_cluster.address, "--max-sequences", "1", "--no-mlflow", "--quiet"]
+    for b, r in rel.items():
+        cmd += ["--benchmark", f"{b}={uri}/{r}"]
+    proc = subprocess.run(cmd, env={**ray_cluster.env, **s3_server.env()}, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "ray" / "evaluation.json").read_text())
+    assert report["failed"] == [] and not report["timing"]["local"]
+
+    def results(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.txt"))
+                if not p.name.endswith("_time.txt")}
+
+    assert results(tmp_path / "ray" / "checkpoint_e1") == results(tmp_path / "local" / "checkpoint_e1")
+    assert results(tmp_path / "ray" / "checkpoint_e1")
