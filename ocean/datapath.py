@@ -327,3 +327,40 @@ class LocalCopy:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# files read ahead in threads when a reader walks many small files of a store (VID / DET XML): their HEAD + GET
+# round trips overlap instead of adding up (BENCHMARKS.md, "Raw data from S3")
+READ_AHEAD_THREADS = 8
+READ_AHEAD_FILES = 32
+
+
+def prefetched(paths: list[AnyPath]) -> Iterator[AnyPath | bytes | OSError]:
+    """For each of ``paths``, in order: a local path as it is (the caller opens it, nothing changes locally),
+    or the bytes of a :class:`DataPath` read ahead by :data:`READ_AHEAD_THREADS` threads at most
+    :data:`READ_AHEAD_FILES` files ahead -- or the ``OSError`` reading it raised, for the caller to handle as
+    it would the open's."""
+    if not any(isinstance(p, DataPath) for p in paths[:1]):
+        yield from paths
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(p: DataPath) -> bytes | OSError:
+        try:
+            return p.read_bytes()
+        except OSError as exc:
+            return exc
+
+    with ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="ocean-read-ahead") as pool:
+        todo, window = iter(paths), deque()
+        for p in todo:
+            window.append(pool.submit(read, p))
+            if len(window) >= READ_AHEAD_FILES:
+                break
+        while window:
+            data = window.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append(pool.submit(read, nxt))
+            yield data

@@ -1,8 +1,10 @@
 """A counting HTTP proxy in front of a real S3 endpoint: every request is forwarded unchanged (the Host header
 too, so signatures still match) and counted by method and kind (``list``: a ListObjects request; ``object``:
-anything else), for tests that check how many requests a reader makes."""
+anything else), for tests that check how many requests a reader makes; ``delay_s`` adds that much latency to
+every request (benchmarks/input_s3.py: a network between the workers and the store)."""
 import http.client
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +14,9 @@ class CountingProxy:
     """``CountingProxy("http://127.0.0.1:PORT")``: ``.endpoint`` to use instead, ``.counts`` per
     ``(method, kind)``, ``.close()`` when done."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, delay_s: float = 0.0):
         self.target = urllib.parse.urlparse(target).netloc
+        self.delay_s = delay_s
         self.counts: Counter = Counter()
         proxy = self
 
@@ -27,6 +30,8 @@ class CountingProxy:
                 query = urllib.parse.urlparse(self.path).query
                 kind = "list" if "list-type" in query or "delimiter" in query else "object"
                 proxy.counts[(self.command, kind)] += 1
+                if proxy.delay_s:
+                    time.sleep(proxy.delay_s)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection(proxy.target, timeout=30)

@@ -16,7 +16,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.voc_xml import parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
-from ocean.datapath import AnyPath, as_path, listdir, walk
+from ocean.datapath import AnyPath, as_path, listdir, prefetched, walk
 
 DATASET = "vid"
 
@@ -35,11 +35,12 @@ def read_snippet(
     reject = lambda reason, src, detail="": on_reject(Rejection(DATASET, reason, str(src), detail))  # noqa: E731
     names = set(listdir(data_dir)) if check_images and data_dir.is_dir() else set()
     per_track: dict[int, list[tuple[int, str, tuple, str, tuple[int, int] | None]]] = {}
-    for xml_name in sorted(f for f in listdir(ann_dir) if f.endswith(".xml")):
-        xml_path = ann_dir / xml_name
+    xml_names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
+    for xml_name, content in zip(xml_names, prefetched([ann_dir / n for n in xml_names]), strict=True):
+        xml_path = ann_dir / xml_name  # content: the path locally, the bytes read ahead from a store
         stem = xml_name[:-4]
         try:
-            ann = parse_voc_xml(xml_path)
+            ann = parse_voc_xml(content)
             index = int(stem)
         except (ET.ParseError, OSError, ValueError) as err:
             reject(R.BAD_XML, xml_path, str(err)[:120])

@@ -44,11 +44,16 @@ def _int(node: ET.Element, tag: str) -> int | None:
         return None
 
 
-def parse_voc_xml(path: Path | DataPath) -> VocAnnotation:
-    """Parse one XML file (local or :class:`~ocean.datapath.DataPath`). Raises ``ET.ParseError`` / ``OSError``
-    on an unreadable file."""
-    with open_binary(path) as f:
-        root = ET.parse(f).getroot()
+def parse_voc_xml(source: Path | DataPath | bytes | OSError) -> VocAnnotation:
+    """Parse one XML file (a local path, a :class:`~ocean.datapath.DataPath`, or its bytes or read error from
+    :func:`ocean.datapath.prefetched`). Raises ``ET.ParseError`` / ``OSError`` on an unreadable file."""
+    if isinstance(source, OSError):
+        raise source
+    if isinstance(source, bytes):
+        root = ET.fromstring(source)
+    else:
+        with open_binary(source) as f:
+            root = ET.parse(f).getroot()
     size_node = root.find("size")
     size = None
     if size_node is not None:
