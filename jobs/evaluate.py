@@ -61,6 +61,13 @@ data manifest hash; metrics <benchmark>.<metric>, per-sequence CSV, summaries an
 --validation NAME ranks the checkpoints on that benchmark's headline metric (otb/lasot success_auc,
 got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
 
+Each sequence's result files are stored under --out as soon as it is tracked, with a record
+(OUT/<checkpoint>/<benchmark>/sequences/<seq>.json); running the same command again tracks only what is
+missing: a stored sequence is reused when the checkpoint's content, the tracker hyper-parameters, the
+benchmark sequence and the device are the same (--no-resume tracks everything again). A lost Ray worker
+(killed process, lost node) is restarted and its sequence run again elsewhere; the report's timing counts
+`items_retried` and `sequences_reused`.
+
 A sequence that fails (an unreadable frame...) is recorded with its error in summary.json (`failed`) and
 the CSV, and the rest is still scored; a missing checkpoint or unreadable benchmark root stops with
 status 2 before any tracking. Exit status 1 when some sequence failed and --strict is given.
@@ -94,6 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sequences", type=int, metavar="N",
                    help="evaluate only the first N sequences of each benchmark (smoke runs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
+    p.add_argument("--no-resume", action="store_true",
+                   help="track every sequence again, even those whose results are stored under --out")
     p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
 
 
@@ -177,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
             training_run_id=training_run,
             log_mlflow=not args.no_mlflow,
             progress=not args.quiet,
+            resume=not args.no_resume,
         )
     )
 
@@ -184,9 +194,10 @@ def _run(args: argparse.Namespace) -> int:
     print(headline_table(report), end="")
     t = report["timing"]
     print(
-        f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
+        f"\n{t['sequences_tracked']} sequences tracked in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
         f"{t['workers']} {'local loop' if t['local'] else 'Ray workers'}; {t['model_loads']} model loads "
-        f"({t['model_load_seconds']:.2f} s)"
+        f"({t['model_load_seconds']:.2f} s); {t['sequences_reused']} reused from --out, {t['items_retried']} "
+        "run again after a lost worker"
     )
     if report["best"]:
         b = report["best"]
