@@ -251,3 +251,26 @@ def test_evaluate_job_on_the_cluster_reads_benchmarks_from_s3(raw, ckpts, s3_ser
 
     assert results(tmp_path / "ray" / "checkpoint_e1") == results(tmp_path / "local" / "checkpoint_e1")
     assert results(tmp_path / "ray" / "checkpoint_e1")
+
+
+def test_tune_tracker_and_ablate_take_benchmarks_from_s3(raw, s3_env, pairs_dir, tmp_path):
+    """tune-tracker's validation sequences from S3 equal the local ones (its trials read frames as evaluation
+    does); ablate refuses an unreadable benchmark root before planning any training."""
+    import numpy as np
+
+    from ocean.ablation import AblationError
+    from ocean.tuning import TuneTrackerError, read_validation
+    from pipelines.ablate import AblateSettings, ablate
+
+    local, uri = raw
+    rel = "benchmarks/got10k/val"
+    (ref, ref_split), (got, split) = read_validation("got10k", str(local / rel)), read_validation("got10k", f"{uri}/{rel}")
+    assert [s.name for s in got] == [s.name for s in ref] and "'val' split" in split and ref_split == split
+    for a, b in zip(ref, got, strict=True):
+        assert [str(f) for f in b.frames] == [f"{uri}/{Path(f).relative_to(local).as_posix()}" for f in a.frames]
+        assert np.array_equal(a.gt_xywh, b.gt_xywh)
+    with pytest.raises(TuneTrackerError, match="no such prefix"):
+        read_validation("got10k", f"{uri}/benchmarks/nope")
+    with pytest.raises(AblationError, match="benchmark otb: root .*no such prefix"):
+        ablate(AblateSettings(str(pairs_dir), {"otb": f"{uri}/benchmarks/nope"}, str(tmp_path / "o"), preset="smoke"))
+    assert not (tmp_path / "o").exists()
