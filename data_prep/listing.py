@@ -24,10 +24,18 @@ from data_prep.pairs import DatasetPlan, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.shards import ShardTask, pack_shards, shard_cost, shard_name
 from data_prep.tracks import DATASETS, Track, TrackTable
+from ocean.datapath import DataPath, check_readable_folder
+from ocean.storage import OutputStore, is_uri
 
 
 def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
-    """``{name: absolute root}`` in name order; unknown names, no dataset or a missing folder raise."""
+    """``{name: root}`` in name order: an absolute local path, or the ``s3://`` URI as given (its query, e.g.
+    ``?endpoint_override=``, kept: the readers need it; :func:`ocean.storage.public_uri` for display).
+
+    Unknown names and no dataset raise ValueError; a root that cannot be read raises
+    :class:`~ocean.storage.InputLocationError` before any work (:func:`ocean.datapath.check_readable_folder`:
+    a missing folder, an unreachable S3 endpoint, a missing bucket or prefix).
+    """
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
@@ -35,10 +43,10 @@ def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
         raise ValueError("no dataset given (NAME=ROOT)")
     roots = {}
     for name, root in sorted(datasets.items()):
-        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
-        roots[name] = str(path)
+        if not is_uri(root):
+            root = str(Path(root).expanduser().resolve())  # tasks on other nodes / cwds need absolute paths
+        path = check_readable_folder(root, f"{name}: dataset root")
+        roots[name] = root if isinstance(path, DataPath) else str(path)
     return roots
 
 
@@ -83,6 +91,11 @@ class DatasetState:
     plan: DatasetPlan | None = None
     requested: int = 0
     shards: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def source(self) -> OutputStore | None:
+        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
+        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
 
 
 def list_and_plan(dataset: str, tracks: Iterable[Track] | TrackTable, cfg, seed: int, num_pairs: int, shard_pairs: int,
@@ -149,4 +162,6 @@ def shards_to_run(states: dict[str, DatasetState], done: dict[str, dict]) -> lis
 
 def shard_tasks(states: dict[str, DatasetState], todo: Iterable[tuple[str, int]], job: str) -> Iterator[ShardTask]:
     """The tasks of ``todo``, each built when it is taken (a task holds its shard's frames and crops)."""
-    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i])) for name, i in todo)
+    sources = {name: st.source for name, st in states.items()}
+    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i]), sources[name])
+            for name, i in todo)
