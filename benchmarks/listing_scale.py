@@ -148,8 +148,8 @@ def main() -> None:
     if len(digests) != 1:
         raise SystemExit(f"the tables differ between configurations: {best}")
     base = best["ray-1"]["seconds"]
-    print("\n| listing | seconds (best of %d) | vs 1 worker | tasks | driver RSS before listing | driver peak RSS |"
-          % args.repeats)
+    print(f"\n| listing | seconds (best of {args.repeats}) | vs 1 worker | tasks | driver RSS before listing "
+          "| driver peak RSS |")
     print("|---|---|---|---|---|---|")
     for mode, r in best.items():
         print(f"| {mode} | {r['seconds']:.2f} | {base / r['seconds']:.2f}x | {r['tasks']} | "

@@ -25,10 +25,18 @@ from data_prep.pairs import DatasetPlan, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.shards import ShardTask, pack_shards, shard_cost, shard_name
 from data_prep.tracks import DATASETS, Track, TrackTable
+from ocean.datapath import DataPath, check_readable_folder
+from ocean.storage import OutputStore, is_uri
 
 
 def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
-    """``{name: absolute root}`` in name order; unknown names, no dataset or a missing folder raise."""
+    """``{name: root}`` in name order: an absolute local path, or the ``s3://`` URI as given (its query, e.g.
+    ``?endpoint_override=``, kept: the readers need it; :func:`ocean.storage.public_uri` for display).
+
+    Unknown names and no dataset raise ValueError; a root that cannot be read raises
+    :class:`~ocean.storage.InputLocationError` before any work (:func:`ocean.datapath.check_readable_folder`:
+    a missing folder, an unreachable S3 endpoint, a missing bucket or prefix).
+    """
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
@@ -36,10 +44,10 @@ def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
         raise ValueError("no dataset given (NAME=ROOT)")
     roots = {}
     for name, root in sorted(datasets.items()):
-        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
-        roots[name] = str(path)
+        if not is_uri(root):
+            root = str(Path(root).expanduser().resolve())  # tasks on other nodes / cwds need absolute paths
+        path = check_readable_folder(root, f"{name}: dataset root")
+        roots[name] = root if isinstance(path, DataPath) else str(path)
     return roots
 
 
@@ -112,6 +120,11 @@ def cap_message(name: str, requested: int, bound: int, planned: int, explicit: b
     if explicit:
         return f"warning: {name}: {flag} of {requested} pairs capped at {planned}: {why}"
     return f"{name}: the default {requested} pairs (pairs_per_epoch x pool_factor) capped at {planned}: {why}"
+
+    @property
+    def source(self) -> OutputStore | None:
+        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
+        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
 
 
 def list_and_plan(dataset: str, tracks: Iterable[Track] | TrackTable, cfg, seed: int, num_pairs: int, shard_pairs: int,
@@ -188,4 +201,6 @@ def shards_to_run(states: dict[str, DatasetState], done: dict[str, dict]) -> lis
 
 def shard_tasks(states: dict[str, DatasetState], todo: Iterable[tuple[str, int]], job: str) -> Iterator[ShardTask]:
     """The tasks of ``todo``, each built when it is taken (a task holds its shard's frames and crops)."""
-    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i])) for name, i in todo)
+    sources = {name: st.source for name, st in states.items()}
+    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i]), sources[name])
+            for name, i in todo)

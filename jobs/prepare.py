@@ -22,7 +22,11 @@ parquet shards of at most --shard-pairs pairs to OUT:
   OUT/manifest.json                            written last: counts per dataset, shard list with sha256
 
 Datasets (NAME=ROOT, repeat --dataset): got10k, lasot, vid, det, coco, ytbb, each ROOT in its real
-download layout (`ocean synth` writes small ones). YT-BB reads extracted frames when ROOT/frames exists,
+download layout (`ocean synth` writes small ones), a local folder or s3://bucket/prefix (endpoint and keys
+as for OUT below). The shard tasks read frames straight from the store; YT-BB videos are fetched to a
+task-local temporary file and deleted after use. Local or S3, the same inputs give byte-identical shards.
+A root that cannot be read (missing folder, unreachable endpoint, missing bucket or prefix) stops the
+command with one line and exit status 2 before any work. YT-BB reads extracted frames when ROOT/frames exists,
 else decodes the videos at the annotated timestamps (--ytbb-media to choose).
 
 OUT is a folder or s3://bucket/prefix. The S3 endpoint and keys come from the standard variables
@@ -32,8 +36,8 @@ unreachable endpoint stops the job before any work. Keys are passed to the Ray w
 arguments and are never printed or stored.
 
 Ray: --ray-address ADDR (or $RAY_ADDRESS) uses that cluster; otherwise a local Ray is started. With
-`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster the dataset
-roots (and a local OUT) must be on storage every node sees at the same path.
+`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster put the
+dataset roots and OUT in object storage (s3://), or on storage every node sees at the same path.
 
 Listing: the annotation files of GOT-10k, LaSOT, ImageNet VID and DET are parsed by Ray tasks, each taking
 a group of sequence / snippet / annotation folders, and the driver merges their compact tables in folder
@@ -54,6 +58,7 @@ frame failed to decode is dropped and counted, not re-drawn).
 
 Examples:
   ocean prepare --dataset got10k=/data/GOT-10k --dataset coco=/data/coco --out s3://ocean-data/pairs/v1
+  AWS_ENDPOINT_URL=http://s3.local:8333 ocean prepare --dataset got10k=s3://raw/got10k --out s3://ocean-data/pairs/v1
   ocean synth --out /tmp/synth && ocean prepare --preset smoke \\
       $(for d in got10k lasot vid det coco ytbb; do echo --dataset $d=/tmp/synth/$d; done) --out /tmp/pairs
 """
@@ -61,7 +66,8 @@ Examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=ROOT",
-                        help="a dataset and its download folder (repeat); NAME in got10k, lasot, vid, det, coco, ytbb")
+                        help="a dataset and its download folder or s3://bucket/prefix (repeat); NAME in got10k, "
+                             "lasot, vid, det, coco, ytbb")
     parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     parser.add_argument("--pairs", action="append", default=[], metavar="NAME=N",
                         help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor); "
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.manifest import JobMismatch, cap_lines, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
-    from ocean.storage import StorageError
+    from ocean.storage import InputLocationError, StorageError
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
@@ -108,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
             progress=not args.no_progress, listing=args.listing))
+    except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
+        raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1
