@@ -100,6 +100,11 @@ class DatasetState:
     explicit: bool = False
 
     @property
+    def source(self) -> OutputStore | None:
+        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
+        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
+
+    @property
     def bound(self) -> int:
         return self.plan.bound if self.plan is not None else 0
 
@@ -120,11 +125,6 @@ def cap_message(name: str, requested: int, bound: int, planned: int, explicit: b
     if explicit:
         return f"warning: {name}: {flag} of {requested} pairs capped at {planned}: {why}"
     return f"{name}: the default {requested} pairs (pairs_per_epoch x pool_factor) capped at {planned}: {why}"
-
-    @property
-    def source(self) -> OutputStore | None:
-        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
-        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
 
 
 def list_and_plan(dataset: str, tracks: Iterable[Track] | TrackTable, cfg, seed: int, num_pairs: int, shard_pairs: int,
