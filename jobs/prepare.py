@@ -48,9 +48,13 @@ Re-running: the same command after a crash or kill finishes the job (done shards
 duplicated); re-running a finished job changes nothing. An OUT that holds a different job (other seed,
 pairs, config or data) is refused.
 
-Counts (manifest, and the table printed at the end): frames read = frames used + frames rejected;
-pairs planned = pairs written + pairs dropped (a pair whose frame failed to decode is dropped and counted,
-not re-drawn).
+Pair counts: --pairs NAME=N, else data.pairs_per_epoch x data.pool_factor, capped at the bound: the
+distinct template/search pairs of present frames within the dataset's frame range (a still image, COCO or
+DET, gives one pair per object). A capped default is noted, a capped --pairs gets a warning line.
+
+Counts (manifest, and the table printed at the end): pairs requested, bound, planned = the smaller of the
+two; frames read = frames used + frames rejected; pairs planned = pairs written + pairs dropped (a pair whose
+frame failed to decode is dropped and counted, not re-drawn).
 
 Examples:
   ocean prepare --dataset got10k=/data/GOT-10k --dataset coco=/data/coco --out s3://ocean-data/pairs/v1
@@ -66,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lasot, vid, det, coco, ytbb")
     parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     parser.add_argument("--pairs", action="append", default=[], metavar="NAME=N",
-                        help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor)")
+                        help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor); "
+                             "capped, with a warning, at the distinct pairs the dataset can supply")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair plan (default 0)")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                         help="config preset: paper = official pair counts (600k/epoch x pool 4), smoke = small")
@@ -90,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_prep.manifest import JobMismatch, rejection_lines, summary_table
+    from data_prep.manifest import JobMismatch, cap_lines, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
     from ocean.storage import InputLocationError, StorageError
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1
     print(summary_table(manifest))
-    for line in rejection_lines(manifest):
+    for line in cap_lines(manifest) + rejection_lines(manifest):
         print(line)
     t = manifest["totals"]
     print(f"{t['pairs_written']} pairs in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB); "
