@@ -5,7 +5,8 @@ A reader's tracks are streamed into a compact :class:`data_prep.tracks.TrackTabl
 (:func:`data_prep.shards.pack_shards`). The tables' per-frame columns are **spilled** to a job-local folder
 (:func:`spill_folder`) and memory-mapped, so the driver's anonymous memory is O(tracks + pairs), not
 O(annotated frames) (:func:`list_and_plan`). Reader rejections are kept per dataset (:class:`DatasetState`)
-for the manifest and ``OUT/rejects/reader-<dataset>.jsonl``.
+for the manifest and ``OUT/rejects/reader-<dataset>.jsonl``. A pair count above what the data can supply is
+capped and said (:func:`cap_message`, facts §7.6).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ from data_prep.pairs import DatasetPlan, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.shards import ShardTask, pack_shards, shard_cost, shard_name
 from data_prep.tracks import DATASETS, Track, TrackTable
+from ocean.datapath import DataPath, check_readable_folder
+from ocean.storage import OutputStore, is_uri
 
 
 def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
-    """``{name: absolute root}`` in name order; unknown names, no dataset or a missing folder raise."""
+    """``{name: root}`` in name order: an absolute local path, or the ``s3://`` URI as given (its query, e.g.
+    ``?endpoint_override=``, kept: the readers need it; :func:`ocean.storage.public_uri` for display).
+
+    Unknown names and no dataset raise ValueError; a root that cannot be read raises
+    :class:`~ocean.storage.InputLocationError` before any work (:func:`ocean.datapath.check_readable_folder`:
+    a missing folder, an unreachable S3 endpoint, a missing bucket or prefix).
+    """
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
@@ -35,10 +44,10 @@ def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
         raise ValueError("no dataset given (NAME=ROOT)")
     roots = {}
     for name, root in sorted(datasets.items()):
-        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
-        roots[name] = str(path)
+        if not is_uri(root):
+            root = str(Path(root).expanduser().resolve())  # tasks on other nodes / cwds need absolute paths
+        path = check_readable_folder(root, f"{name}: dataset root")
+        roots[name] = root if isinstance(path, DataPath) else str(path)
     return roots
 
 
@@ -73,7 +82,12 @@ def _process_exists(pid: int) -> bool:
 
 @dataclass
 class DatasetState:
-    """One dataset of the job: its listing counts, reader rejections, plan and shards (draw arrays)."""
+    """One dataset of the job: its listing counts, reader rejections, plan and shards (draw arrays).
+
+    ``requested``: the pairs asked for (``explicit``: given per dataset, else ``pairs_per_epoch x
+    pool_factor``); ``bound``: the distinct pairs its tracks can supply (facts §7.6); the plan holds
+    ``min(requested, bound)`` (:attr:`planned`).
+    """
 
     name: str
     root: str
@@ -83,11 +97,40 @@ class DatasetState:
     plan: DatasetPlan | None = None
     requested: int = 0
     shards: list[np.ndarray] = field(default_factory=list)
+    explicit: bool = False
+
+    @property
+    def source(self) -> OutputStore | None:
+        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
+        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
+
+    @property
+    def bound(self) -> int:
+        return self.plan.bound if self.plan is not None else 0
+
+    @property
+    def planned(self) -> int:
+        return len(self.plan) if self.plan is not None else 0
+
+
+def cap_message(name: str, requested: int, bound: int, planned: int, explicit: bool,
+                flag: str = "explicit count") -> str | None:
+    """The line saying a dataset's pair count was capped (None when it was not): a warning for an explicit
+    count, a note for the default one (``pairs_per_epoch x pool_factor``). ``flag`` names the explicit
+    count's origin (``--pairs`` in the CLI)."""
+    if planned >= requested:
+        return None
+    why = (f"its annotated frames can supply {bound} distinct template/search pairs within the frame range "
+           "(facts §7.6)")
+    if explicit:
+        return f"warning: {name}: {flag} of {requested} pairs capped at {planned}: {why}"
+    return f"{name}: the default {requested} pairs (pairs_per_epoch x pool_factor) capped at {planned}: {why}"
 
 
 def list_and_plan(dataset: str, tracks: Iterable[Track] | TrackTable, cfg, seed: int, num_pairs: int, shard_pairs: int,
                   spill_dir: str | Path | None = None) -> tuple[DatasetPlan | None, list[np.ndarray], int, int]:
     """One dataset's listing and plan on the driver: ``(plan or None, shards, tracks, annotated frames)``.
+    The plan holds ``min(num_pairs, bound)`` pairs (:func:`data_prep.pairs.plan_pairs`, facts §7.6).
 
     ``tracks`` (a reader's generator) is consumed one track at a time into a compact
     :class:`~data_prep.tracks.TrackTable` (or is that table already, listed by workers), so the driver never holds the dataset as Python objects; the plan
@@ -123,18 +166,27 @@ def read_table(name: str, root: str, options: dict, on_reject: Callable, spill_d
 
 def list_datasets(roots: dict[str, str], cfg, seed: int, counts: dict[str, int], shard_pairs: int,
                   reader_options: dict[str, dict] | None, spill_dir: str,
-                  say: Callable[[str], None], lister: TableLister = read_table) -> dict[str, DatasetState]:
+                  say: Callable[[str], None], lister: TableLister = read_table,
+                  explicit: Iterable[str] = ()) -> dict[str, DatasetState]:
     """List and plan one dataset at a time (the driver holds annotations only, spilled into ``spill_dir``);
-    ``lister`` reads each dataset's table (default: here, :func:`read_table`)."""
+    ``lister`` reads each dataset's table (default: here, :func:`read_table`).
+
+    ``counts``: pairs requested per dataset (:func:`data_prep.pairs.pair_counts`), ``explicit``: the names
+    whose count was given rather than the default; a count above the bound is capped and said
+    (:func:`cap_message`)."""
+    explicit = set(explicit)
     states: dict[str, DatasetState] = {}
     for name, root in roots.items():
-        st = states[name] = DatasetState(name, root)
+        st = states[name] = DatasetState(name, root, explicit=name in explicit)
         st.requested = int(counts.get(name, 0))
         tracks = lister(name, root, dict((reader_options or {}).get(name, {})), st.reader_log, spill_dir)
         st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(
             name, tracks, cfg, seed, st.requested, shard_pairs, spill_dir=spill_dir)
         say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
-            f"{len(st.plan) if st.plan else 0} pairs planned in {len(st.shards)} shards")
+            f"{st.planned} pairs planned in {len(st.shards)} shards")
+        note = cap_message(name, st.requested, st.bound, st.planned, st.explicit)
+        if note:
+            say(note)
     return states
 
 
@@ -149,4 +201,6 @@ def shards_to_run(states: dict[str, DatasetState], done: dict[str, dict]) -> lis
 
 def shard_tasks(states: dict[str, DatasetState], todo: Iterable[tuple[str, int]], job: str) -> Iterator[ShardTask]:
     """The tasks of ``todo``, each built when it is taken (a task holds its shard's frames and crops)."""
-    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i])) for name, i in todo)
+    sources = {name: st.source for name, st in states.items()}
+    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i]), sources[name])
+            for name, i in todo)

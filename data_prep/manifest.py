@@ -15,8 +15,9 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 
-from data_prep.listing import DatasetState
+from data_prep.listing import DatasetState, cap_message
 from data_prep.shards import CropSettings, ShardStore, plan_digest, shard_name, shard_paths
+from ocean.storage import public_uri
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -92,7 +93,9 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
     ``frames_used`` + ``sum(rejected.values())``; ``rejected`` holds the decode-stage reasons
     (:mod:`data_prep.shards`), ``reader_rejected`` the reader-stage ones (:mod:`data_prep.readers.rejections`);
     ``pairs_planned`` = ``pairs_written`` + ``sum(pairs_dropped.values())``. Both equations are checked
-    (AssertionError otherwise).
+    (AssertionError otherwise). ``pairs_requested`` (``pairs_explicit``: given per dataset, else the default
+    ``pairs_per_epoch x pool_factor``), ``pairs_bound`` (the distinct pairs the data can supply, facts §7.6)
+    and ``pairs_planned = min(pairs_requested, pairs_bound)``.
     """
     from data_prep.records import SCHEMA_VERSION as PAIR_SCHEMA_VERSION
 
@@ -103,14 +106,15 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
         rejected = _sum_counters(s["rejected"] for s in sides)
         dropped = _sum_counters(s["pairs_dropped"] for s in sides)
         entry = {
-            "root": roots[name], "tracks": st.tracks, "annotated_frames": st.annotated_frames,
+            "root": public_uri(roots[name]), "tracks": st.tracks, "annotated_frames": st.annotated_frames,
             "reader_rejected": st.reader_log.by_reason(),
             "videos": st.plan.num_videos if st.plan else 0,
             "frames_read": sum(s["frames_read"] for s in sides),
             "frames_used": sum(s["frames_used"] for s in sides),
             "rejected": rejected,
             "crops": sum(s["crops"] for s in sides), "crops_failed": sum(s["crops_failed"] for s in sides),
-            "pairs_requested": st.requested, "pairs_planned": len(st.plan) if st.plan else 0,
+            "pairs_requested": st.requested, "pairs_explicit": st.explicit, "pairs_bound": st.bound,
+            "pairs_planned": st.planned,
             "pairs_written": sum(s["rows"] for s in sides), "pairs_dropped": dropped,
             "shards": len(sides), "bytes": sum(s["bytes"] for s in sides),
         }
@@ -125,7 +129,7 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
                            "rejects": s["rejects_path"]})
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION, "pair_schema_version": PAIR_SCHEMA_VERSION,
-        "job": job_doc["fingerprint"], "config": {**job_doc["config"], "datasets": roots},
+        "job": job_doc["fingerprint"], "config": {**job_doc["config"], "datasets": {n: public_uri(r) for n, r in roots.items()}},
         "datasets": per_dataset, "shards": shards,
         "reader_rejects": [f"rejects/reader-{n}.jsonl" for n, st in states.items() if st.reader_log.items],
         "totals": {
@@ -136,16 +140,29 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
 
 
 def summary_table(manifest: dict) -> str:
-    """A markdown table of the manifest's per-dataset counts."""
-    head = ("| dataset | tracks | frames read | used | rejected | pairs planned | written | dropped | shards | MB |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    """A markdown table of the manifest's per-dataset counts (pairs: requested, the bound the data can supply,
+    planned = the smaller of the two, written, dropped)."""
+    head = ("| dataset | tracks | frames read | used | rejected | pairs requested | bound | planned | written "
+            "| dropped | shards | MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for name, d in manifest["datasets"].items():
         lines.append(
             f"| {name} | {d['tracks']} | {d['frames_read']} | {d['frames_used']} | {sum(d['rejected'].values())} "
-            f"| {d['pairs_planned']} | {d['pairs_written']} | {sum(d['pairs_dropped'].values())} | {d['shards']} "
-            f"| {d['bytes'] / 1e6:.1f} |")
+            f"| {d['pairs_requested']} | {d.get('pairs_bound', '')} | {d['pairs_planned']} | {d['pairs_written']} "
+            f"| {sum(d['pairs_dropped'].values())} | {d['shards']} | {d['bytes'] / 1e6:.1f} |")
     return "\n".join(lines)
+
+
+def cap_lines(manifest: dict, flag: str = "--pairs") -> list[str]:
+    """One line per dataset whose pair count was capped at its bound (:func:`data_prep.listing.cap_message`):
+    ``warning: ...`` for an explicit count (``flag``), a note for the default one."""
+    out = []
+    for name, d in manifest["datasets"].items():
+        line = cap_message(name, d["pairs_requested"], d.get("pairs_bound", 0), d["pairs_planned"],
+                           d.get("pairs_explicit", False), flag)
+        if line:
+            out.append(line)
+    return out
 
 
 def rejection_lines(manifest: dict) -> list[str]:

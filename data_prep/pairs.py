@@ -5,6 +5,7 @@ per dataset a compact :class:`DatasetPlan` (int32 arrays over a table of the eli
 video into :class:`VideoWork` items for the crop tasks. The plan depends only on the tracks, the seed and the
 pair counts: not on the readers' order, on other datasets, on the number of workers, on chunking or on
 spilling. Memory is O(tracks + pairs), never O(annotated frames). The sampling steps: :func:`plan_dataset`.
+How many pairs a dataset can supply (:func:`pair_bound`) caps what :func:`plan_pairs` draws (facts §7.6).
 """
 
 from __future__ import annotations
@@ -81,10 +82,12 @@ class DatasetPlan:
             :class:`~data_prep.tracks.TrackTable` (``tracks[i]`` gives a :class:`Track`).
         track_index, template_index, search_index: ``(P,)`` int32, pair ``k`` uses
             ``tracks[track_index[k]].frames[template_index[k]]`` etc.
-        requested: the USE asked for; ``len(self)`` is smaller only when the dataset has no eligible video.
+        requested: the USE asked for; ``len(self)`` is smaller only when the plan was capped at
+            :attr:`bound` or the dataset has no eligible video.
         num_videos: eligible videos.
         ineligible_tracks: tracks dropped for having no present frame.
         video_of_track: ``(T,)`` int32, the video number (0..num_videos-1, in video id order) of each track.
+        bound: the distinct pairs the tracks can supply at this RANGE (:func:`pair_bound`, facts §7.6).
     """
 
     dataset: str
@@ -96,6 +99,12 @@ class DatasetPlan:
     num_videos: int
     ineligible_tracks: int = 0
     video_of_track: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    bound: int = 0
+
+    @property
+    def capped(self) -> bool:
+        """Fewer pairs planned than requested: the data cannot supply them (:attr:`bound`, facts §7.6)."""
+        return len(self) < self.requested
 
     def __len__(self) -> int:
         return int(len(self.track_index))
@@ -173,8 +182,38 @@ class DatasetPlan:
         return list(out.values())
 
 
+def pair_bound(table: TrackTable, frame_range: int, chunk_frames: int = 1 << 20) -> int:
+    """The number of distinct pairs :func:`plan_dataset` can draw from ``table`` at RANGE ``frame_range``
+    (facts §7.6): the ordered (template, search) pairs of present frames of one track whose list positions
+    differ by at most RANGE, summed over the tracks.
+
+    A track of ``n`` present frames, all within RANGE of each other, gives ``n * n`` (a single-frame track,
+    COCO / ImageNet DET, gives 1: the frame with itself); a long track about ``n * (2 * RANGE + 1)``. Exact,
+    in O(frames) time: per present frame the present frames of its clipped window, from a running count,
+    ``chunk_frames`` frames at a time (a spilled table is read through its memory map).
+    """
+    if frame_range < 0:
+        raise ValueError(f"frame_range must be >= 0, got {frame_range}")
+    fs = table.frame_start
+    total = 0
+    for a, b in track_ranges(fs, chunk_frames):
+        base = int(fs[a])
+        present = np.asarray(table.present[base:int(fs[b])], dtype=bool)
+        idx = np.flatnonzero(present)  # present frames of tracks a..b-1, positions in this range
+        if not len(idx):
+            continue
+        before = np.concatenate([[0], np.cumsum(present, dtype=np.int64)])  # before[i]: present in [0, i)
+        starts, ends = fs[a:b] - base, fs[a + 1:b + 1] - base  # each track's frames: starts[j]..ends[j]-1
+        owner = np.searchsorted(ends, idx, side="right")  # the track of each present frame
+        lo = np.maximum(idx - frame_range, starts[owner])
+        hi = np.minimum(idx + frame_range + 1, ends[owner])
+        total += int((before[hi] - before[lo]).sum())
+    return total
+
+
 def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: int, frame_range: int,
-                 seed: int, spill_dir: str | Path | None = None, chunk_frames: int = 1 << 18) -> DatasetPlan:
+                 seed: int, spill_dir: str | Path | None = None, chunk_frames: int = 1 << 18,
+                 cap: bool = False) -> DatasetPlan:
     """Sample ``num_pairs`` pairs of one dataset the way the official sampler does (facts §7.4).
 
     With ``USE = num_pairs`` (:func:`plan_pairs`: ``pairs_per_epoch[dataset] * pool_factor`` or an explicit
@@ -195,6 +234,10 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
        Single-frame tracks (COCO, ImageNet DET) therefore give same-image pairs, which differ only by their
        augmentation.
 
+    With ``cap``, USE is ``min(num_pairs, pair_bound(tracks, RANGE))``: never more pairs than the distinct
+    pairs the data can supply (facts §7.6); the draws are the steps above with that USE (still with
+    replacement, as the official sampler draws). :attr:`DatasetPlan.bound` is that bound either way.
+
     Every dataset draws from its own generator seeded with ``(seed, sha1(dataset))``, so one dataset's plan
     does not change when another dataset is added or resized, and the plan does not depend on how many
     workers run later. Each pair gets a stable id,
@@ -205,9 +248,9 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
     never O(annotated frames): per track the (video, track_id) sort keys, ``frame_start``, the present-frame
     count and the video number (the sort, the eligibility test and the video / track picks need them for
     every track); per pair the three int32 plan arrays and, while drawing, the pair's three uniforms. The
-    per-frame columns are only read ``chunk_frames`` at a time: counting present frames, copying the
-    eligible tracks in (video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written chunk by
-    chunk into the spill folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and
+    per-frame columns are only read ``chunk_frames`` at a time: computing the bound, counting present frames,
+    copying the eligible tracks in (video, track_id) order (:meth:`~data_prep.tracks.TrackTable.take`; written
+    chunk by chunk into the spill folder when the table is spilled, see :class:`~data_prep.tracks.TrackTable`), and
     drawing template / search frames (the draws sorted by track, one range of tracks at a time, reading only
     ranges some draw needs). The plan does not depend on ``chunk_frames`` or on spilling: a RANGE window
     never leaves its track, and every draw uses the same uniforms in the same arithmetic
@@ -224,6 +267,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
             a spilled ``tracks`` table, else in memory.
         chunk_frames: frames handled at a time when counting present frames, copying the eligible tracks and
             drawing template / search frames (bounds the temporaries); the plan does not depend on it.
+        cap: draw at most :func:`pair_bound` pairs (:func:`plan_pairs` does; the sampler alone does not).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -236,6 +280,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
         raise ValueError(f"tracks of {table.dataset!r} given for dataset {dataset!r}")
     if spill_dir is None and table.folder is not None:
         spill_dir = table.folder.parent
+    bound = pair_bound(table, frame_range, chunk_frames)  # facts §7.6
     # eligible: at least one present frame (TK subData._clean drops empty tracks, facts §7.2)
     n_present = table.present_counts(chunk_frames)
     candidates = np.flatnonzero(n_present > 0)
@@ -260,7 +305,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
     num_videos = len(video_start)
 
     rng = dataset_rng(seed, dataset)
-    n = num_pairs if num_videos else 0
+    n = (min(num_pairs, bound) if cap else num_pairs) if num_videos else 0
     track_index = np.empty(n, dtype=np.int32)
     template_index = np.empty(n, dtype=np.int32)
     search_index = np.empty(n, dtype=np.int32)
@@ -275,7 +320,7 @@ def plan_dataset(dataset: str, tracks: Iterable[Track] | TrackTable, num_pairs: 
         t, s = _draw_frames(eligible, count, ti, u[:, 1], u[:, 2], frame_range, chunk_frames)  # 3.-4.
         track_index[:], template_index[:], search_index[:] = ti, t, s
     return DatasetPlan(dataset, eligible, track_index, template_index, search_index, int(num_pairs),
-                       num_videos, ineligible, video_of_track)
+                       num_videos, ineligible, video_of_track, bound)
 
 
 def _draw_frames(table: TrackTable, count: np.ndarray, ti: np.ndarray, u_template: np.ndarray,
@@ -345,8 +390,12 @@ def pair_counts(data, overrides: dict[str, int] | None = None) -> dict[str, int]
 
 
 def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int, pairs: dict[str, int] | None = None,
-               spill_dir: str | Path | None = None) -> PairPlan:
+               spill_dir: str | Path | None = None, cap: bool = True) -> PairPlan:
     """Plan the pairs of every dataset present in ``tracks``.
+
+    Each dataset's count (:func:`pair_counts`, default or explicit) is capped at the distinct pairs its
+    tracks can supply (:func:`pair_bound`, facts §7.6); each plan records ``requested`` and ``bound``, and
+    :attr:`DatasetPlan.capped` says whether the cap bit. Where the data suffices the plan is the uncapped one.
 
     Args:
         tracks: tracks of one or more datasets, or one dataset's :class:`~data_prep.tracks.TrackTable`.
@@ -354,6 +403,7 @@ def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int, pairs: dic
         seed: base seed.
         pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
         spill_dir: where the plans' track tables are spilled (:func:`plan_dataset`); None: in memory.
+        cap: cap each count at the bound (the job always does; False plans the counts as given).
     """
     by_dataset: dict[str, list[Track] | TrackTable] = {}
     if isinstance(tracks, TrackTable):
@@ -369,5 +419,5 @@ def plan_pairs(tracks: Iterable[Track] | TrackTable, data, seed: int, pairs: dic
         if name not in counts:
             raise KeyError(f"no pair count for dataset {name!r}: set DataConfig.pairs_per_epoch or pass pairs")
         plans[name] = plan_dataset(name, by_dataset[name], counts[name], int(data.frame_range[name]), seed,
-                                   spill_dir=spill_dir)
+                                   spill_dir=spill_dir, cap=cap)
     return PairPlan(plans, int(seed))

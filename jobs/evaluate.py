@@ -30,8 +30,10 @@ artifact (what `ocean train` logs), else a `checkpoint_uris` tag/param, per-epoc
 or its *.pt artifacts.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
-`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root. On a
-cluster, ROOT and the checkpoints must be readable from every node (shared folder / s3://). GOT-10k/test
+`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a
+local folder or s3://bucket/prefix (the workers then read the frames straight from the store). On a
+cluster, ROOT and the checkpoints must be readable from every node (s3:// or a shared folder); a ROOT
+that cannot be read stops the command before any work. GOT-10k/test
 (first box only) is tracked and its result files written for the evaluation server; it cannot be scored
 here (its sequences are listed under `rejected`).
 
@@ -82,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default="all", metavar="3,5,...|all",
                    help="with --run: the epochs to evaluate (default all)")
     p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
-                   help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}")
+                   help=f"benchmark and its root folder or s3://bucket/prefix (repeatable); NAME in "
+                        f"{', '.join(BENCHMARK_NAMES)}")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     add_tracker_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")

@@ -22,7 +22,11 @@ parquet shards of at most --shard-pairs pairs to OUT:
   OUT/manifest.json                            written last: counts per dataset, shard list with sha256
 
 Datasets (NAME=ROOT, repeat --dataset): got10k, lasot, vid, det, coco, ytbb, each ROOT in its real
-download layout (`ocean synth` writes small ones). YT-BB reads extracted frames when ROOT/frames exists,
+download layout (`ocean synth` writes small ones), a local folder or s3://bucket/prefix (endpoint and keys
+as for OUT below). The shard tasks read frames straight from the store; YT-BB videos are fetched to a
+task-local temporary file and deleted after use. Local or S3, the same inputs give byte-identical shards.
+A root that cannot be read (missing folder, unreachable endpoint, missing bucket or prefix) stops the
+command with one line and exit status 2 before any work. YT-BB reads extracted frames when ROOT/frames exists,
 else decodes the videos at the annotated timestamps (--ytbb-media to choose).
 
 OUT is a folder or s3://bucket/prefix. The S3 endpoint and keys come from the standard variables
@@ -32,8 +36,8 @@ unreachable endpoint stops the job before any work. Keys are passed to the Ray w
 arguments and are never printed or stored.
 
 Ray: --ray-address ADDR (or $RAY_ADDRESS) uses that cluster; otherwise a local Ray is started. With
-`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster the dataset
-roots (and a local OUT) must be on storage every node sees at the same path.
+`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster put the
+dataset roots and OUT in object storage (s3://), or on storage every node sees at the same path.
 
 Listing: the annotation files of GOT-10k, LaSOT, ImageNet VID and DET are parsed by Ray tasks, each taking
 a group of sequence / snippet / annotation folders, and the driver merges their compact tables in folder
@@ -44,12 +48,17 @@ Re-running: the same command after a crash or kill finishes the job (done shards
 duplicated); re-running a finished job changes nothing. An OUT that holds a different job (other seed,
 pairs, config or data) is refused.
 
-Counts (manifest, and the table printed at the end): frames read = frames used + frames rejected;
-pairs planned = pairs written + pairs dropped (a pair whose frame failed to decode is dropped and counted,
-not re-drawn).
+Pair counts: --pairs NAME=N, else data.pairs_per_epoch x data.pool_factor, capped at the bound: the
+distinct template/search pairs of present frames within the dataset's frame range (a still image, COCO or
+DET, gives one pair per object). A capped default is noted, a capped --pairs gets a warning line.
+
+Counts (manifest, and the table printed at the end): pairs requested, bound, planned = the smaller of the
+two; frames read = frames used + frames rejected; pairs planned = pairs written + pairs dropped (a pair whose
+frame failed to decode is dropped and counted, not re-drawn).
 
 Examples:
   ocean prepare --dataset got10k=/data/GOT-10k --dataset coco=/data/coco --out s3://ocean-data/pairs/v1
+  AWS_ENDPOINT_URL=http://s3.local:8333 ocean prepare --dataset got10k=s3://raw/got10k --out s3://ocean-data/pairs/v1
   ocean synth --out /tmp/synth && ocean prepare --preset smoke \\
       $(for d in got10k lasot vid det coco ytbb; do echo --dataset $d=/tmp/synth/$d; done) --out /tmp/pairs
 """
@@ -57,10 +66,12 @@ Examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=ROOT",
-                        help="a dataset and its download folder (repeat); NAME in got10k, lasot, vid, det, coco, ytbb")
+                        help="a dataset and its download folder or s3://bucket/prefix (repeat); NAME in got10k, "
+                             "lasot, vid, det, coco, ytbb")
     parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     parser.add_argument("--pairs", action="append", default=[], metavar="NAME=N",
-                        help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor)")
+                        help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor); "
+                             "capped, with a warning, at the distinct pairs the dataset can supply")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair plan (default 0)")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                         help="config preset: paper = official pair counts (600k/epoch x pool 4), smoke = small")
@@ -84,10 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_prep.manifest import JobMismatch, rejection_lines, summary_table
+    from data_prep.manifest import JobMismatch, cap_lines, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
-    from ocean.storage import StorageError
+    from ocean.storage import InputLocationError, StorageError
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
@@ -103,11 +114,13 @@ def run(args: argparse.Namespace) -> int:
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
             progress=not args.no_progress, listing=args.listing))
+    except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
+        raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1
     print(summary_table(manifest))
-    for line in rejection_lines(manifest):
+    for line in cap_lines(manifest) + rejection_lines(manifest):
         print(line)
     t = manifest["totals"]
     print(f"{t['pairs_written']} pairs in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB); "

@@ -141,7 +141,8 @@ class DataConfig:
     frame_range: dict[str, int] = field(
         default_factory=lambda: {"ytbb": 3, "vid": 100, "got10k": 100, "det": 100, "coco": 1, "lasot": 100}
     )
-    # Prepared pairs = pool_factor x pairs_per_epoch, so each epoch draws a fresh subset.
+    # Prepared pairs = pool_factor x pairs_per_epoch, so each epoch draws a fresh subset; capped at the
+    # distinct pairs a dataset can supply -- facts §7.6.
     pool_factor: int = 4
 
 

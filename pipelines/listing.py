@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from data_prep.listing import read_table
 from data_prep.readers import RejectionLog, list_units, read_units
 from data_prep.tracks import Rejection, TableBuilder, TrackTable
+from ocean.datapath import DataPath, as_path
+from ocean.storage import is_uri
 
 # Units per listing task: enough for a task to outlast its scheduling (~ms) several times over (a GOT-10k or
 # LaSOT sequence is one annotation file, a VID snippet ~300 XML files), few enough for the tasks to spread
@@ -29,7 +31,8 @@ TASKS_PER_WORKER = 8
 MAX_GROUP = 64
 
 
-def read_group(name: str, root: str, units: Sequence[str], options: dict) -> tuple[TrackTable, list[Rejection]]:
+def read_group(name: str, root: str | DataPath, units: Sequence[str], options: dict,
+               ) -> tuple[TrackTable, list[Rejection]]:
     """The listing task: the tracks of ``units`` as one in-memory table, and the rejections, in order."""
     log = RejectionLog()
     table = TrackTable.from_tracks(name, read_units(name, root, units, on_reject=log, **options))
@@ -67,12 +70,15 @@ class RayLister:
         else:
             groups = unit_groups(units, workers)
             self.info[name] = {"units": len(units), "tasks": len(groups), "workers": workers}
-            table = _merge_in_order(name, root, options, groups, workers, on_reject, spill_dir)
+            # an s3:// root travels as a DataPath: its store carries the driver's endpoint and keys to the
+            # tasks (inside their arguments, as for the shard tasks), so no worker needs them in its environment
+            source = as_path(root) if is_uri(root) else root
+            table = _merge_in_order(name, source, options, groups, workers, on_reject, spill_dir)
         self.info[name]["seconds"] = time.perf_counter() - t0
         return table
 
 
-def _merge_in_order(name: str, root: str, options: dict, groups: list[Sequence[str]], workers: int,
+def _merge_in_order(name: str, root: str | DataPath, options: dict, groups: list[Sequence[str]], workers: int,
                     on_reject: Callable[[Rejection], None], spill_dir: str) -> TrackTable:
     """Run the group tasks, at most ``2 * workers`` in flight, and append their tables and rejections in group order."""
     import ray

@@ -54,7 +54,7 @@ class PrepareSettings:
             ``?endpoint_override=host:port&scheme=http``).
         cfg: :class:`ocean.config.OceanConfig` (``data``: pair counts, ranges, crop frame, JPEG quality;
             ``augment``: the stored crop sides; ``model``: exemplar / search sizes).
-        pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor``.
+        pairs: per-dataset pair counts overriding ``pairs_per_epoch * pool_factor`` (all capped: facts §7.6).
         seed: the plan's seed.
         shard_pairs: most pairs per shard.
         jpeg_quality: overrides ``cfg.data.jpeg_quality``.
@@ -120,7 +120,7 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     try:
         lister = RayLister() if s.listing == "ray" else read_table
         states = list_datasets(roots, s.cfg, s.seed, pair_counts(s.cfg.data, s.pairs), s.shard_pairs,
-                               s.reader_options, spill_dir, say, lister)
+                               s.reader_options, spill_dir, say, lister, explicit=s.pairs or ())
         t_listed = time.perf_counter()
         job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, s.reader_options)
         claim_output(store, job_doc, fs)

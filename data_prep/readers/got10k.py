@@ -21,6 +21,7 @@ from data_prep.readers.text_annotations import (
     read_lines,
 )
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "got10k"
 
@@ -126,7 +127,7 @@ def read_tracks(
     A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
 
     Args:
-        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder.
+        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder; a path or ``s3://`` URI.
         splits: split folders to read; missing ones are skipped (official training uses train + val, facts §7.2).
         on_reject: called with each :class:`Rejection` (see :mod:`data_prep.readers.rejections`).
         check_images: list each sequence folder once and reject frames whose JPEG is missing.
@@ -138,7 +139,7 @@ def read_tracks(
 def units(root: str | Path, *, splits: Sequence[str] = ("train", "val"), **_options: object) -> list[str]:
     """The sequences :func:`read_tracks` reads, in its order, as ``"<split>/<sequence>"`` (``"/<sequence>"``
     when ``root`` is one split folder): the units that listing can split among workers (:func:`read_unit`)."""
-    root = Path(root)
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"GOT-10k root {root} is not a folder")
     if _is_split_dir(root):
@@ -152,7 +153,7 @@ def units(root: str | Path, *, splits: Sequence[str] = ("train", "val"), **_opti
 def read_unit(root: str | Path, unit: str, *, on_reject: R.OnReject = R.ignore_rejection,
               check_images: bool = True, **_options: object) -> Iterator[Track]:
     """The track of one unit of :func:`units` (none when the sequence is unusable)."""
-    root = Path(root)
+    root = as_path(root)
     split, name = unit.split("/", 1)
     seq_dir, video = (root / name, f"{root.name}/{name}") if not split else (root / split / name, unit)
     track = read_sequence(seq_dir, video, on_reject, check_images)

@@ -15,6 +15,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.text_annotations import parse_box_xywh, parse_flags, read_groundtruth, read_lines
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "lasot"
 _FLAG_FILES = ("full_occlusion.txt", "out_of_view.txt")
@@ -114,7 +115,7 @@ def read_tracks(
     as all zeros (``meta["missing_flags"]`` names it). ``image_size`` is None (LaSOT does not state it).
 
     Args:
-        root: the LaSOT folder holding one folder per category.
+        root: the LaSOT folder holding one folder per category; a path or ``s3://`` URI.
         split: ``"train"`` / ``"test"`` to keep the names in ``training_set.txt`` / ``testing_set.txt``,
             None for every sequence found.
         sequences: optional explicit sequence names (``"airplane-1"``) to keep.
@@ -129,7 +130,7 @@ def units(root: str | Path, *, split: str | None = None, sequences: Iterable[str
           **_options: object) -> list[str]:
     """The sequences :func:`read_tracks` reads, in its order, as ``"<category>/<sequence>"``: the units that
     listing can split among workers (:func:`read_unit`)."""
-    root = Path(root)
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"LaSOT root {root} is not a folder")
     keep = _split_names(root, split)
@@ -150,6 +151,6 @@ def units(root: str | Path, *, split: str | None = None, sequences: Iterable[str
 def read_unit(root: str | Path, unit: str, *, on_reject: R.OnReject = R.ignore_rejection,
               check_images: bool = True, **_options: object) -> Iterator[Track]:
     """The track of one unit of :func:`units` (none when the sequence is unusable)."""
-    track = read_sequence(Path(root) / unit, unit, on_reject, check_images)
+    track = read_sequence(as_path(root) / unit, unit, on_reject, check_images)
     if track is not None:
         yield track

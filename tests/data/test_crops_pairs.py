@@ -238,7 +238,11 @@ def test_plan_counts_and_dataset_independence():
     got = [make_track("got10k", f"v{i}", "0", 10) for i in range(3)]
     coco = [make_track("coco", f"c{i}", "0", 1) for i in range(3)]
     plan = plan_pairs(got + coco, data, seed=3)
-    assert len(plan.datasets["got10k"]) == 30 and len(plan.datasets["coco"]) == 15
+    # got10k: 30 requested, 3 tracks x 10^2 distinct pairs; coco: 15 requested, 3 one-object images (facts §7.6)
+    assert len(plan.datasets["got10k"]) == 30 and len(plan.datasets["coco"]) == 3
+    assert (plan.datasets["coco"].requested, plan.datasets["coco"].bound, plan.datasets["coco"].capped) == (15, 3, True)
+    assert (plan.datasets["got10k"].bound, plan.datasets["got10k"].capped) == (300, False)
+    assert len(plan_pairs(got + coco, data, seed=3, cap=False).datasets["coco"]) == 15
     alone = plan_pairs(got, data, seed=3)
     assert [p.pair_id for p in alone.datasets["got10k"].pairs()] == [p.pair_id for p in plan.datasets["got10k"].pairs()]
     override = plan_pairs(got, data, seed=3, pairs={"got10k": 4})

@@ -147,7 +147,9 @@ def test_stored_crops_put_the_target_where_the_stored_box_says_and_broken_frames
         if reason:
             expected_drops[reason] = expected_drops.get(reason, 0) + 1
     assert counts["pairs_dropped"] == dict(sorted(expected_drops.items()))
-    assert counts["pairs_planned"] == 40 == len(rows) + sum(expected_drops.values())
+    # 40 requested, capped at the 4 x 4 distinct pairs of one 4-frame track (facts §7.6)
+    assert (plan.requested, plan.bound) == (40, 16)
+    assert counts["pairs_planned"] == 16 == len(rows) + sum(expected_drops.values())
     assert sorted(r["pair_id"] for r in rows) == sorted(p.pair_id for p in pairs
                                                          if p.template_frame in "01" and p.search_frame in "01")
 

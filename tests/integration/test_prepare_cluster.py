@@ -60,10 +60,11 @@ def clean_run(synth, ray_cluster, tmp_path_factory):
     return out, json.loads((out / "manifest.json").read_text()), proc.stdout
 
 
-def _needed_frames(root: Path) -> dict[str, set[str]]:
-    """Per dataset, the source paths the plan needs (computed here from readers + plan, not from the job)."""
+def _needed_frames(root: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """Per dataset, the source paths the plan needs and the pairs it holds (computed here from readers + plan,
+    not from the job)."""
     cfg = smoke()
-    out = {}
+    out, planned = {}, {}
     for name in NAMES:
         tracks = list(read_tracks(name, root / name))
         plan = plan_pairs(tracks, cfg.data, SEED, {name: PAIRS}).datasets[name]
@@ -71,8 +72,8 @@ def _needed_frames(root: Path) -> dict[str, set[str]]:
         for p in plan.pairs():
             tr = plan.tracks[int(plan.track_index[p.draw])]
             paths |= {tr.frames[p.template_index].path, tr.frames[p.search_index].path}
-        out[name] = paths
-    return out
+        out[name], planned[name] = paths, len(plan)
+    return out, planned
 
 
 @pytest.mark.slow
@@ -81,7 +82,14 @@ def test_job_on_cluster_counts_reconcile_with_the_synthetic_manifest(synth, clea
     out, manifest, stdout = clean_run
     assert "| dataset |" in stdout and "| got10k |" in stdout  # summary table printed
     assert "on 2 node(s)" in stdout  # the shards really ran on both nodes of the cluster
-    needed = _needed_frames(root)
+    needed, planned = _needed_frames(root)
+    # the tiny tree's still images supply fewer than PAIRS distinct pairs: capped, with a warning (facts §7.6)
+    capped = {n for n in NAMES if planned[n] < PAIRS}
+    assert capped == {"det", "coco"}
+    for name in NAMES:
+        line = (f"warning: {name}: --pairs of {PAIRS} pairs capped at {planned[name]}: its annotated frames can "
+                f"supply {planned[name]} distinct template/search pairs")
+        assert (line in stdout) == (name in capped), (name, stdout[-2000:])
     decode_items = [b for b in synth_manifest["broken_items"] if b["stage"] == "decode"]
     for name in NAMES:
         d = manifest["datasets"][name]
@@ -97,7 +105,9 @@ def test_job_on_cluster_counts_reconcile_with_the_synthetic_manifest(synth, clea
         assert {r["source"]: r["reason"] for r in rej_file} == hit
         assert d["rejected"] == {r: list(hit.values()).count(r) for r in sorted(set(hit.values()))}
         assert d["frames_read"] == d["frames_used"] + sum(d["rejected"].values())
-        assert d["pairs_planned"] == PAIRS == d["pairs_written"] + sum(d["pairs_dropped"].values())
+        assert d["pairs_requested"] == PAIRS and d["pairs_explicit"] is True
+        assert d["pairs_planned"] == planned[name] == min(PAIRS, d["pairs_bound"])
+        assert d["pairs_planned"] == d["pairs_written"] + sum(d["pairs_dropped"].values())
         assert set(d["pairs_dropped"]) <= set(d["rejected"])
         reader_lines = (out / f"rejects/reader-{name}.jsonl").read_text().splitlines()
         assert len(reader_lines) == sum(exp["rejections"].values())
