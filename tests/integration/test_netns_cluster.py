@@ -6,18 +6,12 @@ an ``mlflow server`` run on the host side of the bridge; the raw data is uploade
 real ``ray job submit`` from the host side: prepare (output to S3) -> train (2 workers on 2 hosts) ->
 evaluate (output to S3), then the same jobs while one worker host loses all its processes (SIGKILL of its
 raylet and workers), the host coming back a few seconds later as a rebooted machine would.
-
-Reading raw datasets and benchmarks from ``s3://`` is issue 13 item 1; until the pipelines accept it (the
-job refuses an ``s3://`` root as "not a folder"), the steps that need it are skipped with that reason and
-the jobs read a copy of the inputs on each host's own disk instead (the same path on every host, as the
-pipelines require today): still nothing shared between hosts.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,8 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET, RUNS = "ocean-data", "ocean-runs"
-LOCAL_INPUTS = "/tmp/ocean-inputs"  # in every host: its own copy of the inputs (until S3 inputs work)
-S3_REFUSED = "is not a folder"  # what prepare / evaluate answer today for an s3:// input root
 # 18 shards of <= 8 pairs, 2 CPUs a task: one task at a time on each worker host and none on the head, so
 # the job lasts long enough (~30 s here) for a host to be killed in its middle
 PREPARE = ["--pairs", "got10k=96", "--pairs", "coco=32", "--shard-pairs", "8", "--task-cpus", "2", "--preset",
@@ -64,9 +56,6 @@ def cluster(tmp_path_factory):
         c.s3 = c.server(launch_seaweedfs(root / "s3", c.gateway))
         c.mlflow = c.server(launch_mlflow(root / "mlflow", c.gateway, serve_artifacts=True))
         _upload(c.s3, raw, "raw")
-        for host in c.hosts:  # each host's own copy, for the inputs the pipelines cannot read from S3 yet
-            for part in ("got10k", "coco", "benchmarks/otb"):
-                shutil.copytree(raw / part, host.disk / "ocean-inputs" / part)
         c.start_nodes()
         c.env = {**c.s3.env(), "MLFLOW_TRACKING_URI": c.mlflow.uri, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
         yield c
@@ -151,22 +140,16 @@ def test_hosts_share_nothing_but_the_network(cluster):
 
 @pytest.fixture(scope="module")
 def prepared(cluster):
-    """The prepare job on the cluster: raw data from S3 when the pipeline accepts it, else each host's own copy.
-    Returns ``(pairs URI, input mode, status, logs)``."""
+    """The prepare job on the cluster, raw data from S3; ``(pairs URI, status, logs)``."""
     c = cluster
     out = "s3://ocean-runs/prepared"
     s3_args = ["--dataset", f"got10k=s3://{BUCKET}/raw/got10k", "--dataset", f"coco=s3://{BUCKET}/raw/coco"]
     status, logs = _job(c, "prepare", ["jobs.prepare", *s3_args, "--out", out, *PREPARE])
-    mode = "s3"
-    if status == "FAILED" and S3_REFUSED in logs:
-        mode = "host copies"
-        local = ["--dataset", f"got10k={LOCAL_INPUTS}/got10k", "--dataset", f"coco={LOCAL_INPUTS}/coco"]
-        status, logs = _job(c, "prepare", ["jobs.prepare", *local, "--out", out, *PREPARE])
-    return out, mode, status, logs
+    return out, status, logs
 
 
 def test_prepare_job_on_the_cluster(cluster, prepared):
-    out, mode, status, logs = prepared
+    out, status, logs = prepared
     assert status == "SUCCEEDED", logs[-3000:]
     assert cluster.s3.secret_key not in logs
     manifest = _read_json(cluster, RUNS, "prepared/manifest.json")
@@ -174,14 +157,6 @@ def test_prepare_job_on_the_cluster(cluster, prepared):
     assert got["pairs_written"] + sum(got.get("pairs_dropped", {}).values()) == 96
     nodes = re.search(r"shards run on (\d+) node", logs)
     assert nodes and int(nodes.group(1)) >= 2, logs[-2000:]  # the shard tasks spread over the hosts
-
-
-def test_prepare_reads_raw_data_from_s3(prepared):
-    out, mode, status, logs = prepared
-    if mode != "s3":
-        pytest.skip("prepare does not read raw datasets from s3:// yet (issue 13 item 1, helper uri-inputs): "
-                    f"the job answered {S3_REFUSED!r}; the cluster prepared from each host's own copy instead")
-    assert status == "SUCCEEDED", logs[-3000:]
 
 
 def _train_workers(c: NetnsCluster) -> list[dict]:
@@ -240,17 +215,13 @@ def test_training_resumes_after_losing_a_worker_host(cluster, trained):
     assert steps == [1, 2], steps  # each epoch logged once: nothing before the kill was repeated
 
 
-BENCH = {"s3": f"s3://{BUCKET}/raw/benchmarks/otb", "host copies": f"{LOCAL_INPUTS}/benchmarks/otb"}
+BENCH = f"s3://{BUCKET}/raw/benchmarks/otb"
 
 
 @pytest.fixture(scope="module")
 def evaluated(cluster, trained):
-    """An undisturbed evaluation of the final checkpoint (benchmark from S3 when the pipeline accepts it, else
-    each host's own copy); ``(out prefix, input mode, status, logs)``."""
-    status, logs = _evaluate(cluster, trained, "eval", BENCH["s3"])
-    if status == "FAILED" and S3_REFUSED in logs:
-        return ("eval", "host copies", *_evaluate(cluster, trained, "eval", BENCH["host copies"]))
-    return "eval", "s3", status, logs
+    """An undisturbed evaluation of the final checkpoint, benchmark from S3; ``(out prefix, status, logs)``."""
+    return "eval", *_evaluate(cluster, trained, "eval", BENCH)
 
 
 def _evaluate(c: NetnsCluster, trained: dict, prefix: str, bench: str, during=None) -> tuple[str, str]:
@@ -275,16 +246,10 @@ def _scores(c: NetnsCluster, prefix: str) -> dict:
 
 
 def test_evaluate_job_on_the_cluster(cluster, evaluated):
-    prefix, mode, status, logs = evaluated
+    prefix, status, logs = evaluated
     assert status == "SUCCEEDED", logs[-3000:]
     scores = _scores(cluster, prefix)
     assert 0.0 <= scores["success_auc"] <= 1.0
-
-
-def test_evaluate_reads_benchmarks_from_s3(evaluated):
-    if evaluated[1] != "s3":
-        pytest.skip("evaluate does not read benchmarks from s3:// yet (issue 13 item 1, helper uri-inputs): the "
-                    f"job answered {S3_REFUSED!r}; the cluster evaluated each host's own copy instead")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -294,9 +259,9 @@ def test_evaluate_reads_benchmarks_from_s3(evaluated):
 def test_prepare_survives_losing_a_worker_host(cluster, prepared):
     """Shard tasks lost with the host are run again elsewhere; the shards equal the undisturbed run's."""
     c = cluster
-    out, mode, status, _ = prepared
+    out, status, _ = prepared
     assert status == "SUCCEEDED"
-    roots = {"s3": f"s3://{BUCKET}/raw", "host copies": LOCAL_INPUTS}[mode]
+    roots = f"s3://{BUCKET}/raw"
     args = ["jobs.prepare", "--dataset", f"got10k={roots}/got10k", "--dataset", f"coco={roots}/coco",
             "--out", f"s3://{RUNS}/prepared-fault", *PREPARE]
     sub_id = f"prepfault-{c.tag}-{int(time.time() * 1000)}"
@@ -333,7 +298,7 @@ def test_evaluate_survives_losing_a_worker_host(cluster, trained, evaluated):
     """The host is killed while its evaluation actor tracks a sequence: the actor is restarted, the sequence
     tracked again, and the scores equal the undisturbed run's."""
     c = cluster
-    assert evaluated[2] == "SUCCEEDED"
+    assert evaluated[1] == "SUCCEEDED"
     lost: list[int] = []
 
     def kill_midway(sub_id: str) -> None:
@@ -342,7 +307,7 @@ def test_evaluate_survives_losing_a_worker_host(cluster, trained, evaluated):
         assert pid in c.kill_host(c.hosts[2])
         _restart_after(c, c.hosts[2])
 
-    status, logs = _evaluate(c, trained, "eval-fault", BENCH[evaluated[1]], during=kill_midway)
+    status, logs = _evaluate(c, trained, "eval-fault", BENCH, during=kill_midway)
     assert lost and status == "SUCCEEDED", logs[-3000:]
     again = re.search(r"(\d+) run again after a lost worker", logs)
     assert again and int(again.group(1)) >= 1, logs[-2000:]  # the lost sequence was tracked again
