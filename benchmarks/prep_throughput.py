@@ -26,7 +26,9 @@
    The crop phase is also run, in the same Ray and interleaved with the job, the way the job ran it before it
    was a Ray Data pipeline (:func:`ray_tasks_crop`: plain Ray tasks in a ``ray.wait`` window, inputs built on
    the driver; kept here only as that baseline): frames per CPU second of the Ray Data pipeline vs those
-   plain tasks, counting the shard tasks' CPU alone and with the driver's, and their shards' sha256 compared.
+   plain tasks, counting the shard tasks' CPU alone, with the driver's, and that of every process of the job
+   (driver, the local Ray's daemons and workers: :func:`tree_cpu_seconds`, listing included), and their shards'
+   sha256 compared.
 6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
    GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
    :func:`data_prep.listing.list_and_plan` and packs every shard's work, once with the per-frame columns in
@@ -132,6 +134,7 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
     store.check_writable()
     roots = {n: str(data / n) for n in NAMES}
     spill = spill_folder()
+    tree0 = tree_cpu_seconds()
     try:
         states = list_datasets(roots, cfg, seed, pair_counts(cfg.data, {n: pairs for n in NAMES}), shard_pairs,
                                None, spill, lambda _m: None)
@@ -155,9 +158,10 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
         while pending:
             collect()
         seconds, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        tree = tree_cpu_seconds() - tree0
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    return {"seconds": seconds, "driver_cpu_seconds": driver_cpu,
+    return {"seconds": seconds, "driver_cpu_seconds": driver_cpu, "tree_cpu_seconds": tree,
             "task_cpu_seconds": sum(r["runtime"]["cpu_seconds"] for r in results),
             "frames": sum(r["frames_read"] for r in results), "sha256": {r["path"]: r["sha256"] for r in results}}
 
@@ -216,6 +220,32 @@ def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int, spill: bo
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds (user + system, and those of reaped children) of process ``root`` (default this one) and
+    all its descendants: the driver, the local Ray it started (GCS, raylet, agents) and every Ray worker
+    (Linux ``/proc/PID/stat``, clock-tick resolution)."""
+    root = root or os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    total = 0.0
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        total += seconds if p == root else 0.0
+    return total
 
 
 def _rss_mb(pid: int | str = "self") -> dict[str, float]:
@@ -345,9 +375,11 @@ def main() -> None:
                 out = tmp / f"out{r}"
 
                 def job(out: Path = out) -> None:
+                    tree0 = tree_cpu_seconds()
                     manifest, info = run_prepare(PrepareSettings(
                         {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
                         seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
+                    info["tree_cpu_seconds"] = tree_cpu_seconds() - tree0
                     runs.append((info["seconds_crop"], manifest, info, out))
 
                 def old(r: int = r) -> None:
@@ -376,6 +408,8 @@ def main() -> None:
         with_driver = [sum(w["cpu_seconds"] for w in r[2]["workers"].values()) + r[2]["driver_cpu_seconds_crop"]
                        for r in runs]
         old_cpu = [o["task_cpu_seconds"] for o in old_runs]
+        tree_new = [r[2]["tree_cpu_seconds"] for r in runs]
+        tree_old = [o["tree_cpu_seconds"] for o in old_runs]
         old_with_driver = [o["task_cpu_seconds"] + o["driver_cpu_seconds"] for o in old_runs]
 
         tables = [pq.read_table(out / s["path"]) for s in manifest["shards"]]
@@ -423,6 +457,13 @@ def main() -> None:
               f"{frames / job_cpu:.0f} / {frames / min(with_driver):.0f} |")
         print(f"| **Ray Data / plain Ray tasks, frames per CPU second**: shard tasks / shard tasks + driver (goal >= 1.0) "
               f"| **{min(old_cpu) / job_cpu:.2f} / {min(old_with_driver) / min(with_driver):.2f}** |")
+        print(f"| listing + crop, every process (driver, Ray daemons, workers): frames per CPU second, Ray Data "
+              f"(runs: {', '.join(f'{frames / c:.0f}' for c in tree_new)}) / plain Ray tasks (runs: "
+              f"{', '.join(f'{frames / c:.0f}' for c in tree_old)}) | {frames / min(tree_new):.0f} / "
+              f"{frames / min(tree_old):.0f} (**{min(tree_old) / min(tree_new):.2f}**) |")
+        paired = [o / n for o, n in zip(tree_old, tree_new, strict=True)]  # adjacent runs: the same load
+        print(f"| the same, run by run (adjacent runs; Ray Data / plain Ray tasks): {', '.join(f'{x:.2f}' for x in paired)} "
+              f"| median **{float(np.median(paired)):.2f}** |")
         old_walls = [o["seconds"] for o in old_runs]
         old_wall = min(old_walls)
         print(f"| crop phase wall, frames/s: Ray Data / plain Ray tasks (runs: "

@@ -131,7 +131,7 @@ def shard_dataset(todo: list[tuple[str, int]], store: OutputStore, settings: Cro
     """The pipeline: ``from_items`` (one work item per block, no read task: none of the 2-CPU read / actor
     deadlocks of ray_stack.md §2.3) -> ``map_batches(crop_items)`` in a task pool of ``max_in_flight`` tasks
     (default twice the cluster's CPUs / ``task_cpus``: the tasks Ray runs at once plus as many queued, so a
-    finished task's CPU is taken at once). Its DataContext is the Dataset's own copy."""
+    finished task's CPU is taken at once; ray_stack.md §2.7). Its DataContext is the Dataset's own copy."""
     import ray
 
     if max_in_flight is None:
