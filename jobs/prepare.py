@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPUs each shard task reserves (default 1; on a one-node Ray with more logical CPUs "
                              "than cores, such as the local one this command starts, logical CPUs per core, so "
                              "no more shard tasks run at once than there are cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output (Ray Data's bars or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:
