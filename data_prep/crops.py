@@ -277,15 +277,16 @@ def jpeg_problem(data: bytes) -> str | None:
     return None
 
 
-def decode_image(source: bytes | bytearray | memoryview | np.ndarray | str | Path,
+def decode_image(source: bytes | bytearray | memoryview | np.ndarray | str | Path, name: str | None = None,
                  ) -> tuple[np.ndarray | None, str | None]:
     """Decode a JPEG (or other OpenCV-readable image) from bytes or a path, never raising on bad data.
 
     Returns ``(image, None)`` with ``image`` ``(H, W, 3)`` uint8 BGR (grey images are expanded), or
     ``(None, reason)`` with reason one of ``unreadable_file``, ``empty``, ``not_jpeg`` (only for a file
-    named ``.jpg``/``.jpeg``), ``truncated_jpeg``, ``corrupt_image``.
+    named ``.jpg``/``.jpeg``: the path, or ``name`` for bytes read from elsewhere), ``truncated_jpeg``,
+    ``corrupt_image``.
     """
-    expect_jpeg = False
+    expect_jpeg = name is not None and os.path.splitext(name)[1].lower() in (".jpg", ".jpeg")
     if isinstance(source, (str, Path)):
         path = os.fspath(source)  # plain open(), no pathlib parsing: this runs once per frame of a shard task
         expect_jpeg = os.path.splitext(path)[1].lower() in (".jpg", ".jpeg")

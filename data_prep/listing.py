@@ -24,10 +24,18 @@ from data_prep.pairs import DatasetPlan, plan_pairs
 from data_prep.readers import RejectionLog, read_tracks
 from data_prep.shards import ShardTask, pack_shards, shard_cost, shard_name
 from data_prep.tracks import DATASETS, Track, TrackTable
+from ocean.datapath import DataPath, check_readable_folder
+from ocean.storage import OutputStore, is_uri
 
 
 def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
-    """``{name: absolute root}`` in name order; unknown names, no dataset or a missing folder raise."""
+    """``{name: root}`` in name order: an absolute local path, or the ``s3://`` URI as given (its query, e.g.
+    ``?endpoint_override=``, kept: the readers need it; :func:`ocean.storage.public_uri` for display).
+
+    Unknown names and no dataset raise ValueError; a root that cannot be read raises
+    :class:`~ocean.storage.InputLocationError` before any work (:func:`ocean.datapath.check_readable_folder`:
+    a missing folder, an unreachable S3 endpoint, a missing bucket or prefix).
+    """
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(DATASETS)}")
@@ -35,10 +43,10 @@ def dataset_roots(datasets: dict[str, str]) -> dict[str, str]:
         raise ValueError("no dataset given (NAME=ROOT)")
     roots = {}
     for name, root in sorted(datasets.items()):
-        path = Path(root).expanduser().resolve()  # tasks on other nodes / cwds need absolute paths
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: dataset root {root} is not a folder")
-        roots[name] = str(path)
+        if not is_uri(root):
+            root = str(Path(root).expanduser().resolve())  # tasks on other nodes / cwds need absolute paths
+        path = check_readable_folder(root, f"{name}: dataset root")
+        roots[name] = root if isinstance(path, DataPath) else str(path)
     return roots
 
 
@@ -84,13 +92,18 @@ class DatasetState:
     requested: int = 0
     shards: list[np.ndarray] = field(default_factory=list)
 
+    @property
+    def source(self) -> OutputStore | None:
+        """The store frames are read from by the shard tasks (S3 roots), None for a local root."""
+        return OutputStore.from_uri(self.root) if is_uri(self.root) else None
 
-def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pairs: int, shard_pairs: int,
+
+def list_and_plan(dataset: str, tracks: Iterable[Track] | TrackTable, cfg, seed: int, num_pairs: int, shard_pairs: int,
                   spill_dir: str | Path | None = None) -> tuple[DatasetPlan | None, list[np.ndarray], int, int]:
     """One dataset's listing and plan on the driver: ``(plan or None, shards, tracks, annotated frames)``.
 
     ``tracks`` (a reader's generator) is consumed one track at a time into a compact
-    :class:`~data_prep.tracks.TrackTable`, so the driver never holds the dataset as Python objects; the plan
+    :class:`~data_prep.tracks.TrackTable` (or is that table already, listed by workers), so the driver never holds the dataset as Python objects; the plan
     keeps only the eligible tracks' table, and shards are int64 draw arrays (:func:`pack_shards`).
 
     With ``spill_dir`` (a local folder; the job gives a job-local one, :func:`spill_folder`) both tables are
@@ -98,7 +111,7 @@ def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pai
     the plan holds its own copy: the driver's anonymous memory is O(tracks + pairs), not O(annotated frames).
     The plan's spilled table is read again when each shard's task input is built (:func:`shard_tasks`).
     """
-    table = TrackTable.from_tracks(dataset, tracks, spill_dir=spill_dir)
+    table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(dataset, tracks, spill_dir=spill_dir)
     n_tracks, n_frames = table.num_tracks, table.num_frames
     plan = None
     if n_tracks:
@@ -111,15 +124,26 @@ def list_and_plan(dataset: str, tracks: Iterable[Track], cfg, seed: int, num_pai
     return plan, pack_shards(plan, shard_pairs), n_tracks, n_frames
 
 
+# (dataset, root, reader options, on_reject, spill_dir) -> the dataset's table; e.g. pipelines.listing's
+# Ray lister. The default reads on the driver (:func:`read_table`).
+TableLister = Callable[[str, str, dict, Callable, str], TrackTable]
+
+
+def read_table(name: str, root: str, options: dict, on_reject: Callable, spill_dir: str) -> TrackTable:
+    """Dataset ``name``'s table read by this process, one track at a time, spilled into ``spill_dir``."""
+    return TrackTable.from_tracks(name, read_tracks(name, root, on_reject=on_reject, **options), spill_dir=spill_dir)
+
+
 def list_datasets(roots: dict[str, str], cfg, seed: int, counts: dict[str, int], shard_pairs: int,
                   reader_options: dict[str, dict] | None, spill_dir: str,
-                  say: Callable[[str], None]) -> dict[str, DatasetState]:
-    """List and plan one dataset at a time (the driver holds annotations only, spilled into ``spill_dir``)."""
+                  say: Callable[[str], None], lister: TableLister = read_table) -> dict[str, DatasetState]:
+    """List and plan one dataset at a time (the driver holds annotations only, spilled into ``spill_dir``);
+    ``lister`` reads each dataset's table (default: here, :func:`read_table`)."""
     states: dict[str, DatasetState] = {}
     for name, root in roots.items():
         st = states[name] = DatasetState(name, root)
         st.requested = int(counts.get(name, 0))
-        tracks = read_tracks(name, root, on_reject=st.reader_log, **(reader_options or {}).get(name, {}))
+        tracks = lister(name, root, dict((reader_options or {}).get(name, {})), st.reader_log, spill_dir)
         st.plan, st.shards, st.tracks, st.annotated_frames = list_and_plan(
             name, tracks, cfg, seed, st.requested, shard_pairs, spill_dir=spill_dir)
         say(f"{name}: {st.tracks} tracks, {st.annotated_frames} annotated frames, "
@@ -138,4 +162,6 @@ def shards_to_run(states: dict[str, DatasetState], done: dict[str, dict]) -> lis
 
 def shard_tasks(states: dict[str, DatasetState], todo: Iterable[tuple[str, int]], job: str) -> Iterator[ShardTask]:
     """The tasks of ``todo``, each built when it is taken (a task holds its shard's frames and crops)."""
-    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i])) for name, i in todo)
+    sources = {name: st.source for name, st in states.items()}
+    return (ShardTask(name, i, job, states[name].plan.videos(states[name].shards[i]), sources[name])
+            for name, i in todo)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from data_prep.listing import DatasetState
 from data_prep.shards import CropSettings, ShardStore, plan_digest, shard_name, shard_paths
+from ocean.storage import public_uri
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -103,7 +104,7 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
         rejected = _sum_counters(s["rejected"] for s in sides)
         dropped = _sum_counters(s["pairs_dropped"] for s in sides)
         entry = {
-            "root": roots[name], "tracks": st.tracks, "annotated_frames": st.annotated_frames,
+            "root": public_uri(roots[name]), "tracks": st.tracks, "annotated_frames": st.annotated_frames,
             "reader_rejected": st.reader_log.by_reason(),
             "videos": st.plan.num_videos if st.plan else 0,
             "frames_read": sum(s["frames_read"] for s in sides),
@@ -125,7 +126,7 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
                            "rejects": s["rejects_path"]})
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION, "pair_schema_version": PAIR_SCHEMA_VERSION,
-        "job": job_doc["fingerprint"], "config": {**job_doc["config"], "datasets": roots},
+        "job": job_doc["fingerprint"], "config": {**job_doc["config"], "datasets": {n: public_uri(r) for n, r in roots.items()}},
         "datasets": per_dataset, "shards": shards,
         "reader_rejects": [f"rejects/reader-{n}.jsonl" for n, st in states.items() if st.reader_log.items],
         "totals": {

@@ -25,6 +25,7 @@ import pyarrow as pa
 from data_prep.pairs import SEARCH, TEMPLATE, DatasetPlan, VideoWork
 from data_prep.readers import rejections as R
 from data_prep.tracks import FrameRef
+from ocean.storage import OutputStore
 
 # shards of about 50 MB at q90 (bytes per stored pair: BENCHMARKS.md, data preparation), large enough for
 # efficient S3 reads and small enough that a task holds one shard in memory comfortably.
@@ -34,6 +35,10 @@ ROW_GROUP_ROWS = 256
 # job-level reason for a YT-BB frame the video could not deliver (readers never decode; rejections.py)
 UNDECODABLE_VIDEO_FRAME = "undecodable_video_frame"
 CROP_FAILED = "crop_failed"
+# frames of a dataset on S3 read ahead of their decode (_StoredFrames): threads, and frames in flight
+# (BENCHMARKS.md, "Raw data from S3")
+PREFETCH_THREADS = 8
+PREFETCH_FRAMES = 32
 # crops.decode_image reasons -> rejection reasons (rejections.py: the decode-stage reasons)
 _DECODE_REASON = {
     "unreadable_file": R.MISSING_IMAGE,
@@ -98,12 +103,14 @@ class CropSettings:
 
 @dataclass
 class ShardTask:
-    """One shard's input: its name and the videos (with frames, crops and pairs) it covers."""
+    """One shard's input: its name, the videos (with frames, crops and pairs) it covers and, for a dataset on
+    S3, the store its frames are read from (``s3://`` frame paths; credentials travel inside it)."""
 
     dataset: str
     index: int
     job: str  # the job fingerprint the sidecar records
     videos: list[VideoWork]
+    source: OutputStore | None = None
 
     @property
     def name(self) -> str:
@@ -205,15 +212,26 @@ class _VideoFrames:
     """Frames of one video file at given timestamps, decoded sequentially (seek only when going back).
 
     The frame "at" ``t`` ms is frame ``round(t * fps / 1000)`` (the nearest frame; YT-BB timestamps are
-    at 1 Hz, formats.md §1.6).
+    at 1 Hz, formats.md §1.6). A video on S3 (``s3://`` path, read through ``source``) is first fetched to a
+    task-local temporary file, deleted by :meth:`close`; a missing object reads as a video that cannot open.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, source: OutputStore | None = None) -> None:
         import cv2
+
+        from ocean.datapath import DataPath, LocalCopy
 
         self.cv2 = cv2
         self.path = path
-        self.cap = cv2.VideoCapture(path)
+        self.copy: LocalCopy | None = None
+        local = path
+        if source is not None and path.startswith("s3://"):
+            try:
+                self.copy = LocalCopy(DataPath(source, path[len("s3://"):]))
+                local = self.copy.name
+            except FileNotFoundError:
+                local = ""
+        self.cap = cv2.VideoCapture(local)
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) if self.cap.isOpened() else 0.0
         self.pos = -1  # index of the last frame returned
 
@@ -241,14 +259,25 @@ class _VideoFrames:
 
     def close(self) -> None:
         self.cap.release()
+        if self.copy is not None:
+            self.copy.close()
 
 
-def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames]) -> tuple[np.ndarray | None, str | None, str]:
-    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises."""
+def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames], source: OutputStore | None = None,
+                 stored: _StoredFrames | None = None) -> tuple[np.ndarray | None, str | None, str]:
+    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises on
+    bad or missing data. An ``s3://`` frame is read straight from ``source`` (bytes -> ``cv2.imdecode``;
+    through ``stored`` when given, which has it fetched ahead); an object that is gone is ``missing_image``,
+    as a missing local file is. Other storage errors (endpoint down) raise, so that the task fails and is
+    retried rather than writing a shard of rejections."""
     from data_prep.crops import decode_image
 
     if ref.path is not None:
-        image, problem = decode_image(ref.path)
+        if source is not None and ref.path.startswith("s3://"):
+            data = stored.get(ref.path) if stored is not None else _read_stored(ref.path, source)
+            image, problem = (None, "unreadable_file") if data is None else decode_image(data, name=ref.path)
+        else:
+            image, problem = decode_image(ref.path)
         if image is None:
             return None, _DECODE_REASON.get(problem, R.UNDECODABLE_IMAGE), str(problem)
         return image, None, ""
@@ -256,11 +285,62 @@ def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames]) -> tuple[np.nda
         return None, R.MISSING_IMAGE, "frame has neither a path nor a video timestamp"
     reader = videos.get(ref.video)
     if reader is None:
-        reader = videos[ref.video] = _VideoFrames(ref.video)
+        reader = videos[ref.video] = _VideoFrames(ref.video, source)
     image, detail = reader.frame_at(int(ref.timestamp_ms))
     if image is None:
         return None, UNDECODABLE_VIDEO_FRAME, detail
     return image, None, ""
+
+
+def _read_stored(uri: str, source: OutputStore) -> bytes | None:
+    """The bytes of an ``s3://`` object of ``source``, None when it is not there."""
+    from ocean.datapath import DataPath
+
+    try:
+        return DataPath(source, uri[len("s3://"):]).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class _StoredFrames:
+    """The ``s3://`` frame files of a task, fetched in its decode order by :data:`PREFETCH_THREADS` threads,
+    at most :data:`PREFETCH_FRAMES` ahead of the decode (bounded memory: a few MB of JPEG bytes). Reading
+    a frame is two requests in series (HEAD, GET: ray_stack.md §3.4); fetched ahead, their latency overlaps
+    the decoding and cropping of earlier frames. Nothing is started for a local dataset."""
+
+    def __init__(self, task: ShardTask) -> None:
+        from collections import deque
+
+        self.source = task.source
+        paths = [] if self.source is None or PREFETCH_FRAMES < 1 else [
+            r.path for w in task.videos for r in w.frames.values() if r.path is not None and r.path.startswith("s3://")]
+        self.pending = deque(paths)
+        self.futures: dict = {}
+        self.pool = None
+        if paths:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="ocean-frames")
+            self._fill()
+
+    def _fill(self) -> None:
+        while self.pending and len(self.futures) < PREFETCH_FRAMES:
+            path = self.pending.popleft()
+            if path not in self.futures:
+                self.futures[path] = self.pool.submit(_read_stored, path, self.source)
+
+    def get(self, path: str) -> bytes | None:
+        """The frame's bytes (None when the object is gone); a storage error other than a missing object raises."""
+        future = self.futures.pop(path, None)
+        data = future.result() if future is not None else _read_stored(path, self.source)
+        if self.pool is not None:
+            self._fill()
+        return data
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def _source(ref: FrameRef) -> str:
@@ -302,53 +382,57 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
     # one render buffer per stored side, reused by every crop of the shard: a fresh ~0.5 MB array per crop
     # fragments the heap while the shard's JPEG bytes accumulate, and page faults follow (BENCHMARKS.md)
     buffers = {side: np.empty((side, side, 3), np.uint8) for side in {settings.template_side, settings.search_side}}
-    for work in task.videos:
-        crops_of: dict[str, list[tuple[str, str, tuple]]] = {}
-        for (track_id, frame_id, role), box in work.crops.items():
-            crops_of.setdefault(frame_id, []).append((track_id, role, box))
-        sides: dict[tuple[str, str, str], int | str] = {}  # crop key -> crop index in the builder, or the reason
-        videos: dict[str, _VideoFrames] = {}
-        try:
-            for frame_id, ref in work.frames.items():
-                frames_read += 1
-                image, reason, detail = decode_frame(ref, videos)
-                if image is None:
-                    rejected[reason] += 1
-                    rejects.append({"dataset": task.dataset, "reason": reason, "source": _source(ref),
-                                    "detail": detail, "video": work.video, "frame": frame_id})
-                    for track_id, role, _ in crops_of.get(frame_id, ()):
-                        sides[(track_id, frame_id, role)] = reason
-                    continue
-                frames_used += 1
-                padding = mean_color(image)  # facts §7.1: the per-image mean colour
-                size = (int(image.shape[1]), int(image.shape[0]))
-                for track_id, role, box in crops_of.get(frame_id, ()):
-                    try:
-                        side = settings.side(role)
-                        crop = crop_region(image, box, side, context_amount=settings.context_amount,
-                                           crop_size=settings.crop_size, exemplar_size=settings.exemplar_size,
-                                           padding=padding, out=buffers[side])
-                        jpeg = encode_jpeg(crop.image, settings.jpeg_quality)
-                    except ValueError as exc:
-                        crops_failed += 1
-                        sides[(track_id, frame_id, role)] = CROP_FAILED
-                        rejects.append({"dataset": task.dataset, "reason": CROP_FAILED, "source": _source(ref),
-                                        "detail": f"track {track_id} {role}: {exc}", "video": work.video,
-                                        "frame": frame_id})
+    stored = _StoredFrames(task)  # s3:// frames fetched ahead, in threads, while earlier ones decode
+    try:
+        for work in task.videos:
+            crops_of: dict[str, list[tuple[str, str, tuple]]] = {}
+            for (track_id, frame_id, role), box in work.crops.items():
+                crops_of.setdefault(frame_id, []).append((track_id, role, box))
+            sides: dict[tuple[str, str, str], int | str] = {}  # crop key -> crop index in the builder, or the reason
+            videos: dict[str, _VideoFrames] = {}
+            try:
+                for frame_id, ref in work.frames.items():
+                    frames_read += 1
+                    image, reason, detail = decode_frame(ref, videos, task.source, stored)
+                    if image is None:
+                        rejected[reason] += 1
+                        rejects.append({"dataset": task.dataset, "reason": reason, "source": _source(ref),
+                                        "detail": detail, "video": work.video, "frame": frame_id})
+                        for track_id, role, _ in crops_of.get(frame_id, ()):
+                            sides[(track_id, frame_id, role)] = reason
                         continue
-                    crops += 1
-                    sides[(track_id, frame_id, role)] = builder.add_crop(jpeg, crop, box, size)
-        finally:
-            for reader in videos.values():
-                reader.close()
-        for pair in work.pairs:
-            pairs_planned += 1
-            t = sides.get((pair.track_id, pair.template_frame, TEMPLATE), CROP_FAILED)
-            s = sides.get((pair.track_id, pair.search_frame, SEARCH), CROP_FAILED)
-            if isinstance(t, str) or isinstance(s, str):
-                dropped[t if isinstance(t, str) else s] += 1
-                continue
-            builder.add_pair(pair, t, s)
+                    frames_used += 1
+                    padding = mean_color(image)  # facts §7.1: the per-image mean colour
+                    size = (int(image.shape[1]), int(image.shape[0]))
+                    for track_id, role, box in crops_of.get(frame_id, ()):
+                        try:
+                            side = settings.side(role)
+                            crop = crop_region(image, box, side, context_amount=settings.context_amount,
+                                               crop_size=settings.crop_size, exemplar_size=settings.exemplar_size,
+                                               padding=padding, out=buffers[side])
+                            jpeg = encode_jpeg(crop.image, settings.jpeg_quality)
+                        except ValueError as exc:
+                            crops_failed += 1
+                            sides[(track_id, frame_id, role)] = CROP_FAILED
+                            rejects.append({"dataset": task.dataset, "reason": CROP_FAILED, "source": _source(ref),
+                                            "detail": f"track {track_id} {role}: {exc}", "video": work.video,
+                                            "frame": frame_id})
+                            continue
+                        crops += 1
+                        sides[(track_id, frame_id, role)] = builder.add_crop(jpeg, crop, box, size)
+            finally:
+                for reader in videos.values():
+                    reader.close()
+            for pair in work.pairs:
+                pairs_planned += 1
+                t = sides.get((pair.track_id, pair.template_frame, TEMPLATE), CROP_FAILED)
+                s = sides.get((pair.track_id, pair.search_frame, SEARCH), CROP_FAILED)
+                if isinstance(t, str) or isinstance(s, str):
+                    dropped[t if isinstance(t, str) else s] += 1
+                    continue
+                builder.add_pair(pair, t, s)
+    finally:
+        stored.close()
     counts = {
         "frames_read": frames_read, "frames_used": frames_used, "rejected": dict(sorted(rejected.items())),
         "crops": crops, "crops_failed": crops_failed, "pairs_planned": pairs_planned,

@@ -293,85 +293,10 @@ class TrackTable:
         each flushed chunk's per-frame columns go straight to files there and the table is spilled (class
         docstring). Raises ValueError for a track of another dataset.
         """
-        import pyarrow as pa
-
-        str_chunks: dict[str, list] = {"video": [], "track_id": []}
-        num_chunks: dict[str, list] = {"lengths": [], "image_size": []}
-        frames = cls._frame_columns(dataset, spill_dir)
-        dir_index: dict[str, int] = {}
-        source_index: dict[str, int] = {}
-        any_timestamp = False
-        cur = {k: [] for k in ("video", "track_id", "frame_id", "path_name", "lengths", "image_size",
-                                "path_dir", "source", "timestamp_ms", "boxes", "present")}
-
-        def flush() -> None:
-            nonlocal any_timestamp
-            for k in str_chunks:
-                str_chunks[k].append(pa.array(cur[k], type=pa.string()))
-            num_chunks["lengths"].append(np.asarray(cur["lengths"], np.int64))
-            num_chunks["image_size"].append(np.asarray(cur["image_size"], np.int32).reshape(-1, 2))
-            timestamp_ms = np.asarray(cur["timestamp_ms"], np.int64)
-            any_timestamp = any_timestamp or bool((timestamp_ms != _NO_TIMESTAMP).any())
-            frames.append({
-                "frame_id": pa.array(cur["frame_id"], type=pa.string()),
-                "path_name": pa.array(cur["path_name"], type=pa.string()),
-                "path_dir": np.asarray(cur["path_dir"], np.int32),
-                "source": np.asarray(cur["source"], np.int32),
-                "timestamp_ms": timestamp_ms,
-                # one array per chunk instead of two per track
-                "boxes_xyxy": np.concatenate(cur["boxes"]).reshape(-1, 4) if cur["boxes"] else np.zeros((0, 4)),
-                "present": np.concatenate(cur["present"]) if cur["present"] else np.zeros(0, bool),
-            })
-            for v in cur.values():
-                v.clear()
-
-        pending = 0
+        builder = TableBuilder(dataset, chunk_frames, spill_dir)
         for tr in tracks:
-            if tr.dataset != dataset:
-                raise ValueError(f"track {tr.key} is not in dataset {dataset!r}")
-            cur["video"].append(tr.video)
-            cur["track_id"].append(tr.track_id)
-            cur["lengths"].append(len(tr.frames))
-            cur["image_size"].append(tuple(tr.image_size) if tr.image_size is not None else (-1, -1))
-            for ref in tr.frames:
-                cur["frame_id"].append(ref.frame_id)
-                if ref.path is None:
-                    cur["path_dir"].append(-1)
-                    cur["path_name"].append("")
-                else:
-                    cut = ref.path.rfind("/") + 1  # dirs keep their trailing "/": dirs[d] + name == path exactly
-                    head = ref.path[:cut]
-                    d = dir_index.get(head)
-                    if d is None:
-                        d = dir_index[head] = len(dir_index)
-                    cur["path_dir"].append(d)
-                    cur["path_name"].append(ref.path[cut:])
-                if ref.video is None:
-                    cur["source"].append(-1)
-                else:
-                    s = source_index.get(ref.video)
-                    if s is None:
-                        s = source_index[ref.video] = len(source_index)
-                    cur["source"].append(s)
-                cur["timestamp_ms"].append(_NO_TIMESTAMP if ref.timestamp_ms is None else int(ref.timestamp_ms))
-            cur["boxes"].append(np.asarray(tr.boxes_xyxy, np.float64).reshape(-1, 4))
-            cur["present"].append(np.asarray(tr.present, bool).reshape(-1))
-            pending += len(tr.frames) + 1
-            if pending >= chunk_frames:
-                flush()
-                pending = 0
-        flush()
-
-        unused = ({"source"} if not source_index else set()) | ({"timestamp_ms"} if not any_timestamp else set())
-        cols = frames.finish(drop=unused)
-        lengths = np.concatenate(num_chunks.pop("lengths"))
-        return cls(
-            dataset, _concat_strings(str_chunks.pop("video")), _concat_strings(str_chunks.pop("track_id")),
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            np.concatenate(num_chunks.pop("image_size")).reshape(-1, 2),
-            cols["frame_id"], cols["path_dir"], cols["path_name"], list(dir_index), cols.get("source"),
-            list(source_index), cols.get("timestamp_ms"), cols["boxes_xyxy"], cols["present"], frames.folder,
-        )
+            builder.add(tr)
+        return builder.finish()
 
     def take(self, tracks: np.ndarray, spill_dir: str | Path | None = None,
              chunk_frames: int = 1 << 16) -> TrackTable:
@@ -474,3 +399,132 @@ class TrackTable:
         arrays = (self.frame_start, self.image_size, self.path_dir, self.source, self.timestamp_ms,
                   self.boxes_xyxy, self.present)
         return int(arrow + sum(a.nbytes for a in arrays if a is not None))
+
+
+class TableBuilder:
+    """Builds one :class:`TrackTable` from tracks (:meth:`add`) and from whole tables (:meth:`add_table`), in
+    the order given.
+
+    Adding a table made from some tracks gives exactly the table that adding those tracks one by one gives
+    (same values, same de-duplicated folder and video-file lists in first-appearance order): this is how tables
+    listed in parallel, one per group of sequence folders, are merged in the folders' order.
+    """
+
+    def __init__(self, dataset: str, chunk_frames: int = 1 << 16, spill_dir: str | Path | None = None) -> None:
+        self.dataset = dataset
+        self.chunk_frames = chunk_frames
+        self._str_chunks: dict[str, list] = {"video": [], "track_id": []}
+        self._lengths: list[np.ndarray] = []
+        self._image_size: list[np.ndarray] = []
+        self._frames = TrackTable._frame_columns(dataset, spill_dir)
+        self._dir_index: dict[str, int] = {}
+        self._source_index: dict[str, int] = {}
+        self._any_timestamp = False
+        self._cur: dict[str, list] = {k: [] for k in (
+            "video", "track_id", "frame_id", "path_name", "lengths", "image_size", "path_dir", "source",
+            "timestamp_ms", "boxes", "present")}
+        self._pending = 0
+
+    def add(self, tr: Track) -> None:
+        """Append one track. Raises ValueError for a track of another dataset."""
+        if tr.dataset != self.dataset:
+            raise ValueError(f"track {tr.key} is not in dataset {self.dataset!r}")
+        cur = self._cur
+        cur["video"].append(tr.video)
+        cur["track_id"].append(tr.track_id)
+        cur["lengths"].append(len(tr.frames))
+        cur["image_size"].append(tuple(tr.image_size) if tr.image_size is not None else (-1, -1))
+        for ref in tr.frames:
+            cur["frame_id"].append(ref.frame_id)
+            if ref.path is None:
+                cur["path_dir"].append(-1)
+                cur["path_name"].append("")
+            else:
+                cut = ref.path.rfind("/") + 1  # dirs keep their trailing "/": dirs[d] + name == path exactly
+                cur["path_dir"].append(_index_of(self._dir_index, ref.path[:cut]))
+                cur["path_name"].append(ref.path[cut:])
+            cur["source"].append(-1 if ref.video is None else _index_of(self._source_index, ref.video))
+            cur["timestamp_ms"].append(_NO_TIMESTAMP if ref.timestamp_ms is None else int(ref.timestamp_ms))
+        cur["boxes"].append(np.asarray(tr.boxes_xyxy, np.float64).reshape(-1, 4))
+        cur["present"].append(np.asarray(tr.present, bool).reshape(-1))
+        self._pending += len(tr.frames) + 1
+        if self._pending >= self.chunk_frames:
+            self._flush()
+
+    def add_table(self, table: TrackTable) -> None:
+        """Append every track of ``table`` (of the same dataset), ``chunk_frames`` frames at a time, its folder
+        and video-file indices renumbered into this table's lists."""
+        if table.dataset != self.dataset:
+            raise ValueError(f"a {table.dataset!r} table cannot join a {self.dataset!r} table")
+        self._flush()
+        dir_map = np.array([_index_of(self._dir_index, d) for d in table.dirs] + [-1], np.int32)
+        source_map = np.array([_index_of(self._source_index, v) for v in table.sources] + [-1], np.int32)
+        for column in self._str_chunks:
+            values = getattr(table, column)
+            self._str_chunks[column].append(values.combine_chunks() if hasattr(values, "combine_chunks") else values)
+        self._lengths.append(table.lengths())
+        self._image_size.append(np.asarray(table.image_size, np.int32).reshape(-1, 2))
+        for a, b in track_ranges(table.frame_start, self.chunk_frames):
+            frames = np.arange(table.frame_start[a], table.frame_start[b], dtype=np.int64)
+            cols = table._frames_of(frames)
+            n = len(frames)
+            source = cols.get("source", np.full(n, -1, np.int32))
+            stamps = cols.get("timestamp_ms", np.full(n, _NO_TIMESTAMP, np.int64))
+            self._any_timestamp = self._any_timestamp or bool((stamps != _NO_TIMESTAMP).any())
+            self._frames.append({
+                "frame_id": cols["frame_id"], "path_name": cols["path_name"],
+                "path_dir": dir_map[cols["path_dir"]],  # -1 (no file) maps to the map's last entry, -1
+                "source": source_map[source], "timestamp_ms": stamps,
+                "boxes_xyxy": np.asarray(cols["boxes_xyxy"], np.float64).reshape(-1, 4),
+                "present": np.asarray(cols["present"], bool),
+            })
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        cur = self._cur
+        if not cur["lengths"] and self._frames.rows:
+            return  # nothing new since the last flush (an empty flush is kept only for an empty table)
+        for k in self._str_chunks:
+            self._str_chunks[k].append(pa.array(cur[k], type=pa.string()))
+        self._lengths.append(np.asarray(cur["lengths"], np.int64))
+        self._image_size.append(np.asarray(cur["image_size"], np.int32).reshape(-1, 2))
+        timestamp_ms = np.asarray(cur["timestamp_ms"], np.int64)
+        self._any_timestamp = self._any_timestamp or bool((timestamp_ms != _NO_TIMESTAMP).any())
+        self._frames.append({
+            "frame_id": pa.array(cur["frame_id"], type=pa.string()),
+            "path_name": pa.array(cur["path_name"], type=pa.string()),
+            "path_dir": np.asarray(cur["path_dir"], np.int32),
+            "source": np.asarray(cur["source"], np.int32),
+            "timestamp_ms": timestamp_ms,
+            # one array per chunk instead of two per track
+            "boxes_xyxy": np.concatenate(cur["boxes"]).reshape(-1, 4) if cur["boxes"] else np.zeros((0, 4)),
+            "present": np.concatenate(cur["present"]) if cur["present"] else np.zeros(0, bool),
+        })
+        for v in cur.values():
+            v.clear()
+        self._pending = 0
+
+    def finish(self) -> TrackTable:
+        """The table (spilled when a ``spill_dir`` was given). The builder is spent."""
+        self._flush()
+        unused = (({"source"} if not self._source_index else set())
+                  | ({"timestamp_ms"} if not self._any_timestamp else set()))
+        cols = self._frames.finish(drop=unused)
+        lengths = np.concatenate(self._lengths)
+        return TrackTable(
+            self.dataset, _concat_strings(self._str_chunks["video"]), _concat_strings(self._str_chunks["track_id"]),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            np.concatenate(self._image_size).reshape(-1, 2),
+            cols["frame_id"], cols["path_dir"], cols["path_name"], list(self._dir_index), cols.get("source"),
+            list(self._source_index), cols.get("timestamp_ms"), cols["boxes_xyxy"], cols["present"],
+            self._frames.folder,
+        )
+
+
+def _index_of(index: dict[str, int], key: str) -> int:
+    """``key``'s number in ``index``, a new one (the next) for a key not seen yet."""
+    i = index.get(key)
+    if i is None:
+        i = index[key] = len(index)
+    return i

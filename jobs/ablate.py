@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="pair records (ocean prepare --out): folder or s3://")
     parser.add_argument("--benchmark", dest="benchmarks", action="append", required=True,
                         metavar="NAME=ROOT", help="benchmark to evaluate on: otb, vot2018, vot2019, got10k, lasot "
-                        "(repeatable)")
+                        "(repeatable; ROOT a folder or s3://bucket/prefix)")
     parser.add_argument("--validation", metavar="NAME",
                         help="benchmark of the 'ours' column (default vot2018 when given, else the first)")
     parser.add_argument("--out", required=True, help="output folder or s3:// URI")

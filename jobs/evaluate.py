@@ -30,8 +30,10 @@ artifact (what `ocean train` logs), else a `checkpoint_uris` tag/param, per-epoc
 or its *.pt artifacts.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
-`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root. On a
-cluster, ROOT and the checkpoints must be readable from every node (shared folder / s3://). GOT-10k/test
+`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a
+local folder or s3://bucket/prefix (the workers then read the frames straight from the store). On a
+cluster, ROOT and the checkpoints must be readable from every node (s3:// or a shared folder); a ROOT
+that cannot be read stops the command before any work. GOT-10k/test
 (first box only) is tracked and its result files written for the evaluation server; it cannot be scored
 here (its sequences are listed under `rejected`).
 
@@ -59,6 +61,13 @@ data manifest hash; metrics <benchmark>.<metric>, per-sequence CSV, summaries an
 --validation NAME ranks the checkpoints on that benchmark's headline metric (otb/lasot success_auc,
 got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
 
+Each sequence's result files are stored under --out as soon as it is tracked, with a record
+(OUT/<checkpoint>/<benchmark>/sequences/<seq>.json); running the same command again tracks only what is
+missing: a stored sequence is reused when the checkpoint's content, the tracker hyper-parameters, the
+benchmark sequence and the device are the same (--no-resume tracks everything again). A lost Ray worker
+(killed process, lost node) is restarted and its sequence run again elsewhere; the report's timing counts
+`items_retried` and `sequences_reused`.
+
 A sequence that fails (an unreadable frame...) is recorded with its error in summary.json (`failed`) and
 the CSV, and the rest is still scored; a missing checkpoint or unreadable benchmark root stops with
 status 2 before any tracking. Exit status 1 when some sequence failed and --strict is given.
@@ -75,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", default="all", metavar="3,5,...|all",
                    help="with --run: the epochs to evaluate (default all)")
     p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
-                   help=f"benchmark and its root folder (repeatable); NAME in {', '.join(BENCHMARK_NAMES)}")
+                   help=f"benchmark and its root folder or s3://bucket/prefix (repeatable); NAME in "
+                        f"{', '.join(BENCHMARK_NAMES)}")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     add_tracker_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")
@@ -91,6 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sequences", type=int, metavar="N",
                    help="evaluate only the first N sequences of each benchmark (smoke runs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
+    p.add_argument("--no-resume", action="store_true",
+                   help="track every sequence again, even those whose results are stored under --out")
     p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
 
 
@@ -174,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
             training_run_id=training_run,
             log_mlflow=not args.no_mlflow,
             progress=not args.quiet,
+            resume=not args.no_resume,
         )
     )
 
@@ -181,9 +194,10 @@ def _run(args: argparse.Namespace) -> int:
     print(headline_table(report), end="")
     t = report["timing"]
     print(
-        f"\n{t['sequences']} sequences in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
+        f"\n{t['sequences_tracked']} sequences tracked in {t['tracking_seconds']:.1f} s ({t['sequences_per_second']:.2f} seq/s) on "
         f"{t['workers']} {'local loop' if t['local'] else 'Ray workers'}; {t['model_loads']} model loads "
-        f"({t['model_load_seconds']:.2f} s)"
+        f"({t['model_load_seconds']:.2f} s); {t['sequences_reused']} reused from --out, {t['items_retried']} "
+        "run again after a lost worker"
     )
     if report["best"]:
         b = report["best"]

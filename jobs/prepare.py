@@ -22,7 +22,11 @@ parquet shards of at most --shard-pairs pairs to OUT:
   OUT/manifest.json                            written last: counts per dataset, shard list with sha256
 
 Datasets (NAME=ROOT, repeat --dataset): got10k, lasot, vid, det, coco, ytbb, each ROOT in its real
-download layout (`ocean synth` writes small ones). YT-BB reads extracted frames when ROOT/frames exists,
+download layout (`ocean synth` writes small ones), a local folder or s3://bucket/prefix (endpoint and keys
+as for OUT below). The shard tasks read frames straight from the store; YT-BB videos are fetched to a
+task-local temporary file and deleted after use. Local or S3, the same inputs give byte-identical shards.
+A root that cannot be read (missing folder, unreachable endpoint, missing bucket or prefix) stops the
+command with one line and exit status 2 before any work. YT-BB reads extracted frames when ROOT/frames exists,
 else decodes the videos at the annotated timestamps (--ytbb-media to choose).
 
 OUT is a folder or s3://bucket/prefix. The S3 endpoint and keys come from the standard variables
@@ -32,8 +36,13 @@ unreachable endpoint stops the job before any work. Keys are passed to the Ray w
 arguments and are never printed or stored.
 
 Ray: --ray-address ADDR (or $RAY_ADDRESS) uses that cluster; otherwise a local Ray is started. With
-`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster the dataset
-roots (and a local OUT) must be on storage every node sees at the same path.
+`ray job submit`, run `python -m jobs.prepare` with the same arguments. On a multi-node cluster put the
+dataset roots and OUT in object storage (s3://), or on storage every node sees at the same path.
+
+Listing: the annotation files of GOT-10k, LaSOT, ImageNet VID and DET are parsed by Ray tasks, each taking
+a group of sequence / snippet / annotation folders, and the driver merges their compact tables in folder
+order (--listing driver parses them on the driver; the plan is the same). COCO's JSON and YT-BB's CSV are
+parsed once, on the driver.
 
 Re-running: the same command after a crash or kill finishes the job (done shards are skipped, none is
 duplicated); re-running a finished job changes nothing. An OUT that holds a different job (other seed,
@@ -45,6 +54,7 @@ not re-drawn).
 
 Examples:
   ocean prepare --dataset got10k=/data/GOT-10k --dataset coco=/data/coco --out s3://ocean-data/pairs/v1
+  AWS_ENDPOINT_URL=http://s3.local:8333 ocean prepare --dataset got10k=s3://raw/got10k --out s3://ocean-data/pairs/v1
   ocean synth --out /tmp/synth && ocean prepare --preset smoke \\
       $(for d in got10k lasot vid det coco ytbb; do echo --dataset $d=/tmp/synth/$d; done) --out /tmp/pairs
 """
@@ -52,7 +62,8 @@ Examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=ROOT",
-                        help="a dataset and its download folder (repeat); NAME in got10k, lasot, vid, det, coco, ytbb")
+                        help="a dataset and its download folder or s3://bucket/prefix (repeat); NAME in got10k, "
+                             "lasot, vid, det, coco, ytbb")
     parser.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     parser.add_argument("--pairs", action="append", default=[], metavar="NAME=N",
                         help="pairs to prepare for a dataset (default: data.pairs_per_epoch x data.pool_factor)")
@@ -72,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPUs each shard task reserves (default 1; on a one-node Ray with more logical CPUs "
                              "than cores, such as the local one this command starts, logical CPUs per core, so "
                              "no more shard tasks run at once than there are cores)")
+    parser.add_argument("--listing", choices=("ray", "driver"), default="ray",
+                        help="who parses the annotation files: Ray tasks split by sequence folders (default) or "
+                             "the driver alone; both give the same plan")
     parser.add_argument("--no-progress", action="store_true", help="no progress output (Ray Data's bars or log lines)")
 
 
@@ -79,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.manifest import JobMismatch, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
     from ocean.config import apply_overrides, preset
-    from ocean.storage import StorageError
+    from ocean.storage import InputLocationError, StorageError
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
@@ -94,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
             datasets, args.out, cfg, pairs=pairs or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress))
+            progress=not args.no_progress, listing=args.listing))
+    except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
+        raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1

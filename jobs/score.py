@@ -14,7 +14,7 @@ HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or La
 DESCRIPTION = """\
 Score existing result files of ANY tracker and write the metrics as JSON.
 
---dataset ROOT is the folder that holds the sequences:
+--dataset ROOT is the folder that holds the sequences (a local folder or s3://bucket/prefix):
   otb      the OTB-100 folder (<Seq>/img/, groundtruth_rect.txt, 1-based)
   vot2018, vot2019
            the VOT `sequences` folder (list.txt, <seq>/groundtruth.txt, frames flat or in color/)
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--benchmark", required=True, choices=["otb", "vot2018", "vot2019", "got10k", "lasot"]
     )
     parser.add_argument(
-        "--dataset", required=True, type=Path, metavar="ROOT", help="folder holding the sequences"
+        "--dataset", required=True, metavar="ROOT", help="folder holding the sequences (a path or s3://bucket/prefix)"
     )
     parser.add_argument(
         "--results", required=True, type=Path, metavar="DIR", help="result folder of ONE tracker"
@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from ocean.benchmarks.report import summary_table
     from ocean.benchmarks.scoring import score_benchmark
     from ocean.benchmarks.sequence import AnnotationError
+    from ocean.storage import StorageError
 
     if not args.results.is_dir():
         print(f"error: results folder {args.results} does not exist", file=sys.stderr)
         return 2
     try:
         scores = score_benchmark(args.benchmark, args.dataset, args.results)
-    except (AnnotationError, FileNotFoundError, ValueError) as e:
+    except (AnnotationError, FileNotFoundError, ValueError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)

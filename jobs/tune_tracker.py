@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="URI", help="checkpoint file or URI (file://, s3://)")
     p.add_argument("--benchmark", required=True, metavar="NAME=ROOT",
                    help=f"the validation benchmark and its root ({', '.join(BENCHMARK_NAMES)}; roots as for "
-                        "`ocean score --dataset`, e.g. got10k=data/GOT-10k/val)")
+                        "`ocean score --dataset`, a folder or s3://, e.g. got10k=data/GOT-10k/val)")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     p.add_argument("--trials", type=int, default=20, metavar="N",
                    help="number of trials, the defaults included (default 20; the official advice is "

@@ -32,6 +32,11 @@ class StorageError(RuntimeError):
     """The output location cannot be used (missing bucket, unreachable endpoint, no write access)."""
 
 
+class InputLocationError(StorageError):
+    """An input root (raw dataset, benchmark) cannot be read: unreachable endpoint, missing bucket / prefix,
+    not a folder (:func:`ocean.datapath.check_readable_folder`). Commands report it as a usage error."""
+
+
 def is_uri(path: str) -> bool:
     return "://" in str(path)
 
@@ -113,8 +118,11 @@ class OutputStore:
     def bucket(self) -> str | None:
         return self.root.split("/", 1)[0] if self.kind == "s3" else None
 
-    def filesystem(self):
+    def filesystem(self, retries: int = 3, request_timeout: float = REQUEST_TIMEOUT_S):
         """A ``pyarrow.fs`` filesystem for this store (built per process; S3 endpoint passed explicitly).
+
+        ``retries`` (attempts per request) and ``request_timeout`` (seconds) are for S3; a fail-fast check
+        passes one attempt and :data:`CONNECT_TIMEOUT_S` (:func:`ocean.datapath.check_readable_folder`).
 
         The S3 endpoint comes from the URI's ``?endpoint_override=HOST:PORT&scheme=http&region=R`` or from
         ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (:meth:`from_uri`) and is always passed explicitly to
@@ -127,8 +135,8 @@ class OutputStore:
         if self.kind == "local":
             return pafs.LocalFileSystem()
         kwargs: dict = {"region": self.region, "connect_timeout": CONNECT_TIMEOUT_S,
-                        "request_timeout": REQUEST_TIMEOUT_S,
-                        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+                        "request_timeout": request_timeout,
+                        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=retries)}
         if self.endpoint:
             kwargs.update(endpoint_override=self.endpoint, scheme=self.scheme, force_virtual_addressing=False)
         if self._access_key and self._secret_key:

@@ -201,9 +201,13 @@ def read_validation(benchmark: str, root: str | Path) -> tuple[list[Sequence], s
     """
     if benchmark not in HEADLINE:
         raise TuneTrackerError(f"unknown benchmark {benchmark!r}; one of {sorted(HEADLINE)}")
-    root = Path(root)
-    if not root.is_dir():
-        raise TuneTrackerError(f"benchmark {benchmark}: root {root} is not a folder")
+    from ocean.datapath import check_readable_folder
+    from ocean.storage import StorageError
+
+    try:
+        root = check_readable_folder(str(root), f"benchmark {benchmark}: root")
+    except (StorageError, ValueError) as exc:
+        raise TuneTrackerError(str(exc)) from None
     try:
         seqs = read_benchmark(benchmark, root)
     except (OSError, AnnotationError, ValueError) as exc:

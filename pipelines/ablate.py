@@ -36,7 +36,8 @@ from ocean.ablation import (
     table_rows,
 )
 from ocean.config import OceanConfig
-from ocean.storage import public_uri
+from ocean.datapath import check_readable_folder
+from ocean.storage import StorageError, public_uri
 from pipelines.tracking import RunLogger, require_shared_store, tracking_uri
 
 
@@ -146,6 +147,11 @@ def _plan(s: AblateSettings, log) -> _Plan:
     primary = primary_benchmark(dict(s.benchmarks), s.validation)
     if s.max_concurrent_trials < 1 or s.workers < 1:
         raise AblationError("max_concurrent_trials and workers must be >= 1")
+    for name, root in sorted(s.benchmarks.items()):  # an unreadable root (folder or s3://) before any training
+        try:
+            check_readable_folder(str(root), f"benchmark {name}: root")
+        except (StorageError, ValueError) as exc:
+            raise AblationError(str(exc)) from None
     base = base_config(s.preset, s.overrides, s.epochs, s.study)
     present = present_datasets(s.data)
     log(f"[ocean ablate] prepared data: {present}")

@@ -185,7 +185,8 @@ def log_evaluation(
     experiment_id, parent_run_id, child_run_ids, links}``.
 
     Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with
-    ``--run``); params checkpoints, benchmarks, workers, local, validation; every headline metric
+    ``--run``); params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused,
+    items_retried, workers_lost (pipelines.eval_actors); every headline metric
     ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's own metric-vs-epoch chart); with a best checkpoint
     the tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric
     ``best.<benchmark>.<metric>``; artifacts evaluation.json, per_sequence.csv and plots/. Child: tags
@@ -213,6 +214,9 @@ def log_evaluation(
                     "validation": report.get("validation"),
                 }
             )
+            t = report["timing"]
+            parent.log_metrics({k: t[k] for k in ("sequences_reused", "items_retried", "workers_lost") if k in t},
+                               timestamp_ms=now)
             for info in infos:
                 links[info.uri] = _training_run_links(parent.client, info, training_run_id)
                 children[info.uri] = _log_checkpoint(parent, run_name, info, links[info.uri], report, now)

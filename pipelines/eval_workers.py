@@ -1,6 +1,7 @@
 """The workers of ``ocean evaluate``: :class:`SequenceRunner` tracks (checkpoint, sequence) items, as Ray
-actors (:func:`run_ray`) or in this process (:func:`run_local`), and returns one :class:`SequenceResult`
-per item, never raising for a bad sequence or checkpoint.
+actors (:func:`pipelines.eval_actors.run_ray`, which survive lost workers) or in this process
+(:func:`run_local`), and returns one :class:`SequenceResult` per item, never raising for a bad sequence or
+checkpoint.
 
 A runner loads each checkpoint's model once and keeps the last ``model_cache`` models (a small LRU), so a
 worker that takes many sequences of one checkpoint pays the model load once. Items are typed dataclasses
@@ -173,52 +174,6 @@ def run_local(
         torch.set_num_threads(previous)
 
 
-def run_ray(
-    items: list[WorkItem],
-    *,
-    workers: int,
-    threads: int,
-    device: str,
-    cpus_per_worker: float,
-    gpus_per_worker: float,
-    ray_address: str | None,
-    on_result: Callable[[SequenceResult], None],
-    on_ready: Callable[[float], None],
-) -> int:
-    """``workers`` SequenceRunner actors spread over the cluster; returns the number of actors used.
-    ClusterTooSmall when the cluster cannot hold one worker."""
-    import ray
-    from ray.util import ActorPool
-
-    from pipelines.raysession import ensure_ray
-
-    started_here = not ray.is_initialized()
-    ensure_ray(ray_address)
-    try:
-        n = _fitting_workers(ray.cluster_resources(), workers, len(items), cpus_per_worker, gpus_per_worker)
-        actor_cls = ray.remote(SequenceRunner)
-        actors = [
-            actor_cls.options(
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD"
-            ).remote(threads, device)
-            for _ in range(n)
-        ]
-        try:
-            t0 = time.perf_counter()
-            ray.get([a.ping.remote() for a in actors])  # start-up (imports, torch) is not tracking time
-            on_ready(time.perf_counter() - t0)
-            pool = ActorPool(actors)
-            for result in pool.map_unordered(lambda a, it: a.run.remote(it), items):
-                on_result(result)
-        finally:
-            for a in actors:
-                ray.kill(a)
-        return n
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
 def _fitting_workers(
     total: Mapping[str, float], workers: int, n_items: int, cpus_per_worker: float, gpus_per_worker: float
 ) -> int:
@@ -250,13 +205,23 @@ def timing(
     workers: int,
     local: bool,
     device: str,
+    *,
+    reused: int = 0,
+    retried: int = 0,
+    lost: int = 0,
 ) -> dict[str, Any]:
-    """The ``timing`` entry of an evaluation report (``total_seconds`` is added by the driver)."""
+    """The ``timing`` entry of an evaluation report (``total_seconds`` is added by the driver): ``results``
+    of the ``items`` tracked now; ``reused`` stored results, ``retried`` items run again after ``lost``
+    worker calls (:mod:`pipelines.eval_actors`)."""
     results = list(results)
     n_items = len(items)
     loads = [r for r in results if r.model_loaded]
     return {
-        "sequences": n_items,
+        "sequences": n_items + reused,
+        "sequences_tracked": n_items,
+        "sequences_reused": reused,
+        "items_retried": retried,
+        "workers_lost": lost,
         "tracking_seconds": round(track_seconds, 3),
         "worker_startup_seconds": round(startup_seconds, 3),
         "sequences_per_second": round(n_items / track_seconds, 4) if track_seconds > 0 else None,

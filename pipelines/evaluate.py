@@ -1,20 +1,20 @@
 """Batch evaluation of checkpoints on benchmarks: Ray-parallel (or a plain in-process loop), logged to MLflow.
 
-``evaluate(EvaluateSettings(...))``: validate -> read benchmarks -> run -> collect -> score -> write -> log.
-Workers (:mod:`pipelines.eval_workers`: Ray actors, or the same runner in a local loop) only *track* (checkpoint,
-sequence) items; the driver writes the result files in each toolkit's format and scores them with
-:func:`ocean.benchmarks.score_sequences`, so a summary is exactly what ``ocean score`` reports on those
-files. MLflow (a parent run, one child per checkpoint): :mod:`pipelines.eval_lineage`. Benchmark roots and
-checkpoints must be readable from every Ray node (shared folder, ``s3://``); the output files: :func:`evaluate`.
+``evaluate(EvaluateSettings(...))``: validate -> read benchmarks -> reuse stored results -> run -> score ->
+write -> log. Workers (:mod:`pipelines.eval_workers`; Ray actors that survive lost workers,
+:mod:`pipelines.eval_actors`) only *track* (checkpoint, sequence) items; the driver stores each result on the
+output as it arrives, in each toolkit's format with a record that lets a re-run skip it
+(:mod:`pipelines.eval_store`), and scores the files with :func:`ocean.benchmarks.score_sequences`, so a
+summary is exactly what ``ocean score`` reports on them. MLflow (a parent run, one child per checkpoint):
+:mod:`pipelines.eval_lineage`. Benchmark roots and checkpoints must be readable from every Ray node (shared
+folder, ``s3://``); the output files: :func:`evaluate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,20 +24,13 @@ from typing import Any
 from ocean.benchmarks import report as fmt
 from ocean.benchmarks.plots import plot_curves, plot_metric_vs_epoch
 from ocean.benchmarks.readers import BenchmarkRootError, read_benchmarks
-from ocean.benchmarks.results import write_track
 from ocean.benchmarks.scoring import score_sequences
 from ocean.benchmarks.sequence import Sequence as BenchmarkSequence
 from ocean.checkpoint import CheckpointError, CheckpointInfo, checkpoint_names, inspect_checkpoint
 from ocean.config import TrackerConfig, layered_tracker_config
-from pipelines.eval_workers import (
-    ClusterTooSmall,
-    SequenceResult,
-    WorkItem,
-    run_local,
-    run_ray,
-    timing,
-    work_items,
-)
+from pipelines.eval_actors import RunStats, run_ray
+from pipelines.eval_store import ResultStore, item_inputs, open_output, upload_staged
+from pipelines.eval_workers import ClusterTooSmall, SequenceResult, WorkItem, run_local, timing, work_items
 from pipelines.tracking import tracking_uri
 
 
@@ -78,6 +71,7 @@ class EvaluateSettings:
     training_run_id: str | None = None
     log_mlflow: bool = True
     progress: bool = True
+    resume: bool = True
 
     @property
     def device(self) -> str:
@@ -88,13 +82,15 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     """Run the evaluation. Returns a JSON-ready dict: ``scores`` {checkpoint uri: {benchmark: ``ocean
     score`` dict + ``tracker``}}, ``checkpoints`` {uri: {name, epoch, links, dir, tracker}}, ``best`` (with
     ``validation``), ``plots`` (paths), ``failed`` ([{checkpoint, benchmark, sequence, error}]), ``timing``
-    (seconds, sequences per second, model loads, workers) and ``mlflow`` (run ids) or None.
-    Raises EvaluationError for bad input, before any tracking starts.
+    (seconds, sequences per second, model loads, workers; ``sequences_tracked``, ``sequences_reused``,
+    ``items_retried`` after ``workers_lost``) and ``mlflow`` (run ids) or None. Raises EvaluationError for
+    bad input or an output that cannot be written, before any tracking starts.
 
-    Output layout (``OUT`` a folder or ``s3://bucket/prefix``; S3 output is staged in a temporary folder and
-    uploaded at the end)::
+    Output layout (``OUT`` a folder or ``s3://bucket/prefix``; each sequence's files are stored as it
+    finishes, the rest of S3 output is staged in a temporary folder and uploaded at the end)::
 
         OUT/<checkpoint-name>/<benchmark>/results/...       the tracker's result files (``ocean score --results``)
+        OUT/<checkpoint-name>/<benchmark>/sequences/<seq>.json  what a re-run needs to reuse them (eval_store)
         OUT/<checkpoint-name>/<benchmark>/summary.json      ``ocean score`` keys + checkpoint + tracker config
         OUT/<checkpoint-name>/<benchmark>/per_sequence.csv  one row per sequence
         OUT/<checkpoint-name>/<benchmark>/{success,precision}.png   (not for VOT: no such curves)
@@ -107,15 +103,19 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     _validate(s)
     sequences, infos, trackers = _read_inputs(s)
     mlflow_uri = tracking_uri(s.mlflow_uri, s.out) if s.log_mlflow else None
-    out_dir, staging, store = _open_output(s.out)
     items = work_items(infos, sequences, trackers)
-    results, run_times = _run(s, infos, items, out_dir)
+    out_dir, staging, results_store = _open_store(s, infos, items)
+    reused, todo = _reuse(s, results_store, items)
+    results, (track_s, startup_s, stats) = _run(s, infos, todo, results_store)
+    run_timing = timing(results.values(), todo, track_s, startup_s, stats.workers, local=s.local, device=s.device,
+                        reused=len(reused), retried=stats.retried, lost=stats.lost)
+    results.update(reused)
     scores, checkpoints, rows, failed, plots = _score(s, infos, sequences, trackers, results, out_dir)
     best = _rank(s, infos, scores, plots, out_dir)
     report: dict[str, Any] = {
         "out": str(s.out), "benchmarks": dict(s.benchmarks), "validation": s.validation, "scores": scores,
-        "checkpoints": checkpoints, "best": best, "plots": plots, "failed": failed,
-        "timing": timing(results.values(), items, *run_times, local=s.local, device=s.device), "mlflow": None,
+        "checkpoints": checkpoints, "best": best, "plots": plots, "failed": failed, "timing": run_timing,
+        "mlflow": None,
     }
     _write(report, rows, infos, out_dir)
     if mlflow_uri:
@@ -125,8 +125,8 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         report["mlflow"] = log_evaluation(mlflow_uri, s.experiment, run_name, infos, report, out_dir,
                                           s.training_run_id)
         (out_dir / "evaluation.json").write_text(json.dumps(fmt.without_curves(report), indent=2))
-    if store is not None:
-        _upload(report, store, staging, s.out)
+    if staging is not None:
+        upload_staged(report, results_store, staging, s.out)
     report["timing"]["total_seconds"] = round(time.perf_counter() - t_start, 3)
     return report
 
@@ -166,40 +166,42 @@ def _read_inputs(s: EvaluateSettings) -> tuple[dict, list[CheckpointInfo], dict[
     return sequences, infos, trackers
 
 
-def _open_output(out: str) -> tuple[Path, Path | None, Any]:
-    """``(folder to write in, staging folder or None, OutputStore or None)``: S3 output is staged locally."""
-    from ocean import storage
+def _open_store(s: EvaluateSettings, infos: list[CheckpointInfo],
+                items: list[WorkItem]) -> tuple[Path, Path | None, ResultStore]:
+    """``(folder to write and score in, staging folder or None, the per-sequence result store)``."""
+    from ocean.storage import StorageError
 
-    remote_out = storage.is_uri(out) and not str(out).startswith("file://")
-    staging = Path(tempfile.mkdtemp(prefix="ocean-eval-")) if remote_out else None
-    out_dir = staging if staging is not None else Path(storage.resolve(out)[1])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store = None
-    if remote_out:
-        from ocean.storage import OutputStore
-
-        store = OutputStore.from_uri(out)
-        store.check_writable()
-    return out_dir, staging, store
+    try:
+        out_dir, staging, store = open_output(s.out)
+    except StorageError as exc:
+        raise EvaluationError(str(exc)) from None
+    names = {i.uri: i.name for i in infos}
+    return out_dir, staging, ResultStore(store, out_dir, names, item_inputs(infos, items, s.device))
 
 
-def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem],
-         out_dir: Path) -> tuple[dict[tuple[str, str, str], SequenceResult], tuple[float, float, int]]:
-    """Track every item; each result's files are written as it arrives. Returns the results by
-    (checkpoint, benchmark, sequence) and (tracking seconds, worker start-up seconds, workers used)."""
+def _reuse(s: EvaluateSettings, store: ResultStore,
+           items: list[WorkItem]) -> tuple[dict[tuple[str, str, str], SequenceResult], list[WorkItem]]:
+    """The stored results a re-run can reuse (``resume``), and the items left to track."""
+    reused, todo = store.reuse(items) if s.resume else ({}, items)
+    if reused and s.progress:
+        print(f"evaluate: {len(reused)} of {len(items)} sequences already stored under {s.out}; "
+              f"tracking {len(todo)}", file=sys.stderr, flush=True)
+    return reused, todo
+
+
+def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem], store: ResultStore,
+         ) -> tuple[dict[tuple[str, str, str], SequenceResult], tuple[float, float, RunStats]]:
+    """Track ``items``, storing each result as it arrives. Returns the results by (checkpoint, benchmark,
+    sequence) and (tracking seconds, worker start-up seconds, RunStats)."""
     names = {i.uri: i.name for i in infos}
     results: dict[tuple[str, str, str], SequenceResult] = {}
-    done = 0
 
     def on_result(r: SequenceResult) -> None:
-        nonlocal done
-        if r.error is None:
-            write_track(out_dir / names[r.checkpoint] / r.benchmark / "results", r.benchmark, r.sequence, r.track)
+        store.save(r)
         results[(r.checkpoint, r.benchmark, r.sequence)] = r
-        done += 1
         if s.progress:
             status = "ok" if r.error is None else f"FAILED ({r.error})"
-            print(f"[{done}/{len(items)}] {names[r.checkpoint]} {r.benchmark}/{r.sequence}: {status} "
+            print(f"[{len(results)}/{len(items)}] {names[r.checkpoint]} {r.benchmark}/{r.sequence}: {status} "
                   f"({r.wall_s:.1f} s, {r.worker})", file=sys.stderr, flush=True)
 
     t_track = time.perf_counter()
@@ -210,16 +212,20 @@ def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem]
         startup = seconds
         t_track = time.perf_counter()
 
-    if s.local:
-        used = run_local(items, s.threads_per_worker, s.device, on_result)
+    if not items:
+        stats = RunStats(0)
+    elif s.local:
+        stats = RunStats(run_local(items, s.threads_per_worker, s.device, on_result))
     else:
         try:
-            used = run_ray(items, workers=s.workers, threads=s.threads_per_worker, device=s.device,
-                           cpus_per_worker=s.cpus_per_worker, gpus_per_worker=1.0 if s.use_gpu else 0.0,
-                           ray_address=s.ray_address, on_result=on_result, on_ready=on_ready)
+            stats = run_ray(items, workers=s.workers, threads=s.threads_per_worker, device=s.device,
+                            cpus_per_worker=s.cpus_per_worker, gpus_per_worker=1.0 if s.use_gpu else 0.0,
+                            ray_address=s.ray_address, on_result=on_result, on_ready=on_ready)
         except ClusterTooSmall as exc:
             raise EvaluationError(str(exc)) from None
-    return results, (time.perf_counter() - t_track, startup, used)
+    if s.progress and stats.retried:
+        print(f"evaluate: {stats.retried} items run again after {stats.lost} lost worker calls", file=sys.stderr)
+    return results, (time.perf_counter() - t_track, startup, stats)
 
 
 def _score(s: EvaluateSettings, infos: list[CheckpointInfo], sequences: dict[str, list[BenchmarkSequence]],
@@ -288,13 +294,3 @@ def _write(report: dict, rows: list[dict], infos: list[CheckpointInfo], out_dir:
     table = {f"{names[u]} / {b}": sc for u, per in report["scores"].items() for b, sc in per.items()}
     (out_dir / "summary.md").write_text(fmt.summary_table(table))
     (out_dir / "evaluation.json").write_text(json.dumps(fmt.without_curves(report), indent=2))
-
-
-def _upload(report: dict, store: Any, staging: Path, out: str) -> None:
-    """Copy the staged output to the store, then point the report's paths there."""
-    for f in sorted(p for p in staging.rglob("*") if p.is_file()):
-        store.write(f.relative_to(staging).as_posix(), f.read_bytes())
-    shutil.rmtree(staging, ignore_errors=True)
-    report["plots"] = [p.replace(str(staging), str(out)) for p in report["plots"]]
-    for entry in report["checkpoints"].values():
-        entry["dir"] = entry["dir"].replace(str(staging), str(out))

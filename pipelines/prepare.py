@@ -1,7 +1,8 @@
 """The data-preparation job on Ray: dataset downloads -> parquet pair shards on a local disk or S3.
 
 :func:`run_prepare` reads as its steps over one :class:`PrepareSettings`: validate the settings and the
-output; list and plan every dataset on the driver (:mod:`data_prep.listing`); claim ``OUT`` for this job
+output; list every dataset (annotation files parsed by Ray tasks, :mod:`pipelines.listing`, or by the driver)
+and plan it on the driver (:mod:`data_prep.listing`); claim ``OUT`` for this job
 (:mod:`data_prep.manifest`); crop the shards not done yet in a Ray Data pipeline of shard work items, largest
 first, one task per shard around :func:`data_prep.shards.write_shard` (:mod:`pipelines.prepare_data`);
 collect their sidecars as they stream back; write the manifest last. A shard task keeps one core busy (one
@@ -22,6 +23,7 @@ from data_prep.listing import (
     DatasetState,
     dataset_roots,
     list_datasets,
+    read_table,
     shards_to_run,
     spill_folder,
 )
@@ -29,7 +31,9 @@ from data_prep.manifest import claim_output, done_shards, job_document, write_ma
 from data_prep.pairs import pair_counts
 from data_prep.shards import DEFAULT_SHARD_PAIRS, CropSettings
 from ocean.storage import OutputStore
+from pipelines.listing import RayLister
 from pipelines.prepare_data import CropPhase, process_shard, shard_task_cpus
+from pipelines.raysession import ensure_ray
 
 if TYPE_CHECKING:
     from ocean.config import OceanConfig
@@ -61,6 +65,8 @@ class PrepareSettings:
         max_in_flight: shard tasks in flight at once (default twice the cluster's CPUs / task_cpus).
         progress: show Ray Data's progress (bars on a terminal, else a text block every few seconds).
         log: where one-line messages go (None: silent).
+        listing: ``"ray"``: annotation files are parsed by Ray tasks, split by sequence folders
+            (:mod:`pipelines.listing`); ``"driver"``: by the driver alone. Both give the same plan.
     """
 
     datasets: dict[str, str]
@@ -77,6 +83,7 @@ class PrepareSettings:
     max_in_flight: int | None = None
     progress: bool = True
     log: Callable[[str], None] | None = print
+    listing: str = "ray"
 
 
 def prepare(settings: PrepareSettings) -> dict:
@@ -109,9 +116,11 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     roots, crop_settings, store = _validate(s)
     fs = store.filesystem()
     spill_dir = spill_folder()
+    started_ray = ensure_ray(s.ray_address, quiet=False) if s.listing == "ray" else False
     try:
+        lister = RayLister() if s.listing == "ray" else read_table
         states = list_datasets(roots, s.cfg, s.seed, pair_counts(s.cfg.data, s.pairs), s.shard_pairs,
-                               s.reader_options, spill_dir, say)
+                               s.reader_options, spill_dir, say, lister)
         t_listed = time.perf_counter()
         job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, s.reader_options)
         claim_output(store, job_doc, fs)
@@ -121,6 +130,10 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
         crop = _crop_shards(s, store, states, done, job_doc["fingerprint"], crop_settings)
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     if crop.failed:
         raise ShardFailed(f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
                           f"{', ...' if len(crop.failed) > 5 else ''}); the others are stored: re-run the same "
@@ -137,6 +150,8 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
 def _validate(settings: PrepareSettings) -> tuple[dict[str, str], CropSettings, OutputStore]:
     """The dataset roots (absolute), the crop settings and the output store, checked writable before any work
     (missing bucket, unreachable endpoint, no write access)."""
+    if settings.listing not in ("ray", "driver"):
+        raise ValueError(f"listing must be 'ray' or 'driver', got {settings.listing!r}")
     roots = dataset_roots(settings.datasets)
     crop_settings = CropSettings.from_config(settings.cfg, settings.jpeg_quality)
     store = OutputStore.from_uri(settings.out)

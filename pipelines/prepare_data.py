@@ -46,12 +46,13 @@ SHARD_TASK_RETRIES = 3
 @dataclass(frozen=True)
 class ShardInputs:
     """What a shard task needs to build its :class:`~data_prep.shards.ShardTask`: one dataset's plan, its
-    shards' draw arrays and the job fingerprint. Put in the object store once per dataset; its arrays are
+    shards' draw arrays, the job fingerprint and where its frames are read from. Put in the object store once per dataset; its arrays are
     plain numpy / Arrow buffers, which tasks map from the object store without copying (:meth:`of`)."""
 
     plan: DatasetPlan
     shards: list[np.ndarray]
     job: str
+    source: OutputStore | None = None  # where the frames are read from: None (local files) or the S3 store
 
     @classmethod
     def of(cls, state: DatasetState, job: str) -> ShardInputs:
@@ -61,10 +62,10 @@ class ShardInputs:
         for name, value in vars(table).items():
             if isinstance(value, np.memmap):
                 setattr(table, name, value.view(np.ndarray))
-        return cls(dataclasses.replace(state.plan, tracks=table), list(state.shards), job)
+        return cls(dataclasses.replace(state.plan, tracks=table), list(state.shards), job, state.source)
 
     def task(self, index: int) -> ShardTask:
-        return ShardTask(self.plan.dataset, index, self.job, self.plan.videos(self.shards[index]))
+        return ShardTask(self.plan.dataset, index, self.job, self.plan.videos(self.shards[index]), self.source)
 
 
 def stored_sidecar(store: OutputStore, name: str, job: str, fs=None) -> dict | None:

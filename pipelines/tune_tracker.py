@@ -178,7 +178,7 @@ def _parent_run(s: TuneTrackerSettings, search: _Search) -> RunLogger:
                                 "ocean.benchmark": s.benchmark})
     setup = search.setup
     run.log_params({
-        "checkpoint": public_uri(s.checkpoint), "benchmark": s.benchmark, "root": str(s.root), "space": s.space,
+        "checkpoint": public_uri(s.checkpoint), "benchmark": s.benchmark, "root": public_uri(str(s.root)), "space": s.space,
         "trials": s.trials, "max_concurrent": s.max_concurrent, "seed": s.seed,
         "num_sequences": len(search.sequences), "grace_period": search.grace,
         "reduction_factor": s.reduction_factor, "cpus_per_trial": s.cpus_per_trial, "use_gpu": s.use_gpu,
@@ -258,7 +258,7 @@ def _summary(s: TuneTrackerSettings, search: _Search, rows: list[dict], best_row
              cost: dict[str, float], ml: dict[str, Any]) -> dict[str, Any]:
     setup = search.setup
     return {
-        "checkpoint": s.checkpoint, "benchmark": s.benchmark, "root": str(s.root), "split": search.split,
+        "checkpoint": s.checkpoint, "benchmark": s.benchmark, "root": public_uri(str(s.root)), "split": search.split,
         "objective": HEADLINE[s.benchmark], "space": s.space,
         "search_space": {k: v.describe() for k, v in setup.space.items()}, "space_widened": setup.widened,
         "fixed": setup.fixed, "sequences": [q.name for q in search.sequences], "seed": s.seed,

@@ -10,7 +10,7 @@ keeps them); reading never stops on bad content.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from data_prep.readers import coco, det, got10k, lasot, vid, ytbb
@@ -27,6 +27,17 @@ READERS: dict[str, Callable[..., Iterator[Track]]] = {
 }
 assert set(READERS) == set(DATASETS)
 
+# Readers whose listing splits into units (sequence / snippet / annotation folders) that workers can read
+# apart: ``units(root, **options)`` lists them in read_tracks' order, ``read_unit(root, unit, **options)`` reads
+# one; read_tracks is exactly read_unit over units. COCO (one JSON) and YouTube-BB (one CSV) are one file
+# each, parsed once.
+UNIT_READERS: dict[str, tuple[Callable[..., list[str]], Callable[..., Iterator[Track]]]] = {
+    "got10k": (got10k.units, got10k.read_unit),
+    "lasot": (lasot.units, lasot.read_unit),
+    "vid": (vid.units, vid.read_unit),
+    "det": (det.units, det.read_unit),
+}
+
 
 def read_tracks(
     name: str, root: str | Path, *, on_reject: OnReject = ignore_rejection, **options: object
@@ -42,4 +53,21 @@ def read_tracks(
     return READERS[name](root, on_reject=on_reject, **options)
 
 
-__all__ = ["READERS", "RejectionLog", "OnReject", "ignore_rejection", "read_tracks"]
+def list_units(name: str, root: str | Path, **options: object) -> list[str] | None:
+    """The units of dataset ``name`` under ``root`` in reading order, or None for a dataset read whole (COCO,
+    YouTube-BB). Raises ``FileNotFoundError`` as :func:`read_tracks` does."""
+    if name not in READERS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return UNIT_READERS[name][0](root, **options) if name in UNIT_READERS else None
+
+
+def read_units(name: str, root: str | Path, units: Iterable[str], *, on_reject: OnReject = ignore_rejection,
+               **options: object) -> Iterator[Track]:
+    """The tracks of ``units`` (from :func:`list_units`), in order: over all units, what :func:`read_tracks`
+    yields."""
+    read_unit = UNIT_READERS[name][1]
+    for unit in units:
+        yield from read_unit(root, unit, on_reject=on_reject, **options)
+
+
+__all__ = ["UNIT_READERS", "list_units", "read_units", "READERS", "RejectionLog", "OnReject", "ignore_rejection", "read_tracks"]

@@ -8,7 +8,6 @@ The root layout and the track fields: :func:`read_tracks`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from data_prep.readers import rejections as R
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path, listdir, open_text
 
 DATASET = "coco"
 FRAME_ID = "000000"  # facts §7.2: COCO / DET single frame id
@@ -61,17 +61,17 @@ def read_tracks(
     The JSON is parsed exactly once per call; tracks are then produced lazily.
 
     Args:
-        root: the COCO folder.
+        root: the COCO folder; a path or ``s3://`` URI.
         split: image folder name, also selects ``annotations/instances_<split>.json``.
         annotation_file: explicit JSON path (overrides the default).
         on_reject: called with each :class:`Rejection`.
         check_images: list the image folder once and reject annotations whose image file is missing.
     """
-    root = Path(root)
-    ann_path = Path(annotation_file) if annotation_file else root / "annotations" / f"instances_{split}.json"
+    root = as_path(root)
+    ann_path = as_path(annotation_file) if annotation_file else root / "annotations" / f"instances_{split}.json"
     if not ann_path.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_path}")
-    with open(ann_path, encoding="utf-8") as f:
+    with open_text(ann_path, errors="strict") as f:
         # Drop every object's "segmentation" as soon as the parser has built it: the polygons / RLE are most
         # of the ~450 MB of instances_train2017.json and nothing here uses them, so the peak is the boxes
         # and image entries rather than the whole document as Python objects (bounded memory).
@@ -81,7 +81,7 @@ def read_tracks(
     annotations = data.get("annotations", [])
     del data  # keep only what the tracks need
     image_dir = root / split
-    names = set(os.listdir(image_dir)) if check_images and image_dir.is_dir() else set()
+    names = set(listdir(image_dir)) if check_images and image_dir.is_dir() else set()
     for k, ann in enumerate(annotations):
         ann_id = ann.get("id", k) if isinstance(ann, dict) else k
         src = f"{ann_path}#annotation{ann_id}"

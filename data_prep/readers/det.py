@@ -7,16 +7,16 @@ images without objects give no track and no rejection. The root layout and the t
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from data_prep.readers import rejections as R
 from data_prep.readers.voc_xml import parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path, listdir, prefetched, walk
 
 DATASET = "det"
 FRAME_ID = "000000"  # facts §7.2: COCO / DET single frame id
@@ -44,51 +44,68 @@ def read_tracks(
     (facts §7.2), ``image_size`` from the XML. Images without objects give no track and no rejection.
 
     Args:
-        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).
+        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``); a path or ``s3://`` URI.
         split: ``"train"`` or ``"val"``.
         on_reject: called with each :class:`Rejection`.
         check_images: list each JPEG folder once and reject objects whose JPEG is missing.
     """
-    root = Path(root)
-    ann_split = root / "Annotations" / "DET" / split
-    data_split = root / "Data" / "DET" / split
+    for unit in units(root, split=split):
+        yield from read_unit(root, unit, split=split, on_reject=on_reject, check_images=check_images)
+
+
+def units(root: str | Path, *, split: str = "train", **_options: object) -> list[str]:
+    """The annotation folders :func:`read_tracks` reads, in its order, relative to ``Annotations/DET/<split>``
+    (``"."`` for the split folder itself): the units that listing can split among workers (:func:`read_unit`)."""
+    ann_split = as_path(root) / "Annotations" / "DET" / split
     if not ann_split.is_dir():
         raise FileNotFoundError(f"ImageNet DET annotations not found: {ann_split}")
-    for dirpath, dirnames, filenames in os.walk(ann_split):
+    out = []
+    for dirpath, dirnames, filenames in walk(ann_split):
         dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(ann_split)
-        data_dir = data_split / rel_dir
-        names: set[str] | None = None
-        for xml_name in sorted(f for f in filenames if f.endswith(".xml")):
-            xml_path = Path(dirpath) / xml_name
-            stem = xml_name[:-4]
-            try:
-                ann = parse_voc_xml(xml_path)
-            except (ET.ParseError, OSError) as err:
-                on_reject(Rejection(DATASET, R.BAD_XML, str(xml_path), str(err)[:120]))
+        if any(f.endswith(".xml") for f in filenames):
+            out.append(dirpath.relative_to(ann_split).as_posix())
+    return out
+
+
+def read_unit(root: str | Path, unit: str, *, split: str = "train", on_reject: R.OnReject = R.ignore_rejection,
+              check_images: bool = True, **_options: object) -> Iterator[Track]:
+    """The single-frame tracks of the XML files of one annotation folder of :func:`units`, in name order."""
+    root = as_path(root)
+    rel_dir = PurePosixPath(unit)
+    ann_dir = root / "Annotations" / "DET" / split / rel_dir
+    data_dir = root / "Data" / "DET" / split / rel_dir
+    names: set[str] | None = None
+    xml_names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
+    for xml_name, content in zip(xml_names, prefetched([ann_dir / n for n in xml_names]), strict=True):
+        xml_path = ann_dir / xml_name  # content: the path locally, the bytes read ahead from a store
+        stem = xml_name[:-4]
+        try:
+            ann = parse_voc_xml(content)
+        except (ET.ParseError, OSError) as err:
+            on_reject(Rejection(DATASET, R.BAD_XML, str(xml_path), str(err)[:120]))
+            continue
+        if not ann.objects:
+            continue
+        image_path = data_dir / (stem + ".JPEG")
+        if check_images and names is None:
+            names = set(listdir(data_dir)) if data_dir.is_dir() else set()
+        video = f"{split}/{(rel_dir / stem).as_posix()}"
+        for k, obj in enumerate(ann.objects):
+            src = f"{xml_path}#object{k}"
+            problem = R.box_problem(obj.box_xyxy, ann.size)
+            if problem:
+                on_reject(Rejection(DATASET, problem, src, str(obj.box_xyxy)))
                 continue
-            if not ann.objects:
+            if check_images and image_path.name not in names:
+                on_reject(Rejection(DATASET, R.MISSING_IMAGE, str(image_path), f"object {k}"))
                 continue
-            image_path = data_dir / (stem + ".JPEG")
-            if check_images and names is None:
-                names = set(os.listdir(data_dir)) if data_dir.is_dir() else set()
-            video = f"{split}/{(rel_dir / stem).as_posix()}"
-            for k, obj in enumerate(ann.objects):
-                src = f"{xml_path}#object{k}"
-                problem = R.box_problem(obj.box_xyxy, ann.size)
-                if problem:
-                    on_reject(Rejection(DATASET, problem, src, str(obj.box_xyxy)))
-                    continue
-                if check_images and image_path.name not in names:
-                    on_reject(Rejection(DATASET, R.MISSING_IMAGE, str(image_path), f"object {k}"))
-                    continue
-                yield Track(
-                    DATASET,
-                    video,
-                    str(k),
-                    [FrameRef(frame_id=FRAME_ID, path=str(image_path))],
-                    np.array([obj.box_xyxy], dtype=np.float64),
-                    np.ones(1, dtype=bool),
-                    ann.size,
-                    {"wnid": obj.name},
-                )
+            yield Track(
+                DATASET,
+                video,
+                str(k),
+                [FrameRef(frame_id=FRAME_ID, path=str(image_path))],
+                np.array([obj.box_xyxy], dtype=np.float64),
+                np.ones(1, dtype=bool),
+                ann.size,
+                {"wnid": obj.name},
+            )

@@ -21,6 +21,7 @@ from data_prep.readers.text_annotations import (
     read_lines,
 )
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "got10k"
 
@@ -126,22 +127,35 @@ def read_tracks(
     A sequence without ``absence.label`` is taken as always present (``meta["presence_source"] = "default"``).
 
     Args:
-        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder.
+        root: the GOT-10k folder (holding ``train/``, ``val/``) or one split folder; a path or ``s3://`` URI.
         splits: split folders to read; missing ones are skipped (official training uses train + val, facts §7.2).
         on_reject: called with each :class:`Rejection` (see :mod:`data_prep.readers.rejections`).
         check_images: list each sequence folder once and reject frames whose JPEG is missing.
     """
-    root = Path(root)
+    for unit in units(root, splits=splits):
+        yield from read_unit(root, unit, on_reject=on_reject, check_images=check_images)
+
+
+def units(root: str | Path, *, splits: Sequence[str] = ("train", "val"), **_options: object) -> list[str]:
+    """The sequences :func:`read_tracks` reads, in its order, as ``"<split>/<sequence>"`` (``"/<sequence>"``
+    when ``root`` is one split folder): the units that listing can split among workers (:func:`read_unit`)."""
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"GOT-10k root {root} is not a folder")
     if _is_split_dir(root):
-        split_dirs = [(root.name, root)]
-    else:
-        split_dirs = [(s, root / s) for s in splits if (root / s).is_dir()]
-        if not split_dirs:
-            raise FileNotFoundError(f"GOT-10k root {root} holds none of the splits {list(splits)}")
-    for split, split_dir in split_dirs:
-        for name in _sequence_names(split_dir):
-            track = read_sequence(split_dir / name, f"{split}/{name}", on_reject, check_images)
-            if track is not None:
-                yield track
+        return [f"/{name}" for name in _sequence_names(root)]
+    split_dirs = [s for s in splits if (root / s).is_dir()]
+    if not split_dirs:
+        raise FileNotFoundError(f"GOT-10k root {root} holds none of the splits {list(splits)}")
+    return [f"{split}/{name}" for split in split_dirs for name in _sequence_names(root / split)]
+
+
+def read_unit(root: str | Path, unit: str, *, on_reject: R.OnReject = R.ignore_rejection,
+              check_images: bool = True, **_options: object) -> Iterator[Track]:
+    """The track of one unit of :func:`units` (none when the sequence is unusable)."""
+    root = as_path(root)
+    split, name = unit.split("/", 1)
+    seq_dir, video = (root / name, f"{root.name}/{name}") if not split else (root / split / name, unit)
+    track = read_sequence(seq_dir, video, on_reject, check_images)
+    if track is not None:
+        yield track

@@ -5,15 +5,17 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from ocean.datapath import DataPath, open_binary
+
 # JPEG start-of-frame markers that carry the frame size (ITU T.81 table B.1): SOF0..SOF15 except
 # DHT (C4), JPG (C8) and DAC (CC).
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def image_size(path: str | Path) -> tuple[int, int] | None:
+def image_size(path: str | Path | DataPath) -> tuple[int, int] | None:
     """``(width, height)`` in pixels read from the header of a JPEG or PNG file, or None if unreadable."""
     try:
-        with open(path, "rb") as f:
+        with open_binary(Path(path) if isinstance(path, str) else path) as f:
             head = f.read(24)
             if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
                 w, h = struct.unpack(">II", head[16:24])

@@ -15,6 +15,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.text_annotations import parse_box_xywh, parse_flags, read_groundtruth, read_lines
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import as_path
 
 DATASET = "lasot"
 _FLAG_FILES = ("full_occlusion.txt", "out_of_view.txt")
@@ -114,26 +115,42 @@ def read_tracks(
     as all zeros (``meta["missing_flags"]`` names it). ``image_size`` is None (LaSOT does not state it).
 
     Args:
-        root: the LaSOT folder holding one folder per category.
+        root: the LaSOT folder holding one folder per category; a path or ``s3://`` URI.
         split: ``"train"`` / ``"test"`` to keep the names in ``training_set.txt`` / ``testing_set.txt``,
             None for every sequence found.
         sequences: optional explicit sequence names (``"airplane-1"``) to keep.
         on_reject: called with each :class:`Rejection`.
         check_images: list ``img/`` once per sequence and reject frames whose JPEG is missing.
     """
-    root = Path(root)
+    for unit in units(root, split=split, sequences=sequences):
+        yield from read_unit(root, unit, on_reject=on_reject, check_images=check_images)
+
+
+def units(root: str | Path, *, split: str | None = None, sequences: Iterable[str] | None = None,
+          **_options: object) -> list[str]:
+    """The sequences :func:`read_tracks` reads, in its order, as ``"<category>/<sequence>"``: the units that
+    listing can split among workers (:func:`read_unit`)."""
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"LaSOT root {root} is not a folder")
     keep = _split_names(root, split)
     if sequences is not None:
         wanted = set(sequences)
         keep = wanted if keep is None else keep & wanted
+    out = []
     for cat_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for seq_dir in sorted(p for p in cat_dir.iterdir() if p.is_dir()):
             if keep is not None and seq_dir.name not in keep:
                 continue
             if not (seq_dir / "groundtruth.txt").exists() and not (seq_dir / "img").is_dir():
                 continue  # not a sequence folder
-            track = read_sequence(seq_dir, f"{cat_dir.name}/{seq_dir.name}", on_reject, check_images)
-            if track is not None:
-                yield track
+            out.append(f"{cat_dir.name}/{seq_dir.name}")
+    return out
+
+
+def read_unit(root: str | Path, unit: str, *, on_reject: R.OnReject = R.ignore_rejection,
+              check_images: bool = True, **_options: object) -> Iterator[Track]:
+    """The track of one unit of :func:`units` (none when the sequence is unusable)."""
+    track = read_sequence(as_path(root) / unit, unit, on_reject, check_images)
+    if track is not None:
+        yield track

@@ -7,7 +7,6 @@ runs and the track fields: :func:`read_tracks`.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +16,16 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.voc_xml import parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import AnyPath, as_path, listdir, prefetched, walk
 
 DATASET = "vid"
 
 
-def _snippet_dirs(ann_split: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(ann_split):
+def _snippet_dirs(ann_split: AnyPath) -> Iterator[AnyPath]:
+    for dirpath, dirnames, filenames in walk(ann_split):
         dirnames.sort()
         if any(f.endswith(".xml") for f in filenames):
-            yield Path(dirpath)
+            yield dirpath
 
 
 def read_snippet(
@@ -33,13 +33,14 @@ def read_snippet(
 ) -> Iterator[Track]:
     """Tracks of one VID snippet folder (annotations in ``ann_dir``, JPEGs in ``data_dir``)."""
     reject = lambda reason, src, detail="": on_reject(Rejection(DATASET, reason, str(src), detail))  # noqa: E731
-    names = set(os.listdir(data_dir)) if check_images and data_dir.is_dir() else set()
+    names = set(listdir(data_dir)) if check_images and data_dir.is_dir() else set()
     per_track: dict[int, list[tuple[int, str, tuple, str, tuple[int, int] | None]]] = {}
-    for xml_name in sorted(f for f in os.listdir(ann_dir) if f.endswith(".xml")):
-        xml_path = ann_dir / xml_name
+    xml_names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
+    for xml_name, content in zip(xml_names, prefetched([ann_dir / n for n in xml_names]), strict=True):
+        xml_path = ann_dir / xml_name  # content: the path locally, the bytes read ahead from a store
         stem = xml_name[:-4]
         try:
-            ann = parse_voc_xml(xml_path)
+            ann = parse_voc_xml(content)
             index = int(stem)
         except (ET.ParseError, OSError, ValueError) as err:
             reject(R.BAD_XML, xml_path, str(err)[:120])
@@ -112,16 +113,27 @@ def read_tracks(
     the XML stems (``"000000"``). Every listed frame is present (VID omits objects that are not visible).
 
     Args:
-        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``).
+        root: the ILSVRC2015 folder (holding ``Annotations/`` and ``Data/``); a path or ``s3://`` URI.
         split: ``"train"`` or ``"val"``.
         on_reject: called with each :class:`Rejection`.
         check_images: list each snippet's JPEG folder once and reject object-frames whose JPEG is missing.
     """
-    root = Path(root)
-    ann_split = root / "Annotations" / "VID" / split
+    for unit in units(root, split=split):
+        yield from read_unit(root, unit, split=split, on_reject=on_reject, check_images=check_images)
+
+
+def units(root: str | Path, *, split: str = "train", **_options: object) -> list[str]:
+    """The snippet folders :func:`read_tracks` reads, in its order, relative to ``Annotations/VID/<split>``:
+    the units that listing can split among workers (:func:`read_unit`)."""
+    ann_split = as_path(root) / "Annotations" / "VID" / split
     if not ann_split.is_dir():
         raise FileNotFoundError(f"ImageNet VID annotations not found: {ann_split}")
-    for ann_dir in _snippet_dirs(ann_split):
-        rel = ann_dir.relative_to(ann_split).as_posix()
-        data_dir = root / "Data" / "VID" / split / rel
-        yield from read_snippet(ann_dir, data_dir, f"{split}/{rel}", on_reject, check_images)
+    return [ann_dir.relative_to(ann_split).as_posix() for ann_dir in _snippet_dirs(ann_split)]
+
+
+def read_unit(root: str | Path, unit: str, *, split: str = "train", on_reject: R.OnReject = R.ignore_rejection,
+              check_images: bool = True, **_options: object) -> Iterator[Track]:
+    """The tracks of one snippet folder of :func:`units`."""
+    root = as_path(root)
+    yield from read_snippet(root / "Annotations" / "VID" / split / unit, root / "Data" / "VID" / split / unit,
+                            f"{split}/{unit}", on_reject, check_images)

@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocean.datapath import DataPath, open_binary
+
 
 @dataclass(frozen=True)
 class VocObject:
@@ -42,9 +44,16 @@ def _int(node: ET.Element, tag: str) -> int | None:
         return None
 
 
-def parse_voc_xml(path: Path) -> VocAnnotation:
-    """Parse one XML file. Raises ``ET.ParseError`` / ``OSError`` on an unreadable file."""
-    root = ET.parse(path).getroot()
+def parse_voc_xml(source: Path | DataPath | bytes | OSError) -> VocAnnotation:
+    """Parse one XML file (a local path, a :class:`~ocean.datapath.DataPath`, or its bytes or read error from
+    :func:`ocean.datapath.prefetched`). Raises ``ET.ParseError`` / ``OSError`` on an unreadable file."""
+    if isinstance(source, OSError):
+        raise source
+    if isinstance(source, bytes):
+        root = ET.fromstring(source)
+    else:
+        with open_binary(source) as f:
+            root = ET.parse(f).getroot()
     size_node = root.find("size")
     size = None
     if size_node is not None:

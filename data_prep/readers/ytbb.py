@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from data_prep.readers import rejections as R
 from data_prep.readers.image_header import image_size as header_image_size
 from data_prep.tracks import FrameRef, Rejection, Track
+from ocean.datapath import AnyPath, LocalCopy, as_path, listdir, open_text
 
 DATASET = "ytbb"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
@@ -49,13 +49,13 @@ class _Row:
 class _FrameFinder:
     """Resolves ``(youtube_id, timestamp_ms)`` to an extracted frame file (see :func:`read_tracks`)."""
 
-    def __init__(self, frames_dir: Path, yid: str) -> None:
+    def __init__(self, frames_dir: AnyPath, yid: str) -> None:
         self.frames_dir = frames_dir
         self.yid = yid
         sub = frames_dir / yid
-        self.sub_names = set(os.listdir(sub)) if sub.is_dir() else None
+        self.sub_names = set(listdir(sub)) if sub.is_dir() else None
 
-    def find(self, ts: int) -> Path | None:
+    def find(self, ts: int) -> AnyPath | None:
         if self.sub_names is not None:
             for stem in (str(ts), f"{self.yid}_{ts}"):
                 for ext in FRAME_EXTENSIONS:
@@ -69,21 +69,28 @@ class _FrameFinder:
         return None
 
 
-def _video_size(path: Path) -> tuple[int, int] | None:
-    import cv2  # header-only read; no frame is decoded
+def _video_size(path: AnyPath) -> tuple[int, int] | None:
+    """The container's frame size (OpenCV reads the header only; no frame is decoded). A video on S3 is
+    fetched to a temporary local file first (OpenCV reads files) and deleted after."""
+    import cv2
 
-    cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            return None
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        return (w, h) if w > 0 and h > 0 else None
-    finally:
-        cap.release()
+        copy = LocalCopy(path)
+    except FileNotFoundError:
+        return None
+    with copy as local:
+        cap = cv2.VideoCapture(local)
+        try:
+            if not cap.isOpened():
+                return None
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            return (w, h) if w > 0 and h > 0 else None
+        finally:
+            cap.release()
 
 
-def _rows(csv_path: Path, on_reject: R.OnReject) -> Iterator[_Row]:
-    with open(csv_path, encoding="utf-8", errors="replace", newline="") as f:
+def _rows(csv_path: AnyPath, on_reject: R.OnReject) -> Iterator[_Row]:
+    with open_text(csv_path, errors="replace", newline="") as f:
         for line_no, fields in enumerate(csv.reader(f), start=1):
             src = f"{csv_path}:{line_no}"
             if not fields or all(not x.strip() for x in fields):
@@ -153,20 +160,21 @@ def read_tracks(
     ``non_contiguous_video`` rather than held in memory.
 
     Args:
-        root: the YT-BB folder (or the CSV file itself).
+        root: the YT-BB folder (or the CSV file itself); a path or ``s3://`` URI (a video on S3 is fetched
+            to a temporary file to read its frame size, then deleted).
         split: ``"train"`` or ``"validation"``: selects ``yt_bb_detection_<split>.csv``.
         csv_path: explicit CSV (overrides ``split``).
         media: ``"auto"``, ``"frames"`` or ``"videos"`` (above).
         videos_dir / frames_dir: default ``ROOT/videos`` and ``ROOT/frames``.
         on_reject: called with each :class:`Rejection`.
     """
-    root = Path(root)
+    root = as_path(root)
     base = root.parent if root.is_file() else root
-    csv_file = Path(csv_path) if csv_path else (root if root.is_file() else root / f"yt_bb_detection_{split}.csv")
+    csv_file = as_path(csv_path) if csv_path else (root if root.is_file() else root / f"yt_bb_detection_{split}.csv")
     if not csv_file.is_file():
         raise FileNotFoundError(f"YT-BB CSV not found: {csv_file}")
-    vdir = Path(videos_dir) if videos_dir else base / "videos"
-    fdir = Path(frames_dir) if frames_dir else base / "frames"
+    vdir = as_path(videos_dir) if videos_dir else base / "videos"
+    fdir = as_path(frames_dir) if frames_dir else base / "frames"
     if media == "auto":
         media = "frames" if fdir.is_dir() else "videos"
     if media not in ("frames", "videos"):
@@ -181,14 +189,14 @@ def read_tracks(
 
 
 def _video_tracks(
-    yid: str, rows: list[_Row], media: str, vdir: Path, fdir: Path, on_reject: R.OnReject
+    yid: str, rows: list[_Row], media: str, vdir: AnyPath, fdir: AnyPath, on_reject: R.OnReject
 ) -> Iterator[Track]:
     reject = lambda reason, src, detail="": on_reject(Rejection(DATASET, reason, str(src), detail))  # noqa: E731
     per_track: dict[tuple[int, int], list[_Row]] = {}
     for row in rows:
         per_track.setdefault((row.class_id, row.object_id), []).append(row)
 
-    video_path: Path | None = None
+    video_path: AnyPath | None = None
     finder: _FrameFinder | None = None
     size: tuple[int, int] | None = None
     media_problem: str | None = None

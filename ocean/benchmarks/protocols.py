@@ -18,7 +18,7 @@ import numpy as np
 
 from ocean.benchmarks.readers import BENCHMARK_FAMILY
 from ocean.benchmarks.regions import polygon_overlap_continuous, polygon_to_init_box_xywh
-from ocean.benchmarks.sequence import Sequence
+from ocean.benchmarks.sequence import Sequence, read_image
 from ocean.config import TrackerConfig
 
 # ocean_facts §9.4 / formats.md §2.2: re-initialise this many frames after a failure
@@ -37,7 +37,7 @@ def load_image(path: Path) -> np.ndarray:
     """BGR uint8 image (H, W, 3); FileNotFoundError naming the file when it cannot be read."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image(path, cv2.IMREAD_COLOR)
     if img is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return img

@@ -1,4 +1,5 @@
-"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md §2).
+"""Readers for the real on-disk layouts of the evaluation benchmarks (formats.md §2), from a local folder or
+``s3://bucket/prefix`` (:func:`ocean.datapath.as_path`: frames are then :class:`~ocean.datapath.DataPath` s).
 
 :func:`read_benchmark` (or :func:`read_otb`, :func:`read_vot`, :func:`read_got10k`, :func:`read_lasot`,
 each documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence.Sequence` objects with
@@ -16,6 +17,8 @@ import numpy as np
 
 from ocean.benchmarks.regions import polygon_to_xywh_extent
 from ocean.benchmarks.sequence import AnnotationError, Sequence
+from ocean.datapath import as_path, check_readable_folder, open_text
+from ocean.storage import StorageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -31,11 +34,11 @@ def read_numeric_lines(path: Path, allowed_widths: tuple[int, ...]) -> list[np.n
 
     Raises AnnotationError naming the file and 1-based line on a non-number or a wrong value count.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: file not found")
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             text = line.strip().strip(",")
             if not text:
@@ -76,7 +79,7 @@ def _frame_number(p: Path) -> int:
 def read_flags(path: Path, n: int | None = None) -> np.ndarray:
     """0/1 flags either on ONE comma-separated line (native LaSOT full_occlusion.txt / out_of_view.txt)
     or one per line (LaSOT toolkit ``absent/<seq>.txt``, GOT-10k ``absence.label``); (N,) int array."""
-    path = Path(path)
+    path = as_path(path)
     text = path.read_text(encoding="utf-8", errors="replace")
     parts = [p for p in _SEP.split(text.strip()) if p]
     try:
@@ -100,7 +103,7 @@ def _list_names(root: Path, list_name: str) -> list[str] | None:
 
 def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
     """One OTB folder -> one Sequence, or two for two-target folders (``<Seq>-1``, ``<Seq>-2``)."""
-    seq_dir = Path(seq_dir)
+    seq_dir = as_path(seq_dir)
     base = seq_dir.name
     images = _images(seq_dir / "img")
     if not images:
@@ -136,7 +139,7 @@ def read_otb(root: Path) -> list[Sequence]:
     (pysot's names: Jogging-1, Skating2-2, Human4-2). Start frames other than 1 come from
     :data:`OTB_START_FRAMES` (OTB2015.json, real_samples/otb2015_annotations_json).
     """
-    root = Path(root)
+    root = as_path(root)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "img").is_dir())
     if not dirs:
         raise AnnotationError(f"{root}: no OTB sequence folders (<Seq>/img/)")
@@ -148,7 +151,7 @@ def read_otb(root: Path) -> list[Sequence]:
 
 def read_vot_sequence(seq_dir: Path) -> Sequence:
     """A VOT sequence folder: frames flat (VOT <= 2019 toolkit) or under ``color/`` (newer toolkit)."""
-    seq_dir = Path(seq_dir)
+    seq_dir = as_path(seq_dir)
     images = _images(seq_dir / "color") or _images(seq_dir)
     if not images:
         raise AnnotationError(f"{seq_dir}: no frames (flat or under color/)")
@@ -180,7 +183,7 @@ def read_vot(root: Path) -> list[Sequence]:
 
     VOT 2018/2019: ``list.txt`` (optional), frames flat or under ``color/``, 8-value polygons or 4-value boxes.
     """
-    root = Path(root)
+    root = as_path(root)
     return [read_vot_sequence(root / n) for n in _sequence_names(root, "VOT")]
 
 
@@ -202,7 +205,7 @@ def _resolution(meta_path: Path) -> tuple[int, int] | None:
 def read_got10k_sequence(seq_dir: Path) -> Sequence:
     """A GOT-10k val or test folder. Test folders hold only the first GT line: gt_complete=False and
     rows 1.. are NaN. Presence: cover.label > 0 (got10k toolkit), else absence.label == 0, else all."""
-    seq_dir = Path(seq_dir)
+    seq_dir = as_path(seq_dir)
     images = _images(seq_dir)
     if not images:
         raise AnnotationError(f"{seq_dir}: no frames")
@@ -237,7 +240,7 @@ def read_got10k(root: Path) -> list[Sequence]:
     GOT-10k val/test: ``list.txt`` (optional), ``groundtruth.txt`` 0-based (test: first line only),
     ``cover.label`` / ``absence.label``, ``meta_info.ini`` resolution.
     """
-    root = Path(root)
+    root = as_path(root)
     return [read_got10k_sequence(root / n) for n in _sequence_names(root, "GOT-10k")]
 
 
@@ -252,7 +255,7 @@ def lasot_present(full_occlusion: np.ndarray, out_of_view: np.ndarray) -> np.nda
 def read_lasot_sequence(seq_dir: Path) -> Sequence:
     """A LaSOT folder ``<cat>/<seq>``: img/, groundtruth.txt (1-based), full_occlusion.txt and
     out_of_view.txt; a toolkit-style ``absent.txt`` (one 0/1 per line, 1 = absent) is accepted instead."""
-    seq_dir = Path(seq_dir)
+    seq_dir = as_path(seq_dir)
     images = _images(seq_dir / "img")
     if not images:
         raise AnnotationError(f"{seq_dir / 'img'}: no images")
@@ -274,7 +277,7 @@ def read_lasot_sequence(seq_dir: Path) -> Sequence:
 def read_lasot_toolkit_annotation(annos_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """The LaSOT evaluation toolkit's ``annos/<seq>.txt`` + ``annos/absent/<seq>.txt`` (no images):
     returns (gt_xywh 0-based (N, 4), present (N,) bool)."""
-    annos_dir = Path(annos_dir)
+    annos_dir = as_path(annos_dir)
     gt = _boxes(annos_dir / f"{name}.txt") - np.array([1.0, 1.0, 0.0, 0.0])
     present = read_flags(annos_dir / "absent" / f"{name}.txt", len(gt)) == 0
     return gt, present
@@ -287,7 +290,7 @@ def read_lasot(root: Path) -> list[Sequence]:
     LaSOT: ``<cat>/<seq>/img``, ``groundtruth.txt`` 1-based, presence from ``full_occlusion.txt`` and
     ``out_of_view.txt`` (never from the boxes), also the evaluation toolkit's one-flag-per-line files.
     """
-    root = Path(root)
+    root = as_path(root)
     names = _list_names(root, "testing_set.txt")
     found = {}
     for d in sorted(root.iterdir()):
@@ -321,7 +324,7 @@ def read_benchmark(benchmark: str, root: Path) -> list[Sequence]:
     """Read every sequence of ``benchmark`` (otb, vot2018, vot2019, got10k, lasot) under ``root``."""
     if benchmark not in BENCHMARK_FAMILY:
         raise ValueError(f"unknown benchmark {benchmark!r}; one of {sorted(BENCHMARK_FAMILY)}")
-    return _READERS[BENCHMARK_FAMILY[benchmark]](Path(root))
+    return _READERS[BENCHMARK_FAMILY[benchmark]](as_path(root))
 
 
 class BenchmarkRootError(ValueError):
@@ -337,10 +340,12 @@ def read_benchmarks(
     for name, root in benchmarks.items():
         if name not in BENCHMARK_FAMILY:
             raise BenchmarkRootError(f"unknown benchmark {name!r}; one of {sorted(BENCHMARK_FAMILY)}")
-        if not Path(root).is_dir():
-            raise BenchmarkRootError(f"benchmark {name}: root {root} is not a folder")
         try:
-            seqs = read_benchmark(name, Path(root))
+            path = check_readable_folder(str(root), f"benchmark {name}: root")
+        except (StorageError, ValueError) as exc:
+            raise BenchmarkRootError(str(exc)) from None
+        try:
+            seqs = read_benchmark(name, path)
         except (OSError, AnnotationError, ValueError) as exc:
             raise BenchmarkRootError(f"benchmark {name}: cannot read {root} ({exc})") from None
         # GOT-10k test (first GT row only) is read too: it is tracked and written for the evaluation server;

@@ -210,9 +210,13 @@ def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path
 
 def score_benchmark(benchmark: str, dataset_root: Path, results_dir: Path) -> dict:
     """Read ``benchmark`` (otb, vot2018, vot2019, got10k, lasot) from ``dataset_root`` (the folder holding
-    the sequences: an OTB folder, a VOT ``sequences`` folder, ``GOT-10k/val``, the LaSOT root) and score
+    the sequences: an OTB folder, a VOT ``sequences`` folder, ``GOT-10k/val``, the LaSOT root; a path or
+    ``s3://`` URI) and score
     the result files of ONE tracker in ``results_dir`` (layouts in :mod:`ocean.benchmarks.results`).
     See :func:`score_sequences` for the returned keys."""
     if benchmark not in BENCHMARK_FAMILY:
         raise ValueError(f"unknown benchmark {benchmark!r}; one of {list(BENCHMARKS)}")
-    return score_sequences(benchmark, read_benchmark(benchmark, Path(dataset_root)), Path(results_dir))
+    from ocean.datapath import check_readable_folder
+
+    root = check_readable_folder(str(dataset_root), f"benchmark {benchmark}: root")  # StorageError before any work
+    return score_sequences(benchmark, read_benchmark(benchmark, root), Path(results_dir))

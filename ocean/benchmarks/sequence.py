@@ -19,7 +19,7 @@ class Sequence:
     Attributes:
         name: the name result files use (``Jogging-1``, ``GOT-10k_Val_000001``, ``ants1``, ...).
         benchmark: ``otb``, ``vot``, ``got10k`` or ``lasot``.
-        frames: (N,) image paths in order; frames[0] is the first frame of the protocol (the init frame).
+        frames: (N,) image paths (``pathlib.Path``, or :class:`~ocean.datapath.DataPath` on S3) in order; frames[0] is the first frame of the protocol (the init frame).
         gt_xywh: (N, 4) float64 ground truth, 0-based pixels, x,y,w,h (top-left corner). For VOT polygons
             it is the axis-aligned extent of each polygon. Rows are NaN where no GT exists
             (GOT-10k test: only row 0 is known).
@@ -80,10 +80,27 @@ class Sequence:
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of one image file; raises FileNotFoundError naming the file when unreadable."""
+    """(width, height) of one image file (a path or :class:`~ocean.datapath.DataPath`); raises
+    FileNotFoundError naming the file when unreadable."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return int(img.shape[1]), int(img.shape[0])
+
+
+def read_image(path, flags: int) -> np.ndarray | None:
+    """``cv2.imread`` of a local path, or the bytes of a :class:`~ocean.datapath.DataPath` (read straight
+    from the store) through ``cv2.imdecode``; None when missing or undecodable."""
+    import cv2
+
+    from ocean.datapath import DataPath
+
+    if not isinstance(path, DataPath):
+        return cv2.imread(str(path), flags)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None

@@ -201,7 +201,7 @@ def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_pat
 
     monkeypatch.setattr(listing_module, "read_tracks", no_tracks)
     manifest, _ = run_prepare(PrepareSettings({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out"), smoke(),
-                                              pairs={"got10k": 5}, progress=False, log=None))
+                                              pairs={"got10k": 5}, progress=False, log=None, listing="driver"))
     assert manifest["datasets"]["got10k"]["pairs_planned"] == 0
     assert len(seen) == 1 and seen[0].startswith("ocean-prepare-")  # there while listing
     assert list(scratch.iterdir()) == []
@@ -213,7 +213,7 @@ def test_run_prepare_removes_its_spill_folder_after_the_job_and_on_error(tmp_pat
     monkeypatch.setattr(listing_module, "read_tracks", broken)
     with pytest.raises(RuntimeError, match="annotation server gone"):
         run_prepare(PrepareSettings({"got10k": str(tmp_path / "got10k")}, str(tmp_path / "out2"), smoke(),
-                                    pairs={"got10k": 5}, progress=False, log=None))
+                                    pairs={"got10k": 5}, progress=False, log=None, listing="driver"))
     assert list(scratch.iterdir()) == []
 
 

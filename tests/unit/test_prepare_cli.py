@@ -9,7 +9,7 @@ def test_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys):
 
     assert main(["prepare", "--dataset", "nope=/x", "--out", str(tmp_path / "o")]) == 1
     assert "unknown dataset" in capsys.readouterr().err
-    assert main(["prepare", "--dataset", f"got10k={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 1
+    assert main(["prepare", "--dataset", f"got10k={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 2
     assert "not a folder" in capsys.readouterr().err
     # malformed or repeated NAME=ROOT: a usage error (jobs/common.py), exit status 2 as argparse's
     assert main(["prepare", "--dataset", "got10k", "--out", str(tmp_path)]) == 2
