@@ -27,7 +27,7 @@
    was a Ray Data pipeline (:func:`ray_tasks_crop`: plain Ray tasks in a ``ray.wait`` window, inputs built on
    the driver; kept here only as that baseline): frames per CPU second of the Ray Data pipeline vs those
    plain tasks, counting the shard tasks' CPU alone, with the driver's, and that of every process of the job
-   (driver, the local Ray's daemons and workers: :func:`tree_cpu_seconds`, listing included), and their shards'
+   (driver, the local Ray's daemons and workers: :class:`TreeCpu`, listing included), and their shards'
    sha256 compared.
 6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
    GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
@@ -134,7 +134,7 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
     store.check_writable()
     roots = {n: str(data / n) for n in NAMES}
     spill = spill_folder()
-    tree0 = tree_cpu_seconds()
+    tree = TreeCpu().__enter__()
     try:
         states = list_datasets(roots, cfg, seed, pair_counts(cfg.data, {n: pairs for n in NAMES}), shard_pairs,
                                None, spill, lambda _m: None)
@@ -158,10 +158,10 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
         while pending:
             collect()
         seconds, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        tree = tree_cpu_seconds() - tree0
+        tree.__exit__()
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    return {"seconds": seconds, "driver_cpu_seconds": driver_cpu, "tree_cpu_seconds": tree,
+    return {"seconds": seconds, "driver_cpu_seconds": driver_cpu, "tree_cpu_seconds": tree.seconds,
             "task_cpu_seconds": sum(r["runtime"]["cpu_seconds"] for r in results),
             "frames": sum(r["frames_read"] for r in results), "sha256": {r["path"]: r["sha256"] for r in results}}
 
@@ -222,11 +222,8 @@ def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int, spill: bo
             shutil.rmtree(spill_dir, ignore_errors=True)
 
 
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU seconds (user + system, and those of reaped children) of process ``root`` (default this one) and
-    all its descendants: the driver, the local Ray it started (GCS, raylet, agents) and every Ray worker
-    (Linux ``/proc/PID/stat``, clock-tick resolution)."""
-    root = root or os.getpid()
+def _tree_cpu(root: int) -> dict[int, float]:
+    """``{pid: CPU seconds (user + system)}`` of process ``root`` and all its descendants (``/proc``)."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, cpu = {}, {}
     for entry in os.scandir("/proc"):
@@ -238,14 +235,45 @@ def tree_cpu_seconds(root: int | None = None) -> float:
         except OSError:
             continue
         parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    total = 0.0
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    out = {}
     for pid, seconds in cpu.items():
         p = pid
         while p > 1 and p != root:
             p = parent.get(p, 0)
-        total += seconds if p == root else 0.0
-    return total
+        if p == root:
+            out[pid] = seconds
+    return out
+
+
+class TreeCpu:
+    """CPU seconds of this process and all its descendants -- the driver, the local Ray it started (GCS,
+    raylet, agents) and every Ray worker -- over a ``with`` block (``.seconds``). Sampled every ``interval``
+    seconds, so a worker that exits meanwhile counts the CPU it had at its last sample (Ray's raylet does not
+    collect its workers' times into its own)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.interval, self.root, self.seconds = interval, os.getpid(), 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeCpu:
+        self.start = _tree_cpu(self.root)
+        self.last = dict(self.start)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(_tree_cpu(self.root))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(_tree_cpu(self.root))
+        self.seconds = sum(v - self.start.get(pid, 0.0) for pid, v in self.last.items())
 
 
 def _rss_mb(pid: int | str = "self") -> dict[str, float]:
@@ -375,11 +403,11 @@ def main() -> None:
                 out = tmp / f"out{r}"
 
                 def job(out: Path = out) -> None:
-                    tree0 = tree_cpu_seconds()
-                    manifest, info = run_prepare(PrepareSettings(
-                        {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
-                        seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
-                    info["tree_cpu_seconds"] = tree_cpu_seconds() - tree0
+                    with TreeCpu() as tree:
+                        manifest, info = run_prepare(PrepareSettings(
+                            {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
+                            seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
+                    info["tree_cpu_seconds"] = tree.seconds
                     runs.append((info["seconds_crop"], manifest, info, out))
 
                 def old(r: int = r) -> None:
