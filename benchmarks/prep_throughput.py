@@ -120,7 +120,8 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
     """The crop phase as the job ran it before its Ray Data pipeline, on the same plan, shards to ``out``:
     one plain Ray task per shard (:func:`pipelines.prepare.process_shard`, ``max_retries=3``), largest first,
     at most twice the cluster's CPUs / ``task_cpus`` submitted at once (a ``ray.wait`` window), each task's
-    input built on the driver as it is submitted. Listing, planning and the manifest are not timed. Returns
+    input built on the driver as it is submitted. Listed as the job lists (Ray tasks); ``tree_cpu_seconds``
+    covers listing, planning and cropping, the other times the crop step alone (no manifest). Returns
     ``seconds``, ``driver_cpu_seconds``, ``task_cpu_seconds``, ``frames`` and ``sha256`` per shard."""
     import ray
 
@@ -128,6 +129,7 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
     from data_prep.manifest import job_document
     from data_prep.pairs import pair_counts
     from ocean.storage import OutputStore
+    from pipelines.listing import RayLister
 
     crop_settings = CropSettings.from_config(cfg)
     store = OutputStore.from_uri(str(out))
@@ -137,7 +139,7 @@ def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out
     tree = TreeCpu().__enter__()
     try:
         states = list_datasets(roots, cfg, seed, pair_counts(cfg.data, {n: pairs for n in NAMES}), shard_pairs,
-                               None, spill, lambda _m: None)
+                               None, spill, lambda _m: None, RayLister())  # listed as the job lists
         job = job_document(states, roots, cfg, crop_settings, seed, shard_pairs, None)["fingerprint"]
         remote = ray.remote(process_shard).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False)
         window = max(2, int(2 * ray.cluster_resources().get("CPU", 2) / task_cpus))
