@@ -23,6 +23,12 @@
    parquet's dictionary encoding stores a crop shared by several pairs of a shard once), vs two crop511
    JPEGs at q95 (the official default, facts §7.1) of the same pairs' frames.
 5. Peak RSS of the driver and of every Ray worker process that ran shards.
+   The crop phase is also run, in the same Ray and interleaved with the job, the way the job ran it before it
+   was a Ray Data pipeline (:func:`ray_tasks_crop`: plain Ray tasks in a ``ray.wait`` window, inputs built on
+   the driver; kept here only as that baseline): frames per CPU second of the Ray Data pipeline vs those
+   plain tasks, counting the shard tasks' CPU alone, with the driver's, and that of every process of the job
+   (driver, the local Ray's daemons and workers: :class:`TreeCpu`, listing included), and their shards'
+   sha256 compared.
 6. Driver memory of listing + planning (``--plan-tracks``, 0 to skip): a child process streams synthetic
    GOT-10k-like tracks (100 frames each) and COCO-like single-frame tracks through
    :func:`data_prep.listing.list_and_plan` and packs every shard's work, once with the per-frame columns in
@@ -55,7 +61,7 @@ from data_prep.readers import read_tracks
 from data_prep.records import bytes_per_pair
 from data_prep.shards import CropSettings
 from ocean.config import smoke
-from pipelines.prepare import PrepareSettings, run_prepare
+from pipelines.prepare import PrepareSettings, process_shard, run_prepare
 
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
 OFFICIAL_QUALITY = 95  # crop511 JPEG quality (OpenCV default) -- facts §7.1
@@ -108,6 +114,58 @@ def bare_loop(items, settings: CropSettings, sink: Path) -> tuple[float, int]:
                 out.write(buf)
             n += 1
     return time.process_time() - t0, n
+
+
+def ray_tasks_crop(data: Path, cfg, pairs: int, seed: int, shard_pairs: int, out: Path, task_cpus: float) -> dict:
+    """The crop phase as the job ran it before its Ray Data pipeline, on the same plan, shards to ``out``:
+    one plain Ray task per shard (:func:`pipelines.prepare.process_shard`, ``max_retries=3``), largest first,
+    at most twice the cluster's CPUs / ``task_cpus`` submitted at once (a ``ray.wait`` window), each task's
+    input built on the driver as it is submitted. Listed as the job lists (Ray tasks); ``tree_cpu_seconds``
+    covers listing, planning and cropping, the other times the crop step alone (no manifest). Returns
+    ``seconds``, ``driver_cpu_seconds``, ``task_cpu_seconds``, ``frames`` and ``sha256`` per shard."""
+    import ray
+
+    from data_prep.listing import list_datasets, shard_tasks, shards_to_run, spill_folder
+    from data_prep.manifest import job_document
+    from data_prep.pairs import pair_counts
+    from ocean.storage import OutputStore
+    from pipelines.listing import RayLister
+
+    crop_settings = CropSettings.from_config(cfg)
+    store = OutputStore.from_uri(str(out))
+    store.check_writable()
+    roots = {n: str(data / n) for n in NAMES}
+    spill = spill_folder()
+    tree = TreeCpu().__enter__()
+    try:
+        states = list_datasets(roots, cfg, seed, pair_counts(cfg.data, {n: pairs for n in NAMES}), shard_pairs,
+                               None, spill, lambda _m: None, RayLister())  # listed as the job lists
+        job = job_document(states, roots, cfg, crop_settings, seed, shard_pairs, None)["fingerprint"]
+        remote = ray.remote(process_shard).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False)
+        window = max(2, int(2 * ray.cluster_resources().get("CPU", 2) / task_cpus))
+        store_ref, settings_ref = ray.put(store), ray.put(crop_settings)
+        pending: set = set()
+        results: list[dict] = []
+        t0, cpu0 = time.perf_counter(), time.process_time()
+
+        def collect() -> None:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pending.difference_update(ready)
+            results.extend(ray.get(ready))
+
+        for task in shard_tasks(states, shards_to_run(states, {}), job):
+            while len(pending) >= window:
+                collect()
+            pending.add(remote.remote(store_ref, task, settings_ref))
+        while pending:
+            collect()
+        seconds, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        tree.__exit__()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return {"seconds": seconds, "driver_cpu_seconds": driver_cpu, "tree_cpu_seconds": tree.seconds,
+            "task_cpu_seconds": sum(r["runtime"]["cpu_seconds"] for r in results),
+            "frames": sum(r["frames_read"] for r in results), "sha256": {r["path"]: r["sha256"] for r in results}}
 
 
 def synthetic_tracks(kind: str, n: int):
@@ -164,6 +222,60 @@ def plan_memory_child(kind: str, n: int, pairs: int, shard_pairs: int, spill: bo
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _tree_cpu(root: int) -> dict[int, float]:
+    """``{pid: CPU seconds (user + system)}`` of process ``root`` and all its descendants (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    out = {}
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            out[pid] = seconds
+    return out
+
+
+class TreeCpu:
+    """CPU seconds of this process and all its descendants -- the driver, the local Ray it started (GCS,
+    raylet, agents) and every Ray worker -- over a ``with`` block (``.seconds``). Sampled every ``interval``
+    seconds, so a worker that exits meanwhile counts the CPU it had at its last sample (Ray's raylet does not
+    collect its workers' times into its own)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.interval, self.root, self.seconds = interval, os.getpid(), 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeCpu:
+        self.start = _tree_cpu(self.root)
+        self.last = dict(self.start)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(_tree_cpu(self.root))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(_tree_cpu(self.root))
+        self.seconds = sum(v - self.start.get(pid, 0.0) for pid, v in self.last.items())
 
 
 def _rss_mb(pid: int | str = "self") -> dict[str, float]:
@@ -280,19 +392,32 @@ def main() -> None:
 
         import ray
 
+        from pipelines.prepare import shard_task_cpus
         from pipelines.raysession import ensure_ray
 
         ensure_ray(num_cpus=args.cpus)
         logical = int(ray.cluster_resources().get("CPU", 0))
+        task_cpus = shard_task_cpus()  # what the job reserves per shard task; the old crop phase gets the same
         try:
-            runs = []
+            runs, old_runs = [], []
             for r in range(args.repeats):
                 bare_runs.append(bare_loop(items, settings, tmp / "bare.bin")[0])  # interleaved: same load
                 out = tmp / f"out{r}"
-                manifest, info = run_prepare(PrepareSettings(
-                    {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
-                    seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
-                runs.append((info["seconds_crop"], manifest, info, out))
+
+                def job(out: Path = out) -> None:
+                    with TreeCpu() as tree:
+                        manifest, info = run_prepare(PrepareSettings(
+                            {n: str(data / n) for n in NAMES}, str(out), cfg, pairs={n: args.pairs for n in NAMES},
+                            seed=args.seed, shard_pairs=args.shard_pairs, progress=False, log=None))
+                    info["tree_cpu_seconds"] = tree.seconds
+                    runs.append((info["seconds_crop"], manifest, info, out))
+
+                def old(r: int = r) -> None:
+                    old_runs.append(ray_tasks_crop(data, cfg, args.pairs, args.seed, args.shard_pairs,
+                                                   tmp / f"old{r}", task_cpus))
+
+                for step in ((job, old) if r % 2 == 0 else (old, job)):  # alternate which runs first
+                    step()
         finally:
             ray.shutdown()
         crop_s, manifest, info, out = min(runs, key=lambda x: x[0])
@@ -307,6 +432,15 @@ def main() -> None:
         job_cpu = min(cpu_runs)
         job_fps = frames / crop_s
         job_fps_e2e = frames / info["seconds"]
+        # the same shards from the plain Ray tasks (byte for byte), and frames per CPU second of both
+        for o in old_runs:
+            assert o["frames"] == frames and o["sha256"] == {x["path"]: x["sha256"] for x in manifest["shards"]}
+        with_driver = [sum(w["cpu_seconds"] for w in r[2]["workers"].values()) + r[2]["driver_cpu_seconds_crop"]
+                       for r in runs]
+        old_cpu = [o["task_cpu_seconds"] for o in old_runs]
+        tree_new = [r[2]["tree_cpu_seconds"] for r in runs]
+        tree_old = [o["tree_cpu_seconds"] for o in old_runs]
+        old_with_driver = [o["task_cpu_seconds"] + o["driver_cpu_seconds"] for o in old_runs]
 
         tables = [pq.read_table(out / s["path"]) for s in manifest["shards"]]
         import pyarrow as pa
@@ -344,6 +478,27 @@ def main() -> None:
         print(f"| crop phase, share of the {cores} cores' time: shard tasks CPU / driver CPU / the rest (Ray daemons, "
               f"task start-up, idle) | {busy['tasks'] / capacity:.1%} / {busy['driver'] / capacity:.1%} / "
               f"{1 - (busy['tasks'] + busy['driver']) / capacity:.1%} |")
+        print(f"| crop phase as plain Ray tasks (before the Ray Data pipeline; same Ray, interleaved; shards "
+              f"byte-identical): frames per CPU second, shard tasks (runs: {', '.join(f'{frames / c:.0f}' for c in old_cpu)}) "
+              f"/ shard tasks + driver (runs: {', '.join(f'{frames / c:.0f}' for c in old_with_driver)}) | "
+              f"{frames / min(old_cpu):.0f} / {frames / min(old_with_driver):.0f} |")
+        print(f"| crop phase as the Ray Data pipeline: frames per CPU second, shard tasks / shard tasks + driver "
+              f"(runs: {', '.join(f'{frames / c:.0f}' for c in with_driver)}) | "
+              f"{frames / job_cpu:.0f} / {frames / min(with_driver):.0f} |")
+        print(f"| **Ray Data / plain Ray tasks, frames per CPU second**: shard tasks / shard tasks + driver (goal >= 1.0) "
+              f"| **{min(old_cpu) / job_cpu:.2f} / {min(old_with_driver) / min(with_driver):.2f}** |")
+        print(f"| listing + crop, every process (driver, Ray daemons, workers): frames per CPU second, Ray Data "
+              f"(runs: {', '.join(f'{frames / c:.0f}' for c in tree_new)}) / plain Ray tasks (runs: "
+              f"{', '.join(f'{frames / c:.0f}' for c in tree_old)}) | {frames / min(tree_new):.0f} / "
+              f"{frames / min(tree_old):.0f} (**{min(tree_old) / min(tree_new):.2f}**) |")
+        paired = [o / n for o, n in zip(tree_old, tree_new, strict=True)]  # adjacent runs: the same load
+        print(f"| the same, run by run (adjacent runs; Ray Data / plain Ray tasks): {', '.join(f'{x:.2f}' for x in paired)} "
+              f"| median **{float(np.median(paired)):.2f}** |")
+        old_walls = [o["seconds"] for o in old_runs]
+        old_wall = min(old_walls)
+        print(f"| crop phase wall, frames/s: Ray Data / plain Ray tasks (runs: "
+              f"{', '.join(f'{frames / r[0]:.0f}' for r in runs)} / {', '.join(f'{frames / w:.0f}' for w in old_walls)}) "
+              f"| {job_fps:.0f} / {frames / old_wall:.0f} ({old_wall / crop_s:.2f}) |")
         print(f"| job end to end (listing {info['seconds_listing']:.1f} s + crop + manifest; Ray already up): "
               f"frames/s/core | {job_fps_e2e / cores:.0f} |")
         print(f"| stored pair, JPEG bytes (template + search), mean | {bpp['mean'] / 1e3:.1f} KB |")

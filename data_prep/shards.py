@@ -1,10 +1,11 @@
 """One shard of the preparation job: packing a dataset plan into shards, their names and cost, the plan's
 digest, and decoding, cropping and writing one shard.
 
-No Ray here: :mod:`pipelines.prepare` runs :func:`write_shard` in Ray tasks. Shard names and files depend only
-on the plan and the :class:`CropSettings` (packing: :func:`pack_shards`); a shard's parquet file, rejects and
-sidecar are each written atomically, in that order (:func:`write_shard`). A pair whose frame is rejected is
-dropped and counted, never re-drawn (:func:`crop_shard`, which also defines the per-shard accounting).
+No Ray here: :mod:`pipelines.prepare_data` runs :func:`write_shard` in the tasks of a Ray Data pipeline. Shard
+names and files depend only on the plan and the :class:`CropSettings` (packing: :func:`pack_shards`); a
+shard's parquet file, rejects and sidecar are each written atomically, in that order (:func:`write_shard`). A
+pair whose frame is rejected is dropped and counted, never re-drawn (:func:`crop_shard`, which also defines
+the per-shard accounting).
 
 Coordinates: boxes in source pixels, ``x1, y1, x2, y2`` (``box_xyxy``); crop geometry as in
 :mod:`data_prep.crops`.

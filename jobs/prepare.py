@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listing", choices=("ray", "driver"), default="ray",
                         help="who parses the annotation files: Ray tasks split by sequence folders (default) or "
                              "the driver alone; both give the same plan")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output (Ray Data's bars or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:

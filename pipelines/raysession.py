@@ -32,8 +32,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     if repo not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([repo, *paths])
     cores = os.cpu_count() or 2
-    # address="local": a new instance even when this machine runs another Ray (a bare ray.init() would join
-    # the newest one it finds, and refuse num_cpus there)
+    # address="local": a new instance even when `ray start` runs a cluster on this machine (ray.init() without
+    # an address would join that one, ray_stack.md §6)
     ray.init(address="local", num_cpus=num_cpus or max(4, cores), include_dashboard=False, **kwargs)
     return True
 

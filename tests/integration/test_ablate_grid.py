@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
     generate(root, size="tiny")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # ray_stack.md §4: 4 logical CPUs
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # ray_stack.md §4: 4 logical CPUs
     pairs = root / "pairs"
     prepare(PrepareSettings({"got10k": str(root / "got10k")}, str(pairs), smoke(), pairs={"got10k": 12}, seed=0,
                             progress=False, log=None))

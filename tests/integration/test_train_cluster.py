@@ -37,7 +37,7 @@ def ray_local(s3_server):
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
     for k, v in saved.items():

@@ -1,0 +1,189 @@
+"""The preparation's crop step as a Ray Data pipeline (pipelines/prepare_data.py) on a local Ray: it is a Ray
+Data job, its shards are byte-identical to those the old driver-built shard inputs give, a resumed run runs
+only the missing shards and rewrites nothing, a shard whose task raises is reported while the others are
+stored, and a shard task whose worker dies is retried (the whole job on a 2-node cluster:
+tests/integration/test_prepare_cluster.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep.listing import list_datasets, shard_tasks, shards_to_run, spill_folder
+from data_prep.pairs import pair_counts
+from data_prep.shards import CropSettings, shard_paths, write_shard
+from ocean.config import smoke
+from ocean.storage import OutputStore
+from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
+from pipelines.prepare_data import process_shard
+
+NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
+PAIRS = 24  # per dataset
+SHARD_PAIRS = 6
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 4 logical CPUs (as pipelines.raysession starts on this 2-core machine), its own temp dir."""
+    import ray
+
+    temp = Path("/tmp") / f"ocd{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
+    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
+    try:
+        yield temp
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _settings(root: Path, out: Path, **kw) -> PrepareSettings:
+    return PrepareSettings({n: str(root / n) for n in NAMES}, str(out), smoke(), pairs={n: PAIRS for n in NAMES},
+                           seed=SEED, shard_pairs=SHARD_PAIRS, progress=False, log=None, **kw)
+
+
+def _files(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clean(synth, local_ray, tmp_path_factory):
+    """One uninterrupted run: ``(out, manifest, run_info)``."""
+    root, _ = synth
+    out = tmp_path_factory.mktemp("clean") / "out"
+    manifest, info = run_prepare(_settings(root, out))
+    return out, manifest, info
+
+
+def test_the_crop_step_is_a_ray_data_pipeline_of_one_task_per_shard(clean):
+    _, manifest, info = clean
+    stats = info["data_stats"]
+    assert "FromItems" in stats and "MapBatches(crop_items)" in stats  # Ray Data's per-operator stats
+    n = len(manifest["shards"])
+    assert f"MapBatches(crop_items): {n} tasks executed, {n} blocks produced" in stats
+    assert info["shards_run"] == n and info["shards_skipped"] == 0 and info["shards_found_stored"] == 0
+    assert sorted(t["shard"] for t in info["timeline"]) == sorted(Path(s["path"]).stem for s in manifest["shards"])
+    assert info["nodes"] == 1 and sum(w["shards"] for w in info["workers"].values()) == n
+
+
+def test_shards_are_byte_identical_to_those_of_driver_built_inputs(synth, clean, tmp_path):
+    """The old job built each shard's input on the driver (listing.shard_tasks) and shipped it to its task;
+    the same inputs, written here in-process, give the very bytes the pipeline stored."""
+    root, _ = synth
+    out, manifest, _ = clean
+    cfg = smoke()
+    crop_settings = CropSettings.from_config(cfg)
+    spill = spill_folder(str(tmp_path))
+    states = list_datasets({n: str(root / n) for n in NAMES}, cfg, SEED, pair_counts(cfg.data, {n: PAIRS for n in NAMES}),
+                           SHARD_PAIRS, None, spill, lambda _m: None)
+    job = json.loads((out / "job.json").read_text())["fingerprint"]
+    store = OutputStore.from_uri(str(tmp_path / "old"))
+    sidecars = {t.name: write_shard(store, t, crop_settings) for t in shard_tasks(states, shards_to_run(states, {}), job)}
+    assert len(sidecars) == len(manifest["shards"])
+    for entry in manifest["shards"]:
+        name = Path(entry["path"]).stem
+        assert sidecars[name]["sha256"] == entry["sha256"]
+        assert (tmp_path / "old" / entry["path"]).read_bytes() == (out / entry["path"]).read_bytes()
+        paths = shard_paths(name)
+        for kind in ("stats", "rejects"):
+            old, new = tmp_path / "old" / paths[kind], out / paths[kind]
+            assert old.exists() == new.exists() and (not old.exists() or old.read_bytes() == new.read_bytes())
+
+
+def test_a_resumed_run_runs_only_the_missing_shards_and_rewrites_nothing(synth, clean, tmp_path):
+    root, _ = synth
+    src, manifest, _ = clean
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    (out / "manifest.json").unlink()  # as a killed job leaves it: some shards done, no manifest
+    missing = [Path(s["path"]).stem for s in manifest["shards"][1::3]]
+    for name in missing:
+        for rel in shard_paths(name).values():
+            (out / rel).unlink(missing_ok=True)
+    before = _files(out)
+    manifest2, info = run_prepare(_settings(root, out))
+    assert manifest2 == manifest
+    assert sorted(t["shard"] for t in info["timeline"]) == sorted(missing)
+    assert info["shards_skipped"] == len(manifest["shards"]) - len(missing)
+    after = _files(out)
+    assert {k: v for k, v in after.items() if k in before} == before  # untouched, mtimes included
+    assert {Path(k).stem for k in set(after) - set(before)} == set(missing) | {"manifest"}
+    # a shard task that finds its shard stored (a retry after a lost node) returns it and writes nothing
+    store = OutputStore.from_uri(str(out))
+    job = json.loads((out / "job.json").read_text())["fingerprint"]
+    again = process_shard(store, _first_task(root, job, tmp_path), CropSettings.from_config(smoke()))
+    assert again["runtime"]["skipped"] and _files(out) == after
+
+
+def _first_task(root: Path, job: str, tmp_path: Path):
+    cfg = smoke()
+    spill = spill_folder(str(tmp_path))
+    states = list_datasets({n: str(root / n) for n in NAMES}, cfg, SEED, pair_counts(cfg.data, {n: PAIRS for n in NAMES}),
+                           SHARD_PAIRS, None, spill, lambda _m: None)
+    return next(shard_tasks(states, shards_to_run(states, {})[:1], job))
+
+
+def test_a_shard_whose_task_raises_is_reported_and_the_others_are_stored(synth, clean, tmp_path, capfd):
+    root, _ = synth
+    _, manifest, _ = clean
+    out = tmp_path / "failing"
+    bad = manifest["shards"][2]["path"]
+    (out / bad).mkdir(parents=True)  # the shard's file cannot be written: its task raises
+    with pytest.raises(ShardFailed, match=f"1 of {len(manifest['shards'])} shards failed \\({Path(bad).stem}\\)"):
+        run_prepare(_settings(root, out))
+    assert f"shard {Path(bad).stem} failed: IsADirectoryError" in capfd.readouterr().err
+    assert not (out / "manifest.json").exists()
+    stored = {p.stem for p in (out / "stats").iterdir()}
+    assert stored == {Path(s["path"]).stem for s in manifest["shards"]} - {Path(bad).stem}
+    (out / bad).rmdir()
+    manifest2, info = run_prepare(_settings(root, out))  # the re-run finishes the job
+    assert manifest2 == manifest and [t["shard"] for t in info["timeline"]] == [Path(bad).stem]
+
+
+def test_a_shard_task_whose_worker_is_killed_is_retried_and_the_job_finishes(synth, clean, local_ray, tmp_path):
+    root, _ = synth
+    _, manifest, _ = clean
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_a_shard_worker() -> None:  # SIGKILL the first Ray worker seen running a shard task
+        while not stop.is_set() and not killed:
+            for entry in Path("/proc").iterdir():
+                try:
+                    cmd = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if entry.name.isdigit() and b"ray::MapBatches(crop_items)" in cmd:
+                    os.kill(int(entry.name), 9)
+                    killed.append(int(entry.name))
+                    return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_a_shard_worker, daemon=True)
+    killer.start()
+    try:
+        manifest2, info = run_prepare(_settings(root, tmp_path / "killed", task_cpus=4.0))  # one task at a time
+    finally:
+        stop.set()
+        killer.join(5)
+    assert killed, "no shard task was seen running"
+    assert manifest2 == manifest
+    assert killed[0] not in {t["pid"] for t in info["timeline"]}  # the killed worker returned nothing
+    assert info["shards_run"] == len(manifest["shards"])
+    digest = hashlib.sha256
+    assert all(digest((tmp_path / "killed" / s["path"]).read_bytes()).hexdigest() == s["sha256"]
+               for s in manifest["shards"])
