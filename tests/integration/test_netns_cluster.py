@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET, RUNS = "ocean-data", "ocean-runs"
-# 18 shards of <= 8 pairs, 2 CPUs a task: one task at a time on each worker host and none on the head, so
-# the job lasts long enough (~30 s here) for a host to be killed in its middle
+# shards of <= 8 pairs (14 after the pair caps), 2 CPUs a task: the job spreads over the hosts and lasts
+# long enough (~20-40 s here) for a host to be killed in its middle
 PREPARE = ["--pairs", "got10k=96", "--pairs", "coco=32", "--shard-pairs", "8", "--task-cpus", "2", "--preset",
            "smoke", "--no-progress"]
 # 2 CPUs per training worker: the head (1 CPU) takes none and each worker host (3 CPUs) one
