@@ -332,12 +332,7 @@ class NetnsCluster:
         from ray.job_submission import JobSubmissionClient
 
         client = JobSubmissionClient(self.dashboard)
-        deadline = time.time() + timeout
-        status = client.get_job_status(sub_id)
-        while not status.is_terminal() and time.time() < deadline:
-            time.sleep(2)
-            status = client.get_job_status(sub_id)
-        value = status.value if status.is_terminal() else f"TIMEOUT ({status.value})"
+        value = wait_for_job(client, sub_id, timeout, poll=2)
         logs = client.get_job_logs(sub_id)
         (self.root / "jobs").mkdir(exist_ok=True)
         (self.root / "jobs" / f"{sub_id}.log").write_text(f"{value}\n{logs}")  # kept for a failing test
@@ -355,3 +350,14 @@ def wait_until(check, timeout: float, what: str) -> None:
             last = exc
         time.sleep(0.5)
     raise TimeoutError(f"{what}: not ready after {timeout:.0f} s ({last!r})")
+
+
+def wait_for_job(client, sub_id: str, timeout: float, poll: float = 2) -> str:
+    """The final status of job ``sub_id`` (a ``JobSubmissionClient``'s), polled every ``poll`` s, or
+    ``TIMEOUT (<status>)`` when it did not end within ``timeout`` s."""
+    deadline = time.time() + timeout
+    status = client.get_job_status(sub_id)
+    while not status.is_terminal() and time.time() < deadline:
+        time.sleep(poll)
+        status = client.get_job_status(sub_id)
+    return status.value if status.is_terminal() else f"TIMEOUT ({status.value})"

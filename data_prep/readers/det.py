@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from data_prep.readers import rejections as R
-from data_prep.readers.voc_xml import parse_voc_xml
+from data_prep.readers.voc_xml import folder_xml_files, parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
-from ocean.datapath import as_path, listdir, prefetched, walk
+from ocean.datapath import as_path, listdir, walk
 
 DATASET = "det"
 FRAME_ID = "000000"  # facts §7.2: COCO / DET single frame id
@@ -75,10 +75,7 @@ def read_unit(root: str | Path, unit: str, *, split: str = "train", on_reject: R
     ann_dir = root / "Annotations" / "DET" / split / rel_dir
     data_dir = root / "Data" / "DET" / split / rel_dir
     names: set[str] | None = None
-    xml_names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
-    for xml_name, content in zip(xml_names, prefetched([ann_dir / n for n in xml_names]), strict=True):
-        xml_path = ann_dir / xml_name  # content: the path locally, the bytes read ahead from a store
-        stem = xml_name[:-4]
+    for xml_path, stem, content in folder_xml_files(ann_dir):
         try:
             ann = parse_voc_xml(content)
         except (ET.ParseError, OSError) as err:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.readers import rejections as R
-from data_prep.readers.voc_xml import parse_voc_xml
+from data_prep.readers.voc_xml import folder_xml_files, parse_voc_xml
 from data_prep.tracks import FrameRef, Rejection, Track
-from ocean.datapath import AnyPath, as_path, listdir, prefetched, walk
+from ocean.datapath import AnyPath, as_path, listdir, walk
 
 DATASET = "vid"
 
@@ -35,10 +35,7 @@ def read_snippet(
     reject = lambda reason, src, detail="": on_reject(Rejection(DATASET, reason, str(src), detail))  # noqa: E731
     names = set(listdir(data_dir)) if check_images and data_dir.is_dir() else set()
     per_track: dict[int, list[tuple[int, str, tuple, str, tuple[int, int] | None]]] = {}
-    xml_names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
-    for xml_name, content in zip(xml_names, prefetched([ann_dir / n for n in xml_names]), strict=True):
-        xml_path = ann_dir / xml_name  # content: the path locally, the bytes read ahead from a store
-        stem = xml_name[:-4]
+    for xml_path, stem, content in folder_xml_files(ann_dir):
         try:
             ann = parse_voc_xml(content)
             index = int(stem)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocean.datapath import DataPath, open_binary
+from ocean.datapath import DataPath, listdir, open_binary, prefetched
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,12 @@ def parse_voc_xml(source: Path | DataPath | bytes | OSError) -> VocAnnotation:
         box = (_float(bb, "xmin"), _float(bb, "ymin"), _float(bb, "xmax"), _float(bb, "ymax"))
         objects.append(VocObject(obj.findtext("name") or "", _int(obj, "trackid"), box, _int(obj, "occluded")))
     return VocAnnotation(size, objects)
+
+
+def folder_xml_files(ann_dir) -> Iterator[tuple[object, str, object]]:
+    """``(path, stem, content)`` of each ``.xml`` file of the folder ``ann_dir``, in name order; ``content`` is
+    the path for a local folder and the file's bytes, read ahead, for a folder in a store (for
+    :func:`parse_voc_xml`)."""
+    names = sorted(f for f in listdir(ann_dir) if f.endswith(".xml"))
+    for name, content in zip(names, prefetched([ann_dir / n for n in names]), strict=True):
+        yield ann_dir / name, name[:-4], content

@@ -31,15 +31,10 @@ def _submit(cluster, sub_id: str, args: list[str], env_vars: dict[str, str], tim
             break
         time.sleep(3)
     assert sub.returncode == 0, f"ray job submit failed: {sub.stdout[-2000:]}\n{sub.stderr[-3000:]}"
+    from netns_cluster import wait_for_job
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(cluster.dashboard)
-    deadline = time.time() + timeout
-    status = client.get_job_status(sub_id)
-    while not status.is_terminal() and time.time() < deadline:
-        time.sleep(3)
-        status = client.get_job_status(sub_id)
-    status = status.value if status.is_terminal() else f"TIMEOUT ({status.value})"
+    status = wait_for_job(JobSubmissionClient(cluster.dashboard), sub_id, timeout, poll=3)
     logs = subprocess.run([RAY, "job", "logs", "--address", cluster.dashboard, sub_id], env=cluster.env,
                           capture_output=True, text=True, timeout=60).stdout
     return status, logs

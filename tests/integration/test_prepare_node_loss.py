@@ -24,14 +24,14 @@ def _settings(root: Path, out: Path) -> PrepareSettings:
                            seed=7, shard_pairs=SHARD_PAIRS, progress=False, log=None)
 
 
-def test_a_node_lost_mid_crop_costs_retries_not_shards(synth, tmp_path):
+def test_a_node_lost_mid_crop_costs_retries_not_shards(synth, tmp_path, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
     root, _ = synth
     temp = Path("/tmp") / f"ocn{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
-    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": str(temp)})
     try:
         worker = cluster.add_node(num_cpus=2)
@@ -64,10 +64,5 @@ def test_a_node_lost_mid_crop_costs_retries_not_shards(synth, tmp_path):
         ray.shutdown()
         cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
