@@ -11,8 +11,10 @@ raylet and workers), the host coming back a few seconds later as a rebooted mach
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -250,6 +252,22 @@ def test_evaluate_job_on_the_cluster(cluster, evaluated):
     assert status == "SUCCEEDED", logs[-3000:]
     scores = _scores(cluster, prefix)
     assert 0.0 <= scores["success_auc"] <= 1.0
+
+
+def test_cluster_shards_equal_a_one_node_run(cluster, prepared, tmp_path):
+    """The same job on one node (a local Ray on this machine), raw data from the local folder, shards to a
+    local folder: the same shard bytes as the 3-host run that read the raw data from S3."""
+    _, status, _ = prepared
+    assert status == "SUCCEEDED"
+    raw, local = cluster.root / "raw", tmp_path / "one-node"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "jobs.prepare", "--dataset", f"got10k={raw / 'got10k'}",
+                           "--dataset", f"coco={raw / 'coco'}", "--out", str(local), *PREPARE],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "on 1 node(s)" in proc.stdout
+    one_node = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*.parquet")}
+    assert one_node and one_node == _shard_bytes(cluster, "prepared/")
 
 
 # --------------------------------------------------------------------------------------------------------
