@@ -34,6 +34,7 @@ from typing import Any
 
 PREFIX = "ocn"
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 RAY = str(BIN / "ray")
 GCS_PORT, DASHBOARD_PORT = 6379, 8265  # each host has its own ports: Ray's defaults cannot collide
 
@@ -133,6 +134,8 @@ class NetnsCluster:
     root: Path
     hidden: tuple[Path, ...]
     cpus: tuple[int, ...] = (1, 3, 3)
+    # what every host must see at its own path: the code, the virtual environment and the interpreter
+    kept: tuple[Path, ...] = (REPO, Path(sys.prefix), Path(sys.executable).resolve().parent)
     tag: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
     subnet: str = ""
     hosts: list[Host] = field(default_factory=list)
@@ -198,11 +201,16 @@ class NetnsCluster:
         bridge address by its own /etc/hosts, and a new mount namespace (private propagation) where /tmp is the
         host's disk, /dev/shm a private tmpfs and the hidden folders are empty."""
         hide = " ".join(shlex.quote(str(p)) for p in self.hidden)
+        keep = "".join(  # the code and Python, when they live under /tmp: seen at the same paths in the host
+            f"mkdir -p {shlex.quote(str(host.disk / rel))}\n"
+            f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(host.disk / rel))}\n"
+            for path, rel in _under_tmp(self.kept))
         script = (
             "set -e\n"
             f"hostname {host.ns}\n"
             f"mount --bind {shlex.quote(str(host.disk.parent / 'hosts'))} /etc/hosts\n"
-            f"mount --bind {shlex.quote(str(host.disk))} /tmp\n"
+            f"{keep}"
+            f"mount --rbind {shlex.quote(str(host.disk))} /tmp\n"
             "mount -t tmpfs -o size=512m,mode=1777 tmpfs /dev/shm\n"
             f"for d in {hide}; do if [ -e \"$d\" ]; then mount -t tmpfs -o size=1m,mode=0755 tmpfs \"$d\"; fi; done\n"
             "mkdir -p /tmp/home\n"
@@ -350,6 +358,16 @@ def wait_until(check, timeout: float, what: str) -> None:
             last = exc
         time.sleep(0.5)
     raise TimeoutError(f"{what}: not ready after {timeout:.0f} s ({last!r})")
+
+
+def _under_tmp(paths) -> list[tuple[Path, Path]]:
+    """``(path, path relative to /tmp)`` of the distinct ``paths`` under /tmp, outermost first, none inside
+    another."""
+    out: list[tuple[Path, Path]] = []
+    for path in sorted({Path(p).resolve() for p in paths}, key=lambda p: len(p.parts)):
+        if path.is_relative_to("/tmp") and path != Path("/tmp") and not any(path.is_relative_to(q) for q, _ in out):
+            out.append((path, path.relative_to("/tmp")))
+    return out
 
 
 def wait_for_job(client, sub_id: str, timeout: float, poll: float = 2) -> str:
