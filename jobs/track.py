@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ocean.checkpoint import load_model
+    from ocean.checkpoint import CheckpointError, load_model
     from ocean.storage import exists, is_uri, write_bytes
     from ocean.tracker import OceanTracker
 
@@ -213,6 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint}: no such object")
     try:
         net, ocean_cfg = load_model(args.checkpoint, map_location=device)
+    except CheckpointError as exc:  # names the file and the reason
+        raise UsageError(str(exc)) from None
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UsageError(f"--checkpoint {args.checkpoint}: cannot load it ({exc})") from None
     cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides)

@@ -9,6 +9,8 @@ optimizer state is keyed by parameter name (:func:`optimizer_state_by_name`).
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import torch
 from ocean import storage
 from ocean.config import OceanConfig, TrackerConfig, from_dict, to_dict
 from ocean.model import OceanNet, build_model
-from ocean.storage import load_torch, save_torch
+from ocean.storage import save_torch
 
 FORMAT = "ocean-ray/1"
 
@@ -38,23 +40,94 @@ def save_checkpoint(uri: str, model: torch.nn.Module, cfg: OceanConfig, **extra)
     save_torch({"format": FORMAT, "config": to_dict(cfg), "model": state, **extra}, uri)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or cannot be loaded; the message names it and the reason."""
+
+
 def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict:
-    ckpt = load_torch(uri, map_location)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{uri} is not an ocean-ray checkpoint (no format {FORMAT!r})")
+    """The checkpoint dict at ``uri`` (:func:`save_checkpoint`'s layout, checked).
+
+    Raises:
+        CheckpointError: ``checkpoint URI: REASON`` -- no such file or object, unreadable storage (access
+            denied, endpoint unreachable), empty, truncated or damaged, not a torch file, or a layout other
+            than :func:`save_checkpoint`'s (:func:`check_layout`).
+    """
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {uri}: no such file or object") from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {uri}: cannot read it ({storage.describe_failure(exc)})") from None
+    if not data:
+        raise CheckpointError(f"checkpoint {uri}: empty file (0 bytes; a write that never finished?)")
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad bytes
+        raise CheckpointError(f"checkpoint {uri}: {_unloadable(data, exc)}") from None
+    check_layout(ckpt, uri)
     return ckpt
 
 
+def _unloadable(data: bytes, exc: BaseException) -> str:
+    """Why ``torch.load`` refused ``data`` (torch.save writes a zip archive, which starts ``PK\\x03\\x04`` and
+    ends with its central directory)."""
+    if data[:4] == b"PK\x03\x04":
+        first = re.split(r"(?<=\.)\s", (str(exc).strip().splitlines() or [type(exc).__name__])[0])[0][:160]
+        return f"truncated or damaged ({len(data)} bytes of a torch zip archive that torch cannot read: {first})"
+    if isinstance(exc, pickle.UnpicklingError) and data[:1] == b"\x80":  # a pickle of objects weights_only refuses
+        return "holds Python objects other than tensors and plain values (refused by torch.load(weights_only=True))"
+    return f"not a torch checkpoint ({len(data)} bytes that are neither a torch zip archive nor a pickle)"
+
+
+def check_layout(ckpt, uri: str) -> None:
+    """CheckpointError unless ``ckpt`` has :func:`save_checkpoint`'s layout: a dict with ``format`` =
+    :data:`FORMAT`, a ``config`` dict and a ``model`` dict of tensors."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {uri}: not an ocean-ray checkpoint (holds a {type(ckpt).__name__}, "
+                              f"not a dict)")
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {uri}: not an ocean-ray checkpoint (format {ckpt.get('format')!r}, "
+                              f"expected {FORMAT!r}; keys {sorted(map(str, ckpt))[:6]})")
+    for key, kind in (("config", dict), ("model", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"checkpoint {uri}: wrong layout (no {key!r} dict)")
+    bad = [k for k, v in ckpt["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"checkpoint {uri}: wrong layout (model entries that are not tensors: {bad[:3]})")
+
+
+def checkpoint_config(ckpt: dict, uri: str) -> OceanConfig:
+    """The checkpoint's :class:`OceanConfig`; CheckpointError naming the file when it is not a valid config."""
+    try:
+        return from_dict(ckpt["config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {uri}: its config is not valid ({exc})") from None
+
+
+def load_weights(net: torch.nn.Module, ckpt: dict, uri: str) -> None:
+    """``net.load_state_dict(ckpt["model"])``; CheckpointError naming the file when the weights do not fit."""
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"checkpoint {uri}: its weights do not fit the network of its config "
+                              f"({' '.join(lines[1:3])[:300] or lines[0][:300]})") from None
+
+
 def load_model(uri: str, map_location: str | torch.device = "cpu") -> tuple[OceanNet, OceanConfig]:
-    """The network of a checkpoint, in eval mode on ``map_location``, and its config."""
+    """The network of a checkpoint, in eval mode on ``map_location``, and its config; CheckpointError (naming
+    the file and the reason) when it cannot be loaded."""
     ckpt = load_checkpoint(uri, map_location)
-    cfg = from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, uri)
     # Pretrained backbone weights are already in the checkpoint: do not read the original file again.
     import dataclasses
 
     model_cfg = dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, pretrained=None))
-    net = build_model(model_cfg)
-    net.load_state_dict(ckpt["model"])
+    try:
+        net = build_model(model_cfg)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {uri}: its config does not build a network ({exc})") from None
+    load_weights(net, ckpt, uri)
     return net.to(map_location).eval(), cfg
 
 
@@ -63,10 +136,6 @@ def load_model(uri: str, map_location: str | torch.device = "cpu") -> tuple[Ocea
 
 # Checkpoint entries written by training that link an evaluation back to it (``extra`` above).
 LINK_KEYS = {"mlflow_run_id": "ocean.training_run_id", "manifest_sha256": "ocean.manifest_sha256"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing or cannot be loaded; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -128,17 +197,8 @@ def checkpoint_names(uris: Sequence[str]) -> list[str]:
 def inspect_checkpoint(uri: str, name: str) -> CheckpointInfo:
     """Read a checkpoint (on CPU) to check it and take its config, epoch and links; CheckpointError
     (``checkpoint URI: no such file or object`` / ``cannot load it (...)``) otherwise."""
-    from ocean import storage
-
-    try:
-        if not storage.exists(uri):
-            raise CheckpointError(f"checkpoint {uri}: no such file or object")
-        ckpt = load_checkpoint(uri, "cpu")
-        cfg = from_dict(ckpt["config"])
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {uri}: cannot load it ({exc})") from None
+    ckpt = load_checkpoint(uri, "cpu")
+    cfg = checkpoint_config(ckpt, uri)
     epoch = ckpt.get("epoch")
     epoch = int(epoch) if isinstance(epoch, (int, np.integer)) else epoch_from_name(uri)
     links = {k: str(ckpt[k]) for k in LINK_KEYS if ckpt.get(k)}
@@ -231,9 +291,70 @@ def save_training_checkpoint(uri: str, model, cfg: OceanConfig, optimizer, *, ep
 
 def load_training_state(uri: str, model, map_location: str | torch.device = "cpu") -> tuple[int, list, dict | None]:
     """Put an epoch file's weights into ``model`` and its RNG state into torch; returns ``(completed epochs,
-    history, optimizer state by parameter name or None)``."""
-    ckpt = load_checkpoint(uri, map_location=map_location)
-    model.load_state_dict(ckpt["model"])
+    history, optimizer state by parameter name or None)``. CheckpointError (naming the file) when it cannot
+    be loaded."""
+    return _apply_training_state(load_training_checkpoint(uri, map_location), model, uri)
+
+
+def load_training_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict:
+    """An epoch file (:func:`save_training_checkpoint`): :func:`load_checkpoint` plus an integer ``epoch``."""
+    ckpt = load_checkpoint(uri, map_location)
+    if not isinstance(ckpt.get("epoch"), (int, np.integer)) or int(ckpt["epoch"]) < 1:
+        raise CheckpointError(f"checkpoint {uri}: not an epoch file of a training run (epoch {ckpt.get('epoch')!r})")
+    return ckpt
+
+
+def _apply_training_state(ckpt: dict, model, uri: str) -> tuple[int, list, dict | None]:
+    load_weights(getattr(model, "module", model), ckpt, uri)
     if "rng" in ckpt:
         torch.set_rng_state(ckpt["rng"]["torch"])
     return int(ckpt["epoch"]), list(ckpt.get("history", [])), (ckpt.get("optimizer") or {}).get("state_by_name")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a training run continues: the newest readable epoch file under ``OUT/checkpoints``.
+
+    Attributes:
+        epoch: completed epochs (0: start from scratch); uri: that epoch file (None at 0).
+        skipped: ``(uri, reason)`` of newer epoch files that could not be loaded, newest first.
+    """
+
+    epoch: int
+    uri: str | None
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def messages(self) -> list[str]:
+        """One warning line per skipped file, then where the run resumes (nothing for a fresh start)."""
+        lines = [f"warning: skipping unreadable checkpoint {u}: {why}" for u, why in self.skipped]
+        if self.uri is not None:
+            lines.append(f"resuming after epoch {self.epoch} from {self.uri}")
+        elif self.skipped:
+            lines.append("no readable checkpoint left: training starts from epoch 0")
+        return lines
+
+
+def newest_readable(out: str, map_location: str | torch.device = "cpu") -> tuple[ResumePoint, dict | None]:
+    """The newest epoch file under ``out`` that loads (:func:`load_training_checkpoint`), newer unreadable ones
+    skipped (a truncated or damaged newest file must not block a resume: the epoch after the one loaded
+    is trained again and its file rewritten). Returns ``(ResumePoint, its checkpoint dict or None)``."""
+    skipped = []
+    for _epoch, uri in reversed(list_checkpoints(out)):
+        try:
+            ckpt = load_training_checkpoint(uri, map_location)
+        except CheckpointError as exc:
+            skipped.append((uri, str(exc).removeprefix(f"checkpoint {uri}: ")))
+            continue
+        return ResumePoint(int(ckpt["epoch"]), uri, tuple(skipped)), ckpt
+    return ResumePoint(0, None, tuple(skipped)), None
+
+
+def resume_training(out: str, model, map_location: str | torch.device = "cpu"
+                    ) -> tuple[ResumePoint, list, dict | None]:
+    """:func:`newest_readable`, its weights put into ``model`` and its RNG state into torch; returns
+    ``(ResumePoint, history, optimizer state by parameter name or None)``."""
+    point, ckpt = newest_readable(out, map_location)
+    if ckpt is None:
+        return point, [], None
+    _, history, opt_state = _apply_training_state(ckpt, model, point.uri)
+    return point, history, opt_state

@@ -257,15 +257,16 @@ class ModelBlob:
 def load_model_blob(checkpoint: str) -> tuple[ModelBlob, Any]:
     """The checkpoint's network as a :class:`ModelBlob` and its OceanConfig; TuneTrackerError when the
     file is missing or unreadable."""
-    from ocean.checkpoint import load_checkpoint
-    from ocean.config import from_dict
+    from ocean.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
     from ocean.storage import exists, is_uri
 
     if (is_uri(checkpoint) and not exists(checkpoint)) or (not is_uri(checkpoint) and not Path(checkpoint).is_file()):
         raise TuneTrackerError(f"checkpoint {checkpoint}: no such file or object")
     try:
         ckpt = load_checkpoint(checkpoint, map_location="cpu")
-        cfg = from_dict(ckpt["config"])
+        cfg = checkpoint_config(ckpt, checkpoint)
+    except CheckpointError as exc:
+        raise TuneTrackerError(str(exc)) from None
     except (ValueError, RuntimeError, KeyError, OSError) as exc:
         raise TuneTrackerError(f"checkpoint {checkpoint}: cannot load it ({exc})") from None
     key = hashlib.sha256(f"{checkpoint}:{ckpt.get('epoch')}:{len(ckpt['model'])}".encode()).hexdigest()[:16]

@@ -20,7 +20,7 @@ from typing import Any
 from data_prep.epochs import BatchPlan, batch_plan, epoch_selection, rank_rows
 from data_prep.pair_index import list_pair_files, manifest_sha256, read_pair_index
 from ocean import storage
-from ocean.checkpoint import list_checkpoints, remove_stale_temporaries
+from ocean.checkpoint import list_checkpoints, newest_readable, remove_stale_temporaries
 from ocean.config import OceanConfig
 from pipelines import tracking
 from pipelines.tracking import RunLogger
@@ -130,7 +130,10 @@ def _validate(s: TrainSettings, log) -> tuple[BatchPlan, list[str], str | None]:
 
 def _prepare_out(out: str) -> list[tuple[int, str]]:
     """The epoch files already under ``out`` (oldest first); clears what a killed or diverged run left."""
-    done_before = list_checkpoints(out)
+    point, _ = newest_readable(out)  # a damaged newest epoch file: resume from the one before, and say so
+    for line in point.messages():
+        print(f"[ocean train] {line}", flush=True)
+    done_before = [c for c in list_checkpoints(out) if c[0] <= point.epoch]
     remove_stale_temporaries(out)
     if storage.exists(storage.join(out, DIVERGED_FILE)):  # a re-run tries again from the last good epoch
         fs_out, p = storage.resolve(storage.join(out, DIVERGED_FILE))

@@ -91,16 +91,15 @@ class _Worker:
         self.start, self.history, self.opt_state = self._resume()
 
     def _resume(self) -> tuple[int, list, dict | None]:
-        """The newest epoch file, if any: a restarted worker group and a re-run both continue from it."""
-        from ocean.checkpoint import list_checkpoints, load_training_state
+        """The newest readable epoch file, if any: a restarted worker group and a re-run both continue from
+        it; newer unreadable ones are skipped with a warning naming them (``ocean.checkpoint.newest_readable``)."""
+        from ocean.checkpoint import resume_training
 
-        found = list_checkpoints(self.out)
-        if not found:
-            return 0, [], None
-        state = load_training_state(found[-1][1], self.net, map_location=self.device)
+        point, history, opt_state = resume_training(self.out, self.net, map_location=self.device)
         if self.rank == 0:
-            print(f"[ocean train] resuming at epoch {state[0]} from {found[-1][1]}", flush=True)
-        return state
+            for line in point.messages():
+                print(f"[ocean train] {line}", flush=True)
+        return point.epoch, history, opt_state
 
     def agree(self, skip: bool) -> bool:
         """True on every rank when any rank wants to skip the step (all-reduce MAX)."""

@@ -53,6 +53,6 @@ def test_inspect_checkpoint_errors_name_the_file(tmp_path):
         inspect_checkpoint(str(tmp_path / "missing.pt"), "m")
     garbage = tmp_path / "garbage.pt"
     torch.save({"weights": 1}, garbage)
-    with pytest.raises(CheckpointError, match=r"garbage.pt: cannot load it .*not an ocean-ray checkpoint"):
+    with pytest.raises(CheckpointError, match=r"garbage.pt: not an ocean-ray checkpoint"):
         inspect_checkpoint(str(garbage), "g")
     assert issubclass(CheckpointError, ValueError)
