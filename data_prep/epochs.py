@@ -168,10 +168,12 @@ def work_item(index: PairIndex, share: EpochShare, item: int) -> dict[str, Any]:
 
 
 def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesystem, augment: dict[str, Any],
-                     seed: int, exemplar_size: int, search_size: int) -> dict[str, np.ndarray]:
+                     seed: int, exemplar_size: int, search_size: int,
+                     digests: tuple[str | None, ...] = ()) -> dict[str, np.ndarray]:
     """The batch function over work items (:func:`work_item`; run by the stream's Ray Data tasks through
     ``pipelines.train_input.read_and_augment_task``): read the items' pairs
-    (:func:`read_pair_rows`), decode and augment them (``data_prep.augment.augment_pairs``, seed
+    (:func:`read_pair_rows`, checking each file once per process against ``digests``, the manifest's sha256),
+    decode and augment them (``data_prep.augment.augment_pairs``, seed
     :func:`epoch_seed` of the item's epoch and each pair's id) and return numeric columns only (string columns break
     ``iter_torch_batches``, ray_stack.md §2).
 
@@ -186,7 +188,7 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
     parts = []
     for epoch, raw in zip(np.asarray(batch["epoch"]).tolist(), batch["locations"], strict=True):
         loc = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 4)
-        out = augment_pairs(read_pair_rows(filesystem, files, loc), cfg, epoch_seed(seed, epoch),
+        out = augment_pairs(read_pair_rows(filesystem, files, loc, digests), cfg, epoch_seed(seed, epoch),
                             exemplar_size=exemplar_size, search_size=search_size)
         parts.append({"template": out["template"], "search": out["search"], "search_box": out["search_box"],
                       "search_shift": out["shift"], "valid": out["valid"],

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.epochs import BatchPlan, batch_plan, epoch_selection, rank_rows
-from data_prep.pair_index import list_pair_files, manifest_sha256, read_pair_index
+from data_prep.pair_index import TrainingDataError, list_pair_files, manifest_sha256, read_pair_index
 from ocean import storage
 from ocean.checkpoint import list_checkpoints, newest_readable, remove_stale_temporaries
 from ocean.config import OceanConfig
 from pipelines import tracking
 from pipelines.tracking import RunLogger
+from pipelines.train_input import training_data_error
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
 
 
@@ -190,7 +191,13 @@ def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
                              failure_config=FailureConfig(max_failures=s.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except Exception as exc:  # unusable pair records found by a worker: its message, not Ray's wrapper
+        cause = training_data_error(exc)
+        if cause is None:
+            raise
+        raise TrainingDataError(str(cause)) from None
 
 
 def _collect(out: str, result, name: str) -> tuple[list[str], dict, list[str]]:

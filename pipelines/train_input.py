@@ -9,6 +9,7 @@ checks that each belongs to the epoch asked for. No torch at import: the decode 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -49,10 +50,56 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
-        "files": index.files, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
+        "files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
         "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
     batches = ds.iter_torch_batches(batch_size=plan.micro_batch, drop_last=False, prefetch_batches=prefetch)
     return EpochFeed(iter(batches), shares, plan)
+
+
+# "module.Class: message" lines of a remote traceback: Ray Data's UserCodeException reaches the consumer without
+# the exception it wraps; only the text of its RayTaskError carries it (checked with Ray 2.60)
+_RAISED = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Invalid)): (.+)$", re.MULTILINE)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """What went wrong behind ``exc``: a :class:`TrainingDataError`'s message when one is behind it
+    (:func:`training_data_error`), else the first exception a remote traceback names (Ray Data's wrapper
+    says only "UDF failed to process a data block"), else ``exc``'s own first line."""
+    found = training_data_error(exc)
+    if found is not None:
+        return str(found)
+    for e in _chain(exc):
+        m = _RAISED.search(str(e))
+        if m and "UserCodeException" not in m.group(1):
+            return f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def training_data_error(exc: BaseException | None) -> TrainingDataError | None:
+    """A :class:`TrainingDataError` behind ``exc`` -- in its chain, Ray task errors' ``cause``, Ray Train's
+    ``WorkerGroupError.worker_failures`` / ``ControllerError.controller_failure``, or named in the text of a
+    remote traceback -- as one, else None."""
+    for e in _chain(exc):
+        if isinstance(e, TrainingDataError):
+            return e
+        m = re.search(r"^(?:[\w]+\.)*TrainingDataError: (.+)$", str(e), re.MULTILINE)
+        if m:
+            return TrainingDataError(m.group(1))
+    return None
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    todo, seen, out = [exc], set(), []
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        out.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
+        todo += list((getattr(e, "worker_failures", None) or {}).values())
+    return out
 
 
 class EpochFeed:
@@ -78,6 +125,9 @@ class EpochFeed:
             batch = next(self._batches)
         except StopIteration:
             raise TrainingDataError(f"the input stream ended early at epoch {epoch} step {step}") from None
+        except Exception as exc:  # Ray Data's "UDF failed to process a data block": name the cause itself
+            raise TrainingDataError(f"the input stream failed at epoch {epoch} step {step}: "
+                                    f"{failure_cause(exc)}") from None
         epochs = batch.pop("epoch")
         if len(epochs) != self.plan.micro_batch or bool((epochs != epoch).any()):
             raise TrainingDataError(f"input stream out of step at epoch {epoch} step {step}: got a batch of "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.epochs import BatchPlan, repair_invalid
-from data_prep.pair_index import list_pair_files, load_pair_index
+from data_prep.pair_index import open_pair_index
 from ocean import storage
 from ocean.config import OceanConfig
 from pipelines.tracking import RunLogger
@@ -283,8 +283,8 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     input stream once, then per epoch train and finish (reduce, checkpoint, report)."""
     settings = config["settings"]
     w = _Worker(settings)
-    fs, files = list_pair_files(settings.data)
-    feed = pair_stream(load_pair_index(fs, files), fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
+    fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
+    feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
                        prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus))
     try:
         for epoch in range(w.start, w.cfg.optim.epochs):
