@@ -124,7 +124,7 @@ def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_path):
+def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_path, capsys):
     from pipelines.train import train
     from pipelines.train_loop import KILLED_MARKER
 
@@ -138,11 +138,42 @@ def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_pa
     ray_ckpts = [p.name for p in (out / "ray" / "kill").iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
     assert len(ray_ckpts) == 1  # superseded and orphan Ray checkpoint folders removed
 
-    # the same command with one more epoch: starts at the saved epoch, not at epoch 1
+    # the same command with one more epoch, the newest epoch file truncated: resumes after epoch 1, and says so
+    newest = out / "checkpoints" / "epoch-0002.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    capsys.readouterr()
     more = train(TrainSettings(str(pairs_dir), str(out), tiny_cfg(3), workers=2, run_name="kill", verbose=False))
-    assert more["resumed_from"] == 2 and more["epochs"] == 3
-    assert more["history"][:2] == res["history"]  # epochs 1-2 were not trained again
+    console = capsys.readouterr().out
+    assert f"warning: skipping unreadable checkpoint {newest}: truncated or damaged" in console
+    assert f"resuming after epoch 1 from {out / 'checkpoints' / 'epoch-0001.pt'}" in console
+    assert more["resumed_from"] == 1 and more["epochs"] == 3
+    assert more["history"][:1] == res["history"][:1]  # epoch 1 was not trained again; epoch 2 was
+    assert [e for e, _ in list_checkpoints(str(out))] == [1, 2, 3]
     assert more["mlflow_run_id"] == res["mlflow_run_id"]
+
+
+@pytest.mark.slow
+def test_a_damaged_pair_file_mid_epoch_is_named_on_the_driver(ray_local, pairs_dir, tmp_path):
+    """Zeroed bytes inside a file whose footer still reads: the worker's check against the manifest's sha256
+    fails inside a Ray Data task; the driver raises a TrainingDataError naming the file, not Ray's wrapper."""
+    import json
+    import shutil
+
+    from data_prep.pair_index import TrainingDataError
+    from pipelines.train import train
+
+    data = tmp_path / "pairs"
+    shutil.copytree(pairs_dir, data)
+    files = sorted(data.glob("*.parquet"))
+    (data / "manifest.json").write_text(json.dumps({"schema_version": 1, "shards": [
+        {"path": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in files]}))
+    raw = bytearray(files[0].read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 64] = bytes(64)
+    files[0].write_bytes(bytes(raw))
+    with pytest.raises(TrainingDataError, match=rf"input stream failed at epoch 0 step \d+: pair-record file "
+                                                rf"{files[0]}: damaged or changed since `ocean prepare`"):
+        train(TrainSettings(str(data), str(tmp_path / "run"), tiny_cfg(1), workers=1, max_failures=0,
+                            run_name="damaged", verbose=False))
 
 
 @pytest.mark.slow
