@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress, listing=args.listing))
     except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
         raise UsageError(str(exc)) from None
-    except (StorageError, JobMismatch, ShardFailed, FileNotFoundError, ValueError, KeyError) as exc:
+    except (StorageError, JobMismatch, ShardFailed, OSError, ValueError, KeyError) as exc:  # OSError: a store lost mid-job
         print(f"ocean prepare: {exc}", file=sys.stderr)
         return 1
     print(summary_table(manifest))

@@ -135,7 +135,7 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
 
             ray.shutdown()
     if crop.failed:
-        raise ShardFailed(f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
+        raise ShardFailed(f"{crop.stopped} ({len(crop.failed)} of {total} shards not done)" if crop.stopped else f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
                           f"{', ...' if len(crop.failed) > 5 else ''}); the others are stored: re-run the same "
                           "command to finish the job")
     manifest = write_manifest(store, states, done, job_doc, roots, fs)

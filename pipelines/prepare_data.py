@@ -32,7 +32,7 @@ import numpy as np
 from data_prep.listing import DatasetState
 from data_prep.pairs import DatasetPlan
 from data_prep.shards import CropSettings, ShardTask, shard_name, shard_paths, write_shard
-from ocean.storage import OutputStore
+from ocean.storage import OutputStore, describe_failure, s3_failure
 from pipelines.raysession import ensure_ray, keep_large_buffers_in_heap
 
 log = logging.getLogger("pipelines.prepare")
@@ -41,6 +41,14 @@ log = logging.getLogger("pipelines.prepare")
 # Ray Data's own default is unlimited, which would loop on a shard that kills its worker every time
 # (ray_stack.md §2.7). A task that raises is not retried: the error is the shard's result.
 SHARD_TASK_RETRIES = 3
+
+# Shard results in a row that failed on the store itself (endpoint unreachable, access denied) before the job
+# stops submitting shards. Each such failure already spent the SDK's own attempts on every request
+# (OutputStore.filesystem, 3 per request); one failed shard can be that shard's own problem, and the first
+# few results after an outage may come from tasks that began before it, so 3 in a row with one cause mean the
+# store is gone for every shard (ray_stack.md §3.5).
+MAX_STORE_FAILURES_IN_A_ROW = 3
+STORE_FAILURES = ("endpoint unreachable", "access denied", "no such bucket")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,8 @@ def crop_items(batch, *, store: OutputStore, settings: CropSettings, inputs: dic
         except Exception as exc:  # a bug or an unwritable store: this shard's result; the others go on
             lines = str(exc).splitlines()
             result = {"shard": name, "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"}
+            if isinstance(exc, OSError) and s3_failure(exc) in STORE_FAILURES:
+                result.update(error=describe_failure(exc), store=s3_failure(exc))
         names.append(name)
         results.append(json.dumps(result))
     return pa.table({"shard": pa.array(names, pa.string()), "result": pa.array(results, pa.string())})
@@ -187,6 +197,8 @@ class CropPhase:
         self.task_cpus: float | None = None
         self.data_stats = ""
         self.reused = 0
+        self.store_failures: list[str] = []  # the causes of the store failures in a row, up to now
+        self.stopped: str | None = None  # why the job stopped submitting shards, if it did
 
     def run(self, store: OutputStore, states: dict[str, DatasetState], todo: list[tuple[str, int]], job: str,
             settings: CropSettings, *, ray_address: str | None, task_cpus: float | None,
@@ -202,13 +214,17 @@ class CropPhase:
             ds = shard_dataset(todo, store, settings, inputs, task_cpus=task_cpus, max_in_flight=max_in_flight,
                                progress=progress)
             returned: set[str] = set()
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+            for batch in batches:
                 for name, raw in zip(batch.column("shard").to_pylist(), batch.column("result").to_pylist(),
                                      strict=True):
                     returned.add(name)
                     self._on_result(name, json.loads(raw))
+                if self.stopped:
+                    getattr(batches, "close", lambda: None)()  # no more shard tasks: the store is gone
+                    break
             lost = [shard_name(n, i) for n, i in todo if shard_name(n, i) not in returned]
-            for name in lost:
+            for name in [] if self.stopped else lost:  # after a stop: shards never submitted, not lost
                 print(f"shard {name} failed: its task was lost (worker or node died {SHARD_TASK_RETRIES + 1} "
                       "times)", file=sys.stderr)
             self.failed += lost
@@ -222,8 +238,17 @@ class CropPhase:
     def _on_result(self, name: str, result: dict) -> None:
         if "error" in result:
             self.failed.append(name)
-            print(f"shard {name} failed: {result['error']}", file=sys.stderr)
+            store = result.get("store")  # a store failure (s3_failure's kind), None for any other
+            same = bool(store) and self.store_failures[-1:] == [store]
+            self.store_failures = (self.store_failures + [store]) if same else ([store] if store else [])
+            if len(self.store_failures) <= 1:  # one line per cause, not one per shard of an outage
+                print(f"shard {name} failed: {result['error']}", file=sys.stderr)
+            if len(self.store_failures) >= MAX_STORE_FAILURES_IN_A_ROW and not self.stopped:
+                self.stopped = (f"stopped submitting shards: {len(self.store_failures)} in a row failed on the "
+                                f"output or input store ({result['error']}); the shards done so far are stored: "
+                                "re-run the same command when the store is reachable again")
             return
+        self.store_failures = []
         runtime = result.pop("runtime")
         self.reused += bool(runtime.pop("skipped"))
         self.runs.append({"shard": name, **runtime})
