@@ -27,7 +27,16 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import IO, Union
 
-from ocean.storage import CONNECT_TIMEOUT_S, InputLocationError, OutputStore, _first_line, is_uri, public_uri
+from ocean.storage import (
+    CONNECT_TIMEOUT_S,
+    InputLocationError,
+    OutputStore,
+    _first_line,
+    describe_failure,
+    is_uri,
+    public_uri,
+    s3_failure,
+)
 
 # folders whose listing a process keeps (a dataset reader looks at one sequence folder at a time; 256 keeps
 # a split folder and its recent children without holding a whole dataset's names)
@@ -286,6 +295,8 @@ def check_readable_folder(root: str, what: str) -> AnyPath:
         bucket = fs.get_file_info(store.bucket)
         info = fs.get_file_info(store.root) if bucket.type != pafs.FileType.NotFound else bucket
     except OSError as exc:
+        if s3_failure(exc) in ("access denied", "no such bucket"):
+            raise InputLocationError(f"{what} {where}: {describe_failure(exc)}") from None
         raise InputLocationError(f"{what} {where}: S3 endpoint unreachable (gave up after "
                                  f"{time.monotonic() - t0:.1f} s: {_first_line(exc)})") from None
     if bucket.type == pafs.FileType.NotFound:

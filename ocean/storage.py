@@ -37,6 +37,44 @@ class InputLocationError(StorageError):
     not a folder (:func:`ocean.datapath.check_readable_folder`). Commands report it as a usage error."""
 
 
+# What an S3 failure means, from the SDK's error name in pyarrow's OSError text ("AWS Error ACCESS_DENIED during
+# HeadBucket operation: ...", "AWS Error NETWORK_CONNECTION ... curlCode: 7"); ray_stack.md §3.5
+S3_ACCESS_DENIED = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "EXPIRED_TOKEN",
+                    "INVALID_CLIENT_TOKEN_ID", "HTTP status 401", "HTTP status 403")
+S3_UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Could not connect", "Couldn't connect", "Timeout was reached",
+                  "Could not resolve", "Couldn't resolve")
+S3_NO_BUCKET = ("NO_SUCH_BUCKET",)
+
+
+def s3_failure(exc: BaseException) -> str:
+    """What a storage error means: ``"access denied"`` (the endpoint answered and refused the credentials),
+    ``"endpoint unreachable"`` (no answer: connection refused, timeout, unknown host), ``"no such bucket"``,
+    else ``"error"`` (ray_stack.md §3.5)."""
+    text = str(exc)
+    if any(k in text for k in S3_ACCESS_DENIED):
+        return "access denied"
+    if any(k in text for k in S3_NO_BUCKET):
+        return "no such bucket"
+    if any(k in text for k in S3_UNREACHABLE):
+        return "endpoint unreachable"
+    return "error"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the cause of a storage error (:func:`s3_failure`) and the SDK's own first line; for
+    access denied, where the credentials come from. Never the credentials themselves."""
+    kind = s3_failure(exc)
+    first = _first_line(exc)
+    if kind == "access denied":
+        return (f"S3 access denied: the endpoint refused these credentials (AWS_ACCESS_KEY_ID / "
+                f"AWS_SECRET_ACCESS_KEY in this process's environment, or the bucket's policy): {first}")
+    if kind == "endpoint unreachable":
+        return f"S3 endpoint unreachable: {first}"
+    if kind == "no such bucket":
+        return f"S3 bucket does not exist: {first}"
+    return first
+
+
 def is_uri(path: str) -> bool:
     return "://" in str(path)
 
@@ -199,7 +237,7 @@ class OutputStore:
             fs = self.filesystem()
             info = fs.get_file_info(self.bucket)
         except OSError as exc:
-            raise StorageError(f"S3 endpoint unreachable for {where}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot use {where}: {describe_failure(exc)}") from None
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"S3 bucket {self.bucket!r} does not exist at {where}; create it first") from None
         probe = f".write-probe-{uuid.uuid4().hex[:8]}"
@@ -207,7 +245,7 @@ class OutputStore:
             self.write(probe, b"", fs)
             self.delete(probe, fs)
         except OSError as exc:
-            raise StorageError(f"cannot write to {where}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot write to {where}: {describe_failure(exc)}") from None
 
 
 # -------------------------------------------------------------------- one file by path or URI

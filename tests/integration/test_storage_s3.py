@@ -45,3 +45,41 @@ def test_check_writable_names_a_missing_bucket_or_dead_endpoint_but_never_the_ke
         OutputStore.from_uri("s3://ocean-data/x").check_writable()
     for exc in (missing, dead):
         assert s3_env.secret_key not in str(exc.value) and s3_env.access_key not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_wrong_keys_read_as_access_denied_not_as_an_unreachable_endpoint(s3_env, monkeypatch, tmp_path):
+    """SeaweedFS with an identities file (-s3.config): a wrong secret or an unknown key id is "access denied"
+    wherever a location is checked or read; a dead endpoint is "unreachable"; a missing bucket is named."""
+    from data_prep.pair_index import TrainingDataError, list_pair_files
+    from ocean.checkpoint import CheckpointError, load_checkpoint
+    from ocean.datapath import check_readable_folder
+    from ocean.storage import InputLocationError
+
+    storage.write_bytes("s3://ocean-data/denied/in/a.bin", b"x")
+    for key, secret in ((s3_env.access_key, "wrong-secret"), ("nobody", "whatever")):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        with pytest.raises(StorageError, match=r"s3://ocean-runs/x \(endpoint .*\): S3 access denied: the endpoint "
+                                               r"refused these credentials") as out:
+            OutputStore.from_uri("s3://ocean-runs/x").check_writable()
+        with pytest.raises(InputLocationError, match=r"got10k: dataset root s3://ocean-data/denied/in \(endpoint "
+                                                     r".*\): S3 access denied") as inp:
+            check_readable_folder("s3://ocean-data/denied/in", "got10k: dataset root")
+        with pytest.raises(TrainingDataError, match=r"cannot list the pair records at s3://ocean-data/denied: "
+                                                    r"S3 access denied"):
+            list_pair_files("s3://ocean-data/denied")
+        with pytest.raises(CheckpointError, match=r"checkpoint s3://ocean-data/denied/in/a.bin: cannot read it "
+                                                  r"\(S3 access denied"):
+            load_checkpoint("s3://ocean-data/denied/in/a.bin")
+        for exc in (out, inp):
+            assert "unreachable" not in str(exc.value) and secret not in str(exc.value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)
+    with pytest.raises(InputLocationError, match=r"S3 bucket 'no-such-bucket' does not exist"):
+        check_readable_folder("s3://no-such-bucket/in", "got10k: dataset root")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(StorageError, match=r"S3 endpoint unreachable: .*NETWORK_CONNECTION"):
+        OutputStore.from_uri("s3://ocean-runs/x").check_writable()
+    with pytest.raises(InputLocationError, match=r"S3 endpoint unreachable \(gave up after"):
+        check_readable_folder("s3://ocean-data/denied/in", "got10k: dataset root")
