@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ocean.checkpoint import CheckpointError, load_model
-    from ocean.storage import exists, is_uri, write_bytes
+    from ocean.storage import is_uri, write_bytes
     from ocean.tracker import OceanTracker
 
     init_box = parse_init(args.init)
@@ -209,8 +209,6 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--device cuda: no CUDA device is available")
     if not is_uri(args.checkpoint) and not Path(args.checkpoint).is_file():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
-    if is_uri(args.checkpoint) and not exists(args.checkpoint):
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such object")
     try:
         net, ocean_cfg = load_model(args.checkpoint, map_location=device)
     except CheckpointError as exc:  # names the file and the reason

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.pair_index import TrainingDataError
     from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
+    from ocean.storage import StorageError
     from pipelines.tracking import TrackingStoreError
     from pipelines.train import TrainSettings, train
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDataError as exc:
         print(f"ocean train: {exc}")
         return 2
-    except TrackingStoreError as exc:
+    except (TrackingStoreError, StorageError) as exc:
         return fail(COMMAND, exc)
     print(f"trained {result['epochs']} epochs, final loss {result['final_loss']:.4f}")
     print(f"final checkpoint: {result['checkpoints'][-1]}")

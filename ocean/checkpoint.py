@@ -221,8 +221,11 @@ def list_checkpoints(out: str) -> list[tuple[int, str]]:
     fs, root = storage.resolve(storage.join(out, CHECKPOINT_DIR))
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return []
+    except OSError as exc:  # not "no checkpoints": a resume must not silently start over
+        raise storage.StorageError(f"cannot list the checkpoints under {storage.public_uri(out)}: "
+                                   f"{storage.describe_failure(exc)}") from None
     found = []
     for info in infos:
         name = info.base_name

@@ -258,9 +258,9 @@ def load_model_blob(checkpoint: str) -> tuple[ModelBlob, Any]:
     """The checkpoint's network as a :class:`ModelBlob` and its OceanConfig; TuneTrackerError when the
     file is missing or unreadable."""
     from ocean.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
-    from ocean.storage import exists, is_uri
+    from ocean.storage import is_uri
 
-    if (is_uri(checkpoint) and not exists(checkpoint)) or (not is_uri(checkpoint) and not Path(checkpoint).is_file()):
+    if not is_uri(checkpoint) and not Path(checkpoint).is_file():  # an object: load_checkpoint says why not
         raise TuneTrackerError(f"checkpoint {checkpoint}: no such file or object")
     try:
         ckpt = load_checkpoint(checkpoint, map_location="cpu")

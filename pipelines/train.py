@@ -117,6 +117,7 @@ def _validate(s: TrainSettings, log) -> tuple[BatchPlan, list[str], str | None]:
     plan = batch_plan(s.cfg.optim.batch_size, s.workers, s.max_worker_batch)
     log(f"[ocean train] {plan.describe()}")
     fs, files = list_pair_files(s.data)
+    storage.OutputStore.from_uri(s.out).check_writable()  # StorageError naming the cause, before Ray starts
     manifest = manifest_sha256(s.data)
     keys, datasets = read_pair_index(fs, files)
     selection, composition = epoch_selection(keys, datasets, s.cfg.data.pairs_per_epoch, s.seed, 0)
