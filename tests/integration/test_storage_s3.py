@@ -48,7 +48,8 @@ def test_check_writable_names_a_missing_bucket_or_dead_endpoint_but_never_the_ke
 
 
 @pytest.mark.slow
-def test_wrong_keys_read_as_access_denied_not_as_an_unreachable_endpoint(s3_env, monkeypatch, tmp_path):
+def test_wrong_keys_read_as_access_denied_not_as_an_unreachable_endpoint(s3_env, monkeypatch, tmp_path, pairs_dir,
+                                                                       capsys):
     """SeaweedFS with an identities file (-s3.config): a wrong secret or an unknown key id is "access denied"
     wherever a location is checked or read; a dead endpoint is "unreachable"; a missing bucket is named."""
     from data_prep.pair_index import TrainingDataError, list_pair_files
@@ -74,6 +75,13 @@ def test_wrong_keys_read_as_access_denied_not_as_an_unreachable_endpoint(s3_env,
             load_checkpoint("s3://ocean-data/denied/in/a.bin")
         for exc in (out, inp):
             assert "unreachable" not in str(exc.value) and secret not in str(exc.value)
+        from jobs.cli import main  # training onto a store these keys cannot write: one line, exit 2, no Ray
+
+        capsys.readouterr()
+        assert main(["train", "--data", str(pairs_dir), "--out", "s3://ocean-runs/denied", "--preset", "smoke"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ocean train: error: cannot use s3://ocean-runs/denied")
+        assert "S3 access denied" in err[0] and secret not in err[0]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)
     with pytest.raises(InputLocationError, match=r"S3 bucket 'no-such-bucket' does not exist"):
