@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ocean train: training diverged: {exc}")
         return 3
     except TrainingDataError as exc:
-        print(f"ocean train: {exc}")
-        return 2
+        return fail(COMMAND, exc)
     except (TrackingStoreError, StorageError) as exc:
         return fail(COMMAND, exc)
     print(f"trained {result['epochs']} epochs, final loss {result['final_loss']:.4f}")
