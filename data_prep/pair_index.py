@@ -3,8 +3,9 @@
 :func:`list_pair_files` finds the parquet files of ``ocean prepare``; :func:`load_pair_index` builds a
 :class:`PairIndex` (pair key, dataset, file, row group, row) from two small columns and the footers, no JPEG
 bytes; :func:`read_pair_rows` reads the augmentation columns of given pairs, only the row groups named, in
-the order asked. Pairs are known by a uint64 key (:func:`pair_keys`). Bad or missing pair data raises
-:class:`TrainingDataError`. No torch, no Ray.
+the order asked, checking each file once per process against the sha256 that ``DATA/manifest.json`` records
+(:func:`manifest_digests`). Pairs are known by a uint64 key (:func:`pair_keys`). Bad or missing pair data
+raises :class:`TrainingDataError` naming the file and the reason. No torch, no Ray.
 """
 
 from __future__ import annotations

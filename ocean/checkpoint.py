@@ -3,7 +3,9 @@
 A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)`` (its layout:
 :func:`save_checkpoint`), written whole so a reader never sees half a file. A training run writes one file per
 completed epoch, ``OUT/checkpoints/epoch-NNNN.pt`` (:func:`checkpoint_uri`, :func:`list_checkpoints`); its
-optimizer state is keyed by parameter name (:func:`optimizer_state_by_name`).
+optimizer state is keyed by parameter name (:func:`optimizer_state_by_name`). A file that cannot be loaded
+(missing, unreadable store, empty, truncated, not a torch file, another layout) raises :class:`CheckpointError`
+naming it and the reason; a resume takes the newest epoch file that loads (:func:`newest_readable`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``) -> ``ray.data.from_items``
 -> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode + augment (CPU tasks) ->
 ``iter_torch_batches(prefetch)``, order preserved -> :class:`EpochFeed`, which hands out micro-batches and
-checks that each belongs to the epoch asked for. No torch at import: the decode tasks import this module.
+checks that each belongs to the epoch asked for; a failed decode task comes out as a TrainingDataError with the
+task's own cause (:func:`failure_cause`), which the driver finds again behind Ray Train's wrapper
+(:func:`training_data_error`). No torch at import: the decode tasks import this module.
 """
 
 from __future__ import annotations
