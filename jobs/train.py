@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from data_prep.pair_index import TrainingDataError
+    from ocean.checkpoint import CheckpointError
     from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
     from ocean.storage import StorageError
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 3
     except TrainingDataError as exc:
         return fail(COMMAND, exc)
-    except (TrackingStoreError, StorageError) as exc:
+    except (TrackingStoreError, StorageError, CheckpointError) as exc:
         return fail(COMMAND, exc)
     print(f"trained {result['epochs']} epochs, final loss {result['final_loss']:.4f}")
     print(f"final checkpoint: {result['checkpoints'][-1]}")
