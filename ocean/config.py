@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import re
 import types
@@ -165,11 +166,12 @@ def _fit(tp: Any, value: Any, limit: Limit | None, names: tuple[str, ...] | None
             return value
         raise _Bad(describe(tp))
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool) and (limit is None or limit.allows(value)):
+        if (isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
+                and (limit is None or limit.allows(value))):
             return int(value)
         raise _Bad(describe(tp, limit))
     if tp is float:
-        if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
                 and (limit is None or limit.allows(value))):
             return float(value)
         raise _Bad(describe(tp, limit))
@@ -676,7 +678,11 @@ def _with_value(cfg: Any, path: list[str], text: str) -> Any:
     if len(path) > 1:
         raise UnknownKeyError(".".join(path), f"{head} is not a section")
     try:
-        value = _fit(tp, _parse_text(text, tp), limit, allowed)  # here too, to quote the text in the error
+        value = _parse_text(text, tp)
+        if typing.get_origin(tp) is dict:
+            value = _fit_dict(head, tp, value, limit, allowed)
+        else:
+            value = _fit(tp, value, limit, allowed)  # here too, to quote the text in the error
     except _Bad:
         raise ConfigError(head, f"expected {describe(tp, limit, allowed)}, got {text!r}") from None
     return dataclasses.replace(cfg, **{head: value})

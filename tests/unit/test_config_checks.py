@@ -338,3 +338,12 @@ def test_python_m_info_with_a_bad_value_is_one_line(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr == "ocean info: error: --set optim.epochs: expected a positive integer, got 'abc'\n"
+
+
+def test_a_whole_dict_can_be_set_and_is_checked():
+    cfg = apply_overrides(paper(), ['data.pairs_per_epoch={"coco": 100, "got10k": 400}'])
+    assert cfg.data.pairs_per_epoch == {"coco": 100, "got10k": 400}
+    with pytest.raises(ConfigError, match="data.pairs_per_epoch.coco: expected an integer >= 0, got -1"):
+        apply_overrides(paper(), ['data.pairs_per_epoch={"coco": -1}'])
+    with pytest.raises(ConfigError, match="data.pairs_per_epoch: expected a mapping"):
+        apply_overrides(paper(), ["data.pairs_per_epoch=[1]"])
