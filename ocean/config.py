@@ -41,6 +41,9 @@ class ConfigError(ValueError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    def __reduce__(self):  # picklable, so that it crosses from a Ray worker to the driver intact
+        return type(self), (self.key, self.reason, self.source)
+
     def under(self, prefix: str) -> ConfigError:
         """The same error one section further out (key ``prefix.key``)."""
         return type(self)(f"{prefix}.{self.key}" if self.key else prefix, self.reason, self.source)

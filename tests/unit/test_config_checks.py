@@ -161,6 +161,10 @@ def test_constructors_and_replace_check_too():
     with pytest.raises(UnknownKeyError, match="unknown preset 'huge'"):
         preset("huge")
     assert issubclass(UnknownKeyError, KeyError) and issubclass(ConfigError, ValueError)
+    for exc in (ConfigError("optim.epochs", "expected a positive integer, got 0", "my.yaml"),
+                UnknownKeyError("optim.nope", "unknown config key")):  # crosses from a Ray worker intact
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and back.key == exc.key
 
 
 def test_an_unpickled_config_is_checked_on_arrival():
@@ -311,13 +315,17 @@ def test_commands_print_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv,
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "track", "ablate", "info", "config", "quickstart", "prepare"])
-def test_every_command_with_set_takes_config(command):
+def test_every_command_with_set_takes_config():
     from jobs.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    options = {o for a in sub.choices[command]._actions for o in a.option_strings}
-    assert {"--set", "--config"} <= options
+    with_set = set()
+    for name, parser in sub.choices.items():
+        options = {o for a in parser._actions for o in a.option_strings}
+        if "--set" in options:
+            with_set.add(name)
+            assert "--config" in options, f"ocean {name} takes --set but not --config"
+    assert with_set >= {"train", "evaluate", "track", "ablate", "info", "config", "quickstart", "prepare"}
 
 
 def test_config_file_on_train_comes_before_set_and_epochs(tmp_path):
