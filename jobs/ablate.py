@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
+from jobs.common import (
+    UsageError,
+    add_config_argument,
+    add_mlflow_arguments,
+    add_ray_argument,
+    config_overrides,
+    fail,
+    main_for,
+    parse_name_values,
+)
 
 COMMAND = "ablate"
 HELP = "paper ablations (Table 4 components, Table 5 data): one Ray Tune trial per training, table in MLflow"
@@ -65,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-trials", type=int, default=1,
                         help="trainings running at once (default 1, for small machines)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every row (default 0)")
+    add_config_argument(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every row, e.g. --set optim.batch_size=8 (repeatable; "
                         "the study's switches cannot be overridden)")
@@ -74,8 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocean.config import preset
+
     try:
         benchmarks = parse_name_values(args.benchmarks, "--benchmark")
+        overrides = config_overrides(args, preset(args.preset))  # --config FILE then --set, checked
     except UsageError as exc:
         return fail(COMMAND, exc)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
@@ -90,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             args.data, benchmarks, args.out, study=args.study, preset=args.preset, epochs=args.epochs,
             pairs_per_epoch=args.pairs_per_epoch, workers=args.workers, use_gpu=args.gpu,
             max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri, validation=args.validation,
-            overrides=tuple(args.overrides), ray_address=args.ray_address, rows=rows,
+            overrides=tuple(overrides), ray_address=args.ray_address, rows=rows,
             max_concurrent_trials=args.max_concurrent_trials, seed=args.seed, experiment=args.experiment,
             verbose=not args.quiet))
     except (AblationError, EvaluationError, TrainingDataError, TrackingStoreError) as exc:

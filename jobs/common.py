@@ -30,10 +30,13 @@ def main_for(module_name: str, argv: list[str] | None = None) -> int:
 
 
 def call_command(run, args: argparse.Namespace, command: str) -> int:
-    """Run a command; a :class:`jobs.common.UsageError` it lets through is one line and exit status 2."""
+    """Run a command; a :class:`jobs.common.UsageError` or :class:`ocean.config.ConfigError` it lets through is
+    one line and exit status 2."""
+    from ocean.config import ConfigError
+
     try:
         return int(run(args) or 0)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         return fail(command, exc)
 
 
@@ -83,17 +86,20 @@ def parse_count_values(items: Iterable[str], flag: str) -> dict[str, int]:
     return out
 
 
-def tracker_overrides(json_path: str | None, sets: Iterable[str], when: str = "at tracking time") -> list[str]:
-    """``--tracker-config FILE`` then the ``--set`` items, as ``tracker.KEY=VALUE`` strings (values are
-    type-checked where they are applied); UsageError for an unreadable file or a non-tracker key."""
-    items: list[str] = []
-    if json_path is not None:
-        from ocean.config import tracker_file_overrides
+def tracker_overrides(json_path: str | None, sets: Iterable[str], when: str = "at tracking time",
+                      config_path: str | None = None) -> list[str]:
+    """``--config FILE``'s tracker section, ``--tracker-config FILE``, then the ``--set`` items, as
+    ``tracker.KEY=VALUE`` strings (the files' values type- and range-checked here, the ``--set`` values where
+    they are applied); UsageError for an unreadable file, a bad value in it or a non-tracker key."""
+    from ocean.config import ConfigError, tracker_file_overrides
 
-        try:
-            items += tracker_file_overrides(json_path)
-        except ValueError as exc:
-            raise UsageError(f"--tracker-config {exc}") from None
+    items: list[str] = []
+    for flag, path, schema in (("--config", config_path, "config"), ("--tracker-config", json_path, "tracker")):
+        if path is not None:
+            try:
+                items += tracker_file_overrides(path, schema)
+            except ConfigError as exc:
+                raise UsageError(f"{flag} {exc}") from None
     for item in sets:
         key = item.strip()
         if not key.startswith("tracker."):
@@ -103,8 +109,10 @@ def tracker_overrides(json_path: str | None, sets: Iterable[str], when: str = "a
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracker-config", metavar="FILE.json",
-                        help="JSON object of tracker hyper-parameters (e.g. best_tracker.json of tune-tracker)")
+    add_config_argument(parser, tracker_only=True)
+    parser.add_argument("--tracker-config", metavar="FILE",
+                        help="YAML or JSON object of tracker hyper-parameters, flat or {tracker: {...}} (e.g. "
+                             "best_tracker.json of tune-tracker); applied after --config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
                         help="override one tracker hyper-parameter (repeatable; applied after --tracker-config)")
 
@@ -127,3 +135,63 @@ def absolute(path_or_uri: str | None) -> str | None:
     from pathlib import Path
 
     return str(Path(path_or_uri).expanduser().resolve())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Configuration: --preset -> --config FILE -> --set, checked (ocean.config), errors one line and exit status 2.
+
+
+def add_config_argument(parser: argparse.ArgumentParser, tracker_only: bool = False) -> None:
+    """``--config FILE``: a YAML or JSON configuration (the schema ``ocean config`` prints, complete or
+    partial), applied on the preset and before ``--set``; of a tracking command only the tracker section."""
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help=("configuration file (YAML or JSON, as `ocean config` prints); only its tracker section is used, "
+              "on top of the checkpoint's and the --benchmark preset; before --tracker-config and --set")
+        if tracker_only else
+        ("configuration file (YAML or JSON, as `ocean config` prints, complete or partial), applied on top of "
+         "--preset and before --set"))
+
+
+def _set_overrides(cfg, items: Iterable[str], flag: str):
+    from ocean.config import ConfigError, apply_overrides
+
+    try:
+        return apply_overrides(cfg, list(items))
+    except ConfigError as exc:
+        raise UsageError(f"{flag} {exc}") from None
+
+
+def load_config(args: argparse.Namespace, base=None, extra: dict[str, str] | None = None):
+    """The configuration of a command: ``base`` (default ``--preset``, else paper) -> ``--config FILE`` ->
+    ``--set`` items (``args.overrides``) -> ``extra`` (``{flag: "KEY=VALUE"}`` of shortcut flags such as
+    ``--epochs``). UsageError naming the flag, the key and the reason."""
+    from ocean.config import ConfigError, config_file, preset
+
+    cfg = base if base is not None else preset(getattr(args, "preset", None) or "paper")
+    if getattr(args, "config", None):
+        try:
+            cfg = config_file(args.config, cfg)
+        except ConfigError as exc:
+            raise UsageError(f"--config {exc}") from None
+    cfg = _set_overrides(cfg, getattr(args, "overrides", None) or [], "--set")
+    for flag, item in (extra or {}).items():
+        cfg = _set_overrides(cfg, [item], flag)
+    return cfg
+
+
+def config_overrides(args: argparse.Namespace, base) -> list[str]:
+    """``--config FILE`` then ``--set`` as ``KEY=VALUE`` strings, for jobs whose pipeline applies overrides
+    itself: the file's keys whose value differs from ``base`` (checked here), then the ``--set`` items
+    (checked here too, on top of ``base`` and the file). UsageError naming the flag, the key and the reason."""
+    from ocean.config import ConfigError, file_overrides
+
+    items: list[str] = []
+    if getattr(args, "config", None):
+        try:
+            items = file_overrides(args.config, base)
+        except ConfigError as exc:
+            raise UsageError(f"--config {exc}") from None
+    sets = list(getattr(args, "overrides", None) or [])
+    _set_overrides(_set_overrides(base, items, "--config"), sets, "--set")
+    return items + sets

@@ -47,7 +47,8 @@ Output under --out (a folder or s3://bucket/prefix):
 <checkpoint> is the checkpoint's file name without extension (prefixed with its folder when two collide).
 
 Tracker hyper-parameters, in this order: the checkpoint's `tracker` section, the benchmark's official
-preset (ocean_facts §9.3), --tracker-config FILE.json (TrackerConfig fields, or {"tracker": {...}} as
+preset (ocean_facts §9.3), --config FILE (a configuration as `ocean config` prints it: only its tracker
+section), --tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}} as
 `ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable).
 
 Parallelism: --workers N Ray actors (default 2), each loading a checkpoint's model once and taking
@@ -150,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time")
+    overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
+                                  config_path=args.config)
     training_run = None
     if args.run:
         if args.no_mlflow and not args.mlflow_uri:

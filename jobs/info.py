@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import main_for
+from jobs.common import add_config_argument, load_config, main_for
 
 COMMAND = "info"
 HELP = "print the model's parameter counts and feature sizes (JSON with --json)"
-DESCRIPTION = """Build the network of a preset (with --set overrides) on the CPU and report, measured on the
+DESCRIPTION = """Build the network of a preset (with --config FILE and --set overrides) on the CPU and report, measured on the
 built model: params_total, params_backbone, params_neck, params_head (encoders + towers + predictors),
 params_align, template_feature (shape), score_size (search size -> score-map side).
 
@@ -21,16 +21,16 @@ Example:  ocean info --preset smoke --set model.head.align=false --json"""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="paper", help="configuration preset: paper (default) or smoke")
+    add_config_argument(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. model.backbone.layout=torchvision (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ocean.config import apply_overrides, preset
     from ocean.model import model_info
 
-    cfg = apply_overrides(preset(args.preset), args.overrides)
+    cfg = load_config(args)
     info = model_info(cfg.model)
     info["preset"] = args.preset
     if args.json:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.common import UsageError, add_ray_argument, main_for, parse_count_values, parse_name_values
+from jobs.common import (
+    UsageError,
+    add_config_argument,
+    add_ray_argument,
+    load_config,
+    main_for,
+    parse_count_values,
+    parse_name_values,
+)
 
 COMMAND = "prepare"
 HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"
@@ -75,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair plan (default 0)")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                         help="config preset: paper = official pair counts (600k/epoch x pool 4), smoke = small")
+    add_config_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config override, e.g. data.pool_factor=2 or data.frame_range.got10k=50 (repeat)")
     parser.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
@@ -97,16 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from data_prep.manifest import JobMismatch, cap_lines, rejection_lines, summary_table
     from data_prep.shards import DEFAULT_SHARD_PAIRS
-    from ocean.config import apply_overrides, preset
     from ocean.storage import InputLocationError, StorageError
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
     pairs = parse_count_values(args.pairs, "--pairs")
-    try:
-        cfg = apply_overrides(preset(args.preset), args.overrides)
-    except (KeyError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    cfg = load_config(args)
     reader_options = {"ytbb": {"media": args.ytbb_media}} if args.ytbb_media and "ytbb" in datasets else None
     try:
         manifest, info = run_prepare(PrepareSettings(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_ray_argument, main_for
+from jobs.common import add_config_argument, add_ray_argument, config_overrides, main_for
 
 COMMAND = "quickstart"
 HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"
@@ -33,16 +33,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="train and evaluate on GPUs")
     p.add_argument("--max-sequences", type=int, default=None,
                    help="evaluate at most this many sequences per benchmark (faster smoke runs)")
+    add_config_argument(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override on top of the smoke preset (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocean.config import smoke
     from pipelines.quickstart import QuickstartSettings, run_quickstart
+
+    overrides = config_overrides(args, smoke())  # --config FILE then --set, checked on the smoke preset
 
     run_quickstart(QuickstartSettings(args.workdir, storage_uri=args.storage, mlflow_uri=args.mlflow_uri,
                                       ray_address=args.ray_address, seed=args.seed, size=args.size,
-                                      epochs=args.epochs, overrides=tuple(args.overrides), workers=args.workers,
+                                      epochs=args.epochs, overrides=tuple(overrides), workers=args.workers,
                                       use_gpu=args.gpu, max_sequences=args.max_sequences))
     return 0
 

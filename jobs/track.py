@@ -32,8 +32,9 @@ frame, a missing checkpoint, an empty folder or a bad --init stop with status 2 
 Tracker hyper-parameters, applied in this order: the checkpoint's `tracker` section (the defaults:
 single size smoothing), --benchmark NAME (the official per-benchmark values of ocean_facts §9.3:
 otb, vot2018, vot2019, got10k, lasot -- these select TracKit's double size smoothing, as tuned),
---tracker-config FILE.json (a JSON object of TrackerConfig fields, or {"tracker": {...}}, e.g. what
-`ocean tune` saves), then --set tracker.KEY=VALUE (repeatable).
+--config FILE (a configuration as `ocean config` prints it, YAML or JSON: only its tracker section),
+--tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}}, e.g. what
+`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable). Values are type- and range-checked.
 
 The final line reports frames, the network's own speed (model fps: forward passes only), the tracker's
 speed without file I/O (crops + network + post-processing), and the total speed with decoding and writing.
@@ -106,11 +107,12 @@ def parse_init(text: str):
     return values
 
 
-def build_tracker_config(base, benchmark: str | None, json_path: str | None, overrides: list[str]):
-    """Checkpoint tracker section -> --benchmark preset -> JSON file -> --set, as documented in --help."""
+def build_tracker_config(base, benchmark: str | None, json_path: str | None, overrides: list[str],
+                         config_path: str | None = None):
+    """Checkpoint tracker section -> --benchmark preset -> --config / --tracker-config files -> --set (--help)."""
     from ocean.config import layered_tracker_config
 
-    items = tracker_overrides(json_path, overrides)  # the file routed through the --set parser: types checked
+    items = tracker_overrides(json_path, overrides, config_path=config_path)  # files checked, then --set
     try:
         return layered_tracker_config(base, benchmark, items)
     except ValueError as exc:
@@ -215,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UsageError(f"--checkpoint {args.checkpoint}: cannot load it ({exc})") from None
-    cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides)
+    cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides, args.config)
     tracker = OceanTracker(net, cfg, device=device)
 
     lines: list[str] = []

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import add_mlflow_arguments, add_ray_argument, fail, main_for
+from jobs.common import (
+    add_config_argument,
+    add_mlflow_arguments,
+    add_ray_argument,
+    fail,
+    load_config,
+    main_for,
+)
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"
@@ -12,7 +19,7 @@ DESCRIPTION = """\
 Train the Ocean network on the parquet pair records written by `ocean prepare`.
 
   ocean train --data DIR_OR_S3 --out DIR_OR_S3 [--preset smoke] [--workers 2] [--gpu] [--epochs N]
-              [--set optim.base_lr=0.004 ...]
+              [--config FILE.yaml] [--set optim.base_lr=0.004 ...]
 
 Data: Ray Data reads the pair records (local folder or s3://bucket/prefix; the S3 endpoint and keys come
 from AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY on every node), draws each epoch's pairs
@@ -40,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder or s3:// URI for checkpoints and Ray state")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                         help="configuration preset (default paper; smoke trains on a CPU in minutes)")
-    parser.add_argument("--config", help="a JSON config file (from `ocean config`) instead of --preset")
+    add_config_argument(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.base_lr=0.004 (repeatable)")
     parser.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=N")
@@ -58,20 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from data_prep.pair_index import TrainingDataError
     from ocean.checkpoint import CheckpointError
-    from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
     from ocean.storage import StorageError
     from pipelines.tracking import TrackingStoreError
     from pipelines.train import TrainSettings, train
 
-    cfg = from_dict(json.loads(Path(args.config).read_text())) if args.config else preset(args.preset)
-    overrides = list(args.overrides) + ([f"optim.epochs={args.epochs}"] if args.epochs else [])
-    cfg = apply_overrides(cfg, overrides)
+    cfg = load_config(args, extra={"--epochs": f"optim.epochs={args.epochs}"} if args.epochs is not None else None)
     try:
         result = train(TrainSettings(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,
                                      max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,

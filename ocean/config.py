@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,11 +24,218 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # --------------------------------------------------------------------------------------------------------
+# Checking: every section validates its values when it is built (constructor, dataclasses.replace,
+# from_dict, apply_overrides) and when it is unpickled (a Ray payload that carries a config).
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not allowed. ``key``: the dotted key (``"optim.epochs"``; empty when
+    the input as a whole is at fault), ``reason``: what is wrong, ``source``: the file it came from, if any.
+    ``str()`` is one line: ``[SOURCE: ]KEY: REASON``."""
+
+    def __init__(self, key: str, reason: str, source: str | None = None):
+        self.key, self.reason, self.source = key, reason, source
+        text = f"{key}: {reason}" if key else reason
+        super().__init__(f"{source}: {text}" if source else text)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):  # picklable, so that it crosses from a Ray worker to the driver intact
+        return type(self), (self.key, self.reason, self.source)
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same error one section further out (key ``prefix.key``)."""
+        return type(self)(f"{prefix}.{self.key}" if self.key else prefix, self.reason, self.source)
+
+    def from_source(self, source: str) -> ConfigError:
+        return type(self)(self.key, self.reason, source)
+
+
+class UnknownKeyError(ConfigError, KeyError):
+    """A key the configuration does not have (also a KeyError, as unknown keys always were)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed numbers of a field (of each item of a tuple field, of each value of a dict field):
+    ``lo`` / ``hi`` bounds, open (excluded) when ``lo_open`` / ``hi_open``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def allows(self, x: float) -> bool:
+        return not ((self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo))
+                    or (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi)))
+
+    def text(self) -> str:
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else str(v)
+
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {num(self.hi)}"
+        return ""
+
+
+POSITIVE = Limit(lo=0, lo_open=True)  # > 0 (counts: >= 1)
+NON_NEGATIVE = Limit(lo=0)
+UNIT = Limit(0, 1)  # probabilities and convex weights: [0, 1]
+BELOW_ONE = Limit(0, 1, hi_open=True)  # [0, 1)
+
+
+class _Bad(Exception):
+    """A value that does not fit its field (turned into a ConfigError naming the key)."""
+
+
+class _Checked:
+    """Base of every configuration section: values are type-, choice- and range-checked (and normalised:
+    lists become tuples, integers in float fields floats) on construction and on unpickling."""
+
+    def __post_init__(self) -> None:
+        _check_section(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _check_section(self)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _spec(cls: type, name: str) -> tuple[Any, Limit | None, tuple[str, ...] | None]:
+    """``(type, limit, names)`` of field ``name`` of section ``cls`` (names: allowed tuple items / dict keys)."""
+    return _hints(cls)[name], _LIMITS.get(cls.__name__, {}).get(name), _NAMES.get(cls.__name__, {}).get(name)
+
+
+def describe(tp: Any, limit: Limit | None = None, names: tuple[str, ...] | None = None) -> str:
+    """What a field of type ``tp`` accepts, in words (``"a positive integer"``, ``"a number in [0, 1]"``)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    rng = limit.text() if limit is not None else ""
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(a, limit, names) for a in args if a is not type(None)) + " or null"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        if limit == POSITIVE or (limit is not None and limit.lo == 1 and limit.hi is None and not limit.lo_open):
+            return "a positive integer"
+        return f"an integer {rng}".rstrip()
+    if tp is float:
+        return f"a finite number {rng}".rstrip()
+    if tp is str:
+        return f"one of {', '.join(names)}" if names else "a non-empty string"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list, each item {describe(args[0], limit, names)}"
+        return f"a list of {len(args)} items, each {describe(args[0], limit, names)}"
+    if origin is dict:
+        keys = f" ({', '.join(names)})" if names else ""
+        return f"a mapping of names{keys} to {describe(args[1], limit)}"
+    if dataclasses.is_dataclass(tp):
+        return "a section (a mapping of its keys)"
+    return str(tp)
+
+
+def _fit(tp: Any, value: Any, limit: Limit | None, names: tuple[str, ...] | None) -> Any:
+    """``value`` normalised for a field of type ``tp``; :class:`_Bad` (the reason) when it does not fit."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        try:
+            return _fit(inner, value, limit, names)
+        except _Bad:
+            raise _Bad(describe(tp, limit, names)) from None
+    if origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+        raise _Bad(describe(tp))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Bad(describe(tp))
+    if tp is int:
+        if (isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers too
+                and (limit is None or limit.allows(value))):
+            return int(value)
+        raise _Bad(describe(tp, limit))
+    if tp is float:
+        if (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                and (limit is None or limit.allows(value))):
+            return float(value)
+        raise _Bad(describe(tp, limit))
+    if tp is str:
+        if isinstance(value, str) and value and (names is None or value in names):
+            return value
+        raise _Bad(describe(tp, limit, names))
+    if origin is tuple:
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(args)):
+            raise _Bad(describe(tp, limit, names))
+        item_types = [args[0]] * len(value) if variadic else list(args)
+        try:
+            return tuple(_fit(t, v, limit, names) for t, v in zip(item_types, value, strict=True))
+        except _Bad:
+            raise _Bad(describe(tp, limit, names)) from None
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        raise _Bad(describe(tp))
+    raise _Bad(f"cannot check a value of type {tp}")
+
+
+def _fit_dict(name: str, tp: Any, value: Any, limit: Limit | None, names: tuple[str, ...] | None) -> dict:
+    """A dict field's value checked key by key (errors name ``name.KEY``)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"expected {describe(tp, limit, names)}, got {value!r}")
+    key_tp, value_tp = typing.get_args(tp)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, key_tp) or (names is not None and k not in names):
+            raise UnknownKeyError(f"{name}.{k}", f"unknown name; one of {', '.join(names or ())}")
+        try:
+            out[k] = _fit(value_tp, v, limit, None)
+        except _Bad as bad:
+            raise ConfigError(f"{name}.{k}", f"expected {bad}, got {v!r}") from None
+    return out
+
+
+def _check_section(section: Any) -> None:
+    """Check (and normalise in place) every field of a configuration section; ConfigError naming the field."""
+    cls = type(section)
+    for f in dataclasses.fields(section):
+        tp, limit, names = _spec(cls, f.name)
+        value = getattr(section, f.name)
+        if typing.get_origin(tp) is dict:
+            fitted = _fit_dict(f.name, tp, value, limit, names)
+        else:
+            try:
+                fitted = _fit(tp, value, limit, names)
+            except _Bad as bad:
+                raise ConfigError(f.name, f"expected {bad}, got {value!r}") from None
+        if fitted is not value:
+            object.__setattr__(section, f.name, fitted)
+
+# --------------------------------------------------------------------------------------------------------
 # Model
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(_Checked):
     # "pysot": the layout the official code uses (conv1 padding 0, 3x3 downsample convs, layer3 stride 1 /
     # dilation 2 with an undilated first block) -- facts §1.1. "torchvision": torchvision's ResNet-50 module
     # layout (1x1 downsamples, conv1 padding 3) with layer3 dilated the same way, so torchvision ImageNet
@@ -40,7 +251,7 @@ class BackboneConfig:
 
 
 @dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(_Checked):
     channels: int = 256  # neck output, encoders, towers -- facts §2 (1x1 1024->256 + BN)
     tower_convs: int = 4  # conv3x3+BN+ReLU blocks per tower -- facts §3
     # Template feature centre crop after the neck: drop 4 cells on each side, 15x15 -> 7x7 (indices 4..10)
@@ -68,7 +279,7 @@ class HeadConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     exemplar_size: int = 127  # template crop side -- paper Sec. 5.1
@@ -81,7 +292,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(_Checked):
     # Positive cells of the regular-region label p_r*: "l1_cells" = official (L1 distance <= radius_cells
     # around the shift-derived centre, facts §5.2); "euclid_px" = paper Eq. 7 (Euclidean distance <= R px);
     # "in_box" = every cell inside the box, the ablation baseline without centralized sampling (paper
@@ -98,7 +309,7 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(_Checked):
     # Total L = w_reg L_reg + w_align L_o + w_cls L_r. Official HEAD: 1 / 1 / 1 (facts §6); the paper's
     # Eq. 8 uses lambda1 = 1 (L_o) and lambda2 = 1.2 (L_r): set cls=1.2 for the paper's weights.
     weight_reg: float = 1.0
@@ -112,7 +323,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_Checked):
     # Template / search crop windows: shift U(-1,1)*SH px, scale 1 + U(-1,1)*SC (x, y independent)
     # -- facts §7.5
     template_shift: float = 4.0
@@ -126,7 +337,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     context_amount: float = 0.5  # p = 0.5 (w + h) -- facts §7.1
     crop_size: int = 511  # the official crop511 reference frame -- facts §7.1
     jpeg_quality: int = 90  # stored crops; crop511 used 95 (facts §17: 36.1 KB at q95, 25.3 KB at q90)
@@ -151,7 +362,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Checked):
     epochs: int = 50  # facts §8
     batch_size: int = 256  # global batch, 8 GPUs x 32 -- facts §8; fixed whatever the number of workers
     momentum: float = 0.9
@@ -178,7 +389,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class OnlineConfig:
+class OnlineConfig(_Checked):
     """The online classifier of paper Sec. 4.2 (facts §10), built by :func:`ocean.online.build_online`."""
 
     # Features: "layer2" = conv1..layer2 of the Siamese backbone (stride 8, works untrained, default);
@@ -237,7 +448,7 @@ class OnlineConfig:
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
+class TrackerConfig(_Checked):
     # Defaults: the official OceanConfig defaults (facts §9.3) with the single size smoothing.
     penalty_k: float = 0.062
     window_influence: float = 0.38
@@ -279,7 +490,7 @@ TRACKER_PRESETS: dict[str, dict[str, Any]] = {
 def tracker_config(benchmark: str | None = None, **overrides: Any) -> TrackerConfig:
     """Tracker hyper-parameters for a benchmark (``otb``, ``vot2018``, ...; None = defaults) plus overrides."""
     if benchmark is not None and benchmark not in TRACKER_PRESETS:
-        raise KeyError(f"unknown benchmark {benchmark!r}; known: {sorted(TRACKER_PRESETS)}")
+        raise UnknownKeyError("", f"unknown benchmark {benchmark!r}; known: {', '.join(sorted(TRACKER_PRESETS))}")
     return dataclasses.replace(layered_tracker_config(None, benchmark), **overrides)
 
 
@@ -288,7 +499,7 @@ def tracker_config(benchmark: str | None = None, **overrides: Any) -> TrackerCon
 
 
 @dataclass(frozen=True)
-class OceanConfig:
+class OceanConfig(_Checked):
     model: ModelConfig = field(default_factory=ModelConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -297,6 +508,68 @@ class OceanConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     preset: str = "paper"  # the preset this configuration started from (paper / smoke)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Allowed values beyond the types (checked by every section on construction; docs/configuration.md lists
+# them). A range says where the formula the value enters stays meaningful; the source is cited.
+
+DATASETS = ("ytbb", "vid", "got10k", "det", "coco", "lasot")  # the training datasets -- facts §7.3
+COUNT = Limit(lo=1)  # a positive integer
+
+_LIMITS: dict[str, dict[str, Limit]] = {
+    "BackboneConfig": {"width": COUNT, "blocks": COUNT},  # planes / blocks per stage -- facts §1.1
+    # channels and kernel sizes are counts; a tower may be empty (identity); the template crop border cannot
+    # be negative -- facts §1.3, §3
+    "HeadConfig": {"channels": COUNT, "tower_convs": NON_NEGATIVE, "template_crop_border": NON_NEGATIVE,
+                   "cls_logit_scale": POSITIVE, "reg_exp_clamp": POSITIVE},
+    "ModelConfig": {"exemplar_size": COUNT, "search_size": COUNT, "stride": COUNT},  # facts §1.2
+    # radii are distances -- facts §5.2
+    "LabelConfig": {"cls_radius_cells": NON_NEGATIVE, "cls_radius_px": NON_NEGATIVE},
+    # loss weights are non-negative; the positive share of the balanced BCE is a convex weight -- facts §6
+    "LossConfig": {"weight_reg": NON_NEGATIVE, "weight_align": NON_NEGATIVE, "weight_cls": NON_NEGATIVE,
+                   "cls_pos_weight": UNIT},
+    # shifts in px >= 0; scale 1 + U(-1,1) SC stays positive only for SC < 1; the jitter factors 1 + U(-1,1) j
+    # stay non-negative for j <= 1; the *_prob are probabilities -- facts §7.5
+    "AugmentConfig": {"template_shift": NON_NEGATIVE, "template_scale": BELOW_ONE, "search_shift": NON_NEGATIVE,
+                      "search_scale": BELOW_ONE, "color_jitter": UNIT, "blur_prob": UNIT, "flip_prob": UNIT,
+                      "gray_prob": UNIT},
+    # context p = amount (w + h) > 0 -- facts §7.1; JPEG quality 1..100 (OpenCV's scale); pair counts and
+    # RANGE >= 0, the pool at least one epoch -- facts §7.3, §7.6
+    "DataConfig": {"context_amount": POSITIVE, "crop_size": COUNT, "jpeg_quality": Limit(1, 100),
+                   "pairs_per_epoch": NON_NEGATIVE, "frame_range": NON_NEGATIVE, "pool_factor": COUNT},
+    # counts >= 1 (warm-up and unfreeze epochs may be 0); learning rates > 0 (the decay is log-space); SGD
+    # momentum in [0, 1); decay, multiplier and clip >= 0 -- facts §8, §6
+    "OptimConfig": {"epochs": COUNT, "batch_size": COUNT, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE,
+                    "warmup_epochs": NON_NEGATIVE, "warmup_lr_start": POSITIVE, "warmup_lr_factor": POSITIVE,
+                    "base_lr": POSITIVE, "end_lr": POSITIVE, "unfreeze_epoch": NON_NEGATIVE,
+                    "backbone_lr_mult": NON_NEGATIVE, "max_loss": POSITIVE, "max_bad_steps": COUNT,
+                    "grad_clip": NON_NEGATIVE},
+    # sizes and counts >= 1 (the patch at least 32 px, what ocean.online needs); learning rates, weights and
+    # p_cls thresholds are shares in [0, 1]; peak ratios, scales and regularisation >= 0 -- facts §10.1, §10.2
+    "OnlineConfig": {"feature_dim": COUNT, "filter_size": COUNT, "sample_size": Limit(lo=32),
+                     "search_area_scale": POSITIVE, "dropout_samples": NON_NEGATIVE,
+                     "init_iterations": NON_NEGATIVE, "update_iterations": NON_NEGATIVE, "train_skipping": COUNT,
+                     "memory_size": COUNT, "learning_rate": UNIT, "hard_negative_learning_rate": UNIT,
+                     "hard_negative_threshold": NON_NEGATIVE, "target_neighborhood_scale": POSITIVE,
+                     "distractor_threshold": NON_NEGATIVE, "displacement_scale": POSITIVE,
+                     "init_samples_minimum_weight": UNIT, "min_update_score": UNIT,
+                     "max_update_offset": NON_NEGATIVE, "filter_reg": NON_NEGATIVE, "sigma_factor": POSITIVE,
+                     "seed": NON_NEGATIVE},
+    # penalty exp(-(r_c s_c - 1) k) <= 1 needs k >= 0; the window, the size-update lr, ratio and omega' are
+    # convex weights in [0, 1]; the search sizes are crop sides; context > 0; the small-object threshold is
+    # an area share; sizes are clipped to at least min_size > 0 px -- facts §9.1, §9.2 (steps 2-4, 7, 8), §4.3
+    "TrackerConfig": {"penalty_k": NON_NEGATIVE, "window_influence": UNIT, "lr": UNIT, "small_sz": COUNT,
+                      "big_sz": COUNT, "ratio": UNIT, "context_amount": POSITIVE, "small_object_area": UNIT,
+                      "min_size": POSITIVE, "online_weight": UNIT},
+}
+
+# Allowed names of the items of a tuple[str, ...] field and of the keys of a dict field.
+_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    # the backbone children that hold parameters -- facts §1.1, §8 (official: layer1..layer3)
+    "OptimConfig": {"unfreeze_layers": ("conv1", "bn1", "layer1", "layer2", "layer3")},
+    "DataConfig": {"pairs_per_epoch": DATASETS, "frame_range": DATASETS},
+}
 
 
 def paper() -> OceanConfig:
@@ -337,87 +610,95 @@ def preset(name: str) -> OceanConfig:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
+        raise UnknownKeyError("", f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
 
 
 # --------------------------------------------------------------------------------------------------------
-# Dotted overrides and dict round trip
+# Dotted overrides, files and the dict round trip. Every path ends in a section's constructor, which checks
+# the values (_check_section); the errors are ConfigError naming the dotted key.
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _parse_value(text: str, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+def _parse_text(text: str, tp: Any) -> Any:
+    """The text of a ``--set`` value as a Python value for type ``tp`` (the section checks its range);
+    :class:`_Bad` when it cannot be read as one."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if text.lower() in ("none", "null") and type(None) in args:
             return None
-        non_none = [a for a in args if a is not type(None)]
-        return _parse_value(text, non_none[0], key)
-    if origin is Literal:
-        if text not in args:
-            raise ValueError(f"{key}: {text!r} is not one of {list(args)}")
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_text(text, inner)
+    if origin is Literal or tp is str:
         return text
     if tp is bool:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key}: {text!r} is not a boolean")
-    if tp in (int, float, str):
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise _Bad
+    if tp in (int, float):
         try:
             return tp(text)
         except ValueError:
-            raise ValueError(f"{key}: {text!r} is not a valid {tp.__name__}") from None
-    if origin in (tuple, dict, list):
+            raise _Bad from None
+    if origin in (tuple, dict):
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            if origin is tuple:  # comma list: layer1,layer2
-                value = [v for v in text.split(",") if v]
-            else:
-                raise ValueError(f"{key}: {text!r} is not valid JSON for {tp}") from None
-        if origin is tuple:
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"{key}: expected a list, got {text!r}")
-            item_types = [a for a in args if a is not Ellipsis]
-            if len(item_types) == 1 or (item_types and all(a is item_types[0] for a in item_types)):
-                return tuple(_parse_value(str(v), item_types[0], key) for v in value)
-            return tuple(value)
-        if origin is dict and not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a JSON object, got {text!r}")
+            if origin is not tuple:
+                raise _Bad from None
+            value = [v.strip() for v in text.split(",") if v.strip()]  # comma list: layer1,layer2
+        if origin is tuple and isinstance(value, list):  # every tuple field has one item type
+            return tuple(_parse_text(v, args[0]) if isinstance(v, str) and args[0] is not str else v for v in value)
         return value
-    raise ValueError(f"{key}: cannot parse a value of type {tp}")
+    raise _Bad
 
 
-def _with_value(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
-    hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
+def _with_value(cfg: Any, path: list[str], text: str) -> Any:
+    """``cfg`` with the field at ``path`` set from ``text``; ConfigError keyed relative to ``cfg``."""
+    names = [f.name for f in dataclasses.fields(cfg)]
     head = path[0]
     if head not in names:
-        raise KeyError(f"unknown config key {full_key!r} ({head!r} is not one of {sorted(names)})")
+        raise UnknownKeyError(head, f"unknown config key; one of {', '.join(names)}")
     current = getattr(cfg, head)
-    if len(path) == 1:
-        if dataclasses.is_dataclass(current):
-            raise KeyError(f"{full_key!r} is a section; set one of its fields")
-        return dataclasses.replace(cfg, **{head: _parse_value(text, hints[head], full_key)})
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            raise ConfigError(head, "is a section; set one of its keys: " + ", ".join(
+                f.name for f in dataclasses.fields(current)))
+        try:
+            return dataclasses.replace(cfg, **{head: _with_value(current, path[1:], text)})
+        except ConfigError as exc:
+            raise exc.under(head) from None
+    tp, limit, allowed = _spec(type(cfg), head)
     if isinstance(current, dict) and len(path) == 2:
-        new = dict(current)
-        if path[1] not in new:
-            raise KeyError(f"unknown config key {full_key!r} (known: {sorted(new)})")
-        new[path[1]] = type(new[path[1]])(_parse_value(text, type(new[path[1]]), full_key))
-        return dataclasses.replace(cfg, **{head: new})
-    if not dataclasses.is_dataclass(current):
-        raise KeyError(f"unknown config key {full_key!r}")
-    return dataclasses.replace(cfg, **{head: _with_value(current, path[1:], text, full_key)})
+        if path[1] not in current:
+            raise UnknownKeyError(f"{head}.{path[1]}", f"unknown name; one of {', '.join(current)}")
+        value_tp = typing.get_args(tp)[1]
+        try:
+            value = {**current, path[1]: _fit(value_tp, _parse_text(text, value_tp), limit, None)}
+        except _Bad:
+            raise ConfigError(f"{head}.{path[1]}", f"expected {describe(value_tp, limit)}, got {text!r}") from None
+        return dataclasses.replace(cfg, **{head: value})
+    if len(path) > 1:
+        raise UnknownKeyError(".".join(path), f"{head} is not a section")
+    try:
+        value = _parse_text(text, tp)
+        if typing.get_origin(tp) is dict:
+            value = _fit_dict(head, tp, value, limit, allowed)
+        else:
+            value = _fit(tp, value, limit, allowed)  # here too, to quote the text in the error
+    except _Bad:
+        raise ConfigError(head, f"expected {describe(tp, limit, allowed)}, got {text!r}") from None
+    return dataclasses.replace(cfg, **{head: value})
 
 
 def apply_overrides(cfg: OceanConfig, overrides: list[str] | tuple[str, ...]) -> OceanConfig:
-    """Apply ``["optim.base_lr=0.001", "model.head.align=false", ...]``; unknown keys raise KeyError."""
+    """Apply ``["optim.base_lr=0.001", "model.head.align=false", ...]`` in order. ConfigError naming the key
+    for an unknown key (:class:`UnknownKeyError`, also a KeyError) or a value of the wrong type or range."""
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
-        cfg = _with_value(cfg, key.strip().split("."), text.strip(), key.strip())
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("", f"override {item!r} is not of the form key=value")
+        cfg = _with_value(cfg, key.strip().split("."), text.strip())
     return cfg
 
 
@@ -426,72 +707,162 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _from_value(tp: Any, value: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value)
-    origin = typing.get_origin(tp)
-    if origin is tuple and value is not None:
-        return tuple(value)
-    return value
+def _build(cls: type, data: Any) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"expected {describe(cls)}, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            raise UnknownKeyError(str(k), f"unknown config key; one of {', '.join(names)}")
+        tp = _hints(cls)[k]
+        if dataclasses.is_dataclass(tp):
+            try:
+                v = _build(tp, v)
+            except ConfigError as exc:
+                raise exc.under(k) from None
+        kwargs[k] = v
+    return cls(**kwargs)
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise KeyError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
-    return cls(**{k: _from_value(hints[k], v) for k, v in data.items()})
-
-
-def from_dict(data: dict[str, Any]) -> OceanConfig:
-    """Inverse of :func:`to_dict`; rejects unknown keys."""
+def from_dict(data: Mapping[str, Any]) -> OceanConfig:
+    """Inverse of :func:`to_dict` (missing keys take the defaults, the paper preset's). Values are checked as
+    given, with no conversion from text (``"3"`` is not an integer): ConfigError naming the key."""
     return _build(OceanConfig, data)
 
 
-def tracker_file_overrides(path: str) -> list[str]:
-    """A tracker hyper-parameter file as ``tracker.KEY=VALUE`` override strings.
+def merge(cfg: Any, data: Any) -> Any:
+    """``cfg`` (a section, e.g. an :class:`OceanConfig`) with the values of ``data`` (a nested mapping of the
+    :func:`to_dict` schema, complete or partial) in place of its own; a dict field (``data.pairs_per_epoch``)
+    is merged key by key. A complete mapping gives the config it describes whatever ``cfg`` was. Values are
+    checked as in :func:`from_dict`; ConfigError naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"expected {describe(type(cfg))}, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    changes = {}
+    for k, v in data.items():
+        if k not in names:
+            raise UnknownKeyError(str(k), f"unknown config key; one of {', '.join(names)}")
+        current = getattr(cfg, k)
+        if dataclasses.is_dataclass(current):
+            try:
+                v = merge(current, v)
+            except ConfigError as exc:
+                raise exc.under(k) from None
+        elif isinstance(current, dict) and isinstance(v, Mapping):
+            v = {**current, **v}
+        changes[k] = v
+    return dataclasses.replace(cfg, **changes)
 
-    The file is JSON, either ``{"tracker": {...}}`` (what ``ocean tune-tracker`` saves as best_tracker.json)
-    or the flat ``{...}``; nested sections (``online_params``) become dotted keys. Unknown keys and
-    unreadable files raise ValueError naming the file; values are type-checked by :func:`apply_overrides`.
-    """
+
+# YAML 1.1 reads 1e-3 (no dot) as a string; configuration files mean the number.
+_YAML_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return Loader
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping in a configuration file: JSON when the name ends in ``.json`` (or, with another ending than
+    ``.yaml`` / ``.yml``, when the text starts with ``{``), else YAML. ConfigError with ``source=path`` when it
+    cannot be read or parsed or holds no mapping."""
+    import yaml
+
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("tracker"), dict):
-        data = data["tracker"]
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read it ({getattr(exc, 'strerror', None) or exc})", path) from None
+    suffix = os.path.splitext(path)[1].lower()
+    as_json = suffix == ".json" or (suffix not in (".yaml", ".yml") and text.lstrip().startswith("{"))
+    try:
+        data = json.loads(text) if as_json else yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (safe loader)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("", f"not valid JSON ({exc.msg} at line {exc.lineno})", path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("", f"not valid YAML ({getattr(exc, 'problem', None) or exc}{where})", path) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of tracker fields")
-    names = {f.name for f in dataclasses.fields(TrackerConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown tracker keys {unknown}; known: {sorted(names)}")
+        raise ConfigError("", f"expected a mapping of configuration sections, got {type(data).__name__}", path)
+    return data
 
-    return [f"{k}={_override_text(v)}" for k, v in flatten(data, "tracker.").items()]
+
+def config_file(path: str, base: OceanConfig) -> OceanConfig:
+    """``base`` with the configuration file at ``path`` (YAML or JSON, the :func:`to_dict` schema that ``ocean
+    config`` prints, complete or partial) merged in (:func:`merge`). ConfigError with ``source=path``."""
+    try:
+        return merge(base, read_config_file(path))
+    except ConfigError as exc:
+        raise exc if exc.source else exc.from_source(path) from None
+
+
+def file_overrides(path: str, base: OceanConfig) -> list[str]:
+    """The configuration file at ``path`` as ``KEY=VALUE`` override strings: the keys whose value differs from
+    ``base`` after :func:`config_file` (values checked first, so the strings read back exactly)."""
+    base_flat, new_flat = flatten(base), flatten(config_file(path, base))
+    return [f"{k}={_override_text(v)}" for k, v in new_flat.items() if base_flat.get(k) != v]
 
 
 def _override_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else value if isinstance(value, str) else json.dumps(value)
 
 
+def tracker_section_overrides(data: Mapping[str, Any]) -> list[str]:
+    """``tracker.KEY=VALUE`` strings for the keys of ``data``, a mapping of :class:`TrackerConfig` fields (nested
+    ``online_params`` allowed); each value type- and range-checked first (ConfigError ``tracker.KEY``)."""
+    try:
+        checked = flatten(merge(TrackerConfig(), data))
+    except ConfigError as exc:
+        raise exc.under("tracker") from None
+    return [f"tracker.{k}={_override_text(checked[k])}" for k in flatten(dict(data)) if k in checked]
+
+
+def tracker_file_overrides(path: str, schema: Literal["tracker", "config"] = "tracker") -> list[str]:
+    """A tracker hyper-parameter file (YAML or JSON) as ``tracker.KEY=VALUE`` override strings.
+
+    ``schema="tracker"`` (``--tracker-config``): ``{"tracker": {...}}`` (what ``ocean tune-tracker`` saves as
+    best_tracker.json) or the flat ``{...}`` of tracker fields. ``schema="config"`` (``--config`` of a tracking
+    command): the whole-configuration schema of ``ocean config``, of which only the ``tracker`` section is
+    used. Nested sections (``online_params``) become dotted keys. ConfigError (``source=path``) for an
+    unreadable file, an unknown key or a value of the wrong type or range."""
+    try:
+        data = read_config_file(path)
+        if schema == "config" or isinstance(data.get("tracker"), Mapping):
+            sections = [f.name for f in dataclasses.fields(OceanConfig)]
+            for k in data:
+                if k not in sections:
+                    raise UnknownKeyError(str(k), f"unknown config key; one of {', '.join(sections)}")
+            data = data.get("tracker") or {}
+        return tracker_section_overrides(data)
+    except ConfigError as exc:
+        raise exc if exc.source else exc.from_source(path) from None
+
+
 def tracker_override_strings(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
     """Tracker overrides as ``tracker.KEY=VALUE`` strings, from ``KEY=VALUE`` / ``tracker.KEY=VALUE``
-    strings, a dict of :class:`TrackerConfig` fields (nested ``online_params`` allowed) or ``{"tracker":
-    {...}}`` (what ``ocean tune-tracker`` saves). ValueError for a string without ``=``."""
+    strings, a dict of :class:`TrackerConfig` fields (nested ``online_params`` allowed; values checked) or
+    ``{"tracker": {...}}`` (what ``ocean tune-tracker`` saves). ConfigError for a string without ``=``."""
     if not overrides:
         return []
     if isinstance(overrides, Mapping):
         if isinstance(overrides.get("tracker"), Mapping):
             overrides = overrides["tracker"]
-        items = [f"{k}={_override_text(v)}" for k, v in flatten(dict(overrides)).items()]
-    else:
-        items = [str(item).strip() for item in overrides]
+        return tracker_section_overrides(overrides)
     out = []
-    for item in items:
+    for item in (str(i).strip() for i in overrides):
         if "=" not in item:
-            raise ValueError(f"tracker override {item!r} is not of the form key=value")
+            raise ConfigError("", f"tracker override {item!r} is not of the form key=value")
         out.append(item if item.startswith("tracker.") else f"tracker.{item}")
     return out
 
@@ -500,16 +871,14 @@ def layered_tracker_config(base: TrackerConfig | None = None, benchmark: str | N
                            overrides: Mapping[str, Any] | Sequence[str] | None = None) -> TrackerConfig:
     """The tracker hyper-parameters every tracking command uses, in layers: ``base`` (a checkpoint's tracker
     section; default the defaults) -> ``benchmark``'s preset (:data:`TRACKER_PRESETS`, facts §9.3) ->
-    ``overrides`` (see :func:`tracker_override_strings`; types checked). ValueError naming the key."""
+    ``overrides`` (see :func:`tracker_override_strings`; types and ranges checked). ConfigError (a
+    ValueError) naming the key."""
     cfg = base if base is not None else TrackerConfig()
     if benchmark is not None:
         if benchmark not in TRACKER_PRESETS:
-            raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(TRACKER_PRESETS)}")
+            raise UnknownKeyError("", f"unknown benchmark {benchmark!r}; known: {', '.join(sorted(TRACKER_PRESETS))}")
         cfg = dataclasses.replace(cfg, **TRACKER_PRESETS[benchmark])
-    try:
-        return apply_overrides(OceanConfig(tracker=cfg), tracker_override_strings(overrides)).tracker
-    except KeyError as exc:
-        raise ValueError(str(exc).strip("'\"")) from None
+    return apply_overrides(OceanConfig(tracker=cfg), tracker_override_strings(overrides)).tracker
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The configuration reference (``docs/configuration.md``), generated from ``ocean/config.py`` itself.
 
-Each field's documentation is the comment block above it and its inline comment in the source, so the
-reference cannot drift from the code; ``tests/unit/test_config.py`` checks that the committed file is current.
+Each field's documentation is the comment block above it and its inline comment in the source, and its
+allowed values are what the config checks (``ocean.config.describe``), so the reference cannot drift from the code; ``tests/unit/test_config.py`` checks that the committed file is current.
 Regenerate with ``ocean config --reference > docs/configuration.md``.
 """
 
@@ -54,6 +54,26 @@ def reference_markdown() -> str:
         "Set any value with `--set KEY=VALUE` on `ocean train`, `ocean prepare`, `ocean info`, ... "
         "(unknown keys are rejected).",
         "",
+        "## Configuration files",
+        "",
+        "`ocean config [--preset NAME] [--format yaml|json]` prints a whole configuration, YAML by default. "
+        "Every command that takes `--set` also takes `--config FILE`: a YAML or JSON file of that schema "
+        "(detected by the extension, `.json` / `.yaml` / `.yml`, else by the text), complete or partial. "
+        "The layers are: `--preset` (default paper) -> `--config FILE` (the keys it holds replace the "
+        "preset's; a complete file gives exactly the configuration it holds, so "
+        "`ocean config --preset paper > my.yaml` and `--config my.yaml` round-trip) -> `--set` items in "
+        "order -> shortcut flags such as `--epochs`.",
+        "",
+        "The tracking commands (`ocean track`, `ocean evaluate`) use only the file's `tracker` section, on top "
+        "of the checkpoint's tracker section and the `--benchmark` preset, then `--tracker-config FILE` "
+        "(tracker keys, flat or under `tracker:`, as `ocean tune-tracker` writes them) and `--set tracker.KEY=VALUE`.",
+        "",
+        "Every value is checked wherever a configuration enters (files, `--set`, `--tracker-config`, checkpoints' "
+        "stored configurations, a configuration unpickled from a Ray payload): its type (a file's `\"3\"` is "
+        "not an integer; YAML `1e-3` is a number), its choices and its range, as the column *allowed* says. A bad "
+        "value stops the command with one line naming the key, e.g. `ocean info: error: --set optim.epochs: "
+        "expected a positive integer, got 'abc'`, and exit status 2.",
+        "",
     ]
 
     def walk(cfg_p, cfg_s, prefix: str) -> None:
@@ -65,14 +85,16 @@ def reference_markdown() -> str:
                 sections.append((f.name, vp, vs))
                 continue
             doc = comments.get((type(cfg_p).__name__, f.name), "")
+            allowed = config_module.describe(*config_module._spec(type(cfg_p), f.name))
             vp_j = json.loads(json.dumps(vp)) if isinstance(vp, (tuple, dict)) else vp
             vs_j = json.loads(json.dumps(vs)) if isinstance(vs, (tuple, dict)) else vs
-            table.append(f"| `{prefix}{f.name}` | {_fmt(vp_j)} | {_fmt(vs_j)} | {doc.replace('|', '/')} |")
+            table.append(f"| `{prefix}{f.name}` | {_fmt(vp_j)} | {_fmt(vs_j)} | {allowed.replace('|', '/')} "
+                         f"| {doc.replace('|', '/')} |")
         if table:
             rows.append(f"## `{prefix.rstrip('.') or 'top level'}` ({type(cfg_p).__name__})")
             rows.append("")
-            rows.append("| key | paper | smoke | meaning and source |")
-            rows.append("|---|---|---|---|")
+            rows.append("| key | paper | smoke | allowed | meaning and source |")
+            rows.append("|---|---|---|---|---|")
             rows.extend(table)
             rows.append("")
         for name, vp, vs in sections:

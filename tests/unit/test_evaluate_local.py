@@ -33,7 +33,7 @@ def test_tracker_config_layers_checkpoint_then_preset_then_overrides():
     assert layered_tracker_config(base, "got10k", {"tracker": {"lr": 0.1}}).lr == 0.1
     with pytest.raises(ValueError, match="no_such_key"):
         layered_tracker_config(base, "otb", {"no_such_key": 1})
-    with pytest.raises(ValueError, match="not a valid float"):
+    with pytest.raises(ValueError, match="tracker.lr: expected a finite number"):
         layered_tracker_config(base, "otb", ["tracker.lr=fast"])
 
 
@@ -89,7 +89,7 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
                 log_mlflow=False,
             )
         )
-    with pytest.raises(EvaluationError, match="tracker hyper-parameters: .*not a valid float"):
+    with pytest.raises(EvaluationError, match="tracker hyper-parameters: .*tracker.lr: expected a finite number"):
         evaluate(
             EvaluateSettings(
                 ckpts[:1],
