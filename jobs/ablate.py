@@ -75,10 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        benchmarks = parse_name_values(args.benchmarks, "--benchmark")
+        from jobs.common import absolute
+
+        benchmarks = {k: absolute(v) for k, v in parse_name_values(args.benchmarks, "--benchmark").items()}
     except UsageError as exc:
         return fail(COMMAND, exc)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
+    args.data, args.out = absolute(args.data), absolute(args.out)  # Tune trials run in folders of their own
 
     from data_prep.pair_index import TrainingDataError
     from pipelines.ablate import AblateSettings, AblationError, ablate

@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
+    from jobs.common import absolute
+
+    datasets, args.out = {k: absolute(v) for k, v in datasets.items()}, absolute(args.out)  # as Ray tasks see them
     pairs = parse_count_values(args.pairs, "--pairs")
     try:
         cfg = apply_overrides(preset(args.preset), args.overrides)

@@ -62,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from data_prep.pair_index import TrainingDataError
+    from jobs.common import absolute
     from ocean.config import apply_overrides, from_dict, preset
     from ocean.engine import TrainingDiverged
     from pipelines.tracking import TrackingStoreError
     from pipelines.train import TrainSettings, train
 
+    args.data, args.out = absolute(args.data), absolute(args.out)  # the same folders in every Ray worker
     cfg = from_dict(json.loads(Path(args.config).read_text())) if args.config else preset(args.preset)
     overrides = list(args.overrides) + ([f"optim.epochs={args.epochs}"] if args.epochs else [])
     cfg = apply_overrides(cfg, overrides)
