@@ -131,7 +131,7 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
         except BaseException as exc:
             for run in row_runs.values():
                 if run.status() == "RUNNING":
-                    run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                    run.finish("FAILED" if isinstance(exc, Exception) else "KILLED")
             raise
         report = _report(s, plan, _collect(plan, grid, row_runs), wall, parent, row_runs)
         _write(s, report, parent)

@@ -54,8 +54,9 @@ def test_run_logger_ends_killed_when_stopped_failed_on_error(tmp_path):
     from pipelines.tracking import RunLogger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3.17 refuses a plain file store by default
+    # SystemExit: Ray Train's Ctrl-C handler aborts the run and calls sys.exit(0) (ray_stack.md §4.4)
     for exc, status in ((JobStopped(signal.SIGTERM), "KILLED"), (KeyboardInterrupt(), "KILLED"),
-                        (RuntimeError("boom"), "FAILED")):
+                        (SystemExit(0), "KILLED"), (RuntimeError("boom"), "FAILED")):
         run = RunLogger.start(uri, "stop-test", "r")
         with pytest.raises(type(exc)):
             with run:
