@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -90,11 +91,12 @@ def ray_head(tmp_path_factory):
             f"--dashboard-agent-grpc-port={port()}", f"--runtime-env-agent-port={port()}",
             f"--metrics-export-port={port()}"]
     elsewhere = tmp_path_factory.mktemp("ray-cwd")
-    subprocess.run(head, env=env, cwd=elsewhere, check=True, capture_output=True, timeout=120)
     try:
+        subprocess.run(head, env=env, cwd=elsewhere, check=True, capture_output=True, timeout=120)
         yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
     finally:
         kill_processes_mentioning(str(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def upload(s3, folder: Path, bucket: str, prefix: str) -> None:
