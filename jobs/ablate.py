@@ -87,11 +87,14 @@ def run(args: argparse.Namespace) -> int:
     from ocean.config import preset
 
     try:
-        benchmarks = parse_name_values(args.benchmarks, "--benchmark")
+        from jobs.common import absolute
+
+        benchmarks = {k: absolute(v) for k, v in parse_name_values(args.benchmarks, "--benchmark").items()}
         overrides = config_overrides(args, preset(args.preset))  # --config FILE then --set, checked
     except UsageError as exc:
         return fail(COMMAND, exc)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
+    args.data, args.out = absolute(args.data), absolute(args.out)  # Tune trials run in folders of their own
 
     from data_prep.pair_index import TrainingDataError
     from pipelines.ablate import AblateSettings, AblationError, ablate

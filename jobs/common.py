@@ -4,6 +4,8 @@ MLflow flags, and usage errors (one line on stderr, exit status 2)."""
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -31,13 +33,20 @@ def main_for(module_name: str, argv: list[str] | None = None) -> int:
 
 def call_command(run, args: argparse.Namespace, command: str) -> int:
     """Run a command; a :class:`jobs.common.UsageError` or :class:`ocean.config.ConfigError` it lets through is
-    one line and exit status 2."""
+    one line and exit status 2. SIGTERM / Ctrl-C stop it with one line and status 128 + the signal (its MLflow
+    run ends KILLED)."""
     from ocean.config import ConfigError
+    from pipelines.raysession import MissingGpus, received_signal, stop_on_signals
 
+    stop_on_signals()
     try:
         return int(run(args) or 0)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, MissingGpus) as exc:
         return fail(command, exc)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it (pipelines.raysession.stop_on_signals)
+        signum = received_signal() or signal.SIGINT
+        print(f"ocean {command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + int(signum)
 
 
 def fail(command: str, exc: BaseException | str) -> int:
@@ -129,8 +138,9 @@ def add_mlflow_arguments(parser: argparse.ArgumentParser, experiment: str) -> No
 
 
 def absolute(path_or_uri: str | None) -> str | None:
-    """A local path made absolute (so it means the same on the driver and in Ray workers); URIs unchanged."""
-    if path_or_uri is None or is_uri(path_or_uri):
+    """A local path made absolute (so it means the same on the driver and in Ray workers); URIs unchanged
+    (``s3://``, ``file://``, and MLflow's ``models:/`` and ``runs:/``)."""
+    if path_or_uri is None or is_uri(path_or_uri) or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(path_or_uri)):
         return path_or_uri
     from pathlib import Path
 

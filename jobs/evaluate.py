@@ -144,7 +144,11 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.tracking import tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in job logs
-    benchmarks = parse_benchmarks(args.benchmark)
+    from jobs.common import absolute
+
+    benchmarks = {k: absolute(v) for k, v in parse_benchmarks(args.benchmark).items()}  # as Ray workers see them
+    args.out, args.tracker_config = absolute(args.out), absolute(args.tracker_config)
+    args.checkpoint = [absolute(c) for c in args.checkpoint] if args.checkpoint else args.checkpoint
     if args.validation is not None and args.validation not in benchmarks:
         raise UsageError(
             f"--validation {args.validation}: not one of the --benchmark names {sorted(benchmarks)}"

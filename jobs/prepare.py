@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.prepare import PrepareSettings, ShardFailed, run_prepare
 
     datasets = parse_name_values(args.dataset, "--dataset", lower=False)  # unknown names: the job says which
+    from jobs.common import absolute
+
+    datasets, args.out = {k: absolute(v) for k, v in datasets.items()}, absolute(args.out)  # as Ray tasks see them
     pairs = parse_count_values(args.pairs, "--pairs")
     cfg = load_config(args)
     reader_options = {"ytbb": {"media": args.ytbb_media}} if args.ytbb_media and "ytbb" in datasets else None

@@ -39,12 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.common import absolute
     from ocean.config import smoke
     from pipelines.quickstart import QuickstartSettings, run_quickstart
 
     overrides = config_overrides(args, smoke())  # --config FILE then --set, checked on the smoke preset
 
-    run_quickstart(QuickstartSettings(args.workdir, storage_uri=args.storage, mlflow_uri=args.mlflow_uri,
+    run_quickstart(QuickstartSettings(absolute(args.workdir), storage_uri=absolute(args.storage),
+                                      mlflow_uri=args.mlflow_uri,
                                       ray_address=args.ray_address, seed=args.seed, size=args.size,
                                       epochs=args.epochs, overrides=tuple(overrides), workers=args.workers,
                                       use_gpu=args.gpu, max_sequences=args.max_sequences))

@@ -190,10 +190,13 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from jobs.common import absolute
     from ocean.checkpoint import CheckpointError, load_model
     from ocean.storage import is_uri, write_bytes
     from ocean.tracker import OceanTracker
 
+    for name in ("checkpoint", "frames", "video", "out", "render", "tracker_config"):  # as every command
+        setattr(args, name, absolute(getattr(args, name, None)))
     init_box = parse_init(args.init)
     if args.frames is not None:
         files = list_frames(args.frames)

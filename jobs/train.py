@@ -66,12 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from data_prep.pair_index import TrainingDataError
+    from jobs.common import absolute
     from ocean.checkpoint import CheckpointError
     from ocean.engine import TrainingDiverged
     from ocean.storage import StorageError
     from pipelines.tracking import TrackingStoreError
     from pipelines.train import TrainSettings, train
 
+    args.data, args.out = absolute(args.data), absolute(args.out)  # the same folders in every Ray worker
     cfg = load_config(args, extra={"--epochs": f"optim.epochs={args.epochs}"} if args.epochs is not None else None)
     try:
         result = train(TrainSettings(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,

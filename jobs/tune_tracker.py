@@ -97,6 +97,9 @@ def _check(args: argparse.Namespace) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     try:
         name, root = _check(args)
+        from jobs.common import absolute
+
+        root, args.checkpoint, args.out = absolute(root), absolute(args.checkpoint), absolute(args.out)  # trials run elsewhere
     except UsageError as exc:
         return fail(COMMAND, exc)
 

@@ -128,10 +128,10 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
         try:
             _open_row_runs(s, plan, parent, row_runs)
             grid, wall = _run_grid(s, plan, parent.uri, row_runs)
-        except BaseException:
+        except BaseException as exc:
             for run in row_runs.values():
                 if run.status() == "RUNNING":
-                    run.finish("FAILED")
+                    run.finish("FAILED" if isinstance(exc, Exception) else "KILLED")
             raise
         report = _report(s, plan, _collect(plan, grid, row_runs), wall, parent, row_runs)
         _write(s, report, parent)
@@ -185,9 +185,10 @@ def present_datasets(data: str) -> dict[str, int]:
 
 def _connect(s: AblateSettings) -> None:
     """Start (or join) Ray; refuse a tracking store that is a file here when the cluster has other nodes."""
-    from pipelines.raysession import alive_nodes, ensure_ray
+    from pipelines.raysession import alive_nodes, ensure_ray, require_gpus
 
     ensure_ray(s.ray_address)
+    require_gpus(s.workers if s.use_gpu else 0)  # else every trial's training waits for them forever
     require_shared_store(tracking_uri(s.mlflow_uri, s.out), alive_nodes())
 
 

@@ -85,13 +85,14 @@ class _Places:
 
 def run_quickstart(settings: QuickstartSettings) -> dict[str, Any]:
     """Run (or resume) the quickstart; returns the summary also written to ``WORKDIR/summary.json``."""
-    from pipelines.raysession import ensure_ray
+    from pipelines.raysession import ensure_ray, require_gpus
 
     s = settings
     t_start = time.time()
     where = _places(s)
     cfg = quickstart_config(s.epochs, list(s.overrides or []))
     ensure_ray(s.ray_address)
+    require_gpus(s.workers if s.use_gpu else 0)  # before any stage, not when training starts waiting
     synth = _synth(where.work / "synthetic", s)
     manifest = _prepare(where, cfg, s)
     trained = _train(where, cfg, s)

@@ -1,4 +1,5 @@
-"""Connecting to Ray the same way in every pipeline.
+"""Connecting to Ray the same way in every pipeline, checking it has the GPUs a job asks for, and stopping a
+job's driver cleanly on SIGTERM.
 
 * ``--ray-address ADDR`` or ``RAY_ADDRESS``: join that cluster (``ray job submit`` sets ``RAY_ADDRESS`` for the
   job's driver, so jobs run unchanged on a laptop and on a cluster).
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 
@@ -26,6 +28,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     kwargs = {"ignore_reinit_error": True, "log_to_driver": not quiet}
     if address:
         ray.init(address=address, **kwargs)
+        _restore_stop_handler()
         return True
     repo = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -35,7 +38,15 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     # address="local": a new instance even when `ray start` runs a cluster on this machine (ray.init() without
     # an address would join that one, ray_stack.md §6)
     ray.init(address="local", num_cpus=num_cpus or max(4, cores), include_dashboard=False, **kwargs)
+    _restore_stop_handler()
     return True
+
+
+def _restore_stop_handler() -> None:
+    """``ray.init`` installs Ray's own SIGTERM handler (print, then abort: ray_stack.md §4.4); put ours back
+    when the command asked for it (:func:`stop_on_signals`)."""
+    if _STOPPABLE:
+        stop_on_signals()
 
 
 def alive_nodes() -> int:
@@ -43,6 +54,73 @@ def alive_nodes() -> int:
     import ray
 
     return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+class MissingGpus(ValueError):
+    """The job asks for GPUs that the Ray cluster does not have and cannot get (a usage error)."""
+
+
+def require_gpus(needed: float, flag: str = "--gpu") -> None:
+    """Raise :class:`MissingGpus` at once when the connected cluster can never give ``needed`` GPUs.
+
+    Ray would otherwise wait for them forever (Ray Train's worker group, Tune trials and actors queue as
+    pending). "Can give": GPUs the cluster has now, or, on an autoscaling cluster, the most its node types
+    can add (the autoscaler's cluster config in the GCS); ray_stack.md §4.4.
+    """
+    import ray
+
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if needed <= 0 or have >= needed:
+        return
+    can_get = have
+    try:  # the autoscaler's node types (absent without an autoscaler, e.g. a local Ray or `ray start`)
+        from ray._private.state import state
+
+        can_get = max(have, float((state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)))
+    except Exception:  # a private API: without it, judge by the GPUs present
+        pass
+    if can_get >= needed:
+        return
+    cpus = ray.cluster_resources().get("CPU", 0)
+    raise MissingGpus(f"{flag}: the job needs {needed:g} GPUs but the Ray cluster has {have:g} ({cpus:g} CPUs "
+                      f"on {alive_nodes()} node(s)) and cannot add more; run without {flag}, or on a cluster "
+                      "with GPU nodes")
+
+
+class JobStopped(KeyboardInterrupt):
+    """The driver received SIGTERM (``ray job stop``, a scheduler, ``kill``): unwinds like Ctrl-C, so an open
+    MLflow run ends KILLED (:class:`pipelines.tracking.RunLogger`). ``args[0]`` is the signal number."""
+
+
+_STOPPABLE = False  # set by stop_on_signals(): ensure_ray() re-installs the handler after ray.init
+_RECEIVED: int | None = None
+
+
+def received_signal() -> int | None:
+    """The signal that stopped this process (:func:`stop_on_signals`), if any: ``ray.get`` turns the handler's
+    :class:`JobStopped` into a plain KeyboardInterrupt, so the type alone does not tell."""
+    return _RECEIVED
+
+
+def stop_on_signals() -> None:
+    """In the main thread, make SIGTERM raise :class:`JobStopped` (once: a second SIGTERM kills at once), also
+    after a later :func:`ensure_ray` (Ray's core replaces the handler).
+
+    ``ray job stop`` sends SIGTERM and SIGKILLs 3 s later (ray_stack.md §4.4): enough to mark the run."""
+    import threading
+
+    global _STOPPABLE, _RECEIVED
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _STOPPABLE, _RECEIVED = True, None
+
+    def handler(signum, _frame):
+        global _RECEIVED
+        signal.signal(signum, signal.SIG_DFL)
+        _RECEIVED = signum
+        raise JobStopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 _MALLOC_TUNED = False

@@ -154,7 +154,7 @@ class RunLogger:
 
     Open with :meth:`start` (new, or resumed by a tag), :meth:`attach` (an existing run, e.g. in a Ray
     worker) or :meth:`child`. Used as a context manager it ends FINISHED, or FAILED with an ``ocean.error``
-    tag when the block raises.
+    tag when the block raises, or KILLED when the job is stopped (KeyboardInterrupt, SystemExit).
     """
 
     def __init__(self, uri: str, run_id: str, experiment_id: str | None = None) -> None:
@@ -284,8 +284,8 @@ class RunLogger:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None:
-            try:
-                self.fail(exc)
+            try:  # an error -> FAILED; stopped (SIGTERM, Ctrl-C: KeyboardInterrupt, SystemExit) -> KILLED
+                self.fail(exc) if isinstance(exc, Exception) else self.finish("KILLED")
             except Exception:  # the store itself may be what failed: keep the original error
                 pass
         else:

@@ -89,6 +89,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         TrainingDiverged: ``optim.max_bad_steps`` consecutive skipped steps (message names the step).
         TrainingDataError: no or unusable pair records.
         TrackingStoreError: a sqlite / file MLflow store on a Ray cluster of several nodes (before any run).
+        MissingGpus: ``use_gpu`` on a cluster that has (and can add) fewer GPUs than ``workers``.
     """
     s = settings
     log = print if s.verbose else (lambda *a, **k: None)
@@ -146,9 +147,10 @@ def _prepare_out(out: str) -> list[tuple[int, str]]:
 def _connect(s: TrainSettings) -> None:
     """Start (or join) Ray; then refuse (TrackingStoreError) an MLflow store that is a file on this machine
     when the cluster has other nodes, where rank 0 may run and log."""
-    from pipelines.raysession import alive_nodes, ensure_ray
+    from pipelines.raysession import alive_nodes, ensure_ray, require_gpus
 
     ensure_ray(s.ray_address)
+    require_gpus(s.workers if s.use_gpu else 0)  # else Ray Train waits for them forever
     tracking.require_shared_store(tracking.tracking_uri(s.mlflow_uri, s.out), alive_nodes())
 
 
