@@ -54,7 +54,8 @@ def write_prepare_record(out: str, run: RunLogger, manifest_sha: str) -> None:
     digest it logged."""
     record = {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": public_uri(run.uri),
               "manifest_sha256": manifest_sha, "dataset": dataset_name(out)}
-    storage.write_bytes(storage.join(out, PREPARE_RECORD), json.dumps(record, indent=1).encode())
+    if read_prepare_record(out) != record:  # a re-run of a finished job leaves OUT as it is
+        storage.write_bytes(storage.join(out, PREPARE_RECORD), json.dumps(record, indent=1).encode())
 
 
 def read_prepare_record(data: str) -> dict[str, Any] | None:
