@@ -226,6 +226,8 @@ def _run(args: argparse.Namespace) -> int:
         if m.get("registered"):
             r = m["registered"]
             print(f"registered {r['uri']} (version {r['version']}): `ocean track --checkpoint {r['uri']}` loads it")
+        elif register:
+            print(f"nothing registered: no checkpoint has a {validation} score", file=sys.stderr)
     print(f"results: {args.out}")
     if report["failed"]:
         print(f"warning: {len(report['failed'])} sequences failed:", file=sys.stderr)
