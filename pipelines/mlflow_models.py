@@ -35,20 +35,22 @@ def is_model_uri(text: str | None) -> bool:
 def _fluent(uri: str, experiment_id: str | None) -> Iterator[None]:
     """MLflow's fluent functions (``mlflow.pytorch.log_model``, ``load_model``) pointed at ``uri`` and
     ``experiment_id`` for the block, and put back after it (the experiment through ``MLFLOW_EXPERIMENT_ID``,
-    which ``log_model`` reads when no run is active: mlflow_lineage.md §2)."""
+    which ``log_model`` reads when no run is active: mlflow_lineage.md §2); the environment is restored too."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    old = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    names = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")  # set_tracking_uri writes (and unsets) the latter
+    old = {k: os.environ.get(k) for k in names}
     if experiment_id is not None:
         os.environ["MLFLOW_EXPERIMENT_ID"] = str(experiment_id)
     try:
         with _use_tracking_uri(uri):
             yield
     finally:
-        if old is None:
-            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        else:
-            os.environ["MLFLOW_EXPERIMENT_ID"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def example_inputs(cfg: OceanConfig, data: str | None = None, seed: int = 0):

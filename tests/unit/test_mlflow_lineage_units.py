@@ -5,6 +5,7 @@ a real ``mlflow server``: tests/integration/test_mlflow_lineage.py)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -74,3 +75,16 @@ def test_track_names_an_unknown_registered_model(tmp_path, capsys):
     ours = [line for line in err.splitlines() if line.startswith("ocean track:")]
     assert rc == 2 and "Traceback" not in err and len(ours) == 1
     assert "models:/no-such-model@best" in ours[0] and "not found" in ours[0]
+
+
+def test_the_fluent_block_restores_the_environment(monkeypatch, tmp_path):
+    import mlflow
+
+    from pipelines.mlflow_models import _fluent
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    with _fluent(f"sqlite:///{tmp_path / 'x.db'}", "7"):
+        assert mlflow.get_tracking_uri().startswith("sqlite:///") and os.environ["MLFLOW_EXPERIMENT_ID"] == "7"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://example.invalid:5000"
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ and mlflow.get_tracking_uri() == "http://example.invalid:5000"
