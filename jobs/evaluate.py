@@ -62,6 +62,12 @@ data manifest hash; metrics <benchmark>.<metric>, per-sequence CSV, summaries an
 --validation NAME ranks the checkpoints on that benchmark's headline metric (otb/lasot success_auc,
 got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
 
+Model registry: with --run (or --register-name NAME) the best checkpoint is logged as an mlflow.pytorch
+model of its child run and registered as a new version of NAME (default ocean-tracker) with the alias
+`best`, its headline score as a version tag and in the description (--validation defaults to the first
+--benchmark then). `ocean track --checkpoint models:/ocean-tracker@best` tracks with it. --no-register
+skips this.
+
 Each sequence's result files are stored under --out as soon as it is tracked, with a record
 (OUT/<checkpoint>/<benchmark>/sequences/<seq>.json); running the same command again tracks only what is
 missing: a stored sequence is reused when the checkpoint's content, the tracker hyper-parameters, the
@@ -105,6 +111,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="track every sequence again, even those whose results are stored under --out")
     p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
+    p.add_argument("--register-name", metavar="NAME",
+                   help="register the best checkpoint in the MLflow model registry under NAME with alias "
+                        "'best' (default with --run: ocean-tracker; with --checkpoint only when given)")
+    p.add_argument("--no-register", action="store_true", help="register nothing in the model registry")
 
 
 def parse_benchmarks(items: list[str]) -> dict[str, str]:
@@ -140,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ocean.benchmarks.report import headline_table
     from pipelines.eval_lineage import checkpoints_of_run
+    from pipelines.eval_registry import DEFAULT_NAME as DEFAULT_REGISTERED_NAME
     from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.tracking import tracking_uri
 
@@ -158,6 +169,12 @@ def _run(args: argparse.Namespace) -> int:
     overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
                                   config_path=args.config)
     training_run = None
+    register = None if args.no_register or args.no_mlflow else (args.register_name or (
+        DEFAULT_REGISTERED_NAME if args.run else None))
+    validation = args.validation
+    if register and validation is None:  # the best checkpoint is what gets registered
+        validation = next(iter(benchmarks))
+        print(f"validation: {validation} (the first --benchmark; --validation NAME to choose)", file=sys.stderr)
     if args.run:
         if args.no_mlflow and not args.mlflow_uri:
             raise UsageError("--run needs MLflow: give --mlflow-uri (or MLFLOW_TRACKING_URI)")
@@ -182,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             use_gpu=args.gpu,
             mlflow_uri=args.mlflow_uri,
-            validation=args.validation,
+            validation=validation,
             local=args.local,
             ray_address=args.ray_address,
             max_sequences=args.max_sequences,
@@ -193,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
             log_mlflow=not args.no_mlflow,
             progress=not args.quiet,
             resume=not args.no_resume,
+            register_name=register,
         )
     )
 
@@ -211,6 +229,11 @@ def _run(args: argparse.Namespace) -> int:
     if report["mlflow"]:
         m = report["mlflow"]
         print(f"MLflow: {m['tracking_uri']} experiment {m['experiment_id']}, run {m['parent_run_id']}")
+        if m.get("registered"):
+            r = m["registered"]
+            print(f"registered {r['uri']} (version {r['version']}): `ocean track --checkpoint {r['uri']}` loads it")
+        elif register:
+            print(f"nothing registered: no checkpoint has a {validation} score", file=sys.stderr)
     print(f"results: {args.out}")
     if report["failed"]:
         print(f"warning: {len(report['failed'])} sequences failed:", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 from jobs.common import (
     UsageError,
     add_config_argument,
+    add_mlflow_arguments,
     add_ray_argument,
     load_config,
     main_for,
@@ -60,6 +61,13 @@ Pair counts: --pairs NAME=N, else data.pairs_per_epoch x data.pool_factor, cappe
 distinct template/search pairs of present frames within the dataset's frame range (a still image, COCO or
 DET, gives one pair per object). A capped default is noted, a capped --pairs gets a warning line.
 
+MLflow: the job is one run (--mlflow-uri, else $MLFLOW_TRACKING_URI, else OUT/mlflow.db for a local OUT,
+./mlruns.db otherwise; --experiment, default ocean-prepare; --no-mlflow for none): config and settings as
+params, the counts and rejects as metrics, manifest.json and a rejects summary as artifacts, and the pair
+store as its dataset (source OUT, digest the manifest's sha256). OUT/mlflow_run.json names the run;
+`ocean train` logs the same dataset as its input and tags this run (ocean.prepare_run_id). A re-run of the
+same job continues the same run.
+
 Counts (manifest, and the table printed at the end): pairs requested, bound, planned = the smaller of the
 two; frames read = frames used + frames rejected; pairs planned = pairs written + pairs dropped (a pair whose
 frame failed to decode is dropped and counted, not re-drawn).
@@ -101,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="who parses the annotation files: Ray tasks split by sequence folders (default) or "
                              "the driver alone; both give the same plan")
     parser.add_argument("--no-progress", action="store_true", help="no progress output (Ray Data's bars or log lines)")
+    add_mlflow_arguments(parser, "ocean-prepare")
+    parser.add_argument("--no-mlflow", action="store_true", help="no MLflow run for this job")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             datasets, args.out, cfg, pairs=pairs or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress, listing=args.listing))
+            progress=not args.no_progress, listing=args.listing, mlflow_uri=args.mlflow_uri,
+            experiment=args.experiment, log_mlflow=not args.no_mlflow))
     except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
         raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, OSError, ValueError, KeyError) as exc:  # OSError: a store lost mid-job
@@ -134,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{t['pairs_written']} pairs in {t['shards']} shards ({t['bytes'] / 1e6:.1f} MB); "
           f"{info['shards_run']} shards run on {info['nodes']} node(s), {info['shards_skipped']} already done; "
           f"{info['seconds']:.1f} s")
+    if info.get("mlflow_run_id"):
+        print(f"MLflow run {info['mlflow_run_id']} (its dataset input: this pair store; OUT/mlflow_run.json)")
     return 0
 
 

@@ -29,6 +29,10 @@ A frame that cannot be read keeps the previous box (the tracker does not see it)
 and named at the end (with --strict the exit status is then 1). An unreadable FIRST
 frame, a missing checkpoint, an empty folder or a bad --init stop with status 2 before tracking.
 
+--checkpoint also takes an MLflow model logged by `ocean train` / `ocean evaluate`: models:/NAME@best (the
+alias `ocean evaluate --run` sets), models:/NAME/VERSION or runs:/RUN_ID/model, read from --mlflow-uri
+(default $MLFLOW_TRACKING_URI, else ./mlruns.db); its config comes with it.
+
 Tracker hyper-parameters, applied in this order: the checkpoint's `tracker` section (the defaults:
 single size smoothing), --benchmark NAME (the official per-benchmark values of ocean_facts §9.3:
 otb, vot2018, vot2019, got10k, lasot -- these select TracKit's double size smoothing, as tuned),
@@ -48,7 +52,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint file or URI (file://, s3://) written by training")
+                   help="checkpoint file or URI (file://, s3://) written by training, or an MLflow model: "
+                        "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model")
+    p.add_argument("--mlflow-uri", metavar="URI",
+                   help="MLflow store of a models:/ or runs:/ --checkpoint (default $MLFLOW_TRACKING_URI, "
+                        "else ./mlruns.db)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--frames", metavar="DIR", help="folder of .jpg/.jpeg/.png frames (natural order)")
     src.add_argument("--video", metavar="FILE", help="video file decoded with OpenCV")
@@ -194,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     from ocean.checkpoint import CheckpointError, load_model
     from ocean.storage import is_uri, write_bytes
     from ocean.tracker import OceanTracker
+    from pipelines.mlflow_models import is_model_uri
 
     for name in ("checkpoint", "frames", "video", "out", "render", "tracker_config"):  # as every command
         setattr(args, name, absolute(getattr(args, name, None)))
@@ -212,14 +221,17 @@ def _run(args: argparse.Namespace) -> int:
         device = args.device
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available")
-    if not is_uri(args.checkpoint) and not Path(args.checkpoint).is_file():
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
-    try:
-        net, ocean_cfg = load_model(args.checkpoint, map_location=device)
-    except CheckpointError as exc:  # names the file and the reason
-        raise UsageError(str(exc)) from None
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise UsageError(f"--checkpoint {args.checkpoint}: cannot load it ({exc})") from None
+    if is_model_uri(args.checkpoint):
+        net, ocean_cfg = _load_mlflow_model(args.checkpoint, args.mlflow_uri, device)
+    else:
+        if not is_uri(args.checkpoint) and not Path(args.checkpoint).is_file():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        try:
+            net, ocean_cfg = load_model(args.checkpoint, map_location=device)
+        except CheckpointError as exc:  # names the file and the reason
+            raise UsageError(str(exc)) from None
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise UsageError(f"--checkpoint {args.checkpoint}: cannot load it ({exc})") from None
     cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides, args.config)
     tracker = OceanTracker(net, cfg, device=device)
 
@@ -283,6 +295,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: {len(unreadable)} unreadable frames kept the previous box: {shown}", file=sys.stderr)
         return 1 if args.strict else 0
     return 0
+
+
+def _load_mlflow_model(model_uri: str, mlflow_uri: str | None, device: str):
+    """``(network, OceanConfig)`` of an MLflow model URI (``pipelines.mlflow_models.load_logged_model``)."""
+    import os
+
+    from pipelines.mlflow_models import load_logged_model
+    from pipelines.tracking import tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in job logs
+    try:
+        return load_logged_model(model_uri, tracking_uri(mlflow_uri), map_location=device)
+    except ValueError as exc:
+        raise UsageError(f"--checkpoint {exc}") from None
 
 
 def _open_writer(path: str, fps: float, first_image):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import (
+    UsageError,
     add_config_argument,
     add_mlflow_arguments,
     add_ray_argument,
@@ -37,7 +38,10 @@ resumes at the first unfinished epoch (same --out and --run-name). Too many cons
 exploding losses (optim.max_bad_steps) stop the run with an error naming the step (exit status 3).
 
 MLflow: --mlflow-uri, else $MLFLOW_TRACKING_URI, else sqlite under --out (local) or ./mlruns.db. Look at it
-with `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`. On a Ray cluster of several nodes it must be a
+with `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`. The run's dataset input is the pair store
+(the same dataset `ocean prepare` logged; tag ocean.prepare_run_id names that run); the final network is
+logged as an mlflow.pytorch model (`mlflow.pytorch.load_model(...)` gives it back; its URI is printed at
+the end); rank 0 logs system metrics (--no-system-metrics to turn them off). On a Ray cluster of several nodes it must be a
 tracking server (http://HOST:5000): a sqlite or file store is refused at once (exit status 2).
 """
 
@@ -62,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ray_argument(parser)
     add_mlflow_arguments(parser, "ocean-train")
     parser.add_argument("--run-name", help="run name: Ray Train run and MLflow run (default ocean-train)")
+    parser.add_argument("--system-metrics", action=argparse.BooleanOptionalAction, default=True,
+                        help="log rank 0's node CPU, memory, disk, network (GPU with pynvml) as system/... "
+                             "metrics (default on)")
+    parser.add_argument("--system-metrics-interval", type=float, default=None, metavar="SECONDS",
+                        help="seconds between system-metric samples (default 10, MLflow's own default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                                      max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,
                                      seed=args.seed, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
                                      experiment=args.experiment, run_name=args.run_name,
-                                     max_failures=args.max_failures))
+                                     max_failures=args.max_failures, system_metrics=args.system_metrics,
+                                     **_interval(args.system_metrics_interval)))
     except TrainingDiverged as exc:
         print(f"ocean train: training diverged: {exc}")
         return 3
@@ -90,8 +100,17 @@ def run(args: argparse.Namespace) -> int:
         return fail(COMMAND, exc)
     print(f"trained {result['epochs']} epochs, final loss {result['final_loss']:.4f}")
     print(f"final checkpoint: {result['checkpoints'][-1]}")
-    print(f"MLflow run {result['mlflow_run_id']} at {result['mlflow_uri']}")
+    print(f"MLflow run {result['mlflow_run_id']} at {result['mlflow_uri']}; final model {result['model_uri']}")
     return 0
+
+
+def _interval(seconds: float | None) -> dict:
+    """``{"system_metrics_interval": seconds}`` when given (> 0), else nothing (the settings' default)."""
+    if seconds is None:
+        return {}
+    if not seconds > 0:
+        raise UsageError(f"--system-metrics-interval {seconds}: must be > 0 seconds")
+    return {"system_metrics_interval": seconds}
 
 
 if __name__ == "__main__":

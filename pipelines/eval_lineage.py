@@ -19,6 +19,7 @@ from typing import Any
 from ocean.benchmarks.report import metrics
 from ocean.benchmarks.scoring import HEADLINE
 from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name
+from pipelines.eval_registry import register_best
 
 
 class LineageError(ValueError):
@@ -180,9 +181,12 @@ def log_evaluation(
     report: dict,
     out_dir: Path,
     training_run_id: str | None,
+    register: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Log an evaluation ``report`` (with its files under ``out_dir``); returns ``{tracking_uri,
-    experiment_id, parent_run_id, child_run_ids, links}``.
+    experiment_id, parent_run_id, child_run_ids, links, registered}``. With ``register=(NAME, ALIAS)`` and a
+    best checkpoint, that checkpoint is logged as an ``mlflow.pytorch`` model and registered
+    (:func:`pipelines.eval_registry.register_best`; ``registered`` is its result, else None).
 
     Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with
     ``--run``); params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused,
@@ -223,6 +227,7 @@ def log_evaluation(
                 children[info.uri].log_artifacts(out_dir / info.name, artifact_path="evaluation")
                 children[info.uri].finish()
             _log_best(parent, report.get("best"), children, now)
+            registered = register_best(parent, children, report.get("best"), links, *register) if register else None
             for path in ("evaluation.json", "per_sequence.csv"):
                 parent.log_artifact(out_dir / path)
             if (out_dir / "plots").is_dir():
@@ -237,6 +242,7 @@ def log_evaluation(
         "parent_run_id": parent.run_id,
         "child_run_ids": {u: c.run_id for u, c in children.items()},
         "links": links,
+        "registered": registered,
     }
 
 

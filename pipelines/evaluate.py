@@ -72,6 +72,8 @@ class EvaluateSettings:
     log_mlflow: bool = True
     progress: bool = True
     resume: bool = True
+    register_name: str | None = None  # register the best checkpoint under this name (needs validation)
+    register_alias: str = "best"
 
     @property
     def device(self) -> str:
@@ -123,7 +125,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
 
         run_name = s.run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
         report["mlflow"] = log_evaluation(mlflow_uri, s.experiment, run_name, infos, report, out_dir,
-                                          s.training_run_id)
+                                          s.training_run_id, s.register_name and (s.register_name, s.register_alias))
         (out_dir / "evaluation.json").write_text(json.dumps(fmt.without_curves(report), indent=2))
     if staging is not None:
         upload_staged(report, results_store, staging, s.out)

@@ -5,7 +5,8 @@ output; list every dataset (annotation files parsed by Ray tasks, :mod:`pipeline
 and plan it on the driver (:mod:`data_prep.listing`); claim ``OUT`` for this job
 (:mod:`data_prep.manifest`); crop the shards not done yet in a Ray Data pipeline of shard work items, largest
 first, one task per shard around :func:`data_prep.shards.write_shard` (:mod:`pipelines.prepare_data`);
-collect their sidecars as they stream back; write the manifest last. A shard task keeps one core busy (one
+collect their sidecars as they stream back; write the manifest last. The job is one MLflow run
+(:mod:`pipelines.prepare_mlflow`). A shard task keeps one core busy (one
 OpenCV thread, :func:`shard_task_cpus`) and the malloc thresholds of
 :func:`pipelines.raysession.keep_large_buffers_in_heap`.
 """
@@ -27,13 +28,22 @@ from data_prep.listing import (
     shards_to_run,
     spill_folder,
 )
-from data_prep.manifest import claim_output, done_shards, job_document, write_manifest
+from data_prep.manifest import (
+    cap_lines,
+    claim_output,
+    done_shards,
+    job_document,
+    rejection_lines,
+    write_manifest,
+)
 from data_prep.pairs import pair_counts
 from data_prep.shards import DEFAULT_SHARD_PAIRS, CropSettings
 from ocean.storage import OutputStore
 from pipelines.listing import RayLister
 from pipelines.prepare_data import CropPhase, process_shard, shard_task_cpus
+from pipelines.prepare_mlflow import log_prepare_result, open_prepare_run
 from pipelines.raysession import ensure_ray
+from pipelines.tracking import NullRunLogger, RunLogger
 
 if TYPE_CHECKING:
     from ocean.config import OceanConfig
@@ -67,6 +77,9 @@ class PrepareSettings:
         log: where one-line messages go (None: silent).
         listing: ``"ray"``: annotation files are parsed by Ray tasks, split by sequence folders
             (:mod:`pipelines.listing`); ``"driver"``: by the driver alone. Both give the same plan.
+        mlflow_uri: the MLflow store (default :func:`pipelines.tracking.tracking_uri` of ``out``);
+            ``experiment`` / ``run_name``: where the job's run goes (:mod:`pipelines.prepare_mlflow`);
+            ``log_mlflow=False``: no run.
     """
 
     datasets: dict[str, str]
@@ -84,6 +97,10 @@ class PrepareSettings:
     progress: bool = True
     log: Callable[[str], None] | None = print
     listing: str = "ray"
+    mlflow_uri: str | None = None
+    experiment: str = "ocean-prepare"
+    run_name: str = "prepare"
+    log_mlflow: bool = True
 
 
 def prepare(settings: PrepareSettings) -> dict:
@@ -108,7 +125,8 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     CPU seconds), ``task_cpus`` (CPUs each shard task reserved), ``workers`` (per pid: node, shards, seconds,
     CPU seconds in shard tasks, peak RSS in MB), ``nodes`` (distinct Ray nodes that ran shards),
     ``shards_found_stored`` (shard tasks that found their shard already stored, e.g. a retry after a lost
-    node), ``data_stats`` (Ray Data's per-operator stats of the crop phase, text) and ``driver_peak_rss_mb``.
+    node), ``data_stats`` (Ray Data's per-operator stats of the crop phase, text), ``driver_peak_rss_mb`` and
+    ``mlflow_run_id`` (None without MLflow).
     """
     s = settings
     t_start = time.perf_counter()
@@ -117,33 +135,42 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     fs = store.filesystem()
     spill_dir = spill_folder()
     started_ray = ensure_ray(s.ray_address, quiet=False) if s.listing == "ray" else False
+    run: RunLogger = NullRunLogger()
     try:
         lister = RayLister() if s.listing == "ray" else read_table
         states = list_datasets(roots, s.cfg, s.seed, pair_counts(s.cfg.data, s.pairs), s.shard_pairs,
                                s.reader_options, spill_dir, say, lister, explicit=s.pairs or ())
         t_listed = time.perf_counter()
         job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, s.reader_options)
+        run = open_prepare_run(s, job_doc, roots)
         claim_output(store, job_doc, fs)
         done = done_shards(store, states, job_doc["fingerprint"], fs)
         total = sum(len(st.shards) for st in states.values())
         say(f"{total} shards, {len(done)} already done" if done else f"{total} shards")
         crop = _crop_shards(s, store, states, done, job_doc["fingerprint"], crop_settings)
+    except BaseException as exc:  # the run ends FAILED (or as RunLogger ends a run on this exception)
+        run.__exit__(type(exc), exc, exc.__traceback__)
+        raise
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
         if started_ray:
             import ray
 
             ray.shutdown()
-    if crop.failed:
-        raise ShardFailed(f"{crop.stopped} ({len(crop.failed)} of {total} shards not done)" if crop.stopped else f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
-                          f"{', ...' if len(crop.failed) > 5 else ''}); the others are stored: re-run the same "
-                          "command to finish the job")
-    manifest = write_manifest(store, states, done, job_doc, roots, fs)
-    run_info = {
-        "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start,
-        **crop.info(), "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    }
-    run_info["shards_skipped"] = total - run_info["shards_run"]
+    with run:  # FINISHED, or FAILED with the error
+        if crop.failed:
+            raise ShardFailed(f"{crop.stopped} ({len(crop.failed)} of {total} shards not done)" if crop.stopped
+                              else f"{len(crop.failed)} of {total} shards failed ({', '.join(crop.failed[:5])}"
+                              f"{', ...' if len(crop.failed) > 5 else ''}); the others are stored: re-run the "
+                              "same command to finish the job")
+        manifest = write_manifest(store, states, done, job_doc, roots, fs)
+        run_info = {
+            "seconds": time.perf_counter() - t_start, "seconds_listing": t_listed - t_start,
+            **crop.info(), "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        }
+        run_info["shards_skipped"] = total - run_info["shards_run"]
+        log_prepare_result(run, s, manifest, run_info, cap_lines(manifest) + rejection_lines(manifest))
+    run_info["mlflow_run_id"] = run.run_id or None
     return manifest, run_info
 
 

@@ -140,7 +140,8 @@ def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
     t = _stage("2/5 prepare", f"Ray pair records -> {where.pairs}")
     synthetic_dir = where.work / "synthetic"
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
-    manifest = prepare(PrepareSettings(datasets, where.pairs, cfg, seed=s.seed))
+    manifest = prepare(PrepareSettings(datasets, where.pairs, cfg, seed=s.seed, mlflow_uri=where.mlflow,
+                                       experiment="ocean-quickstart"))
     print(f"    done in {time.time() - t:.1f} s")
     return manifest
 

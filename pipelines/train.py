@@ -23,6 +23,8 @@ from ocean import storage
 from ocean.checkpoint import list_checkpoints, newest_readable, remove_stale_temporaries
 from ocean.config import OceanConfig
 from pipelines import tracking
+from pipelines.lineage import link_training_data
+from pipelines.mlflow_models import SYSTEM_METRICS_INTERVAL_S
 from pipelines.tracking import RunLogger
 from pipelines.train_input import training_data_error
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
@@ -47,6 +49,9 @@ class TrainSettings:
             (:func:`pipelines.train_input.pair_stream`).
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.
+        system_metrics: rank 0 logs its node's CPU, memory, disk, network (and GPU with ``pynvml``) as
+            ``system/...`` metrics every ``system_metrics_interval`` seconds
+            (:func:`pipelines.mlflow_models.system_metrics`).
     """
 
     data: str
@@ -67,6 +72,8 @@ class TrainSettings:
     data_cpus: float = 1.0
     kill_worker_at: tuple[int, int, int] | None = None
     verbose: bool = True
+    system_metrics: bool = True
+    system_metrics_interval: float = SYSTEM_METRICS_INTERVAL_S
 
 
 def train(settings: TrainSettings) -> dict[str, Any]:
@@ -82,7 +89,8 @@ def train(settings: TrainSettings) -> dict[str, Any]:
 
     Returns:
         ``{"epochs", "final_loss", "metrics" (last epoch), "losses" (per epoch), "history",
-        "checkpoints" (URIs, oldest first), "mlflow_run_id", "mlflow_uri", "batch_plan", "resumed_from",
+        "checkpoints" (URIs, oldest first), "mlflow_run_id", "mlflow_uri", "model_uri" (the final
+        ``mlflow.pytorch`` model, ``models:/m-<id>``), "prepare_run_id", "batch_plan", "resumed_from",
         "orphans_removed"}``.
 
     Raises:
@@ -97,17 +105,18 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     _connect(s)
     name = s.run_name or "ocean-train"
     done_before = _prepare_out(s.out)
-    run = _open_run(s, plan, len(files), manifest, name, log)
+    run, prepare_run = _open_run(s, plan, len(files), manifest, name, log)
     with run:  # FAILED (and an ocean.error tag) when anything below raises, else FINISHED
         result = _fit(s, plan, run, name)
         uris, last, orphans = _collect(s.out, result, name)
-        _log_outputs(run, uris)
+        model = _log_outputs(run, uris, s.data, int(last["epoch"]))
     metrics = dict(last.get("metrics", {}))
     history = list(last.get("history", []))
     return {
         "epochs": int(last["epoch"]), "final_loss": metrics.get("loss"), "metrics": metrics,
         "losses": [h["loss"] for h in history], "history": history, "checkpoints": uris,
-        "mlflow_run_id": run.run_id, "mlflow_uri": run.uri, "batch_plan": dataclasses.asdict(plan),
+        "mlflow_run_id": run.run_id, "mlflow_uri": run.uri, "model_uri": model["model_uri"],
+        "prepare_run_id": prepare_run, "batch_plan": dataclasses.asdict(plan),
         "resumed_from": done_before[-1][0] if done_before else 0, "orphans_removed": orphans,
     }
 
@@ -155,14 +164,16 @@ def _connect(s: TrainSettings) -> None:
 
 
 def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | None, name: str,
-              log) -> RunLogger:
-    """The MLflow run keyed by ``(out, run name)``: a new one with tags and params, or the earlier one
-    reopened as it is (a re-run continues it)."""
+              log) -> tuple[RunLogger, str | None]:
+    """The MLflow run keyed by ``(out, run name)``: a new one with tags, params and its dataset input, or
+    the earlier one reopened as it is (a re-run continues it); and the prepare run's id when known."""
     uri = tracking.tracking_uri(s.mlflow_uri, s.out)
     run_key = hashlib.sha1(f"{tracking.public_uri(s.out)}|{name}".encode()).hexdigest()[:16]
     tags = {"ocean.run_key": run_key, "ocean.data": tracking.public_uri(s.data),
             "ocean.out": tracking.public_uri(s.out), "mlflow.runName": name, "ocean.manifest_sha256": manifest or "none"}
     run = RunLogger.start(uri, s.experiment, name, tags=tags, resume_key=("ocean.run_key", run_key))
+    prepare_run = run.client.get_run(run.run_id).data.tags.get("ocean.prepare_run_id") if run.resumed \
+        else link_training_data(run, s.data, manifest)
     if run.resumed:
         log(f"[ocean train] continuing MLflow run {run.run_id}")
     else:
@@ -173,7 +184,9 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
             "run.data": tracking.public_uri(s.data), "run.out": tracking.public_uri(s.out),
             "run.manifest_sha256": manifest or "none", "run.pair_files": n_files})
     log(f"[ocean train] MLflow {tracking.public_uri(uri)} experiment {s.experiment!r} run {run.run_id}")
-    return run
+    if prepare_run:
+        log(f"[ocean train] data prepared by MLflow run {prepare_run}")
+    return run, prepare_run
 
 
 def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
@@ -185,7 +198,8 @@ def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
     cpus = s.cpus_per_worker if s.cpus_per_worker is not None else (1.0 if s.use_gpu else 0.5)
     loop = LoopSettings(cfg=s.cfg, data=s.data, out=s.out, seed=s.seed, plan=plan, run=run,
                         prefetch_batches=s.prefetch_batches, data_cpus=s.data_cpus,
-                        kill_worker_at=tuple(s.kill_worker_at) if s.kill_worker_at else None)
+                        kill_worker_at=tuple(s.kill_worker_at) if s.kill_worker_at else None,
+                        system_metrics_interval=s.system_metrics_interval if s.system_metrics else None)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"settings": loop},  # Ray Train takes a dict: the typed settings under one key
@@ -223,15 +237,24 @@ def _collect(out: str, result, name: str) -> tuple[list[str], dict, list[str]]:
     return [u for _, u in found], load_checkpoint(found[-1][1]), orphans
 
 
-def _log_outputs(run: RunLogger, uris: list[str]) -> None:
-    """Tag the final checkpoint; log the checkpoint URI list and the final model file as artifacts."""
+def _log_outputs(run: RunLogger, uris: list[str], data: str, epoch: int) -> dict[str, str]:
+    """Tag the final checkpoint; log the checkpoint URI list (artifact) and the final checkpoint's network as
+    the ``mlflow.pytorch`` model ``model`` of the run (signature from a pair of ``data``); returns
+    ``{"model_id", "model_uri"}``."""
+    from pipelines.mlflow_models import log_checkpoint_model
+
+    tags = run.client.get_run(run.run_id).data.tags
+    if tags.get("ocean.final_checkpoint") == tracking.public_uri(uris[-1]) and tags.get("ocean.final_model_uri"):
+        model_uri = tags["ocean.final_model_uri"]  # a re-run that trained nothing: already logged
+        return {"model_id": model_uri.removeprefix("models:/"), "model_uri": model_uri}
     run.set_tags({"ocean.final_checkpoint": tracking.public_uri(uris[-1])})
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "checkpoints.json").write_text(json.dumps([tracking.public_uri(u) for u in uris], indent=1))
         run.log_artifact(Path(tmp, "checkpoints.json"))
-        final = Path(tmp, "model.pt")
-        final.write_bytes(storage.read_bytes(uris[-1]))
-        run.log_artifact(final, artifact_path="model")
+    model = log_checkpoint_model(run, uris[-1], "model", data=data, step=epoch, tags={
+        "ocean.checkpoint_uri": tracking.public_uri(uris[-1]), "ocean.epoch": epoch, "ocean.role": "final"})
+    run.set_tags({"ocean.final_model_uri": model["model_uri"]})
+    return model
 
 
 def _ray_storage(out: str) -> tuple[str, Any]:

@@ -24,6 +24,7 @@ from data_prep.epochs import BatchPlan, repair_invalid
 from data_prep.pair_index import open_pair_index
 from ocean import storage
 from ocean.config import OceanConfig
+from pipelines.mlflow_models import system_metrics
 from pipelines.tracking import RunLogger
 from pipelines.train_input import EpochFeed, pair_stream
 
@@ -47,6 +48,7 @@ class LoopSettings:
     prefetch_batches: int = 2
     data_cpus: float = 1.0
     kill_worker_at: tuple[int, int, int] | None = None
+    system_metrics_interval: float | None = None  # seconds between rank 0's system metrics; None: off
 
 
 @dataclass
@@ -286,6 +288,9 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
     feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
                        prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus))
+    metrics = system_metrics(settings.run, w.rank == 0 and settings.system_metrics_interval is not None,
+                             settings.system_metrics_interval or 0.0)
+    metrics.__enter__()  # rank 0: system/... metrics of its node until the loop ends
     try:
         for epoch in range(w.start, w.cfg.optim.epochs):
             lr = w.begin_epoch(epoch)
@@ -295,4 +300,5 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
             share = feed.share(epoch)
             _finish_epoch(w, epoch, _epoch_metrics(w, epoch, lr, totals, share.steps), share.composition)
     finally:
+        metrics.__exit__(None, None, None)
         feed.close()  # shut the Ray Data execution down while Ray is still up

@@ -39,7 +39,8 @@ SEED = 5
 
 def _job_args(root: Path, out: str, address: str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "jobs.prepare", "--preset", "smoke", "--out", out, "--seed", str(SEED),
-            "--shard-pairs", str(SHARD_PAIRS), "--ray-address", address, "--no-progress"]
+            "--shard-pairs", str(SHARD_PAIRS), "--ray-address", address, "--no-progress",
+            "--no-mlflow"]  # OUT's files are compared; the MLflow run: tests/integration/test_mlflow_lineage.py
     for name in NAMES:
         args += ["--dataset", f"{name}={root / name}", "--pairs", f"{name}={PAIRS}"]
     return args + list(extra)

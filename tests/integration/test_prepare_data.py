@@ -49,7 +49,8 @@ def local_ray():
 
 def _settings(root: Path, out: Path, **kw) -> PrepareSettings:
     return PrepareSettings({n: str(root / n) for n in NAMES}, str(out), smoke(), pairs={n: PAIRS for n in NAMES},
-                           seed=SEED, shard_pairs=SHARD_PAIRS, progress=False, log=None, **kw)
+                           seed=SEED, shard_pairs=SHARD_PAIRS, progress=False, log=None,
+                           **{"log_mlflow": False, **kw})  # no OUT/mlflow.db: these tests compare OUT's files
 
 
 def _files(out: Path) -> dict[str, tuple[int, bytes]]:

@@ -112,14 +112,13 @@ def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_
     assert [m.step for m in losses] == [1, 2] and all(np.isfinite(m.value) for m in losses)
     for key in ("lr/head", "lr/neck", "pairs_per_s", "data_wait_fraction", "step/loss_total"):
         assert client.get_metric_history(run.info.run_id, key), key
-    arts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
-        a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/model.pt" in arts and "checkpoints.json" in arts
+    assert "checkpoints.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert [m.model_id for m in run.outputs.model_outputs] == [res["model_uri"].removeprefix("models:/")]
 
     again = train(TrainSettings(str(pairs_dir), out, cfg, workers=2, mlflow_uri=mlflow_server.uri,
                                 experiment="t-train", run_name="ddp", verbose=False))
     assert again["resumed_from"] == 2 and again["epochs"] == 2  # nothing re-trained
-    assert again["mlflow_run_id"] == res["mlflow_run_id"]
+    assert again["mlflow_run_id"] == res["mlflow_run_id"] and again["model_uri"] == res["model_uri"]
     assert again["history"] == res["history"]
 
 
