@@ -25,6 +25,7 @@ from ocean.config import OceanConfig
 from pipelines import tracking
 from pipelines.tracking import RunLogger
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
+from pipelines.train_plots import write_training_plots
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
     Returns:
         ``{"epochs", "final_loss", "metrics" (last epoch), "losses" (per epoch), "history",
         "checkpoints" (URIs, oldest first), "mlflow_run_id", "mlflow_uri", "batch_plan", "resumed_from",
-        "orphans_removed"}``.
+        "orphans_removed", "plots" (``OUT/plots/training_{loss,lr}.png``)}``.
 
     Raises:
         TrainingDiverged: ``optim.max_bad_steps`` consecutive skipped steps (message names the step).
@@ -100,6 +101,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         result = _fit(s, plan, run, name)
         uris, last, orphans = _collect(s.out, result, name)
         _log_outputs(run, uris)
+        plots = write_training_plots(run, last.get("history", []), s.out, f"Training {name}")
     metrics = dict(last.get("metrics", {}))
     history = list(last.get("history", []))
     return {
@@ -107,6 +109,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "losses": [h["loss"] for h in history], "history": history, "checkpoints": uris,
         "mlflow_run_id": run.run_id, "mlflow_uri": run.uri, "batch_plan": dataclasses.asdict(plan),
         "resumed_from": done_before[-1][0] if done_before else 0, "orphans_removed": orphans,
+        "plots": plots,
     }
 
 
