@@ -41,7 +41,8 @@ Output under --out (a folder or s3://bucket/prefix):
   OUT/<checkpoint>/<benchmark>/results/     result files (`ocean score --results` takes this folder)
   OUT/<checkpoint>/<benchmark>/summary.json the `ocean score` keys (fractions 0..1; VOT robustness per
                                             100 frames) + per-sequence values, checkpoint, tracker config
-  OUT/<checkpoint>/<benchmark>/per_sequence.csv, success.png, precision.png (not for VOT)
+  OUT/<checkpoint>/<benchmark>/per_sequence.csv and plots: success.png, precision.png, norm_precision.png;
+                                            VOT eao_curve.png, accuracy_robustness.png
   OUT/plots/  all checkpoints per benchmark, and metric_vs_epoch.png when several epochs are evaluated
   OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json
 <checkpoint> is the checkpoint's file name without extension (prefixed with its folder when two collide).
