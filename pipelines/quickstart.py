@@ -230,7 +230,7 @@ def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, eva
         "data": data,
         "training": {k: trained.get(k) for k in ("final_loss", "epochs", "mlflow_run_id", "losses")},
         "benchmarks": benchmarks,
-        "plots": evaluation.get("plots", []),
+        "plots": list(trained.get("plots") or []) + list(evaluation.get("plots", [])),
         "mlflow_uri": mlflow_uri,
         "mlflow_ui": _mlflow_ui_command(mlflow_uri),
         "synthetic": {"seed": synth.get("seed"), "size": synth.get("size")},
