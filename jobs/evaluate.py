@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from ocean.benchmarks.report import headline_table
+    from ocean.benchmarks.report import format_score, headline_table
     from pipelines.eval_lineage import checkpoints_of_run
     from pipelines.evaluate import EvaluateSettings, evaluate
     from pipelines.tracking import tracking_uri
@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if report["best"]:
         b = report["best"]
-        print(f"best on {b['benchmark']} ({b['metric']} {b['value']:.4f}): {b['name']} (epoch {b['epoch']})")
+        print(f"best on {b['benchmark']} ({b['metric']} {format_score(b['value'])}): {b['name']} (epoch {b['epoch']})")
     if report["mlflow"]:
         m = report["mlflow"]
         print(f"MLflow: {m['tracking_uri']} experiment {m['experiment_id']}, run {m['parent_run_id']}")

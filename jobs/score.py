@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ocean.benchmarks.plots import plot_curves
-    from ocean.benchmarks.report import summary_table
+    from ocean.benchmarks.report import format_score, summary_table
     from ocean.benchmarks.scoring import score_benchmark
     from ocean.benchmarks.sequence import AnnotationError
     from ocean.storage import StorageError
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     keys = [k for k in SCORE_KEYS if scores.get(k) is not None]
     print(
         f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
-        + ", ".join(f"{k}={scores[k]:.4f}" for k in keys)
+        + ", ".join(f"{k}={format_score(scores[k])}" for k in keys)  # as the tables and plot legends
     )
     if args.plots is not None:
         plot_curves({name: scores}, args.benchmark, args.plots)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ocean import storage
+from ocean.benchmarks.report import format_score
 from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.config import OceanConfig, apply_overrides, smoke
 
@@ -270,4 +271,4 @@ def format_summary(summary: dict) -> str:
 
 
 def _num(v) -> str:
-    return "" if v is None else f"{v:.3f}"
+    return "" if v is None else format_score(v)  # as the plot legends show it

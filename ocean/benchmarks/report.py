@@ -112,13 +112,13 @@ def summary_table(scores: dict[str, dict]) -> str:
 
 def headline_table(report: Mapping[str, Any]) -> str:
     """Markdown table of an evaluation report: one row per checkpoint and benchmark with its headline
-    metric (4 decimals, ``n/a`` when undefined)."""
+    metric as :func:`format_score` shows it (as the plot legends do; ``n/a`` when undefined)."""
     lines = ["| checkpoint | epoch | benchmark | sequences | headline | value |", "|---|---|---|---|---|---|"]
     for uri, per in report["scores"].items():
         info = report["checkpoints"][uri]
         for bench, s in per.items():
             value = s.get(HEADLINE[bench])
-            shown = "n/a" if value is None else f"{value:.4f}"
+            shown = format_score(value)
             lines.append(
                 f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} "
                 f"| {shown} |"
