@@ -10,7 +10,7 @@ import pytest
 
 from ocean.benchmarks import plots
 from ocean.benchmarks.metrics import EAO_INTERVALS, GOT10K_PLOT_THRESHOLDS, NORM_PRECISION_THRESHOLDS
-from ocean.benchmarks.report import format_score, summary_table
+from ocean.benchmarks.report import format_score, headline_table, summary_table
 from ocean.benchmarks.scoring import score_tracks
 from ocean.benchmarks.sequence import Sequence
 
@@ -123,6 +123,8 @@ def test_got10k_legend_is_the_ao_the_table_shows_not_the_curve_mean(drawn, tmp_p
     np.testing.assert_allclose(y, curve)
     assert ax["legend"] == [f"t [{format_score(sc['ao'])}]"]
     assert f"| {format_score(sc['ao'])} |" in summary_table({"t": sc})
+    headline = headline_table({"scores": {"u": {"got10k": sc}}, "checkpoints": {"u": {"name": "t", "epoch": 1}}})
+    assert headline.splitlines()[-1].endswith(f"| ao | {format_score(sc['ao'])} |")  # `ocean evaluate` prints this
 
 
 def test_normalised_precision_plot_gives_the_value_at_0_20(drawn, tmp_path):
