@@ -48,7 +48,7 @@ def plot_training(history: Sequence[Mapping], out_dir: Path,
             ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o", linewidth=2 if key == "loss" else 1.2,
                     label=f"{name} [last {pts[-1][1]:.4f}]")
     ax.set(xlabel="epoch", ylabel="loss (mean over the epoch's steps)", title=f"{title}: loss per epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     ax.grid(True, alpha=0.4)
     ax.legend(fontsize=9)
     if steps:
@@ -73,7 +73,7 @@ def plot_training(history: Sequence[Mapping], out_dir: Path,
                     label=f"group {group} [last {pts[-1][1]:.3g}]")
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="learning rate (log scale)", title=f"{title}: learning rate per epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9)
     written.append(save(fig, out_dir / "training_lr.png"))

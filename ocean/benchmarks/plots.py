@@ -176,7 +176,10 @@ def plot_accuracy_robustness(points: dict[str, tuple[float, float]], out_path: P
     ax.set(xlabel="Robustness: failures per 100 frames (fewer to the right)", ylabel="Accuracy (mean overlap)",
            title=title, xlim=(worst * 1.15, 0), ylim=(-0.03, 1.02))
     ax.grid(True, alpha=0.4)
-    ax.legend(loc="best", fontsize=9)
+    if valid:
+        ax.legend(loc="best", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no tracker has a defined accuracy and robustness", ha="center", transform=ax.transAxes)
     return save(fig, out_path)
 
 
@@ -254,7 +257,7 @@ def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: P
                     label=f"trained, last epoch {trained[-1][0]} [{format_score(trained[-1][1])}]")
         for e, v in pts:
             ax.annotate(format_score(v), (e, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
-        if best and best["benchmark"] == name:
+        if best and best["benchmark"] == name and best.get("epoch") is not None:
             ax.axvline(best["epoch"], color="tab:red", linestyle="--",
                        label=f"best epoch {best['epoch']} [{format_score(best['value'])}]")
         epochs = [e for e, _ in pts]
@@ -263,7 +266,7 @@ def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: P
         values = [v for _, v in pts]
         top = max(values) if values else 1.0
         ax.set_ylim(0, max(top * 1.5, 0.05))  # room above the points for their values and the legend
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         label = METRIC_LABELS.get(metric, metric)
         ax.set(xlabel="epoch", ylabel=label, title=f"{TITLES.get(name, name)}: {label}")
         ax.grid(True, alpha=0.4)
