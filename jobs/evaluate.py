@@ -41,7 +41,8 @@ Output under --out (a folder or s3://bucket/prefix):
   OUT/<checkpoint>/<benchmark>/results/     result files (`ocean score --results` takes this folder)
   OUT/<checkpoint>/<benchmark>/summary.json the `ocean score` keys (fractions 0..1; VOT robustness per
                                             100 frames) + per-sequence values, checkpoint, tracker config
-  OUT/<checkpoint>/<benchmark>/per_sequence.csv, success.png, precision.png (not for VOT)
+  OUT/<checkpoint>/<benchmark>/per_sequence.csv and plots: success.png, precision.png, norm_precision.png;
+                                            VOT eao_curve.png, accuracy_robustness.png
   OUT/plots/  all checkpoints per benchmark, and metric_vs_epoch.png when several epochs are evaluated
   OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json
 <checkpoint> is the checkpoint's file name without extension (prefixed with its folder when two collide).
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from ocean.benchmarks.report import headline_table
+    from ocean.benchmarks.report import format_score, headline_table
     from pipelines.eval_lineage import checkpoints_of_run
     from pipelines.eval_registry import DEFAULT_NAME as DEFAULT_REGISTERED_NAME
     from pipelines.evaluate import EvaluateSettings, evaluate
@@ -225,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if report["best"]:
         b = report["best"]
-        print(f"best on {b['benchmark']} ({b['metric']} {b['value']:.4f}): {b['name']} (epoch {b['epoch']})")
+        print(f"best on {b['benchmark']} ({b['metric']} {format_score(b['value'])}): {b['name']} (epoch {b['epoch']})")
     if report["mlflow"]:
         m = report["mlflow"]
         print(f"MLflow: {m['tracking_uri']} experiment {m['experiment_id']}, run {m['parent_run_id']}")

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", required=True, type=Path, metavar="FILE", help="where to write the scores")
     parser.add_argument(
-        "--plots", type=Path, metavar="DIR", help="also write success/precision PNGs and summary.md here"
+        "--plots", type=Path, metavar="DIR", help="also write the plots (PNG) and summary.md here"
     )
     parser.add_argument("--name", default=None, help="tracker name for plots and table (default: DIR's name)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any sequence was rejected")
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ocean.benchmarks.plots import plot_curves
-    from ocean.benchmarks.report import summary_table
+    from ocean.benchmarks.report import format_score, summary_table
     from ocean.benchmarks.scoring import score_benchmark
     from ocean.benchmarks.sequence import AnnotationError
     from ocean.storage import StorageError
@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     keys = [k for k in SCORE_KEYS if scores.get(k) is not None]
     print(
         f"{args.benchmark}: {scores['num_sequences']} sequences scored; "
-        + ", ".join(f"{k}={scores[k]:.4f}" for k in keys)
+        + ", ".join(f"{k}={format_score(scores[k])}" for k in keys)  # as the tables and plot legends
     )
     if args.plots is not None:
-        plot_curves({name: scores.get("curves", {})}, args.benchmark, args.plots)
+        plot_curves({name: scores}, args.benchmark, args.plots)
         args.plots.mkdir(parents=True, exist_ok=True)
         (args.plots / "summary.md").write_text(summary_table({name: scores}))
     if scores["rejected"]:

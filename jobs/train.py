@@ -32,7 +32,8 @@ worker takes batch/workers pairs per step, accumulated over micro-batches when t
 --max-worker-batch. The run prints the split.
 
 Output under --out: checkpoints/epoch-NNNN.pt after every epoch (model, optimizer, schedule, RNG, config;
-`ocean.checkpoint.load_model` reads them), ray/ (Ray Train state) and, for a local --out, mlflow.db.
+`ocean.checkpoint.load_model` reads them), plots/training_{loss,lr}.png at the end (also in the MLflow
+run under plots/), ray/ (Ray Train state) and, for a local --out, mlflow.db.
 A lost worker is restarted from the newest epoch file (--max-failures); running the same command again
 resumes at the first unfinished epoch (same --out and --run-name). Too many consecutive non-finite or
 exploding losses (optim.max_bad_steps) stop the run with an error naming the step (exit status 3).

@@ -95,8 +95,9 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         OUT/<checkpoint-name>/<benchmark>/sequences/<seq>.json  what a re-run needs to reuse them (eval_store)
         OUT/<checkpoint-name>/<benchmark>/summary.json      ``ocean score`` keys + checkpoint + tracker config
         OUT/<checkpoint-name>/<benchmark>/per_sequence.csv  one row per sequence
-        OUT/<checkpoint-name>/<benchmark>/{success,precision}.png   (not for VOT: no such curves)
-        OUT/plots/<benchmark>_{success,precision}.png       all checkpoints in one plot
+        OUT/<checkpoint-name>/<benchmark>/*.png             success, precision, norm_precision; VOT eao_curve,
+                                                            accuracy_robustness
+        OUT/plots/<benchmark>_*.png                         the same plots, all checkpoints in one (>= 2 checkpoints)
         OUT/plots/metric_vs_epoch.png                       headline metric per benchmark vs epoch (>= 2 epochs)
         OUT/per_sequence.csv, OUT/summary.md, OUT/evaluation.json   everything, one file each
     """
@@ -248,8 +249,8 @@ def _score(s: EvaluateSettings, infos: list[CheckpointInfo], sequences: dict[str
                        for n, e in sc["failed"].items()]
             rows += bench_rows
             if sc.get("curves"):
-                curves_by_bench[bench][info.name] = sc["curves"]
-                plots += [str(p) for p in plot_curves({info.name: sc["curves"]}, bench, bench_dir)]
+                curves_by_bench[bench][info.name] = sc
+                plots += [str(p) for p in plot_curves({info.name: sc}, bench, bench_dir)]
         checkpoints[info.uri] = {
             "name": info.name, "epoch": info.epoch, "links": info.links, "dir": str(out_dir / info.name),
             "tracker": {b: dataclasses.asdict(t) for b, t in trackers[info.uri].items()},

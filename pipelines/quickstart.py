@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ocean import storage
+from ocean.benchmarks.report import format_score
 from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.config import OceanConfig, apply_overrides, smoke
 
@@ -232,7 +233,7 @@ def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, eva
         "data": data,
         "training": {k: trained.get(k) for k in ("final_loss", "epochs", "mlflow_run_id", "losses")},
         "benchmarks": benchmarks,
-        "plots": evaluation.get("plots", []),
+        "plots": list(trained.get("plots") or []) + list(evaluation.get("plots", [])),
         "mlflow_uri": mlflow_uri,
         "mlflow_ui": _mlflow_ui_command(mlflow_uri),
         "synthetic": {"seed": synth.get("seed"), "size": synth.get("size")},
@@ -272,4 +273,4 @@ def format_summary(summary: dict) -> str:
 
 
 def _num(v) -> str:
-    return "" if v is None else f"{v:.3f}"
+    return "" if v is None else format_score(v)  # as the plot legends show it

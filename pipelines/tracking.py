@@ -44,10 +44,14 @@ def tracking_uri(explicit: str | None = None, out: str | None = None) -> str:
     return uri
 
 
+# MLflow 3's UI opens an experiment in its model-training view, not the GenAI one, by this tag (ray_stack.md §5.1).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (sqlite: its folder and schema) and the experiment once, on the driver, before any
-    worker touches it (parallel first uses race on sqlite's schema migration: ray_stack.md §5, mlflow#6490);
-    returns the experiment id."""
+    worker touches it (parallel first uses race on sqlite's schema migration: ray_stack.md §5, mlflow#6490),
+    tagged as a model-training experiment (:data:`EXPERIMENT_KIND`); returns the experiment id."""
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
@@ -55,12 +59,15 @@ def ensure_experiment(uri: str, name: str) -> str:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before the tag was set: MLflow 3 would open it as GenAI
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:///"):  # artifacts next to the database, not in the working directory
         artifact_location = str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name)
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # created concurrently by another driver
         exp = client.get_experiment_by_name(name)
         if exp is None:

@@ -28,6 +28,7 @@ from pipelines.mlflow_models import SYSTEM_METRICS_INTERVAL_S
 from pipelines.tracking import RunLogger
 from pipelines.train_input import training_data_error
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
+from pipelines.train_plots import write_training_plots
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         ``{"epochs", "final_loss", "metrics" (last epoch), "losses" (per epoch), "history",
         "checkpoints" (URIs, oldest first), "mlflow_run_id", "mlflow_uri", "model_uri" (the final
         ``mlflow.pytorch`` model, ``models:/m-<id>``), "prepare_run_id", "batch_plan", "resumed_from",
-        "orphans_removed"}``.
+        "orphans_removed", "plots" (``OUT/plots/training_{loss,lr}.png``)}``.
 
     Raises:
         TrainingDiverged: ``optim.max_bad_steps`` consecutive skipped steps (message names the step).
@@ -110,6 +111,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         result = _fit(s, plan, run, name)
         uris, last, orphans = _collect(s.out, result, name)
         model = _log_outputs(run, uris, s.data, int(last["epoch"]))
+        plots = write_training_plots(run, last.get("history", []), s.out, f"Training {name}")
     metrics = dict(last.get("metrics", {}))
     history = list(last.get("history", []))
     return {
@@ -118,6 +120,7 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         "mlflow_run_id": run.run_id, "mlflow_uri": run.uri, "model_uri": model["model_uri"],
         "prepare_run_id": prepare_run, "batch_plan": dataclasses.asdict(plan),
         "resumed_from": done_before[-1][0] if done_before else 0, "orphans_removed": orphans,
+        "plots": plots,
     }
 
 

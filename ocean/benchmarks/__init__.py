@@ -16,7 +16,14 @@ from ocean.benchmarks.metrics import (
     success_curve,
     vot_summary,
 )
-from ocean.benchmarks.plots import plot_precision, plot_success
+from ocean.benchmarks.plots import (
+    plot_accuracy_robustness,
+    plot_curves,
+    plot_eao,
+    plot_norm_precision,
+    plot_precision,
+    plot_success,
+)
 from ocean.benchmarks.protocols import OnePassResult, Tracker, VotResult, run_one_pass, run_vot_supervised
 from ocean.benchmarks.readers import read_benchmark, read_got10k, read_lasot, read_otb, read_vot
 from ocean.benchmarks.report import summary_table
@@ -42,6 +49,10 @@ __all__ = [
     "norm_precision_curve",
     "ope_sequence",
     "ope_summary",
+    "plot_accuracy_robustness",
+    "plot_curves",
+    "plot_eao",
+    "plot_norm_precision",
     "plot_precision",
     "plot_success",
     "precision_curve",

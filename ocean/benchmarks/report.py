@@ -14,6 +14,18 @@ import numpy as np
 
 from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 
+# How a score is shown wherever a reader compares it: tables, plot legends (3 decimals, as the pysot and got10k
+# toolkits print their legends; pysot ``draw_success_precision``, got10k ``ExperimentGOT10k.plot_curves``).
+SCORE_DECIMALS = 3
+
+
+def format_score(value: Any) -> str:
+    """A score as tables and plot legends show it (:data:`SCORE_DECIMALS` decimals; ``n/a`` when undefined)."""
+    if not isinstance(value, (int, float)) or value != value:  # None, or NaN
+        return "n/a"
+    return f"{value:.{SCORE_DECIMALS}f}"
+
+
 # Metrics `ocean score` writes, in table order, plus the VOT failure count.
 METRIC_KEYS = (*SCORE_KEYS, "num_failures")
 CSV_COLUMNS = [
@@ -86,27 +98,27 @@ def per_sequence_csv(rows: Iterable[Mapping[str, Any]]) -> str:
 
 def summary_table(scores: dict[str, dict]) -> str:
     """Markdown table: one row per tracker (``scores[tracker]`` is a score_benchmark dict), one column
-    per metric present in any of them. Fractions printed with 3 decimals; robustness is per 100 frames."""
+    per metric present in any of them, as :func:`format_score` shows them; robustness is per 100 frames."""
     cols = [c for c in SCORE_KEYS if any(c in s for s in scores.values())]
     lines = ["| tracker | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, s in scores.items():
         cells = []
         for c in cols:
             v = s.get(c)
-            cells.append("" if v is None else f"{v:.3f}")
+            cells.append("" if v is None else format_score(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def headline_table(report: Mapping[str, Any]) -> str:
     """Markdown table of an evaluation report: one row per checkpoint and benchmark with its headline
-    metric (4 decimals, ``n/a`` when undefined)."""
+    metric as :func:`format_score` shows it (as the plot legends do; ``n/a`` when undefined)."""
     lines = ["| checkpoint | epoch | benchmark | sequences | headline | value |", "|---|---|---|---|---|---|"]
     for uri, per in report["scores"].items():
         info = report["checkpoints"][uri]
         for bench, s in per.items():
             value = s.get(HEADLINE[bench])
-            shown = "n/a" if value is None else f"{value:.4f}"
+            shown = format_score(value)
             lines.append(
                 f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} "
                 f"| {shown} |"

@@ -158,6 +158,10 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(
     assert sorted((h.step, h.value) for h in history) == sorted(aucs.items())
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/metric_vs_epoch.png" in parent_files and "plots/otb_success.png" in parent_files
+    assert {"plots/otb_norm_precision.png", "plots/vot2018_eao_curve.png",
+            "plots/vot2018_accuracy_robustness.png"} <= parent_files
+    # MLflow 3 opens the experiment as model training, not GenAI (ray_stack.md §5.1)
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "evaluation.json",
         "per_sequence.csv",
@@ -189,6 +193,8 @@ def test_ray_two_nodes_equals_local_loop_and_logs_to_mlflow(
             "evaluation/otb/precision.png",
             "evaluation/otb/results",
         } <= files
+        vot_files = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation/vot2018")}
+        assert {"evaluation/vot2018/eao_curve.png", "evaluation/vot2018/accuracy_robustness.png"} <= vot_files
 
 
 @pytest.mark.slow

@@ -89,3 +89,17 @@ def test_source_tags_name_the_commit_without_dirty_suffix(monkeypatch):
     assert tracking.source_tags()["mlflow.source.git.commit"] == "abc123"
     monkeypatch.setattr(tracking, "code_version", lambda: "unknown")
     assert "mlflow.source.git.commit" not in tracking.source_tags()
+
+
+def test_experiments_are_tagged_as_model_training(uri):
+    """MLflow 3 opens an experiment as model training, not GenAI, by ``mlflow.experimentKind``
+    (ray_stack.md §5.1): new experiments get it, and so does one made before without it."""
+    from mlflow.tracking import MlflowClient
+
+    new = tracking.ensure_experiment(uri, "fresh")
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment(new).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("made-before")
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert tracking.ensure_experiment(uri, "made-before") == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -114,6 +114,12 @@ def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_
         assert client.get_metric_history(run.info.run_id, key), key
     assert "checkpoints.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert [m.model_id for m in run.outputs.model_outputs] == [res["model_uri"].removeprefix("models:/")]
+    # the loss and lr curves: beside the checkpoints and in the run (ocean.training_plots)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/training_loss.png", "plots/training_lr.png"}
+    assert res["plots"] == [f"{out}/plots/training_loss.png", f"{out}/plots/training_lr.png"]
+    assert s3_server.keys("ocean-runs", "t-ddp/plots/") == ["t-ddp/plots/training_loss.png", "t-ddp/plots/training_lr.png"]
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
     again = train(TrainSettings(str(pairs_dir), out, cfg, workers=2, mlflow_uri=mlflow_server.uri,
                                 experiment="t-train", run_name="ddp", verbose=False))

@@ -54,7 +54,7 @@ def test_metrics_tables_and_without_curves():
     report = {"scores": {"u1": _scores(0.25, 0.5)}, "checkpoints": {"u1": {"name": "ck", "epoch": 2}}}
     assert headline_table(report) == (
         "| checkpoint | epoch | benchmark | sequences | headline | value |\n|---|---|---|---|---|---|\n"
-        "| ck | 2 | otb | 1 | success_auc | 0.2500 |\n| ck | 2 | got10k | 1 | ao | 0.5000 |\n")
+        "| ck | 2 | otb | 1 | success_auc | 0.250 |\n| ck | 2 | got10k | 1 | ao | 0.500 |\n")
     slim = without_curves({"x": 1, **report})
     assert "curves" not in slim["scores"]["u1"]["otb"] and "curves" in report["scores"]["u1"]["otb"]
     assert slim["x"] == 1 and slim["checkpoints"] is report["checkpoints"]

@@ -217,6 +217,8 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
     for p in ("otb/success.png", "otb/precision.png", "got10k/success.png", "lasot/precision.png"):
         assert (out / name / p).stat().st_size > 1000
     assert not (out / name / "vot2018" / "success.png").exists()
+    for p in ("lasot/norm_precision.png", "vot2018/eao_curve.png", "vot2018/accuracy_robustness.png"):
+        assert (out / name / p).stat().st_size > 1000
     rows = (out / "per_sequence.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and rows[0].startswith("checkpoint,epoch,benchmark,sequence")
 
