@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from jobs.common import (
     UsageError,
@@ -15,6 +15,8 @@ from jobs.common import (
     parse_name_values,
     tracker_overrides,
 )
+
+log = logging.getLogger(__name__)
 
 COMMAND = "evaluate"
 HELP = "evaluate checkpoints (or a training run's epochs) on benchmarks, in parallel on Ray; score and log"
@@ -103,7 +105,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
     p.add_argument("--no-resume", action="store_true",
                    help="track every sequence again, even those whose results are stored under --out")
-    p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
 
 
 def parse_benchmarks(items: list[str]) -> dict[str, str]:
@@ -159,9 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
         checkpoints = [u for _e, u in pairs]
         training_run = args.run
-        print(
+        log.info(
             f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})",
-            file=sys.stderr,
         )
     else:
         if args.epochs != "all":
@@ -207,9 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"MLflow: {m['tracking_uri']} experiment {m['experiment_id']}, run {m['parent_run_id']}")
     print(f"results: {args.out}")
     if report["failed"]:
-        print(f"warning: {len(report['failed'])} sequences failed:", file=sys.stderr)
-        for f in report["failed"][:10]:
-            print(f"  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}", file=sys.stderr)
+        log.warning(f"{len(report['failed'])} sequences failed:" + "".join(
+            f"\n  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}" for f in report["failed"][:10]))
         return 1 if args.strict else 0
     return 0
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from jobs.common import add_mlflow_arguments, add_ray_argument, fail, main_for
+
+log = logging.getLogger(__name__)
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"
@@ -77,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
                                      experiment=args.experiment, run_name=args.run_name,
                                      max_failures=args.max_failures))
     except TrainingDiverged as exc:
-        print(f"ocean train: training diverged: {exc}")
+        log.error(f"training diverged: {exc}")
         return 3
     except TrainingDataError as exc:
-        print(f"ocean train: {exc}")
+        log.error(str(exc))
         return 2
     except TrackingStoreError as exc:
         return fail(COMMAND, exc)

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import resource
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -209,8 +208,8 @@ class CropPhase:
                     self._on_result(name, json.loads(raw))
             lost = [shard_name(n, i) for n, i in todo if shard_name(n, i) not in returned]
             for name in lost:
-                print(f"shard {name} failed: its task was lost (worker or node died {SHARD_TASK_RETRIES + 1} "
-                      "times)", file=sys.stderr)
+                log.warning(f"shard {name} failed: its task was lost (worker or node died {SHARD_TASK_RETRIES + 1} "
+                            "times)")
             self.failed += lost
             self.seconds, self.driver_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
             self.data_stats = ds.stats()
@@ -222,7 +221,7 @@ class CropPhase:
     def _on_result(self, name: str, result: dict) -> None:
         if "error" in result:
             self.failed.append(name)
-            print(f"shard {name} failed: {result['error']}", file=sys.stderr)
+            log.warning(f"shard {name} failed: {result['error']}")
             return
         runtime = result.pop("runtime")
         self.reused += bool(runtime.pop("skipped"))

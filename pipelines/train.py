@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import tempfile
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ocean import storage
 from ocean.checkpoint import list_checkpoints, remove_stale_temporaries
 from ocean.config import OceanConfig
 from pipelines import tracking
+from pipelines.console import forward_worker_logs
 from pipelines.tracking import RunLogger
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
 
@@ -90,14 +92,15 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         TrackingStoreError: a sqlite / file MLflow store on a Ray cluster of several nodes (before any run).
     """
     s = settings
-    log = print if s.verbose else (lambda *a, **k: None)
+    log = logging.getLogger(__name__).info if s.verbose else (lambda *a, **k: None)
     plan, files, manifest = _validate(s, log)
     _connect(s)
     name = s.run_name or "ocean-train"
     done_before = _prepare_out(s.out)
     run = _open_run(s, plan, len(files), manifest, name, log)
     with run:  # FAILED (and an ocean.error tag) when anything below raises, else FINISHED
-        result = _fit(s, plan, run, name)
+        with forward_worker_logs():  # rank 0's resume point and progress on this console
+            result = _fit(s, plan, run, name)
         uris, last, orphans = _collect(s.out, result, name)
         _log_outputs(run, uris)
     metrics = dict(last.get("metrics", {}))
@@ -114,17 +117,17 @@ def _validate(s: TrainSettings, log) -> tuple[BatchPlan, list[str], str | None]:
     """The batch plan, the pair files and the data manifest's sha256; fails fast (before Ray starts) on
     missing data or an epoch shorter than one global batch."""
     plan = batch_plan(s.cfg.optim.batch_size, s.workers, s.max_worker_batch)
-    log(f"[ocean train] {plan.describe()}")
+    log(plan.describe())
     fs, files = list_pair_files(s.data)
     manifest = manifest_sha256(s.data)
     keys, datasets = read_pair_index(fs, files)
     selection, composition = epoch_selection(keys, datasets, s.cfg.data.pairs_per_epoch, s.seed, 0)
     rank_rows(selection, 0, plan)  # fails fast when an epoch is shorter than one global batch
-    log(f"[ocean train] {len(keys)} prepared pairs in {len(files)} files; epoch 1 draws "
+    log(f"{len(keys)} prepared pairs in {len(files)} files; epoch 1 draws "
         + ", ".join(f"{n} {c['taken']}/{c['available']}" for n, c in composition.items() if c["wanted"]))
     short = {n: c for n, c in composition.items() if c["taken"] < c["wanted"]}
     if short:
-        log(f"[ocean train] warning: fewer prepared pairs than data.pairs_per_epoch asks for: {short}")
+        logging.getLogger(__name__).warning(f"fewer prepared pairs than data.pairs_per_epoch asks for: {short}")
     return plan, files, manifest
 
 
@@ -157,7 +160,7 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
             "ocean.out": tracking.public_uri(s.out), "mlflow.runName": name, "ocean.manifest_sha256": manifest or "none"}
     run = RunLogger.start(uri, s.experiment, name, tags=tags, resume_key=("ocean.run_key", run_key))
     if run.resumed:
-        log(f"[ocean train] continuing MLflow run {run.run_id}")
+        log(f"continuing MLflow run {run.run_id}")
     else:
         run.log_config(s.cfg, {
             "run.workers": s.workers, "run.use_gpu": s.use_gpu, "run.seed": s.seed,
@@ -165,7 +168,7 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
             "run.accumulate": plan.accumulate, "run.max_worker_batch": s.max_worker_batch,
             "run.data": tracking.public_uri(s.data), "run.out": tracking.public_uri(s.out),
             "run.manifest_sha256": manifest or "none", "run.pair_files": n_files})
-    log(f"[ocean train] MLflow {tracking.public_uri(uri)} experiment {s.experiment!r} run {run.run_id}")
+    log(f"MLflow {tracking.public_uri(uri)} experiment {s.experiment!r} run {run.run_id}")
     return run
 
 

@@ -5,7 +5,9 @@ the batch function: tests/unit/test_train_local.py)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -125,12 +127,19 @@ def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_
 
 @pytest.mark.slow
 def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_path):
+    from jobs.common import setup_logging
     from pipelines.train import train
     from pipelines.train_loop import KILLED_MARKER
 
+    console = io.StringIO()  # the driver's console, as `ocean train` sets it up
+    setup_logging("info", "train", stream=console)
     out = tmp_path / "run"
     res = train(TrainSettings(str(pairs_dir), str(out), tiny_cfg(2), workers=2, run_name="kill",
                               kill_worker_at=(1, 1, 1), verbose=False))
+    shown = console.getvalue()  # rank 0 on the driver: each epoch with the run ETA, the restarted group resumed
+    assert re.search(r"train_loop\[rank 0\]: epoch 1/2 loss [\d.]+ .*; run ETA \d[\dhms]* -> ", shown), shown
+    assert re.search(r"train_loop\[rank 0\]: epoch 2/2 loss [\d.]+ .*; run done -> ", shown), shown
+    assert f"train_loop[rank 0]: resuming at epoch 1 from {out}/checkpoints/epoch-0001.pt" in shown  # restart
     assert (out / KILLED_MARKER).exists()  # rank 1 really died once, in epoch 2 (index 1) at step 1
     assert res["epochs"] == 2 and [e for e, _ in list_checkpoints(str(out))] == [1, 2]
     assert [h["epoch"] for h in res["history"]] == [1, 2]  # epoch 1 kept: only the epoch in progress was lost
@@ -140,6 +149,7 @@ def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_pa
 
     # the same command with one more epoch: starts at the saved epoch, not at epoch 1
     more = train(TrainSettings(str(pairs_dir), str(out), tiny_cfg(3), workers=2, run_name="kill", verbose=False))
+    assert f"train_loop[rank 0]: resuming at epoch 2 from {out}/checkpoints/epoch-0002.pt" in console.getvalue()
     assert more["resumed_from"] == 2 and more["epochs"] == 3
     assert more["history"][:2] == res["history"]  # epochs 1-2 were not trained again
     assert more["mlflow_run_id"] == res["mlflow_run_id"]
