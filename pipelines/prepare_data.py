@@ -213,7 +213,7 @@ class CropPhase:
             self.failed += lost
             self.seconds, self.driver_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
             self.data_stats = ds.stats()
-            log.info("Ray Data stats of the crop phase:\n%s", self.data_stats)
+            log.debug("Ray Data stats of the crop phase:\n%s", self.data_stats)
         finally:
             if started_ray:
                 ray.shutdown()

@@ -127,7 +127,8 @@ def _validate(s: TrainSettings, log) -> tuple[BatchPlan, list[str], str | None]:
         + ", ".join(f"{n} {c['taken']}/{c['available']}" for n, c in composition.items() if c["wanted"]))
     short = {n: c for n, c in composition.items() if c["taken"] < c["wanted"]}
     if short:
-        logging.getLogger(__name__).warning(f"fewer prepared pairs than data.pairs_per_epoch asks for: {short}")
+        logging.getLogger(__name__).warning("fewer prepared pairs than data.pairs_per_epoch asks for: " + ", ".join(
+            f"{n} {c['taken']} of {c['wanted']}" for n, c in short.items()))
     return plan, files, manifest
 
 
