@@ -5,8 +5,8 @@ off (Ray Data's and Ray Train's own chatter), and Ray Train 2.60 routes a worker
 log files (ray_stack.md §9). So records of the project's loggers (``jobs``, ``pipelines``, ``ocean``,
 ``data_prep``) travel through a small named actor instead:
 
-* the driver wraps the Ray work in :func:`forward_worker_logs`: it creates the actor (holding the driver's
-  level) and a thread that takes its records every :data:`DRAIN_EVERY_S` and hands them to the driver's
+* the driver wraps the Ray work in :func:`forward_worker_logs`: it creates the actor (on the driver's node,
+  holding the driver's level) and a thread that takes its records every :data:`DRAIN_EVERY_S` and hands them to the driver's
   loggers, with the worker named (``[rank 0]``);
 * a worker calls :func:`worker_logging` first: its project loggers take the driver's level and send what
   passes it to the actor (no round trip per record); :func:`flush_worker_logs` waits until they arrived.
@@ -85,7 +85,11 @@ def forward_worker_logs() -> Iterator[None]:
     if not _is_driver():
         yield
         return
-    relay = _relay_class().options(name=RELAY_NAME, get_if_exists=True).remote(_project_level())
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # lives as the driver
+    relay = _relay_class().options(name=RELAY_NAME, get_if_exists=True,
+                                   scheduling_strategy=here).remote(_project_level())
     stop = threading.Event()
 
     def drain() -> None:
