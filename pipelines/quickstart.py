@@ -126,10 +126,10 @@ def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
     t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}")
     if (synthetic_dir / "synth_manifest.json").exists():
         synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
-        log.info("    reusing the existing synthetic data")
+        log.info("reusing the existing synthetic data")
     else:
         synth = generate(synthetic_dir, seed=s.seed, size=s.size)
-    log.info(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return synth
 
 
@@ -143,7 +143,7 @@ def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
     synthetic_dir = where.work / "synthetic"
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
     manifest = prepare(PrepareSettings(datasets, where.pairs, cfg, seed=s.seed))
-    log.info(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return manifest
 
 
@@ -160,7 +160,7 @@ def _train(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
                                       mlflow_uri=where.mlflow, experiment="ocean-quickstart",
                                       run_name="quickstart-smoke", seed=s.seed))
         (where.work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
-    log.info(f"    done in {time.time() - t:.1f} s; final checkpoint {trained['checkpoints'][-1]}")
+    log.info(f"done in {time.time() - t:.1f} s; final checkpoint {trained['checkpoints'][-1]}")
     return trained
 
 
@@ -195,7 +195,7 @@ def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSe
                                                max_sequences=s.max_sequences))
         evaluation["max_sequences"] = s.max_sequences
         (where.work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
-    log.info(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return evaluation, untrained
 
 
@@ -208,7 +208,7 @@ def _reuse(path: Path, still_valid) -> dict | None:
     except json.JSONDecodeError:
         return None
     if still_valid(result):
-        log.info(f"    reusing {path.name}")
+        log.info(f"reusing {path.name}")
         return result
     return None
 
