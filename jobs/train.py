@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         log.error(f"training diverged: {exc}")
         return 3
     except TrainingDataError as exc:
-        log.error(str(exc))
+        print(f"ocean train: {exc}")
         return 2
     except TrackingStoreError as exc:
         return fail(COMMAND, exc)
