@@ -145,6 +145,8 @@ def worker_logging(origin: str | None = None) -> None:
     import ray
 
     try:
+        if not ray.is_initialized():  # not in Ray at all (ray.get_actor would start a local instance)
+            raise LookupError(RELAY_NAME)
         relay = ray.get_actor(RELAY_NAME)
         level = ray.get(relay.level.remote())
     except Exception:  # no driver forwarding: this worker's own stderr

@@ -112,3 +112,20 @@ def test_progress_lines_every_interval_with_epoch_and_run_eta():
 
 def test_durations():
     assert [duration(s) for s in (0, 41.6, 60, 185, 7620, -3)] == ["0s", "42s", "1m00s", "3m05s", "2h07m", "0s"]
+
+
+@pytest.mark.parametrize("env, shown", [("info", True), ("warning", False)])
+def test_a_worker_without_a_forwarding_driver_logs_to_its_stderr_at_the_environment_level(env, shown):
+    """No Ray (or no driver forwarding): the worker's own stderr, ``$OCEAN_LOG_LEVEL``, and no Ray started."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, ray\nfrom pipelines.console import worker_logging\nworker_logging('rank 3')\n"
+            "logging.getLogger('pipelines.x').info('an info line')\nlogging.getLogger('ocean.y').warning('a warning')\n"
+            "print('ray started' if ray.is_initialized() else 'no ray')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OCEAN_LOG_LEVEL": env})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "no ray\n"
+    assert ("INFO pipelines.x: an info line" in out.stderr) == shown and "WARNING ocean.y: a warning" in out.stderr
