@@ -51,6 +51,9 @@ def _relay_class():
         def level(self) -> int:
             return self._level
 
+        def set_level(self, level: int) -> None:
+            self._level = level
+
         def put(self, record: tuple) -> None:
             self._records.append(record)
 
@@ -90,6 +93,7 @@ def forward_worker_logs() -> Iterator[None]:
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # lives as the driver
     relay = _relay_class().options(name=RELAY_NAME, get_if_exists=True,
                                    scheduling_strategy=here).remote(_project_level())
+    ray.get(relay.set_level.remote(_project_level()))  # an earlier block of this job may have had another
     stop = threading.Event()
 
     def drain() -> None:
@@ -132,7 +136,7 @@ class _RelayHandler(logging.Handler):
 def worker_logging(origin: str | None = None) -> None:
     """In a Ray worker: the project's loggers at the driver's level, sending to the driver's console (see
     the module docstring); ``origin`` names this worker in the lines (default in a Ray Train worker:
-    ``"rank N"``). Again in the same process only updates ``origin``."""
+    ``"rank N"``). Again in the same process updates ``origin`` and the level."""
     if origin is None and "ray.train" in sys.modules:
         with contextlib.suppress(Exception):
             import ray.train
@@ -141,6 +145,12 @@ def worker_logging(origin: str | None = None) -> None:
     if _worker:
         if _worker["handler"] is not None:
             _worker["handler"].origin = origin
+            with contextlib.suppress(Exception):
+                import ray
+
+                level = ray.get(_worker["handler"].relay.level.remote())
+                for package in PACKAGES:
+                    logging.getLogger(package).setLevel(level)
         return
     import ray
 
