@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from jobs.common import main_for
+from jobs.common import fail, main_for
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ocean.storage import StorageError
 
     if not args.results.is_dir():
-        log.error(f"results folder {args.results} does not exist")
-        return 2
+        return fail(COMMAND, f"results folder {args.results} does not exist")
     try:
         scores = score_benchmark(args.benchmark, args.dataset, args.results)
     except (AnnotationError, FileNotFoundError, ValueError, StorageError) as e:
-        log.error(str(e))
-        return 2
+        return fail(COMMAND, e)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(scores, indent=2))
     name = args.name or args.results.resolve().name
