@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from jobs.common import (
     UsageError,
@@ -14,6 +15,8 @@ from jobs.common import (
     main_for,
     parse_name_values,
 )
+
+log = logging.getLogger(__name__)
 
 COMMAND = "ablate"
 HELP = "paper ablations (Table 4 components, Table 5 data): one Ray Tune trial per training, table in MLflow"
@@ -80,7 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the study's switches cannot be overridden)")
     add_ray_argument(parser)
     add_mlflow_arguments(parser, "ocean-ablate")
-    parser.add_argument("--quiet", action="store_true", help="less output (the table is still written)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,13 +116,12 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # every trial failed
         fail(COMMAND, exc)
         return 1
-    if args.quiet:
-        print(report["markdown"])
+    print(report["markdown"])
     failed = [r["key"] for s in report["studies"] for r in report["rows"][s] if r["status"] == "failed"]
     ml = report["mlflow"]
     print(f"table: {args.out.rstrip('/')}/ablation.md; MLflow parent run {ml['parent_run_id']} at {ml['tracking_uri']}")
     if failed:
-        print(f"ocean ablate: rows failed: {failed} (see the table's status column and the child runs)")
+        log.error(f"rows failed: {failed} (see the table's status column and the child runs)")
         return 1
     return 0
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
-import sys
 from types import ModuleType
 
 import jobs
-from jobs.common import call_command
+from jobs.common import add_logging_arguments, call_command
 
 
 def _command_modules() -> list[ModuleType]:
@@ -39,7 +39,7 @@ def _command_modules() -> list[ModuleType]:
         try:
             mod = importlib.import_module(f"jobs.{info.name}")
         except Exception as exc:  # one broken command must not take the others down
-            print(f"ocean: command module jobs.{info.name} failed to import: {exc!r}", file=sys.stderr)
+            logging.getLogger(__name__).warning(f"ocean: command module jobs.{info.name} failed to import: {exc!r}")
             continue
         if hasattr(mod, "COMMAND") and hasattr(mod, "run"):
             mods.append(mod)
@@ -54,6 +54,7 @@ def _add_command(sub: argparse._SubParsersAction, mod: ModuleType) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mod.add_arguments(p)
+    add_logging_arguments(p)
     p.set_defaults(_run=mod.run)
 
 

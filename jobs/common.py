@@ -1,9 +1,11 @@
 """Command-line pieces every ``ocean`` command shares: ``NAME=VALUE`` lists, tracker overrides, the Ray and
-MLflow flags, and usage errors (one line on stderr, exit status 2)."""
+MLflow flags, the logging flags and set-up, and usage errors (one line on stderr, exit status 2)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
 import signal
 import sys
@@ -27,19 +29,21 @@ def main_for(module_name: str, argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mod.add_arguments(parser)
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
     return call_command(mod.run, args, mod.COMMAND)
 
 
 def call_command(run, args: argparse.Namespace, command: str) -> int:
-    """Run a command; a :class:`jobs.common.UsageError` or :class:`ocean.config.ConfigError` it lets through is
-    one line and exit status 2. SIGTERM / Ctrl-C stop it with one line and status 128 + the signal (its MLflow
-    run ends KILLED)."""
+    """Set up logging (:func:`setup_logging`), then run a command; a :class:`jobs.common.UsageError` or
+    :class:`ocean.config.ConfigError` it lets through (or a bad ``$OCEAN_LOG_LEVEL``) is one line and exit
+    status 2. SIGTERM / Ctrl-C stop it with one line and status 128 + the signal (its MLflow run ends KILLED)."""
     from ocean.config import ConfigError
     from pipelines.raysession import MissingGpus, received_signal, stop_on_signals
 
     stop_on_signals()
     try:
+        setup_logging(log_level(args), command)
         return int(run(args) or 0)
     except (UsageError, ConfigError, MissingGpus) as exc:
         return fail(command, exc)
@@ -47,6 +51,82 @@ def call_command(run, args: argparse.Namespace, command: str) -> int:
         signum = received_signal() or signal.SIGINT
         print(f"ocean {command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + int(signum)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PROJECT_LOGGERS = ("jobs", "pipelines", "ocean", "data_prep", "__main__")
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level {debug,info,warning,error}`` and ``-q/--quiet`` (= warning), on every command."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
+                       help="how much the console shows (default $OCEAN_LOG_LEVEL, else info)")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="warnings and errors only, no progress output (the command's results still print)")
+
+
+def log_level(args: argparse.Namespace) -> str:
+    """The level the flags ask for: ``--log-level``, ``-q`` (warning), ``$OCEAN_LOG_LEVEL``, else info;
+    UsageError for a bad ``$OCEAN_LOG_LEVEL``."""
+    if getattr(args, "log_level", None):
+        return args.log_level
+    if getattr(args, "quiet", False):
+        return "warning"
+    level = os.environ.get("OCEAN_LOG_LEVEL", "").strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise UsageError(f"OCEAN_LOG_LEVEL={level!r}: one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS NAME[ORIGIN]: message``, ``WARNING`` / ``ERROR`` / ``DEBUG`` before NAME when not info.
+    NAME is the logger's last part (``pipelines.train_loop`` -> ``train_loop``; the command's own module
+    -> ``ocean COMMAND``); ORIGIN names the Ray worker a forwarded record came from (``rank 0``)."""
+
+    def __init__(self, command: str | None = None):
+        super().__init__(datefmt="%H:%M:%S")
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name.rsplit(".", 1)[-1]
+        if self.command and (record.name == "__main__" or record.name == f"jobs.{self.command.replace('-', '_')}"):
+            name = f"ocean {self.command}"
+        origin = getattr(record, "origin", None)
+        level = "" if record.levelno == logging.INFO else f"{record.levelname} "
+        text = f"{self.formatTime(record, self.datefmt)} {level}{name}{f'[{origin}]' if origin else ''}: "
+        text += record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(level: str = "info", command: str | None = None, stream=None) -> logging.Handler:
+    """Once per process (again replaces the earlier set-up): the project's loggers (:data:`PROJECT_LOGGERS`)
+    at ``level``, others at warning, all to one stderr handler in :class:`ConsoleFormatter`'s format; Ray
+    workers take the same level (:func:`pipelines.console.worker_logging`). Returns the handler."""
+    if level.lower() not in LOG_LEVELS:
+        raise UsageError(f"log level {level!r}: one of {', '.join(LOG_LEVELS)}")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "ocean_console", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(ConsoleFormatter(command))
+    handler.ocean_console = True
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
+    return handler
+
+
+def reset_logging() -> None:
+    """Undo :func:`setup_logging` (tests: each starts like a fresh process)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "ocean_console", False)]:
+        root.removeHandler(old)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def fail(command: str, exc: BaseException | str) -> int:

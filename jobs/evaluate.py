@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from jobs.common import (
     UsageError,
@@ -15,6 +15,8 @@ from jobs.common import (
     parse_name_values,
     tracker_overrides,
 )
+
+log = logging.getLogger(__name__)
 
 COMMAND = "evaluate"
 HELP = "evaluate checkpoints (or a training run's epochs) on benchmarks, in parallel on Ray; score and log"
@@ -111,7 +113,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any sequence failed")
     p.add_argument("--no-resume", action="store_true",
                    help="track every sequence again, even those whose results are stored under --out")
-    p.add_argument("--quiet", action="store_true", help="no per-sequence progress lines")
     p.add_argument("--register-name", metavar="NAME",
                    help="register the best checkpoint in the MLflow model registry under NAME with alias "
                         "'best' (default with --run: ocean-tracker; with --checkpoint only when given)")
@@ -175,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     validation = args.validation
     if register and validation is None:  # the best checkpoint is what gets registered
         validation = next(iter(benchmarks))
-        print(f"validation: {validation} (the first --benchmark; --validation NAME to choose)", file=sys.stderr)
+        log.info(f"validation: {validation} (the first --benchmark; --validation NAME to choose)")
     if args.run:
         if args.no_mlflow and not args.mlflow_uri:
             raise UsageError("--run needs MLflow: give --mlflow-uri (or MLFLOW_TRACKING_URI)")
@@ -183,9 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
         checkpoints = [u for _e, u in pairs]
         training_run = args.run
-        print(
+        log.info(
             f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})",
-            file=sys.stderr,
         )
     else:
         if args.epochs != "all":
@@ -234,12 +234,11 @@ def _run(args: argparse.Namespace) -> int:
             r = m["registered"]
             print(f"registered {r['uri']} (version {r['version']}): `ocean track --checkpoint {r['uri']}` loads it")
         elif register:
-            print(f"nothing registered: no checkpoint has a {validation} score", file=sys.stderr)
+            log.warning(f"nothing registered: no checkpoint has a {validation} score")
     print(f"results: {args.out}")
     if report["failed"]:
-        print(f"warning: {len(report['failed'])} sequences failed:", file=sys.stderr)
-        for f in report["failed"][:10]:
-            print(f"  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}", file=sys.stderr)
+        log.warning(f"{len(report['failed'])} sequences failed:" + "".join(
+            f"\n  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}" for f in report["failed"][:10]))
         return 1 if args.strict else 0
     return 0
 

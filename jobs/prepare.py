@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from jobs.common import (
     UsageError,
@@ -15,6 +15,8 @@ from jobs.common import (
     parse_count_values,
     parse_name_values,
 )
+
+log = logging.getLogger(__name__)
 
 COMMAND = "prepare"
 HELP = "crop training pairs from dataset downloads into parquet shards (local or s3://), on Ray"
@@ -131,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
             datasets, args.out, cfg, pairs=pairs or None, seed=args.seed,
             shard_pairs=args.shard_pairs or DEFAULT_SHARD_PAIRS, jpeg_quality=args.jpeg_quality,
             ray_address=args.ray_address, reader_options=reader_options, task_cpus=args.task_cpus,
-            progress=not args.no_progress, listing=args.listing, mlflow_uri=args.mlflow_uri,
+            progress=not (args.no_progress or args.quiet), listing=args.listing, mlflow_uri=args.mlflow_uri,
             experiment=args.experiment, log_mlflow=not args.no_mlflow))
     except InputLocationError as exc:  # a dataset root that cannot be read: a bad command-line value
         raise UsageError(str(exc)) from None
     except (StorageError, JobMismatch, ShardFailed, OSError, ValueError, KeyError) as exc:  # OSError: a store lost mid-job
-        print(f"ocean prepare: {exc}", file=sys.stderr)
+        log.error(str(exc))
         return 1
     print(summary_table(manifest))
     for line in cap_lines(manifest) + rejection_lines(manifest):

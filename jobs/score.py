@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
-from jobs.common import main_for
+from jobs.common import fail, main_for
+
+log = logging.getLogger(__name__)
 
 COMMAND = "score"
 HELP = "score a tracker's result files on OTB, VOT2018/2019, GOT-10k (val) or LaSOT"
@@ -62,13 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ocean.storage import StorageError
 
     if not args.results.is_dir():
-        print(f"error: results folder {args.results} does not exist", file=sys.stderr)
-        return 2
+        return fail(COMMAND, f"results folder {args.results} does not exist")
     try:
         scores = score_benchmark(args.benchmark, args.dataset, args.results)
     except (AnnotationError, FileNotFoundError, ValueError, StorageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(COMMAND, e)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(scores, indent=2))
     name = args.name or args.results.resolve().name
@@ -84,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
         args.plots.mkdir(parents=True, exist_ok=True)
         (args.plots / "summary.md").write_text(summary_table({name: scores}))
     if scores["rejected"]:
-        print(
-            f"warning: {len(scores['rejected'])} sequences rejected (see 'rejected' in {args.json}):",
-            file=sys.stderr,
+        log.warning(
+            f"{len(scores['rejected'])} sequences rejected (see 'rejected' in {args.json}):"
+            + "".join(f"\n  {seq}: {why}" for seq, why in list(scores["rejected"].items())[:10])
         )
-        for seq, why in list(scores["rejected"].items())[:10]:
-            print(f"  {seq}: {why}", file=sys.stderr)
         if args.strict or scores["num_sequences"] == 0:
             return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jobs.common import UsageError, add_tracker_arguments, fail, main_for, tracker_overrides
+
+log = logging.getLogger(__name__)
 
 COMMAND = "track"
 HELP = "track one target through a folder of frames or a video; write x,y,w,h per frame"
@@ -242,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     net_seconds = tracker_seconds = 0.0
     tracked = 0
     t_start = time.perf_counter()
-    progress = tqdm(total=total or None, unit="frame", disable=args.no_progress, file=sys.stderr)
+    progress = tqdm(total=total or None, unit="frame", disable=args.no_progress or args.quiet, file=sys.stderr)
     try:
         for index, (name, image) in enumerate(frames):
             score: float | None = None
@@ -288,11 +291,11 @@ def _run(args: argparse.Namespace) -> int:
           f"total {len(lines) / total_seconds:.1f} fps (I/O included); wrote {args.out}"
           + (f" and {args.render}" if args.render else ""))
     if tracker.nonfinite_frames:
-        print(f"warning: the network gave no finite score in {tracker.nonfinite_frames} frames "
-              "(previous box kept)", file=sys.stderr)
+        log.warning(f"the network gave no finite score in {tracker.nonfinite_frames} frames "
+                    "(previous box kept)")
     if unreadable:
         shown = ", ".join(unreadable[:10]) + (" ..." if len(unreadable) > 10 else "")
-        print(f"warning: {len(unreadable)} unreadable frames kept the previous box: {shown}", file=sys.stderr)
+        log.warning(f"{len(unreadable)} unreadable frames kept the previous box: {shown}")
         return 1 if args.strict else 0
     return 0
 

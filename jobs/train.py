@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from jobs.common import (
     UsageError,
@@ -13,6 +14,8 @@ from jobs.common import (
     load_config,
     main_for,
 )
+
+log = logging.getLogger(__name__)
 
 COMMAND = "train"
 HELP = "train on pair records with Ray Train (DDP on CPU or GPU), resumable checkpoints, MLflow tracking"
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                      max_failures=args.max_failures, system_metrics=args.system_metrics,
                                      **_interval(args.system_metrics_interval)))
     except TrainingDiverged as exc:
-        print(f"ocean train: training diverged: {exc}")
+        log.error(f"training diverged: {exc}")
         return 3
     except TrainingDataError as exc:
         return fail(COMMAND, exc)

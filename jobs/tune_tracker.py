@@ -76,7 +76,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_ray_argument(p)
     add_mlflow_arguments(p, "ocean-tune-tracker")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no Ray Tune progress tables")
 
 
 def _check(args: argparse.Namespace) -> tuple[str, str]:

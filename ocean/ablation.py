@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +184,7 @@ class PlannedRow:
 
 def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_per_epoch: int | None = None,
               rows: Sequence[str] | None = None, include_online: bool | None = None,
-              log=print) -> list[PlannedRow]:
+              log=None) -> list[PlannedRow]:
     """The rows to run for ``study`` ("components", "data" or "both") on data holding ``present`` datasets.
 
     ``rows``: keep only these row keys (a leading "+" is ignored, e.g. ``["baseline", "+centralized"]``);
@@ -202,7 +203,7 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
     known = {r.key for s in studies for r in study_rows(s, include_online=True)}
     if wanted is not None and wanted - known:
         raise AblationError(f"unknown rows {sorted(wanted - known)} for study {study!r}; known: {sorted(known)}")
-    present = sorted(set(present))
+    present, log = sorted(set(present)), log or logging.getLogger(__name__).info
     base_mix = dict(base.data.pairs_per_epoch)
     total = int(pairs_per_epoch) if pairs_per_epoch else int(sum(base_mix.values()))
     if total < 1:
@@ -211,7 +212,7 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
     for s in studies:
         specs = study_rows(s, include_online=include_online)
         if wanted is not None and "online" in wanted and s == "components" and not any(r.key == "online" for r in specs):
-            log("[ocean ablate] row 'online' skipped: tracker.online / ocean.online is not available")
+            log("row 'online' skipped: tracker.online / ocean.online is not available")
         cumulative = cumulative_overrides(specs)
         if not has_online_switch():  # a TrackerConfig without the switch: nothing to set
             cumulative = {k: [o for o in v if not o.startswith("tracker.online=")] for k, v in cumulative.items()}
@@ -227,7 +228,7 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
                 datasets = [d for d in present if base_mix.get(d, 0) > 0]
                 missing = sorted(d for d, v in base_mix.items() if v > 0 and d not in present)
                 if missing and spec is specs[0]:
-                    log(f"[ocean ablate] datasets {missing} of the mix are not in the data: the epoch budget is "
+                    log(f"datasets {missing} of the mix are not in the data: the epoch budget is "
                         f"spread over {datasets}")
             else:
                 datasets = [d for d in spec.datasets if d in present]
@@ -241,11 +242,11 @@ def plan_rows(study: str, base: OceanConfig, present: Sequence[str], *, pairs_pe
                 elif previous is not None and added and not added & set(present):
                     row.skipped = f"datasets {sorted(added - set(present))} are not in the prepared data"
                 if row.skipped:
-                    log(f"[ocean ablate] row {spec.key!r} skipped: {row.skipped}")
+                    log(f"row {spec.key!r} skipped: {row.skipped}")
                     planned.append(row)
                     continue
                 if missing:
-                    log(f"[ocean ablate] row {spec.key!r}: datasets {missing} are not in the data; "
+                    log(f"row {spec.key!r}: datasets {missing} are not in the data; "
                         f"training on {datasets}")
             if not datasets:
                 raise AblationError(f"none of the mix's datasets {sorted(base_mix)} is in the data ({present})")

@@ -12,6 +12,7 @@ output layout: :func:`ablate`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from ocean.ablation import (
 from ocean.config import OceanConfig
 from ocean.datapath import check_readable_folder
 from ocean.storage import StorageError, public_uri
+from pipelines.console import forward_worker_logs
 from pipelines.tracking import RunLogger, require_shared_store, tracking_uri
 
 
@@ -120,7 +122,7 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
         OUT/tune/...                              Ray Tune's experiment folder
     """
     s = settings
-    log = print if s.verbose else (lambda *a, **k: None)
+    log = logging.getLogger(__name__).info if s.verbose else (lambda *a, **k: None)
     plan = _plan(s, log)
     _connect(s)
     with _parent_run(s, plan) as parent:
@@ -138,7 +140,6 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
         if not any(r["status"] == "ok" for st in plan.studies for r in report["rows"][st]):
             raise RuntimeError("ocean ablate: every trial failed: " + "; ".join(
                 f"{t['group']}: {t['error']}" for t in report["trials"] if t["error"]))
-    log(report["markdown"])
     return report
 
 
@@ -154,7 +155,7 @@ def _plan(s: AblateSettings, log) -> _Plan:
             raise AblationError(str(exc)) from None
     base = base_config(s.preset, s.overrides, s.epochs, s.study)
     present = present_datasets(s.data)
-    log(f"[ocean ablate] prepared data: {present}")
+    log(f"prepared data: {present}")
     planned = plan_rows(s.study, base, list(present), pairs_per_epoch=s.pairs_per_epoch, rows=s.rows, log=log)
     groups = group_rows(planned, base)
     total = int(s.pairs_per_epoch) if s.pairs_per_epoch else int(sum(base.data.pairs_per_epoch.values()))
@@ -244,7 +245,8 @@ def _run_grid(s: AblateSettings, plan: _Plan, uri: str, row_runs: dict[str, RunL
                                   storage_filesystem=tune_fs, verbose=1 if s.verbose else 0),
     )
     t0 = time.time()
-    grid = tuner.fit()
+    with forward_worker_logs():  # the trials' trainings on this console
+        grid = tuner.fit()
     return grid, time.time() - t0
 
 

@@ -51,11 +51,13 @@ def ablation_trial(config: dict[str, Any], *, settings: AblationTrialSettings) -
     evaluation per row of the group ``config["group"]``; reports the rows' scores once at the end."""
     from ray import tune
 
+    from pipelines.console import worker_logging
     from pipelines.train import TrainSettings, train
 
     s = settings
     t0 = time.time()
     name = config["group"]
+    worker_logging(f"trial {name}")  # this trial's and its training's records on the driver's console
     group = s.groups[name]
     runs = s.row_runs
     rows_out: dict[str, dict[str, Any]] = {}

@@ -14,13 +14,15 @@ only when every actor is gone for good with items left.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipelines.eval_workers import SequenceResult, SequenceRunner, WorkItem, _fitting_workers
+
+log = logging.getLogger(__name__)
 
 # ray_stack.md §6.1: a restart takes well under a second after a killed process and a few seconds after a
 # lost node, so three restarts per actor and three tries per item ride out repeated losses without letting a
@@ -154,7 +156,7 @@ class _Feed:
 
 
 def _say(text: str) -> None:
-    print(f"evaluate: {text}", file=sys.stderr, flush=True)
+    log.warning(text)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ worker that takes many sequences of one checkpoint pays the model load once. Ite
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,8 @@ from ocean.benchmarks.protocols import track_sequence
 from ocean.benchmarks.sequence import Sequence
 from ocean.checkpoint import CheckpointInfo
 from ocean.config import TrackerConfig
+
+log = logging.getLogger(__name__)
 
 
 class ClusterTooSmall(ValueError):
@@ -189,10 +192,9 @@ def _fitting_workers(
             raise ClusterTooSmall("use_gpu: the Ray cluster has no GPU")
     n = max(1, min(workers, n_items, fit))
     if n < workers:
-        print(
-            f"evaluate: {n} workers (cluster CPUs {total.get('CPU', 0):g} / {cpus_per_worker:g} per worker, "
+        log.warning(
+            f"{n} workers (cluster CPUs {total.get('CPU', 0):g} / {cpus_per_worker:g} per worker, "
             f"{n_items} items)",
-            file=sys.stderr,
         )
     return n
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +32,8 @@ from pipelines.eval_actors import RunStats, run_ray
 from pipelines.eval_store import ResultStore, item_inputs, open_output, upload_staged
 from pipelines.eval_workers import ClusterTooSmall, SequenceResult, WorkItem, run_local, timing, work_items
 from pipelines.tracking import tracking_uri
+
+log = logging.getLogger(__name__)
 
 
 class EvaluationError(ValueError):
@@ -187,8 +189,8 @@ def _reuse(s: EvaluateSettings, store: ResultStore,
     """The stored results a re-run can reuse (``resume``), and the items left to track."""
     reused, todo = store.reuse(items) if s.resume else ({}, items)
     if reused and s.progress:
-        print(f"evaluate: {len(reused)} of {len(items)} sequences already stored under {s.out}; "
-              f"tracking {len(todo)}", file=sys.stderr, flush=True)
+        log.info(f"{len(reused)} of {len(items)} sequences already stored under {s.out}; "
+                 f"tracking {len(todo)}")
     return reused, todo
 
 
@@ -204,8 +206,8 @@ def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem]
         results[(r.checkpoint, r.benchmark, r.sequence)] = r
         if s.progress:
             status = "ok" if r.error is None else f"FAILED ({r.error})"
-            print(f"[{len(results)}/{len(items)}] {names[r.checkpoint]} {r.benchmark}/{r.sequence}: {status} "
-                  f"({r.wall_s:.1f} s, {r.worker})", file=sys.stderr, flush=True)
+            log.info(f"[{len(results)}/{len(items)}] {names[r.checkpoint]} {r.benchmark}/{r.sequence}: {status} "
+                     f"({r.wall_s:.1f} s, {r.worker})")
 
     t_track = time.perf_counter()
     startup = 0.0
@@ -227,7 +229,7 @@ def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem]
         except ClusterTooSmall as exc:
             raise EvaluationError(str(exc)) from None
     if s.progress and stats.retried:
-        print(f"evaluate: {stats.retried} items run again after {stats.lost} lost worker calls", file=sys.stderr)
+        log.warning(f"{stats.retried} items run again after {stats.lost} lost worker calls")
     return results, (time.perf_counter() - t_track, startup, stats)
 
 

@@ -13,6 +13,7 @@ OpenCV thread, :func:`shard_task_cpus`) and the malloc thresholds of
 
 from __future__ import annotations
 
+import logging
 import resource
 import shutil
 import time
@@ -95,7 +96,7 @@ class PrepareSettings:
     task_cpus: float | None = None
     max_in_flight: int | None = None
     progress: bool = True
-    log: Callable[[str], None] | None = print
+    log: Callable[[str], None] | None = logging.getLogger(__name__).info
     listing: str = "ray"
     mlflow_uri: str | None = None
     experiment: str = "ocean-prepare"

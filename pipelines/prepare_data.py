@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import resource
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -225,12 +224,12 @@ class CropPhase:
                     break
             lost = [shard_name(n, i) for n, i in todo if shard_name(n, i) not in returned]
             for name in [] if self.stopped else lost:  # after a stop: shards never submitted, not lost
-                print(f"shard {name} failed: its task was lost (worker or node died {SHARD_TASK_RETRIES + 1} "
-                      "times)", file=sys.stderr)
+                log.warning(f"shard {name} failed: its task was lost (worker or node died {SHARD_TASK_RETRIES + 1} "
+                            "times)")
             self.failed += lost
             self.seconds, self.driver_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
             self.data_stats = ds.stats()
-            log.info("Ray Data stats of the crop phase:\n%s", self.data_stats)
+            log.debug("Ray Data stats of the crop phase:\n%s", self.data_stats)
         finally:
             if started_ray:
                 ray.shutdown()
@@ -242,7 +241,7 @@ class CropPhase:
             same = bool(store) and self.store_failures[-1:] == [store]
             self.store_failures = (self.store_failures + [store]) if same else ([store] if store else [])
             if len(self.store_failures) <= 1:  # one line per cause, not one per shard of an outage
-                print(f"shard {name} failed: {result['error']}", file=sys.stderr)
+                log.warning(f"shard {name} failed: {result['error']}")
             if len(self.store_failures) >= MAX_STORE_FAILURES_IN_A_ROW and not self.stopped:
                 self.stopped = (f"stopped submitting shards: {len(self.store_failures)} in a row failed on the "
                                 f"output or input store ({result['error']}); the shards done so far are stored: "

@@ -10,6 +10,7 @@ store at ``WORKDIR/mlflow.db``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -22,11 +23,13 @@ from ocean.benchmarks.report import format_score
 from ocean.benchmarks.scoring import HEADLINE, SCORE_KEYS
 from ocean.config import OceanConfig, apply_overrides, smoke
 
+log = logging.getLogger(__name__)
+
 BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
 
 
 def _stage(name: str, message: str) -> float:
-    print(f"\n==> [{name}] {message}", flush=True)
+    log.info(f"==> [{name}] {message}")
     return time.time()
 
 
@@ -125,10 +128,10 @@ def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
     t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}")
     if (synthetic_dir / "synth_manifest.json").exists():
         synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
-        print("    reusing the existing synthetic data")
+        log.info("reusing the existing synthetic data")
     else:
         synth = generate(synthetic_dir, seed=s.seed, size=s.size)
-    print(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return synth
 
 
@@ -143,7 +146,7 @@ def _prepare(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
     datasets = {name: str(synthetic_dir / name) for name in ("got10k", "lasot", "vid", "det", "coco", "ytbb")}
     manifest = prepare(PrepareSettings(datasets, where.pairs, cfg, seed=s.seed, mlflow_uri=where.mlflow,
                                        experiment="ocean-quickstart"))
-    print(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return manifest
 
 
@@ -160,7 +163,7 @@ def _train(where: _Places, cfg: OceanConfig, s: QuickstartSettings) -> dict:
                                       mlflow_uri=where.mlflow, experiment="ocean-quickstart",
                                       run_name="quickstart-smoke", seed=s.seed))
         (where.work / "train.json").write_text(json.dumps(trained, indent=1, default=str))
-    print(f"    done in {time.time() - t:.1f} s; final checkpoint {trained['checkpoints'][-1]}")
+    log.info(f"done in {time.time() - t:.1f} s; final checkpoint {trained['checkpoints'][-1]}")
     return trained
 
 
@@ -195,7 +198,7 @@ def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSe
                                                max_sequences=s.max_sequences))
         evaluation["max_sequences"] = s.max_sequences
         (where.work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
-    print(f"    done in {time.time() - t:.1f} s")
+    log.info(f"done in {time.time() - t:.1f} s")
     return evaluation, untrained
 
 
@@ -208,7 +211,7 @@ def _reuse(path: Path, still_valid) -> dict | None:
     except json.JSONDecodeError:
         return None
     if still_valid(result):
-        print(f"    reusing {path.name}")
+        log.info(f"reusing {path.name}")
         return result
     return None
 

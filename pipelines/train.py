@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import tempfile
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ocean import storage
 from ocean.checkpoint import list_checkpoints, newest_readable, remove_stale_temporaries
 from ocean.config import OceanConfig
 from pipelines import tracking
+from pipelines.console import forward_worker_logs
 from pipelines.lineage import link_training_data
 from pipelines.mlflow_models import SYSTEM_METRICS_INTERVAL_S
 from pipelines.tracking import RunLogger
@@ -101,14 +103,15 @@ def train(settings: TrainSettings) -> dict[str, Any]:
         MissingGpus: ``use_gpu`` on a cluster that has (and can add) fewer GPUs than ``workers``.
     """
     s = settings
-    log = print if s.verbose else (lambda *a, **k: None)
+    log = logging.getLogger(__name__).info if s.verbose else (lambda *a, **k: None)
     plan, files, manifest = _validate(s, log)
     _connect(s)
     name = s.run_name or "ocean-train"
     done_before = _prepare_out(s.out)
     run, prepare_run = _open_run(s, plan, len(files), manifest, name, log)
     with run:  # FAILED (and an ocean.error tag) when anything below raises, else FINISHED
-        result = _fit(s, plan, run, name)
+        with forward_worker_logs():  # rank 0's resume point and progress on this console
+            result = _fit(s, plan, run, name)
         uris, last, orphans = _collect(s.out, result, name)
         model = _log_outputs(run, uris, s.data, int(last["epoch"]))
         plots = write_training_plots(run, last.get("history", []), s.out, f"Training {name}")
@@ -128,26 +131,33 @@ def _validate(s: TrainSettings, log) -> tuple[BatchPlan, list[str], str | None]:
     """The batch plan, the pair files and the data manifest's sha256; fails fast (before Ray starts) on
     missing data or an epoch shorter than one global batch."""
     plan = batch_plan(s.cfg.optim.batch_size, s.workers, s.max_worker_batch)
-    log(f"[ocean train] {plan.describe()}")
+    log(plan.describe())
     fs, files = list_pair_files(s.data)
     storage.OutputStore.from_uri(s.out).check_writable()  # StorageError naming the cause, before Ray starts
     manifest = manifest_sha256(s.data)
     keys, datasets = read_pair_index(fs, files)
     selection, composition = epoch_selection(keys, datasets, s.cfg.data.pairs_per_epoch, s.seed, 0)
     rank_rows(selection, 0, plan)  # fails fast when an epoch is shorter than one global batch
-    log(f"[ocean train] {len(keys)} prepared pairs in {len(files)} files; epoch 1 draws "
+    log(f"{len(keys)} prepared pairs in {len(files)} files; epoch 1 draws "
         + ", ".join(f"{n} {c['taken']}/{c['available']}" for n, c in composition.items() if c["wanted"]))
     short = {n: c for n, c in composition.items() if c["taken"] < c["wanted"]}
     if short:
-        log(f"[ocean train] warning: fewer prepared pairs than data.pairs_per_epoch asks for: {short}")
+        logging.getLogger(__name__).warning("fewer prepared pairs than data.pairs_per_epoch asks for: " + ", ".join(
+            f"{n} {c['taken']} of {c['wanted']}" for n, c in short.items()))
     return plan, files, manifest
+
+
+def _say(line: str) -> None:
+    """A ``warning: ...`` line at warning level, any other at info."""
+    log = logging.getLogger(__name__)
+    log.warning(line.removeprefix("warning: ")) if line.startswith("warning: ") else log.info(line)
 
 
 def _prepare_out(out: str) -> list[tuple[int, str]]:
     """The epoch files already under ``out`` (oldest first); clears what a killed or diverged run left."""
     point, _ = newest_readable(out)  # a damaged newest epoch file: resume from the one before, and say so
-    for line in point.messages():
-        print(f"[ocean train] {line}", flush=True)
+    for line in point.messages():  # also said by rank 0 when a restarted worker group resumes
+        _say(line)
     done_before = [c for c in list_checkpoints(out) if c[0] <= point.epoch]
     remove_stale_temporaries(out)
     if storage.exists(storage.join(out, DIVERGED_FILE)):  # a re-run tries again from the last good epoch
@@ -178,7 +188,7 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
     prepare_run = run.client.get_run(run.run_id).data.tags.get("ocean.prepare_run_id") if run.resumed \
         else link_training_data(run, s.data, manifest)
     if run.resumed:
-        log(f"[ocean train] continuing MLflow run {run.run_id}")
+        log(f"continuing MLflow run {run.run_id}")
     else:
         run.log_config(s.cfg, {
             "run.workers": s.workers, "run.use_gpu": s.use_gpu, "run.seed": s.seed,
@@ -186,9 +196,9 @@ def _open_run(s: TrainSettings, plan: BatchPlan, n_files: int, manifest: str | N
             "run.accumulate": plan.accumulate, "run.max_worker_batch": s.max_worker_batch,
             "run.data": tracking.public_uri(s.data), "run.out": tracking.public_uri(s.out),
             "run.manifest_sha256": manifest or "none", "run.pair_files": n_files})
-    log(f"[ocean train] MLflow {tracking.public_uri(uri)} experiment {s.experiment!r} run {run.run_id}")
+    log(f"MLflow {tracking.public_uri(uri)} experiment {s.experiment!r} run {run.run_id}")
     if prepare_run:
-        log(f"[ocean train] data prepared by MLflow run {prepare_run}")
+        log(f"data prepared by MLflow run {prepare_run}")
     return run, prepare_run
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -24,9 +25,13 @@ from data_prep.epochs import BatchPlan, repair_invalid
 from data_prep.pair_index import open_pair_index
 from ocean import storage
 from ocean.config import OceanConfig
+from pipelines.console import flush_worker_logs, worker_logging
 from pipelines.mlflow_models import system_metrics
+from pipelines.progress import TrainProgress
 from pipelines.tracking import RunLogger
 from pipelines.train_input import EpochFeed, pair_stream
+
+log = logging.getLogger(__name__)
 
 DIVERGED_FILE = "DIVERGED.json"
 KILLED_MARKER = "killed-once.json"
@@ -91,6 +96,7 @@ class _Worker:
         self.net = build_model(self.cfg.model).to(self.device)
         self.model = self.optimizer = None
         self.start, self.history, self.opt_state = self._resume()
+        self.progress = TrainProgress(self.start, self.cfg.optim.epochs)  # rank 0's console lines
 
     def _resume(self) -> tuple[int, list, dict | None]:
         """The newest readable epoch file, if any: a restarted worker group and a re-run both continue from
@@ -100,7 +106,7 @@ class _Worker:
         point, history, opt_state = resume_training(self.out, self.net, map_location=self.device)
         if self.rank == 0:
             for line in point.messages():
-                print(f"[ocean train] {line}", flush=True)
+                log.warning(line.removeprefix("warning: ")) if line.startswith("warning: ") else log.info(line)
         return point.epoch, history, opt_state
 
     def agree(self, skip: bool) -> bool:
@@ -198,6 +204,7 @@ def _run_epoch(w: _Worker, feed: EpochFeed, epoch: int) -> _EpochTotals | None:
     steps = feed.share(epoch).steps
     totals = _EpochTotals()
     t_epoch = time.perf_counter()
+    w.progress.begin_epoch(epoch, steps)
     for step in range(steps):
         global_step = epoch * steps + step
         w.maybe_kill(epoch, step)
@@ -209,6 +216,8 @@ def _run_epoch(w: _Worker, feed: EpochFeed, epoch: int) -> _EpochTotals | None:
                 storage.write_bytes(storage.join(w.out, DIVERGED_FILE), json.dumps(
                     {"error": str(exc), "epoch": epoch, "step": global_step}).encode())
             return None
+        if w.rank == 0 and (line := w.progress.step(step)):
+            log.info(line)
         if result.skipped:
             totals.skipped += 1
             continue
@@ -273,9 +282,10 @@ def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: 
                        **{f"lr/{g['name']}": g["lr"] for g in w.optimizer.param_groups}}, epoch + 1)
         pointer = tempfile.mkdtemp(prefix="ocean-ckpt-")
         Path(pointer, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
-        print(f"[ocean train] epoch {epoch + 1}/{w.cfg.optim.epochs} loss {metrics['loss']:.4f} "
-              f"lr {metrics['lr']:.3g} {metrics['pairs_per_s']:.1f} pairs/s data wait "
-              f"{100 * metrics['data_wait_fraction']:.0f}% skipped {metrics['skipped_steps']} -> {uri}", flush=True)
+        log.info(f"epoch {epoch + 1}/{w.cfg.optim.epochs} loss {metrics['loss']:.4f} "
+                 f"lr {metrics['lr']:.3g} {metrics['pairs_per_s']:.1f} pairs/s data wait "
+                 f"{100 * metrics['data_wait_fraction']:.0f}% skipped {metrics['skipped_steps']}, "
+                 f"{w.progress.end_epoch()} -> {uri}")
     ray.train.report({**metrics, "checkpoint_uri": uri},
                      checkpoint=ray.train.Checkpoint.from_directory(pointer) if pointer else None)
 
@@ -284,6 +294,7 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     """Ray Train worker (``train_loop_config={"settings": LoopSettings}``): set up (resume), open this rank's
     input stream once, then per epoch train and finish (reduce, checkpoint, report)."""
     settings = config["settings"]
+    worker_logging()  # the project's records to the driver's console, at its level
     w = _Worker(settings)
     fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
     feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
@@ -302,3 +313,4 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     finally:
         metrics.__exit__(None, None, None)
         feed.close()  # shut the Ray Data execution down while Ray is still up
+        flush_worker_logs()

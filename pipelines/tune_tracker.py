@@ -11,8 +11,8 @@ function and its MLflow callback in :mod:`pipelines.tune_trials`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +44,8 @@ from ocean.tuning import (
     trials_csv,
 )
 from pipelines.tracking import NullRunLogger, RunLogger, tracking_uri
+
+log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("best_tracker.json", "trials.csv", "score_vs_trial.png", "tune_summary.json")
 
@@ -147,18 +149,18 @@ def _validate(s: TuneTrackerSettings) -> None:
 def _prepare(s: TuneTrackerSettings) -> _Search:
     """The validation sequences in the seeded order, the checkpoint and the search around its defaults."""
     seqs, split = read_validation(s.benchmark, s.root)
-    print(f"tune-tracker: WARNING: tuning on the validation set {split}", file=sys.stderr)
+    log.warning(f"tuning on the validation set {split}")
     warning = eao_undefined_warning(s.benchmark, seqs)
     if warning:
-        print(f"tune-tracker: WARNING: {warning}", file=sys.stderr)
+        log.warning(warning)
     seqs = [seqs[i] for i in sequence_order(len(seqs), s.seed)][: s.max_sequences or None]
     model, ocean_cfg = load_model_blob(s.checkpoint)
     # Defaults = checkpoint tracker section -> the benchmark's official preset (facts §9.3), as `ocean evaluate`.
     base = layered_tracker_config(ocean_cfg.tracker, s.benchmark)
     setup = search_setup(base, ocean_cfg.model.head.align, s.space, s.benchmark)
     for name, change in setup.widened.items():
-        print(f"tune-tracker: the default {name}={setup.defaults[name]} lies outside the {s.space} space; widened "
-              f"{change} so the defaults can be trial 0", file=sys.stderr)
+        log.info(f"the default {name}={setup.defaults[name]} lies outside the {s.space} space; widened "
+                 f"{change} so the defaults can be trial 0")
     n = len(seqs)
     grace = max(1, min(n, s.grace_period if s.grace_period is not None else n // 4))
     return _Search(seqs, split, model, setup, grace)

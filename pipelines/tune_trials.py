@@ -9,6 +9,7 @@ score after each; its settings cross Ray once as a :class:`TrialSettings` (``tun
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ray import tune
 from ocean.benchmarks.sequence import Sequence
 from ocean.tuning import METRIC, TIME_ATTR, ModelBlob, ParamSpec, SearchSetup, evaluate_config, snap
 from pipelines.tracking import RunLogger
+
+log = logging.getLogger(__name__)
 
 
 def tune_domain(spec: ParamSpec):
@@ -109,7 +112,7 @@ class TrialLogger(tune.Callback):
             return fn(*args, **kwargs)
         except Exception as exc:  # counted and printed; the search goes on
             self.failures += 1
-            print(f"tune-tracker: MLflow logging failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+            log.warning(f"MLflow logging failed ({type(exc).__name__}: {exc})")
             return None
 
     def _run(self, trial) -> RunLogger | None:

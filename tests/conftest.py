@@ -417,3 +417,12 @@ def kill_processes_mentioning(marker: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.fixture(autouse=True)
+def _fresh_console_logging():
+    """Every test starts with a fresh process's logging: ``ocean`` commands set it up (jobs.common.setup_logging)."""
+    yield
+    from jobs.common import reset_logging
+
+    reset_logging()

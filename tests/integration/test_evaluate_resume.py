@@ -20,7 +20,7 @@ from benchmark_trees import METRICS
 from pipelines.evaluate import EvaluateSettings, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-OK_LINE = re.compile(r"^\[(\d+)/(\d+)\] .*: ok \(.*, (?P<worker>[^,()]+)\)$")
+OK_LINE = re.compile(r"^\d\d:\d\d:\d\d evaluate: \[(\d+)/(\d+)\] .*: ok \(.*, (?P<worker>[^,()]+)\)$")  # the console format
 ITEMS = 8  # 2 checkpoints x (otb, vot2018) x 2 sequences
 
 

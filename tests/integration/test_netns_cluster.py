@@ -203,9 +203,8 @@ def test_training_resumes_after_losing_a_worker_host(cluster, trained):
     assert keys == ["train/checkpoints/epoch-0001.pt", "train/checkpoints/epoch-0002.pt"], keys
     head = c.s3.client().head_object(Bucket=RUNS, Key="train/checkpoints/epoch-0001.pt")
     assert head["LastModified"].timestamp() <= trained["t_kill"] + 1  # epoch 1 was not trained again
-    # the restarted worker group's rank 0 said where it resumed (its log is on its host's disk)
-    said = [int(m) for log in c.root.glob("hosts/*/tmp/ray/session_*/logs/worker-*.out")
-            for m in re.findall(r"\[ocean train\] resuming at epoch (\d+)", log.read_text(errors="replace"))]
+    # the restarted worker group's rank 0 said where it resumed, on the driver's console (the job's log)
+    said = [int(m) for m in re.findall(r"train_loop\[rank 0\]: resuming (?:at|after) epoch (\d+)", trained["logs"])]
     assert said and min(said) >= 1, said
     import mlflow
 

@@ -134,7 +134,7 @@ def _first_task(root: Path, job: str, tmp_path: Path):
     return next(shard_tasks(states, shards_to_run(states, {})[:1], job))
 
 
-def test_a_shard_whose_task_raises_is_reported_and_the_others_are_stored(synth, clean, tmp_path, capfd):
+def test_a_shard_whose_task_raises_is_reported_and_the_others_are_stored(synth, clean, tmp_path, caplog):
     root, _ = synth
     _, manifest, _ = clean
     out = tmp_path / "failing"
@@ -142,7 +142,7 @@ def test_a_shard_whose_task_raises_is_reported_and_the_others_are_stored(synth, 
     (out / bad).mkdir(parents=True)  # the shard's file cannot be written: its task raises
     with pytest.raises(ShardFailed, match=f"1 of {len(manifest['shards'])} shards failed \\({Path(bad).stem}\\)"):
         run_prepare(_settings(root, out))
-    assert f"shard {Path(bad).stem} failed: IsADirectoryError" in capfd.readouterr().err
+    assert f"shard {Path(bad).stem} failed: IsADirectoryError" in caplog.text
     assert not (out / "manifest.json").exists()
     stored = {p.stem for p in (out / "stats").iterdir()}
     assert stored == {Path(s["path"]).stem for s in manifest["shards"]} - {Path(bad).stem}

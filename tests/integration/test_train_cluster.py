@@ -5,13 +5,16 @@ the batch function: tests/unit/test_train_local.py)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 
 import numpy as np
 import pytest
 
 from data_prep.epochs import batch_plan, epoch_selection
 from data_prep.pair_index import list_pair_files, load_pair_index
+from jobs.common import setup_logging
 from ocean.checkpoint import list_checkpoints
 from ocean.config import OceanConfig, apply_overrides, smoke
 from pipelines.train import TrainSettings
@@ -133,9 +136,15 @@ def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_pa
     from pipelines.train import train
     from pipelines.train_loop import KILLED_MARKER
 
+    console = io.StringIO()  # the driver's console, as `ocean train` sets it up
+    setup_logging("info", "train", stream=console)
     out = tmp_path / "run"
     res = train(TrainSettings(str(pairs_dir), str(out), tiny_cfg(2), workers=2, run_name="kill",
                               kill_worker_at=(1, 1, 1), verbose=False))
+    shown = console.getvalue()  # rank 0 on the driver: each epoch with the run ETA, the restarted group resumed
+    assert re.search(r"train_loop\[rank 0\]: epoch 1/2 loss [\d.]+ .*; run ETA \d[\dhms]* -> ", shown), shown
+    assert re.search(r"train_loop\[rank 0\]: epoch 2/2 loss [\d.]+ .*; run done -> ", shown), shown
+    assert re.search(rf"train_loop\[rank 0\]: resuming (at|after) epoch 1 from {re.escape(str(out))}/checkpoints/epoch-0001.pt", shown)
     assert (out / KILLED_MARKER).exists()  # rank 1 really died once, in epoch 2 (index 1) at step 1
     assert res["epochs"] == 2 and [e for e, _ in list_checkpoints(str(out))] == [1, 2]
     assert [h["epoch"] for h in res["history"]] == [1, 2]  # epoch 1 kept: only the epoch in progress was lost
@@ -146,11 +155,12 @@ def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_pa
     # the same command with one more epoch, the newest epoch file truncated: resumes after epoch 1, and says so
     newest = out / "checkpoints" / "epoch-0002.pt"
     newest.write_bytes(newest.read_bytes()[:1000])
-    capsys.readouterr()
+    console.seek(0)
+    console.truncate()
     more = train(TrainSettings(str(pairs_dir), str(out), tiny_cfg(3), workers=2, run_name="kill", verbose=False))
-    console = capsys.readouterr().out
-    assert f"warning: skipping unreadable checkpoint {newest}: truncated or damaged" in console
-    assert f"resuming after epoch 1 from {out / 'checkpoints' / 'epoch-0001.pt'}" in console
+    shown = console.getvalue()  # the driver says it before Ray starts
+    assert f"WARNING train: skipping unreadable checkpoint {newest}: truncated or damaged" in shown, shown
+    assert f"train: resuming after epoch 1 from {out / 'checkpoints' / 'epoch-0001.pt'}" in shown, shown
     assert more["resumed_from"] == 1 and more["epochs"] == 3
     assert more["history"][:1] == res["history"][:1]  # epoch 1 was not trained again; epoch 2 was
     assert [e for e, _ in list_checkpoints(str(out))] == [1, 2, 3]

@@ -74,7 +74,7 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
 
     second = _run(work)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "reusing the existing synthetic data" in second.stdout
-    assert "reusing train.json" in second.stdout and "reusing evaluation.json" in second.stdout
+    assert "reusing the existing synthetic data" in second.stderr  # progress: the console (stderr)
+    assert "reusing train.json" in second.stderr and "reusing evaluation.json" in second.stderr
     again = json.loads((work / "summary.json").read_text())
     assert again["benchmarks"] == summary["benchmarks"] and again["checkpoint"] == summary["checkpoint"]

@@ -270,13 +270,13 @@ def test_got10k_test_split_is_tracked_for_the_server_not_scored(bench, ckpts, tm
     assert boxes.shape == (30, 4)  # every frame, 0-based, as the server expects
 
 
-def test_workers_fit_the_cluster(capsys):
+def test_workers_fit_the_cluster(caplog):
     from pipelines.eval_workers import ClusterTooSmall, _fitting_workers
 
     assert _fitting_workers({"CPU": 8.0}, workers=2, n_items=10, cpus_per_worker=1.0, gpus_per_worker=0.0) == 2
-    # capped by the cluster's CPUs and by the items, with a note on stderr
+    # capped by the cluster's CPUs and by the items, with a warning
     assert _fitting_workers({"CPU": 3.0}, workers=4, n_items=10, cpus_per_worker=1.5, gpus_per_worker=0.0) == 2
-    assert "2 workers (cluster CPUs 3 / 1.5 per worker, 10 items)" in capsys.readouterr().err
+    assert "2 workers (cluster CPUs 3 / 1.5 per worker, 10 items)" in caplog.text
     assert _fitting_workers({"CPU": 8.0}, workers=4, n_items=3, cpus_per_worker=1.0, gpus_per_worker=0.0) == 3
     assert _fitting_workers({"CPU": 8.0, "GPU": 1.0}, 4, 10, cpus_per_worker=1.0, gpus_per_worker=1.0) == 1
     with pytest.raises(ClusterTooSmall, match="fewer than cpus_per_worker=4"):
