@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ocean.benchmarks.plots import PANEL, pyplot, save
+from ocean.benchmarks import plots
+from ocean.benchmarks.plots import PANEL, pyplot
 
 # The loss terms a training step reports (ocean.engine), as history keys and their names on the plots.
 LOSS_TERMS = {"loss": "total", "loss_reg": "regression (IoU)", "loss_cls": "classification", "loss_align": "alignment"}
@@ -59,7 +60,7 @@ def plot_training(history: Sequence[Mapping], out_dir: Path,
         ax.set(xlabel="optimizer step", ylabel="loss (one step)", title=f"{title}: loss per logged step")
         ax.grid(True, alpha=0.4)
         ax.legend(fontsize=9)
-    written.append(save(fig, out_dir / "training_loss.png"))
+    written.append(plots.save(fig, out_dir / "training_loss.png"))
 
     fig, ax = plt.subplots(figsize=PANEL)
     if "lr" in series:
@@ -76,5 +77,5 @@ def plot_training(history: Sequence[Mapping], out_dir: Path,
     ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9)
-    written.append(save(fig, out_dir / "training_lr.png"))
+    written.append(plots.save(fig, out_dir / "training_lr.png"))
     return written

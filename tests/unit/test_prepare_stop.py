@@ -15,7 +15,8 @@ def ok(name: str) -> dict:
                                        "peak_rss_mb": 1.0, "skipped": False}}
 
 
-def test_store_failures_in_a_row_stop_the_job_and_print_one_line_per_cause(capsys):
+def test_store_failures_in_a_row_stop_the_job_and_print_one_line_per_cause(caplog):
+    caplog.set_level("WARNING", logger="pipelines.prepare")
     crop = CropPhase({})
     for i in range(MAX_STORE_FAILURES_IN_A_ROW - 1):
         crop._on_result(f"a{i}", dict(UNREACHABLE))
@@ -29,6 +30,6 @@ def test_store_failures_in_a_row_stop_the_job_and_print_one_line_per_cause(capsy
     assert crop.stopped.startswith(f"stopped submitting shards: {MAX_STORE_FAILURES_IN_A_ROW} in a row failed on "
                                    "the output or input store (S3 endpoint unreachable")
     assert "re-run the same command" in crop.stopped and "ok" in crop.done
-    lines = capsys.readouterr().err.splitlines()
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.prepare"]
     # the first of each run of store failures and every other failure get a line; the rest of a run does not
     assert [ln.split(" failed:")[0] for ln in lines] == ["shard a0", "shard b0", "shard bug", "shard c0"]
