@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,22 +22,10 @@ CFG = ["optim.epochs=2", "optim.batch_size=8", 'data.pairs_per_epoch={"got10k": 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
+    from local_ray import local_ray as session
 
-    temp = Path("/tmp") / f"ocl{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        if ray.is_initialized():
-            ray.shutdown()
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
-        try:
-            yield
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    with session("ocl", {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,11 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray of 4 logical CPUs (as pipelines.raysession starts on this 2-core machine), its own temp dir."""
-    import ray
+    """A local Ray of 4 logical CPUs, its own temp dir (tests/local_ray.py)."""
+    from local_ray import local_ray as session
 
-    temp = Path("/tmp") / f"ocd{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
-        try:
-            yield temp
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    with session("ocd") as temp:
+        yield temp
 
 
 def _settings(root: Path, out: Path, **kw) -> PrepareSettings:
