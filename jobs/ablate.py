@@ -8,10 +8,12 @@ import logging
 from jobs.common import (
     UsageError,
     add_config_argument,
+    add_gpu_wait_argument,
     add_mlflow_arguments,
     add_ray_argument,
     config_overrides,
     fail,
+    gpu_wait,
     main_for,
     parse_name_values,
 )
@@ -74,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sequences", type=int, help="evaluate only the first N sequences of each benchmark")
     parser.add_argument("--workers", type=int, default=2, help="DDP training workers and evaluation actors (default 2)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per training worker and evaluation actor")
+    add_gpu_wait_argument(parser)
     parser.add_argument("--max-concurrent-trials", type=int, default=1,
                         help="trainings running at once (default 1, for small machines)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every row (default 0)")
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = ablate(AblateSettings(
             args.data, benchmarks, args.out, study=args.study, preset=args.preset, epochs=args.epochs,
-            pairs_per_epoch=args.pairs_per_epoch, workers=args.workers, use_gpu=args.gpu,
+            pairs_per_epoch=args.pairs_per_epoch, workers=args.workers, use_gpu=args.gpu, gpu_wait_s=gpu_wait(args),
             max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri, validation=args.validation,
             overrides=tuple(overrides), ray_address=args.ray_address, rows=rows,
             max_concurrent_trials=args.max_concurrent_trials, seed=args.seed, experiment=args.experiment,

@@ -206,6 +206,22 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one tracker hyper-parameter (repeatable; applied after --tracker-config)")
 
 
+def add_gpu_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """``--wait-for-gpus SECONDS`` (with ``--gpu``): pipelines.raysession.require_gpus."""
+    parser.add_argument("--wait-for-gpus", type=float, default=0.0, metavar="SECONDS",
+                        help="with --gpu on a cluster whose GPU nodes start on demand: ask the autoscaler for them "
+                             "and wait up to SECONDS (default 0: refuse at once when the cluster has too few)")
+
+
+def gpu_wait(args: argparse.Namespace) -> float:
+    """``--wait-for-gpus``, checked (UsageError when negative or not finite)."""
+    import math
+
+    if not math.isfinite(args.wait_for_gpus) or args.wait_for_gpus < 0:
+        raise UsageError(f"--wait-for-gpus {args.wait_for_gpus:g}: seconds >= 0")
+    return float(args.wait_for_gpus)
+
+
 def add_ray_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", metavar="ADDR",
                         help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")

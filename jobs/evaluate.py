@@ -7,10 +7,12 @@ import logging
 
 from jobs.common import (
     UsageError,
+    add_gpu_wait_argument,
     add_mlflow_arguments,
     add_ray_argument,
     add_tracker_arguments,
     fail,
+    gpu_wait,
     main_for,
     parse_name_values,
     tracker_overrides,
@@ -102,6 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="logical CPUs Ray reserves per worker (default 1; fractions allowed)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    add_gpu_wait_argument(p)
     add_ray_argument(p)
     p.add_argument("--local", action="store_true", help="no Ray: a plain loop in this process")
     add_mlflow_arguments(p, "ocean-evaluate")
@@ -198,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             tracker_overrides=overrides,
             workers=args.workers,
-            use_gpu=args.gpu,
+            use_gpu=args.gpu, gpu_wait_s=gpu_wait(args),
             mlflow_uri=args.mlflow_uri,
             validation=validation,
             local=args.local,

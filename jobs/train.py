@@ -8,9 +8,11 @@ import logging
 from jobs.common import (
     UsageError,
     add_config_argument,
+    add_gpu_wait_argument,
     add_mlflow_arguments,
     add_ray_argument,
     fail,
+    gpu_wait,
     load_config,
     main_for,
 )
@@ -61,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=N")
     parser.add_argument("--workers", type=int, default=2, help="DDP workers (default 2)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL, bf16 autocast)")
+    add_gpu_wait_argument(parser)
     parser.add_argument("--max-worker-batch", type=int,
                         help="largest per-worker micro-batch; larger per-worker batches accumulate gradients")
     parser.add_argument("--cpus-per-worker", type=float,
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, extra={"--epochs": f"optim.epochs={args.epochs}"} if args.epochs is not None else None)
     try:
         result = train(TrainSettings(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,
+                                     gpu_wait_s=gpu_wait(args),
                                      max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,
                                      seed=args.seed, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
                                      experiment=args.experiment, run_name=args.run_name,

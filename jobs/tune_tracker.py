@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import UsageError, add_mlflow_arguments, add_ray_argument, fail, main_for, parse_name_values
+from jobs.common import (
+    UsageError,
+    add_gpu_wait_argument,
+    add_mlflow_arguments,
+    add_ray_argument,
+    fail,
+    gpu_wait,
+    main_for,
+    parse_name_values,
+)
 
 COMMAND = "tune-tracker"
 HELP = "search the tracker hyper-parameters (TPE + ASHA on Ray Tune) on a validation benchmark"
@@ -71,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use only the first N sequences of the seeded order (smoke runs)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray CPUs per trial (default 1)")
     p.add_argument("--gpu", action="store_true", help="track on cuda; each trial takes --gpus-per-trial")
+    add_gpu_wait_argument(p)
     p.add_argument("--gpus-per-trial", type=float, default=0.25,
                    help="fraction of a GPU per trial with --gpu (default 0.25: 4 trials per GPU as SOTS)")
     add_ray_argument(p)
@@ -108,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = tune_tracker(TuneTrackerSettings(
             args.checkpoint, name, root, args.out, trials=args.trials, max_concurrent=args.max_concurrent,
-            space=args.space, seed=args.seed, mlflow_uri=args.mlflow_uri, use_gpu=args.gpu,
+            space=args.space, seed=args.seed, mlflow_uri=args.mlflow_uri, use_gpu=args.gpu, gpu_wait_s=gpu_wait(args),
             grace_period=args.sequences_per_rung, reduction_factor=args.reduction_factor,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             ray_address=args.ray_address, experiment=args.experiment, log_mlflow=not args.no_mlflow,

@@ -67,6 +67,7 @@ class AblateSettings:
     pairs_per_epoch: int | None = None
     workers: int = 2
     use_gpu: bool = False
+    gpu_wait_s: float = 0.0  # --wait-for-gpus: pipelines.raysession.require_gpus
     max_sequences: int | None = None
     mlflow_uri: str | None = None
     validation: str | None = None
@@ -189,7 +190,7 @@ def _connect(s: AblateSettings) -> None:
     from pipelines.raysession import alive_nodes, ensure_ray, require_gpus
 
     ensure_ray(s.ray_address)
-    require_gpus(s.workers if s.use_gpu else 0)  # else every trial's training waits for them forever
+    require_gpus(s.workers if s.use_gpu else 0, wait_s=s.gpu_wait_s)  # else every trial's training waits for them forever
     require_shared_store(tracking_uri(s.mlflow_uri, s.out), alive_nodes())
 
 

@@ -55,16 +55,18 @@ def run_ray(
     ray_address: str | None,
     on_result: Callable[[SequenceResult], None],
     on_ready: Callable[[float], None],
+    gpu_wait_s: float = 0.0,
 ) -> RunStats:
     """Run ``items`` on ``workers`` SequenceRunner actors (capped by the cluster), calling ``on_result`` for
     each result. ClusterTooSmall when the cluster cannot hold one worker; WorkersLost (module docstring)."""
     import ray
 
-    from pipelines.raysession import ensure_ray
+    from pipelines.raysession import ensure_ray, require_gpus
 
     started_here = not ray.is_initialized()
     ensure_ray(ray_address)
     try:
+        require_gpus(1 if gpus_per_worker else 0, wait_s=gpu_wait_s)  # one at least; the pool takes what joined
         n = _fitting_workers(ray.cluster_resources(), workers, len(items), cpus_per_worker, gpus_per_worker)
         actor_cls = ray.remote(SequenceRunner).options(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD",

@@ -61,6 +61,7 @@ class EvaluateSettings:
     tracker_overrides: Mapping[str, Any] | Sequence[str] | None = None
     workers: int = 2
     use_gpu: bool = False
+    gpu_wait_s: float = 0.0  # --wait-for-gpus: pipelines.raysession.require_gpus
     mlflow_uri: str | None = None
     validation: str | None = None
     local: bool = False
@@ -225,7 +226,8 @@ def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem]
         try:
             stats = run_ray(items, workers=s.workers, threads=s.threads_per_worker, device=s.device,
                             cpus_per_worker=s.cpus_per_worker, gpus_per_worker=1.0 if s.use_gpu else 0.0,
-                            ray_address=s.ray_address, on_result=on_result, on_ready=on_ready)
+                            ray_address=s.ray_address, on_result=on_result, on_ready=on_ready,
+                            gpu_wait_s=s.gpu_wait_s)
         except ClusterTooSmall as exc:
             raise EvaluationError(str(exc)) from None
     if s.progress and stats.retried:

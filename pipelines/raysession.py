@@ -60,31 +60,63 @@ class MissingGpus(ValueError):
     """The job asks for GPUs that the Ray cluster does not have and cannot get (a usage error)."""
 
 
-def require_gpus(needed: float, flag: str = "--gpu") -> None:
-    """Raise :class:`MissingGpus` at once when the connected cluster can never give ``needed`` GPUs.
+def require_gpus(needed: float, flag: str = "--gpu", wait_s: float = 0.0) -> None:
+    """Raise :class:`MissingGpus` when the connected cluster cannot give ``needed`` GPUs.
 
     Ray would otherwise wait for them forever (Ray Train's worker group, Tune trials and actors queue as
-    pending). "Can give": GPUs the cluster has now, or, on an autoscaling cluster, the most its node types
-    can add (the autoscaler's cluster config in the GCS); ray_stack.md §4.4.
+    pending). "Can give": GPUs the cluster has now, or the most its node types can add when the autoscaler
+    published its cluster config to the GCS (ray_stack.md §4.4). Where that config is absent (a fixed
+    cluster, or an autoscaler that does not publish it), ``wait_s`` > 0 asks the autoscaler for the GPUs
+    (``ray.autoscaler.sdk.request_resources``: waiting alone creates no demand) and waits up to ``wait_s``
+    seconds for them to join; 0 refuses at once.
     """
     import ray
 
-    have = float(ray.cluster_resources().get("GPU", 0))
-    if needed <= 0 or have >= needed:
+    def have() -> float:
+        return float(ray.cluster_resources().get("GPU", 0))
+
+    if needed <= 0 or have() >= needed:
         return
-    can_get = have
     try:  # the autoscaler's node types (absent without an autoscaler, e.g. a local Ray or `ray start`)
         from ray._private.state import state
 
-        can_get = max(have, float((state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)))
-    except Exception:  # a private API: without it, judge by the GPUs present
+        if float((state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)) >= needed:
+            return
+    except Exception:  # a private API: without it, judge by the GPUs present (and the wait)
         pass
-    if can_get >= needed:
+    if wait_s > 0 and _wait_for_gpus(needed, wait_s, have):
         return
     cpus = ray.cluster_resources().get("CPU", 0)
-    raise MissingGpus(f"{flag}: the job needs {needed:g} GPUs but the Ray cluster has {have:g} ({cpus:g} CPUs "
-                      f"on {alive_nodes()} node(s)) and cannot add more; run without {flag}, or on a cluster "
-                      "with GPU nodes")
+    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+    hint = "" if wait_s > 0 else (" (if its GPU nodes start on demand, give --wait-for-gpus SECONDS)")
+    raise MissingGpus(f"{flag}: the job needs {needed:g} GPUs but the Ray cluster has {have():g} ({cpus:g} CPUs "
+                      f"on {alive_nodes()} node(s)){waited} and cannot add more{hint}; run without {flag}, "
+                      "or on a cluster with GPU nodes")
+
+
+POLL_S = 5.0  # how often the wait looks at the cluster's resources (a node takes minutes to join)
+
+
+def _wait_for_gpus(needed: float, wait_s: float, have) -> bool:
+    """Ask the autoscaler for ``needed`` one-GPU bundles and wait up to ``wait_s`` s; the request is
+    withdrawn either way (the job's own tasks and actors hold the nodes from then on)."""
+    import logging
+    import math
+    import time
+
+    from ray.autoscaler.sdk import request_resources
+
+    logging.getLogger(__name__).info(f"waiting up to {wait_s:g} s for {needed:g} GPUs to join the cluster")
+    request_resources(bundles=[{"GPU": 1}] * math.ceil(needed))
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            if have() >= needed:
+                return True
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        return have() >= needed
+    finally:
+        request_resources(bundles=[])
 
 
 class JobStopped(KeyboardInterrupt):

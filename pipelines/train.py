@@ -63,6 +63,7 @@ class TrainSettings:
     _: KW_ONLY
     workers: int = 2
     use_gpu: bool = False
+    gpu_wait_s: float = 0.0  # --wait-for-gpus: pipelines.raysession.require_gpus
     max_worker_batch: int | None = None
     cpus_per_worker: float | None = None
     seed: int = 0
@@ -172,7 +173,7 @@ def _connect(s: TrainSettings) -> None:
     from pipelines.raysession import alive_nodes, ensure_ray, require_gpus
 
     ensure_ray(s.ray_address)
-    require_gpus(s.workers if s.use_gpu else 0)  # else Ray Train waits for them forever
+    require_gpus(s.workers if s.use_gpu else 0, wait_s=s.gpu_wait_s)  # else Ray Train waits for them forever
     tracking.require_shared_store(tracking.tracking_uri(s.mlflow_uri, s.out), alive_nodes())
 
 

@@ -73,6 +73,7 @@ class TuneTrackerSettings:
     seed: int = 0
     mlflow_uri: str | None = None
     use_gpu: bool = False
+    gpu_wait_s: float = 0.0  # --wait-for-gpus: pipelines.raysession.require_gpus
     grace_period: int | None = None
     reduction_factor: float = 2
     cpus_per_trial: float = 1.0
@@ -206,14 +207,12 @@ def _run_search(s: TuneTrackerSettings, search: _Search, staging: Path, run: Run
     from ray.tune.schedulers import AsyncHyperBandScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from pipelines.raysession import ensure_ray
+    from pipelines.raysession import ensure_ray, require_gpus
     from pipelines.tune_trials import TrialLogger, TrialSettings, tracker_trial, tune_domain
 
     ensure_ray(s.ray_address)
+    require_gpus(s.gpus_per_trial if s.use_gpu else 0, wait_s=s.gpu_wait_s)  # MissingGpus: a usage error
     available = ray.cluster_resources()
-    if s.use_gpu and available.get("GPU", 0) < s.gpus_per_trial:
-        raise TuneTrackerError(f"--gpu: the Ray cluster has {available.get('GPU', 0):g} GPUs, a trial needs "
-                               f"{s.gpus_per_trial:g}")
     if available.get("CPU", 0) < s.cpus_per_trial:
         raise TuneTrackerError(f"the Ray cluster has {available.get('CPU', 0):g} CPUs, a trial needs "
                                f"{s.cpus_per_trial:g}")

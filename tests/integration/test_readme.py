@@ -170,7 +170,16 @@ def test_gpu_on_a_cluster_without_gpus_fails_at_once(ray_head, pairs_dir, tmp_pa
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ocean train: error:")]
     assert len(lines) == 1 and "needs 2 GPUs" in lines[0] and "has 0" in lines[0], proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    assert "--wait-for-gpus SECONDS" in lines[0] and "Traceback" not in proc.stderr
+
+    # asked to wait (a cluster whose GPU nodes start on demand): asks the autoscaler, waits, then refuses
+    waited = subprocess.run([str(BIN / "ocean"), "train", "--data", str(pairs_dir), "--out", str(tmp_path / "out"),
+                             "--preset", "smoke", "--workers", "2", "--gpu", "--wait-for-gpus", "6"], cwd=tmp_path,
+                            env=ray_head, capture_output=True, text=True, timeout=180)
+    assert waited.returncode == 2, waited.stderr[-3000:]
+    assert "waiting up to 6 s for 2 GPUs to join the cluster" in waited.stderr
+    lines = [ln for ln in waited.stderr.splitlines() if ln.startswith("ocean train: error:")]
+    assert len(lines) == 1 and "after waiting 6 s" in lines[0] and "Traceback" not in waited.stderr, waited.stderr
 
 
 def test_stopped_training_marks_its_mlflow_run_killed(ray_head, pairs_dir, tmp_path):

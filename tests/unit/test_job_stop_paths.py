@@ -62,3 +62,12 @@ def test_run_logger_ends_killed_when_stopped_failed_on_error(tmp_path):
             with run:
                 raise exc
         assert RunLogger.attach(uri, run.run_id).status() == status
+
+
+def test_wait_for_gpus_takes_seconds(capsys):
+    """``--wait-for-gpus`` is checked before anything starts: a negative wait is one line and exit 2."""
+    from jobs.cli import main
+
+    assert main(["train", "--data", "pairs", "--out", "runs", "--gpu", "--wait-for-gpus", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ocean train: error: --wait-for-gpus -1: seconds >= 0\n", err
