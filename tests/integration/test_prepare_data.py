@@ -179,7 +179,8 @@ def test_a_shard_task_whose_worker_is_killed_is_retried_and_the_job_finishes(syn
 
 
 @pytest.mark.slow
-def test_a_lost_store_stops_the_job_after_a_few_shards_and_the_rerun_recovers(synth, local_ray, s3_env, capfd):
+def test_a_lost_store_stops_the_job_after_a_few_shards_and_the_rerun_recovers(synth, local_ray, s3_env, capfd,
+                                                                              caplog):
     """The output store goes away mid-crop (a proxy in front of SeaweedFS stops answering): the job stops
     submitting shards after MAX_STORE_FAILURES_IN_A_ROW failures with one line naming the cause, instead of
     trying every shard; the same command afterwards finishes the job."""
@@ -187,6 +188,7 @@ def test_a_lost_store_stops_the_job_after_a_few_shards_and_the_rerun_recovers(sy
 
     from pipelines.prepare_data import MAX_STORE_FAILURES_IN_A_ROW
 
+    caplog.set_level("WARNING", logger="pipelines.prepare")
     root, _ = synth
     total = 24  # one pair per shard: many small shards
     proxy = CountingProxy(s3_env.endpoint, down_after_puts=3, down_match="/stats/")  # gone after 3 shards
@@ -199,11 +201,12 @@ def test_a_lost_store_stops_the_job_after_a_few_shards_and_the_rerun_recovers(sy
                                               r"row failed on the output or input store \(S3 endpoint unreachable: "):
             run_prepare(settings)
         err = capfd.readouterr().err
-        failed_lines = [ln for ln in err.splitlines() if ln.startswith("shard ") and " failed: " in ln]
+        failed_lines = [r.getMessage() for r in caplog.records
+                        if r.name == "pipelines.prepare" and r.getMessage().startswith("shard ") and " failed: " in r.getMessage()]
         assert len(failed_lines) == 1 and "S3 endpoint unreachable" in failed_lines[0]  # one line per cause
         tried = {Path(p).stem for p in proxy.dropped if "/stats/" in p}  # each shard task first looks for its sidecar
         assert 0 < len(tried) < total - 3  # far from every shard: the tasks in flight, not the whole job
-        assert s3_env.secret_key not in err
+        assert s3_env.secret_key not in err + caplog.text
         proxy.down_after_puts = None  # the store is back: the same command finishes the job
         manifest, info = run_prepare(settings)
         assert manifest["totals"]["shards"] == info["shards_run"] + info["shards_skipped"] == total
