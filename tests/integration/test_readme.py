@@ -24,13 +24,12 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, free_port, kill_processes_mentioning, ray_env, wait_for
+from conftest import BIN, REPO, free_port, kill_processes_mentioning, ray_env
 
 README = REPO / "README.md"
 MARKER = "<!-- readme-test: examples"
@@ -174,43 +173,9 @@ def test_gpu_on_a_cluster_without_gpus_fails_at_once(ray_head, pairs_dir, tmp_pa
 
     # asked to wait (a cluster whose GPU nodes start on demand): asks the autoscaler, waits, then refuses
     waited = subprocess.run([str(BIN / "ocean"), "train", "--data", str(pairs_dir), "--out", str(tmp_path / "out"),
-                             "--preset", "smoke", "--workers", "2", "--gpu", "--wait-for-gpus", "6"], cwd=tmp_path,
+                             "--preset", "smoke", "--workers", "2", "--gpu", "--wait-for-gpus", "2"], cwd=tmp_path,
                             env=ray_head, capture_output=True, text=True, timeout=180)
     assert waited.returncode == 2, waited.stderr[-3000:]
-    assert "waiting up to 6 s for 2 GPUs to join the cluster" in waited.stderr
+    assert "waiting up to 2 s for 2 GPUs to join the cluster" in waited.stderr
     lines = [ln for ln in waited.stderr.splitlines() if ln.startswith("ocean train: error:")]
-    assert len(lines) == 1 and "after waiting 6 s" in lines[0] and "Traceback" not in waited.stderr, waited.stderr
-
-
-def test_stopped_training_marks_its_mlflow_run_killed(ray_head, pairs_dir, tmp_path):
-    """SIGTERM (what ``ray job stop`` sends first, ray_stack.md §4.4) while Ray Train runs: the driver ends
-    its MLflow run KILLED, says so in one line and exits with 128 + 15."""
-    from mlflow.tracking import MlflowClient
-
-    out = tmp_path / "out"
-    store = f"sqlite:///{out / 'mlflow.db'}"  # the default store of a local --out
-    proc = subprocess.Popen([str(BIN / "ocean"), "train", "--data", str(pairs_dir), "--out", str(out),
-                             "--preset", "smoke", "--workers", "2", "--epochs", "50"],
-                            cwd=tmp_path, env=ray_head, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(tracking_uri=store)
-
-    def runs():
-        if not (out / "mlflow.db").exists():
-            return []
-        exp = client.get_experiment_by_name("ocean-train")
-        return client.search_runs([exp.experiment_id]) if exp else []
-
-    try:
-        # inside fit: the run is open and Ray Train has created its run folder
-        wait_for(lambda: runs() and (out / "ray" / "ocean-train").is_dir(), 240, "training to start", proc)
-        assert runs()[0].info.status == "RUNNING"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "ocean train: stopped by SIGTERM" in err
-    (run,) = runs()
-    assert run.info.status == "KILLED"
+    assert len(lines) == 1 and "after waiting 2 s" in lines[0] and "Traceback" not in waited.stderr, waited.stderr
