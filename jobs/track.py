@@ -202,10 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jobs.common import absolute
-    from ocean.checkpoint import CheckpointError, load_model
-    from ocean.storage import is_uri, write_bytes
+    from ocean.storage import write_bytes
     from ocean.tracker import OceanTracker
-    from pipelines.mlflow_models import is_model_uri
 
     for name in ("checkpoint", "frames", "video", "out", "render", "tracker_config"):  # as every command
         setattr(args, name, absolute(getattr(args, name, None)))
@@ -224,17 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         device = args.device
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available")
-    if is_model_uri(args.checkpoint):
-        net, ocean_cfg = _load_mlflow_model(args.checkpoint, args.mlflow_uri, device)
-    else:
-        if not is_uri(args.checkpoint) and not Path(args.checkpoint).is_file():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
-        try:
-            net, ocean_cfg = load_model(args.checkpoint, map_location=device)
-        except CheckpointError as exc:  # names the file and the reason
-            raise UsageError(str(exc)) from None
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise UsageError(f"--checkpoint {args.checkpoint}: cannot load it ({exc})") from None
+    net, ocean_cfg = _load_network(args.checkpoint, args.mlflow_uri, device)
     cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides, args.config)
     tracker = OceanTracker(net, cfg, device=device)
 
@@ -298,6 +286,25 @@ def _run(args: argparse.Namespace) -> int:
         log.warning(f"{len(unreadable)} unreadable frames kept the previous box: {shown}")
         return 1 if args.strict else 0
     return 0
+
+
+def _load_network(checkpoint: str, mlflow_uri: str | None, device: str):
+    """The network and config of ``--checkpoint`` (a file, an object URI, or an MLflow model URI);
+    UsageError naming the checkpoint and the reason."""
+    from ocean.checkpoint import CheckpointError, load_model
+    from ocean.storage import is_uri
+    from pipelines.mlflow_models import is_model_uri
+
+    if is_model_uri(checkpoint):
+        return _load_mlflow_model(checkpoint, mlflow_uri, device)
+    if not is_uri(checkpoint) and not Path(checkpoint).is_file():
+        raise UsageError(f"--checkpoint {checkpoint}: no such file")
+    try:
+        return load_model(checkpoint, map_location=device)
+    except CheckpointError as exc:  # names the file and the reason
+        raise UsageError(str(exc)) from None
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UsageError(f"--checkpoint {checkpoint}: cannot load it ({exc})") from None
 
 
 def _load_mlflow_model(model_uri: str, mlflow_uri: str | None, device: str):
