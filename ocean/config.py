@@ -272,10 +272,11 @@ class HeadConfig(_Checked):
     # Guard (facts §16): the exponent of the regression is clamped to this value, so distances stay
     # below exp(10) ~ 22,000 px and every box that reaches deform_conv2d is finite.
     reg_exp_clamp: float = 10.0
-    # Centre of the predicted box in feature cells for the alignment offsets: "grid" uses the grid origin
-    # floor(S/2) (consistent with the cell <-> pixel mapping); "official" uses S/2 = 127.5, the TracKit
-    # value, 1/16 cell off -- facts §4.1 step 2, §13.3 item 11.
-    align_center: Literal["grid", "official"] = "grid"
+    # Centre of the predicted box in feature cells for the alignment offsets: "official" uses S/2 = 127.5,
+    # the TracKit value (the converted official weights reproduce its outputs bit for bit with it,
+    # checkpoint_keys.md §6); "grid" uses the grid origin floor(S/2), consistent with the cell <-> pixel
+    # mapping the rest of the network and the tracker use, 1/16 cell apart -- facts §4.1 step 2, §13.3 item 11.
+    align_center: Literal["grid", "official"] = "official"
 
 
 @dataclass(frozen=True)
