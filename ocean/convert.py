@@ -264,7 +264,8 @@ def convert_ocean(state: dict[str, torch.Tensor], source: str, uri: str, *, alig
 def _check_online(uri: str, online: dict[str, torch.Tensor]) -> None:
     from ocean.online import make_layeronline
 
-    own = make_layeronline(512, 256, 6).state_dict()  # facts §10.1: 512 -> 1024, 6 blocks, stride 2
+    # facts §10.1: 512 -> 1024, 6 blocks, stride 2; keys as ocean.online.OnlineFeatures holds them
+    own = {f"layeronline.{k}": v for k, v in make_layeronline(512, 256, 6).state_dict().items()}
     extra = [k for k in online if k not in own]
     if extra:
         raise _fail_listing(uri, "layeronline entries the online branch does not have", extra)

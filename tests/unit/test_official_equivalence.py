@@ -124,6 +124,19 @@ def test_converted_network_reproduces_every_stored_array(converted):
     assert not bad, f"arrays off by more than {MAP_TOL} of their max |value|: {bad}"
 
 
+def test_the_grid_alignment_centre_is_not_the_official_network(converted):
+    """The check bites: the same weights with ``align_center=grid`` miss p_o by far more than the tolerance."""
+    net, cfg = load_model(converted["vot"])
+    head = dataclasses.replace(cfg.model.head, align_center="grid")
+    grid = build_model(dataclasses.replace(cfg.model, head=head)).eval()
+    grid.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        grid.template(_image(load_array("input_template")))
+        out = grid.track(_image(load_array("input_search_255")))
+    assert _rel(out["align"], load_array("x255_align_po_logits")) > 100 * MAP_TOL  # measured: 5 %
+    assert _rel(out["cls"], load_array("x255_cls_pr_logits")) <= MAP_TOL  # p_r does not use the centre
+
+
 # The official runs (tracker_reference.json): name -> (our tracker preset, converted network)
 RUNS = {"Soccer_VOT2018": ("vot2018", "vot"), "Soccer_OTB2015": ("otb", "otb"), "Skiing_VOT2018": ("vot2018", "vot")}
 # TrackerConfig field -> the name the official tracker's yaml uses
