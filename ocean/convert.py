@@ -99,8 +99,7 @@ def read_state_dict(uri: str) -> tuple[dict[str, torch.Tensor], str]:
     except Exception as exc:  # torch raises many kinds for bad bytes / refused objects
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConvertError(f"{uri}: not a torch weight file that loads with weights_only=True ({first})") from None
-    if isinstance(obj, dict) and obj.get("format", "").__class__ is str and str(obj.get("format")).startswith(
-            "ocean-ray/"):
+    if isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"].startswith("ocean-ray/"):
         raise ConvertError(f"{uri}: already a project checkpoint ({obj['format']}); nothing to convert")
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), Mapping):

@@ -9,8 +9,8 @@ import pytest
 
 from jobs.cli import build_parser, main
 
-COMMANDS = {"ablate", "config", "evaluate", "info", "prepare", "quickstart", "score", "synth", "track", "train",
-            "tune-tracker"}
+COMMANDS = {"ablate", "config", "convert", "evaluate", "info", "prepare", "quickstart", "score", "synth", "track",
+            "train", "tune-tracker"}
 
 
 def test_every_command_is_registered_with_help(capsys):
