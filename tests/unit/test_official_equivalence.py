@@ -228,3 +228,14 @@ def test_ocean_track_runs_a_converted_checkpoint(converted, tmp_path):
     assert boxes.shape == (3, 4) and np.isfinite(boxes).all()
     run = next(r for r in tracker_runs() if r["name"] == "Soccer_VOT2018")
     np.testing.assert_allclose(boxes[1:], [f["box_xywh_0based"] for f in run["frames"][:2]], atol=BOX_TOL)
+
+
+def test_evaluate_and_tune_tracker_read_a_converted_checkpoint(converted):
+    """What `ocean evaluate` (inspect_checkpoint) and `ocean tune-tracker` (load_model_blob) read first."""
+    from ocean.checkpoint import inspect_checkpoint
+    from ocean.tuning import load_model_blob
+
+    info = inspect_checkpoint(converted["otb"], "ocean-otb")
+    assert info.epoch is None and info.tracker == layered_tracker_config(None, None)
+    blob, cfg = load_model_blob(converted["vot"])
+    assert len(blob.state) == 403 and cfg.model.head.align_center == "official"
