@@ -268,7 +268,10 @@ def _check_online(uri: str, online: dict[str, torch.Tensor]) -> None:
     extra = [k for k in online if k not in own]
     if extra:
         raise _fail_listing(uri, "layeronline entries the online branch does not have", extra)
-    _check_cover(uri, online, own, "online branch (layeronline)")
+    _check_cover(uri, online, own, "online branch (layeronline)",
+                 allow_missing=lambda k: k.endswith("num_batches_tracked"))
+    for k in own:
+        online.setdefault(k, torch.zeros_like(own[k]))
 
 
 def convert_backbone(state: dict[str, torch.Tensor], source: str, uri: str, layout: str | None = None
