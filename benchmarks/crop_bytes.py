@@ -64,7 +64,7 @@ def random_box(rng: np.random.Generator, h: int = 360, w: int = 640) -> list[flo
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=40, help="source frames (each gives one pair)")
-    ap.add_argument("--quality", type=int, default=90, help="JPEG quality of stored crops (DataConfig default 90)")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality of stored crops (paper preset 95, smoke 90)")
     ap.add_argument("--batch", type=int, default=256, help="pairs per augment_pairs call")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from jobs.common import (
     UsageError,
@@ -26,6 +27,11 @@ Train the Ocean network on the parquet pair records written by `ocean prepare`.
 
   ocean train --data DIR_OR_S3 --out DIR_OR_S3 [--preset smoke] [--workers 2] [--gpu] [--epochs N]
               [--config FILE.yaml] [--set optim.base_lr=0.004 ...]
+
+Backbone weights: the paper preset starts from ImageNet weights as the official code does: give them with
+--set model.backbone.pretrained=PATH_OR_S3 (a pysot-layout ResNet-50, e.g. from `ocean convert --from
+pysot-resnet50`). Without them the command stops (exit status 2) unless --set
+model.backbone.allow_random_init=true asks for a random backbone; the smoke preset sets that itself.
 
 Data: Ray Data reads the pair records (local folder or s3://bucket/prefix; the S3 endpoint and keys come
 from AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY on every node), draws each epoch's pairs
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from data_prep.pair_index import TrainingDataError
     from jobs.common import absolute
     from ocean.checkpoint import CheckpointError
+    from ocean.config import random_init_refusal
     from ocean.engine import TrainingDiverged
     from ocean.storage import StorageError
     from pipelines.tracking import TrackingStoreError
@@ -91,14 +98,19 @@ def run(args: argparse.Namespace) -> int:
 
     args.data, args.out = absolute(args.data), absolute(args.out)  # the same folders in every Ray worker
     cfg = load_config(args, extra={"--epochs": f"optim.epochs={args.epochs}"} if args.epochs is not None else None)
+    wait_s, interval = gpu_wait(args), _interval(args.system_metrics_interval)
+    refusal = random_init_refusal(cfg)  # no silent random backbone (ocean_facts §1.3)
+    if refusal:
+        raise UsageError(refusal)
+    cfg = _local_weights(cfg, absolute)
     try:
         result = train(TrainSettings(args.data, args.out, cfg, workers=args.workers, use_gpu=args.gpu,
-                                     gpu_wait_s=gpu_wait(args),
+                                     gpu_wait_s=wait_s,
                                      max_worker_batch=args.max_worker_batch, cpus_per_worker=args.cpus_per_worker,
                                      seed=args.seed, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
                                      experiment=args.experiment, run_name=args.run_name,
                                      max_failures=args.max_failures, system_metrics=args.system_metrics,
-                                     **_interval(args.system_metrics_interval)))
+                                     **interval))
     except TrainingDiverged as exc:
         log.error(f"training diverged: {exc}")
         return 3
@@ -110,6 +122,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"final checkpoint: {result['checkpoints'][-1]}")
     print(f"MLflow run {result['mlflow_run_id']} at {result['mlflow_uri']}; final model {result['model_uri']}")
     return 0
+
+
+def _local_weights(cfg, absolute):
+    """``cfg`` with a local ``model.backbone.pretrained`` checked (UsageError when there is no such file) and
+    made absolute, so that every Ray worker reads the same file; a URI is left to the workers."""
+    import dataclasses
+
+    path = cfg.model.backbone.pretrained
+    if not path or "://" in path:
+        return cfg
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise UsageError(f"model.backbone.pretrained {path}: no such file")
+    backbone = dataclasses.replace(cfg.model.backbone, pretrained=absolute(path))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
 
 
 def _interval(seconds: float | None) -> dict:

@@ -101,6 +101,7 @@ def reference_markdown() -> str:
             walk(vp, vs, f"{prefix}{name}.")
 
     walk(paper, smoke, "")
+    rows.extend(_differences())
     rows.append("## Tracker presets per benchmark (`--benchmark NAME`; ocean_facts §9.3)")
     rows.append("")
     keys = sorted({k for v in config_module.TRACKER_PRESETS.values() for k in v})
@@ -109,3 +110,42 @@ def reference_markdown() -> str:
     for name, values in config_module.TRACKER_PRESETS.items():
         rows.append(f"| {name} | " + " | ".join(_fmt(values[k]) if k in values else "" for k in keys) + " |")
     return "\n".join(rows) + "\n"
+
+
+_KINDS = {
+    "option": "the paper preset does what the official code does; the fix is an option",
+    "guard": "on in every preset; acts only where the official code would crash, stall or go non-finite",
+    "rule": "a project rule without an official counterpart",
+    "numeric": "the same computation up to rounding",
+    "substitute": "the official part cannot be rebuilt from public material; this runs instead",
+    "unreachable": "an official quirk the paper preset never triggers",
+}
+
+
+def _differences() -> list[str]:
+    """The "differences from the official code" section, from ``ocean.config.OFFICIAL_DIFFERENCES``."""
+    paper, smoke = config_module.flatten(config_module.paper()), config_module.flatten(config_module.smoke())
+    rows = [
+        "## Deliberate differences from the official code",
+        "",
+        "Every known place where this project does not do what the official code (TracKit HEAD, "
+        "docs/reference/ocean_facts.md) does, from `ocean.config.OFFICIAL_DIFFERENCES`. Kinds: "
+        + "; ".join(f"*{k}*: {v}" for k, v in _KINDS.items()) + ". For an *option* the paper column is the "
+        "official value (tests/unit/test_official_defaults.py holds it there) and `--set KEY=FIX` selects the "
+        "project's fix; the smoke preset, trained from a random backbone on a CPU, keeps the fixes its column "
+        "shows.",
+        "",
+        "| topic | kind | official code | this project | key (paper / smoke; fix) | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in config_module.OFFICIAL_DIFFERENCES:
+        key = ""
+        if d.key:
+            key = f"`{d.key}`"
+            if d.key in paper:
+                key += f" ({_fmt(paper[d.key])} / {_fmt(smoke[d.key])}"
+                key += f"; {_fmt(d.fix)})" if d.kind == "option" else ")"
+        cells = [d.topic, d.kind, d.official, d.project, key, d.reason]
+        rows.append("| " + " | ".join(c.replace("|", "/") if c is not key else c for c in cells) + " |")
+    rows.append("")
+    return rows

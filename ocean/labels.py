@@ -91,12 +91,12 @@ def iou_of_distances(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, smooth:
 
 
 def iou_label(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, weight: torch.Tensor,
-              detach: bool = True) -> torch.Tensor:
+              detach: bool = False) -> torch.Tensor:
     """The object-aware label p_o* (paper Eq. 5, facts §5.3): IoU of the predicted and true box at every
     in-box cell, 0 elsewhere, |.| clipped to [0, 1]. (B, n, n).
 
-    ``detach=True`` (default) stops the gradient; the official code keeps it, so L_o also trains the
-    regression through the label (facts §5.3, ``LabelConfig.iou_label_detach``).
+    ``detach=False`` (default, official) keeps the gradient, so L_o also trains the regression through the
+    label; ``detach=True`` stops it (facts §5.3, ``LabelConfig.iou_label_detach``).
     """
     if detach:
         pred_ltrb = pred_ltrb.detach()

@@ -2,7 +2,8 @@
 
 * ``L_reg``: -ln IoU of the predicted and true distances, mean over in-box cells (UnitBox / FCOS style).
 * ``L_r``: BCE on the regular-region logits, 0.5 x mean over positives + 0.5 x mean over negatives.
-* ``L_o``: BCE with the soft IoU label on the object-aware logits, mean over all cells.
+* ``L_o``: BCE with the soft IoU label on the object-aware logits, mean over all cells; a NaN ``L_o`` becomes
+  ``0 x L_r`` as in the official code (``LossConfig.align_nan``).
 * Total ``w_reg L_reg + w_align L_o + w_cls L_r`` (official 1 / 1 / 1; paper 1 / 1 / 1.2: ``LossConfig``).
 """
 
@@ -62,6 +63,8 @@ def ocean_loss(outputs: dict[str, torch.Tensor | None], targets: dict[str, torch
     if outputs.get("align") is not None:
         soft = iou_label(reg, targets["reg_target"], targets["reg_weight"], detach=label_cfg.iou_label_detach)
         l_align = align_loss(outputs["align"], soft)
+        if loss_cfg.align_nan == "zero" and torch.isnan(l_align):  # official: 0 x L_r -- facts §6
+            l_align = 0.0 * l_cls
     else:
         l_align = l_reg.new_zeros(())
     total = loss_cfg.weight_reg * l_reg + loss_cfg.weight_cls * l_cls + loss_cfg.weight_align * l_align

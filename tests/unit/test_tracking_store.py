@@ -69,7 +69,7 @@ def test_the_jobs_print_one_line_and_exit_2(command, tmp_path, monkeypatch, caps
     monkeypatch.setattr(pipelines.train, "train", refuse)
     monkeypatch.setattr(pipelines.ablate, "ablate", refuse)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    extra = ["--benchmark", f"otb={tmp_path}"] if command == "ablate" else []
+    extra = ["--benchmark", f"otb={tmp_path}"] if command == "ablate" else ["--preset", "smoke"]  # random init
     code = main([command, "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--mlflow-uri", uri,
                  *extra])
     err = capsys.readouterr().err.strip().splitlines()
