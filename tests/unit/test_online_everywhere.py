@@ -2,9 +2,8 @@
 configuration (facts §10.4), and how an evaluation counts failed sequences (every one failed: exit 1).
 
 The evaluations run the real online module on tiny trees of the real layouts (tests/benchmark_trees.py,
-8 frames of 64 x 48) with an untrained smoke checkpoint; FAST_ONLINE shrinks the module (64 px patch,
-2 init iterations, no rotated or dropout copies) so each sequence takes a fraction of a second: the
-defaults themselves are exercised in test_online.py. Ray and MLflow: tests/integration/test_evaluate_cluster.py.
+8 frames of 64 x 48) with an untrained smoke checkpoint, the online module shrunk by FAST_ONLINE so that
+each sequence takes a fraction of a second. Ray and MLflow: tests/integration/test_evaluate_online.py.
 """
 
 from __future__ import annotations
@@ -16,26 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from benchmark_trees import (
+    FAST_ONLINE,
     make_got10k_sequence,
     make_lasot_sequence,
     make_otb_sequence,
     make_vot_sequence,
     moving_boxes_xywh,
+    vot_polygons,
 )
 
 from jobs.cli import main as cli_main
 from ocean.config import ONLINE_TRACKER_PRESETS, TRACKER_PRESETS, TrackerConfig, layered_tracker_config
 
-FAST_ONLINE = ("tracker.online=true", "tracker.online_params.sample_size=64", "tracker.online_params.init_iterations=2",
-               "tracker.online_params.rotations=[]", "tracker.online_params.dropout_samples=0",
-               "tracker.online_params.feature_dim=8")
 FRAMES = 8
-
-
-def _polygons(boxes: np.ndarray) -> np.ndarray:
-    """x, y, w, h -> the 8-value VOT polygon x1, y1, x2, y1, x2, y2, x1, y2."""
-    x, y, w, h = boxes.T
-    return np.stack([x, y, x + w, y, x + w, y + h, x, y + h], axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def trees(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("trees")
     boxes = moving_boxes_xywh(FRAMES)
     make_otb_sequence(root / "otb", "Walk", boxes)
-    make_vot_sequence(root / "vot", "walk", _polygons(boxes))
+    make_vot_sequence(root / "vot", "walk", vot_polygons(boxes))
     make_got10k_sequence(root / "got10k", "GOT-10k_Val_000001", boxes)
     make_lasot_sequence(root / "lasot", "walker-1", boxes, [0] * FRAMES, [0] * FRAMES)
     return {"otb": str(root / "otb"), "vot2018": str(root / "vot"), "got10k": str(root / "got10k"),
@@ -179,3 +171,29 @@ def test_tune_tracker_takes_tracker_settings(trees, ckpts, tmp_path, capsys):
     saved.write_text(json.dumps(best_tracker_json(tracker)))
     again = layered_tracker_config(None, "otb", tracker_file_overrides(str(saved)))
     assert again == tracker
+
+
+def test_the_ablation_online_row_scores_on_vot(trees, tmp_path):
+    """The "+ online update" row of `ocean ablate` (Table 4): its checkpoint is the object-aware row's training
+    (align head built), its evaluation the row's tracker overrides on VOT2018, as pipelines.ablate_trial runs it."""
+    import torch
+
+    from ocean.ablation import plan_rows
+    from ocean.checkpoint import save_checkpoint
+    from ocean.config import apply_overrides, smoke
+    from ocean.model import build_model
+    from pipelines.evaluate import EvaluateSettings, evaluate
+
+    rows = {r.spec.key: r for r in plan_rows("components", smoke(), ["got10k"], include_online=True,
+                                             log=lambda *a: None)}
+    trained = apply_overrides(smoke(), [o for o in rows["online"].overrides if not o.startswith("tracker.")])
+    assert trained.model.head.align
+    torch.manual_seed(5)
+    ckpt = str(tmp_path / "object_aware.pt")
+    save_checkpoint(ckpt, build_model(trained.model), trained, epoch=1)
+    overrides = rows["online"].tracker_overrides + [o for o in FAST_ONLINE if o.startswith("tracker.online_params")]
+    report = evaluate(EvaluateSettings([ckpt], {"vot2018": trees["vot2018"]}, str(tmp_path / "o"), local=True,
+                                       log_mlflow=False, progress=False, tracker_overrides=overrides))
+    sc = report["scores"][ckpt]["vot2018"]
+    assert report["failed"] == [] and sc["num_sequences"] == 1 and isinstance(sc["accuracy"], float)
+    assert sc["tracker"]["online"] and not sc["tracker"]["use_align"] and sc["tracker"]["penalty_k"] == 0.187
