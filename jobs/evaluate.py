@@ -54,7 +54,9 @@ Output under --out (a folder or s3://bucket/prefix):
 Tracker hyper-parameters, in this order: the checkpoint's `tracker` section, the benchmark's official
 preset (ocean_facts §9.3), --config FILE (a configuration as `ocean config` prints it: only its tracker
 section), --tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}} as
-`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable).
+`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable). --set tracker.online=true adds the
+online update (paper Sec. 4.2); on vot2018 / vot2019 the preset is then the official online one (no p_o,
+ocean_facts §10.4).
 
 Parallelism: --workers N Ray actors (default 2), each loading a checkpoint's model once and taking
 sequence after sequence, 1 torch thread and --cpus-per-worker logical CPUs each (default 1), --gpu for one

@@ -30,7 +30,7 @@ def test_online_on_ray_counts_a_failed_sequence_in_mlflow(ray_cluster, mlflow_se
     make_vot_sequence(tmp_path / "vot", "walk", vot_polygons(boxes))
     out = tmp_path / "ray"
     cmd = [sys.executable, "-m", "jobs.evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={tmp_path / 'otb'}",
-           "--benchmark", f"vot2018={tmp_path / 'vot'}", "--out", str(out), "--workers", "2",
+           "--benchmark", f"vot2018={tmp_path / 'vot'}", "--out", str(out), "--workers", "1",
            "--ray-address", ray_cluster.address, "--mlflow-uri", mlflow_server.uri, "--experiment", "eval-online",
            "--quiet"]
     for item in FAST_ONLINE:
