@@ -535,7 +535,7 @@ class OnlineClassifier:
         scale = (s * y).sum() / (s * s).sum().clamp_min(1e-12)
         self.filter, self.losses = steepest_descent_gn(filt * scale, feats, y, m, self._mem_w[:n],
                                                        cfg.filter_reg, cfg.init_iterations)
-        self._frames_since_opt = 0
+        self._frames_tracked = 0
         self._cache = None
         self.last_scores = None
         self.last_flag = "init"
@@ -598,7 +598,7 @@ class OnlineClassifier:
         cells_per_px = wf / cfg.sample_size / geom.scale
         loc = classify_peaks(self.last_scores, (box[2] * cells_per_px, box[3] * cells_per_px), cfg)
         self.last_flag = loc.flag
-        self._frames_since_opt += 1
+        self._frames_tracked += 1
         reason = loc.flag if loc.flag in ("not_found", "uncertain") else None
         if reason is None and cfg.min_update_score > 0 and not score >= cfg.min_update_score:
             reason = "low_score"
@@ -619,9 +619,11 @@ class OnlineClassifier:
         self._add_sample(feats[0], label[None], mask[None],
                          cfg.hard_negative_learning_rate if hard else cfg.learning_rate)
         self.updates += 1
-        if hard or self._frames_since_opt >= cfg.train_skipping:
+        # Every train_skipping-th tracked frame counted from the first (a frame due but skipped above is not
+        # made up later, and a hard negative does not move the schedule), and on every hard negative: TK
+        # update_classifier -- facts §10.2.
+        if hard or self._frames_tracked % cfg.train_skipping == 0:
             self._optimise(cfg.update_iterations)
-            self._frames_since_opt = 0
 
 
 def build_online(net: Any, cfg: TrackerConfig | OnlineConfig) -> OnlineClassifier:

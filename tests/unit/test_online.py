@@ -168,6 +168,31 @@ def test_memory_weights_and_update_schedule():
     assert oc.optimisations == n_opt + 1
 
 
+def test_update_schedule_counts_frames_from_the_first(monkeypatch):
+    """Official schedule (TK update_classifier, facts §10.2): optimise on tracked frames 10, 20, ... and on
+    every hard negative; a hard negative does not move the schedule, and a due frame whose update is skipped
+    ("not_found") is not made up on the next one."""
+    import ocean.online as online_mod
+
+    frames, boxes = _scene(n=2)
+    oc = OnlineClassifier(FixedBoxNet(), dataclasses.replace(FAST, init_iterations=1))
+    oc.init(frames[0], boxes[0])
+    state = TrackState(center_xy=boxes[0][:2] + 20, size_wh=np.array([40.0, 40.0]), image_wh=(320, 240),
+                       search_size=255, avg_chans=np.zeros(3))
+    flags = {3: "hard_negative", 10: "hard_negative", 20: "not_found"}  # tracked frame -> its flag
+    frame = 0
+    monkeypatch.setattr(online_mod, "classify_peaks", lambda *a, **k: online_mod.Localisation(
+        flags.get(frame, "normal"), 1.0, 0.0))
+    optimised = []
+    for frame in range(1, 31):
+        before = oc.optimisations
+        oc.score(frames[1], state)
+        oc.update(frames[1], state, boxes[1], 1.0)
+        if oc.optimisations > before:
+            optimised.append(frame)
+    assert optimised == [3, 10, 30]
+
+
 def test_grid_mapping_puts_online_peak_on_the_siamese_cell_of_the_target():
     frames, boxes = _scene()
     net = FixedBoxNet()
