@@ -188,17 +188,17 @@ def log_evaluation(
     best checkpoint, that checkpoint is logged as an ``mlflow.pytorch`` model and registered
     (:func:`pipelines.eval_registry.register_best`; ``registered`` is its result, else None).
 
-    Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with
-    ``--run``); params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused,
-    items_retried, workers_lost (pipelines.eval_actors), failed_sequences of sequences_total; every headline
-    metric ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's metric-vs-epoch chart); with a best
-    checkpoint the tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric
-    ``best.<benchmark>.<metric>``; artifacts evaluation.json, per_sequence.csv and plots/; it ends FAILED when
-    every sequence failed. Child: tags ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` /
-    ``_name``, ``ocean.epoch``, the links (``ocean.training_run_id``, ``ocean.manifest_sha256``), ``is_best``;
-    params checkpoint_uri, epoch, ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>`` and
-    ``<benchmark>.failed_sequences``; artifacts ``evaluation/`` (the checkpoint's output folder). Failed
-    sequences: :func:`_log_failures` on both. An exception marks the parent and children FAILED.
+    Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with ``--run``);
+    params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused, items_retried,
+    workers_lost (pipelines.eval_actors), failed_sequences of sequences_total; every headline metric
+    ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's metric-vs-epoch chart); with a best checkpoint the
+    tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric ``best.<benchmark>.<metric>``;
+    artifacts evaluation.json, per_sequence.csv and plots/; it ends FAILED when every sequence failed. Child:
+    tags ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` / ``_name``, ``ocean.epoch``, the links
+    (``ocean.training_run_id``, ``ocean.manifest_sha256``), ``is_best``; params checkpoint_uri, epoch,
+    ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>``, ``<benchmark>.failed_sequences``;
+    artifacts ``evaluation/`` (the checkpoint's output folder). Failed sequences: :func:`_log_failures` on
+    both. An exception marks the parent and children FAILED.
     """
     from pipelines.tracking import RunLogger
 
@@ -220,9 +220,9 @@ def log_evaluation(
                 }
             )
             t = report["timing"]
+            counts = {"failed_sequences": len(report["failed"]), "sequences_total": report.get("sequences_total", 0)}
             parent.log_metrics({k: t[k] for k in ("sequences_reused", "items_retried", "workers_lost") if k in t}
-                               | {"failed_sequences": len(report["failed"]),
-                                  "sequences_total": report.get("sequences_total", 0)}, timestamp_ms=now)
+                               | counts, timestamp_ms=now)
             _log_failures(parent, report["failed"], {i.uri: i.name for i in infos})
             for info in infos:
                 links[info.uri] = _training_run_links(parent.client, info, training_run_id)
@@ -282,8 +282,8 @@ def _log_checkpoint(parent, run_name: str, info: CheckpointInfo, links: dict[str
 def _log_failures(run, failed: list[dict], names: dict[str, str] | None) -> None:
     """Tag ``ocean.failed_sequences`` ([checkpoint/]benchmark/sequence, ...) and log failed_sequences.json."""
     if failed:
-        run.set_tags({"ocean.failed_sequences": ", ".join(f"{names[f['checkpoint']] + '/' if names else ''}"
-                                                          f"{f['benchmark']}/{f['sequence']}" for f in failed)})
+        what = [f"{names[f['checkpoint']] + '/' if names else ''}{f['benchmark']}/{f['sequence']}" for f in failed]
+        run.set_tags({"ocean.failed_sequences": ", ".join(what)})
         run.log_text(json.dumps([{**f, "checkpoint": _safe_uri(f["checkpoint"])} for f in failed], indent=2),
                      "failed_sequences.json")
 

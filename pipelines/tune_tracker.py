@@ -149,7 +149,7 @@ def _validate(s: TuneTrackerSettings) -> None:
 
 
 def _prepare(s: TuneTrackerSettings) -> _Search:
-    """The validation sequences in the seeded order, the checkpoint and the search around its defaults."""
+    """Validation sequences (seeded order), checkpoint, search around the defaults of `ocean evaluate`."""
     seqs, split = read_validation(s.benchmark, s.root)
     log.warning(f"tuning on the validation set {split}")
     warning = eao_undefined_warning(s.benchmark, seqs)
@@ -157,7 +157,6 @@ def _prepare(s: TuneTrackerSettings) -> _Search:
         log.warning(warning)
     seqs = [seqs[i] for i in sequence_order(len(seqs), s.seed)][: s.max_sequences or None]
     model, ocean_cfg = load_model_blob(s.checkpoint)
-    # Defaults = checkpoint tracker section -> benchmark preset (facts §9.3) -> overrides, as `ocean evaluate`.
     try:
         base = layered_tracker_config(ocean_cfg.tracker, s.benchmark, list(s.tracker_overrides))
     except ValueError as exc:
