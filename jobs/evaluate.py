@@ -54,7 +54,9 @@ Output under --out (a folder or s3://bucket/prefix):
 Tracker hyper-parameters, in this order: the checkpoint's `tracker` section, the benchmark's official
 preset (ocean_facts §9.3), --config FILE (a configuration as `ocean config` prints it: only its tracker
 section), --tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}} as
-`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable).
+`ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable). --set tracker.online=true adds the
+online update (paper Sec. 4.2); on vot2018 / vot2019 the preset is then the official online one (no p_o,
+ocean_facts §10.4).
 
 Parallelism: --workers N Ray actors (default 2), each loading a checkpoint's model once and taking
 sequence after sequence, 1 torch thread and --cpus-per-worker logical CPUs each (default 1), --gpu for one
@@ -81,8 +83,11 @@ benchmark sequence and the device are the same (--no-resume tracks everything ag
 `items_retried` and `sequences_reused`.
 
 A sequence that fails (an unreadable frame...) is recorded with its error in summary.json (`failed`) and
-the CSV, and the rest is still scored; a missing checkpoint or unreadable benchmark root stops with
-status 2 before any tracking. Exit status 1 when some sequence failed and --strict is given.
+the CSV, and the rest is still scored; the printed table counts them per benchmark (`failed`) and MLflow
+gets the metric `failed_sequences` (per benchmark on the child runs), the tag `ocean.failed_sequences` with
+their names and the artifact failed_sequences.json. A missing checkpoint or unreadable benchmark root
+stops with status 2 before any tracking. Exit status 1 when every sequence failed (nothing was scored;
+the MLflow parent run ends FAILED), or when some failed and --strict is given; else 0.
 
 Example:
   ocean evaluate --run 3f2a... --epochs all --benchmark otb=data/OTB100 \\
@@ -153,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from ocean.benchmarks.report import format_score, headline_table
+    from ocean.benchmarks.report import all_failed, format_score, headline_table
     from pipelines.eval_lineage import checkpoints_of_run
     from pipelines.eval_registry import DEFAULT_NAME as DEFAULT_REGISTERED_NAME
     from pipelines.evaluate import EvaluateSettings, evaluate
@@ -239,11 +244,15 @@ def _run(args: argparse.Namespace) -> int:
         elif register:
             log.warning(f"nothing registered: no checkpoint has a {validation} score")
     print(f"results: {args.out}")
-    if report["failed"]:
-        log.warning(f"{len(report['failed'])} sequences failed:" + "".join(
-            f"\n  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}" for f in report["failed"][:10]))
-        return 1 if args.strict else 0
-    return 0
+    failed = report["failed"]
+    if failed:
+        log.warning(f"{len(failed)} of {report['sequences_total']} sequences failed:" + "".join(
+            f"\n  {f['benchmark']}/{f['sequence']} ({f['checkpoint']}): {f['error']}" for f in failed[:10]))
+    if all_failed(report):
+        log.error(f"every one of the {len(failed)} sequences failed, nothing was scored (first: "
+                  f"{failed[0]['benchmark']}/{failed[0]['sequence']}: {failed[0]['error']})")
+        return 1
+    return 1 if failed and args.strict else 0
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ otb, vot2018, vot2019, got10k, lasot -- these select TracKit's double size smoot
 --config FILE (a configuration as `ocean config` prints it, YAML or JSON: only its tracker section),
 --tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}}, e.g. what
 `ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable). Values are type- and range-checked.
+--set tracker.online=true adds the online update (paper Sec. 4.2); with --benchmark vot2018 / vot2019 the
+preset is then the official online one (no p_o, ocean_facts §10.4).
 
 The final line reports frames, the network's own speed (model fps: forward passes only), the tracker's
 speed without file I/O (crops + network + post-processing), and the total speed with decoding and writing.

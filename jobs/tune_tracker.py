@@ -10,10 +10,12 @@ from jobs.common import (
     add_gpu_wait_argument,
     add_mlflow_arguments,
     add_ray_argument,
+    add_tracker_arguments,
     fail,
     gpu_wait,
     main_for,
     parse_name_values,
+    tracker_overrides,
 )
 
 COMMAND = "tune-tracker"
@@ -32,8 +34,11 @@ Spaces (--space): official = ocean_facts §11.1 (penalty_k 0.001-0.2, lr 0.3-0.8
 0.15-0.65 in steps of 0.001, small_sz {255}, big_sz {287, 303, 319}, ratio 0.7-1.0 on VOT with align);
 sots = §11.2 (same ranges, small_sz {255, 271}, big_sz {271, 287}). Trial 0 is always the benchmark's
 default hyper-parameters (the checkpoint's tracker section + the official preset, what `ocean evaluate`
-uses), so the best result is never worse than the defaults on these sequences; when a default lies
-outside the space, the space is widened just enough to contain it (printed).
+uses, then --config FILE's tracker section, --tracker-config FILE and --set tracker.KEY=VALUE as in
+`ocean evaluate`, e.g. --set tracker.online=true to tune with the online update), so the best result is
+never worse than the defaults on these sequences; when a default lies outside the space, the space is
+widened just enough to contain it (printed). The values not searched stay as set and go into
+best_tracker.json with the best ones.
 
 Do not tune on the test set: a GOT-10k root without full ground truth (the test split) is refused. OTB,
 VOT and LaSOT have no separate validation split; a warning names the split used.
@@ -64,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the validation benchmark and its root ({', '.join(BENCHMARK_NAMES)}; roots as for "
                         "`ocean score --dataset`, a folder or s3://, e.g. got10k=data/GOT-10k/val)")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
+    add_tracker_arguments(p)
     p.add_argument("--trials", type=int, default=20, metavar="N",
                    help="number of trials, the defaults included (default 20; the official advice is "
                         "1,500-5,000 on the full benchmarks, ocean_facts §11.1)")
@@ -103,9 +109,23 @@ def _check(args: argparse.Namespace) -> tuple[str, str]:
     return name, root
 
 
+def _overrides(args: argparse.Namespace, benchmark: str) -> tuple[str, ...]:
+    """--config / --tracker-config / --set as ``tracker.KEY=VALUE`` strings, checked on the benchmark's preset
+    (UsageError naming the key)."""
+    from ocean.config import layered_tracker_config
+
+    items = tracker_overrides(args.tracker_config, args.overrides, when="when tuning", config_path=args.config)
+    try:
+        layered_tracker_config(None, benchmark, items)
+    except ValueError as exc:
+        raise UsageError(f"--set {exc}") from None
+    return tuple(items)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         name, root = _check(args)
+        overrides = _overrides(args, name)
         from jobs.common import absolute
 
         root, args.checkpoint, args.out = absolute(root), absolute(args.checkpoint), absolute(args.out)  # trials run elsewhere
@@ -122,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             grace_period=args.sequences_per_rung, reduction_factor=args.reduction_factor,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             ray_address=args.ray_address, experiment=args.experiment, log_mlflow=not args.no_mlflow,
-            max_sequences=args.max_sequences, verbose=0 if args.quiet else 1))
+            max_sequences=args.max_sequences, verbose=0 if args.quiet else 1, tracker_overrides=overrides))
     except TuneTrackerError as exc:
         return fail(COMMAND, exc)
     print(format_report(summary))

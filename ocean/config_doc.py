@@ -104,11 +104,18 @@ def reference_markdown() -> str:
     rows.extend(_differences())
     rows.append("## Tracker presets per benchmark (`--benchmark NAME`; ocean_facts §9.3)")
     rows.append("")
-    keys = sorted({k for v in config_module.TRACKER_PRESETS.values() for k in v})
+    online = config_module.ONLINE_TRACKER_PRESETS
+    keys = sorted({k for v in [*config_module.TRACKER_PRESETS.values(), *online.values()] for k in v})
     rows.append("| benchmark | " + " | ".join(keys) + " |")
     rows.append("|---" * (len(keys) + 1) + "|")
-    for name, values in config_module.TRACKER_PRESETS.items():
+    presets = [*config_module.TRACKER_PRESETS.items(),
+               *((f"{n} with tracker.online", {**config_module.TRACKER_PRESETS[n], **v}) for n, v in online.items())]
+    for name, values in presets:
         rows.append(f"| {name} | " + " | ".join(_fmt(values[k]) if k in values else "" for k in keys) + " |")
+    rows.append("")
+    rows.append("With `tracker.online=true` (from any layer) a VOT preset takes the official online entry instead "
+                "(ocean_facts §10.4: no p_o, ω' = `online_weight`); the other presets stay and the online map is "
+                "fused on top. `--set` values still come last.")
     return "\n".join(rows) + "\n"
 
 

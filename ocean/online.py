@@ -305,7 +305,8 @@ class OnlineClassifier:
       are fixed here (lambda 0.1, step = exact GN line search) because the meta-trained values are not
       available (facts §10.3).
     * **Init** (facts §10.2): identity, 4 shifts of +-0.6 patch/2, a flip, 5 blurs, rotations (default all 12)
-      and 7 dropout (p 0.2) copies, around a random shift of up to +-patch/6 (factor 1/3). Patches are warped
+      and 7 dropout (p 0.2) copies; each flipped, blurred and rotated sample with its own random shift of up
+      to +-patch/6 (factor 1/3), the identity and the relative shifts with none. Patches are warped
       straight from the full image (``cv2.warpAffine``) so no expanded crop is needed. 25 GN iterations.
     * **Per frame**: the patch (``search_area_scale`` x sqrt(wh) image px, resampled to ``sample_size``) is
       centred where the Siamese crop is, with the *current* target size (the official scale never adapts,
@@ -466,23 +467,27 @@ class OnlineClassifier:
         pad = mean_color(image_bgr_uint8, "numpy")
         base = self._patch_geometry(target, box[2:])
         half = cfg.sample_size / 2
-        rand = (rng.random(2) - 0.5) * cfg.sample_size * RANDOM_SHIFT_FACTOR  # patch px, facts §10.2
-        center = target + base.scale * rand
-        geoms: list[PatchGeometry] = [PatchGeometry(center, base.scale, np.eye(2), cfg.sample_size)]
+
+        def shifted() -> np.ndarray:
+            """A new random shift of up to +-patch/6 (factor 1/3) for a flipped, blurred or rotated sample;
+            the identity and the relative shifts get none -- facts §10.2."""
+            return target + base.scale * (rng.random(2) - 0.5) * cfg.sample_size * RANDOM_SHIFT_FACTOR
+
+        geoms: list[PatchGeometry] = [PatchGeometry(target, base.scale, np.eye(2), cfg.sample_size)]
         blurs: list[tuple[float, float] | None] = [None]
         for sx, sy in RELATIVE_SHIFTS:
-            geoms.append(PatchGeometry(center + base.scale * np.array([sx, sy]) * half, base.scale, np.eye(2),
+            geoms.append(PatchGeometry(target + base.scale * np.array([sx, sy]) * half, base.scale, np.eye(2),
                                        cfg.sample_size))
             blurs.append(None)
-        geoms.append(PatchGeometry(center, base.scale, np.diag([-1.0, 1.0]), cfg.sample_size))
+        geoms.append(PatchGeometry(shifted(), base.scale, np.diag([-1.0, 1.0]), cfg.sample_size))
         blurs.append(None)
         for b in BLURS:
-            geoms.append(geoms[0])
+            geoms.append(PatchGeometry(shifted(), base.scale, np.eye(2), cfg.sample_size))
             blurs.append(b)
         for deg in cfg.rotations:
             t = math.radians(float(deg))
             rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-            geoms.append(PatchGeometry(center, base.scale, rot, cfg.sample_size))
+            geoms.append(PatchGeometry(shifted(), base.scale, rot, cfg.sample_size))
             blurs.append(None)
         patches = []
         for g, b in zip(geoms, blurs, strict=True):
@@ -535,7 +540,7 @@ class OnlineClassifier:
         scale = (s * y).sum() / (s * s).sum().clamp_min(1e-12)
         self.filter, self.losses = steepest_descent_gn(filt * scale, feats, y, m, self._mem_w[:n],
                                                        cfg.filter_reg, cfg.init_iterations)
-        self._frames_since_opt = 0
+        self._frames_tracked = 0
         self._cache = None
         self.last_scores = None
         self.last_flag = "init"
@@ -598,7 +603,7 @@ class OnlineClassifier:
         cells_per_px = wf / cfg.sample_size / geom.scale
         loc = classify_peaks(self.last_scores, (box[2] * cells_per_px, box[3] * cells_per_px), cfg)
         self.last_flag = loc.flag
-        self._frames_since_opt += 1
+        self._frames_tracked += 1
         reason = loc.flag if loc.flag in ("not_found", "uncertain") else None
         if reason is None and cfg.min_update_score > 0 and not score >= cfg.min_update_score:
             reason = "low_score"
@@ -619,9 +624,11 @@ class OnlineClassifier:
         self._add_sample(feats[0], label[None], mask[None],
                          cfg.hard_negative_learning_rate if hard else cfg.learning_rate)
         self.updates += 1
-        if hard or self._frames_since_opt >= cfg.train_skipping:
+        # Every train_skipping-th tracked frame counted from the first (a frame due but skipped above is not
+        # made up later, and a hard negative does not move the schedule), and on every hard negative: TK
+        # update_classifier -- facts §10.2.
+        if hard or self._frames_tracked % cfg.train_skipping == 0:
             self._optimise(cfg.update_iterations)
-            self._frames_since_opt = 0
 
 
 def build_online(net: Any, cfg: TrackerConfig | OnlineConfig) -> OnlineClassifier:

@@ -148,7 +148,10 @@ class OceanTracker:
         device: where crops are sent; default = the device of the network's first parameter (CPU if it
             has none).
         online: optional online module (:class:`OnlineModule`), fused after the window. When None and
-            ``cfg.online`` is True, :func:`ocean.online.build_online` builds one from ``net``.
+            ``cfg.online`` is True, :func:`ocean.online.build_online` builds one from ``net``. With
+            ``cfg.use_align`` too, p_o enters p_cls before the penalty and the online map comes after the
+            window, the order of TK ``update``; the official online run never has both (its VOT online
+            entry turns p_o off, :data:`ocean.config.ONLINE_TRACKER_PRESETS`, facts §10.4).
         online_weight: ω' of the online fusion ``pscore = ω' online + (1 - ω') pscore``; None =
             ``cfg.online_weight`` (paper Sec. 4.2 uses 0.5; facts §9.3 lists 0.5 / 0.7 per VOT year).
 
@@ -166,10 +169,6 @@ class OceanTracker:
             from ocean.online import build_online
 
             online = build_online(net, cfg)
-        if online is not None and cfg.use_align:
-            # The official code never combines p_o with the online branch ("NOOA") -- facts §4.3, §13.3.
-            raise ValueError("use_align=True cannot be combined with an online module (facts §4.3); "
-                             "set tracker.use_align=false")
         self.net = net
         self.cfg = cfg
         if device is None:

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -35,8 +36,8 @@ from ocean.config import TrackerConfig
 METRIC = "score"  # the name Tune and MLflow see for the objective
 TIME_ATTR = "sequences_done"  # ASHA's clock: sequences tracked so far
 SPACES = ("official", "sots")
-# TrackerConfig fields written to best_tracker.json: every scalar field (online_params is a nested dataclass
-# that `ocean track --tracker-config` cannot take as one key, and tuning never changes it).
+# TrackerConfig fields always written to best_tracker.json: every scalar field (online_params, a nested
+# section that tuning never searches, only when it differs from the defaults: best_tracker_json).
 SAVED_KEYS = tuple(f.name for f in dataclasses.fields(TrackerConfig) if f.name != "online_params")
 # One trial's row, in the order of tune_summary.json's "trials".
 TRIAL_KEYS = ("trial", "trial_id", "status", TIME_ATTR, METRIC, "params", "wall_s", "cpu_s", "error")
@@ -158,7 +159,7 @@ def snap(space: Mapping[str, ParamSpec], config: Mapping[str, Any]) -> dict[str,
 
 @dataclass(frozen=True)
 class SearchSetup:
-    """What a search runs: ``base`` (every scalar TrackerConfig field at its default; a trial replaces the
+    """What a search runs: ``base`` (the defaults, online_params included; a trial replaces the
     searched ones), the searched ``space``, ``defaults`` (trial 0), ``fixed`` (the fields not searched) and
     ``widened`` ({name: "old -> new"} where the space had to grow to contain the defaults)."""
 
@@ -185,8 +186,7 @@ def search_setup(tracker: TrackerConfig, has_align_head: bool, space: str, bench
     defaults = {k: scalars[k] for k in official}
     searched, widened = include_point(official, defaults)
     fixed = {k: v for k, v in scalars.items() if k not in searched}
-    # online_params stays TrackerConfig's default: trials never carried the checkpoint's (SAVED_KEYS).
-    return SearchSetup(TrackerConfig(**scalars), searched, defaults, fixed, widened)
+    return SearchSetup(tracker, searched, defaults, fixed, widened)  # keeps online_params (--set)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -408,9 +408,13 @@ def plot_score_vs_trial(rows: list[dict], path: Path, title: str) -> Path:
 
 
 def best_tracker_json(tracker: TrackerConfig) -> dict[str, Any]:
-    """``{"tracker": {...}}`` with the scalar TrackerConfig fields (what ``--tracker-config`` accepts)."""
-    values = dataclasses.asdict(tracker)
-    return {"tracker": {k: values[k] for k in SAVED_KEYS}}
+    """``{"tracker": {...}}`` with the scalar TrackerConfig fields, and ``online_params`` when it is not the
+    default (what ``--tracker-config`` accepts)."""
+    values = json.loads(json.dumps(dataclasses.asdict(tracker)))  # tuples -> lists, as the file holds them
+    saved = {k: values[k] for k in SAVED_KEYS}
+    if tracker.online_params != TrackerConfig().online_params:
+        saved["online_params"] = values["online_params"]
+    return {"tracker": saved}
 
 
 def format_report(summary: Mapping[str, Any]) -> str:

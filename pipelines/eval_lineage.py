@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ocean.benchmarks.report import metrics
+from ocean.benchmarks.report import all_failed, metrics
 from ocean.benchmarks.scoring import HEADLINE
 from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name
 from pipelines.eval_registry import register_best
@@ -188,16 +188,17 @@ def log_evaluation(
     best checkpoint, that checkpoint is logged as an ``mlflow.pytorch`` model and registered
     (:func:`pipelines.eval_registry.register_best`; ``registered`` is its result, else None).
 
-    Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with
-    ``--run``); params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused,
-    items_retried, workers_lost (pipelines.eval_actors); every headline metric
-    ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's own metric-vs-epoch chart); with a best checkpoint
-    the tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric
-    ``best.<benchmark>.<metric>``; artifacts evaluation.json, per_sequence.csv and plots/. Child: tags
-    ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` / ``_name``, ``ocean.epoch``, the links
+    Parent: tags ``ocean.kind=evaluation``, ``ocean.benchmarks`` (and ``ocean.training_run_id`` with ``--run``);
+    params checkpoints, benchmarks, workers, local, validation; metrics sequences_reused, items_retried,
+    workers_lost (pipelines.eval_actors), failed_sequences of sequences_total; every headline metric
+    ``<benchmark>.<metric>`` with ``step=epoch`` (MLflow's metric-vs-epoch chart); with a best checkpoint the
+    tags ``best_checkpoint`` / ``best_epoch`` / ``best_metric`` and the metric ``best.<benchmark>.<metric>``;
+    artifacts evaluation.json, per_sequence.csv and plots/; it ends FAILED when every sequence failed. Child:
+    tags ``ocean.kind=evaluation-checkpoint``, ``ocean.checkpoint_uri`` / ``_name``, ``ocean.epoch``, the links
     (``ocean.training_run_id``, ``ocean.manifest_sha256``), ``is_best``; params checkpoint_uri, epoch,
-    ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>``; artifacts ``evaluation/`` (the
-    checkpoint's output folder). An exception marks the parent and children FAILED.
+    ``tracker.<benchmark>.<key>``; metrics ``<benchmark>.<metric>``, ``<benchmark>.failed_sequences``;
+    artifacts ``evaluation/`` (the checkpoint's output folder). Failed sequences: :func:`_log_failures` on
+    both. An exception marks the parent and children FAILED.
     """
     from pipelines.tracking import RunLogger
 
@@ -219,8 +220,10 @@ def log_evaluation(
                 }
             )
             t = report["timing"]
-            parent.log_metrics({k: t[k] for k in ("sequences_reused", "items_retried", "workers_lost") if k in t},
-                               timestamp_ms=now)
+            counts = {"failed_sequences": len(report["failed"]), "sequences_total": report.get("sequences_total", 0)}
+            parent.log_metrics({k: t[k] for k in ("sequences_reused", "items_retried", "workers_lost") if k in t}
+                               | counts, timestamp_ms=now)
+            _log_failures(parent, report["failed"], {i.uri: i.name for i in infos})
             for info in infos:
                 links[info.uri] = _training_run_links(parent.client, info, training_run_id)
                 children[info.uri] = _log_checkpoint(parent, run_name, info, links[info.uri], report, now)
@@ -236,6 +239,8 @@ def log_evaluation(
             for child in children.values():
                 child.finish("FAILED")
             raise
+    if all_failed(report):  # nothing was scored: the evaluation failed
+        parent.fail(f"every one of the {report['sequences_total']} sequences failed (failed_sequences.json)")
     return {
         "tracking_uri": _safe_uri(uri),
         "experiment_id": parent.experiment_id,
@@ -267,9 +272,20 @@ def _log_checkpoint(parent, run_name: str, info: CheckpointInfo, links: dict[str
             values[f"{bench}.{k}"] = v
             if info.epoch is not None and k == HEADLINE[bench]:
                 parent.log_metrics({f"{bench}.{k}": v}, step=info.epoch, timestamp_ms=now)
+        values[f"{bench}.failed_sequences"] = float(len(scores.get("failed") or {}))
+    _log_failures(child, [f for f in report["failed"] if f["checkpoint"] == info.uri], None)
     child.log_metrics(values, step=info.epoch or 0, timestamp_ms=now)
     child.log_params(params)
     return child
+
+
+def _log_failures(run, failed: list[dict], names: dict[str, str] | None) -> None:
+    """Tag ``ocean.failed_sequences`` ([checkpoint/]benchmark/sequence, ...) and log failed_sequences.json."""
+    if failed:
+        what = [f"{names[f['checkpoint']] + '/' if names else ''}{f['benchmark']}/{f['sequence']}" for f in failed]
+        run.set_tags({"ocean.failed_sequences": ", ".join(what)})
+        run.log_text(json.dumps([{**f, "checkpoint": _safe_uri(f["checkpoint"])} for f in failed], indent=2),
+                     "failed_sequences.json")
 
 
 def _log_best(parent, best: dict | None, children: dict, now: int) -> None:

@@ -86,7 +86,8 @@ class EvaluateSettings:
 def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     """Run the evaluation. Returns a JSON-ready dict: ``scores`` {checkpoint uri: {benchmark: ``ocean
     score`` dict + ``tracker``}}, ``checkpoints`` {uri: {name, epoch, links, dir, tracker}}, ``best`` (with
-    ``validation``), ``plots`` (paths), ``failed`` ([{checkpoint, benchmark, sequence, error}]), ``timing``
+    ``validation``), ``plots`` (paths), ``failed`` ([{checkpoint, benchmark, sequence, error}]) of
+    ``sequences_total`` (checkpoint x sequence items; :func:`ocean.benchmarks.report.all_failed`), ``timing``
     (seconds, sequences per second, model loads, workers; ``sequences_tracked``, ``sequences_reused``,
     ``items_retried`` after ``workers_lost``) and ``mlflow`` (run ids) or None. Raises EvaluationError for
     bad input or an output that cannot be written, before any tracking starts.
@@ -121,7 +122,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     report: dict[str, Any] = {
         "out": str(s.out), "benchmarks": dict(s.benchmarks), "validation": s.validation, "scores": scores,
         "checkpoints": checkpoints, "best": best, "plots": plots, "failed": failed, "timing": run_timing,
-        "mlflow": None,
+        "sequences_total": len(items), "mlflow": None,
     }
     _write(report, rows, infos, out_dir)
     if mlflow_uri:

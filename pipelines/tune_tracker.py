@@ -60,7 +60,7 @@ class TuneTrackerSettings:
     sequence order. grace_period: ASHA's first rung in sequences (default: a quarter of the sequences, at
     least 1); later rungs at grace_period * reduction_factor^k; max_t = number of sequences.
     cpus_per_trial / gpus_per_trial: Ray resources per trial (GPU only with ``use_gpu``).
-    max_sequences: use only the first N sequences of the seeded order (smoke runs).
+    max_sequences: first N sequences of the seeded order (smoke runs). tracker_overrides: ``tracker.KEY=VALUE``.
     """
 
     checkpoint: str
@@ -83,6 +83,7 @@ class TuneTrackerSettings:
     log_mlflow: bool = True
     max_sequences: int | None = None
     verbose: int = 1
+    tracker_overrides: tuple[str, ...] = ()  # --config / --tracker-config / --set
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def _validate(s: TuneTrackerSettings) -> None:
 
 
 def _prepare(s: TuneTrackerSettings) -> _Search:
-    """The validation sequences in the seeded order, the checkpoint and the search around its defaults."""
+    """Validation sequences (seeded order), checkpoint, search around the defaults of `ocean evaluate`."""
     seqs, split = read_validation(s.benchmark, s.root)
     log.warning(f"tuning on the validation set {split}")
     warning = eao_undefined_warning(s.benchmark, seqs)
@@ -156,8 +157,10 @@ def _prepare(s: TuneTrackerSettings) -> _Search:
         log.warning(warning)
     seqs = [seqs[i] for i in sequence_order(len(seqs), s.seed)][: s.max_sequences or None]
     model, ocean_cfg = load_model_blob(s.checkpoint)
-    # Defaults = checkpoint tracker section -> the benchmark's official preset (facts §9.3), as `ocean evaluate`.
-    base = layered_tracker_config(ocean_cfg.tracker, s.benchmark)
+    try:
+        base = layered_tracker_config(ocean_cfg.tracker, s.benchmark, list(s.tracker_overrides))
+    except ValueError as exc:
+        raise TuneTrackerError(f"tracker hyper-parameters: {exc}") from None
     setup = search_setup(base, ocean_cfg.model.head.align, s.space, s.benchmark)
     for name, change in setup.widened.items():
         log.info(f"the default {name}={setup.defaults[name]} lies outside the {s.space} space; widened "

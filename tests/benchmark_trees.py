@@ -15,6 +15,13 @@ IMAGE_WH = (64, 48)  # tiny frames keep the tests fast
 METRICS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
 
 
+# Online module settings that keep tracking these tiny trees fast (64 px patch, 2 init iterations, no rotated
+# or dropout copies, 8 feature channels); the defaults are exercised in tests/unit/test_online.py.
+FAST_ONLINE = ("tracker.online=true", "tracker.online_params.sample_size=64", "tracker.online_params.init_iterations=2",
+               "tracker.online_params.rotations=[]", "tracker.online_params.dropout_samples=0",
+               "tracker.online_params.feature_dim=8")
+
+
 def write_frames(folder: Path, numbers, wh: tuple[int, int] = IMAGE_WH, digits: int = 8) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -36,6 +43,12 @@ def moving_boxes_xywh(n: int, start=(10.0, 8.0), size=(16.0, 12.0), step=(1.0, 0
     t = np.arange(n)[:, None]
     xy = np.array(start)[None, :] + t * np.array(step)[None, :]
     return np.hstack([xy, np.tile(np.array(size), (n, 1))])
+
+
+def vot_polygons(boxes_xywh: np.ndarray) -> np.ndarray:
+    """(n, 4) x, y, w, h -> (n, 8) VOT polygons x1, y1, x2, y1, x2, y2, x1, y2."""
+    x, y, w, h = np.asarray(boxes_xywh, dtype=np.float64).T
+    return np.stack([x, y, x + w, y, x + w, y + h, x, y + h], axis=1)
 
 
 def make_otb_sequence(

@@ -112,18 +112,27 @@ def summary_table(scores: dict[str, dict]) -> str:
 
 def headline_table(report: Mapping[str, Any]) -> str:
     """Markdown table of an evaluation report: one row per checkpoint and benchmark with its headline
-    metric as :func:`format_score` shows it (as the plot legends do; ``n/a`` when undefined)."""
-    lines = ["| checkpoint | epoch | benchmark | sequences | headline | value |", "|---|---|---|---|---|---|"]
+    metric as :func:`format_score` shows it (as the plot legends do; ``n/a`` when undefined) and the number
+    of its sequences whose tracking failed (scored: ``sequences``)."""
+    lines = ["| checkpoint | epoch | benchmark | sequences | failed | headline | value |",
+             "|---|---|---|---|---|---|---|"]
     for uri, per in report["scores"].items():
         info = report["checkpoints"][uri]
         for bench, s in per.items():
             value = s.get(HEADLINE[bench])
             shown = format_score(value)
             lines.append(
-                f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {HEADLINE[bench]} "
+                f"| {info['name']} | {info['epoch']} | {bench} | {s['num_sequences']} | {len(s.get('failed') or {})} "
+                f"| {HEADLINE[bench]} "
                 f"| {shown} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def all_failed(report: Mapping[str, Any]) -> bool:
+    """Every (checkpoint, sequence) item of an evaluation report failed, so nothing was scored: ``ocean
+    evaluate`` then exits 1 and its MLflow parent run ends FAILED."""
+    return bool(report["failed"]) and len(report["failed"]) >= report.get("sequences_total", 0)
 
 
 def without_curves(report: dict) -> dict:

@@ -45,3 +45,20 @@ def test_tracker_boxes_on_cuda_match_cpu():
         tracker.init(frames[0], np.array([100.0, 80.0, 40.0, 50.0]))
         boxes[device] = np.stack([tracker.track(f)[0] for f in frames[1:]])
     assert np.abs(boxes["cuda"] - boxes["cpu"]).max() < 0.05
+
+
+def test_online_tracker_runs_on_cuda():
+    """`tracker.online=true` on a VOT preset (the official online entry, facts §10.4) with the net on CUDA: the
+    online module follows the net's device and tracks."""
+    from ocean.config import layered_tracker_config
+
+    torch.manual_seed(0)
+    net = build_model(smoke().model).eval().to("cuda")
+    trk = OceanTracker(net, layered_tracker_config(None, "vot2018", ["tracker.online=true"]))
+    assert trk.online is not None and trk.online.device.type == "cuda" and not trk.cfg.use_align
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(4)]
+    trk.init(frames[0], [140, 100, 40, 30])
+    for frame in frames[1:]:
+        box, score = trk.track(frame)
+        assert np.isfinite(box).all() and 0.0 <= score <= 1.0

@@ -53,8 +53,8 @@ def test_metrics_tables_and_without_curves():
         "| tracker | success_auc | ao |\n|---|---|---|\n| a | 0.250 |  |\n| b |  | 0.500 |\n")
     report = {"scores": {"u1": _scores(0.25, 0.5)}, "checkpoints": {"u1": {"name": "ck", "epoch": 2}}}
     assert headline_table(report) == (
-        "| checkpoint | epoch | benchmark | sequences | headline | value |\n|---|---|---|---|---|---|\n"
-        "| ck | 2 | otb | 1 | success_auc | 0.250 |\n| ck | 2 | got10k | 1 | ao | 0.500 |\n")
+        "| checkpoint | epoch | benchmark | sequences | failed | headline | value |\n|---|---|---|---|---|---|---|\n"
+        "| ck | 2 | otb | 1 | 0 | success_auc | 0.250 |\n| ck | 2 | got10k | 1 | 0 | ao | 0.500 |\n")
     slim = without_curves({"x": 1, **report})
     assert "curves" not in slim["scores"]["u1"]["otb"] and "curves" in report["scores"]["u1"]["otb"]
     assert slim["x"] == 1 and slim["checkpoints"] is report["checkpoints"]

@@ -168,6 +168,31 @@ def test_memory_weights_and_update_schedule():
     assert oc.optimisations == n_opt + 1
 
 
+def test_update_schedule_counts_frames_from_the_first(monkeypatch):
+    """Official schedule (TK update_classifier, facts §10.2): optimise on tracked frames 10, 20, ... and on
+    every hard negative; a hard negative does not move the schedule, and a due frame whose update is skipped
+    ("not_found") is not made up on the next one."""
+    import ocean.online as online_mod
+
+    frames, boxes = _scene(n=2)
+    oc = OnlineClassifier(FixedBoxNet(), dataclasses.replace(FAST, init_iterations=1))
+    oc.init(frames[0], boxes[0])
+    state = TrackState(center_xy=boxes[0][:2] + 20, size_wh=np.array([40.0, 40.0]), image_wh=(320, 240),
+                       search_size=255, avg_chans=np.zeros(3))
+    flags = {3: "hard_negative", 10: "hard_negative", 20: "not_found"}  # tracked frame -> its flag
+    frame = 0
+    monkeypatch.setattr(online_mod, "classify_peaks", lambda *a, **k: online_mod.Localisation(
+        flags.get(frame, "normal"), 1.0, 0.0))
+    optimised = []
+    for frame in range(1, 31):
+        before = oc.optimisations
+        oc.score(frames[1], state)
+        oc.update(frames[1], state, boxes[1], 1.0)
+        if oc.optimisations > before:
+            optimised.append(frame)
+    assert optimised == [3, 10, 30]
+
+
 def test_grid_mapping_puts_online_peak_on_the_siamese_cell_of_the_target():
     frames, boxes = _scene()
     net = FixedBoxNet()
@@ -232,7 +257,7 @@ def test_weights_round_trip_and_errors(tmp_path):
         OnlineClassifier(net, dataclasses.replace(cfg, feature_dim=32, weights=str(path)))
 
 
-def test_config_switch_builds_online_and_rejects_align():
+def test_config_switch_builds_online_also_with_align():
     cfg = apply_overrides(paper(), ["tracker.online=true", "tracker.online_weight=0.7",
                                     "tracker.online_params.features=layer3"]).tracker
     trk = OceanTracker(FixedBoxNet(), cfg)
@@ -240,8 +265,8 @@ def test_config_switch_builds_online_and_rejects_align():
     assert trk.online.cfg.features == "layer3"
     assert OceanTracker(FixedBoxNet(), TrackerConfig()).online is None
     assert isinstance(build_online(FixedBoxNet(), OnlineConfig()), OnlineClassifier)
-    with pytest.raises(ValueError, match="online"):
-        OceanTracker(FixedBoxNet(), dataclasses.replace(cfg, use_align=True))
+    both = OceanTracker(FixedBoxNet(), dataclasses.replace(cfg, use_align=True))  # facts §10.4: not official
+    assert isinstance(both.online, OnlineClassifier) and both.cfg.use_align
     with pytest.raises(ValueError, match="backbone"):
         build_online(object(), OnlineConfig())
 

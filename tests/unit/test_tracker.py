@@ -414,8 +414,15 @@ def test_online_hook_fused_after_window():
     # 0.9 * 1 + 0.1 * (0.38 hann(8)) at (12, 8) beats 0.1 * 0.97 at (12, 14): dx = 8 (8 - 12) / 1.27
     np.testing.assert_allclose(box[0], 175 - 32 / 1.27 - 25, atol=1e-9)
     assert [c[0] for c in online.calls] == ["init", "update"]
-    with pytest.raises(ValueError, match="online"):
-        OceanTracker(ConstantNet(), TrackerConfig(use_align=True), online=online)
+    # With p_o as well (never in the official online run, facts §10.4): p_o enters p_cls before the penalty
+    # (the reported score at the chosen cell), the online map still decides after the window (TK update order).
+    trk = OceanTracker(ConstantNet(cell=(12, 14), align_logit=0.0), TrackerConfig(use_align=True, ratio=0.9),
+                       online=Online(), online_weight=0.9)
+    trk.init(img, [150, 100, 50, 50])
+    box, score = trk.track(img)
+    assert trk.uses_align
+    np.testing.assert_allclose(box[0], 175 - 32 / 1.27 - 25, atol=1e-9)
+    np.testing.assert_allclose(score, 0.9 / (1 + np.exp(10.0)) + 0.1 * 0.5, rtol=1e-6)
 
 
 def test_nonfinite_network_keeps_state_and_counts():
