@@ -28,10 +28,20 @@ Track every sequence of each --benchmark with each checkpoint, write the result 
 own format, score them with the project's toolkit (the same code as `ocean score`) and log it all to MLflow.
 
 Checkpoints: --checkpoint URI (repeatable; a file, file:// or s3:// URI written by training), or
---run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,...; the epoch is
-the number of completed epochs, as in `epoch-0003.pt`). They are read from the run's `checkpoints.json`
-artifact (what `ocean train` logs), else a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags,
-or its *.pt artifacts.
+--run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,... or 30-50 or
+30-50:5 or a mix; the epoch is the number of completed epochs, as in `epoch-0003.pt`). They are read from
+the run's `checkpoints.json` artifact (what `ocean train` logs when it ends), else the checkpoint files
+under the run's output folder (its `ocean.out` tag: what a training still going has written so far), else
+a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags, or its *.pt artifacts.
+
+--follow (with --run): evaluate the checkpoints present, then keep listing the run's checkpoints every
+--poll seconds (default 30) and evaluate each new one as it appears, into the same --out (stored
+sequences are reused, so each round tracks only the new checkpoints; OUT's summary, evaluation.json and
+metric_vs_epoch.png cover every checkpoint so far). It stops when the run is no longer RUNNING (after a
+last listing), when every --epochs epoch (default: the run's last epoch, its optim.epochs) has been
+evaluated, when no new checkpoint appeared for --follow-idle seconds (default 7200; a training killed hard
+leaves its run RUNNING), or at Ctrl-C while waiting; then it logs one MLflow evaluation of all the
+checkpoints (and registers the best) as without --follow. The rounds before that log nothing to MLflow.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
 `ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a
@@ -93,8 +103,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", action="append", metavar="URI", help="checkpoint file or URI (repeatable)")
     src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run")
-    p.add_argument("--epochs", default="all", metavar="3,5,...|all",
-                   help="with --run: the epochs to evaluate (default all)")
+    p.add_argument("--epochs", default="all", metavar="3,5,...|A-B[:STEP]|all",
+                   help="with --run: the epochs to evaluate, e.g. 3,5 or 30-50 or 30-50:5 (default all)")
+    p.add_argument("--follow", action="store_true",
+                   help="with --run: keep evaluating new checkpoints as the training writes them (see above)")
+    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                   help="with --follow: seconds between listings of the run's checkpoints (default 30)")
+    p.add_argument("--follow-idle", type=float, default=7200.0, metavar="SECONDS",
+                   help="with --follow: stop when no new checkpoint appeared for this long (default 7200)")
     p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
                    help=f"benchmark and its root folder or s3://bucket/prefix (repeatable); NAME in "
                         f"{', '.join(BENCHMARK_NAMES)}")
@@ -128,13 +144,16 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
 
 
 def parse_epochs(text: str) -> list[int] | None:
-    """``"all"`` -> None, ``"3,5, 7"`` -> [3, 5, 7]."""
+    """``"all"`` -> None, ``"3,5, 7"`` -> [3, 5, 7], ``"1,30-50:10"`` -> [1, 30, 40, 50]."""
+    from ocean.epoch_range import parse_epoch_range
+
     if text.strip().lower() == "all":
         return None
     try:
-        epochs = sorted({int(t) for t in text.replace(" ", "").split(",") if t})
-    except ValueError:
-        raise UsageError(f"--epochs {text!r}: expected a comma list of integers or 'all'") from None
+        epochs = sorted({e for t in text.replace(" ", "").split(",") if t for e in parse_epoch_range(t).epochs})
+    except ValueError as exc:
+        raise UsageError(f"--epochs {text!r}: expected a comma list of epochs (N, A-B or A-B:STEP) or 'all' "
+                         f"({str(exc).split(': ', 1)[-1]})") from None
     if not epochs:
         raise UsageError(f"--epochs {text!r}: no epoch given")
     return epochs
@@ -171,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.follow and not args.run:
+        raise UsageError("--follow only applies with --run")
+    if not (args.poll > 0 and args.follow_idle > 0):
+        raise UsageError("--poll and --follow-idle must be positive numbers of seconds")
     overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
                                   config_path=args.config)
     training_run = None
@@ -184,17 +207,16 @@ def _run(args: argparse.Namespace) -> int:
         if args.no_mlflow and not args.mlflow_uri:
             raise UsageError("--run needs MLflow: give --mlflow-uri (or MLFLOW_TRACKING_URI)")
         uri = tracking_uri(args.mlflow_uri, args.out)
-        pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
-        checkpoints = [u for _e, u in pairs]
+        pairs = [] if args.follow else checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
+        checkpoints = [u for _e, u in pairs]  # with --follow: listed round by round (pipelines.eval_follow)
         training_run = args.run
-        log.info(
-            f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})",
-        )
+        log.info(f"run {args.run}: following its checkpoints, listed every {args.poll:g} s" if args.follow else
+                 f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})")
     else:
         if args.epochs != "all":
             raise UsageError("--epochs only applies with --run")
         checkpoints = args.checkpoint
-    report = evaluate(
+    settings = (
         EvaluateSettings(
             checkpoints,
             benchmarks,
@@ -217,6 +239,13 @@ def _run(args: argparse.Namespace) -> int:
             register_name=register,
         )
     )
+    if args.follow:
+        from pipelines.eval_follow import FollowSettings, follow_run
+
+        report = follow_run(FollowSettings(uri, args.run, parse_epochs(args.epochs), args.poll, args.follow_idle),
+                            settings)
+    else:
+        report = evaluate(settings)
 
     print()
     print(headline_table(report), end="")

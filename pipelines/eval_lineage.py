@@ -26,6 +26,10 @@ class LineageError(ValueError):
     """A training run that does not exist, or logged no (or not the requested) checkpoints."""
 
 
+class NoCheckpointYet(LineageError):
+    """The training run exists but has no checkpoint (yet: ``ocean evaluate --follow`` waits for one)."""
+
+
 def _safe_uri(uri: str) -> str:
     """A URI fit for a tag or param: unchanged unless it carries credentials (then without query / user)."""
     from pipelines.tracking import REDACTED, public_uri, scrub
@@ -40,7 +44,9 @@ def checkpoints_of_run(
     only ``epochs``. Looked up, in this order (the first that gives any wins):
 
     1. a JSON artifact ``checkpoints.json`` of the run: ``[{"epoch": e, "uri": u}, ...]``, ``{"checkpoints":
-       [...]}`` or ``{"<epoch>": "<uri>"}``;
+       [...]}`` or ``{"<epoch>": "<uri>"}`` (``ocean train`` logs it when it ends);
+       then the ``epoch-NNNN.pt`` files under the run's ``ocean.out`` tag (``OUT/checkpoints/``): what a
+       training still going has written so far (each file appears whole, :mod:`ocean.checkpoint`);
     2. a tag or param ``checkpoint_uris`` holding the same JSON;
     3. tags / params named ``checkpoint.e<N>`` / ``checkpoint_uri.<N>`` / ``checkpoint_e<N>`` (one per epoch);
     4. checkpoint files logged as artifacts (``*.pt``, ``*.pth``), epochs from their names.
@@ -82,6 +88,8 @@ def checkpoints_of_run(
             except (json.JSONDecodeError, ValueError, TypeError) as exc:
                 raise LineageError(f"--run {run_id}: checkpoints.json is malformed ({exc})") from None
     keyed = {**run.data.params, **run.data.tags}
+    if not found and run.data.tags.get("ocean.out"):
+        found.update(_training_output(run_id, run.data.tags["ocean.out"]))
     if not found and "checkpoint_uris" in keyed:
         try:
             from_json(json.loads(keyed["checkpoint_uris"]))
@@ -102,9 +110,9 @@ def checkpoints_of_run(
                 uri = f"{root}/{path}" if readable else client.download_artifacts(run_id, path, cache)
                 found[epoch_from_name(path)] = uri
     if not found:
-        raise LineageError(
-            f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
-            "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)"
+        raise NoCheckpointYet(
+            f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, checkpoint files under "
+            "its ocean.out, checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)"
         )
     if epochs is not None:
         missing = sorted(set(epochs) - {e for e in found if e is not None})
@@ -115,6 +123,17 @@ def checkpoints_of_run(
             )
         found = {e: u for e, u in found.items() if e in set(epochs)}
     return sorted(found.items(), key=lambda t: (t[0] is None, t[0] or 0))
+
+
+def _training_output(run_id: str, out: str) -> dict[int, str]:
+    """``{epoch: uri}`` of the checkpoint files under a training output (LineageError if it cannot be read)."""
+    from ocean.checkpoint import list_checkpoints
+    from ocean.storage import StorageError
+
+    try:
+        return dict(list_checkpoints(out))
+    except (StorageError, OSError, ValueError) as exc:
+        raise LineageError(f"--run {run_id}: cannot list its checkpoints under {out}: {exc}") from None
 
 
 def _training_run_links(client, info: CheckpointInfo, training_run_id: str | None) -> dict[str, str]:
