@@ -35,13 +35,13 @@ under the run's output folder (its `ocean.out` tag: what a training still going 
 a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags, or its *.pt artifacts.
 
 --follow (with --run): evaluate the checkpoints present, then keep listing the run's checkpoints every
---poll seconds (default 30) and evaluate each new one as it appears, into the same --out (stored
-sequences are reused, so each round tracks only the new checkpoints; OUT's summary, evaluation.json and
-metric_vs_epoch.png cover every checkpoint so far). It stops when the run is no longer RUNNING (after a
-last listing), when every --epochs epoch (default: the run's last epoch, its optim.epochs) has been
-evaluated, when no new checkpoint appeared for --follow-idle seconds (default 7200; a training killed hard
-leaves its run RUNNING), or at Ctrl-C while waiting; then it logs one MLflow evaluation of all the
-checkpoints (and registers the best) as without --follow. The rounds before that log nothing to MLflow.
+--poll seconds (default 30) and evaluate each new one as it appears (its OUT/<checkpoint>/ files, its
+headline scores on stderr). It stops when the run is no longer RUNNING (after a last listing), when every
+--epochs epoch (default: the run's last epoch, its optim.epochs) has been evaluated, when no new
+checkpoint appeared for --follow-idle seconds (default 7200; a training killed hard leaves its run
+RUNNING), or at Ctrl-C while waiting. A last round then scores all the checkpoints together (the stored
+sequences reused, nothing tracked twice): OUT's summary, evaluation.json and metric_vs_epoch.png, and one
+MLflow evaluation (registering the best) as without --follow; the rounds before it log nothing to MLflow.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
 `ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a

@@ -3,8 +3,8 @@
 ``Tuner(TorchTrainer(...))`` fails under Train V2 (ray_stack.md §5), so the trial is a Tune FUNCTION
 trainable (reserving 0.1 CPU: it only drives) that calls :func:`pipelines.train.train` -- which builds and
 fits its own ``TorchTrainer`` -- and then, per row, :func:`pipelines.evaluate.evaluate` on the checkpoints
-of the epoch range on the selection benchmark, and on the best of them for the other benchmarks (facts
-§11.4). ``train()`` takes no Ray Train callbacks, so the trial reports once, at the end (the rows'
+of the epoch range on the selection benchmark, and on the best of them for the other benchmarks
+(facts §11.4). ``train()`` takes no Ray Train callbacks, so the trial reports once, at the end (the rows'
 scores); per-epoch metrics go to MLflow from rank 0 as for every training. Each row's MLflow run (created
 on the driver) gets its status, scores, best epoch, score per epoch and links; the training and evaluation
 runs are nested under it.
