@@ -17,8 +17,12 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(VENV)/bin/ocean quickstart $(ARGS)
 
+# Two pytest-xdist workers, each taking whole test files (module fixtures start once); the long files first
+# (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ocean data_prep pipelines jobs tests benchmarks

@@ -56,6 +56,21 @@ BIN = Path(sys.executable).parent
 TIER_MARKS = {"integration": ("slow",), "learning": ("slow", "learning")}
 
 
+# Under pytest-xdist (`make test` runs two workers, each taking whole files: `--dist loadfile`) the longest
+# files start first, so that neither worker ends with a long file alone: the learning test, the multi-host
+# cluster, then the rest of the integration tier, then the fast tiers. A stable sort, so that every worker
+# collects the same order (xdist checks it).
+FIRST = ("learning/", "integration/test_netns_cluster.py", "integration/")
+
+
+def _start_rank(item) -> int:
+    try:
+        rel = item.path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return len(FIRST)
+    return next((i for i, prefix in enumerate(FIRST) if rel.startswith(prefix)), len(FIRST))
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -66,6 +81,18 @@ def pytest_collection_modifyitems(config, items):
         for mark in TIER_MARKS.get(tier, ()):
             if mark not in {m.name for m in item.iter_markers()}:
                 item.add_marker(mark)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_start_rank)
+
+
+def worker_ports(slot: int) -> list[str]:
+    """``--min-worker-port`` / ``--max-worker-port`` for the ``slot``-th (0..3) Ray node a test session starts
+    with ``ray start``: 1000 ports each from 30000, outside :func:`free_port`'s 20000-29999, and a block of its own
+    for each pytest-xdist worker (``$PYTEST_XDIST_WORKER`` = gw0, gw1, ...), so that parallel sessions never
+    hand two nodes the same worker ports."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    low = 30000 + 4000 * worker + 1000 * slot
+    return [f"--min-worker-port={low}", f"--max-worker-port={low + 999}"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -380,14 +407,14 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=2",
             "--resources={\"head\": 1}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
             "--include-dashboard=true", "--disable-usage-stats", "--memory=4000000000",
-            "--object-store-memory=500000000", f"--temp-dir={tmp}", "--min-worker-port=30000",
-            "--max-worker-port=30999", f"--ray-client-server-port={port()}", *node_ports()]
+            "--object-store-memory=500000000", f"--temp-dir={tmp}", *worker_ports(0),
+            f"--ray-client-server-port={port()}", *node_ports()]
     address = f"127.0.0.1:{gcs_port}"
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
         worker = [ray_bin, "start", f"--address={address}", "--num-cpus=2", "--resources={\"worker\": 1}",
                   "--disable-usage-stats", "--memory=4000000000", "--object-store-memory=500000000",
-                  "--node-ip-address=127.0.0.1", "--min-worker-port=31000", "--max-worker-port=31999",
+                  "--node-ip-address=127.0.0.1", *worker_ports(1),
                   *node_ports()]
         subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
         dashboard = f"http://127.0.0.1:{dash_port}"

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, free_port, kill_processes_mentioning, ray_env
+from conftest import BIN, REPO, free_port, kill_processes_mentioning, ray_env, worker_ports
 
 README = REPO / "README.md"
 MARKER = "<!-- readme-test: examples"
@@ -84,8 +84,8 @@ def ray_head(tmp_path_factory):
     gcs = port()
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=4",
             "--include-dashboard=false", "--disable-usage-stats", "--memory=6000000000",
-            "--object-store-memory=500000000", f"--temp-dir={tmp}", "--min-worker-port=32000",
-            "--max-worker-port=32999", f"--ray-client-server-port={port()}", f"--node-manager-port={port()}",
+            "--object-store-memory=500000000", f"--temp-dir={tmp}", *worker_ports(2),
+            f"--ray-client-server-port={port()}", f"--node-manager-port={port()}",
             f"--object-manager-port={port()}", f"--dashboard-agent-listen-port={port()}",
             f"--dashboard-agent-grpc-port={port()}", f"--runtime-env-agent-port={port()}",
             f"--metrics-export-port={port()}"]
