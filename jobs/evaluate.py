@@ -169,6 +169,25 @@ def run(args: argparse.Namespace) -> int:
         return fail(COMMAND, exc)
 
 
+def _check_follow(args: argparse.Namespace) -> None:
+    if args.follow and not args.run:
+        raise UsageError("--follow only applies with --run")
+    if not (args.poll > 0 and args.follow_idle > 0):
+        raise UsageError("--poll and --follow-idle must be positive numbers of seconds")
+
+
+def _follow(args: argparse.Namespace, uri: str, settings) -> dict:
+    """``--follow``: evaluate the run's checkpoints as they appear (pipelines.eval_follow)."""
+    from pipelines.eval_follow import FollowSettings, follow_run
+
+    report = follow_run(FollowSettings(uri, args.run, parse_epochs(args.epochs), args.poll, args.follow_idle), settings)
+    f = report["follow"]
+    print(f"followed run {args.run}: {len(f['rounds'])} rounds (epochs evaluated as they appeared: "
+          f"{[r['epochs'] for r in f['rounds'] if not r['final']]}), stopped: {f['stopped']}"
+          + (f"; epochs {f['missing']} never appeared" if f["missing"] else ""))
+    return report
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
 
@@ -190,10 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    if args.follow and not args.run:
-        raise UsageError("--follow only applies with --run")
-    if not (args.poll > 0 and args.follow_idle > 0):
-        raise UsageError("--poll and --follow-idle must be positive numbers of seconds")
+    _check_follow(args)
     overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
                                   config_path=args.config)
     training_run = None
@@ -239,13 +255,7 @@ def _run(args: argparse.Namespace) -> int:
             register_name=register,
         )
     )
-    if args.follow:
-        from pipelines.eval_follow import FollowSettings, follow_run
-
-        report = follow_run(FollowSettings(uri, args.run, parse_epochs(args.epochs), args.poll, args.follow_idle),
-                            settings)
-    else:
-        report = evaluate(settings)
+    report = _follow(args, uri, settings) if args.follow else evaluate(settings)
 
     print()
     print(headline_table(report), end="")

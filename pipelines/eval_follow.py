@@ -49,7 +49,7 @@ class _State:
     evaluated: list[int] = field(default_factory=list)
 
 
-def follow_run(fs: FollowSettings, template: EvaluateSettings, *, evaluate_fn: Callable = evaluate,
+def follow_run(fs: FollowSettings, template: EvaluateSettings, *, evaluate_fn: Callable | None = None,
                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                ) -> dict[str, Any]:
     """Evaluate run ``fs.run_id``'s checkpoints as they appear (``template``: the evaluation, its
@@ -57,7 +57,7 @@ def follow_run(fs: FollowSettings, template: EvaluateSettings, *, evaluate_fn: C
     round the epochs evaluated and the new ones), ``stopped`` (ended / complete / idle / interrupted),
     ``missing`` (requested epochs that never appeared). LineageError for an unknown run, or when it stops
     without any checkpoint."""
-    st, last_new = _State(), clock()
+    st, last_new, evaluate_fn = _State(), clock(), evaluate_fn or evaluate
     while True:
         status, last_epoch = _run_state(fs)
         pairs = _listing(fs)

@@ -18,7 +18,8 @@ from typing import Any
 
 from ocean.benchmarks.report import metrics
 from ocean.benchmarks.scoring import HEADLINE
-from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name
+from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name, list_checkpoints
+from ocean.storage import StorageError
 from pipelines.eval_registry import register_best
 
 
@@ -88,8 +89,11 @@ def checkpoints_of_run(
             except (json.JSONDecodeError, ValueError, TypeError) as exc:
                 raise LineageError(f"--run {run_id}: checkpoints.json is malformed ({exc})") from None
     keyed = {**run.data.params, **run.data.tags}
-    if not found and run.data.tags.get("ocean.out"):
-        found.update(_training_output(run_id, run.data.tags["ocean.out"]))
+    if not found and run.data.tags.get("ocean.out"):  # a training still going: its checkpoint files so far
+        try:
+            found.update(list_checkpoints(run.data.tags["ocean.out"]))
+        except (StorageError, OSError, ValueError) as exc:
+            raise LineageError(f"--run {run_id}: cannot list its checkpoints: {exc}") from None
     if not found and "checkpoint_uris" in keyed:
         try:
             from_json(json.loads(keyed["checkpoint_uris"]))
@@ -123,17 +127,6 @@ def checkpoints_of_run(
             )
         found = {e: u for e, u in found.items() if e in set(epochs)}
     return sorted(found.items(), key=lambda t: (t[0] is None, t[0] or 0))
-
-
-def _training_output(run_id: str, out: str) -> dict[int, str]:
-    """``{epoch: uri}`` of the checkpoint files under a training output (LineageError if it cannot be read)."""
-    from ocean.checkpoint import list_checkpoints
-    from ocean.storage import StorageError
-
-    try:
-        return dict(list_checkpoints(out))
-    except (StorageError, OSError, ValueError) as exc:
-        raise LineageError(f"--run {run_id}: cannot list its checkpoints under {out}: {exc}") from None
 
 
 def _training_run_links(client, info: CheckpointInfo, training_run_id: str | None) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pytest
 from jobs.cli import main as cli_main
 from pipelines.eval_follow import FollowSettings, follow_run
 from pipelines.eval_lineage import LineageError, checkpoints_of_run
-from pipelines.evaluate import EvaluateSettings
+from pipelines.evaluate import EvaluateSettings, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -78,30 +78,37 @@ class _Trainer(threading.Thread):
             self.error = exc
 
 
-def test_follow_evaluates_checkpoints_as_they_appear(store, bench, ckpts, tmp_path):
+def test_follow_evaluates_checkpoints_as_they_appear(store, bench, ckpts, tmp_path, monkeypatch, capsys):
+    import pipelines.eval_follow as eval_follow
+
     uri, run_id, train_out = _training_run(store, tmp_path, epochs=5)  # the run ends early, after epoch 3
     eval_out = tmp_path / "eval"
     with pytest.raises(LineageError, match="logged no checkpoint"):  # nothing yet: a plain --run says so
         checkpoints_of_run(uri, run_id)
+    rounds: list[tuple[list[int], dict]] = []
+
+    def recording(settings):  # the real evaluation, each round's epochs and timing kept
+        report = evaluate(settings)
+        rounds.append(([int(Path(c).stem.split("-")[1]) for c in settings.checkpoints], report["timing"]))
+        return report
+
+    monkeypatch.setattr(eval_follow, "evaluate", recording)
     trainer = _Trainer(ckpts, train_out, eval_out, uri, run_id)
-    template = EvaluateSettings([], {"otb": bench["otb"]}, str(eval_out), local=True, log_mlflow=False,
-                                validation="otb", max_sequences=1, training_run_id=run_id, progress=False)
     trainer.start()
-    report = follow_run(FollowSettings(uri, run_id, poll_s=0.05), template)
+    code = cli_main(["evaluate", "--run", run_id, "--follow", "--poll", "0.05", "--benchmark", f"otb={bench['otb']}",
+                     "--out", str(eval_out), "--local", "--max-sequences", "1", "--validation", "otb",
+                     "--mlflow-uri", uri, "--no-mlflow", "-q"])
     trainer.join(timeout=120)
-    assert trainer.error is None and trainer.written == [1, 2, 3]
-    follow = report["follow"]
-    # one round per checkpoint as it appeared, then one last round once the run had ended (which alone logs
-    # to MLflow, test_follow_stops_at_the_requested_epochs_and_on_idle)
-    assert [r["new"] for r in follow["rounds"]] == [[1], [2], [3], []]
-    assert [r["epochs"] for r in follow["rounds"]] == [[1], [2], [3], [1, 2, 3]]
-    assert [r["final"] for r in follow["rounds"]] == [False, False, False, True]
-    assert follow["stopped"] == "ended" and follow["missing"] == []
-    assert sorted(c["epoch"] for c in report["checkpoints"].values()) == [1, 2, 3]
-    assert report["timing"]["sequences_tracked"] == 0 and report["timing"]["sequences_reused"] == 3
-    assert report["best"]["epoch"] in (1, 2, 3)
+    assert code == 0 and trainer.error is None and trainer.written == [1, 2, 3]
+    # one round per checkpoint as it appeared (each tracked once), then one last round over all of them once
+    # the run had ended, which tracks nothing again (and alone logs to MLflow: the next test)
+    assert [epochs for epochs, _ in rounds] == [[1], [2], [3], [1, 2, 3]]
+    assert [t["sequences_tracked"] for _, t in rounds] == [1, 1, 1, 0] and rounds[-1][1]["sequences_reused"] == 3
+    out = capsys.readouterr().out
+    assert "followed run" in out and "[[1], [2], [3]]" in out and "stopped: ended" in out
     saved = json.loads((eval_out / "evaluation.json").read_text())
-    assert len(saved["checkpoints"]) == 3 and (eval_out / "plots" / "metric_vs_epoch.png").exists()
+    assert sorted(c["epoch"] for c in saved["checkpoints"].values()) == [1, 2, 3]
+    assert saved["best"]["epoch"] in (1, 2, 3) and (eval_out / "plots" / "metric_vs_epoch.png").exists()
 
 
 def test_follow_stops_at_the_requested_epochs_and_on_idle(store, bench, ckpts, tmp_path):
