@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,21 @@ def manifest_sha256(data: str) -> str | None:
         return hashlib.sha256(storage.read_bytes(storage.join(data, "manifest.json"))).hexdigest()
     except FileNotFoundError:
         return None
+
+
+def datasets_present(data: str) -> dict[str, int]:
+    """``{dataset: pairs}`` in the prepared data: ``DATA/manifest.json``'s ``pairs_written`` per dataset,
+    else (no or an older manifest) counted from the pair records' ``dataset`` column."""
+    try:
+        manifest = json.loads(storage.read_bytes(storage.join(data, "manifest.json")))
+    except (FileNotFoundError, OSError, ValueError):
+        manifest = {}
+    per = manifest.get("datasets") if isinstance(manifest, dict) else None
+    if isinstance(per, dict) and per:
+        return {k: int(v.get("pairs_written", 0)) for k, v in per.items() if int(v.get("pairs_written", 0)) > 0}
+    fs, files = list_pair_files(data)
+    _, names = read_pair_index(fs, files)
+    found: dict[str, int] = {}
+    for n in names.tolist():
+        found[n] = found.get(n, 0) + 1
+    return found

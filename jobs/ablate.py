@@ -27,7 +27,7 @@ Train and evaluate every row of the paper's ablation tables and write them with 
 paper's (VOT2018 EAO, ocean_facts §13.4).
 
   ocean ablate --data PAIRS --benchmark vot2018=ROOT [--benchmark otb=ROOT ...] --out DIR_OR_S3
-               [--study components|data|both] [--preset smoke|paper] [--epochs N] [--pairs-per-epoch N]
+               [--study components|data|both] [--preset smoke|paper] [--epochs N|A-B|A-B:STEP] [--pairs-per-epoch N]
                [--max-sequences N] [--workers N] [--gpu] [--rows baseline,+centralized] [--set key=value ...]
 
 Studies (each row = the previous one + one change; the changes are config options):
@@ -38,17 +38,26 @@ Studies (each row = the previous one + one change; the changes are config option
   data        the full model trained on YTB/VID/DET/COCO -> + GOT-10k -> + LaSOT (data.pairs_per_epoch);
               a row whose added dataset is not in the prepared data is skipped with a warning
 
-Budget: --epochs sets optim.epochs; --pairs-per-epoch is the total pairs of every epoch of every row
+Epochs: --epochs A-B (or A-B:STEP) trains every row B epochs (optim.epochs), tracks the checkpoints of
+epochs A..B on the --validation benchmark and keeps the one with the best headline score (EAO on VOT,
+success AUC on OTB / LaSOT, AO on GOT-10k val; the earliest on a tie); the row reports that score and
+epoch, and the other benchmarks are tracked with that checkpoint only. The official code picks its epoch
+this way among epochs 30-50 (`--epochs 30-50`, ocean_facts §11.3 / §11.4). --epochs N: train N epochs and
+evaluate the last one only (the default: the preset's optim.epochs).
+
+Budget: --pairs-per-epoch is the total pairs of every epoch of every row
 (default: the preset's mix, 600,000 for paper), split over the datasets present in proportion to the
 preset's mix; --max-sequences limits each benchmark. A 10-minute smoke:
   ocean ablate --preset smoke --epochs 1 --pairs-per-epoch 16 --max-sequences 1 --set optim.batch_size=8 ...
 
 Each training is a Ray Tune trial (one at a time by default, --max-concurrent-trials to change) that
-runs `ocean train`'s Ray Train job and then `ocean evaluate` on the final checkpoint. Rows that differ only
-in the tracker (+ online update) share one training.
+runs `ocean train`'s Ray Train job and then `ocean evaluate` on the checkpoints of --epochs. Rows that
+differ only in the tracker (+ online update) share one training.
 
-Output: OUT/ablation.md and OUT/ablation.json (the tables), OUT/train/<row>/ (trainings; re-running the
-same command resumes them), OUT/eval/<row>/, OUT/tune/. MLflow (--mlflow-uri, else $MLFLOW_TRACKING_URI,
+Output: OUT/ablation.md and OUT/ablation.json (the tables, with each row's best epoch), OUT/ablation-epochs.png
+(each row's score per epoch, with a range), OUT/train/<row>/ (trainings; re-running the same command resumes
+them), OUT/eval/<row>/ (the epochs on --validation), OUT/eval/<row>/best/ (the best epoch on the others),
+OUT/tune/. MLflow (--mlflow-uri, else $MLFLOW_TRACKING_URI,
 else OUT/mlflow.db): a parent run with the table as an artifact and one child run per row (switches as
 params, scores as metrics, tags linking the training and evaluation runs, which are nested under it); on a
 Ray cluster of several nodes it must be a tracking server (http://HOST:5000): a sqlite or file store is
@@ -63,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="NAME=ROOT", help="benchmark to evaluate on: otb, vot2018, vot2019, got10k, lasot "
                         "(repeatable; ROOT a folder or s3://bucket/prefix)")
     parser.add_argument("--validation", metavar="NAME",
-                        help="benchmark of the 'ours' column (default vot2018 when given, else the first)")
+                        help="benchmark that picks each row's epoch, the 'ours' column (default vot2018 when given, "
+                        "else the first)")
     parser.add_argument("--out", required=True, help="output folder or s3:// URI")
     parser.add_argument("--study", choices=("components", "data", "both"), default="components",
                         help="which table: components (Table 4), data (Table 5) or both (default components)")
@@ -71,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "combination, object_aware, online; data: ytb_vid_det_coco, got10k, lasot; '+' allowed)")
     parser.add_argument("--preset", choices=("paper", "smoke"), default="paper",
                         help="configuration preset (default paper; smoke trains on a CPU in minutes)")
-    parser.add_argument("--epochs", type=int, help="training epochs of every row (optim.epochs)")
+    parser.add_argument("--epochs", metavar="N|A-B|A-B:STEP",
+                        help="train every row to the last epoch and keep the best of these epochs on --validation "
+                        "(e.g. 30-50, the official choice; 30-50:5; default: the preset's last epoch only)")
     parser.add_argument("--pairs-per-epoch", type=int, help="total training pairs per epoch of every row")
     parser.add_argument("--max-sequences", type=int, help="evaluate only the first N sequences of each benchmark")
     parser.add_argument("--workers", type=int, default=2, help="DDP training workers and evaluation actors (default 2)")
@@ -88,6 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_mlflow_arguments(parser, "ocean-ablate")
 
 
+def _epochs(text: str):
+    """``--epochs`` as an EpochRange; UsageError (one line, status 2) when malformed."""
+    from ocean.epoch_range import parse_epoch_range
+
+    try:
+        return parse_epoch_range(text)
+    except ValueError as exc:
+        raise UsageError(f"--epochs {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ocean.config import preset
 
@@ -96,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
         benchmarks = {k: absolute(v) for k, v in parse_name_values(args.benchmarks, "--benchmark").items()}
         overrides = config_overrides(args, preset(args.preset))  # --config FILE then --set, checked
+        epochs = None if args.epochs is None else _epochs(args.epochs)
     except UsageError as exc:
         return fail(COMMAND, exc)
     rows = [r for r in args.rows.split(",") if r.strip()] if args.rows else None
@@ -108,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = ablate(AblateSettings(
-            args.data, benchmarks, args.out, study=args.study, preset=args.preset, epochs=args.epochs,
+            args.data, benchmarks, args.out, study=args.study, preset=args.preset, epochs=epochs,
             pairs_per_epoch=args.pairs_per_epoch, workers=args.workers, use_gpu=args.gpu, gpu_wait_s=gpu_wait(args),
             max_sequences=args.max_sequences, mlflow_uri=args.mlflow_uri, validation=args.validation,
             overrides=tuple(overrides), ray_address=args.ray_address, rows=rows,

@@ -28,10 +28,20 @@ Track every sequence of each --benchmark with each checkpoint, write the result 
 own format, score them with the project's toolkit (the same code as `ocean score`) and log it all to MLflow.
 
 Checkpoints: --checkpoint URI (repeatable; a file, file:// or s3:// URI written by training), or
---run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,...; the epoch is
-the number of completed epochs, as in `epoch-0003.pt`). They are read from the run's `checkpoints.json`
-artifact (what `ocean train` logs), else a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags,
-or its *.pt artifacts.
+--run RUN_ID: the checkpoints logged by that MLflow training run (all, or --epochs 3,5,... or 30-50 or
+30-50:5 or a mix; the epoch is the number of completed epochs, as in `epoch-0003.pt`). They are read from
+the run's `checkpoints.json` artifact (what `ocean train` logs when it ends), else the checkpoint files
+under the run's output folder (its `ocean.out` tag: what a training still going has written so far), else
+a `checkpoint_uris` tag/param, per-epoch `checkpoint.e<N>` tags, or its *.pt artifacts.
+
+--follow (with --run): evaluate the checkpoints present, then keep listing the run's checkpoints every
+--poll seconds (default 30) and evaluate each new one as it appears (its OUT/<checkpoint>/ files, its
+headline scores on stderr). It stops when the run is no longer RUNNING (after a last listing), when every
+--epochs epoch (default: the run's last epoch, its optim.epochs) has been evaluated, when no new
+checkpoint appeared for --follow-idle seconds (default 7200; a training killed hard leaves its run
+RUNNING), or at Ctrl-C while waiting. A last round then scores all the checkpoints together (the stored
+sequences reused, nothing tracked twice): OUT's summary, evaluation.json and metric_vs_epoch.png, and one
+MLflow evaluation (registering the best) as without --follow; the rounds before it log nothing to MLflow.
 
 --benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
 `ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a
@@ -98,8 +108,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", action="append", metavar="URI", help="checkpoint file or URI (repeatable)")
     src.add_argument("--run", metavar="MLFLOW_RUN_ID", help="evaluate the checkpoints logged by this training run")
-    p.add_argument("--epochs", default="all", metavar="3,5,...|all",
-                   help="with --run: the epochs to evaluate (default all)")
+    p.add_argument("--epochs", default="all", metavar="3,5,...|A-B[:STEP]|all",
+                   help="with --run: the epochs to evaluate, e.g. 3,5 or 30-50 or 30-50:5 (default all)")
+    p.add_argument("--follow", action="store_true",
+                   help="with --run: keep evaluating new checkpoints as the training writes them (see above)")
+    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                   help="with --follow: seconds between listings of the run's checkpoints (default 30)")
+    p.add_argument("--follow-idle", type=float, default=7200.0, metavar="SECONDS",
+                   help="with --follow: stop when no new checkpoint appeared for this long (default 7200)")
     p.add_argument("--benchmark", action="append", required=True, metavar="NAME=ROOT",
                    help=f"benchmark and its root folder or s3://bucket/prefix (repeatable); NAME in "
                         f"{', '.join(BENCHMARK_NAMES)}")
@@ -133,13 +149,16 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
 
 
 def parse_epochs(text: str) -> list[int] | None:
-    """``"all"`` -> None, ``"3,5, 7"`` -> [3, 5, 7]."""
+    """``"all"`` -> None, ``"3,5, 7"`` -> [3, 5, 7], ``"1,30-50:10"`` -> [1, 30, 40, 50]."""
+    from ocean.epoch_range import parse_epoch_range
+
     if text.strip().lower() == "all":
         return None
     try:
-        epochs = sorted({int(t) for t in text.replace(" ", "").split(",") if t})
-    except ValueError:
-        raise UsageError(f"--epochs {text!r}: expected a comma list of integers or 'all'") from None
+        epochs = sorted({e for t in text.replace(" ", "").split(",") if t for e in parse_epoch_range(t).epochs})
+    except ValueError as exc:
+        raise UsageError(f"--epochs {text!r}: expected a comma list of epochs (N, A-B or A-B:STEP) or 'all' "
+                         f"({str(exc).split(': ', 1)[-1]})") from None
     if not epochs:
         raise UsageError(f"--epochs {text!r}: no epoch given")
     return epochs
@@ -153,6 +172,25 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except (UsageError, EvaluationError, LineageError) as exc:
         return fail(COMMAND, exc)
+
+
+def _check_follow(args: argparse.Namespace) -> None:
+    if args.follow and not args.run:
+        raise UsageError("--follow only applies with --run")
+    if not (args.poll > 0 and args.follow_idle > 0):
+        raise UsageError("--poll and --follow-idle must be positive numbers of seconds")
+
+
+def _follow(args: argparse.Namespace, uri: str, settings) -> dict:
+    """``--follow``: evaluate the run's checkpoints as they appear (pipelines.eval_follow)."""
+    from pipelines.eval_follow import FollowSettings, follow_run
+
+    report = follow_run(FollowSettings(uri, args.run, parse_epochs(args.epochs), args.poll, args.follow_idle), settings)
+    f = report["follow"]
+    print(f"followed run {args.run}: {len(f['rounds'])} rounds (epochs evaluated as they appeared: "
+          f"{[r['epochs'] for r in f['rounds'] if not r['final']]}), stopped: {f['stopped']}"
+          + (f"; epochs {f['missing']} never appeared" if f["missing"] else ""))
+    return report
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -176,6 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    _check_follow(args)
     overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
                                   config_path=args.config)
     training_run = None
@@ -189,17 +228,16 @@ def _run(args: argparse.Namespace) -> int:
         if args.no_mlflow and not args.mlflow_uri:
             raise UsageError("--run needs MLflow: give --mlflow-uri (or MLFLOW_TRACKING_URI)")
         uri = tracking_uri(args.mlflow_uri, args.out)
-        pairs = checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
-        checkpoints = [u for _e, u in pairs]
+        pairs = [] if args.follow else checkpoints_of_run(uri, args.run, parse_epochs(args.epochs))
+        checkpoints = [u for _e, u in pairs]  # with --follow: listed round by round (pipelines.eval_follow)
         training_run = args.run
-        log.info(
-            f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})",
-        )
+        log.info(f"run {args.run}: following its checkpoints, listed every {args.poll:g} s" if args.follow else
+                 f"run {args.run}: {len(checkpoints)} checkpoints (epochs {', '.join(str(e) for e, _ in pairs)})")
     else:
         if args.epochs != "all":
             raise UsageError("--epochs only applies with --run")
         checkpoints = args.checkpoint
-    report = evaluate(
+    settings = (
         EvaluateSettings(
             checkpoints,
             benchmarks,
@@ -222,6 +260,7 @@ def _run(args: argparse.Namespace) -> int:
             register_name=register,
         )
     )
+    report = _follow(args, uri, settings) if args.follow else evaluate(settings)
 
     print()
     print(headline_table(report), end="")

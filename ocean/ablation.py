@@ -21,6 +21,7 @@ from typing import Any
 from ocean.benchmarks.scoring import HEADLINE
 from ocean.config import OceanConfig, TrackerConfig, apply_overrides, to_dict
 from ocean.config import preset as config_preset
+from ocean.epoch_range import EpochRange, parse_epoch_range
 
 STUDIES = ("components", "data")
 METRIC_NAMES = {"success_auc": "success AUC", "ao": "AO", "eao": "EAO"}
@@ -28,6 +29,7 @@ METRIC_NAMES = {"success_auc": "success AUC", "ao": "AO", "eao": "EAO"}
 SWITCH_KEYS = ("labels.cls_rule", "model.head.combination", "model.head.align", "tracker.use_align",
                "tracker.online")
 CIRCLED = "①②③④⑤⑥"
+EPOCH_PLOT = "ablation-epochs.png"  # under OUT: each row's selection score per epoch (write_epoch_plot)
 
 
 class AblationError(ValueError):
@@ -115,6 +117,14 @@ def base_config(preset: str, overrides: Sequence[str], epochs: int | None, study
         return apply_overrides(config_preset(preset), [*overrides, *([f"optim.epochs={epochs}"] if epochs else [])])
     except (KeyError, ValueError) as exc:
         raise AblationError(f"config: {exc}") from None
+
+
+def epoch_window(value: EpochRange | str | int | None) -> EpochRange | None:
+    """``--epochs`` as an :class:`~ocean.epoch_range.EpochRange` (None stays None); AblationError if bad."""
+    try:
+        return value if value is None or isinstance(value, EpochRange) else parse_epoch_range(value)
+    except ValueError as exc:
+        raise AblationError(f"epochs {exc}") from None
 
 
 def study_rows(study: str, *, include_online: bool | None = None) -> list[RowSpec]:
@@ -318,6 +328,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—"
 
 
+def _epoch_cell(row: Mapping[str, Any]) -> str:
+    """``42`` (one epoch evaluated) or ``42 of 21`` (the best of 21 epochs evaluated); ``—`` without one."""
+    best, scored = row.get("best_epoch"), row.get("epoch_scores") or {}
+    if best is None:
+        return "—"
+    return str(best) + (f" of {len(scored)}" if len(scored) > 1 else "")
+
+
 def _delta(value: Any, previous: Any) -> str:
     if isinstance(value, (int, float)) and isinstance(previous, (int, float)):
         return f"{value - previous:+.3f}"
@@ -329,21 +347,24 @@ def format_table(study: str, rows: Sequence[Mapping[str, Any]], benchmarks: Sequ
 
     ``rows``: dicts with ``number``, ``label``, ``paper`` (float or None), ``status`` ("ok", "failed",
     "skipped", "reference"), ``scores`` ({benchmark: {metric: value}}), ``switches`` (list of ``k=v``) and
-    optional ``note``. Columns: #, row, paper VOT2018 EAO, paper delta to the previous row, ours on the
-    ``primary`` benchmark's headline metric, our delta, the other benchmarks' headline metrics, switches.
+    optional ``note``, ``best_epoch`` and ``epoch_scores`` ({epoch: score on ``primary``}). Columns: #, row,
+    paper VOT2018 EAO, paper delta to the previous row, ours on the ``primary`` benchmark's headline metric
+    (at the best epoch), our delta, the best epoch (of how many evaluated), the other benchmarks' headline
+    metrics at that epoch, switches.
     """
     others = [b for b in benchmarks if b != primary]
     head = ["#", "row", "paper VOT2018 EAO", "paper Δ", f"ours {primary} {METRIC_NAMES[HEADLINE[primary]]}", "ours Δ",
-            *[f"ours {b} {METRIC_NAMES[HEADLINE[b]]}" for b in others], "status", "switches"]
+            "best epoch", *[f"ours {b} {METRIC_NAMES[HEADLINE[b]]}" for b in others], "status", "switches"]
     lines = [f"### {TITLES[study]}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", *["---:"] * len(others), "---", "---"]) + "|"]
+             "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", *["---:"] * len(others), "---",
+                             "---"]) + "|"]
     prev_paper = prev_ours = None
     for r in rows:
         number = CIRCLED[r["number"] - 1] if 0 < r["number"] <= len(CIRCLED) else str(r["number"])
         ours = r.get("scores", {}).get(primary, {}).get(HEADLINE[primary])
         status = r["status"] + (f" ({r['note']})" if r.get("note") else "")
         cells = [number, r["label"], _fmt(r.get("paper")), _delta(r.get("paper"), prev_paper) if r["status"] != "reference" else "",
-                 _fmt(ours), _delta(ours, prev_ours),
+                 _fmt(ours), _delta(ours, prev_ours), _epoch_cell(r),
                  *[_fmt(r.get("scores", {}).get(b, {}).get(HEADLINE[b])) for b in others],
                  status.replace("|", "/"), ", ".join(f"`{s}`" for s in r.get("switches", []))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -357,14 +378,24 @@ def format_table(study: str, rows: Sequence[Mapping[str, Any]], benchmarks: Sequ
 def format_report(report: Mapping[str, Any]) -> str:
     """The whole ``ablation.md``: a header with the budget, then one table per study."""
     b = report["budget"]
+    primary, window = report["primary"], str(b.get("epoch_range") or b["epochs"])
+    others = [n for n in report["benchmarks"] if n != primary]
+    if "-" in window:
+        chosen = (f"the checkpoints of epochs {window} tracked on {primary}, the one with the best "
+                  f"{METRIC_NAMES[HEADLINE[primary]]} kept (the official epoch choice, ocean_facts §11.3 / §11.4)"
+                  + (f"; {', '.join(others)} tracked with that checkpoint only" if others else ""))
+    else:
+        chosen = f"the checkpoint of epoch {window}, evaluated on {', '.join(report['benchmarks'])}"
     parts = [
         "# Ocean ablations", "",
-        f"Ours: the final checkpoint of each row, {b['epochs']} epochs x {b['pairs_per_epoch']} pairs per epoch "
-        f"(preset `{report['preset']}`), evaluated on {', '.join(report['benchmarks'])}"
+        f"Ours: each row trained {b['epochs']} epochs x {b['pairs_per_epoch']} pairs per epoch "
+        f"(preset `{report['preset']}`); {chosen}"
         + (f" ({b['max_sequences']} sequences each)" if b.get("max_sequences") else "") + ". "
         "Paper: VOT2018 EAO (ocean_facts §13.4; Table 4: 50 epochs x 600k pairs; Table 5: 20 epochs x 600k). "
         "Our numbers are comparable with the paper's only at the paper's budget and on VOT2018.", "",
     ]
+    if any(len(r.get("epoch_scores") or {}) >= 2 for s in report["studies"] for r in report["rows"][s]):
+        parts += [f"The score of every epoch evaluated, per row: `{EPOCH_PLOT}`.", ""]
     for study in report["studies"]:
         parts.append(format_table(study, report["rows"][study], list(report["benchmarks"]), report["primary"]))
     return "\n".join(parts)
@@ -379,7 +410,8 @@ def table_rows(studies: Sequence[str], planned: Sequence[PlannedRow], results: M
                run_ids: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
     """``{study: [row dicts]}`` (every study of ``studies``) for :func:`format_table` and ``ablation.json``:
     every planned row with its status (ok / failed / skipped / reference), note, switches, budget,
-    ``results[row name]`` (scores, training and evaluation run ids, checkpoint, epochs, final loss) and
+    ``results[row name]`` (scores, training and evaluation run ids, checkpoint, epochs, final loss, the best
+    epoch, the score of each epoch evaluated, the epochs evaluated and those missing) and
     ``run_ids[row name]`` (its MLflow run)."""
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in studies}
     for row in planned:
@@ -392,12 +424,38 @@ def table_rows(studies: Sequence[str], planned: Sequence[PlannedRow], results: M
             "key": row.spec.key, "number": row.spec.number, "label": row.spec.label, "paper": row.spec.paper,
             "status": status, "note": note, "switches": switches, "overrides": row.overrides,
             "pairs_per_epoch": row.pairs_per_epoch, "scores": r.get("scores", {}),
-            **{k: r.get(k) for k in ("training_run_id", "evaluation_run_id", "checkpoint", "epochs", "final_loss")},
+            **{k: r.get(k) for k in ("training_run_id", "evaluation_run_id", "checkpoint", "epochs", "final_loss",
+                                     "best_epoch", "epochs_evaluated", "missing_epochs")},
+            "epoch_scores": r.get("epoch_scores") or {},
             "mlflow_run_id": run_ids.get(row.name)})
     return out
 
 
 def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
-    """``{"<row>.<benchmark>.<metric>": value}``: every row's headline score (the parent run's metrics)."""
-    return {f"{r['key']}.{b}.{k}": v for s in report["studies"] for r in report["rows"][s]
-            for b, sc in r["scores"].items() for k, v in sc.items() if k == HEADLINE[b]}
+    """``{"<row>.<benchmark>.<metric>": value, "<row>.best_epoch": epoch}``: every row's headline score and
+    the epoch it comes from (the parent run's metrics)."""
+    rows = [r for s in report["studies"] for r in report["rows"][s]]
+    return {**{f"{r['key']}.{b}.{k}": v for r in rows for b, sc in r["scores"].items() for k, v in sc.items()
+               if k == HEADLINE[b]},
+            **{f"{r['key']}.best_epoch": float(r["best_epoch"]) for r in rows if r.get("best_epoch") is not None}}
+
+
+def write_epoch_plot(report: Mapping[str, Any], out_path) -> str | None:
+    """The selection benchmark's headline score per epoch, one line per row that evaluated >= 2 epochs, to
+    ``out_path`` (a local path); None (nothing written) when no row did."""
+    from pathlib import Path
+
+    from ocean.epoch_range import plot_epoch_curves
+
+    curves, best = {}, {}
+    for s in report["studies"]:
+        for r in report["rows"][s]:
+            points = {int(e): v for e, v in (r.get("epoch_scores") or {}).items()}
+            if len(points) >= 2:
+                name = f"{CIRCLED[r['number'] - 1]} {r['label']}" + (" (Table 5)" if s == "data" else "")
+                curves[name], best[name] = points, r.get("best_epoch")
+    if not curves:
+        return None
+    primary = report["primary"]
+    label = f"{primary} {METRIC_NAMES[HEADLINE[primary]]}"
+    return str(plot_epoch_curves(curves, best, label, f"Ablation rows: {label} per epoch", Path(out_path)))

@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.pair_index import datasets_present
 from ocean import storage
 from ocean.ablation import (
+    EPOCH_PLOT,
     STUDIES,
     AblationError,
     PlannedRow,
     TrainingGroup,
     base_config,
     check_budget,
+    epoch_window,
     format_report,
     group_of,
     group_rows,
@@ -35,9 +39,11 @@ from ocean.ablation import (
     primary_benchmark,
     slug,
     table_rows,
+    write_epoch_plot,
 )
 from ocean.config import OceanConfig
 from ocean.datapath import check_readable_folder
+from ocean.epoch_range import EpochRange
 from ocean.storage import StorageError, public_uri
 from pipelines.console import forward_worker_logs
 from pipelines.tracking import RunLogger, require_shared_store, tracking_uri
@@ -51,9 +57,11 @@ class AblateSettings:
     to evaluate on (otb, vot2018, vot2019, got10k, lasot). out: folder or ``s3://`` URI for every training,
     evaluation and the tables. study: "components", "data" or "both". preset: "paper" or "smoke";
     overrides: ``key=value`` config overrides applied before the row switches (a study switch may not be
-    overridden). epochs / pairs_per_epoch / max_sequences: the budget (:func:`ocean.ablation.plan_rows`).
+    overridden). epochs: the epochs evaluated (``EpochRange`` or ``"30-50"``, ``"30-50:5"``, ``"5"``): each
+    row trains to the last and reports the best on ``validation`` (facts §11.4); default the preset's last
+    epoch only. pairs_per_epoch / max_sequences: the budget (:func:`ocean.ablation.plan_rows`).
     workers / use_gpu: training DDP workers and evaluation actors; one GPU each with ``use_gpu``.
-    validation: the benchmark of the "ours" column (default vot2018 when given, else the first).
+    validation: the benchmark that picks each row's epoch ("ours" column; default vot2018, else the first).
     rows: run only these row keys (e.g. ``["baseline", "+centralized"]``). max_concurrent_trials: Tune
     trials at once (1: one training at a time, for small machines).
     """
@@ -63,7 +71,7 @@ class AblateSettings:
     out: str
     study: str = "components"
     preset: str = "paper"
-    epochs: int | None = None
+    epochs: EpochRange | str | int | None = None
     pairs_per_epoch: int | None = None
     workers: int = 2
     use_gpu: bool = False
@@ -91,6 +99,7 @@ class _Plan:
     groups: dict[str, TrainingGroup]
     total: int
     studies: list[str]
+    epochs: EpochRange
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
 
     @property
@@ -108,18 +117,21 @@ def ablate(settings: AblateSettings) -> dict[str, Any]:
     raised, unless every trial failed.
 
     MLflow (store of :func:`pipelines.tracking.tracking_uri`, created once on the driver before any trial; on
-    a Ray cluster of several nodes a tracking server, since trials log from any node):
-    one parent run (``ocean.kind=ablation``; params: study, preset, budgets; the table as ``ablation.md`` and
-    ``ablation.json`` artifacts; metrics ``<row>.<benchmark>.<metric>``) and one child run per row, created on
-    the driver before the trials start (params: every switch as ``switch.<key>`` and the budget; metrics
-    ``<benchmark>.<metric>``; tags ``ocean.training_run_id``, ``ocean.evaluation_run_id``,
-    ``ocean.checkpoint_uri``). The training and evaluation runs themselves are nested under the row's child.
+    a Ray cluster of several nodes a tracking server, since trials log from any node): one parent run
+    (``ocean.kind=ablation``; params: study, preset, budgets; the table, ``ablation.json`` and the epoch plot
+    as artifacts; metrics ``<row>.<benchmark>.<metric>``, ``<row>.best_epoch``) and one child run per row,
+    created on the driver before the trials start (params: every switch as ``switch.<key>`` and the budget;
+    metrics ``<benchmark>.<metric>`` at the best epoch, ``best_epoch``, ``epochs.<benchmark>.<metric>`` per
+    epoch; tags ``ocean.training_run_id``, ``ocean.evaluation_run_id`` (+ ``ocean.evaluation_best_run_id``),
+    ``ocean.checkpoint_uri``). The training and evaluation runs are nested under the row's child.
 
     Output layout (``OUT`` a folder or ``s3://bucket/prefix``)::
 
         OUT/ablation.md, OUT/ablation.json        the table(s) and every number behind them
+        OUT/ablation-epochs.png                   each row's selection score per epoch (a range of epochs)
         OUT/train/<group>/...                     each training (pipelines.train layout; re-runs resume)
-        OUT/eval/<row>/...                        each evaluation (pipelines.evaluate layout)
+        OUT/eval/<row>/...                        the epochs on the selection benchmark (pipelines.evaluate
+        OUT/eval/<row>/best/...                   layout); the best epoch on the other benchmarks
         OUT/tune/...                              Ray Tune's experiment folder
     """
     s = settings
@@ -154,35 +166,18 @@ def _plan(s: AblateSettings, log) -> _Plan:
             check_readable_folder(str(root), f"benchmark {name}: root")
         except (StorageError, ValueError) as exc:
             raise AblationError(str(exc)) from None
-    base = base_config(s.preset, s.overrides, s.epochs, s.study)
-    present = present_datasets(s.data)
+    window = epoch_window(s.epochs)
+    base = base_config(s.preset, s.overrides, window.last if window else None, s.study)
+    present = datasets_present(s.data)
     log(f"prepared data: {present}")
     planned = plan_rows(s.study, base, list(present), pairs_per_epoch=s.pairs_per_epoch, rows=s.rows, log=log)
     groups = group_rows(planned, base)
     total = int(s.pairs_per_epoch) if s.pairs_per_epoch else int(sum(base.data.pairs_per_epoch.values()))
     check_budget(groups, total)
     studies = list(STUDIES) if s.study == "both" else [s.study]
-    return _Plan(base, primary, present, planned, groups, total, studies)
-
-
-def present_datasets(data: str) -> dict[str, int]:
-    """``{dataset: pairs}`` in the prepared data: ``DATA/manifest.json``'s ``pairs_written`` per dataset,
-    else (no or an older manifest) counted from the pair records' ``dataset`` column."""
-    try:
-        manifest = json.loads(storage.read_bytes(storage.join(data, "manifest.json")))
-    except (FileNotFoundError, OSError, ValueError):
-        manifest = {}
-    per = manifest.get("datasets") if isinstance(manifest, dict) else None
-    if isinstance(per, dict) and per:
-        return {k: int(v.get("pairs_written", 0)) for k, v in per.items() if int(v.get("pairs_written", 0)) > 0}
-    from data_prep.pair_index import list_pair_files, read_pair_index
-
-    fs, files = list_pair_files(data)
-    _, names = read_pair_index(fs, files)
-    found: dict[str, int] = {}
-    for n in names.tolist():
-        found[n] = found.get(n, 0) + 1
-    return found
+    window = window or EpochRange(base.optim.epochs, base.optim.epochs)
+    log(f"each row: epochs {window} evaluated on {primary}, the best kept (facts §11.4)")
+    return _Plan(base, primary, present, planned, groups, total, studies, window)
 
 
 def _connect(s: AblateSettings) -> None:
@@ -200,7 +195,8 @@ def _parent_run(s: AblateSettings, plan: _Plan) -> RunLogger:
                           tags={"ocean.kind": "ablation", "ocean.study": s.study, "ocean.data": public_uri(s.data),
                                 "ocean.out": public_uri(s.out)})
     run.log_params({
-        "study": s.study, "preset": s.preset, "epochs": plan.base.optim.epochs, "pairs_per_epoch": plan.total,
+        "study": s.study, "preset": s.preset, "epochs": plan.base.optim.epochs, "epoch_range": str(plan.epochs),
+        "pairs_per_epoch": plan.total,
         "max_sequences": s.max_sequences, "workers": s.workers, "use_gpu": s.use_gpu, "primary": plan.primary,
         "benchmarks": json.dumps(sorted(s.benchmarks)), "rows": ",".join(r.name for r in plan.runnable),
         "skipped": ",".join(r.name for r in plan.planned if r.skipped), "overrides": json.dumps(list(s.overrides)),
@@ -217,7 +213,8 @@ def _open_row_runs(s: AblateSettings, plan: _Plan, parent: RunLogger, row_runs: 
         run.log_params({"row": row.spec.key, "study": row.spec.study, "number": row.spec.number,
                         "label": row.spec.label, "paper.vot2018_eao": row.spec.paper,
                         **{f"switch.{o.split('=', 1)[0]}": o.split("=", 1)[1] for o in row.overrides},
-                        "optim.epochs": plan.base.optim.epochs, "budget.pairs_per_epoch": plan.total,
+                        "optim.epochs": plan.base.optim.epochs, "epochs.evaluated": str(plan.epochs),
+                        "budget.pairs_per_epoch": plan.total,
                         "max_sequences": s.max_sequences, "group": group_of(plan.groups, row.name)})
 
 
@@ -230,7 +227,7 @@ def _run_grid(s: AblateSettings, plan: _Plan, uri: str, row_runs: dict[str, RunL
     trial = AblationTrialSettings(
         groups=plan.groups, tracker_overrides={r.name: r.tracker_overrides for r in plan.runnable},
         row_runs=row_runs, primary=plan.primary, data=s.data, out=s.out, benchmarks=dict(s.benchmarks),
-        workers=s.workers, use_gpu=s.use_gpu, seed=s.seed, max_sequences=s.max_sequences, mlflow_uri=uri,
+        epochs=plan.epochs, workers=s.workers, use_gpu=s.use_gpu, seed=s.seed, max_sequences=s.max_sequences, mlflow_uri=uri,
         experiment=s.experiment, verbose=s.verbose)
     trainable = tune.with_resources(tune.with_parameters(ablation_trial, settings=trial), {"CPU": 0.1})
     tune_fs, tune_path = storage.resolve(storage.join(s.out, "tune"))
@@ -274,7 +271,8 @@ def _collect(plan: _Plan, grid, row_runs: dict[str, RunLogger]) -> tuple[dict[st
 def _report(s: AblateSettings, plan: _Plan, collected: tuple[dict[str, dict], list[dict]], wall: float,
             parent: RunLogger, row_runs: dict[str, RunLogger]) -> dict[str, Any]:
     results, trials = collected
-    budget = {"epochs": plan.base.optim.epochs, "pairs_per_epoch": plan.total, "max_sequences": s.max_sequences}
+    budget = {"epochs": plan.base.optim.epochs, "epoch_range": str(plan.epochs), "pairs_per_epoch": plan.total,
+              "max_sequences": s.max_sequences}
     report: dict[str, Any] = {
         "study": s.study, "studies": plan.studies, "preset": s.preset, "benchmarks": dict(s.benchmarks),
         "primary": plan.primary, "budget": budget,
@@ -288,8 +286,13 @@ def _report(s: AblateSettings, plan: _Plan, collected: tuple[dict[str, dict], li
 
 
 def _write(s: AblateSettings, report: dict[str, Any], parent: RunLogger) -> None:
-    """``OUT/ablation.md`` and ``OUT/ablation.json``; the same and the headline scores on the parent run."""
+    """``OUT/ablation.md``, ``OUT/ablation.json`` and the epoch plot; the same and the headline scores on the
+    parent run."""
     text = json.dumps(report, indent=1, default=str)
+    with tempfile.TemporaryDirectory(prefix="ocean-ablate-") as tmp:
+        if write_epoch_plot(report, Path(tmp, EPOCH_PLOT)):
+            storage.write_bytes(storage.join(s.out, EPOCH_PLOT), Path(tmp, EPOCH_PLOT).read_bytes())
+            parent.log_artifact(Path(tmp, EPOCH_PLOT))
     storage.write_bytes(storage.join(s.out, "ablation.md"), report["markdown"].encode())
     storage.write_bytes(storage.join(s.out, "ablation.json"), text.encode())
     parent.log_metrics(headline_metrics(report))

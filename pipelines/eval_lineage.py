@@ -18,12 +18,17 @@ from typing import Any
 
 from ocean.benchmarks.report import all_failed, metrics
 from ocean.benchmarks.scoring import HEADLINE
-from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name
+from ocean.checkpoint import LINK_KEYS, CheckpointInfo, epoch_from_name, list_checkpoints
+from ocean.storage import StorageError
 from pipelines.eval_registry import register_best
 
 
 class LineageError(ValueError):
     """A training run that does not exist, or logged no (or not the requested) checkpoints."""
+
+
+class NoCheckpointYet(LineageError):
+    """The training run exists but has no checkpoint (yet: ``ocean evaluate --follow`` waits for one)."""
 
 
 def _safe_uri(uri: str) -> str:
@@ -40,7 +45,9 @@ def checkpoints_of_run(
     only ``epochs``. Looked up, in this order (the first that gives any wins):
 
     1. a JSON artifact ``checkpoints.json`` of the run: ``[{"epoch": e, "uri": u}, ...]``, ``{"checkpoints":
-       [...]}`` or ``{"<epoch>": "<uri>"}``;
+       [...]}`` or ``{"<epoch>": "<uri>"}`` (``ocean train`` logs it when it ends);
+       then the ``epoch-NNNN.pt`` files under the run's ``ocean.out`` tag (``OUT/checkpoints/``): what a
+       training still going has written so far (each file appears whole, :mod:`ocean.checkpoint`);
     2. a tag or param ``checkpoint_uris`` holding the same JSON;
     3. tags / params named ``checkpoint.e<N>`` / ``checkpoint_uri.<N>`` / ``checkpoint_e<N>`` (one per epoch);
     4. checkpoint files logged as artifacts (``*.pt``, ``*.pth``), epochs from their names.
@@ -82,6 +89,11 @@ def checkpoints_of_run(
             except (json.JSONDecodeError, ValueError, TypeError) as exc:
                 raise LineageError(f"--run {run_id}: checkpoints.json is malformed ({exc})") from None
     keyed = {**run.data.params, **run.data.tags}
+    if not found and run.data.tags.get("ocean.out"):  # a training still going: its checkpoint files so far
+        try:
+            found.update(list_checkpoints(run.data.tags["ocean.out"]))
+        except (StorageError, OSError, ValueError) as exc:
+            raise LineageError(f"--run {run_id}: cannot list its checkpoints: {exc}") from None
     if not found and "checkpoint_uris" in keyed:
         try:
             from_json(json.loads(keyed["checkpoint_uris"]))
@@ -102,9 +114,9 @@ def checkpoints_of_run(
                 uri = f"{root}/{path}" if readable else client.download_artifacts(run_id, path, cache)
                 found[epoch_from_name(path)] = uri
     if not found:
-        raise LineageError(
-            f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, "
-            "checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)"
+        raise NoCheckpointYet(
+            f"--run {run_id}: the run logged no checkpoint (no checkpoints.json artifact, checkpoint files under "
+            "its ocean.out, checkpoint_uris tag/param, checkpoint.e<N> tags or *.pt artifacts)"
         )
     if epochs is not None:
         missing = sorted(set(epochs) - {e for e in found if e is not None})

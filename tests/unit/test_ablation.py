@@ -116,9 +116,9 @@ def test_table_puts_the_paper_beside_ours():
     text = format_table("components", rows, ["otb", "vot2018"], "vot2018")
     lines = text.splitlines()
     assert lines[0] == "### Component-wise analysis (paper Table 4)"
-    assert lines[2] == ("| # | row | paper VOT2018 EAO | paper Δ | ours vot2018 EAO | ours Δ | ours otb success AUC "
-                        "| status | switches |")
-    assert lines[4] == "| ① | baseline | 0.358 |  | 0.100 |  | 0.250 | ok | `labels.cls_rule=in_box` |"
+    assert lines[2] == ("| # | row | paper VOT2018 EAO | paper Δ | ours vot2018 EAO | ours Δ | best epoch "
+                        "| ours otb success AUC | status | switches |")
+    assert lines[4] == "| ① | baseline | 0.358 |  | 0.100 |  | — | 0.250 | ok | `labels.cls_rule=in_box` |"
     # paper delta 0.396 - 0.358 = +0.038; ours 0.125 - 0.100 = +0.025
-    assert lines[5] == "| ② | + centralized sampling | 0.396 | +0.038 | 0.125 | +0.025 | 0.500 | ok |  |"
-    assert lines[6] == "| ③ | + feature combination | 0.438 | +0.042 | — |  | — | failed (boom) |  |"
+    assert lines[5] == "| ② | + centralized sampling | 0.396 | +0.038 | 0.125 | +0.025 | — | 0.500 | ok |  |"
+    assert lines[6] == "| ③ | + feature combination | 0.438 | +0.042 | — |  | — | — | failed (boom) |  |"
