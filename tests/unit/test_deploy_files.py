@@ -151,30 +151,39 @@ def test_cluster_token_reaches_every_node():
 
 
 def test_token_file_is_where_ray_reads_it(tmp_path, monkeypatch):
-    """The file cluster.yaml mounts is the one Ray 2.60's token loader reads when RAY_AUTH_TOKEN and
-    RAY_AUTH_TOKEN_PATH are unset, and RAY_AUTH_TOKEN (what the README gives another machine) comes first."""
+    """What the README's `ray get-auth-token --generate` writes is the file cluster.yaml mounts, and Ray 2.60's
+    loader reads it there when RAY_AUTH_TOKEN and RAY_AUTH_TOKEN_PATH are unset; RAY_AUTH_TOKEN (what the
+    README gives another machine) comes first."""
+    from ray._private.authentication.authentication_token_setup import generate_and_save_token
     from ray._raylet import AuthenticationTokenLoader
 
-    token = "0123456789abcdef" * 4
-    (tmp_path / ".ray").mkdir()
-    (tmp_path / ".ray" / "auth_token").write_text(token)
     loader = AuthenticationTokenLoader.instance()
     try:
         monkeypatch.setenv("HOME", str(tmp_path))
         monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
         monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
         loader.reset_cache()
-        assert loader.get_raw_token(ignore_auth_mode=True) == token
+        assert not loader.has_token(ignore_auth_mode=True)
+        generate_and_save_token()  # what `ray get-auth-token --generate` runs when no token is found
+        written = Path(TOKEN_FILE).expanduser()
+        assert written.parent.parent == tmp_path and re.fullmatch(r"[0-9a-f]{64}", written.read_text())
+        loader.reset_cache()
+        assert loader.get_raw_token(ignore_auth_mode=True) == written.read_text()
         monkeypatch.setenv("RAY_AUTH_TOKEN", "f" * 64)
         loader.reset_cache()
         assert loader.get_raw_token(ignore_auth_mode=True) == "f" * 64
-        monkeypatch.delenv("RAY_AUTH_TOKEN")
-        monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
-        loader.reset_cache()
-        assert not loader.has_token(ignore_auth_mode=True)
     finally:
         monkeypatch.undo()
         loader.reset_cache()  # the process's own token again
+
+
+def test_readme_tells_how_a_client_gets_the_token():
+    text = README.read_text()
+    assert "ray get-auth-token --generate" in text and TOKEN_FILE in text  # AWS: made once, then mounted
+    assert "export RAY_AUTH_TOKEN=" in text  # another machine, or KubeRay's Secret
+    assert "RAY_AUTH_MODE=token" in cluster_block()  # every client command runs in token mode
+    (env_line,) = re.findall(r"ENV=.*?\)'\)", cluster_block(), re.S)
+    assert "MLFLOW_TRACKING_URI" in env_line and "RAY_AUTH" not in env_line  # the token never in a job's env
 
 
 # ------------------------------------------------------------------ Dockerfile and .dockerignore
