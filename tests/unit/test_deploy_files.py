@@ -92,7 +92,11 @@ def readme_job_commands() -> dict[str, list[str]]:
 
 
 def project_image() -> str:
-    return f"ghcr.io/your-org/ocean-ray:{pyproject()['project']['version']}"
+    """The image cluster.yaml runs: ``REGISTRY/ocean-ray:VERSION``, VERSION pyproject.toml's (the registry is
+    yours: README); the KubeRay manifests must name the same one."""
+    image = load_cluster_yaml()["docker"]["image"]
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._/:-]*/ocean-ray:" + re.escape(pyproject()["project"]["version"]), image)
+    return image
 
 
 # ------------------------------------------------------------------ cluster.yaml
@@ -126,7 +130,7 @@ def test_cluster_validation_catches_mistakes(breakage):
 
 def test_cluster_nodes_run_the_image_and_install_nothing():
     cfg = load_cluster_yaml()
-    assert cfg["docker"]["image"] == project_image()
+    project_image()
     assert cfg["docker"].get("pull_before_run") is True
     for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands"):
         assert not any("pip" in c or "conda" in c for c in cfg.get(key, [])), key
@@ -444,7 +448,8 @@ def test_kuberay_cluster_token_secrets_gpus_and_image():
     workers = int(train[train.index("--workers") + 1])
     assert "--gpu" in train and workers <= gpu["maxReplicas"] * gpus_per_pod
     assert workers <= load_cluster_yaml()["available_node_types"]["gpu_worker"]["max_workers"]
-    assert f"docker build -t {project_image()} ." in block
+    version = re.escape(pyproject()["project"]["version"])
+    assert re.search(rf"docker build -t \S+/ocean-ray:{version} \.", block)
 
 
 def job_argv_problem(argv: list[str]) -> str | None:
