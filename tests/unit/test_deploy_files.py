@@ -23,6 +23,10 @@ import copy
 import importlib
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
 from functools import cache
 from pathlib import Path
 
@@ -319,6 +323,42 @@ def test_dockerignore_keeps_what_the_build_copies():
                   "ocean-work/run/epoch-0001.pt", "ocean/__pycache__/model.cpython-311.pyc", "docs/configuration.md"):
         assert dockerignore_excludes(patterns, heavy), heavy
     assert dockerignore_excludes(patterns + ["!tests/"], "tests/conftest.py") is False  # the matcher itself
+
+
+def build_context(dest: Path) -> list[str]:
+    """Copy the repository's files that .dockerignore lets into a build context to ``dest``; their paths."""
+    patterns = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("git cannot list the repository's files")
+    kept = sorted(n for n in listed if n and (REPO / n).is_file() and not dockerignore_excludes(patterns, n))
+    for name in kept:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    return kept
+
+
+def test_the_build_context_builds_the_project(tmp_path):
+    """What the Dockerfile's `pip install ".[gpu]"` builds, from exactly the files .dockerignore sends: a wheel
+    with the four packages and every pin of pyproject.toml (built here offline, with this setuptools)."""
+    ctx = tmp_path / "ctx"
+    kept = build_context(ctx)
+    assert "pyproject.toml" in kept and not any(n.startswith(("tests/", ".venv/", ".git/")) for n in kept)
+    out = subprocess.run([sys.executable, "-c", "import sys, setuptools.build_meta as b; print(b.build_wheel(sys.argv[1]))",
+                          str(tmp_path / "dist")], cwd=ctx, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "dist" / out.stdout.strip().splitlines()[-1]) as wheel:
+        names = wheel.namelist()
+        metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert {n.split("/")[0] for n in names} >= {"ocean", "data_prep", "pipelines", "jobs"}
+    assert "jobs/cli.py" in names and "ocean/__init__.py" in names
+    required = {canonicalize_name(Requirement(ln.split(":", 1)[1]).name): Requirement(ln.split(":", 1)[1])
+                for ln in metadata.splitlines() if ln.startswith("Requires-Dist:")}
+    for name, version in pins(("gpu",)).items():
+        assert str(required[name].specifier) == f"=={version}", name
 
 
 # ------------------------------------------------------------------ KubeRay manifests against the CRDs
