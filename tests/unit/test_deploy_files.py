@@ -158,6 +158,18 @@ def test_cluster_token_reaches_every_node():
     assert "AWS_SECRET_ACCESS_KEY" not in text and "RAY_AUTH_TOKEN=" not in text
 
 
+def test_token_lands_in_the_containers_home():
+    """Ray's own `docker run` line for this config bind-mounts the synced token at the image's ~/.ray/auth_token
+    (/home/ray in rayproject/ray images), where `ray start` inside the container reads it."""
+    from ray.autoscaler._private.docker import docker_start_cmds
+
+    cfg = load_cluster_yaml()
+    cmd = docker_start_cmds("ubuntu", cfg["docker"]["image"], cfg["file_mounts"], cfg["docker"]["container_name"],
+                            cfg["docker"]["run_options"], cfg["cluster_name"], "/home/ray", "docker")
+    assert f"-v /tmp/ray_tmp_mount/{cfg['cluster_name']}/~/.ray/auth_token:/home/ray/.ray/auth_token " in cmd
+    assert "--net=host" in cmd and cmd.split()[-2] == cfg["docker"]["image"]
+
+
 def test_token_file_is_where_ray_reads_it(tmp_path, monkeypatch):
     """What the README's `ray get-auth-token --generate` writes is the file cluster.yaml mounts, and Ray 2.60's
     loader reads it there when RAY_AUTH_TOKEN and RAY_AUTH_TOKEN_PATH are unset; RAY_AUTH_TOKEN (what the
