@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 COMMAND = "evaluate"
 HELP = "evaluate checkpoints (or a training run's epochs) on benchmarks, in parallel on Ray; score and log"
-BENCHMARK_NAMES = ("otb", "vot2018", "vot2019", "got10k", "lasot")
+BENCHMARK_NAMES = ("otb", "vot2018", "vot2019", "got10k", "lasot", "lasot_ext", "uav123", "uav20l", "uav123_10fps",
+                   "dtb70", "nfs", "tnl2k", "trackingnet")
 DESCRIPTION = """\
 Track every sequence of each --benchmark with each checkpoint, write the result files in the benchmark's
 own format, score them with the project's toolkit (the same code as `ocean score`) and log it all to MLflow.
@@ -43,18 +44,21 @@ RUNNING), or at Ctrl-C while waiting. A last round then scores all the checkpoin
 sequences reused, nothing tracked twice): OUT's summary, evaluation.json and metric_vs_epoch.png, and one
 MLflow evaluation (registering the best) as without --follow; the rounds before it log nothing to MLflow.
 
---benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot; ROOT as for
-`ocean score --dataset`: the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, each a
-local folder or s3://bucket/prefix (the workers then read the frames straight from the store). On a
-cluster, ROOT and the checkpoints must be readable from every node (s3:// or a shared folder); a ROOT
-that cannot be read stops the command before any work. GOT-10k/test
-(first box only) is tracked and its result files written for the evaluation server; it cannot be scored
-here (its sequences are listed under `rejected`).
+--benchmark NAME=ROOT (repeatable), NAME one of otb, vot2018, vot2019, got10k, lasot, lasot_ext, uav123,
+uav20l, uav123_10fps, dtb70, nfs, tnl2k, trackingnet; ROOT as for `ocean score --dataset` (its --help
+lists each layout): the OTB folder, the VOT `sequences` folder, GOT-10k/val, the LaSOT root, the UAV123
+download root, ..., each a local folder or s3://bucket/prefix (the workers then read the frames straight
+from the store). On a cluster, ROOT and the checkpoints must be readable from every node (s3:// or a
+shared folder); a ROOT that cannot be read stops the command before any work. GOT-10k/test and
+TrackingNet TEST (first box only) are tracked, their result files written and zipped for the evaluation
+server (OUT/<checkpoint>/<benchmark>/submission.zip); they cannot be scored here (their sequences are
+listed under `rejected`). Every summary.json states the benchmark's frame-counting `convention`.
 
 Output under --out (a folder or s3://bucket/prefix):
   OUT/<checkpoint>/<benchmark>/results/     result files (`ocean score --results` takes this folder)
   OUT/<checkpoint>/<benchmark>/summary.json the `ocean score` keys (fractions 0..1; VOT robustness per
                                             100 frames) + per-sequence values, checkpoint, tracker config
+  OUT/<checkpoint>/<benchmark>/submission.zip  GOT-10k / TrackingNet test splits: the server's zip
   OUT/<checkpoint>/<benchmark>/per_sequence.csv and plots: success.png, precision.png, norm_precision.png;
                                             VOT eao_curve.png, accuracy_robustness.png
   OUT/plots/  all checkpoints per benchmark, and metric_vs_epoch.png when several epochs are evaluated
@@ -76,8 +80,8 @@ Ray instance is started. --local runs a plain loop in this process instead (same
 MLflow: --mlflow-uri (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db): a parent run per evaluation and a
 child run per checkpoint tagged with its training run (ocean.training_run_id), checkpoint URI, epoch and
 data manifest hash; metrics <benchmark>.<metric>, per-sequence CSV, summaries and plots as artifacts.
---validation NAME ranks the checkpoints on that benchmark's headline metric (otb/lasot success_auc,
-got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
+--validation NAME ranks the checkpoints on that benchmark's headline metric (one-pass benchmarks
+success_auc, got10k ao, vot eao): the parent run gets tags best_epoch / best_checkpoint, the best child is_best=true.
 
 Model registry: with --run (or --register-name NAME) the best checkpoint is logged as an mlflow.pytorch
 model of its child run and registered as a new version of NAME (default ocean-tracker) with the alias

@@ -39,6 +39,9 @@ task-local temporary file and deleted after use. Local or S3, the same inputs gi
 A root that cannot be read (missing folder, unreachable endpoint, missing bucket or prefix) stops the
 command with one line and exit status 2 before any work. YT-BB reads extracted frames when ROOT/frames exists,
 else decodes the videos at the annotated timestamps (--ytbb-media to choose).
+LaSOT: only its official training split (1,120 videos: ROOT/training_set.txt, else the list the project
+ships) unless --set data.lasot_split=all. GOT-10k: --set data.got10k_vot_exclude=true leaves out the 1,000
+train videos the VOT challenge forbids for a model tested on VOT (docs/reference/formats.md §1.7).
 
 OUT is a folder or s3://bucket/prefix. The S3 endpoint and keys come from the standard variables
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) or from

@@ -365,6 +365,12 @@ class DataConfig(_Checked):
     # Prepared pairs = pool_factor x pairs_per_epoch, so each epoch draws a fresh subset; capped at the
     # distinct pairs a dataset can supply -- facts §7.6.
     pool_factor: int = 4
+    # Leave out the 1,000 GOT-10k train videos the VOT challenge forbids for a model tested on VOT; the
+    # official code trains on all of GOT-10k -- formats.md §1.7.
+    got10k_vot_exclude: bool = False
+    # LaSOT in training: its official training split ("train": the 1,120 non-test videos, from the root's
+    # training_set.txt or the shipped list) or every sequence found ("all") -- formats.md §1.7.
+    lasot_split: Literal["train", "all"] = "train"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -495,6 +501,17 @@ TRACKER_PRESETS: dict[str, dict[str, Any]] = {
                    use_align=False, size_update="double"),
     "lasot": dict(penalty_k=0.11, lr=0.7, window_influence=0.20, small_sz=255, big_sz=255,
                   use_align=False, size_update="double"),
+    # No TK yaml for these: SOTS TEST.HYPERS rows, with SOTS's single size update (facts §9.5)
+    "lasot_ext": dict(penalty_k=0.11, lr=0.7, window_influence=0.20, small_sz=255, big_sz=255,
+                      use_align=False, size_update="double"),  # LaSOT's row (facts §9.5)
+    **{b: dict(penalty_k=0.034, lr=0.313, window_influence=0.284, small_sz=271, big_sz=287,
+               use_align=False, size_update="single") for b in ("uav123", "uav20l", "uav123_10fps", "dtb70")},
+    "nfs": dict(penalty_k=0.144, lr=0.72, window_influence=0.153, small_sz=255, big_sz=287,
+                use_align=False, size_update="single"),
+    "tnl2k": dict(penalty_k=0.034, lr=0.313, window_influence=0.284, small_sz=271, big_sz=287,
+                  use_align=False, size_update="single"),
+    "trackingnet": dict(penalty_k=0.109, lr=0.519, window_influence=0.2, small_sz=271, big_sz=287,
+                        use_align=False, size_update="single"),
 }
 
 # With tracker.online the official VOT run reads the "<dataset>ON" entry instead (TK test_ocean.py --online,

@@ -26,6 +26,7 @@ from ocean.benchmarks.plots import plot_curves, plot_metric_vs_epoch
 from ocean.benchmarks.readers import BenchmarkRootError, read_benchmarks
 from ocean.benchmarks.scoring import score_sequences
 from ocean.benchmarks.sequence import Sequence as BenchmarkSequence
+from ocean.benchmarks.submission import submission_for
 from ocean.checkpoint import CheckpointError, CheckpointInfo, checkpoint_names, inspect_checkpoint
 from ocean.config import TrackerConfig, layered_tracker_config
 from pipelines.eval_actors import RunStats, run_ray
@@ -99,6 +100,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         OUT/<checkpoint-name>/<benchmark>/sequences/<seq>.json  what a re-run needs to reuse them (eval_store)
         OUT/<checkpoint-name>/<benchmark>/summary.json      ``ocean score`` keys + checkpoint + tracker config
         OUT/<checkpoint-name>/<benchmark>/per_sequence.csv  one row per sequence
+        OUT/<checkpoint-name>/<benchmark>/submission.zip    GOT-10k / TrackingNet test: what the server takes
         OUT/<checkpoint-name>/<benchmark>/*.png             success, precision, norm_precision; VOT eao_curve,
                                                             accuracy_robustness
         OUT/plots/<benchmark>_*.png                         the same plots, all checkpoints in one (>= 2 checkpoints)
@@ -272,6 +274,7 @@ def _score_benchmark(info: CheckpointInfo, bench: str, seqs: list[BenchmarkSeque
     tracker_dir = bench_dir / "results"
     tracker_dir.mkdir(parents=True, exist_ok=True)
     sc = score_sequences(bench, seqs, tracker_dir)
+    sc.update(submission_for(bench, seqs, tracker_dir, bench_dir))  # GOT-10k / TrackingNet test: the server's zip
     sc["failed"] = {n: r.error for (u, b, n), r in results.items() if u == info.uri and b == bench and r.error}
     sc.update(checkpoint=info.uri, epoch=info.epoch, tracker=dataclasses.asdict(tracker))
     (bench_dir / "summary.json").write_text(json.dumps(sc, indent=2))

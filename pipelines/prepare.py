@@ -38,6 +38,7 @@ from data_prep.manifest import (
     write_manifest,
 )
 from data_prep.pairs import pair_counts
+from data_prep.readers import config_reader_options
 from data_prep.shards import DEFAULT_SHARD_PAIRS, CropSettings
 from ocean.storage import OutputStore
 from pipelines.listing import RayLister
@@ -139,10 +140,11 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     run: RunLogger = NullRunLogger()
     try:
         lister = RayLister() if s.listing == "ray" else read_table
+        options = config_reader_options(s.cfg.data, roots, s.reader_options)  # LaSOT train split, VOT exclusion
         states = list_datasets(roots, s.cfg, s.seed, pair_counts(s.cfg.data, s.pairs), s.shard_pairs,
-                               s.reader_options, spill_dir, say, lister, explicit=s.pairs or ())
+                               options, spill_dir, say, lister, explicit=s.pairs or ())
         t_listed = time.perf_counter()
-        job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, s.reader_options)
+        job_doc = job_document(states, roots, s.cfg, crop_settings, s.seed, s.shard_pairs, options)
         run = open_prepare_run(s, job_doc, roots)
         claim_output(store, job_doc, fs)
         done = done_shards(store, states, job_doc["fingerprint"], fs)

@@ -39,6 +39,20 @@ UNIT_READERS: dict[str, tuple[Callable[..., list[str]], Callable[..., Iterator[T
 }
 
 
+def config_reader_options(data_cfg: object, names: Iterable[str],
+                          given: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Reader options of the datasets ``names`` from the configuration's data section (formats.md §1.7):
+    ``data.got10k_vot_exclude`` -> got10k ``exclude_vot``, ``data.lasot_split`` -> lasot ``split`` (``"train"``
+    by default: LaSOT's official training split); ``given`` options (e.g. from the command line) win."""
+    names = set(names)
+    out = {n: dict(o) for n, o in (given or {}).items()}
+    if "got10k" in names and getattr(data_cfg, "got10k_vot_exclude", False):
+        out.setdefault("got10k", {}).setdefault("exclude_vot", True)
+    if "lasot" in names:
+        out.setdefault("lasot", {}).setdefault("split", getattr(data_cfg, "lasot_split", "train"))
+    return out
+
+
 def read_tracks(
     name: str, root: str | Path, *, on_reject: OnReject = ignore_rejection, **options: object
 ) -> Iterator[Track]:
@@ -70,4 +84,4 @@ def read_units(name: str, root: str | Path, units: Iterable[str], *, on_reject: 
         yield from read_unit(root, unit, on_reject=on_reject, **options)
 
 
-__all__ = ["UNIT_READERS", "list_units", "read_units", "READERS", "RejectionLog", "OnReject", "ignore_rejection", "read_tracks"]
+__all__ = ["config_reader_options", "UNIT_READERS", "list_units", "read_units", "READERS", "RejectionLog", "OnReject", "ignore_rejection", "read_tracks"]

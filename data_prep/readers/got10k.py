@@ -24,6 +24,13 @@ from data_prep.tracks import FrameRef, Rejection, Track
 from ocean.datapath import as_path
 
 DATASET = "got10k"
+# The GOT-10k train videos a model may not train on when it is tested on VOT (formats.md §1.7)
+VOT_EXCLUDE_LIST = Path(__file__).with_name("splits") / "got10k_vot_exclude.txt"
+
+
+def vot_excluded() -> frozenset[str]:
+    """The 1,000 names of :data:`VOT_EXCLUDE_LIST` (``GOT-10k_Train_000004`` ...)."""
+    return frozenset(n.strip() for n in VOT_EXCLUDE_LIST.read_text().splitlines() if n.strip())
 
 
 def _sequence_names(split_dir: Path) -> list[str]:
@@ -107,6 +114,7 @@ def read_tracks(
     splits: Sequence[str] = ("train", "val"),
     on_reject: R.OnReject = R.ignore_rejection,
     check_images: bool = True,
+    exclude_vot: bool = False,
 ) -> Iterator[Track]:
     """Yield GOT-10k tracks lazily, one sequence at a time (annotations only; images are not opened).
 
@@ -131,14 +139,26 @@ def read_tracks(
         splits: split folders to read; missing ones are skipped (official training uses train + val, facts §7.2).
         on_reject: called with each :class:`Rejection` (see :mod:`data_prep.readers.rejections`).
         check_images: list each sequence folder once and reject frames whose JPEG is missing.
+        exclude_vot: leave out the 1,000 train videos of :data:`VOT_EXCLUDE_LIST` (for a model tested on VOT;
+            the configuration key ``data.got10k_vot_exclude``).
     """
-    for unit in units(root, splits=splits):
+    for unit in units(root, splits=splits, exclude_vot=exclude_vot):
         yield from read_unit(root, unit, on_reject=on_reject, check_images=check_images)
 
 
-def units(root: str | Path, *, splits: Sequence[str] = ("train", "val"), **_options: object) -> list[str]:
+def units(root: str | Path, *, splits: Sequence[str] = ("train", "val"), exclude_vot: bool = False,
+          **_options: object) -> list[str]:
     """The sequences :func:`read_tracks` reads, in its order, as ``"<split>/<sequence>"`` (``"/<sequence>"``
-    when ``root`` is one split folder): the units that listing can split among workers (:func:`read_unit`)."""
+    when ``root`` is one split folder): the units that listing can split among workers (:func:`read_unit`).
+    ``exclude_vot`` leaves out the names of :data:`VOT_EXCLUDE_LIST`."""
+    found = _units(root, splits)
+    if not exclude_vot:
+        return found
+    excluded = vot_excluded()
+    return [u for u in found if u.split("/", 1)[1] not in excluded]
+
+
+def _units(root: str | Path, splits: Sequence[str]) -> list[str]:
     root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"GOT-10k root {root} is not a folder")

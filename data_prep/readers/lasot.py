@@ -18,6 +18,8 @@ from data_prep.tracks import FrameRef, Rejection, Track
 from ocean.datapath import as_path
 
 DATASET = "lasot"
+# LaSOT's official training split (1,120 names), used when the download lacks training_set.txt (formats.md §1.7)
+TRAIN_SPLIT_LIST = Path(__file__).with_name("splits") / "lasot_train_split.txt"
 _FLAG_FILES = ("full_occlusion.txt", "out_of_view.txt")
 
 
@@ -78,9 +80,13 @@ def read_sequence(seq_dir: Path, video: str, on_reject: R.OnReject, check_images
 
 
 def _split_names(root: Path, split: str | None) -> set[str] | None:
-    if split is None:
+    if split is None or split == "all":
         return None
+    if split not in ("train", "test"):
+        raise ValueError(f"LaSOT split {split!r}: one of train, test, all")
     listing = root / {"train": "training_set.txt", "test": "testing_set.txt"}[split]
+    if not listing.is_file() and split == "train":
+        listing = TRAIN_SPLIT_LIST  # the official list shipped with the project
     if not listing.is_file():
         raise FileNotFoundError(f"LaSOT split '{split}' asked for but {listing} does not exist")
     return {line.strip() for line in read_lines(listing) if line.strip()}
@@ -116,8 +122,9 @@ def read_tracks(
 
     Args:
         root: the LaSOT folder holding one folder per category; a path or ``s3://`` URI.
-        split: ``"train"`` / ``"test"`` to keep the names in ``training_set.txt`` / ``testing_set.txt``,
-            None for every sequence found.
+        split: ``"train"`` / ``"test"`` to keep the names in ``training_set.txt`` / ``testing_set.txt`` (for
+            ``"train"`` without that file: the official list :data:`TRAIN_SPLIT_LIST`), None or ``"all"`` for
+            every sequence found. Training asks for ``"train"`` by default (``data.lasot_split``).
         sequences: optional explicit sequence names (``"airplane-1"``) to keep.
         on_reject: called with each :class:`Rejection`.
         check_images: list ``img/`` once per sequence and reject frames whose JPEG is missing.

@@ -26,7 +26,9 @@ from ocean.benchmarks.scoring import HEADLINE
 
 DPI = 120
 PANEL = (6.4, 4.8)  # inches per plot or panel: 768 x 576 px at DPI, readable in MLflow's artifact view
-TITLES = {"otb": "OTB-100", "lasot": "LaSOT", "got10k": "GOT-10k val", "vot2018": "VOT2018", "vot2019": "VOT2019"}
+TITLES = {"otb": "OTB-100", "lasot": "LaSOT", "got10k": "GOT-10k val", "vot2018": "VOT2018", "vot2019": "VOT2019",
+          "lasot_ext": "LaSOT_ext", "uav123": "UAV123", "uav20l": "UAV20L", "uav123_10fps": "UAV123@10fps",
+          "dtb70": "DTB70", "nfs": "NfS (30 fps)", "tnl2k": "TNL2K", "trackingnet": "TrackingNet"}
 # Axis and legend names of the metrics (what each number is; rates are fractions, VOT robustness per 100 frames).
 METRIC_LABELS = {
     "success_auc": "success AUC",

@@ -2,7 +2,8 @@
 ``s3://bucket/prefix`` (:func:`ocean.datapath.as_path`: frames are then :class:`~ocean.datapath.DataPath` s).
 
 :func:`read_benchmark` (or :func:`read_otb`, :func:`read_vot`, :func:`read_got10k`, :func:`read_lasot`,
-each documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence.Sequence` objects with
+:func:`read_uav`, :func:`read_dtb70`, :func:`read_nfs`, :func:`read_tnl2k`, :func:`read_trackingnet`, each
+documenting the layout it reads) returns :class:`~ocean.benchmarks.sequence.Sequence` objects with
 0-based x,y,w,h GT, converted from each benchmark's own convention. Malformed input raises
 :class:`~ocean.benchmarks.sequence.AnnotationError` naming the file (and line).
 """
@@ -29,10 +30,11 @@ OTB_START_FRAMES = {"David": 300, "BlurCar1": 247, "BlurCar3": 3, "BlurCar4": 18
 _SEP = re.compile(r"[,\s]+")
 
 
-def read_numeric_lines(path: Path, allowed_widths: tuple[int, ...]) -> list[np.ndarray]:
+def read_numeric_lines(path: Path, allowed_widths: tuple[int, ...], allow_nan: bool = False) -> list[np.ndarray]:
     """Parse a text file of numbers, one record per non-empty line, separated by commas, tabs or spaces.
 
-    Raises AnnotationError naming the file and 1-based line on a non-number or a wrong value count.
+    Raises AnnotationError naming the file and 1-based line on a non-number or a wrong value count, and on
+    a NaN unless ``allow_nan`` (UAV123 writes ``NaN,NaN,NaN,NaN`` where the target is out of view).
     """
     path = as_path(path)
     if not path.is_file():
@@ -52,14 +54,14 @@ def read_numeric_lines(path: Path, allowed_widths: tuple[int, ...]) -> list[np.n
                 raise AnnotationError(
                     f"{path}:{lineno}: expected {' or '.join(map(str, allowed_widths))} values, got {len(values)}"
                 )
-            if not np.all(np.isfinite(values)):
+            if not np.all(np.isfinite(values) | (allow_nan & np.isnan(values))):
                 raise AnnotationError(f"{path}:{lineno}: non-finite value in {text!r}")
             rows.append(values)
     return rows
 
 
-def _boxes(path: Path) -> np.ndarray:
-    rows = read_numeric_lines(path, (4,))
+def _boxes(path: Path, allow_nan: bool = False) -> np.ndarray:
+    rows = read_numeric_lines(path, (4,), allow_nan)
     if not rows:
         raise AnnotationError(f"{path}: no boxes")
     return np.stack(rows)
@@ -101,8 +103,10 @@ def _list_names(root: Path, list_name: str) -> list[str] | None:
 # --- OTB ------------------------------------------------------------------------------------------------
 
 
-def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
-    """One OTB folder -> one Sequence, or two for two-target folders (``<Seq>-1``, ``<Seq>-2``)."""
+def read_otb_sequence(seq_dir: Path, benchmark: str = "otb",
+                      start_frames: Mapping[str, int] = OTB_START_FRAMES) -> list[Sequence]:
+    """One OTB folder -> one Sequence, or two for two-target folders (``<Seq>-1``, ``<Seq>-2``); DTB70
+    folders have the same layout (``benchmark="dtb70"``, no start-frame table)."""
     seq_dir = as_path(seq_dir)
     base = seq_dir.name
     images = _images(seq_dir / "img")
@@ -120,14 +124,14 @@ def read_otb_sequence(seq_dir: Path) -> list[Sequence]:
     out = []
     for name, gt_path in gt_files:
         gt = _boxes(gt_path) - np.array([1.0, 1.0, 0.0, 0.0])  # OTB is 1-based (formats.md §2.1, facts §9.1)
-        start = OTB_START_FRAMES.get(base, min(by_number))
+        start = start_frames.get(base, min(by_number))
         numbers = range(start, start + len(gt))
         missing = [k for k in numbers if k not in by_number]
         if missing:
             raise AnnotationError(
                 f"{gt_path}: {len(gt)} boxes from frame {start} but image {missing[0]:04d} is missing in {seq_dir / 'img'}"
             )
-        out.append(Sequence(name, "otb", [by_number[k] for k in numbers], gt, start_frame=start))
+        out.append(Sequence(name, benchmark, [by_number[k] for k in numbers], gt, start_frame=start))
     return out
 
 
@@ -316,15 +320,227 @@ def read_lasot(root: Path) -> list[Sequence]:
     return [read_lasot_sequence(d) for d in dirs]
 
 
-BENCHMARK_FAMILY = {"otb": "otb", "vot2018": "vot", "vot2019": "vot", "got10k": "got10k", "lasot": "lasot"}
-_READERS = {"otb": read_otb, "vot": read_vot, "got10k": read_got10k, "lasot": read_lasot}
+# --- DTB70 ----------------------------------------------------------------------------------------------
+
+
+def read_dtb70(root: Path) -> list[Sequence]:
+    """DTB70: ``<Seq>/img/00001.jpg`` (5 digits), ``groundtruth_rect.txt`` (x,y,w,h floats, commas), the OTB
+    layout without two-target folders or start-frame table (formats.md §2.6); 1-based as OTB."""
+    root = as_path(root)
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "img").is_dir())
+    if not dirs:
+        raise AnnotationError(f"{root}: no DTB70 sequence folders (<Seq>/img/)")
+    return [s for d in dirs for s in read_otb_sequence(d, "dtb70", {})]
+
+
+# --- UAV123 / UAV20L / UAV123@10fps -----------------------------------------------------------------------
+
+# version -> (annotation folder under anno/, frame folder under data_seq/) -- formats.md §2.5
+UAV_VERSIONS = {"uav123": ("UAV123", "UAV123"), "uav20l": ("UAV20L", "UAV123"),
+                "uav123_10fps": ("UAV123_10fps", "UAV123_10fps")}
+# First frame of the UAV123 sequences that are a later part of a longer video (``bird1_2`` starts at frame
+# 775 of data_seq/UAV123/bird1); every other sequence starts at frame 1. Used when the download's own
+# configSeqs.m is absent. 30 fps: the startFrame values of pytracking's uavdataset.py (the UAV toolkit's
+# configSeqs); 10 fps: the UAV123_10fps download's configSeqs.m (formats.md §2.5).
+UAV_START_FRAMES = {
+    "uav123": dict(bird1_2=775, bird1_3=1573, car1_2=751, car1_3=1627, car16_2=415, car6_2=487, car6_3=1807,
+                   car6_4=2953, car6_5=3925, car8_2=1357, group1_2=1333, group1_3=2515, group1_4=3925,
+                   group2_2=907, group2_3=1771, group3_2=1567, group3_3=2827, group3_4=4369, person12_2=601,
+                   person14_2=847, person14_3=1813, person17_2=1501, person19_2=1243, person19_3=2791,
+                   person2_2=1189, person4_2=1501, person5_2=877, person7_2=1249, person8_2=1075,
+                   truck4_2=577, uav1_2=1555, uav1_3=2473),
+    "uav123_10fps": dict(bird1_2=259, bird1_3=525, car1_2=251, car1_3=543, car16_2=139, car6_2=163, car6_3=603,
+                         car6_4=985, car6_5=1309, car8_2=453, group1_2=445, group1_3=839, group1_4=1309,
+                         group2_2=303, group2_3=591, group3_2=523, group3_3=943, group3_4=1457, person12_2=201,
+                         person14_2=283, person14_3=605, person17_2=501, person19_2=415, person19_3=931,
+                         person2_2=397, person4_2=501, person5_2=293, person7_2=417, person8_2=359,
+                         truck4_2=193, uav1_2=519, uav1_3=825),
+    "uav20l": {},
+}
+_CONFIG_SEQ = re.compile(
+    r"'name'\s*,\s*'([^']+)'\s*,\s*'path'\s*,\s*'([^']*)'\s*,\s*'startFrame'\s*,\s*(\d+)\s*,\s*'endFrame'\s*,\s*(\d+)"
+)
+
+
+def read_uav_config_seqs(path: Path) -> dict[str, tuple[str, int, int]]:
+    """The UAV toolkit's ``configSeqs.m`` (shipped in the UAV123 downloads): ``{name: (frame folder, start,
+    end)}`` from its ``struct('name', .., 'path', .., 'startFrame', .., 'endFrame', ..)`` entries."""
+    text = as_path(path).read_text(encoding="utf-8", errors="replace")
+    out = {}
+    for name, folder, start, end in _CONFIG_SEQ.findall(text):
+        parts = [p for p in re.split(r"[\\/]", folder) if p]
+        out[name] = (parts[-1] if parts else name, int(start), int(end))
+    return out
+
+
+def read_uav(root: Path, version: str = "uav123") -> list[Sequence]:
+    """UAV123 (``version`` uav123), UAV20L (uav20l) or UAV123@10fps (uav123_10fps) from the download root.
+
+    Layout: ``anno/<UAV123|UAV20L|UAV123_10fps>/<seq>.txt`` (x,y,w,h 1-based, commas; ``NaN`` rows where the
+    target is fully occluded or out of view: present False) and ``data_seq/<UAV123|UAV123_10fps>/<video>/
+    000001.jpg``. A sequence ``<video>_<k>`` is a part of ``<video>``: its first frame comes from the
+    download's ``configSeqs.m`` when present, else :data:`UAV_START_FRAMES`; it has one frame per GT line.
+    UAV20L's 20 sequences are whole videos of ``data_seq/UAV123``.
+    """
+    root = as_path(root)
+    if version not in UAV_VERSIONS:
+        raise ValueError(f"unknown UAV version {version!r}; one of {sorted(UAV_VERSIONS)}")
+    anno_name, frames_name = UAV_VERSIONS[version]
+    anno_dir = root / "anno" / anno_name
+    if not anno_dir.is_dir():
+        raise AnnotationError(f"{root}: no anno/{anno_name}/ folder (the {version} download root holds anno/, data_seq/)")
+    config = root / "configSeqs.m"
+    table = read_uav_config_seqs(config) if config.is_file() and version != "uav20l" else {}
+    names = sorted(p.stem for p in anno_dir.iterdir() if p.suffix == ".txt")
+    if not names:
+        raise AnnotationError(f"{anno_dir}: no <seq>.txt annotation files")
+    out = []
+    for name in names:
+        gt = _boxes(anno_dir / f"{name}.txt", allow_nan=True) - np.array([1.0, 1.0, 0.0, 0.0])  # 1-based
+        folder = re.sub(r"_\d+$", "", name) if version != "uav20l" else name
+        start = UAV_START_FRAMES[version].get(name, 1)
+        if name in table:
+            folder, start, _end = table[name]
+        frame_dir = root / "data_seq" / frames_name / folder
+        by_number = {_frame_number(p): p for p in _images(frame_dir)}
+        numbers = range(start, start + len(gt))
+        missing = [k for k in numbers if k not in by_number]
+        if missing:
+            raise AnnotationError(
+                f"{anno_dir / (name + '.txt')}: {len(gt)} boxes from frame {start} but image {missing[0]:06d}.jpg "
+                f"is missing in {frame_dir}"
+            )
+        if not np.all(np.isfinite(gt[0])):
+            raise AnnotationError(f"{anno_dir / (name + '.txt')}: the first box (the initialisation) is NaN")
+        present = np.all(np.isfinite(gt), axis=1)
+        out.append(Sequence(name, "uav", [by_number[k] for k in numbers], gt, present=present, start_frame=start))
+    return out
+
+
+# --- NfS (30 fps) ---------------------------------------------------------------------------------------
+
+
+def _nfs_boxes(path: Path) -> np.ndarray:
+    """NfS annotation lines ``<track id> xmin ymin xmax ymax <frame> <lost> <occluded> <generated> "<label>"``
+    (spaces) -> (N, 4) x,y,w,h with w = xmax - xmin, h = ymax - ymin (formats.md §2.7)."""
+    path = as_path(path)
+    rows = []
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                x1, y1, x2, y2 = (float(v) for v in parts[1:5])
+            except ValueError:
+                raise AnnotationError(f"{path}:{lineno}: expected '<id> xmin ymin xmax ymax ...', got {line.strip()!r}") from None
+            rows.append((x1, y1, x2 - x1, y2 - y1))
+    if not rows:
+        raise AnnotationError(f"{path}: no boxes")
+    return np.array(rows, dtype=np.float64)
+
+
+def read_nfs(root: Path, fps: int = 30) -> list[Sequence]:
+    """NfS (Need for Speed) at ``fps`` 30: ``<Seq>/30/<Seq>.txt`` and ``<Seq>/30/<Seq>/00001.jpg ...``.
+
+    The 30 fps folder may carry the 240 fps annotation (8 lines per frame): then every 8th line is kept;
+    one line more or less than frames is trimmed to the shorter (both as the got10k toolkit's NfS reader).
+    Boxes are used as written (taken as 0-based); every frame counts as present.
+    """
+    root = as_path(root)
+    out = []
+    for seq_dir in sorted(d for d in root.iterdir() if d.is_dir()):
+        anno = seq_dir / str(fps) / f"{seq_dir.name}.txt"
+        if not anno.is_file():
+            continue
+        frames = _images(seq_dir / str(fps) / seq_dir.name)
+        if not frames:
+            raise AnnotationError(f"{seq_dir / str(fps) / seq_dir.name}: no frames")
+        gt = _nfs_boxes(anno)
+        if len(gt) != len(frames) and abs(len(gt) / len(frames) - 8) < 1:
+            gt = gt[::8]  # 240 fps annotation beside 30 fps frames
+        if abs(len(gt) - len(frames)) == 1:
+            n = min(len(gt), len(frames))
+            gt, frames = gt[:n], frames[:n]
+        if len(gt) != len(frames):
+            raise AnnotationError(f"{anno}: {len(gt)} boxes for {len(frames)} frames")
+        out.append(Sequence(seq_dir.name, "nfs", frames, gt))
+    if not out:
+        raise AnnotationError(f"{root}: no NfS sequences (<Seq>/{fps}/<Seq>.txt)")
+    return out
+
+
+# --- TNL2K ----------------------------------------------------------------------------------------------
+
+
+def read_tnl2k(root: Path) -> list[Sequence]:
+    """TNL2K (test): ``<seq>/imgs/*.jpg|png`` (sorted by name), ``<seq>/groundtruth.txt`` (x,y,w,h, commas),
+    ``<seq>/language.txt``. Rows with w or h <= 0 mark the target absent (present False); boxes are used as
+    written. The sequence has one frame per GT line (extra images are ignored)."""
+    root = as_path(root)
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "groundtruth.txt").is_file())
+    if not dirs:
+        raise AnnotationError(f"{root}: no TNL2K sequences (<seq>/groundtruth.txt, <seq>/imgs/)")
+    out = []
+    for d in dirs:
+        frames = _images(d / "imgs")
+        gt = _boxes(d / "groundtruth.txt")
+        if len(gt) > len(frames):
+            raise AnnotationError(f"{d / 'groundtruth.txt'}: {len(gt)} boxes but only {len(frames)} images in {d / 'imgs'}")
+        present = (gt[:, 2] > 0) & (gt[:, 3] > 0)
+        if not present[0]:
+            raise AnnotationError(f"{d / 'groundtruth.txt'}:1: the first box (the initialisation) is empty")
+        out.append(Sequence(d.name, "tnl2k", frames[: len(gt)], gt, present=present))
+    return out
+
+
+# --- TrackingNet ----------------------------------------------------------------------------------------
+
+
+def read_trackingnet(root: Path) -> list[Sequence]:
+    """A TrackingNet split folder (``TEST`` or ``TRAIN_<k>``; the TrackingNet root is taken as its ``TEST``):
+    ``anno/<seq>.txt`` (x,y,w,h, commas; the TEST split has the first frame's box only, like GOT-10k test:
+    gt_complete False) and ``frames/<seq>/0.jpg, 1.jpg, ...`` (numbered from 0, no padding: sorted by
+    number). Boxes are used as written (0-based)."""
+    root = as_path(root)
+    if not (root / "anno").is_dir() and (root / "TEST" / "anno").is_dir():
+        root = root / "TEST"
+    anno_dir = root / "anno"
+    if not anno_dir.is_dir():
+        raise AnnotationError(f"{root}: no anno/ folder (a TrackingNet split: anno/<seq>.txt, frames/<seq>/)")
+    names = sorted(p.stem for p in anno_dir.iterdir() if p.suffix == ".txt")
+    if not names:
+        raise AnnotationError(f"{anno_dir}: no <seq>.txt files")
+    out = []
+    for name in names:
+        frames = sorted(_images(root / "frames" / name), key=_frame_number)
+        if not frames:
+            raise AnnotationError(f"{root / 'frames' / name}: no frames")
+        gt = _boxes(anno_dir / f"{name}.txt")
+        complete = len(gt) == len(frames)
+        if not complete:
+            if len(gt) != 1:
+                raise AnnotationError(f"{anno_dir / (name + '.txt')}: {len(gt)} lines for {len(frames)} frames "
+                                      "(expected one per frame, or 1 for TEST)")
+            gt = np.vstack([gt, np.full((len(frames) - 1, 4), np.nan)])
+        out.append(Sequence(name, "trackingnet", frames, gt, gt_complete=complete))
+    return out
+
+
+BENCHMARK_FAMILY = {"otb": "otb", "vot2018": "vot", "vot2019": "vot", "got10k": "got10k", "lasot": "lasot",
+                    "lasot_ext": "lasot", "uav123": "uav", "uav20l": "uav", "uav123_10fps": "uav",
+                    "dtb70": "otb", "nfs": "nfs", "tnl2k": "tnl2k", "trackingnet": "trackingnet"}
+_READERS = {"otb": read_otb, "vot": read_vot, "got10k": read_got10k, "lasot": read_lasot, "nfs": read_nfs,
+            "tnl2k": read_tnl2k, "trackingnet": read_trackingnet}
+_BY_NAME = {"dtb70": read_dtb70, **{v: (lambda root, v=v: read_uav(root, v)) for v in UAV_VERSIONS}}
 
 
 def read_benchmark(benchmark: str, root: Path) -> list[Sequence]:
-    """Read every sequence of ``benchmark`` (otb, vot2018, vot2019, got10k, lasot) under ``root``."""
+    """Read every sequence of ``benchmark`` (a key of :data:`BENCHMARK_FAMILY`) under ``root``."""
     if benchmark not in BENCHMARK_FAMILY:
         raise ValueError(f"unknown benchmark {benchmark!r}; one of {sorted(BENCHMARK_FAMILY)}")
-    return _READERS[BENCHMARK_FAMILY[benchmark]](as_path(root))
+    reader = _BY_NAME.get(benchmark) or _READERS[BENCHMARK_FAMILY[benchmark]]
+    return reader(as_path(root))
 
 
 class BenchmarkRootError(ValueError):

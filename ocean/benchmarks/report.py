@@ -107,7 +107,17 @@ def summary_table(scores: dict[str, dict]) -> str:
             v = s.get(c)
             cells.append("" if v is None else format_score(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + convention_notes(scores.values())
+
+
+def convention_notes(scores: Iterable[Mapping[str, Any]]) -> str:
+    """Below a table: how each benchmark in it counts frames (the ``convention`` of its score dicts,
+    formats.md §2.8), one markdown bullet per benchmark; empty when no score states one."""
+    seen: dict[str, str] = {}
+    for s in scores:
+        if s.get("convention"):
+            seen.setdefault(s.get("benchmark", "?"), s["convention"])
+    return "".join(f"\n- {b}: {c}" for b, c in seen.items()) + ("\n" if seen else "")
 
 
 def headline_table(report: Mapping[str, Any]) -> str:
@@ -126,7 +136,7 @@ def headline_table(report: Mapping[str, Any]) -> str:
                 f"| {HEADLINE[bench]} "
                 f"| {shown} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + convention_notes(s for per in report["scores"].values() for s in per.values())
 
 
 def all_failed(report: Mapping[str, Any]) -> bool:

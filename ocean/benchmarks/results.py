@@ -1,7 +1,8 @@
 """Result files in each toolkit's own format (formats.md §2; ocean_facts §9.2 item 9).
 
-``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``). OTB and LaSOT files are **1-based**
-(as the pysot / OTB toolkits and Ocean write them), GOT-10k and VOT files **0-based**; writers take and
+``tracker_dir`` is the folder of ONE tracker (``results/<tracker>``). OTB, DTB70, UAV123 and LaSOT files are
+**1-based** (as the pysot / OTB toolkits and Ocean write them, like their ground truth), GOT-10k and VOT files
+**0-based**, NfS, TNL2K and TrackingNet files in the ground truth's own coordinates, unshifted; writers take and
 readers return 0-based boxes, and the +1 / -1 happens only here. The layouts: :func:`ope_result_path`
 (OTB, LaSOT, GOT-10k) and :func:`vot_result_path`.
 """
@@ -15,7 +16,10 @@ import numpy as np
 from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_numeric_lines
 from ocean.benchmarks.sequence import AnnotationError
 
-ONE_BASED = {"otb": True, "lasot": True, "got10k": False, "vot": False}
+ONE_BASED = {"otb": True, "lasot": True, "uav": True, "got10k": False, "vot": False, "nfs": False, "tnl2k": False,
+             "trackingnet": False}
+# families whose one-pass result is one flat ``<tracker>/<seq>.txt`` per sequence (formats.md §2)
+FLAT_FAMILIES = ("otb", "lasot", "uav", "nfs", "tnl2k", "trackingnet")
 _SHIFT = np.array([1.0, 1.0, 0.0, 0.0])
 
 
@@ -30,14 +34,15 @@ def _write_lines(path: Path, rows) -> Path:
 
 
 def ope_result_path(tracker_dir: Path, family: str, seq_name: str) -> Path:
-    """Where the one-pass result of ``seq_name`` lives for ``family`` in otb, lasot, got10k.
+    """Where the one-pass result of ``seq_name`` lives for a one-pass ``family``.
 
-    OTB, LaSOT: ``<tracker>/<seq>.txt``, x,y,w,h **1-based** (+1 on x, y). GOT-10k:
+    OTB, LaSOT, UAV, NfS, TNL2K, TrackingNet: ``<tracker>/<seq>.txt``, x,y,w,h (+1 on x, y where
+    :data:`ONE_BASED`). GOT-10k:
     ``<tracker>/<seq>/<seq>_001.txt``, x,y,w,h **0-based**, beside ``<tracker>/<seq>/<seq>_time.txt``,
     seconds per frame (the evaluation server's layout).
     """
     tracker_dir = Path(tracker_dir)
-    if family in ("otb", "lasot"):
+    if family in FLAT_FAMILIES:
         return tracker_dir / f"{seq_name}.txt"
     if family == "got10k":
         return tracker_dir / seq_name / f"{seq_name}_001.txt"
@@ -47,7 +52,7 @@ def ope_result_path(tracker_dir: Path, family: str, seq_name: str) -> Path:
 def write_ope_result(
     tracker_dir: Path, family: str, seq_name: str, boxes_xywh: np.ndarray, times_s: np.ndarray | None = None
 ) -> Path:
-    """Write (N, 4) 0-based boxes in ``family``'s layout (otb/lasot +1 to x, y); GOT-10k also writes
+    """Write (N, 4) 0-based boxes in ``family``'s layout (+1 to x, y where :data:`ONE_BASED`); GOT-10k also writes
     ``<seq>_time.txt`` when ``times_s`` (N,) is given. Returns the box file path."""
     boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
     if ONE_BASED[family]:

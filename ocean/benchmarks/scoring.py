@@ -26,7 +26,38 @@ BENCHMARKS = tuple(BENCHMARK_FAMILY)
 # VOT robustness is failures per 100 frames.
 SCORE_KEYS = ("success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness")
 # The headline metric of each benchmark: the paper's first number, and what ranks checkpoints and trials.
-HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao"}
+HEADLINE = {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao", "vot2019": "eao",
+            **{b: "success_auc" for b in ("lasot_ext", "uav123", "uav20l", "uav123_10fps", "dtb70", "nfs", "tnl2k",
+                                          "trackingnet")}}
+# How each benchmark counts frames, as its own toolkit does (formats.md §2.8); stored beside every score
+# (``convention``). "frame 1" is the initialisation frame, whose result line is the GT box itself.
+_OPE = "success: 21 IoU thresholds, IoU > t; precision at 20 px; norm. precision at 0.20 (pysot OPE)"
+CONVENTIONS = {
+    "otb": f"{_OPE}; frame 1 counts; every frame counts, invalid GT boxes as misses",
+    "dtb70": f"{_OPE}; frame 1 counts; every frame counts (OTB rules)",
+    "uav123": f"{_OPE}; frame 1 counts; NaN GT frames (target out of view) stay in the denominator: "
+              "misses for success, hits for precision (pysot / pytracking UAV rules)",
+    "lasot": f"{_OPE}; frame 1 counts; absent frames (full_occlusion or out_of_view) are dropped but the "
+             "denominator is every frame (LaSOT toolkit / pysot)",
+    "nfs": f"{_OPE}; frame 1 counts; every frame counts (30 fps frames)",
+    "tnl2k": f"{_OPE}; frame 1 counts; frames whose GT box is empty (w or h <= 0: target absent) are excluded "
+             "from numerator and denominator (pytracking / OSTrack TNL2K rules)",
+    "trackingnet": f"{_OPE}; frame 1 counts; every frame counts. The TEST split has no GT beyond frame 1: "
+                   "its official scores come from the evaluation server (submission zip)",
+    "got10k": "AO, SR0.5, SR0.75 over the pooled frames of all sequences; frame 1 excluded; only frames with "
+              "cover.label > 0 (visible); boxes clipped to the image (got10k toolkit). The test split is scored "
+              "by the evaluation server (submission zip)",
+    "vot2018": "supervised (baseline) protocol: EAO over L in [100, 356], accuracy with a 10-frame burn-in "
+               "after each (re)initialisation, robustness = failures per 100 frames",
+    "vot2019": "supervised (baseline) protocol: EAO over L in [46, 291], accuracy with a 10-frame burn-in "
+               "after each (re)initialisation, robustness = failures per 100 frames",
+}
+CONVENTIONS.update(lasot_ext=CONVENTIONS["lasot"], uav20l=CONVENTIONS["uav123"], uav123_10fps=CONVENTIONS["uav123"])
+# One-pass scoring per family: which frames count (None: all; "drop": absent frames left out of the
+# numerator only; "exclude": left out of both) and the origin of the GT file pysot's precision quirk sees.
+_OPE_RULES = {"otb": (None, 1.0), "uav": (None, 1.0), "lasot": ("drop", 1.0), "nfs": (None, 0.0),
+              "tnl2k": ("exclude", 0.0), "trackingnet": (None, 0.0)}
+_SERVER = "only the first GT line exists (a test split): submit the result files to the evaluation server instead"
 
 
 def _jsonable(d: dict) -> dict:
@@ -62,15 +93,17 @@ def score_tracks(
 
     Returns a JSON-ready dict (all rates are fractions 0..1; VOT robustness is failures per 100 frames;
     undefined values, such as an EAO with no fragment long enough, are None):
-    OTB/LaSOT ``success_auc``, ``precision``, ``norm_precision``; GOT-10k ``ao``, ``sr50``, ``sr75``;
-    VOT ``eao``, ``accuracy``, ``robustness``, ``num_failures``. Always ``benchmark``, ``num_sequences``,
+    one-pass benchmarks (OTB, LaSOT, UAV, DTB70, NfS, TNL2K, TrackingNet) ``success_auc``, ``precision``,
+    ``norm_precision``; GOT-10k ``ao``, ``sr50``, ``sr75``; VOT ``eao``, ``accuracy``, ``robustness``,
+    ``num_failures``. Always ``benchmark``, ``convention`` (how frames are counted, :data:`CONVENTIONS`),
+    ``num_sequences``,
     ``per_sequence`` {name: {...}}, ``curves`` (for plots) and ``rejected`` {name: reason} for sequences
     whose result is missing or malformed (scored without them; the caller decides).
     """
     family = BENCHMARK_FAMILY[benchmark]
     score = {"vot": _score_vot, "got10k": _score_got10k}.get(family, _score_ope)
     out, per_seq, refused = score(benchmark, sequences, tracks, times or {}, dict(rejected or {}))
-    out = {"benchmark": benchmark, **out}
+    out = {"benchmark": benchmark, "convention": CONVENTIONS[benchmark], **out}
     out["num_sequences"] = len(per_seq)
     out["per_sequence"] = per_seq
     out["rejected"] = refused
@@ -119,10 +152,7 @@ def _score_got10k(benchmark, sequences, tracks, times, given):
     for s in sequences:
         try:
             if not s.gt_complete:
-                raise AnnotationError(
-                    "only the first GT line exists (GOT-10k test split): submit the result files to the "
-                    "evaluation server instead"
-                )
+                raise AnnotationError(_SERVER)
             pred = np.asarray(_track(tracks, given, s), dtype=np.float64)
             if len(pred) != len(s):
                 raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
@@ -156,17 +186,23 @@ def _score_ope(benchmark, sequences, tracks, times, given):
     per_seq: dict = {}
     rejected: dict[str, str] = {}
     scores = []
+    frames_rule, origin = _OPE_RULES[family]
     for s in sequences:
         try:
+            if not s.gt_complete:
+                raise AnnotationError(_SERVER)
             pred = np.asarray(_track(tracks, given, s), dtype=np.float64)
             if len(pred) != len(s):
                 raise AnnotationError(f"{len(pred)} result lines for {len(s)} frames")
         except (OSError, ValueError) as e:
             rejected[s.name] = str(e)
             continue
-        # LaSOT: absent frames filtered, full denominator (pysot, ocean_facts §12.2); OTB: all frames
-        present = s.present if family == "lasot" else None
-        sc = ope_sequence(s.gt_xywh, pred, present, origin=1.0)  # pysot reads 1-based OTB/LaSOT files
+        # LaSOT: absent frames filtered, full denominator (pysot, ocean_facts §12.2); OTB: all frames;
+        # TNL2K: absent frames out of the denominator too (CONVENTIONS)
+        gt, present = s.gt_xywh, (s.present if frames_rule == "drop" else None)
+        if frames_rule == "exclude":
+            gt, pred = gt[s.present], pred[s.present]
+        sc = ope_sequence(gt, pred, present, origin=origin)  # pysot reads 1-based OTB/LaSOT/UAV files
         scores.append(sc)
         per_seq[s.name] = {
             "success_auc": sc.success_auc,
@@ -191,8 +227,8 @@ def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path
     times: dict[str, np.ndarray] = {}
     rejected: dict[str, str] = {}
     for s in sequences:
-        if family == "got10k" and not s.gt_complete:
-            continue  # the test split: score_tracks rejects it with that reason, before any file
+        if not s.gt_complete:
+            continue  # a test split: score_tracks rejects it with that reason, before any file
         try:
             if family == "vot":
                 tracks[s.name] = read_vot_result(results_dir, s.name)
@@ -209,9 +245,9 @@ def score_sequences(benchmark: str, sequences: list[Sequence], results_dir: Path
 
 
 def score_benchmark(benchmark: str, dataset_root: Path, results_dir: Path) -> dict:
-    """Read ``benchmark`` (otb, vot2018, vot2019, got10k, lasot) from ``dataset_root`` (the folder holding
-    the sequences: an OTB folder, a VOT ``sequences`` folder, ``GOT-10k/val``, the LaSOT root; a path or
-    ``s3://`` URI) and score
+    """Read ``benchmark`` (a key of :data:`BENCHMARKS`) from ``dataset_root`` (the folder holding the
+    sequences: an OTB folder, a VOT ``sequences`` folder, ``GOT-10k/val``, the LaSOT root, ...; a path or
+    ``s3://`` URI; see ``ocean score --help``) and score
     the result files of ONE tracker in ``results_dir`` (layouts in :mod:`ocean.benchmarks.results`).
     See :func:`score_sequences` for the returned keys."""
     if benchmark not in BENCHMARK_FAMILY:

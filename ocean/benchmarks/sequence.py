@@ -18,17 +18,19 @@ class Sequence:
 
     Attributes:
         name: the name result files use (``Jogging-1``, ``GOT-10k_Val_000001``, ``ants1``, ...).
-        benchmark: ``otb``, ``vot``, ``got10k`` or ``lasot``.
+        benchmark: the reader's family: ``otb``, ``vot``, ``got10k``, ``lasot``, ``uav``, ``dtb70``, ``nfs``,
+            ``tnl2k`` or ``trackingnet``.
         frames: (N,) image paths (``pathlib.Path``, or :class:`~ocean.datapath.DataPath` on S3) in order; frames[0] is the first frame of the protocol (the init frame).
         gt_xywh: (N, 4) float64 ground truth, 0-based pixels, x,y,w,h (top-left corner). For VOT polygons
             it is the axis-aligned extent of each polygon. Rows are NaN where no GT exists
-            (GOT-10k test: only row 0 is known).
+            (GOT-10k / TrackingNet test: only row 0 is known; UAV123: the target is out of view).
         gt_poly: (N, 8) raw VOT polygons (0-based), or None for other benchmarks / 4-value VOT files
             (then ``vot_regions`` falls back to ``gt_xywh``).
-        present: (N,) bool, target visible (LaSOT flags, GOT-10k cover > 0); all True where unknown.
+        present: (N,) bool, target visible (LaSOT flags, GOT-10k cover > 0, UAV123 non-NaN rows, TNL2K
+            non-empty boxes); all True where unknown.
         start_frame: 1-based number of frames[0] in the original numbering (OTB sequences such as David
-            start at 300).
-        gt_complete: False when only the first GT row exists (GOT-10k test split).
+            start at 300, UAV123 parts such as bird1_2 at 775).
+        gt_complete: False when only the first GT row exists (GOT-10k and TrackingNet test splits).
         resolution_wh: image (width, height) when the annotation says so (GOT-10k meta_info.ini), else None.
     """
 

@@ -73,6 +73,65 @@ def test_lasot_one_based_boxes_and_flags(tmp_path: Path) -> None:
     assert t.video == "cat/cat-3" and t.meta["nlp"] == "a cat" and t.meta["class"] == "cat"
 
 
+def _got10k_train(root: Path, names: list[str]) -> None:
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "list.txt").write_text("".join(n + "\n" for n in names))
+    for n in names:
+        (root / "train" / n / "groundtruth.txt").parent.mkdir(parents=True)
+        (root / "train" / n / "groundtruth.txt").write_text("1,2,3,4\n")
+        _touch(root / "train" / n / "00000001.jpg")
+
+
+def test_got10k_vot_exclusion_list(tmp_path: Path) -> None:
+    from data_prep.readers.got10k import VOT_EXCLUDE_LIST, vot_excluded
+
+    names = VOT_EXCLUDE_LIST.read_text().splitlines()  # formats.md §1.7: pytracking's list, unchanged
+    assert len(names) == len(set(names)) == 1000 and names == sorted(names)
+    assert names[0] == "GOT-10k_Train_000004" and names[-1] == "GOT-10k_Train_009334"
+    assert all(n.startswith("GOT-10k_Train_") for n in names) and vot_excluded() == set(names)
+    _got10k_train(tmp_path, ["GOT-10k_Train_000001", "GOT-10k_Train_000004", "GOT-10k_Train_000013"])
+    assert [t.video for t in read_tracks("got10k", tmp_path)] == [
+        "train/GOT-10k_Train_000001", "train/GOT-10k_Train_000004", "train/GOT-10k_Train_000013"]
+    kept = [t.video for t in read_tracks("got10k", tmp_path, exclude_vot=True)]
+    assert kept == ["train/GOT-10k_Train_000001"]
+
+
+def _lasot_seq(root: Path, name: str) -> None:
+    seq = root / name.split("-")[0] / name
+    _touch(seq / "img" / "00000001.jpg")
+    (seq / "groundtruth.txt").write_text("1,2,3,4\n")
+    (seq / "full_occlusion.txt").write_text("0\n")
+    (seq / "out_of_view.txt").write_text("0\n")
+
+
+def test_lasot_training_split_by_default_and_all(tmp_path: Path) -> None:
+    from data_prep.readers import config_reader_options
+    from data_prep.readers.lasot import TRAIN_SPLIT_LIST
+    from ocean.config import OceanConfig, apply_overrides
+
+    names = TRAIN_SPLIT_LIST.read_text().splitlines()  # formats.md §1.7: 1,120 names, 16 per category
+    cats = {n.rsplit("-", 1)[0] for n in names}
+    assert len(names) == len(set(names)) == 1120 and len(cats) == 70
+    assert "airplane-1" not in names and "airplane-2" in names  # airplane-1 is a test video
+    for n in ("airplane-1", "airplane-2"):
+        _lasot_seq(tmp_path, n)
+    # training: the official split unless data.lasot_split=all; no training_set.txt -> the shipped list
+    cfg = OceanConfig()
+    opts = config_reader_options(cfg.data, ["lasot", "got10k"])
+    assert opts == {"lasot": {"split": "train"}}
+    assert [t.video for t in read_tracks("lasot", tmp_path, **opts["lasot"])] == ["airplane/airplane-2"]
+    every = config_reader_options(apply_overrides(cfg, ["data.lasot_split=all"]).data, ["lasot"])["lasot"]
+    assert [t.video for t in read_tracks("lasot", tmp_path, **every)] == ["airplane/airplane-1", "airplane/airplane-2"]
+    (tmp_path / "training_set.txt").write_text("airplane-1\n")  # the download's own list wins
+    assert [t.video for t in read_tracks("lasot", tmp_path, split="train")] == ["airplane/airplane-1"]
+    vot = config_reader_options(apply_overrides(cfg, ["data.got10k_vot_exclude=true"]).data, ["got10k"])
+    assert vot == {"got10k": {"exclude_vot": True}}
+    given = config_reader_options(cfg.data, ["lasot"], {"lasot": {"split": "all"}})  # explicit options win
+    assert given == {"lasot": {"split": "all"}}
+    with pytest.raises(ValueError, match="one of train, test, all"):
+        list(read_tracks("lasot", tmp_path, split="val"))
+
+
 @pytest.mark.parametrize("name", ["got10k", "lasot"])
 def test_missing_and_empty_groundtruth_are_rejected_not_fatal(tmp_path: Path, name: str) -> None:
     if name == "got10k":

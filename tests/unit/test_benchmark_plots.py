@@ -124,7 +124,9 @@ def test_got10k_legend_is_the_ao_the_table_shows_not_the_curve_mean(drawn, tmp_p
     assert ax["legend"] == [f"t [{format_score(sc['ao'])}]"]
     assert f"| {format_score(sc['ao'])} |" in summary_table({"t": sc})
     headline = headline_table({"scores": {"u": {"got10k": sc}}, "checkpoints": {"u": {"name": "t", "epoch": 1}}})
-    assert headline.splitlines()[-1].endswith(f"| ao | {format_score(sc['ao'])} |")  # `ocean evaluate` prints this
+    rows = [line for line in headline.splitlines() if line.startswith("|")]
+    assert rows[-1].endswith(f"| ao | {format_score(sc['ao'])} |")  # `ocean evaluate` prints this
+    assert headline.splitlines()[-1] == f"- got10k: {sc['convention']}"  # and how GOT-10k counts frames
 
 
 def test_normalised_precision_plot_gives_the_value_at_0_20(drawn, tmp_path):

@@ -5,6 +5,7 @@ server end to end: tests/integration/test_evaluate_cluster.py)."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,8 @@ def test_got10k_test_split_is_tracked_for_the_server_not_scored(bench, ckpts, tm
         tmp_path / "o" / "checkpoint_e1" / "got10k" / "results" / name / f"{name}_001.txt", delimiter=","
     )
     assert boxes.shape == (30, 4)  # every frame, 0-based, as the server expects
+    with zipfile.ZipFile(s["submission"]) as z:  # the server's zip: a folder per sequence at its top level
+        assert sorted(z.namelist()) == [f"{name}/{name}_001.txt", f"{name}/{name}_time.txt"]
 
 
 def test_workers_fit_the_cluster(caplog):

@@ -54,7 +54,7 @@ def test_tracker_overrides_and_layering(tmp_path):
     with pytest.raises(ValueError, match="unknown config key"):
         layered_tracker_config(None, None, ["tracker.nope=1"])
     with pytest.raises(ValueError, match="unknown benchmark"):
-        layered_tracker_config(None, "nfs")
+        layered_tracker_config(None, "otb2013")
     with pytest.raises(ValueError, match="key=value"):
         tracker_override_strings(["lr"])
 

@@ -67,7 +67,7 @@ def test_unknown_space_or_benchmark():
     with pytest.raises(TuneTrackerError, match="search space"):
         search_space("grid", "otb")
     with pytest.raises(TuneTrackerError, match="unknown benchmark"):
-        search_space("official", "uav123")
+        search_space("official", "otb2013")
 
 
 def test_include_point_widens_only_what_the_defaults_need():
@@ -120,7 +120,8 @@ def _seq(bench: str, gt_xywh, name: str = "s") -> Sequence:
 
 def test_objective_per_benchmark():
     assert HEADLINE == {"otb": "success_auc", "lasot": "success_auc", "got10k": "ao", "vot2018": "eao",
-                          "vot2019": "eao"}
+                          "vot2019": "eao", **{b: "success_auc" for b in ("lasot_ext", "uav123", "uav20l",
+                          "uav123_10fps", "dtb70", "nfs", "tnl2k", "trackingnet")}}
 
 
 def test_tuning_score_ope_success_auc_by_hand():
