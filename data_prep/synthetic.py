@@ -61,6 +61,12 @@ _STREAMS = {"got10k": 1, "lasot": 2, "vid": 3, "det": 4, "coco": 5, "ytbb": 6, "
             "bench_got10k": 9, "bench_lasot": 10, "broken": 11}
 
 
+# with generate(variety=True) the training datasets' streams render with the wider variety (busy
+# backgrounds, more distractors, wider aspect and scale, illumination and blur); benchmark and broken-item
+# streams always keep the original look
+_TRAINING = frozenset({"got10k", "lasot", "vid", "det", "coco", "ytbb"})
+
+
 def _rng(seed: int, stream: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAMS[stream], index])
 
@@ -96,12 +102,13 @@ class _Expect:
 
 
 class _Writer:
-    def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool) -> None:
-        self.out, self.seed, self.spec, self.broken = out, seed, spec, broken
+    def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool, variety: bool = False) -> None:
+        self.out, self.seed, self.spec, self.broken, self.variety = out, seed, spec, broken, variety
         self.files: Counter[str] = Counter()
         self.broken_items: list[dict] = []
 
     def scene(self, stream: str, index: int, n: int | None = None, **kw) -> Scene:
+        kw.setdefault("variety", self.variety and stream in _TRAINING)
         return render_scene(_rng(self.seed, stream, index), n or self.spec.frames, self.spec.frame_size, **kw)
 
     def jpeg(self, key: str, path: Path, img: np.ndarray) -> None:
@@ -333,12 +340,16 @@ def _vid(w: _Writer, root: Path, exp: _Expect) -> None:
         data = root / "Data" / "VID" / "train" / sub / snippet
         ann = root / "Annotations" / "VID" / "train" / sub / snippet
         kept: dict[int, list[int]] = {t: [] for t in range(len(scene.shapes))}
+        shown = np.array([[not scene.absent[t, i] and _inclusive_box(scene.boxes_xywh[t, i], size) is not None
+                           for i in range(len(scene.frames))] for t in range(len(scene.shapes))], bool)
+        if not is_broken:  # a one-frame glimpse between absences is left unlabelled (no one-frame snippets)
+            shown &= np.pad(shown, ((0, 0), (1, 0)))[:, :-1] | np.pad(shown, ((0, 0), (0, 1)))[:, 1:]
         for i, img in enumerate(scene.frames):
             w.jpeg("vid", data / f"{i:06d}.JPEG", img)
             objects = []
             for t, shape in enumerate(scene.shapes):
                 box = _inclusive_box(scene.boxes_xywh[t, i], size)
-                if scene.absent[t, i] or box is None:
+                if not shown[t, i]:
                     continue  # VID lists only visible objects: a gap in this track's frames
                 objects.append({"trackid": t, "name": _wnid(shape), "box": box,
                                 "occluded": int(scene.visible[t, i] < 0.9 * scene.in_view[t, i])})
@@ -502,7 +513,8 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         yid = _youtube_id(rng)
         ids.append(yid)
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
-        scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2)
+        scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2,
+                             variety=w.variety and role is None)
         if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
@@ -609,7 +621,7 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 
 
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
-             frame_size: tuple[int, int] | None = None) -> dict:
+             frame_size: tuple[int, int] | None = None, variety: bool = False) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Writes::
@@ -639,7 +651,8 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
 
     ``synth_manifest.json`` schema (version 1)::
 
-        {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "frame_size": [w, h],
+        {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool,
+         "frame_size": [w, h],
          "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
          "datasets": {NAME: {"root": "got10k", "files": int,
              "expected": {"tracks": int, "frames": int, "rejections": {reason: count}}}},
@@ -663,13 +676,18 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         broken: also write the broken items listed in the manifest's ``broken_items``.
         frame_size: ``(width, height)`` overriding the size's frame size (e.g. 1280x720 frames for the
             preparation benchmark); the manifest records it.
+        variety: render the training datasets with :func:`data_prep.synthetic_scene.render_scene`'s
+            ``variety`` (busy backgrounds, more distractors, wider aspect and scale change, illumination and
+            blur); the benchmarks are the same either way. Off by default: in the 5-epoch quickstart it
+            lowered the synthetic OTB score and did not raise the held-out one (BENCHMARKS.md,
+            "Generalisation"). The manifest records it.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = SIZES[size] if frame_size is None else dataclass_replace(SIZES[size], frame_size=tuple(frame_size))
-    w = _Writer(out, seed, spec, broken)
+    w = _Writer(out, seed, spec, broken, variety)
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])
     _lasot(w, out / "lasot", exp["lasot"])
@@ -702,6 +720,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         "seed": seed,
         "size": size,
         "broken": broken,
+        "variety": variety,
         "frame_size": list(spec.frame_size),
         "ytbb_media": ["videos", "frames"] if can_write_video else ["frames"],
         "datasets": datasets,

@@ -52,8 +52,10 @@ def shape_mask(shape: str, side: int = _SPRITE) -> np.ndarray:
     return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
-def texture(rng: np.random.Generator, side: int = _SPRITE) -> np.ndarray:
-    """``(side, side, 3)`` uint8 BGR texture: one of stripes, checks, rings or blobs in two random colours."""
+def texture(rng: np.random.Generator, side: int = _SPRITE, colours: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> np.ndarray:
+    """``(side, side, 3)`` uint8 BGR texture: one of stripes, checks, rings or blobs in two random colours
+    (or in ``colours``, so that a distractor can share the target's colours but not its pattern)."""
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
     kind = int(rng.integers(4))
     freq = float(rng.uniform(2.0, 6.0))
@@ -67,9 +69,12 @@ def texture(rng: np.random.Generator, side: int = _SPRITE) -> np.ndarray:
     else:
         low = rng.random((5, 5)).astype(np.float32)
         t = cv2.resize(low, (side, side), interpolation=cv2.INTER_CUBIC) > 0.5
-    c1, c2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    while np.abs(c1.astype(int) - c2).sum() < 150:  # keep the pattern visible
-        c2 = rng.integers(0, 256, 3)
+    if colours is not None:
+        c1, c2 = colours
+    else:
+        c1, c2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        while np.abs(c1.astype(int) - c2).sum() < 150:  # keep the pattern visible
+            c2 = rng.integers(0, 256, 3)
     img = np.where(t[..., None], c1, c2).astype(np.float32)
     img += rng.normal(0, 8, img.shape)  # fine grain
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -88,12 +93,64 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def busy_background(rng: np.random.Generator, width: int, height: int, side: float) -> np.ndarray:
+    """A background as busy as the targets: :func:`background` covered with target-like clutter (shapes of
+    :data:`SHAPES` in :func:`texture` textures, sides 0.4-1.6x ``side``), or a quilt of texture tiles. A
+    network must then match the template, not find "the one textured thing" (issue 14: a model trained on
+    smooth backgrounds only scored every busy background cell as target)."""
+    img = background(rng, width, height)
+    if rng.random() < 0.2:  # quilt: the whole frame tiled with textures
+        y = 0
+        while y < height:
+            th, x = int(rng.uniform(0.5, 1.5) * side), 0
+            while x < width:
+                tw = int(rng.uniform(0.5, 1.5) * side)
+                img[y:y + th, x:x + tw] = cv2.resize(texture(rng), (tw, th))[: height - y, : width - x]
+                x += tw
+            y += th
+        return img
+    for _ in range(int(rng.integers(15, 40)) * width * height // (320 * 240)):
+        w, h = (side * rng.uniform(0.4, 1.6, 2)).astype(int) + 4
+        x, y = int(rng.integers(-w // 2, width)), int(rng.integers(-h // 2, height))
+        _paste(img, texture(rng), shape_mask(SHAPES[int(rng.integers(len(SHAPES)))]), np.array([x, y, w, h]))
+    return img
+
+
+def _photometric(rng: np.random.Generator, frames: list[np.ndarray], centres: np.ndarray) -> None:
+    """In place: an illumination ramp with flicker, and motion blur along the target's motion or defocus
+    blur on some frames (each effect on about half of the scenes)."""
+    n = len(frames)
+    gain = np.exp(_smooth(rng, n, 0.6)) if rng.random() < 0.5 else np.ones(n)
+    gain *= 1 + 0.1 * (rng.random(n) < 0.1) * rng.choice([-1.0, 1.0], n)
+    blur = int(rng.integers(3))  # 0 none, 1 motion, 2 defocus
+    for i in range(n):
+        img = frames[i]
+        if blur == 1 and i > 0:
+            v = centres[i] - centres[i - 1]
+            k = int(min(13, np.hypot(*v) * 1.5))
+            if k >= 3:
+                ker = np.zeros((k, k), np.float32)
+                d, c = v / (np.hypot(*v) + 1e-9), (k - 1) / 2
+                cv2.line(ker, (round(c - d[0] * c), round(c - d[1] * c)), (round(c + d[0] * c), round(c + d[1] * c)), 1.0)
+                img = cv2.filter2D(img, -1, ker / max(ker.sum(), 1e-6))
+        elif blur == 2 and rng.random() < 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1.0, 2.5)))
+        frames[i] = np.clip(img.astype(np.float32) * gain[i], 0, 255).astype(np.uint8)
+
+
 def _smooth(rng: np.random.Generator, n: int, amp: float, terms: int = 2) -> np.ndarray:
     t = np.arange(n) / max(n, 1)
     out = np.zeros(n)
     for _ in range(terms):
         out += rng.uniform(0.3, 1.0) * amp * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t + rng.uniform(0, 2 * np.pi))
     return out / terms
+
+
+def _colours(tex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two colours of a :func:`texture` (its first pixel's and the one farthest from it)."""
+    pix = tex.reshape(-1, 3).astype(np.int64)
+    c1 = pix[0]
+    return np.clip(c1, 0, 255), np.clip(pix[int(np.argmax(np.abs(pix - c1).sum(1)))], 0, 255)
 
 
 @dataclass
@@ -104,11 +161,12 @@ class _Mover:
 
 
 def _trajectory(
-    rng: np.random.Generator, n: int, fw: int, fh: int, side: float, exit_frame: int | None
+    rng: np.random.Generator, n: int, fw: int, fh: int, side: float, exit_frame: int | None, wide: bool = False
 ) -> np.ndarray:
-    """(N, 4) int boxes x, y, w, h: smooth motion, scale and aspect change, optional exit through a side."""
-    scale = np.exp(_smooth(rng, n, 0.35))  # up to about ±35 % size change over a sequence
-    aspect = np.exp(rng.uniform(-0.4, 0.4) + _smooth(rng, n, 0.25))
+    """(N, 4) int boxes x, y, w, h: smooth motion, scale and aspect change, optional exit through a side.
+    ``wide``: aspect ratios 0.45-2.2 and up to about ±60 % size change (else 0.67-1.5 and ±35 %)."""
+    scale = np.exp(_smooth(rng, n, 0.6 if wide else 0.35))
+    aspect = np.exp(rng.uniform(-0.8, 0.8) + _smooth(rng, n, 0.4) if wide else rng.uniform(-0.4, 0.4) + _smooth(rng, n, 0.25))
     w = np.maximum(side * scale * np.sqrt(aspect), 6)
     h = np.maximum(side * scale / np.sqrt(aspect), 6)
     cx0, cy0 = rng.uniform(0.3, 0.7) * fw, rng.uniform(0.3, 0.7) * fh
@@ -185,18 +243,32 @@ def render_scene(
     n_distractors: int = 2,
     events: bool = True,
     full_occlusion: bool = True,
+    variety: bool = False,
 ) -> Scene:
     """Render ``n_frames`` frames of ``frame_size = (width, height)``.
 
     With ``events``, each target may leave the frame once and may pass behind a moving wall (the wall is
     1.8x the target, so it hides it completely for a few frames, unless ``full_occlusion`` is False, when
     it is 0.6x and hides part of it). Frame 0 always shows every target fully.
+
+    ``variety`` (the training streams) widens what a network sees: two scenes in five get a
+    :func:`busy_background`, 0-1 more distractors, half of them in the target's colours, target sides
+    0.10-0.30 of the frame, aspect ratios 0.45-2.2, more scale change, and :func:`_photometric`
+    illumination change and blur. Without it the scene is drawn as the benchmarks always were.
     """
     fw, fh = frame_size
-    bg = background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
+    if variety:
+        side_base = min(fw, fh) * rng.uniform(0.10, 0.30)
+        busy = rng.random() < 0.4
+        bg = busy_background(rng, fw + 2 * _PAN, fh + 2 * _PAN, side_base) if busy else \
+            background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
+        n_distractors += int(rng.integers(0, 2))
+    else:
+        bg = background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
     pan_x = np.clip(_PAN + _smooth(rng, n_frames, _PAN), 0, 2 * _PAN).astype(int)
     pan_y = np.clip(_PAN + _smooth(rng, n_frames, _PAN / 2), 0, 2 * _PAN).astype(int)
-    side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
+    if not variety:
+        side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
     targets: list[_Mover] = []
     shapes: list[str] = []
     walls: list[tuple[np.ndarray, np.ndarray]] = []  # (tex, boxes) of occluders
@@ -207,7 +279,7 @@ def render_scene(
         if events and n_frames >= 12 and rng.random() < 0.6:
             exit_frame = int(rng.uniform(0.5, 0.8) * n_frames)
         side = side_base * rng.uniform(0.8, 1.2)
-        boxes = _trajectory(rng, n_frames, fw, fh, side, exit_frame)
+        boxes = _trajectory(rng, n_frames, fw, fh, side, exit_frame, wide=variety)
         boxes[0] = _trajectory(rng, 1, fw, fh, side, None)[0] if exit_frame == 0 else boxes[0]
         targets.append(_Mover(shape_mask(shape), texture(rng), boxes))
         if events and n_frames >= 12 and rng.random() < 0.7:
@@ -224,7 +296,9 @@ def render_scene(
     for _ in range(n_distractors):
         shape = shapes[int(rng.integers(len(shapes)))] if shapes else SHAPES[int(rng.integers(len(SHAPES)))]
         side = side_base * rng.uniform(0.7, 1.3)
-        distractors.append(_Mover(shape_mask(shape), texture(rng), _trajectory(rng, n_frames, fw, fh, side, None)))
+        tex = texture(rng, colours=_colours(targets[0].tex)) if variety and targets and rng.random() < 0.5 \
+            else texture(rng)
+        distractors.append(_Mover(shape_mask(shape), tex, _trajectory(rng, n_frames, fw, fh, side, None, wide=variety)))
     wall_mask = np.ones((_SPRITE, _SPRITE), np.float32)
 
     frames = []
@@ -246,5 +320,8 @@ def render_scene(
                 in_view[j, i] = min(1.0, m.sum() / areas[j, i])
                 visible[j, i] = min(1.0, (m * (1 - cover)).sum() / areas[j, i])
         frames.append(img)
+    if variety:
+        centres = targets[0].boxes_xywh[:, :2] + targets[0].boxes_xywh[:, 2:] / 2 if targets else np.zeros((n_frames, 2))
+        _photometric(rng, frames, centres.astype(np.float64))
     boxes = np.stack([t.boxes_xywh for t in targets]).astype(np.float64) if targets else np.zeros((0, n_frames, 4))
     return Scene(frames, boxes, visible, in_view, shapes)

@@ -1,8 +1,9 @@
 """The whole system on one machine: synthetic data -> Ray pair preparation -> Ray Train -> Ray evaluation -> MLflow.
 
 :func:`run_quickstart` runs five stages over one :class:`QuickstartSettings`: synth -> prepare -> train (the
-smoke preset) -> evaluate (the final checkpoint beside an untrained model of the same config) -> summary (a
-table on the terminal and ``WORKDIR/summary.json``). Each stage is skipped when its output already exists, so
+smoke preset) -> evaluate (the final checkpoint beside an untrained model of the same config, on the synthetic
+benchmarks and the held-out scenes of :mod:`data_prep.heldout_scenes`) -> summary (a table on the terminal and
+``WORKDIR/summary.json``). Each stage is skipped when its output already exists, so
 a second run reuses what is done. Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow
 store at ``WORKDIR/mlflow.db``.
 """
@@ -26,6 +27,8 @@ from ocean.config import OceanConfig, apply_overrides, smoke
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
+# the summary's rows: the synthetic benchmarks, then the held-out scenes (data_prep.heldout_scenes, scored as OTB)
+SUMMARY_ROWS = BENCHMARKS + ("heldout",)
 
 
 def _stage(name: str, message: str) -> float:
@@ -123,14 +126,16 @@ def _places(s: QuickstartSettings) -> _Places:
 def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
     """Stage 1: the synthetic datasets in the six real training layouts and four benchmark layouts
     (``data_prep.synthetic``) under ``WORKDIR/synthetic`` (reused when their manifest exists)."""
+    from data_prep.heldout_scenes import write_heldout_otb
     from data_prep.synthetic import generate
 
-    t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}")
+    t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}, held-out scenes beside them")
     if (synthetic_dir / "synth_manifest.json").exists():
         synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
         log.info("reusing the existing synthetic data")
     else:
         synth = generate(synthetic_dir, seed=s.seed, size=s.size)
+    write_heldout_otb(synthetic_dir.parent / "heldout")  # never trained on; reused when complete
     log.info(f"done in {time.time() - t:.1f} s")
     return synth
 
@@ -183,23 +188,35 @@ def _untrained_checkpoint(work: Path, cfg: OceanConfig, seed: int) -> str:
 
 def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSettings) -> tuple[dict, str]:
     """Stage 4: the final and an untrained checkpoint on the synthetic OTB, VOT2018, GOT-10k and LaSOT
-    benchmarks, Ray-parallel, scored with the project's toolkit (reused while evaluation.json matches);
-    returns the evaluation and the untrained checkpoint."""
+    benchmarks and on the held-out scenes (:mod:`data_prep.heldout_scenes`, scored as OTB), Ray-parallel,
+    scored with the project's toolkit (each reused while its JSON matches); returns the evaluation (the
+    held-out scores under ``scores[ckpt]["heldout"]``) and the untrained checkpoint."""
+    t = _stage("4/5 evaluate", "trained and untrained models on the synthetic and held-out benchmarks")
+    untrained = _untrained_checkpoint(where.work, cfg, s.seed)
+    evaluation = _evaluate_suite(where, "evaluation", benchmark_roots(where.work / "synthetic"), final_ckpt,
+                                 untrained, s)
+    heldout = _evaluate_suite(where, "evaluation-heldout", {"otb": str(where.work / "heldout")}, final_ckpt,
+                              untrained, s)
+    for ckpt, by_benchmark in heldout["scores"].items():
+        evaluation["scores"].setdefault(ckpt, {})["heldout"] = by_benchmark.get("otb", {})
+    evaluation["plots"] = list(evaluation.get("plots", [])) + list(heldout.get("plots", []))
+    log.info(f"done in {time.time() - t:.1f} s")
+    return evaluation, untrained
+
+
+def _evaluate_suite(where: _Places, name: str, roots: dict[str, str], final_ckpt: str, untrained: str,
+                    s: QuickstartSettings) -> dict:
     from pipelines.evaluate import EvaluateSettings, evaluate
 
-    t = _stage("4/5 evaluate", "trained and untrained models on the synthetic benchmarks")
-    untrained = _untrained_checkpoint(where.work, cfg, s.seed)
-    roots = benchmark_roots(where.work / "synthetic")
-    evaluation = _reuse(where.work / "evaluation.json", lambda r: sorted(r.get("scores", {})) == sorted(
+    evaluation = _reuse(where.work / f"{name}.json", lambda r: sorted(r.get("scores", {})) == sorted(
         [final_ckpt, untrained]) and r.get("max_sequences") == s.max_sequences)
     if evaluation is None:
-        evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(where.work / "evaluation"),
+        evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(where.work / name),
                                                workers=s.workers, use_gpu=s.use_gpu, mlflow_uri=where.mlflow,
                                                max_sequences=s.max_sequences))
         evaluation["max_sequences"] = s.max_sequences
-        (where.work / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str))
-    log.info(f"done in {time.time() - t:.1f} s")
-    return evaluation, untrained
+        (where.work / f"{name}.json").write_text(json.dumps(evaluation, indent=1, default=str))
+    return evaluation
 
 
 def _reuse(path: Path, still_valid) -> dict | None:
@@ -220,7 +237,7 @@ def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, eva
                   final_ckpt: str, untrained: str, mlflow_uri: str, synth: dict) -> dict[str, Any]:
     scores = evaluation["scores"]  # {checkpoint: {benchmark: metrics}}
     benchmarks = {}
-    for name in BENCHMARKS:
+    for name in SUMMARY_ROWS:
         benchmarks[name] = {
             "trained": _metrics(scores.get(final_ckpt, {}).get(name, {})),
             "untrained": _metrics(scores.get(untrained, {}).get(name, {})),
@@ -267,7 +284,7 @@ def format_summary(summary: dict) -> str:
     for name, entry in summary["benchmarks"].items():
         for metric in sorted(set(entry["trained"]) | set(entry["untrained"])):
             u, t = entry["untrained"].get(metric), entry["trained"].get(metric)
-            mark = " *" if metric == HEADLINE.get(name) else ""
+            mark = " *" if metric == HEADLINE.get(name, HEADLINE["otb"]) else ""
             lines.append(f"| {name} | {metric}{mark} | {_num(u)} | {_num(t)} |")
     lines += ["", "Plots:"] + [f"  {p}" for p in summary.get("plots", [])]
     lines += ["", f"Checkpoint: {summary['checkpoint']}", f"Summary:    {summary['workdir']}/summary.json",

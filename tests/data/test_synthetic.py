@@ -183,3 +183,29 @@ def test_frame_size_override_changes_only_the_frames_size(tmp_path: Path) -> Non
     assert cv2.imread(str(frame)).shape == (100, 200, 3)
     videos = list((tmp_path / "wide" / "got10k" / "train").glob("GOT-10k_Train_*"))
     assert len(videos) == SIZES["tiny"].got10k_train and len(manifest["datasets"]) == 6  # same counts as tiny
+
+
+def test_variety_changes_the_training_data_only(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    """generate(variety=True): busier training scenes (issue 14), the same benchmarks, and the manifest's
+    expected counts still what the readers must yield (no rejection that no broken item explains)."""
+    out, m = tiny
+    v = generate(tmp_path / "v", seed=7, size="tiny", broken=True, variety=True)
+    assert v["variety"] is True and m["variety"] is False
+    bench = out / "benchmarks" / "otb"
+    for gt in bench.rglob("groundtruth_rect.txt"):
+        assert (tmp_path / "v" / gt.relative_to(out)).read_bytes() == gt.read_bytes()
+    first = "got10k/train/GOT-10k_Train_000001/00000001.jpg"
+    assert (tmp_path / "v" / first).read_bytes() != (out / first).read_bytes()
+    for name in ("got10k", "lasot", "vid", "det"):
+        assert v["datasets"][name]["expected"]["rejections"] == m["datasets"][name]["expected"]["rejections"], name
+
+
+def test_variety_scenes_are_busier_and_wider() -> None:
+    def edges(img: np.ndarray) -> float:
+        return float(np.abs(np.diff(img.astype(np.float32), axis=1)).mean())
+
+    plain = [render_scene(np.random.default_rng([1, k]), 2, (160, 120)) for k in range(12)]
+    busy = [render_scene(np.random.default_rng([1, k]), 2, (160, 120), variety=True) for k in range(12)]
+    assert np.mean([edges(s.frames[0]) for s in busy]) > 1.1 * np.mean([edges(s.frames[0]) for s in plain])
+    aspect = [b[0, 0, 2] / b[0, 0, 3] for b in (s.boxes_xywh for s in busy)]
+    assert max(aspect) / min(aspect) > 2.0

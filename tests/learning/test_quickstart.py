@@ -2,9 +2,10 @@
 
 The README's main job on its defaults -- synthetic data (size small) -> Ray pair records -> the smoke
 preset trained with Ray Train (2 DDP workers, 5 epochs x 1,200 pairs) -> Ray evaluation of the trained
-and an untrained model on the synthetic OTB / VOT2018 / GOT-10k / LaSOT benchmarks -> MLflow -- must
-finish, write summary.json, track held-out sequences far better than the untrained network, and reuse
-all of its work when run again.
+and an untrained model on the synthetic OTB / VOT2018 / GOT-10k / LaSOT benchmarks and on the held-out
+scenes of data_prep.heldout_scenes (another generator, never trained on) -> MLflow -- must finish, write
+summary.json, track held-out sequences far better than the untrained network, do better than it on the
+held-out scenes (issue 14), and reuse all of its work when run again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ SCORE_KEYS = {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75"
 # 2.48, 1.35, 1.12, 0.98, 0.93). The thresholds keep a wide margin on both sides.
 MIN_TRAINED_AUC = 0.45
 MIN_GAIN = 0.30
+# Held-out scenes (data_prep.heldout_scenes; BENCHMARKS.md "Generalisation"): the default quickstart model
+# scored 0.216 success AUC there on 2026-12-03 (OpenCV CSRT 0.705, KCF 0.492). Issue 14's goal of 0.5 is NOT
+# reached yet (issue 14 item 5 stays open); this floor only guards what it does reach: it tracks scenes from
+# another generator better than the untrained network.
+MIN_HELDOUT_AUC = 0.12
+MIN_HELDOUT_GAIN = 0.08
 
 
 def _run(workdir: Path) -> subprocess.CompletedProcess:
@@ -46,7 +53,7 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     assert Path(summary["checkpoint"]).exists() and summary["checkpoint"].endswith(".pt")
     assert (Path(summary["pairs"]) / "manifest.json").exists()
-    assert set(summary["benchmarks"]) == {"otb", "vot2018", "got10k", "lasot"}
+    assert set(summary["benchmarks"]) == {"otb", "vot2018", "got10k", "lasot", "heldout"}
     for name, entry in summary["benchmarks"].items():
         assert set(entry) == {"trained", "untrained"}
         assert entry["trained"] and set(entry["trained"]) <= SCORE_KEYS, (name, entry)
@@ -64,6 +71,10 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
     assert otb["trained"]["success_auc"] >= otb["untrained"]["success_auc"] + MIN_GAIN, otb
     got = summary["benchmarks"]["got10k"]
     assert got["trained"]["ao"] > got["untrained"]["ao"], got
+    # it generalises: scenes from another generator (backgrounds, targets, effects), never trained on
+    heldout = summary["benchmarks"]["heldout"]
+    assert heldout["trained"]["success_auc"] >= MIN_HELDOUT_AUC, heldout
+    assert heldout["trained"]["success_auc"] >= heldout["untrained"]["success_auc"] + MIN_HELDOUT_GAIN, heldout
 
     import mlflow
 
@@ -76,5 +87,6 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "reusing the existing synthetic data" in second.stderr  # progress: the console (stderr)
     assert "reusing train.json" in second.stderr and "reusing evaluation.json" in second.stderr
+    assert "reusing evaluation-heldout.json" in second.stderr
     again = json.loads((work / "summary.json").read_text())
     assert again["benchmarks"] == summary["benchmarks"] and again["checkpoint"] == summary["checkpoint"]
