@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 PACKAGES = ("jobs", "pipelines", "ocean", "data_prep")
 RELAY_NAME = "ocean-console"
+FIND_RELAY_S = 5.0  # how long a worker looks for the driver's relay before logging to its own stderr
 DRAIN_EVERY_S = 0.5  # how stale a forwarded line may be on the console; one small actor call each time
 
 _worker: dict = {}  # this worker process, once set up: {"handler": its _RelayHandler, or None for stderr}
@@ -90,7 +91,8 @@ def forward_worker_logs() -> Iterator[None]:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # lives as the driver
+    # On the driver's node, hard: a relay on a worker host would die with it, and with it every later line
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     relay = _relay_class().options(name=RELAY_NAME, get_if_exists=True,
                                    scheduling_strategy=here).remote(_project_level())
     ray.get(relay.set_level.remote(_project_level()))  # an earlier block of this job may have had another
@@ -133,6 +135,25 @@ class _RelayHandler(logging.Handler):
             self.handleError(record)
 
 
+def _find_relay():
+    """The driver's relay actor; a worker of a group restarted after a node loss may look for it while the
+    cluster is still settling, so it asks again for up to :data:`FIND_RELAY_S`."""
+    import time
+
+    import ray
+
+    if not ray.is_initialized():  # not in Ray at all (ray.get_actor would start a local instance)
+        raise LookupError(RELAY_NAME)
+    deadline = time.monotonic() + FIND_RELAY_S
+    while True:
+        try:
+            return ray.get_actor(RELAY_NAME)
+        except ValueError:  # no such actor (yet)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def worker_logging(origin: str | None = None) -> None:
     """In a Ray worker: the project's loggers at the driver's level, sending to the driver's console (see
     the module docstring); ``origin`` names this worker in the lines (default in a Ray Train worker:
@@ -155,10 +176,8 @@ def worker_logging(origin: str | None = None) -> None:
     import ray
 
     try:
-        if not ray.is_initialized():  # not in Ray at all (ray.get_actor would start a local instance)
-            raise LookupError(RELAY_NAME)
-        relay = ray.get_actor(RELAY_NAME)
-        level = ray.get(relay.level.remote())
+        relay = _find_relay()
+        level = ray.get(relay.level.remote(), timeout=FIND_RELAY_S)
     except Exception:  # no driver forwarding: this worker's own stderr
         relay, level = None, logging.getLevelName(os.environ.get("OCEAN_LOG_LEVEL", "info").upper())
         handler = logging.StreamHandler()

@@ -234,8 +234,7 @@ def test_restarted_rank_0_says_where_it_resumed_on_the_driver(trained):
     """The restarted worker group's rank 0 said where it resumed, on the driver's console (the job's log)."""
     assert not trained["late"], "the host was killed after the last epoch file was written: nothing was resumed"
     said = [int(m) for m in re.findall(r"train_loop\[rank 0\]: resuming (?:at|after) epoch (\d+)", trained["logs"])]
-    lines = [line for line in trained["logs"].splitlines() if "rank" in line or "dead" in line]
-    assert said and min(said) >= 1, "\n".join(lines)
+    assert said and min(said) >= 1, trained["logs"][-6000:]
 
 
 BENCH = f"s3://{BUCKET}/raw/benchmarks/otb"
