@@ -54,12 +54,7 @@ def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict:
             denied, endpoint unreachable), empty, truncated or damaged, not a torch file, or a layout other
             than :func:`save_checkpoint`'s (:func:`check_layout`).
     """
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {uri}: no such file or object") from None
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {uri}: cannot read it ({storage.describe_failure(exc)})") from None
+    data = storage.read_bytes_as(uri, CheckpointError, f"checkpoint {uri}")
     if not data:
         raise CheckpointError(f"checkpoint {uri}: empty file (0 bytes; a write that never finished?)")
     try:

@@ -88,12 +88,7 @@ def read_state_dict(uri: str) -> tuple[dict[str, torch.Tensor], str]:
     holding it under ``state_dict`` (training checkpoints: ``epoch``, ``arch``, ``optimizer`` beside it) or
     ``model``; a leading ``module.`` (DataParallel) is stripped. Loaded with ``weights_only=True``.
     """
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        raise ConvertError(f"{uri}: no such file or object") from None
-    except OSError as exc:
-        raise ConvertError(f"{uri}: cannot read it ({storage.describe_failure(exc)})") from None
+    data = storage.read_bytes_as(uri, ConvertError, uri)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for bad bytes / refused objects

@@ -283,6 +283,17 @@ def read_bytes(uri: str) -> bytes:
         raise FileNotFoundError(f"no such file: {uri}") from None
 
 
+def read_bytes_as(uri: str, error: type[Exception], label: str) -> bytes:
+    """:func:`read_bytes`, its failures raised as ``error("LABEL: no such file or object")`` or
+    ``error("LABEL: cannot read it (the cause)")`` -- one line for a command to print."""
+    try:
+        return read_bytes(uri)
+    except FileNotFoundError:
+        raise error(f"{label}: no such file or object") from None
+    except OSError as exc:
+        raise error(f"{label}: cannot read it ({describe_failure(exc)})") from None
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically: a temporary name then rename on local disks; S3 objects appear only when complete."""
     store = OutputStore.from_uri(uri)
