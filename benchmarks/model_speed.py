@@ -13,12 +13,20 @@ official model's forward times on this kind of machine (ocean_facts §16: templa
 day: compare ratios measured in the same run where possible (the paper vs smoke rows here are).
 
     python benchmarks/model_speed.py [--repeats 5] [--threads 2] [--json out.json] [--device cuda]
+
+``--runtimes eager,fast,onnx`` instead compares the inference runtimes of ``tracker.runtime`` (ocean/fast.py,
+ocean/export.py) on the paper network (random init): one process, the runtimes interleaved repeat by repeat
+(their order rotating), template and track at 255 and 287; it prints each median and the median of the
+per-repeat ratios to eager, with the load average before and after.
+
+    python benchmarks/model_speed.py --runtimes eager,fast,onnx [--repeats 15] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -89,6 +97,57 @@ def measure(preset_name: str, repeats: int, device: str, amp: bool, batch: int) 
     return row
 
 
+def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "paper") -> dict:
+    """Median ms per (operation, runtime) and the median per-repeat ratio to ``eager`` (interleaved)."""
+    from ocean.config import preset
+    from ocean.fast import runtime_network
+    from ocean.model import build_model
+
+    cfg = preset(preset_name)
+    eager = build_model(cfg.model).eval()
+    nets = {r: runtime_network(eager, r) for r in runtimes}
+    gen = torch.Generator().manual_seed(0)
+    z = torch.rand(1, 3, 127, 127, generator=gen) * 255
+    xs = {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
+    ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
+    samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in runtimes}
+    with torch.inference_mode():
+        for net in nets.values():  # warm-up (first oneDNN / onnxruntime calls allocate and pick kernels)
+            for fn in ops.values():
+                net.template(z)
+                fn(net)
+        for rep in range(repeats):
+            order = runtimes[rep % len(runtimes):] + runtimes[:rep % len(runtimes)]
+            for op, fn in ops.items():
+                for r in order:
+                    t0 = time.perf_counter()
+                    fn(nets[r])
+                    samples[(op, r)].append((time.perf_counter() - t0) * 1000)
+    out = {"preset": preset_name, "repeats": repeats, "ms": {}, "ratio_to_eager": {}}
+    for op in ops:
+        for r in runtimes:
+            out["ms"][f"{op}/{r}"] = statistics.median(samples[(op, r)])
+            if r != "eager" and "eager" in runtimes:
+                ratios = [a / b for a, b in zip(samples[(op, r)], samples[(op, "eager")], strict=True)]
+                out["ratio_to_eager"][f"{op}/{r}"] = statistics.median(ratios)
+    return out
+
+
+def _print_runtimes(res: dict, runtimes: list[str], threads: int, load: tuple) -> None:
+    from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {threads}, "
+          f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average before / after: "
+          f"{load[0]:.2f} / {load[1]:.2f}, {res['repeats']} interleaved repeats, {res['preset']} preset")
+    print("| operation | " + " | ".join(f"{r} (ms)" for r in runtimes)
+          + "".join(f" | {r} / eager" for r in runtimes if r != "eager") + " |")
+    print("|---" * (1 + len(runtimes) + len(runtimes) - 1) + "|")
+    for op in ("template", "track_255", "track_287"):
+        cells = [f"{res['ms'][f'{op}/{r}']:.1f}" for r in runtimes]
+        cells += [f"{res['ratio_to_eager'][f'{op}/{r}']:.2f}x" for r in runtimes if r != "eager"]
+        print(f"| {op} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
@@ -96,10 +155,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--runtimes", help="compare these inference runtimes instead (e.g. eager,fast,onnx)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one preset in this process
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     amp = args.device.startswith("cuda")
+    if args.runtimes:
+        runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+        load0 = os.getloadavg()[0]
+        res = compare_runtimes(runtimes, args.repeats)
+        _print_runtimes(res, runtimes, args.threads, (load0, os.getloadavg()[0]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.repeats, args.device, amp, args.batch)))
         return

@@ -194,6 +194,7 @@ def tracker_overrides(json_path: str | None, sets: Iterable[str], when: str = "a
         if not key.startswith("tracker."):
             raise UsageError(f"--set {item!r}: only tracker.* keys can be changed {when}")
         items.append(key)
+    _check_runtime(items)
     return items
 
 
@@ -204,6 +205,30 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
                              "best_tracker.json of tune-tracker); applied after --config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
                         help="override one tracker hyper-parameter (repeatable; applied after --tracker-config)")
+    parser.add_argument("--runtime", dest="overrides", action=_RuntimeAction, choices=("eager", "fast", "onnx"),
+                        help="how the network runs: fast (default: BatchNorm folded, fused oneDNN convolutions), "
+                             "eager, or onnx (exported graphs in onnxruntime, the export extra); the same as "
+                             "--set tracker.runtime=NAME")
+
+
+class _RuntimeAction(argparse.Action):
+    """``--runtime NAME`` = ``--set tracker.runtime=NAME`` (kept in order among the ``--set`` items)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, items + [f"tracker.runtime={values}"])
+
+
+def _check_runtime(items: list[str]) -> None:
+    """UsageError when the tracker items ask for the onnx runtime and onnx / onnxruntime are missing."""
+    chosen = [item.split("=", 1)[1].strip() for item in items if item.split("=", 1)[0].strip() == "tracker.runtime"]
+    if chosen and chosen[-1] == "onnx":
+        from ocean.export import ExportUnavailableError, require_onnx
+
+        try:
+            require_onnx()
+        except ExportUnavailableError as exc:
+            raise UsageError(f"--runtime onnx: {exc}") from None
 
 
 def add_gpu_wait_argument(parser: argparse.ArgumentParser) -> None:

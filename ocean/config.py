@@ -486,6 +486,10 @@ class TrackerConfig(_Checked):
     # VOT2019ON uses 0.7.
     online_weight: float = 0.5
     online_params: OnlineConfig = field(default_factory=OnlineConfig)
+    # How the network runs (ocean/fast.py): "fast" = BatchNorm folded into the convolutions and fused oneDNN
+    # conv + ReLU calls (outputs within 1e-4 relative of eager, inference_runtimes §1); "eager" = the module as
+    # trained; "onnx" = the exported graphs in onnxruntime on CPU (the export extra, inference_runtimes §3).
+    runtime: Literal["eager", "fast", "onnx"] = "fast"
 
 
 # Per-benchmark tracker hyper-parameters -- facts §9.3 (TK experiments/test/*/Ocean.yaml). These were tuned

@@ -21,6 +21,7 @@ import torch
 
 from ocean.config import TrackerConfig
 from ocean.crop import crop_side, get_subwindow
+from ocean.fast import runtime_network
 from ocean.geometry import context_size, mean_color, score_grid, score_size
 
 # Defaults when the network does not say (OceanNet has .cfg.exemplar_size and .stride).
@@ -169,7 +170,7 @@ class OceanTracker:
             from ocean.online import build_online
 
             online = build_online(net, cfg)
-        self.net = net
+        self.net = runtime_network(net, getattr(cfg, "runtime", "eager"))  # tracker.runtime (ocean/fast.py)
         self.cfg = cfg
         if device is None:
             param = next(iter(net.parameters()), None) if hasattr(net, "parameters") else None

@@ -1,0 +1,176 @@
+"""The inference fast path: an eval-only copy of :class:`ocean.model.OceanNet` that computes the same outputs
+in less time.
+
+:func:`fast_network` returns a new ``OceanNet`` (the original is untouched; same ``template`` / ``track``
+contract, same module names, so hooks and the tracker work unchanged) in which
+
+* every BatchNorm (eval statistics) is folded into the convolution before it (backbone, neck, the encoders
+  of the feature combination, the towers): ``w' = w g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps)
+  + beta``;
+* on CPU in float32, each convolution and the ReLU after it (and a bottleneck's last convolution, its
+  residual addition and ReLU) run as one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``), and
+  the features are kept channels-last (NHWC) between them;
+* elsewhere (CUDA, other dtypes, a torch without those ops) the folded convolution runs as ``F.conv2d``
+  followed by the ReLU.
+
+The alignment head keeps torchvision's ``deform_conv2d``. Outputs agree with the eager network within
+float32 rounding (about 1e-6 relative; the tests hold them to 1e-4). :func:`runtime_network` picks the
+network of a tracker's ``runtime`` setting and keeps one fast copy per eager network while its weights are
+unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ocean.backbone import Bottleneck, ResNet50Backbone
+
+RUNTIMES = ("eager", "fast", "onnx")
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias of ``bn(conv(x))`` as one convolution (eval statistics)."""
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else None
+    if bn is None:
+        return w.clone(), (b.clone() if b is not None else None)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    w = w * scale.view(-1, 1, 1, 1)
+    b0 = b if b is not None else torch.zeros_like(bn.running_mean)
+    return w.contiguous(), (b0 - bn.running_mean) * scale + bn.bias.detach()
+
+
+def _mkldnn_ok(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and _HAS_POINTWISE and not x.requires_grad
+
+
+_HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class FusedConv(nn.Module):
+    """A convolution with its BatchNorm folded in and an optional ReLU (eval only)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, relu: bool = False):
+        super().__init__()
+        w, b = _fold(conv, bn)
+        self.weight = nn.Parameter(w, requires_grad=False)
+        self.bias = nn.Parameter(b, requires_grad=False) if b is not None else None
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.groups = conv.groups
+        self.relu = relu
+        if isinstance(self.padding, str):
+            raise ValueError("string padding is not supported by the fast path")
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``relu?(conv(x) [+ residual])``."""
+        if _mkldnn_ok(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation),
+                    self.groups, "relu" if self.relu else "none", [], "")
+            residual = residual.contiguous(memory_format=torch.channels_last)
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, residual, self.weight, self.bias, list(self.padding), list(self.stride),
+                list(self.dilation), self.groups, "add", None, "relu" if self.relu else "none", [], "")
+        y = F.conv2d(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
+                     self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+
+class FastBottleneck(nn.Module):
+    """:class:`ocean.backbone.Bottleneck` with folded BatchNorms; conv3 + residual + ReLU in one call."""
+
+    def __init__(self, block: Bottleneck):
+        super().__init__()
+        self.conv1 = FusedConv(block.conv1, block.bn1, relu=True)
+        self.conv2 = FusedConv(block.conv2, block.bn2, relu=True)
+        self.conv3 = FusedConv(block.conv3, block.bn3, relu=True)
+        ds = block.downsample
+        self.downsample = None if ds is None else FusedConv(ds[0], ds[1] if len(ds) > 1 else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), residual=identity)
+
+
+def _is_conv_bn(seq: nn.Module) -> bool:
+    return (isinstance(seq, nn.Sequential) and len(seq) in (2, 3) and isinstance(seq[0], nn.Conv2d)
+            and isinstance(seq[1], nn.BatchNorm2d) and (len(seq) == 2 or isinstance(seq[2], nn.ReLU)))
+
+
+def _replace(module: nn.Module) -> None:
+    """Swap, in place, every conv + BN (+ ReLU) Sequential and every Bottleneck under ``module``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, Bottleneck):
+            setattr(module, name, FastBottleneck(child))
+        elif _is_conv_bn(child):
+            setattr(module, name, FusedConv(child[0], child[1], relu=len(child) == 3))
+        else:
+            _replace(child)
+
+
+def fast_network(net: nn.Module) -> nn.Module:
+    """An eval-only fast copy of ``net`` (an :class:`ocean.model.OceanNet`); ``net`` is not modified.
+
+    The copy has the same ``template`` / ``track`` / ``forward`` (inference only: no gradients flow through
+    the folded weights) and the same top-level module names.
+    """
+    fast = copy.deepcopy(net).eval()
+    fast._kernels = None
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    for bb in fast.modules():
+        if isinstance(bb, ResNet50Backbone):  # the stem: conv1 + bn1 + relu
+            bb.conv1 = FusedConv(bb.conv1, bb.bn1, relu=True)
+            bb.bn1, bb.relu = nn.Identity(), nn.Identity()
+    _replace(fast)
+    fast.fast_runtime = True
+    return fast
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runtime selection (tracker.runtime)
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_version(net: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is modified in place (optimizer steps, load_state_dict)."""
+    return tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
+
+
+def runtime_network(net: Any, runtime: str) -> Any:
+    """The network to track with for ``runtime`` (``eager`` | ``fast`` | ``onnx``, config ``tracker.runtime``).
+
+    ``eager`` returns ``net``; ``fast`` a :func:`fast_network` copy, built once per network and weights
+    version (cached, so every tracker of an evaluation worker shares it); ``onnx`` an
+    :class:`ocean.export.OnnxNetwork` running the exported graphs in onnxruntime (CPU). Networks that are not
+    an ``OceanNet`` (test doubles, wrappers) and networks in training mode are returned unchanged.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    from ocean.model import OceanNet
+
+    if runtime == "eager" or not isinstance(net, OceanNet) or net.training or getattr(net, "fast_runtime", False):
+        return net
+    version = _weights_version(net)
+    hit = _CACHE.get(net)
+    if hit is not None and hit[0] == (runtime, version):
+        return hit[1]
+    if runtime == "fast":
+        built = fast_network(net)
+    else:
+        from ocean.export import OnnxNetwork
+
+        built = OnnxNetwork.from_network(net)
+    _CACHE[net] = ((runtime, version), built)
+    return built
