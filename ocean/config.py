@@ -487,8 +487,8 @@ class TrackerConfig(_Checked):
     online_weight: float = 0.5
     online_params: OnlineConfig = field(default_factory=OnlineConfig)
     # How the network runs (ocean/fast.py): "fast" = BatchNorm folded into the convolutions and fused oneDNN
-    # conv + ReLU calls (outputs within 1e-4 relative of eager, inference_runtimes §1); "eager" = the module as
-    # trained; "onnx" = the exported graphs in onnxruntime on CPU (the export extra, inference_runtimes §3).
+    # conv + ReLU calls (outputs within 1e-4 relative of eager, inference_runtimes.md §1); "eager" = the module as
+    # trained; "onnx" = the exported graphs in onnxruntime on CPU (the export extra, inference_runtimes.md §3).
     runtime: Literal["eager", "fast", "onnx"] = "fast"
 
 

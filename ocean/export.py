@@ -8,7 +8,8 @@ is two graphs (opset 19), written side by side by :func:`export_onnx`:
   encoder (C = 256 for the paper network);
 * ``OUT.onnx``: ``search`` (1, 3, S, S) float32 raw BGR 0-255 (S dynamic: 255, 271, 287, ...) and the six
   kernels -> ``cls`` (1, 1, n, n) p_r logits, ``reg`` (1, 4, n, n) l, t, r, b distances in
-  search-crop pixels and, with the alignment head, ``align`` (1, 1, n, n) p_o logits; n = (S - 127) / 8 + 1;
+  search-crop pixels and, with the alignment head, ``align`` (1, 1, n, n) p_o logits; n = 25 / 27 / 29 for
+  S = 255 / 271 / 287 (``ocean.geometry.score_size``);
 * ``OUT.json``: the contract above, the network and tracker configuration, the opset.
 
 The alignment head's ``torchvision.ops.deform_conv2d`` becomes the standard ONNX ``DeformConv`` operator
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OPSET = 19  # first opset with DeformConv -- onnx operator docs (docs/reference/ray_stack.md does not cover it)
+OPSET = 19  # the first opset with DeformConv -- inference_runtimes.md §3
 TEMPLATE_INPUT, SEARCH_INPUT = "template", "search"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.cli import build_parser, main
 
-COMMANDS = {"ablate", "config", "convert", "evaluate", "info", "prepare", "quickstart", "score", "synth", "track",
+COMMANDS = {"ablate", "config", "convert", "evaluate", "export", "info", "prepare", "quickstart", "score", "synth", "track",
             "train", "tune-tracker"}
 
 
