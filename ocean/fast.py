@@ -66,18 +66,25 @@ class FusedConv(nn.Module):
         self.relu = relu
         if isinstance(self.padding, str):
             raise ValueError("string padding is not supported by the fast path")
+        # The weight reordered once into oneDNN's blocked layout (inference_runtimes.md §2): a plain weight
+        # is reordered on every call, which costs as much as the convolution itself on these map sizes.
+        self._packed = None
+        if _HAS_POINTWISE and w.device.type == "cpu" and w.dtype == torch.float32:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w, list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                [1, w.shape[1] * self.groups, 32, 32])
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``relu?(conv(x) [+ residual])``."""
-        if _mkldnn_ok(x):
+        if self._packed is not None and _mkldnn_ok(x):
             x = x.contiguous(memory_format=torch.channels_last)
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(
-                    x, self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation),
+                    x, self._packed, self.bias, list(self.padding), list(self.stride), list(self.dilation),
                     self.groups, "relu" if self.relu else "none", [], "")
             residual = residual.contiguous(memory_format=torch.channels_last)
             return torch.ops.mkldnn._convolution_pointwise(
-                x, residual, self.weight, self.bias, list(self.padding), list(self.stride),
+                x, residual, self._packed, self.bias, list(self.padding), list(self.stride),
                 list(self.dilation), self.groups, "add", None, "relu" if self.relu else "none", [], "")
         y = F.conv2d(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
                      self.stride, self.padding, self.dilation, self.groups)
@@ -108,12 +115,15 @@ def _is_conv_bn(seq: nn.Module) -> bool:
 
 
 def _replace(module: nn.Module) -> None:
-    """Swap, in place, every conv + BN (+ ReLU) Sequential and every Bottleneck under ``module``."""
+    """Swap, in place, every conv + BN (+ ReLU) Sequential, every Bottleneck and every other Conv2d under
+    ``module``."""
     for name, child in list(module.named_children()):
         if isinstance(child, Bottleneck):
             setattr(module, name, FastBottleneck(child))
         elif _is_conv_bn(child):
             setattr(module, name, FusedConv(child[0], child[1], relu=len(child) == 3))
+        elif isinstance(child, nn.Conv2d):  # a convolution with no BatchNorm (predictors): prepacked alone
+            setattr(module, name, FusedConv(child))
         else:
             _replace(child)
 
