@@ -223,6 +223,9 @@ class OnnxNetwork:
         opts.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No busy-waiting between calls: the tracker's own work and other processes need the cores
+        # (inference_runtimes.md §2).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self._template = ort.InferenceSession(template_model, opts, providers=providers)
         self._track = ort.InferenceSession(track_model, opts, providers=providers)
