@@ -10,6 +10,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
   echo "# $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
   for cmd in \
     "benchmarks/model_speed.py --repeats 5" \
+    "benchmarks/model_speed.py --runtimes eager,fast,onnx --repeats 15" \
     "benchmarks/tracker_speed.py --runs 20" \
     "benchmarks/crop_bytes.py" \
     "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 3" \

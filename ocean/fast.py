@@ -7,11 +7,12 @@ contract, same module names, so hooks and the tracker work unchanged) in which
 * every BatchNorm (eval statistics) is folded into the convolution before it (backbone, neck, the encoders
   of the feature combination, the towers): ``w' = w g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps)
   + beta``;
-* on CPU in float32, each convolution and the ReLU after it (and a bottleneck's last convolution, its
-  residual addition and ReLU) run as one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``), and
-  the features are kept channels-last (NHWC) between them;
-* elsewhere (CUDA, other dtypes, a torch without those ops) the folded convolution runs as ``F.conv2d``
-  followed by the ReLU.
+* on CPU in float32 with one torch thread (how evaluation and tuning workers run), each convolution and
+  the ReLU after it (and a bottleneck's last convolution, its residual addition and ReLU) run as one oneDNN
+  call (``torch.ops.mkldnn._convolution_pointwise``) with weights prepacked once, on channels-last (NHWC)
+  features;
+* otherwise (more threads, CUDA, other dtypes, a torch without those ops) the folded convolution runs as
+  ``F.conv2d`` followed by the ReLU.
 
 The alignment head keeps torchvision's ``deform_conv2d``. Outputs agree with the eager network within
 float32 rounding (about 1e-6 relative; the tests hold them to 1e-4). :func:`runtime_network` picks the
@@ -76,7 +77,9 @@ class FusedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``relu?(conv(x) [+ residual])``."""
-        if self._packed is not None and _mkldnn_ok(x):
+        if self._packed is not None and _mkldnn_ok(x) and torch.get_num_threads() == 1:
+            # Fused calls only with one thread (evaluation and tuning workers): with two they measured slower
+            # than oneDNN's plain convolution on the template (inference_runtimes.md §2).
             x = x.contiguous(memory_format=torch.channels_last)
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(

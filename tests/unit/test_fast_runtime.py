@@ -90,6 +90,27 @@ def test_fast_network_matches_eager(variant):
     assert all(torch.equal(before[k], v) for k, v in eager.state_dict().items())
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread, as evaluation and tuning workers run: the fast path's fused oneDNN calls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_fused_onednn_path_matches_eager(one_thread):
+    eager = _net()
+    fast = fast_network(eager)
+    seen = {}
+    fast.backbone.register_forward_hook(lambda _m, _i, out: seen.__setitem__("backbone", out))
+    errors = _compare(eager, fast)
+    assert max(errors.values()) <= TOL, errors
+    assert seen["backbone"].is_contiguous(memory_format=torch.channels_last)  # the fused path ran
+    assert not seen["backbone"].is_contiguous()
+
+
 def test_fast_network_torchvision_layout_and_batches():
     eager = _net(seed=3, layout="torchvision", template_crop_border=4)
     fast = fast_network(eager)

@@ -66,7 +66,10 @@ def _capture(net, names=("backbone", "neck", "cls_encode", "reg_encode", "reg_to
 
 
 def _runtime(net, runtime: str):
-    """``net`` as ``tracker.runtime`` runs it; skips ``onnx`` cleanly without onnx / onnxruntime."""
+    """``net`` as ``tracker.runtime`` runs it; skips ``onnx`` cleanly without onnx / onnxruntime.
+    ``fast-1-thread``: the fast runtime as evaluation workers run it (one thread: fused oneDNN calls)."""
+    if runtime == "fast-1-thread":
+        return runtime_network(net, "fast")
     if runtime == "onnx":
         pytest.importorskip("onnx", reason="onnx is not installed (the export extra)")
         pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the export extra)")
@@ -111,8 +114,18 @@ def test_the_default_network_is_the_official_one():
     assert len(net.state_dict()) == 403
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_converted_network_reproduces_every_stored_array(converted, runtime):
+@pytest.fixture
+def threads(request):
+    """``torch.set_num_threads(1)`` for the ``fast-1-thread`` case, restored after."""
+    before = torch.get_num_threads()
+    if request.node.callspec.params.get("runtime") == "fast-1-thread":
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("runtime", (*RUNTIMES, "fast-1-thread"))
+def test_converted_network_reproduces_every_stored_array(converted, runtime, threads):
     net, cfg = load_model(converted["vot"])
     assert cfg.model.head.align and cfg.model.head.align_center == "official"
     ckpt = load_checkpoint(converted["vot"])
