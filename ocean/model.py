@@ -282,6 +282,20 @@ class OceanNet(nn.Module):
             raise RuntimeError("call template() before track()")
         return self._head(self._kernels, x, x.shape[-1])
 
+    # Batched tracking (ocean.batch_tracker): the template kernels are returned instead of kept, so K videos'
+    # kernels can be stacked along the batch and each search crop meets its own template (xcorr_depthwise
+    # pairs kernel row i with search row i).
+    @torch.no_grad()
+    def template_kernels(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The template kernels of a batch of template crops (B, 3, 127, 127), row i for crop i."""
+        return self._template_kernels(z)
+
+    @torch.no_grad()
+    def track_with(self, kernels: tuple[list[torch.Tensor], list[torch.Tensor]],
+                   x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Score search crops (B, 3, S, S) against ``kernels`` (:meth:`template_kernels`, batch B)."""
+        return self._head(kernels, x, x.shape[-1])
+
 
 def build_model(cfg: ModelConfig) -> OceanNet:
     return OceanNet(cfg)
