@@ -107,6 +107,36 @@ def test_a_killed_actor_is_restarted_and_its_sequence_run_again(ray_cluster, ben
 
 
 @pytest.mark.slow
+def test_batched_ray_actors_give_the_undisturbed_results(ray_cluster, bench, ckpts, undisturbed, tmp_path):
+    """--batch-sequences 2 on the 2-node cluster (one checkpoint, 4 items): each actor call takes two
+    sequences and tracks them in lockstep (ocean.batch_tracker); the boxes are those of the one-at-a-time
+    local loop (<= 1e-4 px, so the 4-decimal result files differ by at most 2e-4) and every sequence is
+    stored with its record."""
+    import numpy as np
+
+    reference, reference_out = undisturbed
+    out = tmp_path / "batched"
+    cmd = evaluate_command(ckpts[:1], bench, str(out), "--workers", "2", "--batch-sequences", "2",
+                           "--ray-address", ray_cluster.address)
+    proc = subprocess.run(cmd, env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "evaluation.json").read_text())
+    t = report["timing"]
+    assert report["failed"] == [] and t["sequences_tracked"] == ITEMS // 2 and t["batch_sequences"] == 2
+    assert len(list(out.glob("*/*/sequences/*.json"))) == ITEMS // 2  # the records a re-run reuses
+    got = result_files(out)
+    want = {k: v for k, v in result_files(reference_out).items() if k.startswith("checkpoint_e1/")}
+    assert got.keys() == want.keys() and len(got) == ITEMS // 2
+    for name, data in want.items():
+        if name.endswith("_time.txt"):
+            continue
+        a = [np.array(line.split(","), dtype=float) for line in data.decode().split()]
+        b = [np.array(line.split(","), dtype=float) for line in got[name].decode().split()]
+        assert len(a) == len(b) and all(x.shape == y.shape and np.max(np.abs(x - y)) <= 2e-4
+                                        for x, y in zip(a, b, strict=True)), name
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_an_interrupted_run_is_resumed_tracking_only_the_missing_sequences(kind, request, bench, ckpts, undisturbed,
                                                                            tmp_path):
