@@ -166,7 +166,7 @@ def test_evaluate_local_loop_with_batch_sequences(bench, ckpts, tmp_path, capsys
     for f in results:
         one = np.loadtxt(f, delimiter=",")
         batched = np.loadtxt(tmp_path / "k3" / "checkpoint_e1" / "otb" / "results" / f.name, delimiter=",")
-        assert np.max(np.abs(one - batched)) <= TOLERANCE_PX
+        assert np.max(np.abs(one - batched)) <= 2 * TOLERANCE_PX  # 4-decimal files: 1e-4 + rounding
     assert reports[3]["scores"][ckpts[0]]["otb"]["success_auc"] == pytest.approx(
         reports[1]["scores"][ckpts[0]]["otb"]["success_auc"], abs=1e-6)
     code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={bench['otb']}",
