@@ -83,3 +83,55 @@ def test_experiment_otb_report_equals_ocean_score(otb_root, ckpts, tmp_path, mon
         mine = track_sequence(net, layered_tracker_config(cfg.tracker, "otb"), "otb", seq)["boxes_xywh"]
         toolkit = np.loadtxt(result_dir / f"{seq.name}.txt", delimiter=",")
         np.testing.assert_allclose(toolkit, mine + [1, 1, 0, 0], atol=6e-4)  # written with %.3f
+
+
+@pytest.fixture(scope="module")
+def got10k_root(bench, tmp_path_factory) -> Path:
+    """The synthetic GOT-10k val split's first sequence, its first FRAMES frames (labels cut to match)."""
+    src = Path(bench["got10k"])
+    name = (src / "list.txt").read_text().split()[0]
+    root = tmp_path_factory.mktemp("got10k")
+    seq = root / "val" / name
+    seq.mkdir(parents=True)
+    (root / "val" / "list.txt").write_text(name + "\n")
+    for f in sorted((src / name).glob("*.jpg"))[:FRAMES]:
+        shutil.copy(f, seq / f.name)
+    for f in (src / name).iterdir():
+        if f.suffix in (".txt", ".label"):
+            (seq / f.name).write_text("".join(f.read_text().splitlines(keepends=True)[:FRAMES]))
+        elif f.suffix == ".ini":
+            shutil.copy(f, seq / f.name)
+    return root
+
+
+def test_experiment_got10k_val_report_equals_ocean_score(got10k_root, ckpts, tmp_path, capsys):
+    """GOT-10k's 0-based boxes, cover labels and clipping (formats.md §2.3), on synthetic val frames: the
+    tracker's own results, then (an untrained tracker loses the target at once) the ground truth jittered."""
+    from got10k.experiments import ExperimentGOT10k
+
+    experiment = ExperimentGOT10k(str(got10k_root), subset="val", result_dir=str(tmp_path / "results"),
+                                  report_dir=str(tmp_path / "reports"))
+    tracker = OceanTracker(ckpts[0], benchmark="GOT-10k", device="cpu")
+    assert not tracker.shift.any()
+    experiment.run(tracker)
+    result_dir = tmp_path / "results" / "GOT-10k" / "Ocean"
+    net, cfg = load_model(ckpts[0])
+    (seq,) = read_benchmark("got10k", got10k_root / "val")
+    mine = track_sequence(net, layered_tracker_config(cfg.tracker, "got10k"), "got10k", seq)["boxes_xywh"]
+    boxes_file = result_dir / seq.name / f"{seq.name}_001.txt"
+    np.testing.assert_allclose(np.loadtxt(boxes_file, delimiter=","), mine, atol=6e-4)  # 0-based, %.3f
+
+    rng = np.random.default_rng(0)
+    gt = np.loadtxt(got10k_root / "val" / seq.name / "groundtruth.txt", delimiter=",")
+    for results in ("tracker", "jittered ground truth"):
+        if results != "tracker":
+            jitter = rng.normal(0.0, 0.15, gt.shape) * gt[:, [2, 3, 2, 3]]
+            np.savetxt(boxes_file, gt + jitter, fmt="%.3f", delimiter=",")
+        overall = experiment.report([tracker.name])["Ocean"]["overall"]
+        capsys.readouterr()
+        assert main(["score", "--benchmark", "got10k", "--dataset", str(got10k_root / "val"), "--results",
+                     str(result_dir), "--json", str(tmp_path / "score.json")]) == 0
+        ours = json.loads((tmp_path / "score.json").read_text())
+        assert ours["ao"] == pytest.approx(overall["ao"], abs=1e-12), results
+        assert ours["sr50"] == pytest.approx(overall["sr"], abs=1e-12), results
+    assert 0.2 < ours["ao"] < 0.95 and 0 < ours["sr50"] < 1  # the jittered boxes are partly right
