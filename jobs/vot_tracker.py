@@ -25,7 +25,8 @@ a trackers.ini entry (deploy/vot/trackers.ini, docs/toolkits.md):
 Regions: the target may come as a rectangle (used as it is, 0-based x,y,w,h) or as a polygon (the VOT
 short-term ground truth), which becomes the official init box exactly as `ocean evaluate` makes it
 (ocean_facts §9.1); every reply is a rectangle, with the tracker's score as the `confidence` property.
-Frames are read from the file paths the toolkit sends (TraX `path` images, the `color` channel).
+Frames are read from the file paths the toolkit sends (TraX `path` images, the `color` channel). The
+protocol and the toolkit's side of it: docs/reference/formats.md §3.2.
 
 Tracker hyper-parameters are layered as for `ocean track`: the checkpoint's tracker section, --benchmark's
 official preset (default vot2018, ocean_facts §9.3), --config, --tracker-config, then --set tracker.KEY=VALUE.

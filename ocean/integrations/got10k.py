@@ -2,7 +2,7 @@
 
 The toolkit hands ``init(image, box)`` / ``update(image)`` a PIL image in RGB and boxes ``[x, y, w, h]`` in the
 coordinates of the benchmark's own ground truth, and writes what ``update`` returns unchanged: 1-based for the
-MATLAB-born OTB / LaSOT / UAV123 / DTB70 files, 0-based for GOT-10k and VOT (formats.md §0, §2.1, §2.3). The
+MATLAB-born OTB / LaSOT / UAV123 / DTB70 files, 0-based for GOT-10k and VOT (formats.md §0, §3.1). The
 Ocean tracker works in 0-based pixels on BGR arrays (facts §9.1), so the adapter converts both ways; the
 result files are then those ``ocean evaluate`` writes, and ``ocean score`` on them gives the toolkit's numbers.
 
@@ -80,7 +80,7 @@ class OceanTracker(_Got10kTracker):
 def local_otb_experiment(root_dir: str, version: int | str = 2015, result_dir: str = "results",
                          report_dir: str = "reports"):
     """The got10k toolkit's ``ExperimentOTB`` on the OTB sequences present under ``root_dir``, never
-    downloading: the toolkit's constructor fetches every missing sequence of ``version``. Its ``run`` and
+    downloading: the toolkit's constructor fetches every missing sequence of ``version`` (formats.md §3.1). Its ``run`` and
     ``report`` are the toolkit's own."""
     from got10k.datasets import OTB
     from got10k.experiments import ExperimentOTB
