@@ -65,7 +65,7 @@ def make_workspace(root: Path, checkpoint: str) -> Path:
     for i in range(1, FRAMES + 1):
         shutil.copy(CAR / f"{i:08d}.jpg", seq / f"{i:08d}.jpg")
     gt = (CAR / "groundtruth.txt").read_text().splitlines(keepends=True)[:FRAMES]
-    gt[JUMP] = "500,20,530,20,530,50,500,50\n"  # far from the car (x < 300 in these frames)
+    gt[JUMP] = "500,20,530,20,530,50,500,50\n"  # far from the car (x < 60 in these frames)
     (seq / "groundtruth.txt").write_text("".join(gt))
     (root / "sequences" / "list.txt").write_text("car\n")
     (root / "stack.yaml").write_text(STACK)
