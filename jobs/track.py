@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(or 8 polygon values); without it, drawn with the mouse in a window")
     p.add_argument("--out", required=True, metavar="FILE", help="result file: one x,y,w,h line per frame")
     p.add_argument("--render", metavar="FILE.mp4", help="also write an mp4 with the boxes drawn in")
-    p.add_argument("--render-fps", type=float, default=None,
+    p.add_argument("--render-fps", type=float, default=None, metavar="FPS",
                    help="frame rate of --render (default: the video's, 30 for frame folders, a camera's "
                         "measured rate)")
     p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
@@ -237,21 +237,18 @@ def _run(args: argparse.Namespace) -> int:
     init_box = parse_init(args.init) if args.init is not None else None
     show = window_wanted(args.show, init_box is not None)
     _check_render(args.render, args.render_fps)
-    source = _open_source(args)
-    try:
-        if args.device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            device = args.device
-            if device == "cuda" and not torch.cuda.is_available():
-                raise UsageError("--device cuda: no CUDA device is available")
-        net, ocean_cfg = _load_network(args.checkpoint, args.mlflow_uri, device)
-        cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides,
-                                   args.config)
-        tracker = OceanTracker(net, cfg, device=device)
-        return _track(args, source, tracker, init_box, show, device)
-    finally:
-        source.close()
+    source = _open_source(args)  # checked before the network loads; _track closes it (else its destructor)
+
+    if args.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = args.device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available")
+    net, ocean_cfg = _load_network(args.checkpoint, args.mlflow_uri, device)
+    cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides, args.config)
+    tracker = OceanTracker(net, cfg, device=device)
+    return _track(args, source, tracker, init_box, show, device)
 
 
 @dataclass
@@ -316,6 +313,7 @@ def _track(args, source, tracker, init_box, show: bool, device: str) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (pipelines.raysession.stop_on_signals)
         interrupted, out.stopped = exc, signal.Signals(received_signal() or signal.SIGINT).name
     finally:
+        source.close()
         progress.close()
         if window is not None:
             window.close()
