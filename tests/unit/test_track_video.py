@@ -9,6 +9,7 @@ to its clear error, and its frame-rate measurement through ocean.video.Mp4Writer
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -87,13 +88,27 @@ def _track(checkpoint, *extra: str) -> int:
     return main(["track", "--checkpoint", str(checkpoint), "--no-progress", *extra])
 
 
-def test_video_equals_its_frames_in_a_folder_and_renders(checkpoint, clip, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def file_run(checkpoint, clip, tmp_path_factory) -> tuple[list[str], Path, str]:
+    """`ocean track --video` on the whole clip: its result lines, its render, its stdout."""
+    import contextlib
+    import io
+
+    video, box = clip
+    folder = tmp_path_factory.mktemp("file_run")
+    out, render = folder / "video.txt", folder / "out" / "render.mp4"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert _track(checkpoint, "--video", str(video), "--init", ",".join(map(str, box)), "--out", str(out),
+                      "--render", str(render)) == 0
+    return _read_lines(out), render, stdout.getvalue()
+
+
+def test_video_equals_its_frames_in_a_folder_and_renders(checkpoint, clip, file_run, tmp_path):
     video, (x, y, w, h) = clip
     init = f"{x},{y},{w},{h}"
-    out_v, render = tmp_path / "video.txt", tmp_path / "out" / "render.mp4"
-    assert _track(checkpoint, "--video", str(video), "--init", init, "--out", str(out_v),
-                  "--render", str(render)) == 0
-    assert f"frames {N_FRAMES} " in capsys.readouterr().out
+    lines, render, stdout = file_run
+    assert f"frames {N_FRAMES} " in stdout
     # the same decoded frames as image files: the same tracker and checkpoint give the same boxes
     decoded, _ = _decode(video)
     assert len(decoded) == N_FRAMES
@@ -104,7 +119,6 @@ def test_video_equals_its_frames_in_a_folder_and_renders(checkpoint, clip, tmp_p
     out_f, render_f = tmp_path / "folder.txt", tmp_path / "folder.mp4"
     assert _track(checkpoint, "--frames", str(folder), "--init", init, "--out", str(out_f),
                   "--render", str(render_f)) == 0
-    lines = _read_lines(out_v)
     assert len(lines) == N_FRAMES and lines == _read_lines(out_f)
     assert lines[0] == ",".join(f"{float(v):.4f}" for v in (x, y, w, h))
     # the rendered videos open, with one frame per input frame, the input's size and frame rate
@@ -230,10 +244,8 @@ class _ScriptedWindow:
         self.closed = True
 
 
-def test_q_in_the_window_keeps_what_was_written(checkpoint, clip, tmp_path, monkeypatch, capsys):
+def test_q_in_the_window_keeps_what_was_written(checkpoint, clip, file_run, tmp_path, monkeypatch, capsys):
     video, box = clip
-    full = tmp_path / "full.txt"
-    assert _track(checkpoint, "--video", str(video), "--init", ",".join(map(str, box)), "--out", str(full)) == 0
     monkeypatch.setattr(video_mod, "window_unavailable", lambda: None)
     # no --init: the box is selected in the window (its confirmation is shown frame 0), q on shown frame 3
     window = _ScriptedWindow(box, quit_at=3)
@@ -241,7 +253,7 @@ def test_q_in_the_window_keeps_what_was_written(checkpoint, clip, tmp_path, monk
     out, render = tmp_path / "q.txt", tmp_path / "q.mp4"
     assert _track(checkpoint, "--video", str(video), "--out", str(out), "--render", str(render)) == 0
     lines = _read_lines(out)
-    assert lines == _read_lines(full)[:3] and window.closed
+    assert lines == file_run[0][:3] and window.closed
     assert "stopped by q" in capsys.readouterr().out
     assert len(_decode(render)[0]) == 3
     # cancelling the selection: one line, exit 2, nothing written
@@ -251,15 +263,13 @@ def test_q_in_the_window_keeps_what_was_written(checkpoint, clip, tmp_path, monk
     assert not (tmp_path / "c.txt").exists()
 
 
-def test_ctrl_c_keeps_results_and_a_playable_mp4(checkpoint, clip, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_keeps_results_and_a_playable_mp4(checkpoint, clip, file_run, tmp_path, monkeypatch, capsys):
     """A real SIGINT to this process after the second tracked frame: exit status 130, the frames tracked so
     far in the results, the same frames in an mp4 that opens."""
     from ocean.tracker import OceanTracker
 
     video, box = clip
-    full = tmp_path / "full.txt"
     init = ",".join(map(str, box))
-    assert _track(checkpoint, "--video", str(video), "--init", init, "--out", str(full)) == 0
     original, calls = OceanTracker.track, []
 
     def track_then_interrupt(self, image):
@@ -280,6 +290,32 @@ def test_ctrl_c_keeps_results_and_a_playable_mp4(checkpoint, clip, tmp_path, mon
     captured = capsys.readouterr()
     assert "stopped by SIGINT" in captured.out and "stopped by SIGINT" in captured.err
     lines = _read_lines(out)
-    assert 1 < len(lines) < N_FRAMES and lines == _read_lines(full)[:len(lines)]
+    assert 1 < len(lines) < N_FRAMES and lines == file_run[0][:len(lines)]
     frames, fps = _decode(render)
     assert len(frames) == len(lines) and fps == pytest.approx(FPS)
+
+
+def test_camera_like_source_runs_live(checkpoint, clip, file_run, tmp_path, monkeypatch, capsys, caplog):
+    """`--video 0` through the job with the file's frames posing as camera 0 (no camera here): no frame
+    count, the render's rate measured from the frames' arrival, the same boxes as the file."""
+    import dataclasses
+
+    video, box = clip
+    init = ",".join(map(str, box))
+    real_open, opened = video_mod.open_video_source, []
+
+    def as_camera(index):
+        assert index == 0  # "0" was read as a camera index
+        opened.append(index)
+        return dataclasses.replace(real_open(str(video)), description="camera 0", total=None, fps=0.0, live=True)
+
+    monkeypatch.setattr(video_mod, "open_video_source", as_camera)
+    out, render = tmp_path / "cam.txt", tmp_path / "cam.mp4"
+    with caplog.at_level("INFO"):
+        assert _track(checkpoint, "--video", "0", "--init", init, "--out", str(out), "--render", str(render)) == 0
+    assert opened == [0] and _read_lines(out) == file_run[0]
+    assert "camera 0: tracking until q" in caplog.text
+    frames, fps = _decode(render)
+    printed = re.search(r"\((\d+) frames at ([\d.]+) fps\)", capsys.readouterr().out)
+    assert len(frames) == N_FRAMES == int(printed.group(1))
+    assert fps == pytest.approx(float(printed.group(2)), rel=0.05, abs=0.06)  # the measured rate, written
