@@ -178,7 +178,7 @@ def window_wanted(show: bool | None, init_given: bool) -> bool:
 
     if show is False and not init_given:
         raise UsageError("--no-show needs --init x,y,w,h: without it the target is selected in a window")
-    if not (show or not init_given):
+    if init_given and not show:
         return False
     reason = window_unavailable()
     if reason is None:
@@ -334,8 +334,6 @@ def _track(args, source, tracker, init_box, show: bool, device: str) -> int:
 
 def _start(args, tracker, name: str, image, init_box, window, out: _Outcome):
     """The first frame: select the target in the window when --init is missing, check it, init the tracker."""
-    from ocean.video import draw_box
-
     if image is None:
         raise UsageError(f"cannot read the first frame ({name}); the tracker needs it to start")
     h_img, w_img = image.shape[:2]
@@ -346,7 +344,6 @@ def _start(args, tracker, name: str, image, init_box, window, out: _Outcome):
         if init_box is None:
             raise UsageError("no target was selected in the first frame (selection cancelled); nothing tracked")
         log.info(f"selected --init {','.join(f'{v:g}' for v in init_box)}")  # to repeat the run
-        window.show(draw_box(image, init_box, 0, None))
     elif init_box[0] >= w_img or init_box[1] >= h_img or init_box[0] + init_box[2] <= 0 \
             or init_box[1] + init_box[3] <= 0:
         raise UsageError(f"--init {args.init}: the box lies outside the {w_img}x{h_img} first frame")

@@ -247,13 +247,13 @@ class _ScriptedWindow:
 def test_q_in_the_window_keeps_what_was_written(checkpoint, clip, file_run, tmp_path, monkeypatch, capsys):
     video, box = clip
     monkeypatch.setattr(video_mod, "window_unavailable", lambda: None)
-    # no --init: the box is selected in the window (its confirmation is shown frame 0), q on shown frame 3
-    window = _ScriptedWindow(box, quit_at=3)
+    # no --init: the box is selected in the window; q while frame 2 is shown: frames 0-2 are kept
+    window = _ScriptedWindow(box, quit_at=2)
     monkeypatch.setattr(video_mod, "LiveWindow", window)
     out, render = tmp_path / "q.txt", tmp_path / "q.mp4"
     assert _track(checkpoint, "--video", str(video), "--out", str(out), "--render", str(render)) == 0
     lines = _read_lines(out)
-    assert lines == file_run[0][:3] and window.closed
+    assert lines == file_run[0][:3] and len(window.shown) == 3 and window.closed
     assert "stopped by q" in capsys.readouterr().out
     assert len(_decode(render)[0]) == 3
     # cancelling the selection: one line, exit 2, nothing written
