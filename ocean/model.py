@@ -131,7 +131,10 @@ class AlignHead(nn.Module):
         self.cls = nn.Conv2d(channels, 1, 1)
 
     def forward(self, features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        x = deform_conv2d(features, offsets, self.weight, padding=(1, 1))
+        # float32 under autocast: torchvision's CPU kernel has no bf16 / fp16 version (its CUDA autocast
+        # rule casts to float32 the same way); outside autocast the inputs are float32 already.
+        with torch.autocast(features.device.type, enabled=False):
+            x = deform_conv2d(features.float(), offsets.float(), self.weight.float(), padding=(1, 1))
         return self.cls(F.relu(x))
 
 
