@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -184,6 +185,7 @@ def main() -> None:
             "cpu": cpu_model(), "cores": os.cpu_count(), "load": [load0[0], load1[0]], "rows": rows,
             "forward": forward, "lengths": [len(s) for s in seqs],
         }, indent=2, default=float))
+    shutil.rmtree(work, ignore_errors=True)
     del np
 
 
