@@ -3,6 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
+# Dev packages installed without their requirements (pyproject.toml's dev extra lists the rest of them):
+# vot-toolkit requires opencv-python, whose cv2 would overwrite the pinned opencv-python-headless. 0.7.4, not
+# 0.8 / 0.9: their supervised and multistart experiments cannot run a single-object TraX tracker
+# (docs/reference/formats.md §3.2).
+NODEPS_DEV := vot-toolkit==0.7.4
 
 .PHONY: quickstart test install lint bench clean
 
@@ -10,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --no-deps $(NODEPS_DEV)
 	touch $(STAMP)
 
 install: $(STAMP)

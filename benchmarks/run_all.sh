@@ -19,6 +19,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
     "benchmarks/prep_throughput.py --size small --frame-size 1280x720 --pairs 400 --shard-pairs 200 --repeats 3 --plan-tracks 0" \
     "benchmarks/train_input.py --epochs 5 --copies 8" \
     "benchmarks/eval_scaling.py --size small --repeats 2" \
+    "benchmarks/eval_batched.py --preset paper --sequences 6 --frames 6 --repeats 3 --batches 2,4" \
     "benchmarks/online_speed.py --presets paper,smoke --frames 31"; do
     echo; echo "## python $cmd   (load $(cut -d' ' -f1-3 /proc/loadavg))"
     timeout 1200 $PY $cmd 2>&1 | grep -v "^\(WARNING\|INFO\|(raylet)\)" | tail -40

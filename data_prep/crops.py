@@ -5,6 +5,9 @@ rendered straight from the source image with one affine warp, so its pixels are 
 (to float rounding) and training's augmentation of it is exactly the official one. ``side`` keeps only what
 that augmentation can reach. The 511 frame: :class:`CropGeometry`; the stored side: :func:`stored_side`;
 rendering: :func:`crop_region`. :func:`decode_image` never raises on bad data: it returns a reason.
+Reduced-resolution decoding (libjpeg's DCT scaling, jpeg_decode.md): :func:`decode_factor` picks a frame's
+factor from the crops it serves, :func:`decode_scaled` decodes at it, and ``crop_region(..., decode_factor=f)``
+renders the same crop geometry from the reduced image.
 
 Coordinates are 0-based pixels; boxes are ``x1, y1, x2, y2`` (``*_xyxy``). Images are ``(H, W, 3)`` uint8
 BGR (OpenCV order).
@@ -30,6 +33,11 @@ CONTEXT_AMOUNT = 0.5
 # OpenCV keeps bilinear sample positions to 1/2**INTER_BITS px (INTER_BITS = 5, imgproc.hpp); one extra pixel
 # on each side of the stored crop covers that rounding.
 _INTERP_GUARD_PX = 1
+# libjpeg's DCT-domain scaling as cv2.imdecode exposes it: output side ceil(side / f) -- jpeg_decode.md §1
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# a frame is decoded at 1/f only when every crop it serves takes at least REDUCE_MARGIN * f source pixels
+# per crop pixel (so each crop still downsamples the reduced image by >= REDUCE_MARGIN) -- jpeg_decode.md §3
+REDUCE_MARGIN = 2.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -104,13 +112,22 @@ class CropGeometry:
     center_xy: tuple[float, float]
     crop_size: int = CROP_SIZE
 
-    def matrix(self) -> np.ndarray:
-        """``(2, 3)`` float64 affine map source pixel -> crop pixel (what ``cv2.warpAffine`` receives)."""
+    def matrix(self, decode_factor: int = 1) -> np.ndarray:
+        """``(2, 3)`` float64 affine map source pixel -> crop pixel (what ``cv2.warpAffine`` receives).
+
+        ``decode_factor`` f > 1: the map from the pixels of the source decoded at 1/f (:func:`decode_scaled`)
+        instead. Reduced pixel ``i`` averages full pixels ``[f i, f (i + 1))``, so it is centred on full pixel
+        ``x = f i + (f - 1) / 2`` (jpeg_decode.md §2), and the map is ``u = scale (f i + (f - 1) / 2) + t``.
+        """
         cx, cy = self.center_xy
         # u_511 = scale * (x - (cx - s_x / 2)), the official crop_hwc mapping (facts §7.1); crop = u_511 - offset
         tx = -self.scale * (cx - self.s_x / 2.0) - self.offset
         ty = -self.scale * (cy - self.s_x / 2.0) - self.offset
-        return np.array([[self.scale, 0.0, tx], [0.0, self.scale, ty]], dtype=np.float64)
+        if decode_factor == 1:
+            return np.array([[self.scale, 0.0, tx], [0.0, self.scale, ty]], dtype=np.float64)
+        f = float(decode_factor)
+        half = self.scale * (f - 1.0) / 2.0  # jpeg_decode.md §2
+        return np.array([[self.scale * f, 0.0, tx + half], [0.0, self.scale * f, ty + half]], dtype=np.float64)
 
     def to_crop(self, pts_xy: np.ndarray) -> np.ndarray:
         """Source pixels ``(..., 2)`` -> crop pixels ``(..., 2)``."""
@@ -166,6 +183,33 @@ def crop_geometry(box_xyxy, side: int, context_amount: float = CONTEXT_AMOUNT,
     )
 
 
+def source_per_crop_pixel(box_xyxy, context_amount: float = CONTEXT_AMOUNT, crop_size: int = CROP_SIZE,
+                          exemplar_size: int = EXEMPLAR_SIZE) -> float:
+    """Source pixels per crop pixel of ``box_xyxy``'s crops, ``s_x / (crop_size - 1)`` (1 / ``scale``,
+    facts §7.1): the same for its template and search crops, both regions of one 511 frame. NaN for a box
+    :func:`crop_geometry` would refuse."""
+    box = _box4(box_xyxy)
+    w, h = box[2] - box[0], box[3] - box[1]
+    if not (all(map(math.isfinite, box)) and w > 0 and h > 0):
+        return math.nan
+    return context_size((w, h), context_amount) * crop_size / exemplar_size / (crop_size - 1)  # facts §7.1
+
+
+def decode_factor(boxes, context_amount: float = CONTEXT_AMOUNT, crop_size: int = CROP_SIZE,
+                  exemplar_size: int = EXEMPLAR_SIZE, margin: float = REDUCE_MARGIN) -> int:
+    """The reduced-decode factor of a frame whose crops are cut around ``boxes``: the largest f of 8, 4, 2
+    with every box's :func:`source_per_crop_pixel` >= ``margin`` * f, else 1 (also for no boxes or a box
+    with no valid crop). jpeg_decode.md §3."""
+    ratios = [source_per_crop_pixel(b, context_amount, crop_size, exemplar_size) for b in boxes]
+    if not ratios or not all(r > 0 for r in ratios):  # NaN compares False
+        return 1
+    low = min(ratios)
+    for f in (8, 4, 2):
+        if low >= margin * f:
+            return f
+    return 1
+
+
 def _box4(box_xyxy) -> tuple[float, float, float, float]:
     """Four Python floats from any 4-element box (tuple, list, ``(4,)`` or ``(1, 4)`` array)."""
     if isinstance(box_xyxy, np.ndarray):
@@ -199,7 +243,8 @@ def target_box(box_xyxy, geometry: CropGeometry, context_amount: float = CONTEXT
 def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float = CONTEXT_AMOUNT,
                 crop_size: int = CROP_SIZE, exemplar_size: int = EXEMPLAR_SIZE,
                 padding: tuple[float, float, float] | np.ndarray | None = None,
-                box_mode: Literal["official", "exact"] = "official", out: np.ndarray | None = None) -> StoredCrop:
+                box_mode: Literal["official", "exact"] = "official", out: np.ndarray | None = None,
+                decode_factor: int = 1) -> StoredCrop:
     """Render the central ``side`` x ``side`` region of ``box_xyxy``'s crop511 frame with one affine warp.
 
     The crop is rendered straight from the source image with ONE affine warp at the 511 frame's scale,
@@ -216,6 +261,8 @@ def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float
         out: optional ``(side, side, 3)`` uint8 C-contiguous array to render into (every pixel is written), so
             a loop over many crops reuses one buffer instead of allocating ~0.5 MB per crop; the returned
             image is then ``out`` itself and is overwritten by the next call with the same buffer.
+        decode_factor: ``image`` is the source decoded at 1/``decode_factor`` (:func:`decode_scaled`);
+            ``box_xyxy``, the geometry and the returned box stay in full-resolution source pixels.
 
     Returns:
         :class:`StoredCrop` (image ``(side, side, 3)`` uint8, box in crop pixels, geometry).
@@ -227,7 +274,7 @@ def crop_region(image: np.ndarray, box_xyxy, side: int, *, context_amount: float
         padding = mean_color(image)
     if out is not None and (out.shape != (side, side, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous):
         raise ValueError(f"out must be a C-contiguous ({side}, {side}, 3) uint8 array, got {out.shape} {out.dtype}")
-    crop = cv2.warpAffine(image, geometry.matrix(), (side, side), dst=out, flags=cv2.INTER_LINEAR,
+    crop = cv2.warpAffine(image, geometry.matrix(decode_factor), (side, side), dst=out, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in padding))
     box = target_box(box_xyxy, geometry, context_amount, exemplar_size, box_mode)
     return StoredCrop(image=crop, box_xyxy=box, geometry=geometry)
@@ -286,6 +333,15 @@ def decode_image(source: bytes | bytearray | memoryview | np.ndarray | str | Pat
     named ``.jpg``/``.jpeg``: the path, or ``name`` for bytes read from elsewhere), ``truncated_jpeg``,
     ``corrupt_image``.
     """
+    data, problem = _checked_bytes(source, name)
+    if problem is not None:
+        return None, problem
+    return _decode_full(data)
+
+
+def _checked_bytes(source, name: str | None) -> tuple[bytes | None, str | None]:
+    """``(data, None)`` or ``(None, reason)``: the bytes of ``source`` and the cheap checks of
+    :func:`decode_image`."""
     expect_jpeg = name is not None and os.path.splitext(name)[1].lower() in (".jpg", ".jpeg")
     if isinstance(source, (str, Path)):
         path = os.fspath(source)  # plain open(), no pathlib parsing: this runs once per frame of a shard task
@@ -305,7 +361,104 @@ def decode_image(source: bytes | bytearray | memoryview | np.ndarray | str | Pat
         problem = jpeg_problem(data)
         if problem is not None:
             return None, problem
+    return data, None
+
+
+def _decode_full(data: bytes) -> tuple[np.ndarray | None, str | None]:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None, "corrupt_image"
     return image, None
+
+
+def decode_scaled(source: bytes | bytearray | memoryview | np.ndarray | str | Path, factor: int,
+                  name: str | None = None) -> tuple[np.ndarray | None, str | None, int, tuple[int, int]]:
+    """:func:`decode_image` at 1/``factor`` (1, 2, 4 or 8) where libjpeg can scale in the DCT domain.
+
+    Returns ``(image, None, used, (width, height))``: ``image`` the source decoded at 1/``used``, ``(width,
+    height)`` the full-resolution size. ``used`` is ``factor`` for a Huffman-coded JPEG (baseline, extended
+    or progressive) without an EXIF orientation other than 1 whose reduced image has the expected size
+    ``ceil(side / factor)`` (jpeg_decode.md §1); anything else is decoded at full resolution (``used`` = 1),
+    as are failures of the reduced decode, so a broken file gets :func:`decode_image`'s reason. On failure:
+    ``(None, reason, 1, (0, 0))``.
+    """
+    if factor not in (1, 2, 4, 8):
+        raise ValueError(f"decode factor {factor} is not 1, 2, 4 or 8")
+    data, problem = _checked_bytes(source, name)
+    if problem is not None:
+        return None, problem, 1, (0, 0)
+    header = jpeg_header(data) if factor > 1 else None
+    if header is not None and header[2] == 1:
+        w, h = header[0], header[1]
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[factor])
+        if image is not None and image.shape[:2] == (-(-h // factor), -(-w // factor)):  # jpeg_decode.md §1
+            return image, None, factor, (w, h)
+    image, problem = _decode_full(data)
+    if image is None:
+        return None, problem, 1, (0, 0)
+    return image, None, 1, (int(image.shape[1]), int(image.shape[0]))
+
+
+# Start-of-frame markers of Huffman-coded DCT JPEGs (baseline, extended, progressive): the ones libjpeg
+# scales in the DCT domain (lossless and arithmetic-coded streams are decoded at full size) -- jpeg_decode.md §1
+_SOF_SCALABLE = {0xC0, 0xC1, 0xC2}
+_SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, exif_orientation)`` of a Huffman-coded DCT JPEG, read from its markers up to the
+    start-of-frame segment (orientation 1 when there is no EXIF orientation); None for any other stream or
+    a header that does not parse."""
+    n = len(data)
+    if data[:2] != _SOI:
+        return None
+    orientation = 1
+    i = 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+            i += 2
+            continue
+        if marker in _SOF_OTHER or marker in (0xD9, 0xDA):  # not scalable, or no frame header before the scan
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if length < 2 or i + 2 + length > n:
+            return None
+        if marker in _SOF_SCALABLE:
+            if length < 7:
+                return None
+            h = int.from_bytes(data[i + 5:i + 7], "big")
+            w = int.from_bytes(data[i + 7:i + 9], "big")
+            return (w, h, orientation) if w > 0 and h > 0 else None
+        if marker == 0xE1:
+            orientation = _exif_orientation(data[i + 4:i + 2 + length], orientation)
+        i += 2 + length
+    return None
+
+
+def _exif_orientation(segment: bytes, default: int) -> int:
+    """The orientation tag of an APP1 EXIF segment's first IFD, ``default`` when it has none; 0 when the
+    segment does not parse (treated as "not 1": decoded at full size)."""
+    if segment[:6] != b"Exif\x00\x00":
+        return default
+    tiff = segment[6:]
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 0
+    count = int.from_bytes(tiff[ifd:ifd + 2], order)
+    for k in range(count):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(tiff):
+            return 0
+        if int.from_bytes(tiff[e:e + 2], order) == _EXIF_ORIENTATION_TAG:
+            return int.from_bytes(tiff[e + 8:e + 10], order)
+    return default

@@ -118,6 +118,8 @@ def build_manifest(states: dict[str, DatasetState], done: dict[str, dict], job_d
             "pairs_written": sum(s["rows"] for s in sides), "pairs_dropped": dropped,
             "shards": len(sides), "bytes": sum(s["bytes"] for s in sides),
         }
+        if any("decoded_at" in s for s in sides):  # data.reduced_decode: frames used per decode factor
+            entry["decoded_at"] = _sum_counters(s.get("decoded_at", {}) for s in sides)
         if entry["frames_read"] != entry["frames_used"] + sum(rejected.values()):
             raise AssertionError(f"{name}: frames do not reconcile: {entry}")
         if entry["pairs_planned"] != entry["pairs_written"] + sum(dropped.values()):

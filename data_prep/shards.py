@@ -76,6 +76,8 @@ class CropSettings:
         template_side, search_side: stored crop sides in pixels (:func:`data_prep.crops.stored_sides`).
         context_amount, crop_size, exemplar_size: the crop511 frame (facts §7.1).
         jpeg_quality: 1..100.
+        reduced_decode: decode a JPEG frame at 1/2, 1/4 or 1/8 when every crop it serves allows it
+            (``data.reduced_decode``; :func:`data_prep.crops.decode_factor`, jpeg_decode.md).
     """
 
     template_side: int
@@ -84,6 +86,7 @@ class CropSettings:
     crop_size: int
     exemplar_size: int
     jpeg_quality: int
+    reduced_decode: bool = False
 
     @classmethod
     def from_config(cls, cfg, jpeg_quality: int | None = None) -> CropSettings:
@@ -95,7 +98,7 @@ class CropSettings:
         if not 1 <= q <= 100:
             raise ValueError(f"JPEG quality {q} is not in [1, 100]")
         return cls(t_side, s_side, float(cfg.data.context_amount), int(cfg.data.crop_size),
-                   int(cfg.model.exemplar_size), q)
+                   int(cfg.model.exemplar_size), q, bool(cfg.data.reduced_decode))
 
     def side(self, role: str) -> int:
         return self.template_side if role == TEMPLATE else self.search_side
@@ -264,32 +267,44 @@ class _VideoFrames:
 
 
 def decode_frame(ref: FrameRef, videos: dict[str, _VideoFrames], source: OutputStore | None = None,
-                 stored: _StoredFrames | None = None) -> tuple[np.ndarray | None, str | None, str]:
-    """``(image (H, W, 3) uint8 BGR, None, "")`` or ``(None, reason, detail)`` for one frame; never raises on
-    bad or missing data. An ``s3://`` frame is read straight from ``source`` (bytes -> ``cv2.imdecode``;
-    through ``stored`` when given, which has it fetched ahead); an object that is gone is ``missing_image``,
-    as a missing local file is. Other storage errors (endpoint down) raise, so that the task fails and is
-    retried rather than writing a shard of rejections."""
-    from data_prep.crops import decode_image
+                 stored: _StoredFrames | None = None, factor: int = 1,
+                 ) -> tuple[np.ndarray | None, str | None, str, int, tuple[int, int]]:
+    """``(image (H, W, 3) uint8 BGR, None, "", used, (width, height))`` or ``(None, reason, detail, 1, (0, 0))``
+    for one frame; never raises on bad or missing data. ``factor`` > 1 asks for the image decoded at
+    1/``factor`` (:func:`data_prep.crops.decode_scaled`; ``used`` says whether it was, ``(width, height)``
+    is always the full-resolution size; video frames are decoded whole). An ``s3://`` frame is read straight
+    from ``source`` (bytes -> ``cv2.imdecode``; through ``stored`` when given, which has it fetched ahead); an
+    object that is gone is ``missing_image``, as a missing local file is. Other storage errors (endpoint down)
+    raise, so that the task fails and is retried rather than writing a shard of rejections."""
+    from data_prep.crops import decode_image, decode_scaled
 
     if ref.path is not None:
         if source is not None and ref.path.startswith("s3://"):
             data = stored.get(ref.path) if stored is not None else _read_stored(ref.path, source)
-            image, problem = (None, "unreadable_file") if data is None else decode_image(data, name=ref.path)
+            src, name = data, ref.path
         else:
-            image, problem = decode_image(ref.path)
+            src, name = ref.path, None
+        used = 1
+        if src is None:
+            image, problem = None, "unreadable_file"
+        elif factor == 1:
+            image, problem = decode_image(src, name=name)
+        else:
+            image, problem, used, size = decode_scaled(src, factor, name=name)
         if image is None:
-            return None, _DECODE_REASON.get(problem, R.UNDECODABLE_IMAGE), str(problem)
-        return image, None, ""
+            return None, _DECODE_REASON.get(problem, R.UNDECODABLE_IMAGE), str(problem), 1, (0, 0)
+        if used == 1:
+            size = (int(image.shape[1]), int(image.shape[0]))
+        return image, None, "", used, size
     if ref.video is None or ref.timestamp_ms is None:
-        return None, R.MISSING_IMAGE, "frame has neither a path nor a video timestamp"
+        return None, R.MISSING_IMAGE, "frame has neither a path nor a video timestamp", 1, (0, 0)
     reader = videos.get(ref.video)
     if reader is None:
         reader = videos[ref.video] = _VideoFrames(ref.video, source)
     image, detail = reader.frame_at(int(ref.timestamp_ms))
     if image is None:
-        return None, UNDECODABLE_VIDEO_FRAME, detail
-    return image, None, ""
+        return None, UNDECODABLE_VIDEO_FRAME, detail, 1, (0, 0)
+    return image, None, "", 1, (int(image.shape[1]), int(image.shape[0]))
 
 
 def _read_stored(uri: str, source: OutputStore) -> bytes | None:
@@ -367,10 +382,14 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
 
     Returns ``(table, counts, rejects)``: the shard's pair table (:data:`data_prep.records.PAIR_SCHEMA`,
     validated; pairs in the task's order), counters (``frames_read``, ``frames_used``, ``rejected``,
-    ``crops``, ``crops_failed``, ``pairs_planned``, ``pairs_written``, ``pairs_dropped``) and the rejected
-    items (dicts with dataset, reason, source, detail, video, frame).
+    ``crops``, ``crops_failed``, ``pairs_planned``, ``pairs_written``, ``pairs_dropped``; with
+    ``settings.reduced_decode`` also ``decoded_at``: frames used per decode factor, ``{"1": n, "2": n, ...}``)
+    and the rejected items (dicts with dataset, reason, source, detail, video, frame).
+
+    With ``settings.reduced_decode`` a JPEG frame is decoded at 1/f, f from :func:`data_prep.crops.decode_factor`
+    over the boxes of every crop it serves, and its crops are rendered from that image (jpeg_decode.md).
     """
-    from data_prep.crops import crop_region, encode_jpeg
+    from data_prep.crops import crop_region, decode_factor, encode_jpeg
     from data_prep.records import PairTableBuilder
     from ocean.geometry import mean_color
 
@@ -379,6 +398,7 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
     rejected: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     frames_read = frames_used = crops = crops_failed = pairs_planned = 0
+    decoded_at: Counter[str] = Counter()
     # one render buffer per stored side, reused by every crop of the shard: a fresh ~0.5 MB array per crop
     # fragments the heap while the shard's JPEG bytes accumulate, and page faults follow (BENCHMARKS.md)
     buffers = {side: np.empty((side, side, 3), np.uint8) for side in {settings.template_side, settings.search_side}}
@@ -393,7 +413,11 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
             try:
                 for frame_id, ref in work.frames.items():
                     frames_read += 1
-                    image, reason, detail = decode_frame(ref, videos, task.source, stored)
+                    factor = 1
+                    if settings.reduced_decode:
+                        factor = decode_factor([box for _, _, box in crops_of.get(frame_id, ())],
+                                               settings.context_amount, settings.crop_size, settings.exemplar_size)
+                    image, reason, detail, used, size = decode_frame(ref, videos, task.source, stored, factor)
                     if image is None:
                         rejected[reason] += 1
                         rejects.append({"dataset": task.dataset, "reason": reason, "source": _source(ref),
@@ -402,14 +426,14 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
                             sides[(track_id, frame_id, role)] = reason
                         continue
                     frames_used += 1
+                    decoded_at[str(used)] += 1
                     padding = mean_color(image)  # facts §7.1: the per-image mean colour
-                    size = (int(image.shape[1]), int(image.shape[0]))
                     for track_id, role, box in crops_of.get(frame_id, ()):
                         try:
                             side = settings.side(role)
                             crop = crop_region(image, box, side, context_amount=settings.context_amount,
                                                crop_size=settings.crop_size, exemplar_size=settings.exemplar_size,
-                                               padding=padding, out=buffers[side])
+                                               padding=padding, out=buffers[side], decode_factor=used)
                             jpeg = encode_jpeg(crop.image, settings.jpeg_quality)
                         except ValueError as exc:
                             crops_failed += 1
@@ -438,6 +462,8 @@ def crop_shard(task: ShardTask, settings: CropSettings) -> tuple[pa.Table, dict,
         "crops": crops, "crops_failed": crops_failed, "pairs_planned": pairs_planned,
         "pairs_written": len(builder), "pairs_dropped": dict(sorted(dropped.items())),
     }
+    if settings.reduced_decode:
+        counts["decoded_at"] = dict(sorted(decoded_at.items()))
     return builder.table(), counts, rejects
 
 

@@ -76,6 +76,9 @@ Parallelism: --workers N Ray actors (default 2), each loading a checkpoint's mod
 sequence after sequence, 1 torch thread and --cpus-per-worker logical CPUs each (default 1), --gpu for one
 GPU per worker. --ray-address joins a cluster (or RAY_ADDRESS, as `ray job submit` sets); otherwise a local
 Ray instance is started. --local runs a plain loop in this process instead (same numbers).
+--batch-sequences K: each worker (or the local loop) tracks K sequences in lockstep with one search forward
+for all of them, the next sequence joining as one ends (same boxes; online module per sequence; worth it on
+a GPU, BENCHMARKS.md "Batched evaluation"); a Ray call then takes up to K sequences.
 
 MLflow: --mlflow-uri (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db): a parent run per evaluation and a
 child run per checkpoint tagged with its training run (ocean.training_run_id), checkpoint URI, epoch and
@@ -129,6 +132,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="logical CPUs Ray reserves per worker (default 1; fractions allowed)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--batch-sequences", type=int, default=1, metavar="K",
+                   help="sequences each worker tracks in lockstep, one forward for all (default 1)")
     add_gpu_wait_argument(p)
     add_ray_argument(p)
     p.add_argument("--local", action="store_true", help="no Ray: a plain loop in this process")
@@ -218,6 +223,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.batch_sequences < 1:
+        raise UsageError("--batch-sequences must be at least 1")
     _check_follow(args)
     overrides = tracker_overrides(args.tracker_config, args.overrides, when="at evaluation time",
                                   config_path=args.config)
@@ -255,6 +262,7 @@ def _run(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             max_sequences=args.max_sequences,
             cpus_per_worker=args.cpus_per_worker,
+            batch_sequences=args.batch_sequences,
             experiment=args.experiment,
             run_name=args.run_name,
             training_run_id=training_run,

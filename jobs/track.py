@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.common import UsageError, add_tracker_arguments, fail, main_for, tracker_overrides
@@ -15,22 +16,37 @@ from jobs.common import UsageError, add_tracker_arguments, fail, main_for, track
 log = logging.getLogger(__name__)
 
 COMMAND = "track"
-HELP = "track one target through a folder of frames or a video; write x,y,w,h per frame"
+HELP = "track one target through a folder of frames, a video file or a camera; write x,y,w,h per frame"
 DESCRIPTION = """\
 Track one target with a trained Ocean checkpoint and write its box in every frame.
 
-Input: --frames DIR (the .jpg / .jpeg / .png files in DIR, sorted naturally: 2.jpg before 10.jpg) or
---video FILE (anything OpenCV can decode). --init x,y,w,h is the target in the FIRST frame: 0-based pixels,
-top-left corner and size (8 values x1,y1,...,x4,y4 are taken as a VOT polygon and converted to the
-official axis-aligned init box, ocean_facts §9.1).
+Input: --frames DIR (the .jpg / .jpeg / .png files in DIR, sorted naturally: 2.jpg before 10.jpg),
+--video FILE (anything OpenCV can decode, read one frame at a time) or --video INDEX (a camera: digits only,
+0 is the first camera; a file named 0 is ./0). --init x,y,w,h is the target in the FIRST frame: 0-based
+pixels, top-left corner and size (8 values x1,y1,...,x4,y4 are taken as a VOT polygon and converted to the
+official axis-aligned init box, ocean_facts §9.1). Without --init the target is drawn with the mouse on the
+first frame (Space or Enter accepts, c cancels); that needs a window (below).
 
 Output: --out FILE gets one line `x,y,w,h` per frame, in the same 0-based convention; the first line is the
 init box. OTB and LaSOT result files are 1-based: add 1 to x and y before scoring this file as one of
-them (with `ocean score` or their toolkits); VOT and GOT-10k files are 0-based like this one. --render FILE.mp4 also writes a video with the box, frame index and score drawn in.
+them (with `ocean score` or their toolkits); VOT and GOT-10k files are 0-based like this one.
+--render FILE.mp4 also writes a video (mp4v) with the box, frame index and score drawn in, at the source's
+frame rate: a video's own, 30 for a frame folder, a camera's as measured over its first 30 frames;
+--render-fps overrides it.
+
+Window: --show opens a live window with the box drawn in; q or Esc (or closing the window) stops tracking
+and keeps what was written. Default: a window only when the target is selected in one (no --init); --no-show
+never opens one. A window needs a display (DISPLAY or WAYLAND_DISPLAY) and an OpenCV with windows: the
+project installs opencv-python-headless, which has none -- replace it with opencv-python of the same version
+(docs/reference/video_io.md §1). When no window can be opened, --show or a missing --init stop with one line.
+
+Stopping: q / Esc in the window, or Ctrl-C (SIGTERM alike) anywhere: the boxes of the frames tracked so far
+and a playable mp4 are written; after Ctrl-C the exit status is 130 (SIGTERM: 143). A camera runs until then.
 
 A frame that cannot be read keeps the previous box (the tracker does not see it); these frames are counted
-and named at the end (with --strict the exit status is then 1). An unreadable FIRST
-frame, a missing checkpoint, an empty folder or a bad --init stop with status 2 before tracking.
+and named at the end (with --strict the exit status is then 1). An unreadable FIRST frame, a missing
+checkpoint or video, a video OpenCV cannot open, a camera that cannot be opened, an empty folder or a bad
+--init stop with status 2 before tracking.
 
 --checkpoint also takes an MLflow model logged by `ocean train` / `ocean evaluate`: models:/NAME@best (the
 alias `ocean evaluate --run` sets), models:/NAME/VERSION or runs:/RUN_ID/model, read from --mlflow-uri
@@ -48,9 +64,11 @@ preset is then the official online one (no p_o, ocean_facts §10.4).
 The final line reports frames, the network's own speed (model fps: forward passes only), the tracker's
 speed without file I/O (crops + network + post-processing), and the total speed with decoding and writing.
 
-Example:
+Examples:
   ocean track --checkpoint runs/smoke/last.pt --frames data/Basketball/img --init 197,213,34,81 \\
-      --benchmark otb --out basketball.txt --render basketball.mp4"""
+      --benchmark otb --out basketball.txt --render basketball.mp4
+  ocean track --checkpoint runs/smoke/last.pt --video clip.mp4 --init 40,60,80,50 --out clip.txt
+  ocean track --checkpoint runs/smoke/last.pt --video 0 --out webcam.txt --render webcam.mp4  # select, q quits"""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -64,14 +82,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "else ./mlruns.db)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--frames", metavar="DIR", help="folder of .jpg/.jpeg/.png frames (natural order)")
-    src.add_argument("--video", metavar="FILE", help="video file decoded with OpenCV")
-    p.add_argument("--init", required=True, metavar="x,y,w,h",
+    src.add_argument("--video", metavar="FILE|INDEX",
+                     help="video file decoded with OpenCV, or a camera index (digits only: 0 is the first camera)")
+    p.add_argument("--init", metavar="x,y,w,h",
                    help="target in the first frame: 0-based top-left corner and size in pixels "
-                        "(or 8 polygon values)")
+                        "(or 8 polygon values); without it, drawn with the mouse in a window")
     p.add_argument("--out", required=True, metavar="FILE", help="result file: one x,y,w,h line per frame")
     p.add_argument("--render", metavar="FILE.mp4", help="also write an mp4 with the boxes drawn in")
-    p.add_argument("--render-fps", type=float, default=None,
-                   help="frame rate of --render (default: the video's, or 30 for frame folders)")
+    p.add_argument("--render-fps", type=float, default=None, metavar="FPS",
+                   help="frame rate of --render (default: the video's, 30 for frame folders, a camera's "
+                        "measured rate)")
+    p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
+                   help="a live window with the box; q or Esc stops, keeping what was written (default: only "
+                        "when the target is selected in the window, i.e. without --init)")
     p.add_argument("--benchmark", choices=["otb", "vot2018", "vot2019", "got10k", "lasot"],
                    help="use that benchmark's official tracker hyper-parameters (ocean_facts §9.3)")
     add_tracker_arguments(p)
@@ -132,91 +155,89 @@ def build_tracker_config(base, benchmark: str | None, json_path: str | None, ove
         raise UsageError(f"tracker hyper-parameters: {exc}") from None
 
 
-def iter_folder(files: list[Path]) -> Iterator[tuple[str, object]]:
-    """``(frame name, BGR uint8 image or None when unreadable)`` for each file."""
-    import cv2
-
-    for f in files:
-        yield f.name, cv2.imread(str(f), cv2.IMREAD_COLOR)
-
-
-def iter_video(path: str) -> Iterator[tuple[str, object]]:
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    try:
-        index = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield f"frame {index}", frame
-            index += 1
-    finally:
-        cap.release()
-
-
-def open_video(path: str) -> tuple[int, float]:
-    """``(frame count or 0 if unknown, fps or 0)``; UsageError when OpenCV cannot open it."""
-    import cv2
-
-    if not Path(path).is_file():
-        raise UsageError(f"--video {path}: no such file")
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise UsageError(f"--video {path}: OpenCV cannot open this video")
-    count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
-    cap.release()
-    return max(count, 0), fps if fps > 0 else 0.0
-
-
-def draw_box(image, box_xywh, index: int, score: float | None):
-    """A copy of ``image`` with the box (green), the frame index and the score drawn in."""
-    import cv2
-
-    out = image.copy()
-    x, y, w, h = (float(v) for v in box_xywh)
-    cv2.rectangle(out, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))),
-                  (0, 255, 0), 2)
-    label = f"#{index}" + ("" if score is None else f"  score {score:.3f}")
-    cv2.putText(out, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
 def format_box(box_xywh) -> str:
     return ",".join(f"{float(v):.4f}" for v in box_xywh)
+
+
+def video_argument(text: str) -> int | str:
+    """``--video``: a camera index (digits only) or an absolute file path; UsageError when empty."""
+    from jobs.common import absolute
+    from ocean.video import VideoError, parse_video_arg
+
+    try:
+        video = parse_video_arg(text)
+    except VideoError as exc:
+        raise UsageError(f"--video {text!r}: {exc}") from None
+    return video if isinstance(video, int) else absolute(video)
+
+
+def window_wanted(show: bool | None, init_given: bool) -> bool:
+    """Whether to open a window (``--show`` / ``--no-show``, default: only to select the target); UsageError
+    when one is needed and cannot be opened here (ocean.video.window_unavailable gives the reason)."""
+    from ocean.video import window_unavailable
+
+    if show is False and not init_given:
+        raise UsageError("--no-show needs --init x,y,w,h: without it the target is selected in a window")
+    if init_given and not show:
+        return False
+    reason = window_unavailable()
+    if reason is None:
+        return True
+    if not init_given:
+        raise UsageError(f"--init x,y,w,h is needed, as no window can be opened to select the target: {reason}")
+    raise UsageError(f"--show: {reason}")
+
+
+def _open_source(args: argparse.Namespace):
+    from ocean.video import VideoError, folder_source, open_video_source
+
+    if args.frames is not None:
+        return folder_source(list_frames(args.frames), args.frames)
+    try:
+        return open_video_source(args.video)
+    except VideoError as exc:
+        raise UsageError(f"--video {args.video}: {exc}") from None
+
+
+def _check_render(path: str | None, fps: float | None) -> None:
+    import math
+
+    from ocean.storage import is_uri
+
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UsageError(f"--render-fps {fps}: expected a frame rate > 0")
+    if path is not None and is_uri(path):
+        raise UsageError(f"--render {path}: a local file (OpenCV writes it itself); copy it to storage afterwards")
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocean.video import VideoError
+
     try:
         return _run(args)
     except UsageError as exc:
         return fail(COMMAND, exc)
+    except VideoError as exc:  # the --render file cannot be written
+        return fail(COMMAND, f"--render {exc}")
 
 
 def _run(args: argparse.Namespace) -> int:
-    import cv2
     import torch
-    from tqdm import tqdm
 
     from jobs.common import absolute
-    from ocean.storage import write_bytes
     from ocean.tracker import OceanTracker
 
-    for name in ("checkpoint", "frames", "video", "out", "render", "tracker_config"):  # as every command
+    if args.video is not None:
+        args.video = video_argument(args.video)
+    for name in ("checkpoint", "frames", "out", "render", "tracker_config"):  # as every command
         setattr(args, name, absolute(getattr(args, name, None)))
-    init_box = parse_init(args.init)
-    if args.frames is not None:
-        files = list_frames(args.frames)
-        total, source_fps = len(files), 0.0
-        frames = iter_folder(files)
-    else:
-        total, source_fps = open_video(args.video)
-        frames = iter_video(args.video)
+    init_box = parse_init(args.init) if args.init is not None else None
+    show = window_wanted(args.show, init_box is not None)
+    _check_render(args.render, args.render_fps)
+    source = _open_source(args)  # checked before the network loads; _track closes it (else its destructor)
 
     if args.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -227,67 +248,129 @@ def _run(args: argparse.Namespace) -> int:
     net, ocean_cfg = _load_network(args.checkpoint, args.mlflow_uri, device)
     cfg = build_tracker_config(ocean_cfg.tracker, args.benchmark, args.tracker_config, args.overrides, args.config)
     tracker = OceanTracker(net, cfg, device=device)
+    return _track(args, source, tracker, init_box, show, device)
 
-    lines: list[str] = []
-    unreadable: list[str] = []
+
+@dataclass
+class _Outcome:
+    """What a tracking loop produced: one result line per frame, the counts, and why it stopped early."""
+
+    lines: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    tracked: int = 0
+    net_seconds: float = 0.0
+    tracker_seconds: float = 0.0
+    waited_seconds: float = 0.0  # selecting the target in the window
+    stopped: str | None = None  # "q" (the window), "SIGINT" (Ctrl-C) or "SIGTERM"
+
+
+def _track(args, source, tracker, init_box, show: bool, device: str) -> int:
+    """Track ``source`` frame by frame; the results and the mp4 are written also when stopped (q, Ctrl-C)."""
+    from tqdm import tqdm
+
+    from ocean.storage import write_bytes
+    from ocean.video import FALLBACK_FPS, LiveWindow, Mp4Writer, VideoError, draw_box
+    from pipelines.raysession import received_signal
+
+    if source.live:
+        log.info(f"{source.description}: tracking until q / Esc in the window or Ctrl-C")
     writer = None
-    writer_hw = (0, 0)
-    net_seconds = tracker_seconds = 0.0
-    tracked = 0
+    if args.render:
+        writer = Mp4Writer(args.render, args.render_fps or (None if source.live else source.fps or FALLBACK_FPS))
+        if source.live:
+            writer.check()  # its first frames are held to measure the rate: find a bad --render now
+    window = None
+    if show:
+        try:
+            window = LiveWindow(f"ocean track: {source.description}")
+        except VideoError as exc:
+            raise UsageError(str(exc)) from None
+    out, interrupted = _Outcome(), None
     t_start = time.perf_counter()
-    progress = tqdm(total=total or None, unit="frame", disable=args.no_progress or args.quiet, file=sys.stderr)
+    progress = tqdm(total=source.total, unit="frame", disable=args.no_progress or args.quiet, file=sys.stderr)
     try:
-        for index, (name, image) in enumerate(frames):
+        for index, (name, image) in enumerate(source):
             score: float | None = None
             if index == 0:
-                if image is None:
-                    raise UsageError(f"cannot read the first frame ({name}); the tracker needs it to start")
-                h_img, w_img = image.shape[:2]
-                if init_box[0] >= w_img or init_box[1] >= h_img or init_box[0] + init_box[2] <= 0 \
-                        or init_box[1] + init_box[3] <= 0:
-                    raise UsageError(f"--init {args.init}: the box lies outside the {w_img}x{h_img} "
-                                     "first frame")
-                tracker.init(image, init_box)
-                box = init_box
+                box = init_box = _start(args, tracker, name, image, init_box, window, out)
             elif image is None:
-                unreadable.append(name)  # keep the previous box: the tracker cannot skip silently
+                out.unreadable.append(name)  # keep the previous box: the tracker cannot skip silently
             else:
                 t0 = time.perf_counter()
                 box, score = tracker.track(image)
-                tracker_seconds += time.perf_counter() - t0
-                net_seconds += tracker.last_net_seconds
-                tracked += 1
-            lines.append(format_box(box))
-            if args.render and image is not None:  # an unreadable frame is left out of the video
-                if writer is None:
-                    writer, writer_hw = _open_writer(args.render, args.render_fps or source_fps or 30.0, image)
-                if image.shape[:2] != writer_hw:
-                    image = cv2.resize(image, (writer_hw[1], writer_hw[0]))
-                writer.write(draw_box(image, box, index, score))
+                out.tracker_seconds += time.perf_counter() - t0
+                out.net_seconds += tracker.last_net_seconds
+                out.tracked += 1
+            out.lines.append(format_box(box))
             progress.update(1)
+            if image is not None and (writer is not None or window is not None):
+                drawn = draw_box(image, box, index, score)  # an unreadable frame is left out of the video
+                if writer is not None:
+                    writer.write(drawn)
+                if window is not None and not window.show(drawn):
+                    out.stopped = "q"
+                    break
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (pipelines.raysession.stop_on_signals)
+        interrupted, out.stopped = exc, signal.Signals(received_signal() or signal.SIGINT).name
     finally:
+        source.close()
         progress.close()
+        if window is not None:
+            window.close()
         if writer is not None:
-            writer.release()
-    total_seconds = time.perf_counter() - t_start
-    if not lines:
-        raise UsageError(f"--video {args.video}: no frame could be decoded")
-
-    write_bytes(args.out, ("\n".join(lines) + "\n").encode())
-    model_fps = tracked / net_seconds if net_seconds > 0 else float("nan")
-    tracker_fps = tracked / tracker_seconds if tracker_seconds > 0 else float("nan")
-    print(f"frames {len(lines)} (tracked {tracked}, unreadable {len(unreadable)}), device {device}: "
-          f"model {model_fps:.1f} fps, tracker {tracker_fps:.1f} fps (no I/O), "
-          f"total {len(lines) / total_seconds:.1f} fps (I/O included); wrote {args.out}"
-          + (f" and {args.render}" if args.render else ""))
-    if tracker.nonfinite_frames:
-        log.warning(f"the network gave no finite score in {tracker.nonfinite_frames} frames "
-                    "(previous box kept)")
-    if unreadable:
-        shown = ", ".join(unreadable[:10]) + (" ..." if len(unreadable) > 10 else "")
-        log.warning(f"{len(unreadable)} unreadable frames kept the previous box: {shown}")
+            writer.close()  # the mp4 index is written here: the file plays also after Ctrl-C
+    total_seconds = time.perf_counter() - t_start - out.waited_seconds
+    if not out.lines and interrupted is None:
+        raise UsageError(f"{source.description}: no frame could be decoded")
+    if out.lines:
+        write_bytes(args.out, ("\n".join(out.lines) + "\n").encode())
+    _report(args, source, out, device, total_seconds, writer, tracker.nonfinite_frames)
+    if interrupted is not None:
+        raise interrupted
+    if out.unreadable:
         return 1 if args.strict else 0
     return 0
+
+
+def _start(args, tracker, name: str, image, init_box, window, out: _Outcome):
+    """The first frame: select the target in the window when --init is missing, check it, init the tracker."""
+    if image is None:
+        raise UsageError(f"cannot read the first frame ({name}); the tracker needs it to start")
+    h_img, w_img = image.shape[:2]
+    if init_box is None:
+        t0 = time.perf_counter()
+        init_box = window.select_box(image)
+        out.waited_seconds = time.perf_counter() - t0
+        if init_box is None:
+            raise UsageError("no target was selected in the first frame (selection cancelled); nothing tracked")
+        log.info(f"selected --init {','.join(f'{v:g}' for v in init_box)}")  # to repeat the run
+    elif init_box[0] >= w_img or init_box[1] >= h_img or init_box[0] + init_box[2] <= 0 \
+            or init_box[1] + init_box[3] <= 0:
+        raise UsageError(f"--init {args.init}: the box lies outside the {w_img}x{h_img} first frame")
+    tracker.init(image, init_box)
+    return init_box
+
+
+def _report(args, source, out: _Outcome, device: str, total_seconds: float, writer, nonfinite: int) -> None:
+    """The final line, and warnings for unreadable frames, non-finite scores and a short video."""
+    n = len(out.lines)
+    model_fps = out.tracked / out.net_seconds if out.net_seconds > 0 else float("nan")
+    tracker_fps = out.tracked / out.tracker_seconds if out.tracker_seconds > 0 else float("nan")
+    total_fps = n / total_seconds if total_seconds > 0 else float("nan")
+    wrote = [args.out] if n else []
+    if writer is not None and writer.frames_written:
+        wrote.append(f"{args.render} ({writer.frames_written} frames at {writer.fps:.1f} fps)")
+    stopped = f", stopped by {out.stopped}" if out.stopped else ""
+    print(f"frames {n} (tracked {out.tracked}, unreadable {len(out.unreadable)}{stopped}), device {device}: "
+          f"model {model_fps:.1f} fps, tracker {tracker_fps:.1f} fps (no I/O), "
+          f"total {total_fps:.1f} fps (I/O included); wrote {' and '.join(wrote) or 'nothing'}")
+    if nonfinite:
+        log.warning(f"the network gave no finite score in {nonfinite} frames (previous box kept)")
+    if out.unreadable:
+        shown = ", ".join(out.unreadable[:10]) + (" ..." if len(out.unreadable) > 10 else "")
+        log.warning(f"{len(out.unreadable)} unreadable frames kept the previous box: {shown}")
+    if source.total is not None and args.video is not None and not out.stopped and n < source.total:
+        log.warning(f"{source.description}: its header announces {source.total} frames, {n} could be decoded")
 
 
 def _load_network(checkpoint: str, mlflow_uri: str | None, device: str):
@@ -321,17 +404,6 @@ def _load_mlflow_model(model_uri: str, mlflow_uri: str | None, device: str):
         return load_logged_model(model_uri, tracking_uri(mlflow_uri), map_location=device)
     except ValueError as exc:
         raise UsageError(f"--checkpoint {exc}") from None
-
-
-def _open_writer(path: str, fps: float, first_image):
-    import cv2
-
-    h, w = first_image.shape[:2]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise UsageError(f"--render {path}: OpenCV cannot write an mp4v video here")
-    return writer, (h, w)
 
 
 if __name__ == "__main__":

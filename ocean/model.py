@@ -131,7 +131,10 @@ class AlignHead(nn.Module):
         self.cls = nn.Conv2d(channels, 1, 1)
 
     def forward(self, features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        x = deform_conv2d(features, offsets, self.weight, padding=(1, 1))
+        # float32 under autocast: torchvision's CPU kernel has no bf16 / fp16 version (its CUDA autocast
+        # rule casts to float32 the same way); outside autocast the inputs are float32 already.
+        with torch.autocast(features.device.type, enabled=False):
+            x = deform_conv2d(features.float(), offsets.float(), self.weight.float(), padding=(1, 1))
         return self.cls(F.relu(x))
 
 
@@ -281,6 +284,20 @@ class OceanNet(nn.Module):
         if self._kernels is None:
             raise RuntimeError("call template() before track()")
         return self._head(self._kernels, x, x.shape[-1])
+
+    # Batched tracking (ocean.batch_tracker): the template kernels are returned instead of kept, so K videos'
+    # kernels can be stacked along the batch and each search crop meets its own template (xcorr_depthwise
+    # pairs kernel row i with search row i).
+    @torch.no_grad()
+    def template_kernels(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The template kernels of a batch of template crops (B, 3, 127, 127), row i for crop i."""
+        return self._template_kernels(z)
+
+    @torch.no_grad()
+    def track_with(self, kernels: tuple[list[torch.Tensor], list[torch.Tensor]],
+                   x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Score search crops (B, 3, S, S) against ``kernels`` (:meth:`template_kernels`, batch B)."""
+        return self._head(kernels, x, x.shape[-1])
 
 
 def build_model(cfg: ModelConfig) -> OceanNet:

@@ -213,6 +213,36 @@ class OceanTracker:
 
     def init(self, image_bgr_uint8: np.ndarray, box_xywh: np.ndarray | list[float]) -> None:
         """Start a video: ``box_xywh`` = the target in the first frame (0-based pixels, top-left + size)."""
+        z = self.prepare_template(image_bgr_uint8, box_xywh)
+        with torch.inference_mode():
+            self.net.template(z)
+        self.start_online(image_bgr_uint8, box_xywh)
+
+    def track(self, image_bgr_uint8: np.ndarray) -> tuple[np.ndarray, float]:
+        """Locate the target in the next frame.
+
+        Returns ``(box_xywh, score)``: the box as float64 ``(4,)`` in 0-based image pixels (facts §9.2
+        step 9) and the fused classification score ``p_cls`` (penalty-free, before the window) of the
+        chosen cell, in ``[0, 1]``.
+        """
+        x, scale_z = self.prepare_search(image_bgr_uint8)
+        # 2. Network -- facts §9.2 step 2.
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            try:
+                out = self.net.track(x)
+            except FloatingPointError:  # ocean.model.NonFiniteOutputError: diverged weights (facts §16)
+                self.last_net_seconds = time.perf_counter() - t0
+                return self._keep_state()
+            maps = self.output_maps(out)
+        self.last_net_seconds = time.perf_counter() - t0
+        return self.score_to_box(image_bgr_uint8, maps, scale_z)
+
+    # -- the steps of init / track (also driven by ocean.batch_tracker, K videos per forward) -------------
+
+    def prepare_template(self, image_bgr_uint8: np.ndarray, box_xywh: np.ndarray | list[float]) -> torch.Tensor:
+        """Init, first step: check the inputs, set the video state, return the template crop
+        ``(1, 3, 127, 127)`` that the network's template branch takes."""
         self._check_image(image_bgr_uint8)
         box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
         if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
@@ -232,52 +262,52 @@ class OceanTracker:
         s_z = crop_side(context_size(size, self.cfg.context_amount), "bankers")
         z = get_subwindow(image_bgr_uint8, (center[0], center[1]), max(s_z, 1), self.exemplar_size,
                           avg_chans)
-        with torch.inference_mode():
-            self.net.template(self._to_tensor(z))
+        return self._to_tensor(z)
+
+    def start_online(self, image_bgr_uint8: np.ndarray, box_xywh: np.ndarray | list[float]) -> None:
+        """Init, last step (after the template branch ran): the online module's first fit, if any."""
         if self.online is not None:
-            self.online.init(image_bgr_uint8, box.copy())
+            self.online.init(image_bgr_uint8, np.asarray(box_xywh, dtype=np.float64).reshape(-1).copy())
 
-    def track(self, image_bgr_uint8: np.ndarray) -> tuple[np.ndarray, float]:
-        """Locate the target in the next frame.
-
-        Returns ``(box_xywh, score)``: the box as float64 ``(4,)`` in 0-based image pixels (facts §9.2
-        step 9) and the fused classification score ``p_cls`` (penalty-free, before the window) of the
-        chosen cell, in ``[0, 1]``.
-        """
+    def prepare_search(self, image_bgr_uint8: np.ndarray) -> tuple[torch.Tensor, float]:
+        """Track, first step: the search crop ``(1, 3, S, S)`` for the network and ``scale_z`` (crop
+        pixels per image pixel) that :meth:`score_to_box` needs -- facts §9.2 step 1."""
         if self.state is None:
             raise RuntimeError("call init() before track()")
         self._check_image(image_bgr_uint8)
         st = self.state
+        s_z = context_size(st.size_wh, self.cfg.context_amount)
+        scale_z = self.exemplar_size / s_z
+        s_x = s_z * st.search_size / self.exemplar_size
+        x = get_subwindow(image_bgr_uint8, (st.center_xy[0], st.center_xy[1]),
+                          max(crop_side(s_x, "half_away"), 1), st.search_size, st.avg_chans)
+        return self._to_tensor(x), scale_z
+
+    def output_maps(self, out: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Track, second step: the network's output for this video (batch row 0) -> ``(p_cls (n, n),
+        reg (4, n, n))`` float64 on the host, p_o fused into p_cls when used -- facts §4.3."""
+        cfg = self.cfg
+        p_r = torch.sigmoid(out["cls"][0, 0]).double()
+        align = out.get("align")
+        self.uses_align = bool(cfg.use_align and align is not None)
+        if self.uses_align:
+            # p_cls = ratio p_r + (1 - ratio) p_o -- facts §4.3
+            p_cls_t = cfg.ratio * p_r + (1.0 - cfg.ratio) * torch.sigmoid(align[0, 0]).double()
+        else:
+            p_cls_t = p_r
+        return p_cls_t.cpu().numpy(), out["reg"][0].double().cpu().numpy()
+
+    def score_to_box(self, image_bgr_uint8: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None,
+                     scale_z: float) -> tuple[np.ndarray, float]:
+        """Track, last step: score maps -> the new state and ``(box_xywh, score)`` (facts §9.2 steps 3-9);
+        ``maps=None`` is a frame the network could not score (the state is kept, score 0)."""
+        if maps is None:
+            return self._keep_state()
+        st = self.state
+        assert st is not None and self._window is not None and self._grid_xy is not None
         cfg = self.cfg
         S = st.search_size
-        assert self._window is not None and self._grid_xy is not None
-
-        # 1. Search crop -- facts §9.2 step 1.
-        s_z = context_size(st.size_wh, cfg.context_amount)
-        scale_z = self.exemplar_size / s_z
-        s_x = s_z * S / self.exemplar_size
-        x = get_subwindow(image_bgr_uint8, (st.center_xy[0], st.center_xy[1]),
-                          max(crop_side(s_x, "half_away"), 1), S, st.avg_chans)
-
-        # 2. Network -- facts §9.2 step 2.
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            try:
-                out = self.net.track(self._to_tensor(x))
-            except FloatingPointError:  # ocean.model.NonFiniteOutputError: diverged weights (facts §16)
-                self.last_net_seconds = time.perf_counter() - t0
-                return self._keep_state()
-            p_r = torch.sigmoid(out["cls"][0, 0]).double()
-            align = out.get("align")
-            self.uses_align = bool(cfg.use_align and align is not None)
-            if self.uses_align:
-                # p_cls = ratio p_r + (1 - ratio) p_o -- facts §4.3
-                p_cls_t = cfg.ratio * p_r + (1.0 - cfg.ratio) * torch.sigmoid(align[0, 0]).double()
-            else:
-                p_cls_t = p_r
-            p_cls = p_cls_t.cpu().numpy()
-            reg = out["reg"][0].double().cpu().numpy()
-        self.last_net_seconds = time.perf_counter() - t0
+        p_cls, reg = maps
         n = self._window.shape[0]
         if p_cls.shape != (n, n) or reg.shape != (4, n, n):
             raise ValueError(f"network output shapes cls {tuple(p_cls.shape)} / reg {tuple(reg.shape)} do not "

@@ -1,5 +1,6 @@
 """The Ray side of ``ocean evaluate``: :class:`~pipelines.eval_workers.SequenceRunner` actors spread over
-the cluster, fed one item at a time by the driver, surviving lost workers.
+the cluster, fed one item at a time by the driver (``batch`` > 1: up to that many per call, tracked in
+lockstep), surviving lost workers.
 
 Ray may restart each actor ``MAX_RESTARTS`` times, on any node with room (``SPREAD``); Ray does not retry
 its calls (``max_task_retries=0``): the driver does. When a call fails because its actor died or became
@@ -56,9 +57,11 @@ def run_ray(
     on_result: Callable[[SequenceResult], None],
     on_ready: Callable[[float], None],
     gpu_wait_s: float = 0.0,
+    batch: int = 1,
 ) -> RunStats:
     """Run ``items`` on ``workers`` SequenceRunner actors (capped by the cluster), calling ``on_result`` for
-    each result. ClusterTooSmall when the cluster cannot hold one worker; WorkersLost (module docstring)."""
+    each result; ``batch`` > 1: each call takes up to that many items, tracked in lockstep (``run_batch``).
+    ClusterTooSmall when the cluster cannot hold one worker; WorkersLost (module docstring)."""
     import ray
 
     from pipelines.raysession import ensure_ray, require_gpus
@@ -78,7 +81,7 @@ def run_ray(
             # start-up (imports, torch) is not tracking time; a constructor error raises here
             ray.get([a.ping.options(max_task_retries=-1).remote() for a in actors])
             on_ready(time.perf_counter() - t0)
-            feed = _Feed(actors, items, on_result)
+            feed = _Feed(actors, items, on_result, batch)
             feed.run()
             return RunStats(n, feed.retried, feed.lost)
         finally:
@@ -90,9 +93,15 @@ def run_ray(
 
 
 class _Feed:
-    """One item in flight per live actor; lost items back to the queue, lost actors pinged until back."""
+    """One call in flight per live actor; lost items back to the queue, lost actors pinged until back.
 
-    def __init__(self, actors: list, items: list[WorkItem], on_result: Callable[[SequenceResult], None]) -> None:
+    ``batch`` > 1: a call takes up to ``batch`` items that were never lost (consecutive in the queue, so of
+    similar length: :func:`~pipelines.eval_workers.work_items` sorts longest first); an item whose worker was
+    lost runs alone from then on, so a sequence that kills its worker spends only its own tries.
+    """
+
+    def __init__(self, actors: list, items: list[WorkItem], on_result: Callable[[SequenceResult], None],
+                 batch: int = 1) -> None:
         import ray
         from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
@@ -100,7 +109,8 @@ class _Feed:
         self.lost_errors = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError)
         self.queue: deque[tuple[WorkItem, int]] = deque((it, 0) for it in items)
         self.idle: deque[int] = deque(range(len(actors)))
-        self.busy: dict = {}  # ref -> (actor index, item, attempts so far)
+        self.batch = max(1, int(batch))
+        self.busy: dict = {}  # ref -> (actor index, [(item, attempts so far)])
         self.pings: dict = {}  # ref -> actor index, waiting for a restart
         self.retried = self.lost = 0
 
@@ -120,32 +130,41 @@ class _Feed:
     def _fill(self) -> None:
         while self.idle and self.queue:
             a = self.idle.popleft()
-            item, attempts = self.queue.popleft()
-            self.busy[self.actors[a].run.remote(item)] = (a, item, attempts)
+            chunk = [self.queue.popleft()]
+            while chunk[0][1] == 0 and len(chunk) < self.batch and self.queue and self.queue[0][1] == 0:
+                chunk.append(self.queue.popleft())
+            if self.batch == 1:
+                ref = self.actors[a].run.remote(chunk[0][0])
+            else:
+                ref = self.actors[a].run_batch.remote([item for item, _ in chunk], self.batch)
+            self.busy[ref] = (a, chunk)
 
     def _done(self, ref) -> None:
-        a, item, attempts = self.busy.pop(ref)
+        a, chunk = self.busy.pop(ref)
         try:
-            result = self.ray.get(ref)
+            results = self.ray.get(ref)
         except self.lost_errors as exc:
-            self._lost(a, item, attempts + 1, exc)
+            self._lost(a, chunk, exc)
             return
         self.idle.append(a)
         self._fill()  # the next item goes out before this result is stored
-        self.on_result(result)
+        for result in [results] if self.batch == 1 else results:
+            self.on_result(result)
 
-    def _lost(self, a: int, item: WorkItem, attempts: int, exc: Exception) -> None:
+    def _lost(self, a: int, chunk: list[tuple[WorkItem, int]], exc: Exception) -> None:
         self.lost += 1
         self.pings[self.actors[a].ping.options(max_task_retries=-1).remote()] = a
-        what, why = f"{item.benchmark}/{item.sequence.name}", _first_line(exc)
-        if attempts >= MAX_ITEM_ATTEMPTS:
-            _say(f"{what}: worker lost {attempts} times, recorded as failed ({why})")
-            self.on_result(SequenceResult(item.checkpoint, item.benchmark, item.sequence.name, "lost", None,
-                                          error=f"worker lost {attempts} times: {why}"))
-            return
-        self.retried += 1
-        self.queue.appendleft((item, attempts))
-        _say(f"worker lost ({why}); {what} queued again (try {attempts + 1} of {MAX_ITEM_ATTEMPTS})")
+        why = _first_line(exc)
+        for item, tries in reversed(chunk):  # back to the head of the queue in their order
+            attempts, what = tries + 1, f"{item.benchmark}/{item.sequence.name}"
+            if attempts >= MAX_ITEM_ATTEMPTS:
+                _say(f"{what}: worker lost {attempts} times, recorded as failed ({why})")
+                self.on_result(SequenceResult(item.checkpoint, item.benchmark, item.sequence.name, "lost", None,
+                                              error=f"worker lost {attempts} times: {why}"))
+                continue
+            self.retried += 1
+            self.queue.appendleft((item, attempts))
+            _say(f"worker lost ({why}); {what} queued again (try {attempts + 1} of {MAX_ITEM_ATTEMPTS})")
 
     def _rejoin(self, ref) -> None:
         a = self.pings.pop(ref)

@@ -228,6 +228,7 @@ def log_evaluation(
                     "benchmarks": json.dumps(report["benchmarks"]),
                     "workers": report["timing"]["workers"],
                     "local": report["timing"]["local"],
+                    "batch_sequences": report["timing"].get("batch_sequences", 1),
                     "validation": report.get("validation"),
                 }
             )

@@ -117,13 +117,7 @@ class SequenceRunner:
         """Track one item; never raises for a bad sequence or checkpoint: ``error`` says what failed."""
         t0 = time.perf_counter()
         c0 = time.process_time()  # this process's CPU seconds (1 torch thread: the tracking's own)
-        base = {
-            "checkpoint": item.checkpoint,
-            "benchmark": item.benchmark,
-            "sequence": item.sequence.name,
-            "worker": self.ping(),
-            "node": _ray_node_id(),
-        }
+        base = self._base(item)
         loaded, load_s = False, 0.0
         try:
             net, load_s, loaded = self._model(item.checkpoint)
@@ -146,6 +140,44 @@ class SequenceRunner:
             track=track,
         )
 
+    def run_batch(self, items: list[WorkItem], batch: int) -> list[SequenceResult]:
+        """Track ``items`` ``batch`` at a time in lockstep (:meth:`track_many`); one result per item."""
+        results: list[SequenceResult] = []
+        self.track_many(items, batch, results.append)
+        return results
+
+    def track_many(self, items: Iterable[WorkItem], batch: int, on_result: Callable[[SequenceResult], None]) -> None:
+        """Track ``items`` with :func:`ocean.batch_tracker.track_batched`: ``batch`` sequences advance in
+        lockstep with one search forward per step, and the next item joins as soon as one ends. Results
+        (boxes identical to :meth:`run`'s) come in the order the sequences end; ``wall_s`` / ``cpu_s`` are
+        each sequence's own work plus its share of the forwards it took part in, and its model load."""
+        from ocean.batch_tracker import BatchJob, track_batched
+
+        meta: dict[int, tuple[WorkItem, bool, float, float]] = {}
+
+        def jobs():
+            for i, item in enumerate(items):
+                t0, c0 = time.perf_counter(), time.process_time()
+                try:
+                    net, load_s, loaded = self._model(item.checkpoint)
+                except Exception as exc:  # recorded per sequence, as run() does
+                    on_result(SequenceResult(**self._base(item), error=f"{type(exc).__name__}: {exc}",
+                                             wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0))
+                    continue
+                meta[i] = (item, loaded, load_s, time.process_time() - c0)
+                yield BatchJob(i, net, item.tracker, item.benchmark, item.sequence)
+
+        for out in track_batched(jobs(), batch, self.device):
+            item, loaded, load_s, load_cpu = meta.pop(out.key)
+            error = None if out.error is None else f"{type(out.error).__name__}: {out.error}"
+            on_result(SequenceResult(**self._base(item), model_loaded=loaded, load_s=load_s, error=error,
+                                     wall_s=out.wall_s + load_s, cpu_s=out.cpu_s + load_cpu,
+                                     track=out.track if out.track is not None else {}))
+
+    def _base(self, item: WorkItem) -> dict[str, Any]:
+        return {"checkpoint": item.checkpoint, "benchmark": item.benchmark, "sequence": item.sequence.name,
+                "worker": self.ping(), "node": _ray_node_id()}
+
     def ping(self) -> str:
         import socket
 
@@ -162,14 +194,18 @@ def _ray_node_id() -> str | None:
 
 
 def run_local(
-    items: list[WorkItem], threads: int, device: str, on_result: Callable[[SequenceResult], None]
+    items: list[WorkItem], threads: int, device: str, on_result: Callable[[SequenceResult], None], batch: int = 1
 ) -> int:
-    """The plain loop: one SequenceRunner in this process (torch threads restored afterwards)."""
+    """The plain loop: one SequenceRunner in this process (torch threads restored afterwards); ``batch`` > 1:
+    that many sequences in lockstep, the next joining as one ends (:meth:`SequenceRunner.track_many`)."""
     import torch
 
     previous = torch.get_num_threads()
     try:
         runner = SequenceRunner(threads, device, set_threads=True)
+        if batch > 1:
+            runner.track_many(items, batch, on_result)
+            return 1
         for item in items:
             on_result(runner.run(item))
         return 1
@@ -211,10 +247,11 @@ def timing(
     reused: int = 0,
     retried: int = 0,
     lost: int = 0,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """The ``timing`` entry of an evaluation report (``total_seconds`` is added by the driver): ``results``
     of the ``items`` tracked now; ``reused`` stored results, ``retried`` items run again after ``lost``
-    worker calls (:mod:`pipelines.eval_actors`)."""
+    worker calls (:mod:`pipelines.eval_actors`); ``batch`` sequences in lockstep per worker."""
     results = list(results)
     n_items = len(items)
     loads = [r for r in results if r.model_loaded]
@@ -233,6 +270,7 @@ def timing(
         # CPU seconds the workers spent per sequence: unlike seq/s, barely affected by other load
         "cpu_seconds_per_sequence": round(sum(r.cpu_s for r in results) / max(len(results), 1), 4),
         "workers": workers,
+        "batch_sequences": int(batch),
         "local": bool(local),
         "device": device,
         "worker_ids": sorted({r.worker for r in results}),

@@ -53,7 +53,8 @@ class EvaluateSettings:
     ``log_mlflow=False`` logs nothing. ``validation``: the benchmark whose headline metric picks the best
     checkpoint. ``local``: a plain loop in this process (same numbers). ``max_sequences``: the first N
     sequences of each benchmark. ``training_run_id``: ``ocean evaluate --run`` (a checkpoint's own
-    ``mlflow_run_id`` entry wins).
+    ``mlflow_run_id`` entry wins). ``batch_sequences``: sequences each worker tracks in lockstep, one search
+    forward for all (:mod:`ocean.batch_tracker`; same boxes).
     """
 
     checkpoints: Sequence[str]
@@ -70,6 +71,7 @@ class EvaluateSettings:
     max_sequences: int | None = None
     cpus_per_worker: float = 1.0
     threads_per_worker: int = 1
+    batch_sequences: int = 1
     experiment: str = "ocean-evaluate"
     run_name: str | None = None
     training_run_id: str | None = None
@@ -117,7 +119,7 @@ def evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     reused, todo = _reuse(s, results_store, items)
     results, (track_s, startup_s, stats) = _run(s, infos, todo, results_store)
     run_timing = timing(results.values(), todo, track_s, startup_s, stats.workers, local=s.local, device=s.device,
-                        reused=len(reused), retried=stats.retried, lost=stats.lost)
+                        reused=len(reused), retried=stats.retried, lost=stats.lost, batch=s.batch_sequences)
     results.update(reused)
     scores, checkpoints, rows, failed, plots = _score(s, infos, sequences, trackers, results, out_dir)
     best = _rank(s, infos, scores, plots, out_dir)
@@ -150,8 +152,8 @@ def _validate(s: EvaluateSettings) -> None:
                               f"{sorted(s.benchmarks)}")
     if len(set(s.checkpoints)) != len(s.checkpoints):
         raise EvaluationError("the same checkpoint is given twice")
-    if s.workers < 1:
-        raise EvaluationError("workers must be at least 1")
+    if s.workers < 1 or s.batch_sequences < 1:
+        raise EvaluationError("workers and batch_sequences must be at least 1")
     if s.use_gpu and s.local:
         import torch
 
@@ -224,13 +226,13 @@ def _run(s: EvaluateSettings, infos: list[CheckpointInfo], items: list[WorkItem]
     if not items:
         stats = RunStats(0)
     elif s.local:
-        stats = RunStats(run_local(items, s.threads_per_worker, s.device, on_result))
+        stats = RunStats(run_local(items, s.threads_per_worker, s.device, on_result, s.batch_sequences))
     else:
         try:
             stats = run_ray(items, workers=s.workers, threads=s.threads_per_worker, device=s.device,
                             cpus_per_worker=s.cpus_per_worker, gpus_per_worker=1.0 if s.use_gpu else 0.0,
                             ray_address=s.ray_address, on_result=on_result, on_ready=on_ready,
-                            gpu_wait_s=s.gpu_wait_s)
+                            gpu_wait_s=s.gpu_wait_s, batch=s.batch_sequences)
         except ClusterTooSmall as exc:
             raise EvaluationError(str(exc)) from None
     if s.progress and stats.retried:

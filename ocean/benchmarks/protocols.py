@@ -10,6 +10,7 @@ benchmark's protocol and returns plain data (what evaluation and tuning workers 
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,7 +78,40 @@ class VotResult:
         return len(ran) / total if total > 0 else float("inf")
 
 
-def run_one_pass(tracker: Tracker, seq: Sequence) -> OnePassResult:
+@dataclass(frozen=True)
+class Step:
+    """What a protocol asks of its tracker next: ``init(image, box)`` when ``box`` is set, else ``track(image)``.
+
+    The protocols below are generators of Steps: whoever drives one (:func:`drive` with one tracker, or
+    :mod:`ocean.batch_tracker` with K videos per network forward) sends back, for each Step,
+    ``(box_xywh, score, seconds)`` (``box`` / ``score`` None after an init; ``seconds`` the tracker's time).
+    """
+
+    image: np.ndarray
+    box: np.ndarray | None = None
+
+
+Answer = tuple[Any, Any, float]  # (box_xywh or None, score or None, tracker seconds)
+
+
+def drive(steps: Generator[Step, Answer, Any], tracker: Tracker) -> Any:
+    """Run a protocol generator with one tracker; returns the generator's result."""
+    answer: Answer | None = None
+    try:
+        while True:
+            step = steps.send(answer)  # type: ignore[arg-type]  # the first send is None
+            t0 = time.perf_counter()
+            if step.box is not None:
+                tracker.init(step.image, step.box)
+                answer = (None, None, time.perf_counter() - t0)
+            else:
+                box, score = tracker.track(step.image)
+                answer = (box, score, time.perf_counter() - t0)
+    except StopIteration as stop:
+        return stop.value
+
+
+def one_pass_steps(seq: Sequence) -> Generator[Step, Answer, OnePassResult]:
     """One-pass evaluation: init on frames[0] with the GT box; the output of frame 0 is that GT box
     (ocean_facts §9.4); every later frame is tracked."""
     n = len(seq)
@@ -88,21 +122,24 @@ def run_one_pass(tracker: Tracker, seq: Sequence) -> OnePassResult:
     for f, path in enumerate(seq.frames):
         t0 = time.perf_counter()
         img = load_image(path)
-        t1 = time.perf_counter()
+        loads[f] = time.perf_counter() - t0
         if f == 0:
             init_box = seq.init_box_xywh
-            tracker.init(img, init_box.copy())
+            _, _, times[f] = yield Step(img, init_box.copy())
             boxes[0] = init_box
         else:
-            box, score = tracker.track(img)
+            box, score, times[f] = yield Step(img)
             boxes[f] = np.asarray(box, dtype=np.float64).reshape(4)
             scores[f] = float(score)
-        t2 = time.perf_counter()
-        loads[f], times[f] = t1 - t0, t2 - t1
     return OnePassResult(boxes, scores, times, loads)
 
 
-def run_vot_supervised(tracker: Tracker, seq: Sequence) -> VotResult:
+def run_one_pass(tracker: Tracker, seq: Sequence) -> OnePassResult:
+    """:func:`one_pass_steps` with one tracker."""
+    return drive(one_pass_steps(seq), tracker)
+
+
+def vot_supervised_steps(seq: Sequence) -> Generator[Step, Answer, VotResult]:
     """VOT supervised ("baseline") protocol as the official Ocean test script (ocean_facts §9.4).
 
     Frame ``start`` (initially 0): init from the GT region (polygon -> box, facts §9.1), write 1. Later
@@ -122,14 +159,12 @@ def run_vot_supervised(tracker: Tracker, seq: Sequence) -> VotResult:
             continue
         t0 = time.perf_counter()
         img = load_image(seq.frames[f])
-        t1 = time.perf_counter()
+        loads[f] = time.perf_counter() - t0
         if f == start:
-            tracker.init(img, polygon_to_init_box_xywh(regions[f]))
-            times[f] = time.perf_counter() - t1
+            _, _, times[f] = yield Step(img, polygon_to_init_box_xywh(regions[f]))
             traj.append(np.array([VOT_INIT], dtype=np.float64))
         else:
-            box, _score = tracker.track(img)
-            times[f] = time.perf_counter() - t1  # the overlap check below is the protocol's, not timed
+            box, _score, times[f] = yield Step(img)  # the overlap check below is the protocol's, not timed
             box = np.asarray(box, dtype=np.float64).reshape(4)
             if polygon_overlap_continuous(regions[f], box) > 0:
                 traj.append(box)
@@ -137,8 +172,31 @@ def run_vot_supervised(tracker: Tracker, seq: Sequence) -> VotResult:
                 traj.append(np.array([VOT_FAILURE], dtype=np.float64))
                 failures += 1
                 start = f + VOT_SKIP_FRAMES
-        loads[f] = t1 - t0
     return VotResult(traj, times, loads, failures)
+
+
+def run_vot_supervised(tracker: Tracker, seq: Sequence) -> VotResult:
+    """:func:`vot_supervised_steps` with one tracker."""
+    return drive(vot_supervised_steps(seq), tracker)
+
+
+def protocol_steps(benchmark: str, seq: Sequence) -> Generator[Step, Answer, OnePassResult | VotResult]:
+    """The benchmark's protocol for ``seq``: VOT supervised for the vot family, else one-pass."""
+    return vot_supervised_steps(seq) if BENCHMARK_FAMILY[benchmark] == "vot" else one_pass_steps(seq)
+
+
+def track_result(r: OnePassResult | VotResult, nonfinite_frames: int) -> dict[str, Any]:
+    """A protocol's result as the plain data :func:`track_sequence` returns."""
+    if isinstance(r, VotResult):
+        out = {
+            "trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
+            "num_failures": int(r.num_failures),
+        }
+    else:
+        out = {"boxes_xywh": r.boxes_xywh}
+    out["times_s"] = r.times_s
+    out["nonfinite_frames"] = int(nonfinite_frames)
+    return out
 
 
 def track_sequence(
@@ -154,15 +212,5 @@ def track_sequence(
     from ocean.tracker import OceanTracker  # ocean.tracker imports ocean.benchmarks.regions
 
     tracker = OceanTracker(net, tracker_cfg, device=device)
-    if BENCHMARK_FAMILY[benchmark] == "vot":
-        r = run_vot_supervised(tracker, seq)
-        out = {
-            "trajectory": [np.asarray(t, dtype=np.float64) for t in r.trajectory],
-            "num_failures": int(r.num_failures),
-        }
-    else:
-        r = run_one_pass(tracker, seq)
-        out = {"boxes_xywh": r.boxes_xywh}
-    out["times_s"] = r.times_s
-    out["nonfinite_frames"] = int(tracker.nonfinite_frames)
-    return out
+    r = drive(protocol_steps(benchmark, seq), tracker)
+    return track_result(r, tracker.nonfinite_frames)

@@ -216,6 +216,7 @@ def test_training_resumes_after_losing_a_worker_host(cluster, trained):
     assert trained["killed"], "nothing was killed"
     assert not trained["late"], "the host was killed after the last epoch file was written: nothing was resumed"
     assert trained["status"] == "SUCCEEDED", trained["logs"][-4000:]
+    assert c.s3.secret_key not in trained["logs"]  # credentials never reach the logs
     keys = c.s3.keys(RUNS, "train/checkpoints/")
     assert keys == ["train/checkpoints/epoch-0001.pt", "train/checkpoints/epoch-0002.pt"], keys
     head = c.s3.client().head_object(Bucket=RUNS, Key="train/checkpoints/epoch-0001.pt")
@@ -257,6 +258,13 @@ def _evaluate(c: NetnsCluster, trained: dict, prefix: str, bench: str, during=No
     return c.wait_job(sub_id, 600)
 
 
+def _result_files(c: NetnsCluster, prefix: str) -> dict[str, bytes]:
+    """The per-sequence box files under ``prefix``, by their path below it."""
+    s3 = c.s3.client()
+    keys = [k for k in c.s3.keys(RUNS, f"{prefix}/") if "/results/" in k and k.endswith(".txt")]
+    return {k[len(prefix):]: s3.get_object(Bucket=RUNS, Key=k)["Body"].read() for k in keys}
+
+
 def _scores(c: NetnsCluster, prefix: str) -> dict:
     """The metrics of the OTB summary under ``prefix`` (no timings)."""
     from benchmark_trees import METRICS
@@ -270,6 +278,8 @@ def _scores(c: NetnsCluster, prefix: str) -> dict:
 def test_evaluate_job_on_the_cluster(cluster, evaluated):
     prefix, status, logs = evaluated
     assert status == "SUCCEEDED", logs[-3000:]
+    assert cluster.s3.secret_key not in logs
+    assert len(_result_files(cluster, prefix)) == 2  # --max-sequences 2: one box file each
     scores = _scores(cluster, prefix)
     assert 0.0 <= scores["success_auc"] <= 1.0
 
@@ -312,6 +322,8 @@ def test_prepare_survives_losing_a_worker_host(cluster, prepared):
     c.wait_for_nodes(3)
     undisturbed = _shard_bytes(c, "prepared/")
     assert undisturbed and _shard_bytes(c, "prepared-fault/") == undisturbed
+    # and the same manifest: every shard's sha256 and every count (nothing lost, nothing written twice)
+    assert _read_json(c, RUNS, "prepared-fault/manifest.json") == _read_json(c, RUNS, "prepared/manifest.json")
 
 
 def _wait_for_title(c: NetnsCluster, title: str, host, sub_id: str, timeout: float = 300) -> int:
@@ -350,4 +362,5 @@ def test_evaluate_survives_losing_a_worker_host(cluster, trained, evaluated):
     again = re.search(r"(\d+) run again after a lost worker", logs)
     assert again and int(again.group(1)) >= 1, logs[-2000:]  # the lost sequence was tracked again
     assert _scores(c, "eval-fault") == _scores(c, evaluated[0])
+    assert _result_files(c, "eval-fault") == _result_files(c, evaluated[0])  # every box, byte for byte
     c.wait_for_nodes(3)

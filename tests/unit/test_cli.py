@@ -11,6 +11,7 @@ from jobs.cli import build_parser, main
 
 COMMANDS = {"ablate", "config", "convert", "evaluate", "export", "info", "prepare", "quickstart", "score", "synth", "track",
             "train", "tune-tracker"}
+COMMANDS |= {"vot-tracker"}  # the TraX entry point for the VOT toolkit (docs/toolkits.md)
 
 
 def test_every_command_is_registered_with_help(capsys):

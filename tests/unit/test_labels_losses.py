@@ -143,7 +143,8 @@ def test_overfit_a_few_pairs():
     targets = make_targets(cfg.labels, box, shift, 25, 255)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     losses = []
-    for _ in range(40):
+    # 20 steps: on 2026-12-03 the loss went 6.25 -> 1.62 (min of steps 16-20), well under the 0.5x asked
+    for _ in range(20):
         parts = ocean_loss(net(z, x), targets, cfg.loss, cfg.labels)
         opt.zero_grad()
         parts["total"].backward()

@@ -31,9 +31,9 @@ def test_paper_parameter_counts_equal_the_official_model():
 
 def test_without_alignment_and_plain_sum():
     cfg = apply_overrides(paper(), ["model.head.align=false"])
-    assert model_info(cfg.model)["params_total"] == 25_869_136  # facts §16 "total without alignment"
+    assert model_info(cfg.model, search_sizes=())["params_total"] == 25_869_136  # facts §16 "total without alignment"
     cfg = apply_overrides(paper(), ["model.head.fusion=sum"])
-    assert model_info(cfg.model)["params_head"] == 11_820_304 - 6  # two 3-vectors of fusion logits gone
+    assert model_info(cfg.model, search_sizes=())["params_head"] == 11_820_304 - 6  # two 3-vectors of fusion logits gone
 
 
 @pytest.mark.parametrize("s", [255, 271, 287, 303])
