@@ -20,8 +20,8 @@ timeout 300 "$PY" benchmarks/gpu_check.py --device cuda --out "$out" "${ckpt[@]}
 status=$?
 # 2. batched evaluation on the device: K sequences per forward against one at a time (goal >= 5x frames/s)
 timeout 120 "$PY" benchmarks/eval_batched.py --preset paper --device cuda --batches 1,8,32 --sequences 32 \
-  --frames 30 --repeats 1 --threads 4 --json "$out/eval_batched.json" > "$out/eval_batched.md" 2>&1 || status=1
-cat "$out/eval_batched.md"
+  --frames 30 --repeats 1 --threads 4 --json "$out/eval_batched.json" > "$out/eval_batched.txt" 2>&1 || status=1
+cat "$out/eval_batched.txt"
 # 3. the same numbers as the CPU on CUDA (tests/gpu): forward, tracker boxes, online module
 timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/gpu > "$out/tests_gpu.log" 2>&1 || status=1
 tail -3 "$out/tests_gpu.log"
