@@ -23,7 +23,7 @@ COPY --chown=ray:users ocean ./ocean
 COPY --chown=ray:users data_prep ./data_prep
 COPY --chown=ray:users pipelines ./pipelines
 COPY --chown=ray:users jobs ./jobs
-RUN pip install --no-cache-dir ".[gpu]" \
+RUN pip install --no-cache-dir ".[gpu,export]" \
  && cd /home/ray \
- && python -c "import ocean, data_prep, pipelines, jobs.cli, torch, torchvision, ray, mlflow"
+ && python -c "import ocean, data_prep, pipelines, jobs.cli, torch, torchvision, ray, mlflow, onnxruntime"
 WORKDIR /home/ray

@@ -267,13 +267,17 @@ def dockerfile_problems(text: str) -> list[str]:
     for name in ("torch", "torchvision"):  # the CUDA stack's own layer
         if name not in named:
             problems.append(f"{name} is not installed with its pin")
-    project_installs = [a for a in installs if any(t in (".", ".[gpu]") for t in a)]
-    if not project_installs:
-        problems.append("the project itself (`pip install .[gpu]`) is not installed")
-    elif any("-e" in a or "--editable" in a for a in project_installs):
+    own = [(a, _project_extras(t)) for a in installs for t in a if _project_extras(t) is not None]
+    extras = set().union(*(e for _, e in own))
+    if not own:
+        problems.append("the project itself (`pip install .[gpu,export]`) is not installed")
+    elif any("-e" in a or "--editable" in a for a, _ in own):
         problems.append("the project is installed editable")
-    elif not any(".[gpu]" in a for a in project_installs):
-        problems.append("the gpu extra (GPU system metrics) is not installed")
+    else:
+        if "gpu" not in extras:
+            problems.append("the gpu extra (GPU system metrics) is not installed")
+        if "export" not in extras:
+            problems.append("the export extra (onnxruntime for --runtime onnx) is not installed")
     copied = {Path(src).as_posix().rstrip("/") for w, a in instr if w == "COPY"
               for src in [t for t in shlex.split(a) if not t.startswith("--")][:-1]}
     needed = {"pyproject.toml", project["readme"]} | {
@@ -281,6 +285,12 @@ def dockerfile_problems(text: str) -> list[str]:
     for path in sorted(needed - copied):
         problems.append(f"{path} is not copied into the image")
     return problems
+
+
+def _project_extras(token: str) -> set[str] | None:
+    """The extras of a ``.`` / ``.[a,b]`` install argument (the project itself), else None."""
+    m = re.fullmatch(r"\.(?:\[([\w,\s-]*)\])?", token)
+    return None if m is None else {e.strip() for e in (m.group(1) or "").split(",") if e.strip()}
 
 
 def test_dockerfile_matches_pyproject():
@@ -293,8 +303,9 @@ def test_dockerfile_matches_pyproject():
     ("rayproject/ray:2.60.0-", "rayproject/ray:2.59.0-"),
     ("-py311-", "-py39-"),
     ("-cu130", "-cu121"),
-    ('".[gpu]"', "-e ."),
-    ('".[gpu]"', "numpy==1.26.4 ."),
+    ('".[gpu,export]"', "-e ."),
+    ('".[gpu,export]"', "numpy==1.26.4 ."),
+    ('".[gpu,export]"', '".[gpu]"'),
     ("COPY --chown=ray:users jobs ./jobs\n", ""),
 ])
 def test_dockerfile_check_refuses_a_broken_copy(old, new):
@@ -354,7 +365,7 @@ def build_context(dest: Path) -> list[str]:
 
 
 def test_the_build_context_builds_the_project(tmp_path):
-    """What the Dockerfile's `pip install ".[gpu]"` builds, from exactly the files .dockerignore sends: a wheel
+    """What the Dockerfile's `pip install ".[gpu,export]"` builds, from exactly the files .dockerignore sends: a wheel
     with the four packages and every pin of pyproject.toml (built here offline, with this setuptools)."""
     ctx = tmp_path / "ctx"
     kept = build_context(ctx)
