@@ -53,8 +53,9 @@ alias `ocean evaluate --run` sets), models:/NAME/VERSION or runs:/RUN_ID/model, 
 (default $MLFLOW_TRACKING_URI, else ./mlruns.db); its config comes with it.
 
 Tracker hyper-parameters, applied in this order: the checkpoint's `tracker` section (the defaults:
-single size smoothing), --benchmark NAME (the official per-benchmark values of ocean_facts §9.3:
-otb, vot2018, vot2019, got10k, lasot -- these select TracKit's double size smoothing, as tuned),
+single size smoothing), --benchmark NAME (the official per-benchmark values of ocean_facts §9.3 for
+otb, vot2018, vot2019, got10k, lasot; SOTS's values for the others, §9.5 -- these select
+TracKit's double size smoothing, as tuned),
 --config FILE (a configuration as `ocean config` prints it, YAML or JSON: only its tracker section),
 --tracker-config FILE (YAML or JSON of TrackerConfig fields, or {"tracker": {...}}, e.g. what
 `ocean tune-tracker` saves), then --set tracker.KEY=VALUE (repeatable). Values are type- and range-checked.
@@ -95,8 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                    help="a live window with the box; q or Esc stops, keeping what was written (default: only "
                         "when the target is selected in the window, i.e. without --init)")
-    p.add_argument("--benchmark", choices=["otb", "vot2018", "vot2019", "got10k", "lasot"],
-                   help="use that benchmark's official tracker hyper-parameters (ocean_facts §9.3)")
+    from ocean.config import TRACKER_PRESETS
+
+    p.add_argument("--benchmark", choices=sorted(TRACKER_PRESETS),
+                   help="use that benchmark's tracker hyper-parameters (ocean_facts §9.3, §9.5)")
     add_tracker_arguments(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs (default auto: cuda when available, else cpu)")
