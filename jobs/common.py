@@ -206,8 +206,9 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
                         help="override one tracker hyper-parameter (repeatable; applied after --tracker-config)")
     parser.add_argument("--runtime", dest="overrides", action=_RuntimeAction, choices=("eager", "fast", "onnx"),
-                        help="how the network runs: fast (default: BatchNorm folded, fused oneDNN convolutions), "
-                             "eager, or onnx (exported graphs in onnxruntime, the export extra); the same as "
+                        help="how the network runs: eager (default: the module as trained, the official arithmetic), "
+                             "fast (BatchNorm folded, fused oneDNN convolutions) or onnx (exported graphs in "
+                             "onnxruntime, the export extra); the same as "
                              "--set tracker.runtime=NAME")
 
 

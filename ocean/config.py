@@ -489,10 +489,11 @@ class TrackerConfig(_Checked):
     # VOT2019ON uses 0.7.
     online_weight: float = 0.5
     online_params: OnlineConfig = field(default_factory=OnlineConfig)
-    # How the network runs (ocean/fast.py): "fast" = BatchNorm folded into the convolutions and fused oneDNN
-    # conv + ReLU calls (outputs within 1e-4 relative of eager, inference_runtimes.md §1); "eager" = the module as
-    # trained; "onnx" = the exported graphs in onnxruntime on CPU (the export extra, inference_runtimes.md §3).
-    runtime: Literal["eager", "fast", "onnx"] = "fast"
+    # How the network runs (ocean/fast.py): "eager" = the module as trained, the official arithmetic exactly
+    # (the default); "fast" = BatchNorm folded into the convolutions and fused oneDNN conv + ReLU calls (outputs
+    # within 1e-4 relative of eager, inference_runtimes.md §1); "onnx" = the exported graphs in onnxruntime on
+    # CPU (the export extra, inference_runtimes.md §3). BENCHMARKS.md "Inference fast path" has their speeds.
+    runtime: Literal["eager", "fast", "onnx"] = "eager"
 
 
 # Per-benchmark tracker hyper-parameters -- facts §9.3 (TK experiments/test/*/Ocean.yaml). These were tuned

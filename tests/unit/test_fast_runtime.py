@@ -166,7 +166,7 @@ def test_tracker_boxes_identical_through_the_fast_runtime():
 
 def test_runtime_is_a_checked_tracker_key():
     cfg = smoke()
-    assert cfg.tracker.runtime == "fast"
-    assert apply_overrides(cfg, ["tracker.runtime=eager"]).tracker.runtime == "eager"
+    assert cfg.tracker.runtime == "eager"  # the official arithmetic by default
+    assert apply_overrides(cfg, ["tracker.runtime=fast"]).tracker.runtime == "fast"
     with pytest.raises(ConfigError, match="runtime"):
         apply_overrides(cfg, ["tracker.runtime=tensorrt"])
