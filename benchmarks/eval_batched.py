@@ -20,6 +20,7 @@ interleaved, ``--repeats`` times, and the medians are compared:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -118,6 +119,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the worker's; 1 = one core)")
     ap.add_argument("--forward-repeats", type=int, default=3, help="0 skips the network-alone table")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runtime", choices=("eager", "fast", "onnx"), default="eager",
+                    help="tracker.runtime (README, 'Inference runtimes'); default eager")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -138,7 +141,7 @@ def main() -> None:
     ckpt = str(work / "epoch-0001.pt")
     save_checkpoint(ckpt, build_model(cfg.model), cfg, epoch=1)
     seqs = make_sequences(work / "seqs", a.sequences, a.frames, a.seed)
-    tcfg = tracker_config("otb")
+    tcfg = dataclasses.replace(tracker_config("otb"), runtime=a.runtime)
     items = [WorkItem(ckpt, "otb", s, tcfg) for s in sorted(seqs, key=lambda s: -len(s))]  # as work_items
     frames = sum(len(s) for s in seqs)
     print(f"{a.preset} preset, {len(seqs)} sequences / {frames} frames, {a.threads} torch thread(s), "

@@ -77,8 +77,9 @@ sequence after sequence, 1 torch thread and --cpus-per-worker logical CPUs each 
 GPU per worker. --ray-address joins a cluster (or RAY_ADDRESS, as `ray job submit` sets); otherwise a local
 Ray instance is started. --local runs a plain loop in this process instead (same numbers).
 --batch-sequences K: each worker (or the local loop) tracks K sequences in lockstep with one search forward
-for all of them, the next sequence joining as one ends (same boxes; online module per sequence; worth it on
-a GPU, BENCHMARKS.md "Batched evaluation"); a Ray call then takes up to K sequences.
+for all of them, the next sequence joining as one ends (the same boxes with the default eager runtime; with
+--runtime fast within 1e-3 px, oneDNN's fused kernels round differently by batch size; online module per
+sequence; worth it on a GPU, BENCHMARKS.md "Batched evaluation"); a Ray call then takes up to K sequences.
 
 MLflow: --mlflow-uri (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db): a parent run per evaluation and a
 child run per checkpoint tagged with its training run (ocean.training_run_id), checkpoint URI, epoch and

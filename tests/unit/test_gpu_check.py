@@ -64,14 +64,17 @@ def test_the_align_head_runs_under_cpu_autocast(dtype):
     assert torch.allclose(low.float(), ref, rtol=0.05, atol=0.05)
 
 
-def test_the_batched_evaluation_step_of_the_gpu_check_runs_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.sh's second step (benchmarks/eval_batched.py), tiny, on the CPU."""
+@pytest.mark.parametrize(("runtime", "tolerance"), [("eager", 1e-4), ("fast", 1e-3)])
+def test_the_batched_evaluation_step_of_the_gpu_check_runs_on_the_cpu(tmp_path, runtime, tolerance):
+    """benchmarks/gpu_check.sh's second step (benchmarks/eval_batched.py), tiny, on the CPU. Batched boxes are
+    batch 1's: exactly with eager (the contract, <= 1e-4 px); with the fast runtime within 1e-3 px (oneDNN's
+    fused kernels round differently by batch size: 2.1e-4 px measured here on 2026-12-03)."""
     out = tmp_path / "eval_batched.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "eval_batched.py"), "--preset", "smoke",
                            "--batches", "1,2", "--sequences", "2", "--frames", "3", "--repeats", "1",
-                           "--forward-repeats", "0", "--json", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+                           "--forward-repeats", "0", "--runtime", runtime, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["batch"] for r in rows] == [1, 2], rows
-    assert all(r["max_box_diff_px"] <= 1e-4 for r in rows), rows  # the batched boxes are batch 1's
+    assert all(r["max_box_diff_px"] <= tolerance for r in rows), rows
