@@ -55,7 +55,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
-from data_prep.crops import crop511, crop_geometry
+from data_prep.crops import crop511, crop_geometry, decode_factor, decode_scaled
 from data_prep.listing import list_and_plan
 from data_prep.readers import read_tracks
 from data_prep.records import bytes_per_pair
@@ -89,9 +89,10 @@ def work_items(data: Path, cfg, pairs: int, seed: int, shard_pairs: int):
     return items, pair_frames, settings
 
 
-def bare_loop(items, settings: CropSettings, sink: Path) -> tuple[float, int]:
+def bare_loop(items, settings: CropSettings, sink: Path, reduced: bool = False) -> tuple[float, int]:
     """CPU seconds (this process) and frames for read -> decode -> crop(s) -> encode -> append the JPEG bytes
-    to ``sink`` on one core (the practical limit)."""
+    to ``sink`` on one core (the practical limit). ``reduced``: decode each frame at the scale
+    ``data.reduced_decode`` would (benchmarks/reduced_decode.py)."""
     from pipelines.raysession import keep_large_buffers_in_heap
 
     cv2.setNumThreads(1)
@@ -101,14 +102,21 @@ def bare_loop(items, settings: CropSettings, sink: Path) -> tuple[float, int]:
     n = 0
     with open(sink, "wb") as out:
         for path, crops in items:
-            with open(path, "rb") as f:
-                img = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            f = 1
+            if reduced:
+                f = decode_factor([b for b, _ in crops], settings.context_amount, settings.crop_size,
+                                  settings.exemplar_size)
+                img, _, f, _ = decode_scaled(data, f)
+            else:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if img is None:
                 continue
             pad = cv2.mean(img)[:3]
             for box, side in crops:
                 g = crop_geometry(box, side, settings.context_amount, settings.crop_size, settings.exemplar_size)
-                crop = cv2.warpAffine(img, g.matrix(), (side, side), flags=cv2.INTER_LINEAR,
+                crop = cv2.warpAffine(img, g.matrix(f), (side, side), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
                 ok, buf = cv2.imencode(".jpg", crop, params)
                 out.write(buf)

@@ -44,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from prep_throughput import bare_loop  # the baseline loop, with its reduced-decode switch
 
 from data_prep.crops import (
     REDUCE_MARGIN,
@@ -186,37 +187,6 @@ def dist(v: list[float]) -> str:
 
 # --------------------------------------------------------------------------------------------------------
 # Speed
-
-
-def bare_loop(items, settings: CropSettings, sink: Path, reduced: bool) -> tuple[float, int]:
-    """``prep_throughput.bare_loop`` (the baseline), optionally decoding at the reduced scale."""
-    from data_prep.crops import crop_geometry
-
-    params = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
-    t0 = time.process_time()
-    n = 0
-    with open(sink, "wb") as out:
-        for path, crops in items:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            f = 1
-            if reduced:
-                f = decode_factor([b for b, _ in crops], settings.context_amount, settings.crop_size,
-                                  settings.exemplar_size)
-                img, _, f, _ = decode_scaled(data, f)
-            else:
-                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                continue
-            pad = cv2.mean(img)[:3]
-            for box, side in crops:
-                g = crop_geometry(box, side, settings.context_amount, settings.crop_size, settings.exemplar_size)
-                crop = cv2.warpAffine(img, g.matrix(f), (side, side), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
-                ok, buf = cv2.imencode(".jpg", crop, params)
-                out.write(buf)
-            n += 1
-    return time.process_time() - t0, n
 
 
 def shard_loop(task: ShardTask, settings: CropSettings) -> tuple[float, int]:
