@@ -206,7 +206,6 @@ def _follow(args: argparse.Namespace, uri: str, settings) -> dict:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from ocean.benchmarks.report import all_failed, format_score, headline_table
     from pipelines.eval_lineage import checkpoints_of_run
     from pipelines.eval_registry import DEFAULT_NAME as DEFAULT_REGISTERED_NAME
     from pipelines.evaluate import EvaluateSettings, evaluate
@@ -274,6 +273,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     report = _follow(args, uri, settings) if args.follow else evaluate(settings)
+    return _report(args, report, register, validation)
+
+
+def _report(args: argparse.Namespace, report: dict, register: str | None, validation: str | None) -> int:
+    """Print the evaluation's tables and where things went; the exit status (1: nothing scored, or a
+    failure with --strict)."""
+    from ocean.benchmarks.report import all_failed, format_score, headline_table
 
     print()
     print(headline_table(report), end="")
