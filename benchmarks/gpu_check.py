@@ -162,8 +162,6 @@ def _produce(path: str, batch: int, seeds: list[int], queue) -> None:
 
 
 def check_fed(args, device, paths) -> dict:
-    import torch
-
     from ocean.engine import train_step
 
     cfg = config(args.preset, args.batch)
@@ -192,7 +190,6 @@ def check_fed(args, device, paths) -> dict:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    del torch
     return {"input_procs": args.input_procs, "steps": args.steps, "batch": args.batch,
             "pairs_per_s": args.steps * args.batch / (wait + busy), "data_wait_fraction": wait / (wait + busy)}
 
