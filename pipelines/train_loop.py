@@ -280,14 +280,18 @@ def _finish_epoch(w: _Worker, epoch: int, metrics: dict[str, Any], composition: 
                                  history=w.history, metrics=metrics, seed=w.seed)
         w.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"},
                        **{f"lr/{g['name']}": g["lr"] for g in w.optimizer.param_groups}}, epoch + 1)
-        pointer = tempfile.mkdtemp(prefix="ocean-ckpt-")
-        Path(pointer, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
+        pointer = tempfile.TemporaryDirectory(prefix="ocean-ckpt-")  # Ray copies it on report; then removed
+        Path(pointer.name, "pointer.json").write_text(json.dumps({"epoch": epoch + 1, "uri": uri}))
         log.info(f"epoch {epoch + 1}/{w.cfg.optim.epochs} loss {metrics['loss']:.4f} "
                  f"lr {metrics['lr']:.3g} {metrics['pairs_per_s']:.1f} pairs/s data wait "
                  f"{100 * metrics['data_wait_fraction']:.0f}% skipped {metrics['skipped_steps']}, "
                  f"{w.progress.end_epoch()} -> {uri}")
-    ray.train.report({**metrics, "checkpoint_uri": uri},
-                     checkpoint=ray.train.Checkpoint.from_directory(pointer) if pointer else None)
+    try:
+        ray.train.report({**metrics, "checkpoint_uri": uri},
+                         checkpoint=ray.train.Checkpoint.from_directory(pointer.name) if pointer else None)
+    finally:
+        if pointer is not None:
+            pointer.cleanup()
 
 
 def train_loop(config: dict[str, LoopSettings]) -> None:
