@@ -288,6 +288,35 @@ def _boxes(col: Any, n: int, name: str) -> np.ndarray:
     return arr
 
 
+def negative_partners(batch: dict[str, Any], valid: np.ndarray, prob: float, seed: int) -> np.ndarray:
+    """Which rows become negative pairs, and whose template they take: ``(n,)`` int, -1 for a positive row.
+
+    With probability ``prob`` (``AugmentConfig.negative_prob``) a valid row takes the template of another valid
+    row of the batch from a different video (``dataset`` and ``video`` columns; without them any other row),
+    as DaSiamRPN's semantic negatives and SOTS's AUG.COMMON.NEG do (facts §7.4): the search still shows an
+    object, just not the template's. The draw and the partner come from a generator of ``(seed, pair_id)``
+    apart from the augmentation's own (:func:`row_rng` of ``seed + 1``), so ``prob = 0`` leaves every other
+    draw as it was; a row with no eligible partner stays positive.
+    """
+    n = len(valid)
+    partner = np.full(n, -1, dtype=np.int64)
+    if prob <= 0 or n < 2:
+        return partner
+    ids = batch.get("pair_id")
+    videos = [f"{d}/{v}" for d, v in zip(batch["dataset"], batch["video"], strict=True)] \
+        if "dataset" in batch and "video" in batch else [str(i) for i in range(n)]
+    videos = np.asarray(videos)
+    for i in np.flatnonzero(valid):
+        rng = row_rng(int(seed) + 1, ids[i] if ids is not None else f"row{i}")
+        u, pick = rng.random(2)
+        if u >= prob:
+            continue
+        others = np.flatnonzero(valid & (videos != videos[i]))
+        if len(others):
+            partner[i] = others[min(int(pick * len(others)), len(others) - 1)]
+    return partner
+
+
 def augment_pairs(batch: dict[str, Any], cfg, seed: int, *, chw_float: bool = False,
                   exemplar_size: int = EXEMPLAR_SIZE, search_size: int = SEARCH_SIZE,
                   crop_size: int = CROP_SIZE) -> dict[str, np.ndarray]:
@@ -307,8 +336,10 @@ def augment_pairs(batch: dict[str, Any], cfg, seed: int, *, chw_float: bool = Fa
         ``template`` ``(B, 127, 127, 3)`` uint8 (or ``(B, 3, 127, 127)`` float32), ``search``
         ``(B, 255, 255, 3)`` uint8 (or CHW float32), ``template_box`` / ``search_box`` ``(B, 4)`` float32
         xyxy in output pixels, ``shift`` ``(B, 2)`` float32 requested search shift (facts §5.2),
-        ``valid`` ``(B,)`` bool (False where a JPEG did not decode: zero images, NaN boxes) and ``error``
-        ``(B,)`` str (the decode reason, "" when valid); ``pair_id`` and ``dataset`` are passed through.
+        ``valid`` ``(B,)`` bool (False where a JPEG did not decode: zero images, NaN boxes), ``error``
+        ``(B,)`` str (the decode reason, "" when valid) and ``negative`` ``(B,)`` bool (the row's template is
+        another video's, :func:`negative_partners`; its ``template_box`` is that template's); ``pair_id`` and
+        ``dataset`` are passed through.
 
     Raises:
         ValueError: stored crops smaller than ``cfg``'s augmentation window needs (the data was prepared
@@ -350,9 +381,13 @@ def augment_pairs(batch: dict[str, Any], cfg, seed: int, *, chw_float: bool = Fa
         templates[i], searches[i] = r["template"], r["search"]
         out_t_box[i], out_s_box[i], shift[i] = r["template_box"], r["search_box"], r["shift"]
         valid[i] = True
+    negative = negative_partners(batch, valid, float(getattr(cfg, "negative_prob", 0.0)), seed)
+    if (negative >= 0).any():
+        templates[negative >= 0] = templates[negative[negative >= 0]]  # fancy indexing: copies, order-safe
+        out_t_box[negative >= 0] = out_t_box[negative[negative >= 0]]
     out: dict[str, np.ndarray] = {
         "template": templates, "search": searches, "template_box": out_t_box, "search_box": out_s_box,
-        "shift": shift, "valid": valid, "error": error.astype(str),
+        "shift": shift, "valid": valid, "error": error.astype(str), "negative": negative >= 0,
     }
     if chw_float:
         out["template"] = templates.transpose(0, 3, 1, 2).astype(np.float32)

@@ -179,7 +179,8 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
 
     Returns ``template`` ``(B, 127, 127, 3)`` uint8 BGR, ``search`` ``(B, 255, 255, 3)`` uint8 BGR,
     ``search_box`` ``(B, 4)`` float32 xyxy in search pixels, ``search_shift`` ``(B, 2)`` float32 (facts §5.2),
-    ``valid`` ``(B,)`` bool (False where a JPEG did not decode), ``epoch`` ``(B,)`` int64 and ``pair_key``
+    ``valid`` ``(B,)`` bool (False where a JPEG did not decode), ``negative`` ``(B,)`` bool (a negative pair,
+    ``AugmentConfig.negative_prob``), ``epoch`` ``(B,)`` int64 and ``pair_key``
     ``(B,)`` int64 (the uint64 key's bits), in the items' order.
     """
     from data_prep.augment import augment_pairs
@@ -191,7 +192,7 @@ def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesyste
         out = augment_pairs(read_pair_rows(filesystem, files, loc, digests), cfg, epoch_seed(seed, epoch),
                             exemplar_size=exemplar_size, search_size=search_size)
         parts.append({"template": out["template"], "search": out["search"], "search_box": out["search_box"],
-                      "search_shift": out["shift"], "valid": out["valid"],
+                      "search_shift": out["shift"], "valid": out["valid"], "negative": out["negative"],
                       "epoch": np.full(len(loc), epoch, np.int64), "pair_key": loc[:, 3].view(np.int64)})
     if len(parts) == 1:  # the usual case (batch_size=1): no 60 MB copy
         return parts[0]

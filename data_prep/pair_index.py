@@ -24,8 +24,8 @@ from ocean import storage
 
 INDEX_COLUMNS = ("pair_id", "dataset")
 # Pair-record columns the decode + augment step reads (data_prep.records schema; the others stay on disk).
-AUGMENT_COLUMNS = ("pair_id", "template_jpeg", "search_jpeg", "template_box", "search_box", "template_offset",
-                   "search_offset", "template_side", "search_side")
+AUGMENT_COLUMNS = ("pair_id", "dataset", "video", "template_jpeg", "search_jpeg", "template_box", "search_box",
+                   "template_offset", "search_offset", "template_side", "search_side")
 
 
 class TrainingDataError(ValueError):

@@ -342,6 +342,10 @@ class AugmentConfig(_Checked):
     blur_prob: float = 0.0  # off in the official config -- facts §7.5
     flip_prob: float = 0.0
     gray_prob: float = 0.0
+    # Share of negative pairs: the template is taken from another video of the batch, every cell of the
+    # search is a negative and nothing is regressed (DaSiamRPN's semantic negatives; SOTS AUG.COMMON.NEG, 0 for
+    # Ocean; TK has none -- facts §7.4). 0 = official.
+    negative_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -581,7 +585,7 @@ _LIMITS: dict[str, dict[str, Limit]] = {
     # stay non-negative for j <= 1; the *_prob are probabilities -- facts §7.5
     "AugmentConfig": {"template_shift": NON_NEGATIVE, "template_scale": BELOW_ONE, "search_shift": NON_NEGATIVE,
                       "search_scale": BELOW_ONE, "color_jitter": UNIT, "blur_prob": UNIT, "flip_prob": UNIT,
-                      "gray_prob": UNIT},
+                      "gray_prob": UNIT, "negative_prob": UNIT},
     # context p = amount (w + h) > 0 -- facts §7.1; JPEG quality 1..100 (OpenCV's scale); pair counts and
     # RANGE >= 0, the pool at least one epoch -- facts §7.3, §7.6
     "DataConfig": {"context_amount": POSITIVE, "crop_size": COUNT, "jpeg_quality": Limit(1, 100),

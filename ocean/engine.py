@@ -153,7 +153,8 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], cfg: OceanConfi
                optimizer: torch.optim.Optimizer, *, device: torch.device | None = None,
                amp_dtype: torch.dtype | None = None, accumulate: int = 1, do_step: bool = True,
                agree: Callable[[bool], bool] | None = None) -> StepResult:
-    """One optimisation step on a batch ``{"template", "search", "search_box" (B,4 xyxy), "search_shift" (B,2)}``.
+    """One optimisation step on a batch ``{"template", "search", "search_box" (B,4 xyxy), "search_shift" (B,2)}``
+    and optionally ``"negative"`` (B,) bool (negative pairs, :func:`ocean.losses.make_targets`).
 
     Labels are computed here from the boxes (vectorised, facts §5). A non-finite loss, a loss above
     ``optim.max_loss`` or a :class:`NonFiniteOutputError` skips the step (facts §6 ``is_valid_number``) and
@@ -171,7 +172,7 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], cfg: OceanConfi
     shift = shift.to(device=device, dtype=torch.float32) if shift is not None else None
     s = x.shape[-1]
     targets = make_targets(cfg.labels, box, shift, score_size(s, cfg.model.exemplar_size, cfg.model.stride), s,
-                           cfg.model.stride)
+                           cfg.model.stride, negative=batch.get("negative"))
     reason, values, total = "", {}, None
     try:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

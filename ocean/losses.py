@@ -46,10 +46,19 @@ def align_loss(logits: torch.Tensor, soft_label: torch.Tensor) -> torch.Tensor:
 
 
 def make_targets(label_cfg: LabelConfig, search_box_xyxy: torch.Tensor, search_shift_xy: torch.Tensor | None,
-                 n: int, search_size: int, stride: int = 8) -> dict[str, torch.Tensor]:
-    """All labels of a batch from the search boxes (and the requested shifts for the official rule)."""
+                 n: int, search_size: int, stride: int = 8, negative: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """All labels of a batch from the search boxes (and the requested shifts for the official rule).
+
+    ``negative`` ``(B,)`` bool marks negative pairs (``AugmentConfig.negative_prob``): every cell of their
+    regular-region label is 0 and their regression weight is 0, so they add negatives to L_r, nothing to L_reg
+    and an all-zero IoU label to L_o (SOTS's negative target, facts §7.4)."""
     reg_t, reg_w = regression_targets(search_box_xyxy, n, search_size, stride)
     cls_t = cls_labels(label_cfg, n, search_size, stride, shift_xy=search_shift_xy, box_xyxy=search_box_xyxy)
+    if negative is not None and bool(negative.any()):
+        keep = (~negative.to(device=reg_w.device, dtype=torch.bool)).view(-1, 1, 1)
+        reg_w = reg_w * keep.to(reg_w.dtype)
+        cls_t = cls_t * keep.to(cls_t.dtype)
     return {"reg_target": reg_t, "reg_weight": reg_w, "cls_label": cls_t.to(search_box_xyxy.dtype)}
 
 

@@ -255,3 +255,26 @@ def test_hue_step_wraps_like_a_float32_modulo(hue):
     want = cv2.convertScaleAbs(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), alpha=255.0)
     got = color_jitter(image, SideParams((0, 0), (1, 1), hue=hue, order=(3, 0, 1, 2)))
     np.testing.assert_array_equal(got, want)
+
+
+def test_negative_pairs_take_another_videos_template_and_change_nothing_else():
+    batch = _batch()
+    batch["dataset"] = np.array(["got10k"] * 6)
+    batch["video"] = np.array(["a", "a", "b", "b", "c", "c"])
+    plain = augment_pairs(batch, AugmentConfig(), seed=5)
+    assert not plain["negative"].any()
+    neg = augment_pairs(batch, AugmentConfig(negative_prob=0.7), seed=5)
+    rows = np.flatnonzero(neg["negative"])
+    assert 0 < len(rows) < 6  # 0.7 of 6 rows, seeded: some but (this seed) not all
+    for i in rows:  # the template is another video's augmented template; the search is unchanged
+        same = [j for j in range(6) if np.array_equal(neg["template"][i], plain["template"][j])]
+        assert same and all(batch["video"][j] != batch["video"][i] for j in same)
+    keep = np.flatnonzero(~neg["negative"])
+    np.testing.assert_array_equal(neg["template"][keep], plain["template"][keep])
+    for k in ("search", "search_box", "shift"):  # the positives' draws do not move with negative_prob
+        np.testing.assert_array_equal(neg[k], plain[k])
+    again = augment_pairs(batch, AugmentConfig(negative_prob=0.7), seed=5)
+    np.testing.assert_array_equal(again["negative"], neg["negative"])
+    np.testing.assert_array_equal(again["template"], neg["template"])
+    one_video = dict(batch, video=np.array(["a"] * 6))  # no other video to take a template from
+    assert not augment_pairs(one_video, AugmentConfig(negative_prob=1.0), seed=5)["negative"].any()

@@ -94,7 +94,8 @@ def test_read_and_augment_follows_the_item(pairs_dir):
     batch = {"epoch": np.array([item["epoch"]]), "locations": np.array([item["locations"]], dtype=object)}
     out = read_and_augment(batch, files=index.files, filesystem=fs, augment=AugmentConfig().__dict__, seed=1,
                            exemplar_size=127, search_size=255)
-    assert set(out) == {"template", "search", "search_box", "search_shift", "valid", "epoch", "pair_key"}
+    assert set(out) == {"template", "search", "search_box", "search_shift", "valid", "negative", "epoch", "pair_key"}
+    assert not out["negative"].any()  # negative_prob 0: the official positive pairs only
     assert out["template"].shape == (16, 127, 127, 3) and out["search"].shape == (16, 255, 255, 3)
     assert out["valid"].all() and (out["epoch"] == 3).all()
     assert np.array_equal(out["pair_key"].view(np.uint64), index.keys[share.items[0]])  # the item's order

@@ -159,3 +159,22 @@ def test_in_box_cls_label_is_the_regression_mask():
     lab = cls_labels(LabelConfig(cls_rule="in_box"), 25, 255, box_xyxy=box)
     assert torch.equal(lab, regression_targets(box, 25, 255)[1])
     assert lab.sum().item() == 40
+
+
+def test_negative_pairs_have_no_positive_cells_and_no_regression():
+    box = torch.tensor([[90.0, 100.0, 170.0, 160.0]] * 3)
+    cfg = smoke()
+    plain = make_targets(cfg.labels, box, torch.zeros(3, 2), 25, 255)
+    neg = make_targets(cfg.labels, box, torch.zeros(3, 2), 25, 255, negative=torch.tensor([False, True, False]))
+    assert plain["cls_label"][1].sum() == 13 and plain["reg_weight"][1].sum() > 0  # the official diamond
+    assert neg["cls_label"][1].sum() == 0 and neg["reg_weight"][1].sum() == 0
+    for k in ("cls_label", "reg_weight", "reg_target"):
+        torch.testing.assert_close(neg[k][[0, 2]], plain[k][[0, 2]])
+    torch.manual_seed(0)
+    net = build_model(cfg.model)
+    out = net(torch.rand(3, 3, 127, 127) * 255, torch.rand(3, 3, 255, 255) * 255)
+    parts = ocean_loss(out, neg, LossConfig(), cfg.labels)
+    assert all(torch.isfinite(v) for v in parts.values())
+    # the align label of a negative row is 0 everywhere: its IoU label is masked by the zero weight
+    soft = iou_label(out["reg"], neg["reg_target"], neg["reg_weight"])
+    assert soft[1].abs().sum() == 0 and soft[0].sum() > 0
