@@ -23,6 +23,11 @@ from ocean.config import AugmentConfig
 # (data_prep.shards.ROW_GROUP_ROWS) at the pool_factor 4 density (DataConfig) mixed into each micro-batch.
 ITEM_PAIRS = 128
 
+# The start of a stream: its first work item runs as pieces of 1, 1, 2, 4, ... micro-batches (then the rest
+# of the item), so the first batch waits for one micro-batch of decode + augment instead of a whole item
+# (BENCHMARKS.md, training input: first-epoch start-up).
+START_PIECES = (1, 1, 2, 4)
+
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -165,6 +170,34 @@ def work_item(index: PairIndex, share: EpochShare, item: int) -> dict[str, Any]:
     loc = np.stack([index.file[pos].astype(np.uint64), index.row_group[pos].astype(np.uint64),
                     index.row[pos].astype(np.uint64), index.keys[pos]], axis=1)
     return {"epoch": share.epoch, "locations": loc.tobytes()}
+
+
+def rows_independent(augment: AugmentConfig) -> bool:
+    """Whether every pair's output depends only on the pair itself (and the epoch's seed), not on the other
+    pairs of its work item: true unless negative pairs are on (``negative_prob > 0``: a negative takes the
+    template of another pair of the same batch, ``data_prep.augment.negative_partners``). Only then can a work
+    item be split into smaller tasks without changing what they yield."""
+    return float(augment.negative_prob) <= 0.0
+
+
+def stream_items(index: PairIndex, shares: list[EpochShare], micro_batch: int, *,
+                 split_first: bool) -> list[dict[str, Any]]:
+    """The Ray Data input rows of a whole stream (:func:`work_item` of every item of every share, in order).
+
+    With ``split_first`` (allowed only when :func:`rows_independent`), the stream's first item is cut into
+    pieces of :data:`START_PIECES` micro-batches and the rest of the item: the same pairs in the same order,
+    so the same output rows, but the first batch is ready after one micro-batch of work.
+    """
+    rows = [work_item(index, s, i) for s in shares for i in range(len(s.items))]
+    if not split_first or not rows:
+        return rows
+    share = shares[0]
+    pos = share.items[0]
+    cuts = np.cumsum([p * int(micro_batch) for p in START_PIECES])
+    cuts = cuts[cuts < len(pos)].tolist()
+    pieces = [work_item(index, EpochShare(share.epoch, share.steps, (part,), share.composition), 0)
+              for part in np.split(pos, cuts)]
+    return pieces + rows[1:]
 
 
 def read_and_augment(batch: dict[str, Any], *, files: tuple[str, ...], filesystem, augment: dict[str, Any],

@@ -1,9 +1,10 @@
 """One training rank's input stream: a single Ray Data pipeline for all of its remaining epochs.
 
-pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``) -> ``ray.data.from_items``
--> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode + augment (CPU tasks) ->
-``iter_torch_batches(prefetch)``, order preserved -> :class:`EpochFeed`, which hands out micro-batches and
-checks that each belongs to the epoch asked for; a failed decode task comes out as a TrainingDataError with the
+pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``, ``stream_items``) ->
+``ray.data.from_items`` -> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode +
+augment (CPU tasks) -> ``iter_batches(batch_size=None)``: each task's output block as it is, order preserved ->
+:class:`EpochFeed`, which cuts the blocks into micro-batches (one copy into torch-owned memory, no Arrow
+re-batching) and checks that each belongs to the epoch asked for; a failed decode task comes out as a TrainingDataError with the
 task's own cause (:func:`failure_cause`), which the driver finds again behind Ray Train's wrapper
 (:func:`training_data_error`). No torch at import: the decode tasks import this module.
 """
@@ -12,21 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from data_prep.epochs import ITEM_PAIRS, BatchPlan, EpochShare, epoch_share, read_and_augment, work_item
+from data_prep.epochs import (
+    ITEM_PAIRS,
+    BatchPlan,
+    EpochShare,
+    epoch_share,
+    read_and_augment,
+    rows_independent,
+    stream_items,
+)
 from data_prep.pair_index import PairIndex, TrainingDataError
 from ocean.config import OceanConfig
 
 
 def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
     """The stream's ``map_batches`` function: ``data_prep.epochs.read_and_augment`` in a Ray Data task whose
-    malloc keeps large buffers in the heap."""
+    malloc keeps large buffers in the heap and whose OpenCV runs on one thread."""
+    import cv2
+
     from pipelines.raysession import keep_large_buffers_in_heap
 
     keep_large_buffers_in_heap()  # decoded 433 px crops and augment buffers are >= 128 KB: no mmap per array
+    cv2.setNumThreads(1)  # parallelism comes from the tasks: OpenCV's own pool only oversubscribes the cores
     return read_and_augment(batch, **kwargs)
 
 
@@ -34,17 +47,19 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
                 prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS) -> EpochFeed:
     """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
 
-    Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`work_item`):
-    ``from_items -> map_batches(read_and_augment_task) (CPU tasks) -> iter_torch_batches(prefetch)``. Order is
-    preserved, and every epoch holds a whole number of micro-batches, so each batch belongs to one epoch and
-    epochs follow each other without a new plan, a file listing or a pipeline start between them. A resumed
-    run starts the stream at its first unfinished epoch.
+    Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`stream_items`):
+    ``from_items -> map_batches(read_and_augment_task) (CPU tasks) -> iter_batches(batch_size=None,
+    prefetch)``, ``prefetch`` work items (blocks) fetched ahead. Order is preserved, and every epoch holds a
+    whole number of micro-batches, so each batch belongs to one epoch and epochs follow each other without a
+    new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
+    (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
+    A resumed run starts the stream at its first unfinished epoch.
     """
     import ray.data
 
     shares = [epoch_share(index, cfg.data.pairs_per_epoch, seed, e, rank, plan, item_pairs)
               for e in range(start, cfg.optim.epochs)]
-    items = [work_item(index, s, i) for s in shares for i in range(len(s.items))]
+    items = stream_items(index, shares, plan.micro_batch, split_first=rows_independent(cfg.augment))
     if not items:
         return EpochFeed(iter(()), shares, plan)
     ctx = ray.data.DataContext.get_current()
@@ -54,8 +69,8 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
         "files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
         "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
-    batches = ds.iter_torch_batches(batch_size=plan.micro_batch, drop_last=False, prefetch_batches=prefetch)
-    return EpochFeed(iter(batches), shares, plan)
+    blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch)
+    return EpochFeed(iter(blocks), shares, plan)
 
 
 # "module.Class: message" lines of a remote traceback: Ray Data's UserCodeException reaches the consumer without
@@ -104,15 +119,44 @@ def _chain(exc: BaseException | None) -> list[BaseException]:
     return out
 
 
-class EpochFeed:
-    """Micro-batches of one rank, epoch after epoch, from a single iterator (:func:`pair_stream`).
+def cut_micro_batches(blocks: Iterator[dict[str, np.ndarray]], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Rows of ``blocks`` (dicts of equal-length arrays, in order) regrouped into batches of ``size`` rows, in
+    the same order; a batch may span blocks, and the last one is shorter when the rows run out. Each batch is
+    one new writable copy (``np.concatenate`` of the pieces), so it holds no reference to the blocks (read-only
+    object-store memory)."""
+    block: dict[str, np.ndarray] = {}
+    at = rows = 0
+    while True:
+        pieces, need = [], size
+        while need:
+            if at == rows:
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    break
+                at, rows = 0, len(next(iter(block.values()))) if block else 0
+                continue
+            take = min(need, rows - at)
+            pieces.append({k: v[at:at + take] for k, v in block.items()})
+            at, need = at + take, need - take
+        if not pieces:
+            return
+        yield {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        if need:
+            return
 
-    :meth:`next` checks that every batch belongs to the epoch asked for and removes the bookkeeping columns
-    (``epoch``; ``pair_key`` is kept in :attr:`last_keys`).
+
+class EpochFeed:
+    """Micro-batches of one rank, epoch after epoch, from a single iterator of blocks (:func:`pair_stream`).
+
+    :meth:`next` cuts the blocks into micro-batches (:func:`cut_micro_batches`), checks that every batch belongs
+    to the epoch asked for and removes the bookkeeping columns (``epoch``; ``pair_key`` is kept in
+    :attr:`last_keys`).
     """
 
-    def __init__(self, batches, shares: list[EpochShare], plan: BatchPlan):
-        self._batches = batches
+    def __init__(self, blocks, shares: list[EpochShare], plan: BatchPlan):
+        self._blocks = blocks
+        self._batches = cut_micro_batches(blocks, plan.micro_batch)
         self.shares = {s.epoch: s for s in shares}
         self.plan = plan
         self.last_keys: np.ndarray = np.zeros(0, np.uint64)
@@ -122,7 +166,9 @@ class EpochFeed:
 
     def next(self, epoch: int, step: int) -> dict:
         """The next micro-batch of ``epoch`` (``template``, ``search``, ``search_box``, ``search_shift``,
-        ``valid`` tensors)."""
+        ``valid``, ``negative`` CPU tensors)."""
+        import torch
+
         try:
             batch = next(self._batches)
         except StopIteration:
@@ -134,13 +180,15 @@ class EpochFeed:
         if len(epochs) != self.plan.micro_batch or bool((epochs != epoch).any()):
             raise TrainingDataError(f"input stream out of step at epoch {epoch} step {step}: got a batch of "
                                     f"{len(epochs)} pairs of epochs {sorted(set(epochs.tolist()))}")
-        self.last_keys = batch.pop("pair_key").numpy().view(np.uint64)
-        return batch
+        self.last_keys = batch.pop("pair_key").view(np.uint64)
+        return {k: torch.from_numpy(v) for k, v in batch.items()}
 
     def close(self) -> None:
-        """Stop the pipeline early (a stopped run, a benchmark): closes the batch generator, which shuts
+        """Stop the pipeline early (a stopped run, a benchmark): closes the block generator, which shuts
         down its Ray Data execution and prefetch thread."""
-        close = getattr(self._batches, "close", None)
+        self._batches.close()
+        close = getattr(self._blocks, "close", None)
         if close is not None:
             close()
-        self._batches = iter(())
+        self._blocks = iter(())
+        self._batches = cut_micro_batches(self._blocks, self.plan.micro_batch)

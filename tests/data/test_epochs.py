@@ -13,6 +13,8 @@ from data_prep.epochs import (
     epoch_share,
     rank_rows,
     read_and_augment,
+    rows_independent,
+    stream_items,
     work_item,
 )
 from data_prep.pair_index import TrainingDataError, list_pair_files, load_pair_index, read_pair_index
@@ -105,6 +107,39 @@ def test_read_and_augment_follows_the_item(pairs_dir):
     ys, xs = np.nonzero(yellow)
     assert len(xs) > 100
     assert box[0] - 3 <= np.median(xs) <= box[2] + 3 and box[1] - 3 <= np.median(ys) <= box[3] + 3
+
+
+def test_stream_items_split_the_first_item_into_the_same_rows(pairs_dir):
+    """The stream's first item as pieces of 1, 1, 2 micro-batches and the rest: the same pairs in the same
+    order, and (pairs independent of each other) bit-identical decode + augment output; later items whole."""
+    fs, files = list_pair_files(str(pairs_dir))
+    index = load_pair_index(fs, files)
+    plan = batch_plan(4, 1)
+    shares = [epoch_share(index, {"got10k": 36, "coco": 12}, 1, e, 0, plan, item_pairs=20) for e in (0, 1)]
+    whole = stream_items(index, shares, plan.micro_batch, split_first=False)
+    assert whole == [work_item(index, s, i) for s in shares for i in range(len(s.items))]
+    split = stream_items(index, shares, plan.micro_batch, split_first=True)
+    first = len(shares[0].items[0])
+    sizes = [len(it["locations"]) // 32 for it in split]  # 4 uint64 per pair
+    assert first > 16 and sizes[:4] == [4, 4, 8, first - 16] and split[4:] == whole[1:]
+    assert all(it["epoch"] == 0 for it in split[:4])
+    assert b"".join(it["locations"] for it in split[:4]) == whole[0]["locations"]
+
+    def run(items, augment):
+        batch = {"epoch": np.array([it["epoch"] for it in items]),
+                 "locations": np.array([it["locations"] for it in items], dtype=object)}
+        return read_and_augment(batch, files=index.files, filesystem=fs, augment=augment.__dict__, seed=1,
+                                exemplar_size=127, search_size=255)
+
+    cfg = AugmentConfig()
+    assert rows_independent(cfg)
+    got, want = run(split[:4], cfg), run(whole[:1], cfg)
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    # negative pairs take another pair's template from the same item: never split then
+    negatives = AugmentConfig(negative_prob=0.5)
+    assert not rows_independent(negatives)
+    got, want = run(split[:4], negatives), run(whole[:1], negatives)
+    assert want["negative"].any() and not np.array_equal(got["template"], want["template"])
 
 
 def test_invalid_rows_are_replaced_and_an_all_invalid_batch_is_flagged():

@@ -53,7 +53,12 @@ def ray_local(s3_server):
 @pytest.mark.slow
 def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
     """One pipeline per rank for all remaining epochs: every batch belongs to its epoch, each epoch yields
-    exactly the rank's share in order, the ranks together draw the epoch's selection, and it ends there."""
+    exactly the rank's share in order, the ranks together draw the epoch's selection, and it ends there.
+    Rank 0's first epoch (its first item split into small tasks) is bit-identical to ``read_and_augment``
+    over the share's whole items in this process."""
+    import dataclasses
+
+    from data_prep.epochs import read_and_augment, work_item
     from data_prep.pair_index import TrainingDataError
     from pipelines.train_input import pair_stream
 
@@ -67,12 +72,21 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
         drawn = []
         for feed in feeds:
             share = feed.share(epoch)
-            got = []
+            got, tensors = [], []
             for step in range(share.steps):
                 batch = feed.next(epoch, step)
                 assert batch["template"].shape == (4, 127, 127, 3) and batch["valid"].all()
                 got.append(feed.last_keys.copy())
+                tensors.append({k: v.numpy() for k, v in batch.items()})
             assert np.array_equal(np.concatenate(got), index.keys[share.positions])
+            if feed is feeds[0] and epoch == 2:
+                items = [work_item(index, share, i) for i in range(len(share.items))]
+                want = read_and_augment({"epoch": np.array([it["epoch"] for it in items]),
+                                         "locations": np.array([it["locations"] for it in items], dtype=object)},
+                                        files=index.files, filesystem=fs, augment=dataclasses.asdict(cfg.augment),
+                                        seed=7, exemplar_size=127, search_size=255)
+                for k in tensors[0]:
+                    assert np.concatenate([t[k] for t in tensors]).tobytes() == want[k].tobytes(), k
             drawn.extend(np.concatenate(got).tolist())
         assert len(drawn) == len(set(drawn)) == 32 and set(drawn) == set(selection.tolist())  # 32 = 4 x 8
     for feed in feeds:

@@ -13,8 +13,10 @@ from pipelines import tracking
 
 
 def test_stream_task_is_the_batch_function(pairs_dir):
-    """The Ray Data task function (malloc tuned for large buffers) returns what the data path's
-    ``read_and_augment`` returns for the same work item."""
+    """The Ray Data task function (malloc tuned for large buffers, OpenCV on one thread) returns what the data
+    path's ``read_and_augment`` returns for the same work item with OpenCV's default threads."""
+    import cv2
+
     from pipelines.train_input import read_and_augment_task
 
     fs, files = list_pair_files(str(pairs_dir))
@@ -24,8 +26,39 @@ def test_stream_task_is_the_batch_function(pairs_dir):
     batch = {"epoch": np.array([item["epoch"]]), "locations": np.array([item["locations"]], dtype=object)}
     kwargs = {"files": index.files, "filesystem": fs, "augment": AugmentConfig().__dict__, "seed": 1,
               "exemplar_size": 127, "search_size": 255}
-    got, want = read_and_augment_task(batch, **kwargs), read_and_augment(batch, **kwargs)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        want = read_and_augment(batch, **kwargs)
+        got = read_and_augment_task(batch, **kwargs)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(threads)
     assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_micro_batches_cut_from_blocks_keep_rows_order_and_bytes():
+    """``cut_micro_batches``: blocks of any sizes give batches of the same rows in the same order, byte for
+    byte, spanning blocks where needed, each a writable copy; the last batch is short when rows run out."""
+    from pipelines.train_input import cut_micro_batches
+
+    rng = np.random.default_rng(0)
+    sizes = [5, 16, 1, 0, 26]  # 48 rows
+    blocks = []
+    for n in sizes:
+        a = {"template": rng.integers(0, 256, (n, 3, 3, 3), dtype=np.uint8),
+             "pair_key": rng.integers(-2**62, 2**62, n, dtype=np.int64), "valid": rng.random(n) < 0.5}
+        for v in a.values():
+            v.flags.writeable = False  # as Ray's object store hands them out
+        blocks.append(a)
+    whole = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    for size, lengths in ((16, [16, 16, 16]), (10, [10, 10, 10, 10, 8])):
+        got = list(cut_micro_batches(iter(blocks), size))
+        assert [len(b["pair_key"]) for b in got] == lengths
+        for k, v in whole.items():
+            assert np.concatenate([b[k] for b in got]).tobytes() == v.tobytes()
+        assert all(v.flags.writeable and v.flags.owndata for b in got for v in b.values())
+    assert list(cut_micro_batches(iter([]), 4)) == []
 
 
 def test_tracking_helpers(tmp_path, monkeypatch):
