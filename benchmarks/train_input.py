@@ -9,13 +9,15 @@ ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` l
 * **bare loop**: ``data_prep.augment.augment_pairs`` over the same rows in this process, OpenCV on one
   thread (the practical per-core limit);
 * **no consumer**: the input stream of one training rank (``pipelines.train_input.pair_stream``: one Ray
-  Data pipeline for all epochs, work items -> ``read_and_augment`` tasks -> ``iter_torch_batches`` with
-  prefetch), drained as fast as it goes, ``--epochs`` epochs of every pair. Per epoch: wall time from the
+  Data pipeline for all epochs, work items -> ``read_and_augment`` tasks -> output blocks with prefetch, cut
+  into micro-batches), drained as fast as it goes, ``--epochs`` epochs of every pair, with Ray Data already
+  imported (as in a training worker). Per epoch: wall time from the
   previous epoch's last batch (the first epoch: from building the stream) to this epoch's last batch,
   the start-up (time to this epoch's first batch), pairs / s / core (pairs / s divided by the logical CPUs
   Ray Data may use) and pairs per CPU-second (CPU time of this process and every Ray process it started:
   less sensitive to other load on the machine than wall time; per epoch it is approximate, since the
-  stream runs ahead into the next epoch, so the pooled rows "all epochs" and "epochs 2+" are the ones to quote);
+  stream runs ahead into the next epoch, so the pooled rows "all epochs" and "epochs 2+" are the ones to quote;
+  the CPU per pair of epochs 2+ is also split into task workers, this process and other Ray processes);
 * **with consumer**: the same stream feeding ``ocean.engine.train_step`` of the smoke model in this
   process; the data-wait fraction is the time spent waiting for a batch over the step time;
 * **memory**: resident memory of this process and of every Ray process it started, after each epoch, as RSS
@@ -124,14 +126,27 @@ def process_usage() -> dict[str, float]:
     children: dict[int, list[int]] = {}
     for pid, (*_, ppid) in info.items():
         children.setdefault(ppid, []).append(pid)
-    rss = anon = cpu = 0.0
+    rss = anon = cpu = task_cpu = 0.0
     stack = list(children.get(me, []))
     while stack:
         pid = stack.pop()
         rss, anon, cpu = rss + info[pid][0], anon + info[pid][1], cpu + info[pid][2]
+        if _is_task_worker(pid):
+            task_cpu += info[pid][2]
         stack.extend(children.get(pid, []))
     return {"driver_rss": info[me][0] / 2**20, "driver_private": info[me][1] / 2**20, "ray_rss": rss / 2**20,
-            "ray_private": anon / 2**20, "cpu_s": cpu + info[me][2]}
+            "ray_private": anon / 2**20, "cpu_s": cpu + info[me][2], "driver_cpu_s": info[me][2],
+            "task_cpu_s": task_cpu}
+
+
+def _is_task_worker(pid: int) -> bool:
+    """A Ray worker process that runs tasks (``ray::IDLE`` between tasks, ``ray::MapBatches(...)`` in one),
+    not an actor (Ray Data's stats and autoscaling actors) nor a Ray service."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    return title.startswith("ray::") and ("IDLE" in title or "MapBatches" in title)
 
 
 def main() -> int:
@@ -201,7 +216,10 @@ def main() -> int:
         fs, files = list_pair_files(str(folder))
         index = load_pair_index(fs, files)
 
-        # no consumer: one stream, every epoch drained
+        # no consumer: one stream, every epoch drained. Ray Data is imported first, as in a training worker
+        # (``import ray.train`` imports it), so the start-up is the stream's own
+        import ray.data  # noqa: F401
+
         u0, t0 = process_usage(), time.perf_counter()
         start = (u0, t0)
         feed = pair_stream(index, fs, cfg, plan, seed=0, rank=0, start=0, prefetch=4)
@@ -226,6 +244,7 @@ def main() -> int:
             t0, u0 = time.perf_counter(), u1  # the /proc scan above is not the next epoch's start-up
         feed.close()
         del feed
+        split = ""
         for label, first in (("all epochs, start-up included", 0), ("epochs 2+ (steady)", 1)):
             if first >= len(marks):
                 continue
@@ -234,6 +253,10 @@ def main() -> int:
             wall, cpu = marks[-1][2] - t_a, marks[-1][1]["cpu_s"] - u_a["cpu_s"]
             rows_out.append((f"stream, no consumer, {label} ({n} pairs)", "", f"{n / wall:.0f}",
                              f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
+            ms = {k: 1000 * (marks[-1][1][k] - u_a[k]) / n for k in ("task_cpu_s", "driver_cpu_s", "cpu_s")}
+            split = (f"CPU per pair, {label}: {ms['cpu_s']:.2f} ms = task workers {ms['task_cpu_s']:.2f} + driver "
+                     f"{ms['driver_cpu_s']:.2f} + other Ray processes "
+                     f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f}")
 
         # with a consumer: the smoke model's training step in this process (it competes for the same cores)
         torch.manual_seed(0)
@@ -274,6 +297,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for r in rows_out:
         print("| " + " | ".join(r) + " |")
+    if split:
+        print(f"\n{split}")
     if len(mem) > 2:
         private = [m["ray_private"] + m["driver_private"] for m in mem]
         rss = [m["ray_rss"] + m["driver_rss"] for m in mem]
