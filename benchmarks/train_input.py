@@ -7,7 +7,8 @@ at q90, as ``ocean prepare`` writes them, 256-row row groups), then copied ``--c
 ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` logical CPUs:
 
 * **bare loop**: ``data_prep.augment.augment_pairs`` over the same rows in this process, OpenCV on one
-  thread (the practical per-core limit);
+  thread (the practical per-core limit), and the same loop in ``--cpus`` processes at once (every core busy, as
+  the stream's tasks keep them: on a small or shared machine one core's speed drops when the others work);
 * **no consumer**: the input stream of one training rank (``pipelines.train_input.pair_stream``: one Ray
   Data pipeline for all epochs, work items -> ``read_and_augment`` tasks -> output blocks with prefetch, cut
   into micro-batches), drained as fast as it goes, ``--epochs`` epochs of every pair, with Ray Data already
@@ -93,6 +94,40 @@ def copy_records(files: list[str], copies: int) -> list[str]:
     return out
 
 
+def bare_loop(path: str, passes: int = 3) -> tuple[float, float]:
+    """``augment_pairs`` over the rows of ``path`` in this process, OpenCV on one thread, with the malloc
+    thresholds the stream's tasks use: the best of ``passes`` (pairs / s, pairs / CPU-s)."""
+    import cv2
+
+    from data_prep.augment import augment_pairs
+    from pipelines.raysession import keep_large_buffers_in_heap
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    keep_large_buffers_in_heap()
+    table = pq.read_table(path)
+    batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v)
+             for k, v in table.to_pydict().items()}
+    rate = rate_cpu = 0.0
+    for _ in range(passes):  # best of: the first pass also pays for cold caches
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = augment_pairs(batch, AugmentConfig(), 1)
+        rate = max(rate, len(out["valid"]) / (time.perf_counter() - t0))
+        rate_cpu = max(rate_cpu, len(out["valid"]) / (time.process_time() - c0))
+    cv2.setNumThreads(threads)
+    return rate, rate_cpu
+
+
+def bare_parallel(path: str, procs: int) -> tuple[float, float]:
+    """:func:`bare_loop` in ``procs`` processes at once (every core busy, as the stream's tasks keep them):
+    the mean per process (pairs / s per core, pairs / CPU-s)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        rates = pool.starmap(bare_loop, [(path, 3)] * procs)
+    return float(np.mean([r[0] for r in rates])), float(np.mean([r[1] for r in rates]))
+
+
 def _proc_stat(pid: int) -> tuple[float, float, float, int]:
     """(RSS bytes, private RSS bytes (RssAnon: not the shared object store), CPU seconds user + system,
     parent pid) from /proc (Linux); zeros and -1 if the process is gone."""
@@ -161,14 +196,12 @@ def main() -> int:
                     help="folder for the records (kept and re-used when it already holds them)")
     args = ap.parse_args()
 
-    import cv2
     import torch
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     import ray
 
-    from data_prep.augment import augment_pairs
     from data_prep.epochs import batch_plan
     from data_prep.pair_index import list_pair_files, load_pair_index
     from ocean.engine import build_optimizer, train_step
@@ -191,23 +224,13 @@ def main() -> int:
         pool = args.pairs * args.copies
         print(f"{pool} pair records ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-        # bare loop, one thread, with the malloc thresholds the stream's tasks use
-        from pipelines.raysession import keep_large_buffers_in_heap
-
-        cv2.setNumThreads(1)
-        keep_large_buffers_in_heap()
-        table = pq.read_table(base[0])
-        batch = {k: np.asarray(v, dtype=object) if k.endswith("_jpeg") else np.asarray(v)
-                 for k, v in table.to_pydict().items()}
-        bare = bare_cpu = 0.0
-        for _ in range(3):  # best of 3: the first pass also pays for cold caches
-            c0, t0 = time.process_time(), time.perf_counter()
-            out = augment_pairs(batch, AugmentConfig(), 1)
-            bare = max(bare, len(out["valid"]) / (time.perf_counter() - t0))
-            bare_cpu = max(bare_cpu, len(out["valid"]) / (time.process_time() - c0))
+        # bare loop, one thread: alone, and in one process per CPU Ray Data gets, all at once
+        bare, bare_cpu = bare_loop(base[0])
         rows_out.append(("bare augment_pairs loop, 1 thread, best of 3", "", f"{bare:.0f}", f"{bare:.0f}",
                          f"{bare_cpu:.0f}", "", ""))
-        cv2.setNumThreads(0)
+        par, par_cpu = bare_parallel(base[0], args.cpus)
+        rows_out.append((f"bare loop in {args.cpus} processes at once, best of 3 each (per process)", "",
+                         f"{par * args.cpus:.0f}", f"{par:.0f}", f"{par_cpu:.0f}", "", ""))
 
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         cfg = apply_overrides(smoke(), [f"optim.epochs={args.epochs}", f'data.pairs_per_epoch={{"got10k": {pool}}}',
@@ -244,7 +267,7 @@ def main() -> int:
             t0, u0 = time.perf_counter(), u1  # the /proc scan above is not the next epoch's start-up
         feed.close()
         del feed
-        split = ""
+        split = ratios = ""
         for label, first in (("all epochs, start-up included", 0), ("epochs 2+ (steady)", 1)):
             if first >= len(marks):
                 continue
@@ -253,10 +276,14 @@ def main() -> int:
             wall, cpu = marks[-1][2] - t_a, marks[-1][1]["cpu_s"] - u_a["cpu_s"]
             rows_out.append((f"stream, no consumer, {label} ({n} pairs)", "", f"{n / wall:.0f}",
                              f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
+            ratios = (f"{label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare loop alone, "
+                      f"{n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per CPU-s "
+                      f"{n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
             ms = {k: 1000 * (marks[-1][1][k] - u_a[k]) / n for k in ("task_cpu_s", "driver_cpu_s", "cpu_s")}
             split = (f"CPU per pair, {label}: {ms['cpu_s']:.2f} ms = task workers {ms['task_cpu_s']:.2f} + driver "
                      f"{ms['driver_cpu_s']:.2f} + other Ray processes "
-                     f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f}")
+                     f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f} "
+                     f"alone, {1000 / par_cpu:.2f} on every core\n{ratios}")
 
         # with a consumer: the smoke model's training step in this process (it competes for the same cores)
         torch.manual_seed(0)
