@@ -22,6 +22,10 @@ from ocean.storage import public_uri
 MANIFEST_SCHEMA_VERSION = 1
 
 
+# The AugmentConfig keys that decide the stored crop sides (data_prep.crops.stored_sides).
+STORED_WINDOW_KEYS = ("template_shift", "template_scale", "search_shift", "search_scale")
+
+
 class JobMismatch(RuntimeError):
     """``OUT`` already holds the output of a different job (other seed, pairs, config or data)."""
 
@@ -35,7 +39,10 @@ def job_document(states: dict[str, DatasetState], roots: dict[str, str], cfg, se
     job_config = {
         "seed": int(seed), "preset": cfg.preset, "shard_pairs": int(shard_pairs),
         "pairs_requested": {n: st.requested for n, st in states.items()},
-        "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data), "augment": to_dict(cfg.augment),
+        "crop": dataclasses.asdict(settings), "data": to_dict(cfg.data),
+        # only the crop window the stored sides must allow: the rest of the augmentation (colour, blur, negative
+        # pairs, ...) happens at training time and must not make existing pair records "another job"
+        "augment": {k: v for k, v in to_dict(cfg.augment).items() if k in STORED_WINDOW_KEYS},
         "reader_options": {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.items()}
                            for n, o in sorted((reader_options or {}).items()) if n in roots},
     }

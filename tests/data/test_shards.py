@@ -216,3 +216,18 @@ def test_ytbb_frames_are_decoded_from_the_video_at_the_annotated_timestamp(synth
                 crop = crop_region(frames[j], row["search_source_box"], 433, padding=cv2.mean(frames[j])[:3])
                 diffs[j] = np.abs(crop.image.astype(int) - stored).mean()
         assert min(diffs, key=diffs.get) == i and diffs[i] < 2.0  # that frame, up to the JPEG q90 error
+
+
+def test_job_fingerprint_follows_what_shapes_the_shards_not_the_training_time_augmentation():
+    from data_prep.manifest import job_document
+    from ocean.config import apply_overrides
+
+    def fingerprint(overrides):
+        cfg = apply_overrides(smoke(), overrides)
+        return job_document({}, {}, cfg, CropSettings.from_config(cfg), 0, 64, None)["fingerprint"]
+
+    base = fingerprint([])
+    for training_time in ("augment.negative_prob=0.2", "augment.color_jitter=0.2", "augment.blur_prob=0.3"):
+        assert fingerprint([training_time]) == base, training_time
+    for shaping in ("augment.search_shift=32", "data.jpeg_quality=95", "data.reduced_decode=false"):
+        assert fingerprint([shaping]) != base, shaping
