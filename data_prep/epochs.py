@@ -25,7 +25,7 @@ ITEM_PAIRS = 128
 
 # The start of a stream: its first work item runs as pieces of 1, 1, 2, 4, ... micro-batches (then the rest
 # of the item), so the first batch waits for one micro-batch of decode + augment instead of a whole item
-# (BENCHMARKS.md, training input: first-epoch start-up).
+# (BENCHMARKS.md, training input: first-epoch start-up; what is left of it: ray_stack.md §2.8).
 START_PIECES = (1, 1, 2, 4)
 
 

@@ -2,11 +2,11 @@
 
 pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``, ``stream_items``) ->
 ``ray.data.from_items`` -> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode +
-augment (CPU tasks) -> ``iter_batches(batch_size=None)``: each task's output block as it is, order preserved ->
-:class:`EpochFeed`, which cuts the blocks into micro-batches (one copy into torch-owned memory, no Arrow
-re-batching) and checks that each belongs to the epoch asked for; a failed decode task comes out as a TrainingDataError with the
-task's own cause (:func:`failure_cause`), which the driver finds again behind Ray Train's wrapper
-(:func:`training_data_error`). No torch at import: the decode tasks import this module.
+augment (CPU tasks) -> ``iter_batches(batch_size=None)``: each task's output block as it is, order
+preserved -> :class:`EpochFeed`, which cuts the blocks into micro-batches (one copy each, no Arrow
+re-batching) and checks that each belongs to the epoch asked for; a failed decode task comes out as a
+TrainingDataError with the task's own cause (:func:`failure_cause`), which the driver finds again behind Ray
+Train's wrapper (:func:`training_data_error`). No torch at import: the decode tasks import this module.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.
     from pipelines.raysession import keep_large_buffers_in_heap
 
     keep_large_buffers_in_heap()  # decoded 433 px crops and augment buffers are >= 128 KB: no mmap per array
-    cv2.setNumThreads(1)  # parallelism comes from the tasks: OpenCV's own pool only oversubscribes the cores
+    cv2.setNumThreads(1)  # parallelism comes from the tasks; a Ray worker's OpenCV would run one thread per core
+    # (its pthreads pool ignores OMP_NUM_THREADS, ray_stack.md §2.8)
     return read_and_augment(batch, **kwargs)
 
 
@@ -69,6 +70,7 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
         "files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
         "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
+    # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver (ray_stack.md §2.8)
     blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch)
     return EpochFeed(iter(blocks), shares, plan)
 
