@@ -47,7 +47,7 @@ class TrainSettings:
         cpus_per_worker: CPUs reserved per training worker (default 0.5 on CPU so Ray Data's decode tasks
             get CPUs on small machines, ray_stack.md §4; 1 with a GPU).
         seed: model init, epoch composition and augmentation seed.
-        prefetch_batches: work items (task output blocks) each rank's input stream fetches ahead.
+        prefetch_batches: micro-batches each rank's input stream keeps fetched (in whole work items).
         data_cpus: CPUs each decode + augment task of the input stream reserves
             (:func:`pipelines.train_input.pair_stream`).
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``

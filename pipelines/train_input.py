@@ -49,8 +49,8 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
 
     Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`stream_items`):
-    ``from_items -> map_batches(read_and_augment_task) (CPU tasks) -> iter_batches(batch_size=None,
-    prefetch)``, ``prefetch`` work items (blocks) fetched ahead. Order is preserved, and every epoch holds a
+    ``from_items -> map_batches(read_and_augment_task) (CPU tasks) -> iter_batches(batch_size=None)``, with
+    ``prefetch`` micro-batches (in whole work items) fetched ahead. Order is preserved, and every epoch holds a
     whole number of micro-batches, so each batch belongs to one epoch and epochs follow each other without a
     new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
     (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
@@ -70,8 +70,11 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
         "files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
         "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
-    # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver (ray_stack.md §2.8)
-    blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch)
+    # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver. With batch_size=None
+    # Ray Data counts prefetch in blocks and waits for that many before the first (ray_stack.md §2.8): the
+    # micro-batches asked for, in whole work items
+    ahead = max(1, -(-int(prefetch) * plan.micro_batch // int(item_pairs)))
+    blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=ahead)
     return EpochFeed(iter(blocks), shares, plan)
 
 
