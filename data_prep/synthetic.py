@@ -102,13 +102,15 @@ class _Expect:
 
 
 class _Writer:
-    def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool, variety: bool = False) -> None:
-        self.out, self.seed, self.spec, self.broken, self.variety = out, seed, spec, broken, variety
+    def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool, variety: bool = False,
+                 busy: float = 0.0) -> None:
+        self.out, self.seed, self.spec, self.broken, self.variety, self.busy = out, seed, spec, broken, variety, busy
         self.files: Counter[str] = Counter()
         self.broken_items: list[dict] = []
 
     def scene(self, stream: str, index: int, n: int | None = None, **kw) -> Scene:
         kw.setdefault("variety", self.variety and stream in _TRAINING)
+        kw.setdefault("busy", self.busy if stream in _TRAINING else 0.0)
         return render_scene(_rng(self.seed, stream, index), n or self.spec.frames, self.spec.frame_size, **kw)
 
     def jpeg(self, key: str, path: Path, img: np.ndarray) -> None:
@@ -514,7 +516,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         ids.append(yid)
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
         scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2,
-                             variety=w.variety and role is None)
+                             variety=w.variety and role is None, busy=w.busy if role is None else 0.0)
         if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
@@ -621,7 +623,7 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 
 
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
-             frame_size: tuple[int, int] | None = None, variety: bool = False) -> dict:
+             frame_size: tuple[int, int] | None = None, variety: bool = False, busy: float = 0.0) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Writes::
@@ -651,7 +653,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
 
     ``synth_manifest.json`` schema (version 1)::
 
-        {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool,
+        {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool, "busy": float,
          "frame_size": [w, h],
          "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
          "datasets": {NAME: {"root": "got10k", "files": int,
@@ -681,13 +683,20 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
             blur); the benchmarks are the same either way. Off by default: in the 5-epoch quickstart it
             lowered the synthetic OTB score and did not raise the held-out one (BENCHMARKS.md,
             "Generalisation"). The manifest records it.
+        busy: the share of training scenes drawn on a busy background (shape clutter, checks, stripes), with
+            everything else as the default look (:func:`data_prep.synthetic_scene.render_scene`); ignored with
+            ``variety``. 0 (default) writes the same files as before. Off in the quickstart: one run raised
+            its held-out and synthetic OTB scores, another lowered them (BENCHMARKS.md, "Generalisation").
+            The manifest records it.
     """
+    if not 0.0 <= float(busy) <= 1.0:
+        raise ValueError(f"busy must be a share in [0, 1], not {busy!r}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = SIZES[size] if frame_size is None else dataclass_replace(SIZES[size], frame_size=tuple(frame_size))
-    w = _Writer(out, seed, spec, broken, variety)
+    w = _Writer(out, seed, spec, broken, variety, float(busy))
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])
     _lasot(w, out / "lasot", exp["lasot"])
@@ -721,6 +730,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         "size": size,
         "broken": broken,
         "variety": variety,
+        "busy": float(busy),
         "frame_size": list(spec.frame_size),
         "ytbb_media": ["videos", "frames"] if can_write_video else ["frames"],
         "datasets": datasets,

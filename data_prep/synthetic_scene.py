@@ -244,6 +244,7 @@ def render_scene(
     events: bool = True,
     full_occlusion: bool = True,
     variety: bool = False,
+    busy: float = 0.0,
 ) -> Scene:
     """Render ``n_frames`` frames of ``frame_size = (width, height)``.
 
@@ -255,9 +256,17 @@ def render_scene(
     :func:`busy_background`, 0-1 more distractors, half of them in the target's colours, target sides
     0.10-0.30 of the frame, aspect ratios 0.45-2.2, more scale change, and :func:`_photometric`
     illumination change and blur. Without it the scene is drawn as the benchmarks always were.
+
+    ``busy`` (without ``variety``): the share of scenes drawn on a :func:`busy_background`, everything else as
+    the benchmarks (BENCHMARKS.md, "Generalisation"); 0 draws nothing more.
     """
     fw, fh = frame_size
-    if variety:
+    if busy > 0 and not variety:
+        side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
+        on_busy = rng.random() < busy
+        bg = busy_background(rng, fw + 2 * _PAN, fh + 2 * _PAN, side_base) if on_busy else \
+            background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
+    elif variety:
         side_base = min(fw, fh) * rng.uniform(0.10, 0.30)
         busy = rng.random() < 0.4
         bg = busy_background(rng, fw + 2 * _PAN, fh + 2 * _PAN, side_base) if busy else \
@@ -267,7 +276,7 @@ def render_scene(
         bg = background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
     pan_x = np.clip(_PAN + _smooth(rng, n_frames, _PAN), 0, 2 * _PAN).astype(int)
     pan_y = np.clip(_PAN + _smooth(rng, n_frames, _PAN / 2), 0, 2 * _PAN).astype(int)
-    if not variety:
+    if not variety and not busy > 0:
         side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
     targets: list[_Mover] = []
     shapes: list[str] = []

@@ -209,3 +209,50 @@ def test_variety_scenes_are_busier_and_wider() -> None:
     assert np.mean([edges(s.frames[0]) for s in busy]) > 1.1 * np.mean([edges(s.frames[0]) for s in plain])
     aspect = [b[0, 0, 2] / b[0, 0, 3] for b in (s.boxes_xywh for s in busy)]
     assert max(aspect) / min(aspect) > 2.0
+
+
+def test_busy_share_changes_only_the_training_backgrounds(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    """generate(busy=s): busy training backgrounds (issue 14 item 5). The benchmarks stay the same, the
+    expected rejections too, and a share outside [0, 1] is refused."""
+    out, m = tiny
+    b = generate(tmp_path / "b", seed=7, size="tiny", broken=True, busy=1.0)
+    assert b["busy"] == 1.0 and m["busy"] == 0.0
+    for gt in (out / "benchmarks").rglob("*.txt"):
+        assert (tmp_path / "b" / gt.relative_to(out)).read_bytes() == gt.read_bytes(), gt
+    bench_frame = next((out / "benchmarks" / "otb").rglob("*.jpg"))
+    assert (tmp_path / "b" / bench_frame.relative_to(out)).read_bytes() == bench_frame.read_bytes()
+    first = "got10k/train/GOT-10k_Train_000001/00000001.jpg"
+    assert (tmp_path / "b" / first).read_bytes() != (out / first).read_bytes()
+    for name in ("got10k", "lasot", "vid", "det", "coco"):  # other scenes, so other counts (e.g. VID tracks
+        # in view), but no rejection that no broken item explains
+        assert b["datasets"][name]["expected"]["rejections"] == m["datasets"][name]["expected"]["rejections"], name
+    with pytest.raises(ValueError, match="busy"):
+        generate(tmp_path / "x", seed=7, size="tiny", busy=1.5)
+
+
+def test_busy_scenes_have_busy_backgrounds_and_busy_zero_draws_nothing_more() -> None:
+    def edges(img: np.ndarray) -> float:
+        return float(np.abs(np.diff(img.astype(np.float32), axis=1)).mean())
+
+    plain = [render_scene(np.random.default_rng([2, k]), 2, (160, 120)) for k in range(12)]
+    zero = [render_scene(np.random.default_rng([2, k]), 2, (160, 120), busy=0.0) for k in range(12)]
+    for p, z in zip(plain, zero, strict=True):
+        np.testing.assert_array_equal(p.frames[0], z.frames[0])
+    busy = [render_scene(np.random.default_rng([2, k]), 2, (160, 120), busy=1.0) for k in range(12)]
+    assert np.mean([edges(s.frames[0]) for s in busy]) > 1.3 * np.mean([edges(s.frames[0]) for s in plain])
+    sides = [s.boxes_xywh[0, 0, 2] for s in busy]  # the default look's target sizes (0.14-0.26 of 120 px, +-20 %)
+    assert 0.8 * 0.14 * 120 - 1 <= min(sides) and max(sides) <= 1.2 * 0.26 * 120 + 1
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_synth_refuses_a_busy_share_outside_0_1_with_one_line(tmp_path, capsys, value):
+    from jobs.cli import main
+
+    try:
+        status = main(["synth", "--out", str(tmp_path / "s"), "--busy", value])
+    except SystemExit as exc:  # argparse's own refusal (not a number)
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ocean synth: error:") and "--busy" in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "s" / "synth_manifest.json").exists()
