@@ -39,19 +39,16 @@ def batches(index, fs, cfg, plan, seed: int, epoch: int):
     import torch
 
     from data_prep.epochs import epoch_share, read_and_augment, work_item
+    from pipelines.train_input import cut_micro_batches
 
     share = epoch_share(index, cfg.data.pairs_per_epoch, seed, epoch, 0, plan)
-    buf = None
-    for i in range(len(share.items)):
-        row = work_item(index, share, i)
-        out = read_and_augment({"epoch": np.array([epoch]), "locations": [row["locations"]]},
+    blocks = (read_and_augment({"epoch": np.array([epoch]), "locations": [work_item(index, share, i)["locations"]]},
                                files=tuple(index.files), filesystem=fs, augment=dataclasses.asdict(cfg.augment),
                                seed=seed, exemplar_size=cfg.model.exemplar_size, search_size=cfg.model.search_size)
-        out = {k: v for k, v in out.items() if k not in ("epoch", "pair_key")}
-        buf = out if buf is None else {k: np.concatenate([buf[k], out[k]]) for k in out}
-        while len(buf["valid"]) >= plan.micro_batch:
-            yield {k: torch.from_numpy(np.ascontiguousarray(v[:plan.micro_batch])) for k, v in buf.items()}
-            buf = {k: v[plan.micro_batch:] for k, v in buf.items()}
+              for i in range(len(share.items)))
+    for batch in cut_micro_batches(blocks, plan.micro_batch):
+        if len(batch["valid"]) == plan.micro_batch:  # whole micro-batches, as the stream's feed checks
+            yield {k: torch.from_numpy(v) for k, v in batch.items() if k not in ("epoch", "pair_key")}
 
 
 def train(pairs: str, overrides: list[str], seed: int):

@@ -381,7 +381,7 @@ def augment_pairs(batch: dict[str, Any], cfg, seed: int, *, chw_float: bool = Fa
         templates[i], searches[i] = r["template"], r["search"]
         out_t_box[i], out_s_box[i], shift[i] = r["template_box"], r["search_box"], r["shift"]
         valid[i] = True
-    negative = negative_partners(batch, valid, float(getattr(cfg, "negative_prob", 0.0)), seed)
+    negative = negative_partners(batch, valid, float(cfg.negative_prob), seed)
     if (negative >= 0).any():
         templates[negative >= 0] = templates[negative[negative >= 0]]  # fancy indexing: copies, order-safe
         out_t_box[negative >= 0] = out_t_box[negative[negative >= 0]]

@@ -261,22 +261,19 @@ def render_scene(
     the benchmarks (BENCHMARKS.md, "Generalisation"); 0 draws nothing more.
     """
     fw, fh = frame_size
-    if busy > 0 and not variety:
-        side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
-        on_busy = rng.random() < busy
+    backgrounds_vary = variety or busy > 0
+    if backgrounds_vary:
+        side_base = min(fw, fh) * (rng.uniform(0.10, 0.30) if variety else rng.uniform(0.14, 0.26))
+        on_busy = rng.random() < (0.4 if variety else busy)
         bg = busy_background(rng, fw + 2 * _PAN, fh + 2 * _PAN, side_base) if on_busy else \
             background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
-    elif variety:
-        side_base = min(fw, fh) * rng.uniform(0.10, 0.30)
-        busy = rng.random() < 0.4
-        bg = busy_background(rng, fw + 2 * _PAN, fh + 2 * _PAN, side_base) if busy else \
-            background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
-        n_distractors += int(rng.integers(0, 2))
+        if variety:
+            n_distractors += int(rng.integers(0, 2))
     else:
         bg = background(rng, fw + 2 * _PAN, fh + 2 * _PAN)
     pan_x = np.clip(_PAN + _smooth(rng, n_frames, _PAN), 0, 2 * _PAN).astype(int)
     pan_y = np.clip(_PAN + _smooth(rng, n_frames, _PAN / 2), 0, 2 * _PAN).astype(int)
-    if not variety and not busy > 0:
+    if not backgrounds_vary:
         side_base = min(fw, fh) * rng.uniform(0.14, 0.26)
     targets: list[_Mover] = []
     shapes: list[str] = []
