@@ -24,11 +24,13 @@ quickstart: $(STAMP)
 	$(VENV)/bin/ocean quickstart $(ARGS)
 
 # Two pytest-xdist workers, each taking whole test files (module fixtures start once); the long files first
-# (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+# (tests/conftest.py orders them; --no-loadscope-reorder keeps that order, where xdist would otherwise hand
+# out the files with the most tests first and leave the one-test learning file for last, alone on one
+# worker). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ocean data_prep pipelines jobs tests benchmarks
