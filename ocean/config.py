@@ -268,6 +268,15 @@ class HeadConfig(_Checked):
     # Sec. 4.1, Eq. 9); "single": only the (1,1) encoder -- the ablation baseline without feature
     # combination (paper Table 4).
     combination: Literal["dilated3", "single"] = "dilated3"
+    # "plain": the depth-wise cross-correlation of the official code (facts §2); "normalised": each channel's
+    # response is the Pearson correlation of the search window with the template channel (zero-mean kernel
+    # of unit norm, divided by the window's own spread), in [-1, 1] -- a project option for models trained
+    # from scratch, which otherwise learn to fire on any strongly textured region (BENCHMARKS.md
+    # "Generalisation").
+    correlation: Literal["plain", "normalised"] = "plain"
+    # where a "normalised" correlation applies: "both" (cls and reg encoders) or "cls" (the regression's stays
+    # plain; held-out AUC 0.259 against 0.434 for both, BENCHMARKS.md "Generalisation")
+    correlation_branches: Literal["both", "cls"] = "both"
     align: bool = True  # the object-aware alignment head p_o (paper Sec. 3.2, facts §4)
     # exp(adjust * conv + bias): adjust init 0.1, bias init 1.0 -- facts §3
     reg_adjust_init: float = 0.1
@@ -642,14 +651,16 @@ def smoke() -> OceanConfig:
     no pretrained weights to protect.
 
     It trains from a random backbone on purpose (``allow_random_init``), and keeps the project's
-    deliberate fixes of :data:`OFFICIAL_DIFFERENCES` (detached IoU label, a NaN L_o skips the step, single
-    size smoothing, q90 crops, reduced-resolution decode): the quickstart's measured numbers were obtained with
-    them (the decode changes nothing there: the synthetic frames are small).
+    deliberate fixes of :data:`OFFICIAL_DIFFERENCES` (normalised correlation, detached IoU label, a NaN L_o
+    skips the step, single size smoothing, q90 crops, reduced-resolution decode): the quickstart's measured
+    numbers were obtained with them (the decode changes nothing there: the synthetic frames are small). The
+    normalised correlation is what lets a network trained from scratch on synthetic scenes track scenes of
+    another generator (BENCHMARKS.md "Generalisation").
     """
     return OceanConfig(
         model=ModelConfig(
             backbone=BackboneConfig(width=8, blocks=(1, 1, 1), allow_random_init=True),
-            head=HeadConfig(channels=32, tower_convs=2),
+            head=HeadConfig(channels=32, tower_convs=2, correlation="normalised"),
         ),
         labels=LabelConfig(iou_label_detach=True),
         loss=LossConfig(align_nan="skip"),
@@ -658,7 +669,7 @@ def smoke() -> OceanConfig:
             pool_factor=2, jpeg_quality=90, reduced_decode=True,
         ),
         optim=OptimConfig(
-            epochs=5, batch_size=16, warmup_epochs=1, warmup_lr_start=5e-3, base_lr=1e-2, end_lr=1e-3,
+            epochs=10, batch_size=16, warmup_epochs=1, warmup_lr_start=5e-3, base_lr=1e-2, end_lr=1e-3,
             unfreeze_epoch=1, backbone_lr_mult=1.0, weight_decay=1e-4,
         ),
         tracker=TrackerConfig(size_update="single"),
@@ -713,6 +724,15 @@ OFFICIAL_DIFFERENCES: tuple[Difference, ...] = (
         "consistent with the cell <-> pixel mapping of facts §3; the official value is needed to load the "
         "official weights bit-equal (facts §4.1 step 2, §13.3 item 11)",
         key="model.head.align_center", official_value="official", fix="grid"),
+    Difference(
+        "correlation of template and search features", "option",
+        "depth-wise cross-correlation: each channel's response grows with the search features' strength",
+        "normalised: each channel's response is the Pearson correlation of the search window with the "
+        "template channel, in [-1, 1]",
+        "a model trained from scratch on the quickstart's synthetic data learned to fire on any strongly "
+        "textured region; with the normalised correlation the same training tracks scenes of another generator "
+        "about twice as well (BENCHMARKS.md \"Generalisation\"). The smoke preset uses it",
+        key="model.head.correlation", official_value="plain", fix="normalised"),
     Difference(
         "gradient through the IoU label p_o*", "option", "kept: L_o also trains the regression through its label",
         "detached: the label is a target only",

@@ -101,12 +101,11 @@ class _ExportCombination(nn.Module):
 
     def forward(self, kernels: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         enc = self.inner
-        corrs = [F.conv2d(conv(x), k.transpose(0, 1), groups=k.shape[1])
-                 for conv, k in zip(enc.search_convs, kernels, strict=True)]
-        if enc.fusion == "sum":
-            return torch.stack(corrs).sum(0)
-        weights = torch.softmax(enc.fusion_logits, 0)
-        return sum(w * c for w, c in zip(weights, corrs, strict=True))
+        corrs = []
+        for conv, k in zip(enc.search_convs, kernels, strict=True):
+            xs = conv(x)
+            corrs.append(enc.correlate(xs, F.conv2d(xs, k.transpose(0, 1), groups=k.shape[1]), k))
+        return enc.fuse(corrs)
 
 
 def _exportable(net: nn.Module) -> nn.Module:

@@ -52,6 +52,31 @@ def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out.reshape(b, c, out.shape[-2], out.shape[-1])
 
 
+# Keeps the normalised correlation finite where a window or a kernel is constant (variance 0).
+NCC_EPS = 1e-5
+
+
+def unit_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """Each channel of ``kernel`` (B, C, h, w) made zero-mean with unit L2 norm (template side of
+    :func:`normalised_response`)."""
+    k = kernel - kernel.mean(dim=(2, 3), keepdim=True)
+    return k / (k.square().sum(dim=(2, 3), keepdim=True) + NCC_EPS).sqrt()
+
+
+def normalised_response(search: torch.Tensor, corr: torch.Tensor, kernel_hw: tuple[int, int]) -> torch.Tensor:
+    """Per-channel normalised cross-correlation from ``corr = xcorr(search, unit_kernel(k))``.
+
+    Divides by each search window's own standard deviation times sqrt(h*w) (the window's L2 norm after its
+    mean is removed; the zero-mean kernel makes the window mean drop out of ``corr``), so every cell is the
+    Pearson correlation of the window with the template channel, in [-1, 1].
+    """
+    h, w = kernel_hw
+    mean = F.avg_pool2d(search, (h, w), stride=1)
+    mean_sq = F.avg_pool2d(search.square(), (h, w), stride=1)
+    var = (mean_sq - mean.square()).clamp(min=0)
+    return corr / (var * (h * w) + NCC_EPS).sqrt()
+
+
 # Dilations (dH, dW) of the three parallel encoders: Phi_11, Phi_12 (2 along Y), Phi_21 (2 along X)
 # -- facts §2, paper Eq. 9.
 DILATIONS = ((1, 1), (2, 1), (1, 2))
@@ -62,12 +87,20 @@ class FeatureCombination(nn.Module):
 
     ``fusion="softmax"``: sum weighted by softmax(theta), theta learnable, init ones (official, facts §2);
     ``fusion="sum"``: the plain sum of paper Eq. 9.
+
+    ``correlation="plain"``: the depth-wise xcorr (official); ``"normalised"``: each channel's response is
+    the Pearson correlation of the search window with the template (:func:`normalised_response`): a busy
+    search region no longer responds strongly to every template just because its features are strong.
     """
 
-    def __init__(self, channels: int, fusion: str = "softmax", combination: str = "dilated3"):
+    def __init__(self, channels: int, fusion: str = "softmax", combination: str = "dilated3",
+                 correlation: str = "plain"):
         super().__init__()
         if combination not in ("dilated3", "single"):
             raise ValueError(f"unknown combination {combination!r}")
+        if correlation not in ("plain", "normalised"):
+            raise ValueError(f"unknown correlation {correlation!r}")
+        self.correlation = correlation
         dilations = DILATIONS if combination == "dilated3" else DILATIONS[:1]
         self.template_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in dilations)
         self.search_convs = nn.ModuleList(conv_bn_relu(channels, channels, dilation=d) for d in dilations)
@@ -80,10 +113,25 @@ class FeatureCombination(nn.Module):
             raise ValueError(f"unknown fusion {fusion!r}")
 
     def encode_template(self, z: torch.Tensor) -> list[torch.Tensor]:
-        return [conv(z) for conv in self.template_convs]
+        kernels = [conv(z) for conv in self.template_convs]
+        if self.correlation == "normalised":  # template-side work, once per video
+            kernels = [unit_kernel(k) for k in kernels]
+        return kernels
+
+    def correlate(self, search: torch.Tensor, corr: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """``corr`` (the xcorr of ``search`` with ``kernel``) as this combination's response."""
+        if self.correlation == "plain":
+            return corr
+        return normalised_response(search, corr, tuple(kernel.shape[-2:]))
 
     def forward(self, kernels: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        corrs = [xcorr_depthwise(conv(x), k) for conv, k in zip(self.search_convs, kernels, strict=True)]
+        corrs = []
+        for conv, k in zip(self.search_convs, kernels, strict=True):
+            xs = conv(x)
+            corrs.append(self.correlate(xs, xcorr_depthwise(xs, k), k))
+        return self.fuse(corrs)
+
+    def fuse(self, corrs: list[torch.Tensor]) -> torch.Tensor:
         if self.fusion == "sum":
             return torch.stack(corrs).sum(0)
         weights = torch.softmax(self.fusion_logits, 0)
@@ -208,8 +256,9 @@ class OceanNet(nn.Module):
         self.backbone = ResNet50Backbone(layout=bb.layout, width=bb.width, blocks=bb.blocks)
         c = head.channels
         self.neck = nn.Sequential(nn.Conv2d(self.backbone.out_channels, c, 1, bias=False), nn.BatchNorm2d(c))
-        self.cls_encode = FeatureCombination(c, head.fusion, head.combination)
-        self.reg_encode = FeatureCombination(c, head.fusion, head.combination)
+        self.cls_encode = FeatureCombination(c, head.fusion, head.combination, head.correlation)
+        self.reg_encode = FeatureCombination(
+            c, head.fusion, head.combination, head.correlation if head.correlation_branches == "both" else "plain")
         self.cls_tower = Tower(c, head.tower_convs)
         self.reg_tower = Tower(c, head.tower_convs)
         self.cls_pred = nn.Conv2d(c, 1, 3, padding=1)

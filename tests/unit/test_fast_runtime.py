@@ -76,6 +76,8 @@ def _compare(eager: nn.Module, fast: nn.Module, sizes=(255, 287)) -> dict[str, f
     {},  # pysot layout, align head, softmax fusion of three dilated encoders
     {"align": False, "fusion": "sum"},
     {"combination": "single"},
+    {"correlation": "normalised"},
+    {"correlation": "normalised", "correlation_branches": "cls", "align": False},
 ])
 def test_fast_network_matches_eager(variant):
     eager = _net(**variant)

@@ -14,7 +14,16 @@ from torchvision.ops import deform_conv2d
 from ocean.backbone import ResNet50Backbone, load_backbone_weights
 from ocean.config import BackboneConfig, ModelConfig, apply_overrides, paper, smoke
 from ocean.geometry import score_size
-from ocean.model import AlignHead, box_offsets, build_model, model_info, xcorr_depthwise
+from ocean.model import (
+    AlignHead,
+    FeatureCombination,
+    box_offsets,
+    build_model,
+    model_info,
+    normalised_response,
+    unit_kernel,
+    xcorr_depthwise,
+)
 
 
 def test_paper_parameter_counts_equal_the_official_model():
@@ -135,6 +144,44 @@ def test_official_center_origin_is_one_sixteenth_cell_off():
     grid = box_offsets(reg, 255)
     official = box_offsets(reg, 255, center_origin=127.5)
     assert torch.allclose(grid - official, torch.full_like(grid, 1 / 16), atol=1e-6)
+
+
+def test_normalised_correlation_is_the_pearson_correlation_of_each_window():
+    gen = torch.Generator().manual_seed(0)
+    x, k = torch.rand(2, 3, 12, 12, generator=gen), torch.rand(2, 3, 4, 5, generator=gen)
+    out = normalised_response(x, xcorr_depthwise(x, unit_kernel(k)), (4, 5))
+    assert out.shape == (2, 3, 9, 8)
+    for b, c, i, j in ((1, 2, 3, 4), (0, 0, 0, 0), (0, 1, 8, 7)):
+        window, kern = x[b, c, i:i + 4, j:j + 5].flatten(), k[b, c].flatten()
+        expected = torch.corrcoef(torch.stack([window, kern]))[0, 1]
+        assert torch.allclose(out[b, c, i, j], expected, atol=1e-4)
+    # An affine change of a search channel (gain > 0, offset) leaves its response unchanged, and the template
+    # itself, pasted into the search region, scores 1 where it sits: a busy region no longer wins by energy.
+    scaled = 7.0 * x + 3.0
+    again = normalised_response(scaled, xcorr_depthwise(scaled, unit_kernel(k)), (4, 5))
+    assert torch.allclose(again, out, atol=1e-3)
+    x[0, :, 2:6, 3:8] = k[0]
+    hit = normalised_response(x, xcorr_depthwise(x, unit_kernel(k)), (4, 5))
+    assert torch.allclose(hit[0, :, 2, 3], torch.ones(3), atol=1e-4)
+    assert (hit[0].flatten(1).argmax(1) == 2 * 8 + 3).all()
+
+
+def test_normalised_correlation_option_builds_per_branch():
+    cfg = smoke()  # the smoke preset's choice (the paper preset keeps the official plain xcorr)
+    net = build_model(cfg.model)
+    assert net.cls_encode.correlation == net.reg_encode.correlation == "normalised"
+    net = build_model(apply_overrides(cfg, ["model.head.correlation_branches=cls"]).model).eval()
+    assert (net.cls_encode.correlation, net.reg_encode.correlation) == ("normalised", "plain")
+    z = torch.rand(1, 3, 127, 127, generator=torch.Generator().manual_seed(1)) * 255
+    net.template(z)
+    assert all(torch.allclose(k.flatten(2).mean(2), torch.zeros(1), atol=1e-5) for k in net._kernels[0])
+    out = net.track(torch.rand(1, 3, 255, 255, generator=torch.Generator().manual_seed(2)) * 255)
+    assert out["cls"].shape == (1, 1, 25, 25) and torch.isfinite(out["cls"]).all()
+    plain = build_model(apply_overrides(cfg, ["model.head.correlation=plain"]).model)
+    assert plain.cls_encode.correlation == plain.reg_encode.correlation == "plain"
+    assert paper().model.head.correlation == "plain"  # the official xcorr
+    with pytest.raises(ValueError, match="correlation"):
+        FeatureCombination(8, correlation="cosine")
 
 
 def test_template_track_equals_training_forward():

@@ -63,18 +63,23 @@ def test_graphs_reproduce_the_network_at_every_search_size(tmp_path):
                 assert _rel(got[key], ref[key]) <= TOL, (s, key, _rel(got[key], ref[key]))
 
 
-def test_graphs_without_the_alignment_head(tmp_path):
-    net = _net(seed=6, align=False)
-    export_onnx(net, str(tmp_path / "otb.onnx"))
-    runner = OnnxNetwork.load(str(tmp_path / "otb.onnx"), threads=1)
+@pytest.mark.parametrize("variant", [{"align": False}, {"correlation": "normalised"}], ids=["no-align", "ncc"])
+def test_graphs_of_other_heads(variant, tmp_path):
+    """Without the alignment head (the OTB configuration), and with the normalised correlation at 287."""
+    net = _net(seed=6, **variant)
+    export_onnx(net, str(tmp_path / "net.onnx"))
+    runner = OnnxNetwork.load(str(tmp_path / "net.onnx"), threads=1)
+    s = 255 if "align" in variant else 287
     z = torch.rand(1, 3, 127, 127, generator=torch.Generator().manual_seed(1)) * 255
-    x = torch.rand(1, 3, 255, 255, generator=torch.Generator().manual_seed(2)) * 255
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(2)) * 255
     with torch.inference_mode():
         net.template(z)
         runner.template(z)
         ref, got = net.track(x), runner.track(x)
-    assert got["align"] is None and ref["align"] is None
-    assert _rel(got["cls"], ref["cls"]) <= TOL and _rel(got["reg"], ref["reg"]) <= TOL
+    if "align" in variant:
+        assert got["align"] is None and ref["align"] is None
+    for key in ("cls", "reg") if "align" in variant else ("cls", "reg", "align"):
+        assert _rel(got[key], ref[key]) <= TOL, (key, _rel(got[key], ref[key]))
 
 
 def test_ocean_export_command(checkpoint, tmp_path, capsys):
