@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 
@@ -184,3 +185,60 @@ def keep_large_buffers_in_heap() -> bool:
         return False
     _MALLOC_TUNED = ok
     return ok
+
+
+# How long an idle Ray Data scheduling loop sleeps before it looks again (ray_stack.md §2.9): a step of the
+# loop holds the GIL for ~1 ms, so it then holds it ~5 % of the time; far below a CPU training step (0.3-2 s)
+# and a decode task (~0.7 s for 256 pairs), so the prefetch window refills in time.
+IDLE_SCHEDULING_SLEEP_S = 0.02
+
+
+def _progress(topology) -> list[tuple[int, int, int, int]]:
+    """What a scheduling step can change: per operator tasks submitted, outputs generated and taken, and the
+    blocks waiting in its output queue."""
+    return [(op.metrics.num_tasks_submitted, op.metrics.num_task_outputs_generated, op.metrics.num_outputs_taken,
+             len(state.output_queue)) for op, state in topology.items()]
+
+
+def calm_idle_scheduling_loop(sleep_s: float = IDLE_SCHEDULING_SLEEP_S) -> bool:
+    """Make Ray Data's scheduling loop in this process sleep ``sleep_s`` after a quick step that changed
+    nothing; once per process, True when it took effect.
+
+    Ray Data 2.60's ``StreamingExecutor`` thread runs in the consuming process (a training rank) and steps
+    without a pause whenever its ``ray.wait`` returns at once: when the consumer's prefetch window is full, a
+    finished task whose output is held back by backpressure stays "active" and ready, and every step finds
+    nothing to do. Each step holds the GIL for ~1 ms of resource bookkeeping, between the training thread's
+    operator calls: in a smoke-preset rank on 2 cores the loop held the GIL in ~98 % of the samples that
+    found it held, and epochs took 2-3x as long as the same steps without Ray Data (ray_stack.md §2.9,
+    BENCHMARKS.md "Training input"). A step that dispatched, generated or handed out anything, or one that
+    waited on a running task (``ray.wait``), is followed at once by the next, as before. Returns False (and
+    changes nothing) on a Ray Data without the executor method or the operator metrics this relies on.
+    """
+    try:
+        from ray.data._internal.execution.interfaces.op_runtime_metrics import OpRuntimeMetrics
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor
+    except ImportError:
+        return False
+    step = getattr(StreamingExecutor, "_scheduling_loop_step", None)
+    needed = ("num_tasks_submitted", "num_task_outputs_generated", "num_outputs_taken")
+    if step is None or not all(hasattr(OpRuntimeMetrics, name) for name in needed):
+        return False
+    if not getattr(step, "_ocean_calm", False):
+        StreamingExecutor._scheduling_loop_step = calm_step(step, sleep_s)
+    return True
+
+
+def calm_step(step, sleep_s: float):
+    """``StreamingExecutor._scheduling_loop_step`` ``step``, followed by a ``sleep_s`` sleep when it was quick
+    (under ``sleep_s``: it did not wait on a running task) and changed nothing (:func:`_progress`)."""
+
+    def calm(self, topology):
+        before, t0 = _progress(topology), time.perf_counter()
+        more = step(self, topology)
+        if more and time.perf_counter() - t0 < sleep_s and _progress(topology) == before:
+            time.sleep(sleep_s)  # a quick step that changed nothing: the loop is spinning
+        return more
+
+    calm._ocean_calm = True
+    calm.__wrapped__ = step
+    return calm

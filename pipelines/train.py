@@ -27,6 +27,7 @@ from pipelines import tracking
 from pipelines.console import forward_worker_logs
 from pipelines.lineage import link_training_data
 from pipelines.mlflow_models import SYSTEM_METRICS_INTERVAL_S
+from pipelines.raysession import IDLE_SCHEDULING_SLEEP_S
 from pipelines.tracking import RunLogger
 from pipelines.train_input import training_data_error
 from pipelines.train_loop import DIVERGED_FILE, LoopSettings, train_loop
@@ -50,6 +51,9 @@ class TrainSettings:
         prefetch_batches: micro-batches each rank's input stream keeps fetched (in whole work items).
         data_cpus: CPUs each decode + augment task of the input stream reserves
             (:func:`pipelines.train_input.pair_stream`).
+        data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a step with no task
+            running instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
+            Data's own loop.
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.
         system_metrics: rank 0 logs its node's CPU, memory, disk, network (and GPU with ``pynvml``) as
@@ -74,6 +78,7 @@ class TrainSettings:
     max_failures: int = 2
     prefetch_batches: int = 2
     data_cpus: float = 1.0
+    data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S
     kill_worker_at: tuple[int, int, int] | None = None
     verbose: bool = True
     system_metrics: bool = True
@@ -212,6 +217,7 @@ def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
     cpus = s.cpus_per_worker if s.cpus_per_worker is not None else (1.0 if s.use_gpu else 0.5)
     loop = LoopSettings(cfg=s.cfg, data=s.data, out=s.out, seed=s.seed, plan=plan, run=run,
                         prefetch_batches=s.prefetch_batches, data_cpus=s.data_cpus,
+                        data_idle_sleep_s=s.data_idle_sleep_s,
                         kill_worker_at=tuple(s.kill_worker_at) if s.kill_worker_at else None,
                         system_metrics_interval=s.system_metrics_interval if s.system_metrics else None)
     trainer = TorchTrainer(

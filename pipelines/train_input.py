@@ -29,6 +29,7 @@ from data_prep.epochs import (
 )
 from data_prep.pair_index import PairIndex, TrainingDataError
 from ocean.config import OceanConfig
+from pipelines.raysession import IDLE_SCHEDULING_SLEEP_S, calm_idle_scheduling_loop
 
 
 def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
@@ -45,7 +46,8 @@ def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.
 
 
 def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed: int, rank: int, start: int,
-                prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS) -> EpochFeed:
+                prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS,
+                idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S) -> EpochFeed:
     """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
 
     Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`stream_items`):
@@ -54,7 +56,9 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     whole number of micro-batches, so each batch belongs to one epoch and epochs follow each other without a
     new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
     (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
-    A resumed run starts the stream at its first unfinished epoch.
+    A resumed run starts the stream at its first unfinished epoch. ``idle_sleep_s`` > 0: the scheduling loop,
+    which runs in this process, sleeps that long when it has no task running instead of spinning
+    (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is).
     """
     import ray.data
 
@@ -63,6 +67,8 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     items = stream_items(index, shares, plan.micro_batch, split_first=rows_independent(cfg.augment))
     if not items:
         return EpochFeed(iter(()), shares, plan)
+    if idle_sleep_s > 0:
+        calm_idle_scheduling_loop(idle_sleep_s)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs

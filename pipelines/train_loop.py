@@ -28,6 +28,7 @@ from ocean.config import OceanConfig
 from pipelines.console import flush_worker_logs, worker_logging
 from pipelines.mlflow_models import system_metrics
 from pipelines.progress import TrainProgress
+from pipelines.raysession import IDLE_SCHEDULING_SLEEP_S
 from pipelines.tracking import RunLogger
 from pipelines.train_input import EpochFeed, pair_stream
 
@@ -52,6 +53,7 @@ class LoopSettings:
     run: RunLogger | None
     prefetch_batches: int = 2
     data_cpus: float = 1.0
+    data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S  # TrainSettings.data_idle_sleep_s
     kill_worker_at: tuple[int, int, int] | None = None
     system_metrics_interval: float | None = None  # seconds between rank 0's system metrics; None: off
 
@@ -302,7 +304,8 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     w = _Worker(settings)
     fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
     feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
-                       prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus))
+                       prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus),
+                       idle_sleep_s=float(settings.data_idle_sleep_s))
     metrics = system_metrics(settings.run, w.rank == 0 and settings.system_metrics_interval is not None,
                              settings.system_metrics_interval or 0.0)
     metrics.__enter__()  # rank 0: system/... metrics of its node until the loop ends

@@ -95,6 +95,59 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
 
 
 @pytest.mark.slow
+def test_an_idle_stream_sleeps_instead_of_spinning(ray_local):
+    """While the consumer holds its prefetch window and backpressure holds the finished tasks' outputs back,
+    Ray Data's scheduling loop (in the consumer's process) finds nothing to do at every step; with
+    :func:`calm_idle_scheduling_loop` it sleeps between such steps instead of spinning (ray_stack.md §2.9),
+    and every row still arrives, in order. The bound counts loop steps, not seconds: a sleeping loop makes at
+    most one idle step per ``sleep_s`` (1,490 steps in the same second without it, measured)."""
+    import time
+
+    import ray.data
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    from pipelines.raysession import _progress, calm_idle_scheduling_loop, calm_step
+
+    sleep_s, hold_s, n = 0.02, 1.0, 32
+    assert calm_idle_scheduling_loop(sleep_s)
+    installed = StreamingExecutor._scheduling_loop_step
+    assert installed._ocean_calm and calm_idle_scheduling_loop(sleep_s)  # once per process: it stays
+    assert StreamingExecutor._scheduling_loop_step is installed
+    steps = {"all": 0, "idle": 0, "counting": False}
+
+    def counted(self, topology):  # Ray's own step, counted: was there nothing to do?
+        before = _progress(topology)
+        more = installed.__wrapped__(self, topology)
+        if steps["counting"]:
+            steps["all"] += 1
+            steps["idle"] += _progress(topology) == before
+        return more
+
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.execution_options.resource_limits)
+    StreamingExecutor._scheduling_loop_step = calm_step(counted, sleep_s)
+    try:
+        ctx.execution_options.preserve_order = True
+        ctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=64 << 20)
+        pad = 16 << 20  # 16 MB blocks against a 64 MB budget: backpressure holds finished outputs back
+        ds = ray.data.range(n, override_num_blocks=n).map_batches(
+            lambda b, pad=pad: {"id": b["id"] * 2, "pad": np.zeros((len(b["id"]), pad), np.uint8)}, batch_size=None)
+        it = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+        got = [next(it)["id"]]
+        time.sleep(3.0)  # the window fills, backpressure sets in
+        steps["counting"] = True
+        time.sleep(hold_s)
+        steps["counting"] = False
+        got.extend(b["id"] for b in it)
+    finally:
+        StreamingExecutor._scheduling_loop_step = installed
+        ctx.execution_options.preserve_order, ctx.execution_options.resource_limits = saved
+    assert np.concatenate(got).tolist() == [2 * i for i in range(n)]
+    assert steps["idle"] >= 1, steps  # the loop was running and had nothing to do
+    assert steps["all"] <= hold_s / sleep_s + 10, steps  # ~50 when sleeping
+
+
+@pytest.mark.slow
 def test_ddp_run_s3_checkpoints_mlflow_server_and_rerun_resume(ray_local, pairs_dir, s3_server, mlflow_server):
     from mlflow.tracking import MlflowClient
 
