@@ -27,8 +27,10 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
 } | tee "$log"
 # The online module's AUC gain needs a trained checkpoint (e.g. the quickstart's) and held-out synthetic sets:
 #   ocean synth --out /tmp/s21 --seed 21 --size small
-#   python benchmarks/online_gain.py --checkpoint ocean-work/runs/checkpoints/epoch-0005.pt --data /tmp/s21
+#   python benchmarks/online_gain.py --checkpoint ocean-work/runs/checkpoints/epoch-0010.pt --data /tmp/s21
 # Generalisation (issue 14): a trained checkpoint on the held-out scenes and the real OTB clips, beside
 # OpenCV CSRT / KCF (needs opencv-contrib-python-headless first on PYTHONPATH, not a project dependency):
-#   python benchmarks/heldout_scores.py --checkpoint ocean-work/runs/checkpoints/epoch-0005.pt \
+#   python benchmarks/heldout_scores.py --checkpoint ocean-work/runs/checkpoints/epoch-0010.pt \
 #       --otb ../shared/data/real_sequences/otb --json heldout.json
+# Ray Data's idle scheduling loop in a training rank, spinning vs sleeping (needs a quickstart's pair records):
+#   python benchmarks/train_idle_loop.py --pairs ocean-work/pairs --epochs 10 --json idle_loop.json

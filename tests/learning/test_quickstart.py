@@ -1,7 +1,7 @@
 """`ocean quickstart` end to end, which is also the project's learning test (issues 5 and 8).
 
 The README's main job on its defaults -- synthetic data (size small) -> Ray pair records -> the smoke
-preset trained with Ray Train (2 DDP workers, 5 epochs x 1,200 pairs) -> Ray evaluation of the trained
+preset trained with Ray Train (2 DDP workers, 10 epochs x 1,200 pairs) -> Ray evaluation of the trained
 and an untrained model on the synthetic OTB / VOT2018 / GOT-10k / LaSOT benchmarks and on the held-out
 scenes of data_prep.heldout_scenes (another generator, never trained on) -> MLflow -- must finish, write
 summary.json, track held-out sequences far better than the untrained network, do better than it on the
@@ -23,17 +23,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.learning]
 REPO = Path(__file__).resolve().parents[2]
 SCORE_KEYS = {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75", "eao", "accuracy", "robustness"}
 
-# Learning thresholds. Measured 2026-11-24 on the 2-core machine (loaded by other test runs), smoke preset,
-# 5 epochs x 1,200 pairs, seed 0: synthetic OTB success AUC untrained 0.025, trained 0.696 (epoch losses
-# 2.48, 1.35, 1.12, 0.98, 0.93). The thresholds keep a wide margin on both sides.
+# Learning thresholds. Measured on the 2-core machine, smoke preset (normalised correlation), 10 epochs x
+# 1,200 pairs, seed 0, 2026-12-03, three runs with identical scores: synthetic OTB success AUC untrained
+# 0.246, trained 0.712 (epoch losses 3.00, 1.69, 1.38, 1.22, 1.11, 1.04, 1.00, 0.96, 0.94, 0.92). The
+# thresholds keep a wide margin on both sides (another CPU's kernels can take another path).
 MIN_TRAINED_AUC = 0.45
 MIN_GAIN = 0.30
-# Held-out scenes (data_prep.heldout_scenes; BENCHMARKS.md "Generalisation"): the default quickstart model
-# scored 0.216 success AUC there on 2026-12-03 (OpenCV CSRT 0.705, KCF 0.492). Issue 14's goal of 0.5 is NOT
-# reached yet (issue 14 item 5 stays open); this floor only guards what it does reach: it tracks scenes from
-# another generator better than the untrained network.
-MIN_HELDOUT_AUC = 0.12
-MIN_HELDOUT_GAIN = 0.08
+# Held-out scenes (data_prep.heldout_scenes; BENCHMARKS.md "Generalisation"): the same runs scored 0.407 there
+# (untrained 0.222; OpenCV CSRT 0.705, KCF 0.492); the plain correlation of the official code scored 0.216
+# with 5 epochs. Issue 14's goal of 0.5 is NOT reached (issue 14 item 5 stays open); these floors hold what
+# the normalised correlation and the longer schedule bought, with room for one run's spread (0.33-0.43 over
+# two one-process seeds at 5 epochs).
+MIN_HELDOUT_AUC = 0.28
+MIN_HELDOUT_GAIN = 0.06
 
 
 def _run(workdir: Path) -> subprocess.CompletedProcess:
