@@ -1,8 +1,8 @@
 """Ray Train epochs with Ray Data's scheduling loop spinning or sleeping while idle, side by side.
 
-Each training rank runs its input stream's ``StreamingExecutor`` thread in its own process. With no task
-running (the steady state: the decode tasks are done and the prefetch window is full) Ray Data 2.60's loop
-spins without a pause; ``TrainSettings.data_idle_sleep_s`` (default
+Each training rank runs its input stream's ``StreamingExecutor`` thread in its own process. Once the
+prefetch window is full, backpressure holds a finished task's output back, ``ray.wait`` returns at once and
+Ray Data 2.60's loop steps without a pause and without doing anything; ``TrainSettings.data_idle_sleep_s`` (default
 :data:`pipelines.raysession.IDLE_SCHEDULING_SLEEP_S`) makes it sleep instead
 (:func:`pipelines.raysession.calm_idle_scheduling_loop`; docs/reference/ray_stack.md §2.9). This script runs
 the same training (``ocean train`` on the same pair records, same seed) once with ``data_idle_sleep_s=0``

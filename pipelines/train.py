@@ -51,8 +51,8 @@ class TrainSettings:
         prefetch_batches: micro-batches each rank's input stream keeps fetched (in whole work items).
         data_cpus: CPUs each decode + augment task of the input stream reserves
             (:func:`pipelines.train_input.pair_stream`).
-        data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a step with no task
-            running instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
+        data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a quick step that
+            changed nothing instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
             Data's own loop.
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.

@@ -57,7 +57,7 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
     (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
     A resumed run starts the stream at its first unfinished epoch. ``idle_sleep_s`` > 0: the scheduling loop,
-    which runs in this process, sleeps that long when it has no task running instead of spinning
+    which runs in this process, sleeps that long after a quick step that changed nothing instead of spinning
     (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is).
     """
     import ray.data
