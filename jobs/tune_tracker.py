@@ -28,6 +28,7 @@ tuning script does (ocean_facts §11) but on current Ray Tune:
 * TPE proposals (Optuna's TPESampler through Ray Tune's OptunaSearch, seeded by --seed);
 * ASHA early stopping over sequences: every trial tracks the validation sequences in one fixed seeded
   order and reports the running score after each, so bad trials stop after --sequences-per-rung sequences;
+  the defaults' trial (trial 0) always tracks every sequence, so its score compares with the best one's;
 * objective: EAO (that year's interval) on vot2018 / vot2019, success AUC on otb / lasot, AO on got10k.
 
 Spaces (--space): official = ocean_facts §11.1 (penalty_k 0.001-0.2, lr 0.3-0.8, window_influence

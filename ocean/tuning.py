@@ -269,8 +269,27 @@ def load_model_blob(checkpoint: str) -> tuple[ModelBlob, Any]:
         raise TuneTrackerError(str(exc)) from None
     except (ValueError, RuntimeError, KeyError, OSError) as exc:
         raise TuneTrackerError(f"checkpoint {checkpoint}: cannot load it ({exc})") from None
-    key = hashlib.sha256(f"{checkpoint}:{ckpt.get('epoch')}:{len(ckpt['model'])}".encode()).hexdigest()[:16]
-    return ModelBlob(key, ckpt["config"], ckpt["model"]), cfg
+    return ModelBlob(model_key(checkpoint, ckpt["config"], ckpt["model"]), ckpt["config"], ckpt["model"]), cfg
+
+
+def model_key(name: str, config: Mapping[str, Any], state: Mapping[str, Any]) -> str:
+    """A key for a network (its name, a digest of its config and of every weight tensor's bytes): a worker
+    reuses a cached network only for the same network, even when a file was overwritten at the same path
+    or two checkpoints share their weights but not their config (e.g. ``model.head.correlation``)."""
+    import torch
+
+    digest = hashlib.sha256(name.encode())
+    digest.update(json.dumps(config, sort_keys=True, default=repr).encode())
+    for k in sorted(state):
+        v = state[k]
+        digest.update(k.encode())
+        if hasattr(v, "detach"):
+            t = v.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(v).encode())
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -200,18 +200,25 @@ def _run_search(s: TuneTrackerSettings, search: _Search, staging: Path, run: Run
     (``OptunaSearch`` with a seeded ``TPESampler``) proposes the values of a search space of
     :mod:`ocean.tuning`; ``AsyncHyperBandScheduler`` with ``time_attr="sequences_done"`` stops bad trials
     early, every trial tracking the validation sequences in one fixed seeded order so rungs compare trials on
-    the same sequences. Trial 0 is the benchmark's defaults (``points_to_evaluate``). Each trial reserves
+    the same sequences. Trial 0 is the benchmark's defaults (``points_to_evaluate``); the scheduler
+    (:class:`~pipelines.tune_trials.DefaultsCompleteASHA`) never stops it early, so the baseline's score
+    covers every sequence, as the best trial's does. Each trial reserves
     ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` with ``use_gpu``) and runs torch with one thread; the
     weights travel once through Ray's object store.
     """
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import AsyncHyperBandScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from pipelines.raysession import ensure_ray, require_gpus
-    from pipelines.tune_trials import TrialLogger, TrialSettings, tracker_trial, tune_domain
+    from pipelines.tune_trials import (
+        DefaultsCompleteASHA,
+        TrialLogger,
+        TrialSettings,
+        tracker_trial,
+        tune_domain,
+    )
 
     ensure_ray(s.ray_address)
     require_gpus(s.gpus_per_trial if s.use_gpu else 0, wait_s=s.gpu_wait_s)  # MissingGpus: a usage error
@@ -224,8 +231,8 @@ def _run_search(s: TuneTrackerSettings, search: _Search, staging: Path, run: Run
     trial = TrialSettings(search.model, search.sequences, s.benchmark, setup, "cuda" if s.use_gpu else "cpu")
     trainable = tune.with_resources(tune.with_parameters(tracker_trial, settings=trial), resources)
     searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed), points_to_evaluate=[setup.defaults])
-    scheduler = AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=n, grace_period=search.grace,
-                                        reduction_factor=s.reduction_factor)
+    scheduler = DefaultsCompleteASHA(space=setup.space, defaults=setup.defaults, time_attr=TIME_ATTR, max_t=n,
+                                     grace_period=search.grace, reduction_factor=s.reduction_factor)
     callbacks = [TrialLogger(run, setup.space, n, tags={"ocean.kind": "tune-tracker-trial",
                                                         "ocean.benchmark": s.benchmark})] if s.log_mlflow else []
     tuner = tune.Tuner(

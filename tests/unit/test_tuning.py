@@ -181,3 +181,47 @@ def test_best_tracker_json_is_what_track_accepts(tmp_path):
     from ocean.config import layered_tracker_config
 
     assert layered_tracker_config(TrackerConfig(), "otb", tracker_overrides(str(path), [])) == cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The scheduler and the network cache key
+
+
+def test_the_scheduler_never_stops_the_defaults_early():
+    """At the first rung the defaults score lowest: plain ASHA stops them, DefaultsCompleteASHA does not
+    (and still stops the other trials below the cut, with the defaults' result in the rung)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from ocean.tuning import ParamSpec
+    from pipelines.tune_trials import DefaultsCompleteASHA
+
+    space = {"w": ParamSpec("w", "quniform", low=0.0, high=1.0, q=0.01)}
+    asha = dict(time_attr="t", metric="score", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    actions = {}
+    for cls, extra in ((AsyncHyperBandScheduler, {}), (DefaultsCompleteASHA, {"space": space, "defaults": {"w": 0.5}})):
+        sched = cls(**asha, **extra)
+        trials = [Trial("f", config={"w": w}, stub=True) for w in (0.5, 0.1, 0.2, 0.3)]  # trial 0: the defaults
+        for t in trials:
+            sched.on_trial_add(None, t)
+        reports = [(trials[1], 0.9), (trials[2], 0.8), (trials[3], 0.7), (trials[0], 0.1)]
+        actions[cls.__name__] = [sched.on_trial_result(None, t, {"t": 1, "score": s}) for t, s in reports]
+        if cls is DefaultsCompleteASHA:  # at max_t the defaults end as any trial does
+            assert sched.on_trial_result(None, trials[0], {"t": 4, "score": 0.1}) == "STOP"
+    assert actions["AsyncHyperBandScheduler"] == ["CONTINUE", "STOP", "STOP", "STOP"]
+    assert actions["DefaultsCompleteASHA"] == ["CONTINUE", "STOP", "STOP", "CONTINUE"]
+
+
+def test_the_network_key_follows_the_weights_and_the_config():
+    import torch
+
+    from ocean.tuning import model_key
+
+    state = {"a.weight": torch.zeros(2, 3), "a.bias": torch.ones(2, dtype=torch.bfloat16), "n": torch.tensor(3)}
+    cfg = {"model": {"head": {"correlation": "plain"}}}
+    key = model_key("ckpt.pt", cfg, state)
+    assert key == model_key("ckpt.pt", cfg, {k: v.clone() for k, v in state.items()})
+    changed = dict(state, **{"a.weight": state["a.weight"].clone().index_fill_(1, torch.tensor([2]), 1e-6)})
+    assert model_key("ckpt.pt", cfg, changed) != key  # same file name, weights overwritten
+    assert model_key("ckpt.pt", {"model": {"head": {"correlation": "normalised"}}}, state) != key
+    assert model_key("other.pt", cfg, state) != key
