@@ -19,6 +19,10 @@ ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` l
   less sensitive to other load on the machine than wall time; per epoch it is approximate, since the
   stream runs ahead into the next epoch, so the pooled rows "all epochs" and "epochs 2+" are the ones to quote;
   the CPU per pair of epochs 2+ is also split into task workers, this process and other Ray processes);
+* **threads** (a design the project does not use, for comparison): the same work items through
+  ``read_and_augment`` on ``--cpus`` threads of this process (:func:`threaded_stream`, no Ray Data: the
+  augmented pixels never cross into the object store, but only this process's cores decode and the
+  threads share the GIL), the same epochs drained;
 * **with consumer**: the same stream feeding ``ocean.engine.train_step`` of the smoke model in this
   process; the data-wait fraction is the time spent waiting for a batch over the step time;
 * **memory**: resident memory of this process and of every Ray process it started, after each epoch, as RSS
@@ -184,6 +188,41 @@ def _is_task_worker(pid: int) -> bool:
     return title.startswith("ray::") and ("IDLE" in title or "MapBatches" in title)
 
 
+def threaded_stream(index, fs, cfg, plan, threads: int, ahead: int = 4):
+    """Rank 0's work items of every epoch (as ``pair_stream`` builds them) through ``read_and_augment`` on
+    ``threads`` threads of this process, blocks in item order, as an ``EpochFeed``. OpenCV releases the GIL
+    in ``imdecode`` and ``warpAffine``; it runs one thread per call here, as in the stream's tasks."""
+    import collections
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from data_prep.epochs import epoch_share, read_and_augment, rows_independent, stream_items
+    from pipelines.train_input import EpochFeed
+
+    cv2.setNumThreads(1)
+    shares = [epoch_share(index, cfg.data.pairs_per_epoch, 0, e, 0, plan) for e in range(cfg.optim.epochs)]
+    items = stream_items(index, shares, plan.micro_batch, split_first=rows_independent(cfg.augment))
+    kwargs = {"files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment),
+              "seed": 0, "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size}
+
+    def run(item):
+        return read_and_augment({"epoch": np.array([item["epoch"]]), "locations": [item["locations"]]}, **kwargs)
+
+    def blocks():
+        window = collections.deque()
+        with ThreadPoolExecutor(threads) as pool:
+            for item in items:
+                window.append(pool.submit(run, item))
+                if len(window) >= threads + ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    return EpochFeed(blocks(), shares, plan)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=512, help="distinct pair records written")
@@ -284,6 +323,29 @@ def main() -> int:
                      f"{ms['driver_cpu_s']:.2f} + other Ray processes "
                      f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f} "
                      f"alone, {1000 / par_cpu:.2f} on every core\n{ratios}")
+
+        # the same stream with threads of this process instead of Ray Data tasks (pair_stream(threads=...))
+        t0, u0 = time.perf_counter(), process_usage()
+        feed = threaded_stream(index, fs, cfg, plan, args.cpus)
+        tmarks = []
+        for epoch in range(args.epochs):
+            n = 0
+            for step in range(feed.share(epoch).steps):
+                n += len(feed.next(epoch, step)["valid"])
+            tmarks.append((n, process_usage(), time.perf_counter()))
+        feed.close()
+        for label, first in (("all epochs", 0), ("epochs 2+ (steady)", 1)):
+            if first >= len(tmarks):
+                continue
+            u_a, t_a = (u0, t0) if first == 0 else (tmarks[first - 1][1], tmarks[first - 1][2])
+            n = sum(m[0] for m in tmarks[first:])
+            wall, cpu = tmarks[-1][2] - t_a, tmarks[-1][1]["cpu_s"] - u_a["cpu_s"]
+            rows_out.append((f"{args.cpus} threads in this process (no Ray Data), no consumer, {label} ({n} pairs)",
+                             "", f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
+            if first == 1:
+                split += (f"\n{args.cpus} threads, {label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare "
+                          f"loop alone, {n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per "
+                          f"CPU-s {n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
 
         # with a consumer: the smoke model's training step in this process (it competes for the same cores)
         torch.manual_seed(0)
