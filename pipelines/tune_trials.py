@@ -103,10 +103,12 @@ class DefaultsCompleteASHA(AsyncHyperBandScheduler):
     the defaults themselves is turned into CONTINUE. A proposal equal to the defaults is treated alike.
     """
 
-    def __init__(self, *, space: dict[str, ParamSpec], defaults: dict[str, Any], **asha: Any):
-        super().__init__(**asha)
+    def __init__(self, *, space: dict[str, ParamSpec], defaults: dict[str, Any], time_attr: str, max_t: int,
+                 **asha: Any):
+        super().__init__(time_attr=time_attr, max_t=max_t, **asha)
         self._space = space
         self._defaults = snap(space, defaults)
+        self._clock, self._last = time_attr, max_t
 
     def _is_defaults(self, config: dict[str, Any] | None) -> bool:
         try:
@@ -117,8 +119,9 @@ class DefaultsCompleteASHA(AsyncHyperBandScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and self._is_defaults(trial.config) \
-                and result.get(self._time_attr, self._max_t) < self._max_t:
-            self._num_stopped -= 1
+                and result.get(self._clock, self._last) < self._last:
+            if isinstance(getattr(self, "_num_stopped", None), int):  # ASHA's count in its debug string
+                self._num_stopped -= 1
             return TrialScheduler.CONTINUE
         return action
 
