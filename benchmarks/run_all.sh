@@ -11,6 +11,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
   for cmd in \
     "benchmarks/model_speed.py --repeats 5" \
     "benchmarks/model_speed.py --runtimes eager,fast,onnx --repeats 15" \
+    "benchmarks/train_step.py --threads 1" \
     "benchmarks/tracker_speed.py --runs 20" \
     "benchmarks/crop_bytes.py" \
     "benchmarks/prep_throughput.py --size small --pairs 400 --shard-pairs 200 --repeats 3" \

@@ -278,6 +278,11 @@ class HeadConfig(_Checked):
     # plain; held-out AUC 0.259 against 0.434 for both, BENCHMARKS.md "Generalisation")
     correlation_branches: Literal["both", "cls"] = "both"
     align: bool = True  # the object-aware alignment head p_o (paper Sec. 3.2, facts §4)
+    # The alignment head's 3x3 deformable conv: "torchvision" = torchvision.ops.deform_conv2d (the official
+    # arithmetic, facts §4.2); "sampled" = the same convolution as bilinear sampling (grid_sample) plus one
+    # matrix product, equal up to rounding, with a vectorised backward: torchvision's CPU backward was 30 % of
+    # the smoke preset's training step (BENCHMARKS.md "Training step").
+    deform_kernel: Literal["torchvision", "sampled"] = "torchvision"
     # exp(adjust * conv + bias): adjust init 0.1, bias init 1.0 -- facts §3
     reg_adjust_init: float = 0.1
     reg_bias_init: float = 1.0
@@ -660,7 +665,7 @@ def smoke() -> OceanConfig:
     return OceanConfig(
         model=ModelConfig(
             backbone=BackboneConfig(width=8, blocks=(1, 1, 1), allow_random_init=True),
-            head=HeadConfig(channels=32, tower_convs=2, correlation="normalised"),
+            head=HeadConfig(channels=32, tower_convs=2, correlation="normalised", deform_kernel="sampled"),
         ),
         labels=LabelConfig(iou_label_detach=True),
         loss=LossConfig(align_nan="skip"),
@@ -808,6 +813,14 @@ OFFICIAL_DIFFERENCES: tuple[Difference, ...] = (
         "1.2-1.3x the frames per CPU second on real 1280x720 frames with YouTube-BB-sized objects; stored crops "
         "41.5 dB median PSNR from the full-decode ones, about the q95 storage loss, p5 32.7 dB (jpeg_decode.md §3)",
         key="data.reduced_decode", official_value=False, fix=True),
+    Difference(
+        "deformable convolution of the alignment head", "numeric",
+        "a 3x3 deformable conv kernel (facts §4.2); the paper preset runs torchvision.ops.deform_conv2d",
+        "sampled: bilinear sampling of the 9 taps (grid_sample) and one matrix product",
+        "equal up to float rounding (about 1e-6 relative); torchvision's CPU backward was 30 % of the smoke "
+        "preset's training step, the sampled one's backward is ~6x faster (BENCHMARKS.md \"Training step\"). "
+        "The smoke preset and the fast runtime use it",
+        key="model.head.deform_kernel"),
     Difference(
         "colour jitter arithmetic", "numeric", "torchvision ColorJitter, clamped to 0..255 after every step",
         "consecutive linear steps merged and clamped once; hue through OpenCV's float HSV",

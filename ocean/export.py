@@ -109,8 +109,12 @@ class _ExportCombination(nn.Module):
 
 
 def _exportable(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` (eval, CPU) with trace-friendly feature combinations."""
+    """A copy of ``net`` (eval, CPU) with trace-friendly feature combinations. The alignment head exports
+    as the standard ``DeformConv`` operator whichever kernel trained it (``model.head.deform_kernel``: both
+    compute the same convolution)."""
     net = copy.deepcopy(net).to("cpu").eval()
+    if getattr(net, "align", None) is not None:
+        net.align.kernel = "torchvision"
     net.cls_encode = _ExportCombination(net.cls_encode)
     net.reg_encode = _ExportCombination(net.reg_encode)
     return net

@@ -19,6 +19,7 @@ from ocean.model import (
     FeatureCombination,
     box_offsets,
     build_model,
+    deform_conv3x3_sampled,
     model_info,
     normalised_response,
     unit_kernel,
@@ -137,6 +138,41 @@ def test_deform_conv_reads_the_taps_where_the_offsets_say():
         out = deform_conv2d(feats, off, weight, padding=(1, 1))
         ky, kx = k // 3 - 1, k % 3 - 1
         assert out[0, 0, 12, 12].item() == pytest.approx(3 * (cy + ky * hh) + 5 * (cx + kx * hw), abs=1e-3)
+
+
+@pytest.mark.parametrize("hw", [(25, 25), (9, 13)])
+def test_the_sampled_deform_conv_equals_torchvision_forward_and_backward(hw):
+    """The smoke preset's kernel (``model.head.deform_kernel=sampled``) is torchvision's convolution: taps
+    inside the map, on its border, between the last cell and the zero padding, and far outside."""
+    h, w = hw
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, h, w, generator=gen, requires_grad=True)
+    off = torch.randn(2, 18, h, w, generator=gen) * 4
+    off[0, :, 0, 0] = -1.5  # every tap of a corner cell partly or wholly outside
+    off[1, :, -1, -1] = 0.5
+    off[1, 0, 2, 2] = float(h + w)  # far outside: reads zeros
+    off.requires_grad_()
+    weight = torch.randn(5, 6, 3, 3, generator=gen, requires_grad=True)
+    ref = deform_conv2d(x, off, weight, padding=(1, 1))
+    got = deform_conv3x3_sampled(x, off, weight)
+    assert got.shape == ref.shape == (2, 5, h, w)
+    assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+    grads_ref = torch.autograd.grad((ref * ref.detach().sin()).sum(), (x, off, weight))
+    grads_got = torch.autograd.grad((got * ref.detach().sin()).sum(), (x, off, weight))
+    for name, a, b in zip(("features", "offsets", "weight"), grads_got, grads_ref, strict=True):
+        assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max()), name
+
+
+def test_the_deform_kernel_option_changes_the_arithmetic_only():
+    torch.manual_seed(0)
+    tv, sampled = AlignHead(8, "torchvision"), AlignHead(8, "sampled")
+    sampled.load_state_dict(tv.state_dict())
+    feats, off = torch.randn(2, 8, 25, 25), torch.randn(2, 18, 25, 25) * 3
+    a, b = tv(feats, off), sampled(feats, off)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+    assert smoke().model.head.deform_kernel == "sampled" and paper().model.head.deform_kernel == "torchvision"
+    with pytest.raises(ValueError, match="unknown deformable-conv kernel"):
+        AlignHead(8, "mmcv")
 
 
 def test_official_center_origin_is_one_sixteenth_cell_off():
