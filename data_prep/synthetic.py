@@ -56,6 +56,21 @@ SIZES = {
     "medium": SizeSpec((640, 360), 40, 64, 4, 4, 6, 32, 96, 96, 24, 20, 4, 2, vot_frames=120),
 }
 
+def scaled_spec(spec: SizeSpec, scenes: int) -> SizeSpec:
+    """``spec`` with ``scenes`` times its training videos and images (the benchmarks unchanged). The scenes'
+    generator indices must stay apart: GOT-10k train below the val range (1000 + k), LaSOT below 100 per
+    class (index = class x 100 + k); a ``scenes`` that would cross them is a ValueError."""
+    if isinstance(scenes, bool) or not isinstance(scenes, int) or scenes < 1:
+        raise ValueError(f"scenes must be a whole number >= 1, not {scenes!r}")
+    if spec.got10k_train * scenes >= 1000 or spec.lasot_per_class * scenes >= 100:
+        top = min(999 // spec.got10k_train, 99 // spec.lasot_per_class)
+        raise ValueError(f"scenes must be at most {top} for this size, not {scenes}")
+    return dataclass_replace(
+        spec, got10k_train=spec.got10k_train * scenes, lasot_per_class=spec.lasot_per_class * scenes,
+        vid_videos=spec.vid_videos * scenes, det_images=spec.det_images * scenes,
+        coco_images=spec.coco_images * scenes, ytbb_videos=spec.ytbb_videos * scenes)
+
+
 # stream ids for per-sequence generators (never reorder: they fix the data for a seed)
 _STREAMS = {"got10k": 1, "lasot": 2, "vid": 3, "det": 4, "coco": 5, "ytbb": 6, "otb": 7, "vot": 8,
             "bench_got10k": 9, "bench_lasot": 10, "broken": 11}
@@ -623,7 +638,8 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 
 
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
-             frame_size: tuple[int, int] | None = None, variety: bool = False, busy: float = 0.0) -> dict:
+             frame_size: tuple[int, int] | None = None, variety: bool = False, busy: float = 0.0,
+             scenes: int = 1) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Writes::
@@ -654,6 +670,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     ``synth_manifest.json`` schema (version 1)::
 
         {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool, "busy": float,
+         "scenes": int,
          "frame_size": [w, h],
          "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
          "datasets": {NAME: {"root": "got10k", "files": int,
@@ -685,9 +702,16 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
             "Generalisation"). The manifest records it.
         busy: the share of training scenes drawn on a busy background (shape clutter, checks, stripes), with
             everything else as the default look (:func:`data_prep.synthetic_scene.render_scene`); ignored with
-            ``variety``. 0 (default) writes the same files as before. Off in the quickstart: one run raised
-            its held-out and synthetic OTB scores, another lowered them (BENCHMARKS.md, "Generalisation").
-            The manifest records it.
+            ``variety``. 0 (default) writes the same files as before. The quickstart uses 0.5 with
+            ``scenes=4``: on its own, one run raised the held-out and synthetic OTB scores and another
+            lowered them; with four times the scenes it raised the held-out score over three seeds
+            (BENCHMARKS.md, "Generalisation"). The manifest records it.
+        scenes: multiplies the size's training videos and images (GOT-10k train, LaSOT per class, VID, DET,
+            COCO, YT-BB): up to 49 for ``"tiny"``, 33 for ``"small"``, 15 for ``"medium"``; the benchmarks
+            are unchanged. Each scene keeps its own generator and name, so every scene of ``scenes=1`` is
+            drawn the same in any larger ``scenes``. 1 (default) writes the same files as before; the
+            quickstart uses 4 (more distinct scenes at the same pairs per epoch; BENCHMARKS.md,
+            "Generalisation"). The manifest records it.
     """
     if not 0.0 <= float(busy) <= 1.0:
         raise ValueError(f"busy must be a share in [0, 1], not {busy!r}")
@@ -695,7 +719,9 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = SIZES[size] if frame_size is None else dataclass_replace(SIZES[size], frame_size=tuple(frame_size))
+    spec = scaled_spec(SIZES[size], scenes)
+    if frame_size is not None:
+        spec = dataclass_replace(spec, frame_size=tuple(frame_size))
     w = _Writer(out, seed, spec, broken, variety, float(busy))
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])
@@ -731,6 +757,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         "broken": broken,
         "variety": variety,
         "busy": float(busy),
+        "scenes": scenes,
         "frame_size": list(spec.frame_size),
         "ytbb_media": ["videos", "frames"] if can_write_video else ["frames"],
         "datasets": datasets,

@@ -327,3 +327,15 @@ def config_overrides(args: argparse.Namespace, base) -> list[str]:
     sets = list(getattr(args, "overrides", None) or [])
     _set_overrides(_set_overrides(base, items, "--config"), sets, "--set")
     return items + sets
+
+
+def check_synthetic_options(size: str, scenes: int, busy: float) -> None:
+    """UsageError for a ``--scenes`` / ``--busy`` that :func:`data_prep.synthetic.generate` would refuse."""
+    from data_prep.synthetic import SIZES, scaled_spec
+
+    if not 0.0 <= busy <= 1.0:
+        raise UsageError(f"--busy {busy}: a share between 0 and 1")
+    try:
+        scaled_spec(SIZES[size], scenes)
+    except ValueError as exc:
+        raise UsageError(f"--scenes {scenes}: {exc}") from None

@@ -23,7 +23,8 @@ The output is fully determined by --seed and --size. --size tiny takes a few sec
 training videos of small (the preparation benchmark, about a minute). --broken adds corrupt / truncated JPEGs, missing
 frames, malformed annotation lines, NaN / negative / zero / outside boxes, an empty sequence and odd file
 names; the manifest lists each one with the rejection reason a reader or a decoding job must give.
---busy S draws that share of the training scenes on busy backgrounds (the benchmarks are unchanged).
+--busy S draws that share of the training scenes on busy backgrounds; --scenes K writes K times the
+training videos and images (each scene of K=1 stays the same); the benchmarks are unchanged by both.
 """
 
 
@@ -34,16 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broken", action="store_true", help="also write broken inputs (listed in the manifest)")
     parser.add_argument("--busy", type=float, default=0.0, metavar="S",
                         help="share of training scenes on busy backgrounds, 0..1 (default 0)")
+    parser.add_argument("--scenes", type=int, default=1, metavar="K",
+                        help="K times the training videos and images of --size (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     from data_prep.synthetic import generate
-    from jobs.common import UsageError
+    from jobs.common import check_synthetic_options
 
-    if not 0.0 <= args.busy <= 1.0:
-        raise UsageError(f"--busy {args.busy}: a share between 0 and 1")
-    manifest = generate(args.out, seed=args.seed, size=args.size, broken=args.broken, busy=args.busy)
-    print(f"wrote synthetic data (seed {manifest['seed']}, size {manifest['size']}) to {args.out}")
+    check_synthetic_options(args.size, args.scenes, args.busy)
+    manifest = generate(args.out, seed=args.seed, size=args.size, broken=args.broken, busy=args.busy,
+                        scenes=args.scenes)
+    print(f"wrote synthetic data (seed {manifest['seed']}, size {manifest['size']}, scenes x{manifest['scenes']}) "
+          f"to {args.out}")
     for name, info in manifest["datasets"].items():
         exp = info["expected"]
         exp = exp.get("videos", exp.get("frames")) if name == "ytbb" else exp

@@ -256,3 +256,44 @@ def test_synth_refuses_a_busy_share_outside_0_1_with_one_line(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ocean synth: error:") and "--busy" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "s" / "synth_manifest.json").exists()
+
+
+def test_scenes_multiplies_the_training_scenes_and_keeps_the_first_ones(tiny: tuple[Path, dict],
+                                                                        tmp_path: Path) -> None:
+    """generate(scenes=k): k times the training videos and images (issue 14 item 5: more distinct scenes for
+    the same pairs per epoch). Every scene of scenes=1 is drawn the same, the benchmarks are unchanged, and
+    a k whose generator indices would collide is refused."""
+    out, m = tiny
+    two = generate(tmp_path / "two", seed=7, size="tiny", broken=True, scenes=2)
+    assert two["scenes"] == 2 and m["scenes"] == 1
+    spec = SIZES["tiny"]
+    train = sorted(p.name for p in (tmp_path / "two" / "got10k" / "train").glob("GOT-10k_Train_*"))
+    assert len(train) == len(list((out / "got10k" / "train").glob("GOT-10k_Train_*"))) + spec.got10k_train
+    assert two["datasets"]["lasot"]["expected"]["tracks"] > m["datasets"]["lasot"]["expected"]["tracks"]
+    for name in ("det", "coco"):
+        assert two["datasets"][name]["files"] > m["datasets"][name]["files"], name
+    for rel in ("got10k/train/GOT-10k_Train_000001/00000001.jpg", "got10k/train/GOT-10k_Train_000001/groundtruth.txt",
+                "got10k/val/GOT-10k_Val_000001/00000003.jpg", "lasot/disc/disc-1/groundtruth.txt",
+                "vid/Data/VID/train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/000000.JPEG"):
+        assert (tmp_path / "two" / rel).read_bytes() == (out / rel).read_bytes(), rel
+    for f in (out / "benchmarks").rglob("*"):
+        if f.is_file():
+            assert (tmp_path / "two" / f.relative_to(out)).read_bytes() == f.read_bytes(), f
+    with pytest.raises(ValueError, match="scenes must be at most 49"):
+        generate(tmp_path / "x", seed=7, size="tiny", scenes=50)
+    with pytest.raises(ValueError, match="scenes must be a whole number"):
+        generate(tmp_path / "x", seed=7, size="tiny", scenes=0)
+
+
+@pytest.mark.parametrize("value", ["0", "34", "two"])
+def test_synth_refuses_a_bad_scenes_count_with_one_line(tmp_path, capsys, value):
+    from jobs.cli import main
+
+    try:
+        status = main(["synth", "--out", str(tmp_path / "s"), "--size", "small", "--scenes", value])
+    except SystemExit as exc:  # argparse's own refusal (not a whole number)
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ocean synth: error:") and "--scenes" in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "s" / "synth_manifest.json").exists()
