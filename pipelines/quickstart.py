@@ -66,8 +66,9 @@ def quickstart_config(epochs: int | None, overrides: list[str]) -> OceanConfig:
 class QuickstartSettings:
     """One quickstart run: everything under ``workdir``; pair records at ``storage_uri`` (default
     ``WORKDIR/pairs``; an ``s3://`` URI puts the runs beside them), MLflow at ``mlflow_uri`` (default
-    ``$MLFLOW_TRACKING_URI``, else ``WORKDIR/mlflow.db``); ``size`` of the synthetic data, ``epochs`` and
-    ``overrides`` on top of the smoke preset; ``max_sequences`` per benchmark in the evaluation."""
+    ``$MLFLOW_TRACKING_URI``, else ``WORKDIR/mlflow.db``); ``size``, ``scenes`` and ``busy`` of the synthetic
+    data (:func:`data_prep.synthetic.generate`), ``epochs`` and ``overrides`` on top of the smoke preset;
+    ``max_sequences`` per benchmark in the evaluation."""
 
     workdir: str
     storage_uri: str | None = None
@@ -75,6 +76,10 @@ class QuickstartSettings:
     ray_address: str | None = None
     seed: int = 0
     size: str = "small"
+    # 4x the training scenes, half of them on busy backgrounds: the held-out scenes' score over three seeds
+    # and in the quickstart itself, at the same pairs per epoch (BENCHMARKS.md "Generalisation")
+    scenes: int = 4
+    busy: float = 0.5
     epochs: int | None = None
     overrides: Sequence[str] | None = None
     workers: int = 2
@@ -123,18 +128,38 @@ def _places(s: QuickstartSettings) -> _Places:
     return _Places(work, pairs, runs, mlflow)
 
 
+def synthetic_mismatch(synthetic_dir: Path, s: QuickstartSettings) -> str | None:
+    """One line saying why the synthetic data already in ``synthetic_dir`` is not what ``s`` asks for (another
+    seed, size, scenes or busy share: reusing it would train on other data without a word), or None."""
+    path = synthetic_dir / "synth_manifest.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    have = {"seed": m.get("seed"), "size": m.get("size"), "scenes": m.get("scenes", 1), "busy": m.get("busy", 0.0)}
+    want = {"seed": s.seed, "size": s.size, "scenes": s.scenes, "busy": float(s.busy)}
+    diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
+    if not diff:
+        return None
+    return (f"{synthetic_dir} holds synthetic data of another {', '.join(diff)}: use another --workdir, or "
+            "the same settings to reuse it")
+
+
 def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
     """Stage 1: the synthetic datasets in the six real training layouts and four benchmark layouts
     (``data_prep.synthetic``) under ``WORKDIR/synthetic`` (reused when their manifest exists)."""
     from data_prep.heldout_scenes import write_heldout_otb
     from data_prep.synthetic import generate
 
-    t = _stage("1/5 synth", f"synthetic datasets ({s.size}) in {synthetic_dir}, held-out scenes beside them")
+    t = _stage("1/5 synth", f"synthetic datasets ({s.size}, scenes x{s.scenes}, busy {s.busy:g}) in {synthetic_dir}, "
+               "held-out scenes beside them")
+    mismatch = synthetic_mismatch(synthetic_dir, s)
+    if mismatch:
+        raise ValueError(mismatch)
     if (synthetic_dir / "synth_manifest.json").exists():
         synth = json.loads((synthetic_dir / "synth_manifest.json").read_text())
         log.info("reusing the existing synthetic data")
     else:
-        synth = generate(synthetic_dir, seed=s.seed, size=s.size)
+        synth = generate(synthetic_dir, seed=s.seed, size=s.size, scenes=s.scenes, busy=s.busy)
     write_heldout_otb(synthetic_dir.parent / "heldout")  # never trained on; reused when complete
     log.info(f"done in {time.time() - t:.1f} s")
     return synth
@@ -256,7 +281,8 @@ def build_summary(work: Path, pairs_uri: str, manifest: dict, trained: dict, eva
         "plots": list(trained.get("plots") or []) + list(evaluation.get("plots", [])),
         "mlflow_uri": mlflow_uri,
         "mlflow_ui": _mlflow_ui_command(mlflow_uri),
-        "synthetic": {"seed": synth.get("seed"), "size": synth.get("size")},
+        "synthetic": {"seed": synth.get("seed"), "size": synth.get("size"), "scenes": synth.get("scenes", 1),
+                      "busy": synth.get("busy", 0.0)},
     }
 
 
