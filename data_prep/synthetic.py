@@ -56,6 +56,7 @@ SIZES = {
     "medium": SizeSpec((640, 360), 40, 64, 4, 4, 6, 32, 96, 96, 24, 20, 4, 2, vot_frames=120),
 }
 
+
 def scaled_spec(spec: SizeSpec, scenes: int) -> SizeSpec:
     """``spec`` with ``scenes`` times its training videos and images (the benchmarks unchanged). The scenes'
     generator indices must stay apart: GOT-10k train below the val range (1000 + k), LaSOT below 100 per

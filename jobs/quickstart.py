@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from jobs.common import add_config_argument, add_ray_argument, config_overrides, main_for
 
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                                   scenes=args.scenes, busy=args.busy, epochs=args.epochs,
                                   overrides=tuple(overrides), workers=args.workers,
                                   use_gpu=args.gpu, max_sequences=args.max_sequences)
-    mismatch = synthetic_mismatch(Path(settings.workdir).expanduser().resolve() / "synthetic", settings)
+    mismatch = synthetic_mismatch(settings)
     if mismatch:
         raise UsageError(mismatch)
     run_quickstart(settings)

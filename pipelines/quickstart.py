@@ -119,8 +119,12 @@ def run_quickstart(settings: QuickstartSettings) -> dict[str, Any]:
     return summary
 
 
+def _work(s: QuickstartSettings) -> Path:
+    return Path(s.workdir).expanduser().resolve()
+
+
 def _places(s: QuickstartSettings) -> _Places:
-    work = Path(s.workdir).expanduser().resolve()
+    work = _work(s)
     work.mkdir(parents=True, exist_ok=True)
     pairs = s.storage_uri or str(work / "pairs")
     runs = sibling_uri(pairs, "runs") if storage.is_uri(pairs) else str(work / "runs")
@@ -128,9 +132,10 @@ def _places(s: QuickstartSettings) -> _Places:
     return _Places(work, pairs, runs, mlflow)
 
 
-def synthetic_mismatch(synthetic_dir: Path, s: QuickstartSettings) -> str | None:
-    """One line saying why the synthetic data already in ``synthetic_dir`` is not what ``s`` asks for (another
-    seed, size, scenes or busy share: reusing it would train on other data without a word), or None."""
+def synthetic_mismatch(s: QuickstartSettings) -> str | None:
+    """One line saying why the synthetic data already in ``WORKDIR/synthetic`` is not what ``s`` asks for
+    (another seed, size, scenes or busy share: reusing it would train on other data without a word), or None."""
+    synthetic_dir = _work(s) / "synthetic"
     path = synthetic_dir / "synth_manifest.json"
     if not path.exists():
         return None
@@ -152,7 +157,7 @@ def _synth(synthetic_dir: Path, s: QuickstartSettings) -> dict:
 
     t = _stage("1/5 synth", f"synthetic datasets ({s.size}, scenes x{s.scenes}, busy {s.busy:g}) in {synthetic_dir}, "
                "held-out scenes beside them")
-    mismatch = synthetic_mismatch(synthetic_dir, s)
+    mismatch = synthetic_mismatch(s)
     if mismatch:
         raise ValueError(mismatch)
     if (synthetic_dir / "synth_manifest.json").exists():

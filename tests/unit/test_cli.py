@@ -69,10 +69,10 @@ def test_the_quickstart_settings_match_the_synthetic_manifest(tmp_path):
 
     generate(tmp_path / "synthetic", seed=5, size="tiny", scenes=2, busy=0.25)
     same = QuickstartSettings(str(tmp_path), seed=5, size="tiny", scenes=2, busy=0.25)
-    assert synthetic_mismatch(tmp_path / "synthetic", same) is None
-    assert synthetic_mismatch(tmp_path / "nothing-yet", QuickstartSettings(str(tmp_path))) is None
+    assert synthetic_mismatch(same) is None
+    assert synthetic_mismatch(QuickstartSettings(str(tmp_path / "nothing-yet"))) is None
     other = QuickstartSettings(str(tmp_path), seed=5, size="tiny", scenes=1, busy=0.25)
-    assert "scenes 2 (asked 1)" in synthetic_mismatch(tmp_path / "synthetic", other)
+    assert "scenes 2 (asked 1)" in synthetic_mismatch(other)
 
 
 def test_the_quickstart_command_defaults_are_the_settings_defaults():
