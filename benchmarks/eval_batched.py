@@ -53,7 +53,7 @@ def make_sequences(folder: Path, n: int, frames: int, seed: int):
             img = bg.copy()
             x, y = x + rng.normal(0, 4), y + rng.normal(0, 3)
             xi, yi = int(np.clip(x, 0, 640 - w)), int(np.clip(y, 0, 360 - h))
-            img[yi:yi + h, xi:xi + w] = (40 + 10 * i, 200, 60)
+            img[yi:yi + h, xi:xi + w] = (40 + 10 * i % 200, 200, 60)  # i < 20: the colours of earlier runs
             paths.append(folder / f"s{i}" / f"{f:04d}.jpg")
             cv2.imwrite(str(paths[-1]), img)
             gt.append([xi, yi, w, h])

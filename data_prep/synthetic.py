@@ -119,14 +119,16 @@ class _Expect:
 
 class _Writer:
     def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool, variety: bool = False,
-                 busy: float = 0.0) -> None:
+                 busy: float = 0.0, lookalike: float = 0.0) -> None:
         self.out, self.seed, self.spec, self.broken, self.variety, self.busy = out, seed, spec, broken, variety, busy
+        self.lookalike = lookalike
         self.files: Counter[str] = Counter()
         self.broken_items: list[dict] = []
 
     def scene(self, stream: str, index: int, n: int | None = None, **kw) -> Scene:
         kw.setdefault("variety", self.variety and stream in _TRAINING)
         kw.setdefault("busy", self.busy if stream in _TRAINING else 0.0)
+        kw.setdefault("lookalike", self.lookalike if stream in _TRAINING else 0.0)
         return render_scene(_rng(self.seed, stream, index), n or self.spec.frames, self.spec.frame_size, **kw)
 
     def jpeg(self, key: str, path: Path, img: np.ndarray) -> None:
@@ -532,7 +534,8 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         ids.append(yid)
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
         scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2,
-                             variety=w.variety and role is None, busy=w.busy if role is None else 0.0)
+                             variety=w.variety and role is None, busy=w.busy if role is None else 0.0,
+                             lookalike=w.lookalike if role is None else 0.0)
         if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
@@ -640,7 +643,7 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
              frame_size: tuple[int, int] | None = None, variety: bool = False, busy: float = 0.0,
-             scenes: int = 1) -> dict:
+             scenes: int = 1, lookalike: float = 0.0) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Writes::
@@ -671,7 +674,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     ``synth_manifest.json`` schema (version 1)::
 
         {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool, "busy": float,
-         "scenes": int,
+         "scenes": int, "lookalike": float,
          "frame_size": [w, h],
          "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
          "datasets": {NAME: {"root": "got10k", "files": int,
@@ -713,9 +716,15 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
             drawn the same in any larger ``scenes``. 1 (default) writes the same files as before; the
             quickstart uses 4 (more distinct scenes at the same pairs per epoch; BENCHMARKS.md,
             "Generalisation"). The manifest records it.
+        lookalike: the share of the training scenes' distractors redrawn as near twins of the target (its
+            shape and pattern, hue turned and mirrored: :func:`data_prep.synthetic_scene.look_alike`). 0
+            (default) writes the same files as before. Off in the quickstart: with ``scenes=4, busy=0.5`` a
+            share of 0.5 lowered the held-out score for both seeds tried (BENCHMARKS.md, "Generalisation").
+            The manifest records it.
     """
-    if not 0.0 <= float(busy) <= 1.0:
-        raise ValueError(f"busy must be a share in [0, 1], not {busy!r}")
+    for name, share in (("busy", busy), ("lookalike", lookalike)):
+        if not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"{name} must be a share in [0, 1], not {share!r}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     out = Path(out)
@@ -723,7 +732,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     spec = scaled_spec(SIZES[size], scenes)
     if frame_size is not None:
         spec = dataclass_replace(spec, frame_size=tuple(frame_size))
-    w = _Writer(out, seed, spec, broken, variety, float(busy))
+    w = _Writer(out, seed, spec, broken, variety, float(busy), float(lookalike))
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])
     _lasot(w, out / "lasot", exp["lasot"])
@@ -759,6 +768,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         "variety": variety,
         "busy": float(busy),
         "scenes": scenes,
+        "lookalike": float(lookalike),
         "frame_size": list(spec.frame_size),
         "ytbb_media": ["videos", "frames"] if can_write_video else ["frames"],
         "datasets": datasets,

@@ -80,6 +80,16 @@ def texture(rng: np.random.Generator, side: int = _SPRITE, colours: tuple[np.nda
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def look_alike(rng: np.random.Generator, mask: np.ndarray, tex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A near twin of a sprite: the same mask and pattern, its hue turned by 40-140 degrees and the whole
+    sprite mirrored left-right, top-bottom or both. What a tracker must not confuse with its target, and
+    what a network trained on unrelated distractors only never has to tell apart."""
+    hsv = cv2.cvtColor(tex, cv2.COLOR_BGR2HSV)
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.integers(20, 71))) % 180  # OpenCV hue: 0-179 = 0-358 deg
+    flip = int(rng.integers(-1, 2))  # cv2.flip codes: 1 left-right, 0 top-bottom, -1 both
+    return cv2.flip(mask, flip), cv2.flip(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR), flip)
+
+
 def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """``(height, width, 3)`` uint8 textured background: coloured multi-scale noise plus faint stripes."""
     out = np.zeros((height, width, 3), np.float32)
@@ -245,6 +255,7 @@ def render_scene(
     full_occlusion: bool = True,
     variety: bool = False,
     busy: float = 0.0,
+    lookalike: float = 0.0,
 ) -> Scene:
     """Render ``n_frames`` frames of ``frame_size = (width, height)``.
 
@@ -259,6 +270,10 @@ def render_scene(
 
     ``busy`` (without ``variety``): the share of scenes drawn on a :func:`busy_background`, everything else as
     the benchmarks (BENCHMARKS.md, "Generalisation"); 0 draws nothing more.
+
+    ``lookalike``: the share of distractors redrawn as look-alikes of the first target (:func:`look_alike`:
+    its shape and pattern, recoloured and flipped), so that a network has to tell the target from its
+    near twin; 0 draws nothing more (the same scene as without the argument).
     """
     fw, fh = frame_size
     backgrounds_vary = variety or busy > 0
@@ -305,6 +320,11 @@ def render_scene(
         tex = texture(rng, colours=_colours(targets[0].tex)) if variety and targets and rng.random() < 0.5 \
             else texture(rng)
         distractors.append(_Mover(shape_mask(shape), tex, _trajectory(rng, n_frames, fw, fh, side, None, wide=variety)))
+    if lookalike > 0 and targets:
+        for j, d in enumerate(distractors):
+            if rng.random() < lookalike:
+                mask, tex = look_alike(rng, targets[0].mask, targets[0].tex)
+                distractors[j] = _Mover(mask, tex, d.boxes_xywh)
     wall_mask = np.ones((_SPRITE, _SPRITE), np.float32)
 
     frames = []

@@ -297,3 +297,46 @@ def test_synth_refuses_a_bad_scenes_count_with_one_line(tmp_path, capsys, value)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ocean synth: error:") and "--scenes" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "s" / "synth_manifest.json").exists()
+
+
+def test_look_alike_is_the_sprite_recoloured_and_mirrored() -> None:
+    """look_alike(): the target's mask and pattern, flipped, hue turned by 40-140 degrees (issue 14 item 5:
+    a near twin the network has to tell apart)."""
+    from data_prep.synthetic_scene import look_alike, texture
+
+    rng = np.random.default_rng(3)
+    mask = shape_mask("triangle")
+    for k in range(8):
+        tex = texture(np.random.default_rng([4, k]))
+        twin_mask, twin = look_alike(rng, mask, tex)
+        flips = [f for f in (1, 0, -1) if np.array_equal(cv2.flip(twin_mask, f), mask)]
+        assert flips, "the mask is the target's, mirrored"
+        back = cv2.flip(twin, flips[0])
+        hue = cv2.cvtColor(tex, cv2.COLOR_BGR2HSV)[..., 0].astype(int)
+        hue_back = cv2.cvtColor(back, cv2.COLOR_BGR2HSV)[..., 0].astype(int)
+        sat = cv2.cvtColor(tex, cv2.COLOR_BGR2HSV)[..., 1] > 80  # hue is defined where there is colour
+        turn = np.median(((hue_back - hue) % 180)[sat])
+        assert 20 <= turn <= 70, turn  # OpenCV hue units (2 degrees)
+        assert not np.array_equal(twin, tex)
+
+
+def test_lookalike_share_redraws_distractors_and_zero_draws_nothing_more() -> None:
+    plain = [render_scene(np.random.default_rng([5, k]), 3, (160, 120), busy=0.5) for k in range(6)]
+    zero = [render_scene(np.random.default_rng([5, k]), 3, (160, 120), busy=0.5, lookalike=0.0) for k in range(6)]
+    twins = [render_scene(np.random.default_rng([5, k]), 3, (160, 120), busy=0.5, lookalike=1.0) for k in range(6)]
+    for p, z, t in zip(plain, zero, twins, strict=True):
+        np.testing.assert_array_equal(p.frames[2], z.frames[2])
+        np.testing.assert_array_equal(p.boxes_xywh, t.boxes_xywh)  # the targets move as before
+    assert sum(not np.array_equal(p.frames[0], t.frames[0]) for p, t in zip(plain, twins, strict=True)) >= 5
+
+
+def test_lookalike_changes_only_the_training_scenes(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    out, m = tiny
+    la = generate(tmp_path / "la", seed=7, size="tiny", lookalike=1.0)
+    assert la["lookalike"] == 1.0 and m["lookalike"] == 0.0
+    bench_frame = next((out / "benchmarks" / "otb").rglob("*.jpg"))
+    assert (tmp_path / "la" / bench_frame.relative_to(out)).read_bytes() == bench_frame.read_bytes()
+    first = "got10k/train/GOT-10k_Train_000001/00000001.jpg"
+    assert (tmp_path / "la" / first).read_bytes() != (out / first).read_bytes()
+    with pytest.raises(ValueError, match="lookalike must be a share"):
+        generate(tmp_path / "x", seed=7, size="tiny", lookalike=-0.5)
