@@ -119,9 +119,9 @@ class _Expect:
 
 class _Writer:
     def __init__(self, out: Path, seed: int, spec: SizeSpec, broken: bool, variety: bool = False,
-                 busy: float = 0.0, lookalike: float = 0.0) -> None:
+                 busy: float = 0.0, lookalike: float = 0.0, wide_targets: float = 0.0) -> None:
         self.out, self.seed, self.spec, self.broken, self.variety, self.busy = out, seed, spec, broken, variety, busy
-        self.lookalike = lookalike
+        self.lookalike, self.wide_targets = lookalike, wide_targets
         self.files: Counter[str] = Counter()
         self.broken_items: list[dict] = []
 
@@ -129,6 +129,7 @@ class _Writer:
         kw.setdefault("variety", self.variety and stream in _TRAINING)
         kw.setdefault("busy", self.busy if stream in _TRAINING else 0.0)
         kw.setdefault("lookalike", self.lookalike if stream in _TRAINING else 0.0)
+        kw.setdefault("wide_targets", self.wide_targets if stream in _TRAINING else 0.0)
         return render_scene(_rng(self.seed, stream, index), n or self.spec.frames, self.spec.frame_size, **kw)
 
     def jpeg(self, key: str, path: Path, img: np.ndarray) -> None:
@@ -535,7 +536,8 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
         scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2,
                              variety=w.variety and role is None, busy=w.busy if role is None else 0.0,
-                             lookalike=w.lookalike if role is None else 0.0)
+                             lookalike=w.lookalike if role is None else 0.0,
+                             wide_targets=w.wide_targets if role is None else 0.0)
         if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
@@ -643,7 +645,7 @@ def _vot(w: _Writer, root: Path) -> tuple[list[str], int]:
 
 def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = False,
              frame_size: tuple[int, int] | None = None, variety: bool = False, busy: float = 0.0,
-             scenes: int = 1, lookalike: float = 0.0) -> dict:
+             scenes: int = 1, lookalike: float = 0.0, wide_targets: float = 0.0) -> dict:
     """Write all six training layouts and four benchmark layouts under ``out``; return the manifest.
 
     Writes::
@@ -674,7 +676,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     ``synth_manifest.json`` schema (version 1)::
 
         {"schema": 1, "seed": int, "size": "tiny"|"small"|"medium", "broken": bool, "variety": bool, "busy": float,
-         "scenes": int, "lookalike": float,
+         "scenes": int, "lookalike": float, "wide_targets": float,
          "frame_size": [w, h],
          "ytbb_media": ["videos", "frames"] or ["frames"] (when OpenCV cannot write mp4v),
          "datasets": {NAME: {"root": "got10k", "files": int,
@@ -721,8 +723,12 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
             (default) writes the same files as before. Off in the quickstart: with ``scenes=4, busy=0.5`` a
             share of 0.5 lowered the held-out score for both seeds tried (BENCHMARKS.md, "Generalisation").
             The manifest records it.
+        wide_targets: the share of the training scenes' targets and distractors drawn as a random polygon in
+            a wider family of looks (:func:`data_prep.synthetic_scene.random_mask`, ``wide_texture``); class
+            names stay the scene's shape names. 0 (default) writes the same files as before; 0.5 moved
+            neither held-out score (BENCHMARKS.md, "Generalisation"). The manifest records it.
     """
-    for name, share in (("busy", busy), ("lookalike", lookalike)):
+    for name, share in (("busy", busy), ("lookalike", lookalike), ("wide_targets", wide_targets)):
         if not 0.0 <= float(share) <= 1.0:
             raise ValueError(f"{name} must be a share in [0, 1], not {share!r}")
     if size not in SIZES:
@@ -732,7 +738,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
     spec = scaled_spec(SIZES[size], scenes)
     if frame_size is not None:
         spec = dataclass_replace(spec, frame_size=tuple(frame_size))
-    w = _Writer(out, seed, spec, broken, variety, float(busy), float(lookalike))
+    w = _Writer(out, seed, spec, broken, variety, float(busy), float(lookalike), float(wide_targets))
     exp = {name: _Expect() for name in ("got10k", "lasot", "vid", "det", "coco")}
     _got10k(w, out / "got10k", exp["got10k"])
     _lasot(w, out / "lasot", exp["lasot"])
@@ -769,6 +775,7 @@ def generate(out: str | Path, seed: int = 0, size: str = "tiny", broken: bool = 
         "busy": float(busy),
         "scenes": scenes,
         "lookalike": float(lookalike),
+        "wide_targets": float(wide_targets),
         "frame_size": list(spec.frame_size),
         "ytbb_media": ["videos", "frames"] if can_write_video else ["frames"],
         "datasets": datasets,

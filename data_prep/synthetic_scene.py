@@ -80,6 +80,40 @@ def texture(rng: np.random.Generator, side: int = _SPRITE, colours: tuple[np.nda
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def random_mask(rng: np.random.Generator, side: int = _SPRITE) -> np.ndarray:
+    """A ``(side, side)`` float32 mask of a random star-shaped polygon (5-11 corners, each at 0.35-1.0 of the
+    radius), stretched to touch all four canvas edges as :func:`shape_mask`'s shapes do."""
+    s = side * 4
+    n = int(rng.integers(5, 12))
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = rng.uniform(0.35, 1.0, n)
+    poly = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1)
+    poly -= poly.min(0)
+    poly *= (s - 1) / np.maximum(poly.max(0), 1e-6)
+    canvas = np.zeros((s, s), np.uint8)
+    cv2.fillPoly(canvas, [np.round(poly).astype(np.int32)], 255)
+    return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def wide_texture(rng: np.random.Generator, side: int = _SPRITE) -> np.ndarray:
+    """A target appearance from a wider family than :func:`texture`'s two-colour patterns: one of those,
+    a quilt of 2-5 x 2-5 random colour cells, a smooth field of several colours, or a patch of
+    :func:`busy_background` clutter (any pattern can be a target)."""
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return texture(rng, side)
+    if kind == 1:
+        cells = rng.integers(0, 256, (int(rng.integers(2, 6)), int(rng.integers(2, 6)), 3)).astype(np.uint8)
+        img = cv2.resize(cells, (side, side), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    elif kind == 2:
+        low = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
+        img = cv2.resize(low, (side, side), interpolation=cv2.INTER_CUBIC)
+    else:
+        img = busy_background(rng, side, side, side * rng.uniform(0.3, 0.6)).astype(np.float32)
+    img += rng.normal(0, 8, img.shape)  # fine grain, as texture()
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def look_alike(rng: np.random.Generator, mask: np.ndarray, tex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A near twin of a sprite: the same mask and pattern, its hue turned by 40-140 degrees and the whole
     sprite mirrored left-right, top-bottom or both. What a tracker must not confuse with its target, and
@@ -170,6 +204,14 @@ class _Mover:
     boxes_xywh: np.ndarray  # (N, 4) int
 
 
+def _widened(rng: np.random.Generator, share: float, mover: _Mover) -> _Mover:
+    """``mover`` with a :func:`random_mask` and a :func:`wide_texture`, for a ``share`` of the calls (no draw
+    at 0, so a scene of ``wide_targets=0`` is drawn as before)."""
+    if share > 0 and rng.random() < share:
+        return _Mover(random_mask(rng), wide_texture(rng), mover.boxes_xywh)
+    return mover
+
+
 def _trajectory(
     rng: np.random.Generator, n: int, fw: int, fh: int, side: float, exit_frame: int | None, wide: bool = False
 ) -> np.ndarray:
@@ -256,6 +298,7 @@ def render_scene(
     variety: bool = False,
     busy: float = 0.0,
     lookalike: float = 0.0,
+    wide_targets: float = 0.0,
 ) -> Scene:
     """Render ``n_frames`` frames of ``frame_size = (width, height)``.
 
@@ -274,6 +317,10 @@ def render_scene(
     ``lookalike``: the share of distractors redrawn as look-alikes of the first target (:func:`look_alike`:
     its shape and pattern, recoloured and flipped), so that a network has to tell the target from its
     near twin; 0 draws nothing more (the same scene as without the argument).
+
+    ``wide_targets``: the share of targets and distractors given a :func:`random_mask` shape and a
+    :func:`wide_texture` appearance instead of one of :data:`SHAPES` in a two-colour :func:`texture`; 0 draws
+    nothing more.
     """
     fw, fh = frame_size
     backgrounds_vary = variety or busy > 0
@@ -302,7 +349,7 @@ def render_scene(
         side = side_base * rng.uniform(0.8, 1.2)
         boxes = _trajectory(rng, n_frames, fw, fh, side, exit_frame, wide=variety)
         boxes[0] = _trajectory(rng, 1, fw, fh, side, None)[0] if exit_frame == 0 else boxes[0]
-        targets.append(_Mover(shape_mask(shape), texture(rng), boxes))
+        targets.append(_widened(rng, wide_targets, _Mover(shape_mask(shape), texture(rng), boxes)))
         if events and n_frames >= 12 and rng.random() < 0.7:
             tc = int(rng.uniform(0.2, 0.45) * n_frames)
             k = 1.8 if full_occlusion else 0.6
@@ -319,7 +366,8 @@ def render_scene(
         side = side_base * rng.uniform(0.7, 1.3)
         tex = texture(rng, colours=_colours(targets[0].tex)) if variety and targets and rng.random() < 0.5 \
             else texture(rng)
-        distractors.append(_Mover(shape_mask(shape), tex, _trajectory(rng, n_frames, fw, fh, side, None, wide=variety)))
+        distractors.append(_widened(rng, wide_targets,
+                                    _Mover(shape_mask(shape), tex, _trajectory(rng, n_frames, fw, fh, side, None, wide=variety))))
     if lookalike > 0 and targets:
         for j, d in enumerate(distractors):
             if rng.random() < lookalike:

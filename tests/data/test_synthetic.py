@@ -340,3 +340,36 @@ def test_lookalike_changes_only_the_training_scenes(tiny: tuple[Path, dict], tmp
     assert (tmp_path / "la" / first).read_bytes() != (out / first).read_bytes()
     with pytest.raises(ValueError, match="lookalike must be a share"):
         generate(tmp_path / "x", seed=7, size="tiny", lookalike=-0.5)
+
+
+def test_random_masks_touch_every_edge_and_vary() -> None:
+    from data_prep.synthetic_scene import random_mask, wide_texture
+
+    rng = np.random.default_rng(8)
+    masks = [random_mask(rng) for _ in range(10)]
+    for m in masks:
+        assert m.shape == (64, 64) and m.dtype == np.float32
+        assert m[0].max() > 0.3 and m[-1].max() > 0.3 and m[:, 0].max() > 0.3 and m[:, -1].max() > 0.3
+        assert 0.2 < m.mean() < 0.95
+    assert len({round(float(m.mean()), 3) for m in masks}) == len(masks)
+    textures = [wide_texture(rng) for _ in range(12)]
+    assert all(t.shape == (64, 64, 3) and t.dtype == np.uint8 for t in textures)
+    # more than two colours in some of them (texture() draws two, plus grain)
+    assert max(len(np.unique(t.reshape(-1, 3) // 64, axis=0)) for t in textures) > 4
+
+
+def test_wide_targets_share_redraws_shapes_and_zero_draws_nothing_more(tiny: tuple[Path, dict],
+                                                                         tmp_path: Path) -> None:
+    plain = [render_scene(np.random.default_rng([6, k]), 3, (160, 120), busy=0.5) for k in range(6)]
+    zero = [render_scene(np.random.default_rng([6, k]), 3, (160, 120), busy=0.5, wide_targets=0.0) for k in range(6)]
+    wide = [render_scene(np.random.default_rng([6, k]), 3, (160, 120), busy=0.5, wide_targets=1.0) for k in range(6)]
+    for p, z in zip(plain, zero, strict=True):
+        np.testing.assert_array_equal(p.frames[2], z.frames[2])
+    assert sum(not np.array_equal(p.frames[0], w.frames[0]) for p, w in zip(plain, wide, strict=True)) == 6
+    out, m = tiny
+    g = generate(tmp_path / "w", seed=7, size="tiny", wide_targets=1.0)
+    assert g["wide_targets"] == 1.0 and m["wide_targets"] == 0.0
+    bench_frame = next((out / "benchmarks" / "otb").rglob("*.jpg"))
+    assert (tmp_path / "w" / bench_frame.relative_to(out)).read_bytes() == bench_frame.read_bytes()
+    with pytest.raises(ValueError, match="wide_targets must be a share"):
+        generate(tmp_path / "x", seed=7, size="tiny", wide_targets=2)
