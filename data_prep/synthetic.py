@@ -125,11 +125,15 @@ class _Writer:
         self.files: Counter[str] = Counter()
         self.broken_items: list[dict] = []
 
+    def looks(self, training: bool) -> dict:
+        """:func:`render_scene`'s look options: the generator's for a training scene, the original look for
+        benchmark and broken-item scenes."""
+        return {"variety": self.variety and training, "busy": self.busy if training else 0.0,
+                "lookalike": self.lookalike if training else 0.0,
+                "wide_targets": self.wide_targets if training else 0.0}
+
     def scene(self, stream: str, index: int, n: int | None = None, **kw) -> Scene:
-        kw.setdefault("variety", self.variety and stream in _TRAINING)
-        kw.setdefault("busy", self.busy if stream in _TRAINING else 0.0)
-        kw.setdefault("lookalike", self.lookalike if stream in _TRAINING else 0.0)
-        kw.setdefault("wide_targets", self.wide_targets if stream in _TRAINING else 0.0)
+        kw = {**self.looks(stream in _TRAINING), **kw}
         return render_scene(_rng(self.seed, stream, index), n or self.spec.frames, self.spec.frame_size, **kw)
 
     def jpeg(self, key: str, path: Path, img: np.ndarray) -> None:
@@ -534,10 +538,7 @@ def _ytbb(w: _Writer, root: Path, exp_v: _Expect, exp_f: _Expect, write_videos: 
         yid = _youtube_id(rng)
         ids.append(yid)
         role = None if v < w.spec.ytbb_videos else ("bad_rows" if v == w.spec.ytbb_videos else "missing")
-        scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2,
-                             variety=w.variety and role is None, busy=w.busy if role is None else 0.0,
-                             lookalike=w.lookalike if role is None else 0.0,
-                             wide_targets=w.wide_targets if role is None else 0.0)
+        scene = render_scene(rng, secs * fps, (fw, fh), n_targets=1 if role else 1 + v % 2, **w.looks(role is None))
         if role != "missing":  # extracted frames: one per annotated second (formats.md §1.6: 1 Hz)
             for s in range(secs):
                 w.jpeg("ytbb", root / "frames" / yid / f"{s * 1000}.jpg", scene.frames[s * fps])
