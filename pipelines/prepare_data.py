@@ -265,6 +265,7 @@ class CropPhase:
         timeline = [{"shard": r["shard"], "pid": r["pid"], "start": r["start"] - self.epoch,
                      "end": r["end"] - self.epoch, "cpu_seconds": r["cpu_seconds"]} for r in self.runs]
         return {"seconds_crop": self.seconds, "driver_cpu_seconds_crop": self.driver_cpu_seconds,
-                "task_cpus": self.task_cpus, "workers": workers, "timeline": timeline,
+                "crop_started_at": self.epoch, "task_cpus": self.task_cpus, "workers": workers,
+                "timeline": timeline,
                 "nodes": len({w["node"] for w in workers.values()}), "shards_run": len(self.runs),
                 "shards_found_stored": self.reused, "data_stats": self.data_stats}
