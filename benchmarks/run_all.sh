@@ -11,6 +11,7 @@ log="benchmarks/results/$(date +%Y-%m-%d).log"
   for cmd in \
     "benchmarks/model_speed.py --repeats 5" \
     "benchmarks/model_speed.py --runtimes eager,fast,onnx --repeats 15" \
+    "benchmarks/stem_pool.py --threads 1" \
     "benchmarks/train_step.py --threads 1" \
     "benchmarks/tracker_speed.py --runs 20" \
     "benchmarks/crop_bytes.py" \

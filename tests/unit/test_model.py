@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from ocean.backbone import ResNet50Backbone, load_backbone_weights
+from ocean.backbone import ResNet50Backbone, StemMaxPool, load_backbone_weights
 from ocean.config import BackboneConfig, ModelConfig, apply_overrides, paper, smoke
 from ocean.geometry import score_size
 from ocean.model import (
@@ -83,6 +83,24 @@ def test_torchvision_layout_loads_torchvision_resnet50_weights(tmp_path):
     # the pysot layout must refuse these weights with a clear message (3x3 vs 1x1 downsample)
     with pytest.raises(ValueError, match="other layout"):
         load_backbone_weights(ResNet50Backbone(layout="pysot"), ref.state_dict())
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 67, 67), (3, 16, 64, 64), (2, 4, 9, 10)])
+def test_the_stem_max_pooling_is_bit_equal_with_and_without_gradients(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    x[0, 0, 0, :3] = float("-inf")  # padding and a -inf input must not mix up
+    x[-1, -1, 4, 4] = float("nan")  # a NaN propagates in both kernels
+    pool, ref = StemMaxPool(3, stride=2, padding=1), torch.nn.MaxPool2d(3, stride=2, padding=1)
+    want = ref(x)
+    with torch.inference_mode():
+        got = pool(x)  # the channels-last kernel
+    assert got.is_contiguous() and got.shape == want.shape
+    assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+    xa, xb = x.nan_to_num().requires_grad_(), x.nan_to_num().requires_grad_()
+    (pool(xa) * torch.arange(want[0].numel()).view(want.shape[1:])).sum().backward()  # training: NCHW kernel
+    (ref(xb) * torch.arange(want[0].numel()).view(want.shape[1:])).sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
 
 
 def test_xcorr_depthwise_matches_a_loop():
