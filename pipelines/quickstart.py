@@ -2,7 +2,7 @@
 
 :func:`run_quickstart` runs five stages over one :class:`QuickstartSettings`: synth -> prepare -> train (the
 smoke preset) -> evaluate (the final checkpoint beside an untrained model of the same config, on the synthetic
-benchmarks and the held-out scenes of :mod:`data_prep.heldout_scenes`) -> summary (a table on the terminal and
+benchmarks and the held-out scenes of :mod:`data_prep.heldout_scenes`, these also with online tracking) -> summary (a table on the terminal and
 ``WORKDIR/summary.json``). Each stage is skipped when its output already exists, so
 a second run reuses what is done. Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow
 store at ``WORKDIR/mlflow.db``.
@@ -27,8 +27,10 @@ from ocean.config import OceanConfig, apply_overrides, smoke
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
-# the summary's rows: the synthetic benchmarks, then the held-out scenes (data_prep.heldout_scenes, scored as OTB)
-SUMMARY_ROWS = BENCHMARKS + ("heldout",)
+# the summary's rows: the synthetic benchmarks, then the held-out scenes (data_prep.heldout_scenes, scored as OTB),
+# offline and with the online module of paper Sec. 4.2 (facts §10.2's settings: `--set tracker.online=true`)
+SUMMARY_ROWS = BENCHMARKS + ("heldout", "heldout_online")
+ONLINE = ("tracker.online=true",)
 
 
 def _stage(name: str, message: str) -> float:
@@ -218,33 +220,39 @@ def _untrained_checkpoint(work: Path, cfg: OceanConfig, seed: int) -> str:
 
 def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSettings) -> tuple[dict, str]:
     """Stage 4: the final and an untrained checkpoint on the synthetic OTB, VOT2018, GOT-10k and LaSOT
-    benchmarks and on the held-out scenes (:mod:`data_prep.heldout_scenes`, scored as OTB), Ray-parallel,
-    scored with the project's toolkit (each reused while its JSON matches); returns the evaluation (the
-    held-out scores under ``scores[ckpt]["heldout"]``) and the untrained checkpoint."""
+    benchmarks and on the held-out scenes (:mod:`data_prep.heldout_scenes`, scored as OTB), there also with
+    the online module (``tracker.online=true``), Ray-parallel, scored with the project's toolkit (each reused
+    while its JSON matches); returns the evaluation (the held-out scores under ``scores[ckpt]["heldout"]`` and
+    ``["heldout_online"]``) and the untrained checkpoint."""
     t = _stage("4/5 evaluate", "trained and untrained models on the synthetic and held-out benchmarks")
     untrained = _untrained_checkpoint(where.work, cfg, s.seed)
     evaluation = _evaluate_suite(where, "evaluation", benchmark_roots(where.work / "synthetic"), final_ckpt,
                                  untrained, s)
-    heldout = _evaluate_suite(where, "evaluation-heldout", {"otb": str(where.work / "heldout")}, final_ckpt,
-                              untrained, s)
-    for ckpt, by_benchmark in heldout["scores"].items():
-        evaluation["scores"].setdefault(ckpt, {})["heldout"] = by_benchmark.get("otb", {})
-    evaluation["plots"] = list(evaluation.get("plots", [])) + list(heldout.get("plots", []))
+    for row, name, overrides in (("heldout", "evaluation-heldout", ()),
+                                 ("heldout_online", "evaluation-heldout-online", ONLINE)):
+        heldout = _evaluate_suite(where, name, {"otb": str(where.work / "heldout")}, final_ckpt, untrained, s,
+                                  overrides)
+        for ckpt, by_benchmark in heldout["scores"].items():
+            evaluation["scores"].setdefault(ckpt, {})[row] = by_benchmark.get("otb", {})
+        evaluation["plots"] = list(evaluation.get("plots", [])) + list(heldout.get("plots", []))
     log.info(f"done in {time.time() - t:.1f} s")
     return evaluation, untrained
 
 
 def _evaluate_suite(where: _Places, name: str, roots: dict[str, str], final_ckpt: str, untrained: str,
-                    s: QuickstartSettings) -> dict:
+                    s: QuickstartSettings, overrides: Sequence[str] = ()) -> dict:
     from pipelines.evaluate import EvaluateSettings, evaluate
 
     evaluation = _reuse(where.work / f"{name}.json", lambda r: sorted(r.get("scores", {})) == sorted(
-        [final_ckpt, untrained]) and r.get("max_sequences") == s.max_sequences)
+        [final_ckpt, untrained]) and r.get("max_sequences") == s.max_sequences
+        and r.get("tracker_overrides", []) == list(overrides))
     if evaluation is None:
         evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(where.work / name),
-                                               workers=s.workers, use_gpu=s.use_gpu, mlflow_uri=where.mlflow,
+                                               tracker_overrides=list(overrides) or None, workers=s.workers,
+                                               use_gpu=s.use_gpu, mlflow_uri=where.mlflow,
                                                max_sequences=s.max_sequences))
         evaluation["max_sequences"] = s.max_sequences
+        evaluation["tracker_overrides"] = list(overrides)
         (where.work / f"{name}.json").write_text(json.dumps(evaluation, indent=1, default=str))
     return evaluation
 
