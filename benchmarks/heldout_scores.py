@@ -3,7 +3,7 @@
 Usage::
 
     PYTHONPATH=. python benchmarks/heldout_scores.py [--root DIR] [--checkpoint CKPT ...] [--otb ROOT ...]
-        [--opencv csrt,kcf] [--set tracker.key=value ...] [--json FILE]
+        [--opencv csrt,kcf] [--set tracker.key=value ...] [--online-features CKPT] [--json FILE]
 
 ``--root`` (default ``/tmp/heldout-otb``) is written with :func:`data_prep.heldout_scenes.write_heldout_otb`
 when it is missing. Every tracker runs the one-pass protocol of ``ocean evaluate`` (init on frame 1 with the
@@ -11,6 +11,11 @@ ground truth) and is scored with the project's OPE metrics (pysot's success AUC,
 checkpoints use the ``otb`` tracker preset (facts §9.3), plus ``--set``. CSRT and KCF need OpenCV's contrib
 build (``opencv-contrib-python-headless``, not a project dependency); without it those rows say
 "unavailable". Prints a markdown table with the machine's load; ``--json`` keeps the per-sequence AUCs.
+
+``--online-features CKPT`` (with ``--set tracker.online=true``) fits the online module (paper Sec. 4.2) on the
+features of CKPT's network instead of each ``--checkpoint``'s own: crossing a trained and an untrained
+network says which of the Siamese branch and the online features does what on unseen scenes (BENCHMARKS.md
+"Generalisation", "Which part of the online tracker generalises").
 """
 
 from __future__ import annotations
@@ -56,15 +61,28 @@ def _track_opencv(make, seq) -> np.ndarray:
     return boxes
 
 
-def _track_ocean(checkpoint: str, overrides: list[str]):
-    from ocean.benchmarks.protocols import track_sequence
+def _track_ocean(checkpoint: str, overrides: list[str], online_features: str | None = None):
+    from ocean.benchmarks.protocols import drive, protocol_steps, track_result
     from ocean.checkpoint import load_model
     from ocean.config import layered_tracker_config
+    from ocean.online import build_online
+    from ocean.tracker import OceanTracker
 
+    cfg = layered_tracker_config(None, "otb", overrides)
+    if online_features is not None and not cfg.online:
+        raise SystemExit("--online-features needs --set tracker.online=true")
     net, _cfg = load_model(checkpoint)
     net.eval()
-    cfg = layered_tracker_config(None, "otb", overrides)
-    return lambda seq: track_sequence(net, cfg, "otb", seq)["boxes_xywh"]
+    features = None
+    if online_features is not None:
+        features, _ = load_model(online_features)
+        features.eval()
+
+    def track(seq):  # as ocean.benchmarks.protocols.track_sequence, with the online module's net swapped in
+        tracker = OceanTracker(net, cfg, online=build_online(features, cfg) if features is not None else None)
+        return track_result(drive(protocol_steps("otb", seq), tracker), tracker.nonfinite_frames)["boxes_xywh"]
+
+    return track
 
 
 def score(track, sequences) -> dict:
@@ -85,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", action="append", default=[])
     p.add_argument("--opencv", default="csrt,kcf", help="comma list of OpenCV trackers ('' for none)")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="tracker.key=value")
+    p.add_argument("--online-features", default=None, metavar="CKPT",
+                   help="fit the online module on this checkpoint's network (needs --set tracker.online=true)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     import torch
@@ -100,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         make = _opencv_factory(name)
         trackers[f"OpenCV {name.upper()}"] = (lambda seq, m=make: _track_opencv(m, seq)) if make else None
     for ckpt in a.checkpoint:
-        trackers[f"Ocean {ckpt}"] = _track_ocean(ckpt, a.overrides)
+        label = f"Ocean {ckpt}" + (f", online on {a.online_features}" if a.online_features else "")
+        trackers[label] = _track_ocean(ckpt, a.overrides, a.online_features)
     results: dict = {"load_before": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     lines = ["| tracker | benchmark | success AUC | precision | seconds |", "|---|---|---|---|---|"]
     for tname, track in trackers.items():
