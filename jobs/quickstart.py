@@ -11,8 +11,9 @@ HELP = "run the whole system end to end on synthetic data (minutes on a laptop)"
 DESCRIPTION = """Generate synthetic datasets in the real on-disk layouts, prepare pair records with Ray tasks, train
 the smoke preset with Ray Train (2 CPU workers), evaluate the trained and an untrained model on synthetic
 OTB / VOT2018 / GOT-10k / LaSOT benchmarks and on held-out scenes of another generator (there also with the
-online module, --set tracker.online=true) with Ray, and log everything to MLflow. Prints a summary table and writes WORKDIR/summary.json. Running it again reuses every
-finished stage; a WORKDIR holding synthetic data of other --size / --scenes / --busy / --seed is refused.
+online module, --set tracker.online=true) with Ray, and log everything to MLflow. Prints a summary table and
+writes WORKDIR/summary.json. Running it again reuses every finished stage; a WORKDIR holding synthetic data
+of other --size / --scenes / --busy / --seed is refused.
 
 The training data: --size small with --scenes 4 (four times its training videos and images, the same
 pairs per epoch), half of the scenes on busy backgrounds (--busy 0.5): with these the held-out score

@@ -124,8 +124,9 @@ def run_prepare(settings: PrepareSettings) -> tuple[dict, dict]:
     ``seconds`` (all), ``seconds_listing`` (list + plan), ``seconds_crop`` (putting the shard inputs in the
     object store to the last result, Ray start excluded), ``driver_cpu_seconds_crop`` (the driver's CPU time
     in that phase), ``timeline`` (per shard task: shard, pid, start / end in seconds from the phase's start,
-    CPU seconds), ``crop_started_at`` (that start, seconds since the Unix epoch), ``task_cpus`` (CPUs each shard task reserved), ``workers`` (per pid: node, shards, seconds,
-    CPU seconds in shard tasks, peak RSS in MB), ``nodes`` (distinct Ray nodes that ran shards),
+    CPU seconds), ``crop_started_at`` (that start, seconds since the Unix epoch), ``task_cpus`` (CPUs each
+    shard task reserved), ``workers`` (per pid: node, shards, seconds, CPU seconds in shard tasks, peak RSS in
+    MB), ``nodes`` (distinct Ray nodes that ran shards),
     ``shards_found_stored`` (shard tasks that found their shard already stored, e.g. a retry after a lost
     node), ``data_stats`` (Ray Data's per-operator stats of the crop phase, text), ``driver_peak_rss_mb`` and
     ``mlflow_run_id`` (None without MLflow).

@@ -2,9 +2,9 @@
 
 :func:`run_quickstart` runs five stages over one :class:`QuickstartSettings`: synth -> prepare -> train (the
 smoke preset) -> evaluate (the final checkpoint beside an untrained model of the same config, on the synthetic
-benchmarks and the held-out scenes of :mod:`data_prep.heldout_scenes`, these also with online tracking) -> summary (a table on the terminal and
-``WORKDIR/summary.json``). Each stage is skipped when its output already exists, so
-a second run reuses what is done. Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow
+benchmarks and the held-out scenes of :mod:`data_prep.heldout_scenes`, these also with online tracking) ->
+summary (a table on the terminal and ``WORKDIR/summary.json``). Each stage is skipped when its output already
+exists, so a second run reuses what is done. Defaults: a local Ray instance, ``WORKDIR`` for storage, a sqlite MLflow
 store at ``WORKDIR/mlflow.db``.
 """
 
