@@ -27,7 +27,14 @@ ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` l
   process; the data-wait fraction is the time spent waiting for a batch over the step time;
 * **memory**: resident memory of this process and of every Ray process it started, after each epoch, as RSS
   and as private memory (RssAnon; RSS also counts the shared object-store pages each process maps); it
-  must not grow from epoch to epoch.
+  must not grow from epoch to epoch;
+* **start-up, head start on and off** (``--startup-repeats``, :func:`startup_runs`): the first epoch of a
+  stream in a fresh Ray session each time (Ray Data's first execution of a session is the slow one),
+  alternating ``pair_stream(head_start=True)`` (the rank decodes the first item's pieces itself,
+  ``pipelines.train_input.HeadStart``) and ``False``, the prefetch of a training rank: time to the first
+  batch, to the first batch the tasks deliver (the 9th) and to the 32nd, drained as fast as it goes, and the
+  data wait over the first 32 steps of the smoke model's training step in this process (1 torch thread).
+  ``--startup-only`` runs this section alone.
 
 Prints a markdown table with the machine, the date and the load average.
 """
@@ -223,6 +230,63 @@ def threaded_stream(index, fs, cfg, plan, threads: int, ahead: int = 4):
     return EpochFeed(blocks(), shares, plan)
 
 
+def startup_runs(index, fs, cfg, plan, cpus: int, repeats: int, batches: int = 32) -> list[tuple[str, ...]]:
+    """The first ``batches`` micro-batches of a fresh stream in a fresh Ray session, head start on and off
+    alternately, ``repeats`` times each, drained (times to batches 1, 9 and ``batches``) and consumed by the
+    smoke model's training step (data wait); returns table rows of medians."""
+    import ray
+    import ray.data  # noqa: F401 - imported in a training worker before its stream starts
+    import torch
+
+    from ocean.engine import build_optimizer, train_step
+    from ocean.model import build_model
+    from pipelines.train_input import pair_stream
+
+    torch.set_num_threads(1)
+    # one epoch of exactly ``batches`` micro-batches, drained to its end: a stream closed part-way and then
+    # ``ray.shutdown()`` can leave Ray Data's prefetch thread calling into the stopped core worker, which
+    # ends the process
+    cfg = apply_overrides(cfg, ["optim.epochs=1", f'data.pairs_per_epoch={{"got10k": {batches * plan.micro_batch}}}'])
+    runs: dict[tuple[bool, bool], list[tuple[float, ...]]] = {}
+    for rep in range(repeats):
+        for head in (True, False):
+            for consume in (False, True):
+                if ray.is_initialized():
+                    ray.shutdown()
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                if consume:
+                    torch.manual_seed(0)
+                    net = build_model(cfg.model)
+                    opt = build_optimizer(net, cfg.optim, 1)
+                    net.train()
+                t0 = time.perf_counter()
+                feed = pair_stream(index, fs, cfg, plan, seed=rep, rank=0, start=0, prefetch=2, head_start=head)
+                marks, wait = [], 0.0
+                for step in range(batches):
+                    t1 = time.perf_counter()
+                    b = feed.next(0, step)
+                    wait += time.perf_counter() - t1
+                    marks.append(time.perf_counter() - t0)
+                    if consume:
+                        b.pop("valid")
+                        train_step(net, b, cfg, opt)
+                total = time.perf_counter() - t0
+                feed.close()
+                runs.setdefault((head, consume), []).append((marks[0], marks[8], marks[-1], wait, total))
+                print(f"start-up, head start {head}, consumer {consume}, repeat {rep}: first batch "
+                      f"{marks[0]:.2f} s, 9th {marks[8]:.2f} s, {batches}th {marks[-1]:.2f} s, data wait "
+                      f"{wait:.2f} of {total:.2f} s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    ray.shutdown()
+    rows = []
+    for (head, consume), r in runs.items():
+        med = np.median(np.array(r), axis=0)
+        what = "smoke train_step" if consume else "drained"
+        rows.append((f"head start {'on' if head else 'off'}, {what}", f"{med[0]:.2f}", f"{med[1]:.2f}",
+                     f"{med[2]:.2f}", f"{med[3]:.2f} ({100 * med[3] / med[4]:.0f} %)" if consume else "",
+                     f"{med[4]:.2f}"))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=512, help="distinct pair records written")
@@ -233,6 +297,9 @@ def main() -> int:
     ap.add_argument("--consumer-steps", type=int, default=40, help="smoke training steps measured")
     ap.add_argument("--records", type=Path, default=None,
                     help="folder for the records (kept and re-used when it already holds them)")
+    ap.add_argument("--startup-repeats", type=int, default=3,
+                    help="fresh Ray sessions per variant for the head-start start-up table (0: skip it)")
+    ap.add_argument("--startup-only", action="store_true", help="only the head-start start-up table")
     args = ap.parse_args()
 
     import torch
@@ -263,131 +330,146 @@ def main() -> int:
         pool = args.pairs * args.copies
         print(f"{pool} pair records ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-        # bare loop, one thread: alone, and in one process per CPU Ray Data gets, all at once
-        bare, bare_cpu = bare_loop(base[0])
-        rows_out.append(("bare augment_pairs loop, 1 thread, best of 3", "", f"{bare:.0f}", f"{bare:.0f}",
-                         f"{bare_cpu:.0f}", "", ""))
-        par, par_cpu = bare_parallel(base[0], args.cpus)
-        rows_out.append((f"bare loop in {args.cpus} processes at once, best of 3 each (per process)", "",
-                         f"{par * args.cpus:.0f}", f"{par:.0f}", f"{par_cpu:.0f}", "", ""))
-
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         cfg = apply_overrides(smoke(), [f"optim.epochs={args.epochs}", f'data.pairs_per_epoch={{"got10k": {pool}}}',
                                         f"optim.batch_size={args.batch}"])
         plan = batch_plan(args.batch, 1)
         fs, files = list_pair_files(str(folder))
         index = load_pair_index(fs, files)
+        startup = (startup_runs(index, fs, cfg, plan, args.cpus, args.startup_repeats)
+                   if args.startup_repeats > 0 else [])
+        split, mem = "", []
+        if not args.startup_only:
+            # bare loop, one thread: alone, and in one process per CPU Ray Data gets, all at once
+            bare, bare_cpu = bare_loop(base[0])
+            rows_out.append(("bare augment_pairs loop, 1 thread, best of 3", "", f"{bare:.0f}", f"{bare:.0f}",
+                             f"{bare_cpu:.0f}", "", ""))
+            par, par_cpu = bare_parallel(base[0], args.cpus)
+            rows_out.append((f"bare loop in {args.cpus} processes at once, best of 3 each (per process)", "",
+                             f"{par * args.cpus:.0f}", f"{par:.0f}", f"{par_cpu:.0f}", "", ""))
 
-        # no consumer: one stream, every epoch drained. Ray Data is imported first, as in a training worker
-        # (``import ray.train`` imports it), so the start-up is the stream's own
-        import ray.data  # noqa: F401
+            if ray.is_initialized():
+                ray.shutdown()
+            ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
 
-        u0, t0 = process_usage(), time.perf_counter()
-        start = (u0, t0)
-        feed = pair_stream(index, fs, cfg, plan, seed=0, rank=0, start=0, prefetch=4)
-        t_build = time.perf_counter() - t0
-        mem, marks = [], []
-        for epoch in range(args.epochs):
-            n, t_first = 0, None
-            for step in range(feed.share(epoch).steps):
-                b = feed.next(epoch, step)
-                n += len(b["valid"])
-                t_first = t_first or time.perf_counter()
-            t_end, u1 = time.perf_counter(), process_usage()
-            wall, cpu = t_end - t0, u1["cpu_s"] - u0["cpu_s"]
-            mem.append(u1)
-            marks.append((n, u1, t_end))
-            rows_out.append((f"stream, no consumer, epoch {epoch + 1} ({n} pairs)",
-                             f"{t_first - t0:.1f}" + (f" (build {t_build:.1f})" if epoch == 0 else ""),
-                             f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}",
+            # no consumer: one stream, every epoch drained. Ray Data is imported first, as in a training worker
+            # (``import ray.train`` imports it), so the start-up is the stream's own
+            import ray.data  # noqa: F401
+
+            u0, t0 = process_usage(), time.perf_counter()
+            start = (u0, t0)
+            feed = pair_stream(index, fs, cfg, plan, seed=0, rank=0, start=0, prefetch=4)
+            t_build = time.perf_counter() - t0
+            mem, marks = [], []
+            for epoch in range(args.epochs):
+                n, t_first = 0, None
+                for step in range(feed.share(epoch).steps):
+                    b = feed.next(epoch, step)
+                    n += len(b["valid"])
+                    t_first = t_first or time.perf_counter()
+                t_end, u1 = time.perf_counter(), process_usage()
+                wall, cpu = t_end - t0, u1["cpu_s"] - u0["cpu_s"]
+                mem.append(u1)
+                marks.append((n, u1, t_end))
+                rows_out.append((f"stream, no consumer, epoch {epoch + 1} ({n} pairs)",
+                                 f"{t_first - t0:.1f}" + (f" (build {t_build:.1f})" if epoch == 0 else ""),
+                                 f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}",
+                                 f"{u1['driver_rss']:.0f} ({u1['driver_private']:.0f})",
+                                 f"{u1['ray_rss']:.0f} ({u1['ray_private']:.0f})"))
+                print(rows_out[-1], f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+                t0, u0 = time.perf_counter(), u1  # the /proc scan above is not the next epoch's start-up
+            feed.close()
+            del feed
+            ratios = ""
+            for label, first in (("all epochs, start-up included", 0), ("epochs 2+ (steady)", 1)):
+                if first >= len(marks):
+                    continue
+                (u_a, t_a) = start if first == 0 else (marks[first - 1][1], marks[first - 1][2])
+                n = sum(m[0] for m in marks[first:])
+                wall, cpu = marks[-1][2] - t_a, marks[-1][1]["cpu_s"] - u_a["cpu_s"]
+                rows_out.append((f"stream, no consumer, {label} ({n} pairs)", "", f"{n / wall:.0f}",
+                                 f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
+                ratios = (f"{label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare loop alone, "
+                          f"{n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per CPU-s "
+                          f"{n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
+                ms = {k: 1000 * (marks[-1][1][k] - u_a[k]) / n for k in ("task_cpu_s", "driver_cpu_s", "cpu_s")}
+                split = (f"CPU per pair, {label}: {ms['cpu_s']:.2f} ms = task workers {ms['task_cpu_s']:.2f} + driver "
+                         f"{ms['driver_cpu_s']:.2f} + other Ray processes "
+                         f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f} "
+                         f"alone, {1000 / par_cpu:.2f} on every core\n{ratios}")
+
+            # the same stream with threads of this process instead of Ray Data tasks (pair_stream(threads=...))
+            t0, u0 = time.perf_counter(), process_usage()
+            feed = threaded_stream(index, fs, cfg, plan, args.cpus)
+            tmarks = []
+            for epoch in range(args.epochs):
+                n = 0
+                for step in range(feed.share(epoch).steps):
+                    n += len(feed.next(epoch, step)["valid"])
+                tmarks.append((n, process_usage(), time.perf_counter()))
+            feed.close()
+            for label, first in (("all epochs", 0), ("epochs 2+ (steady)", 1)):
+                if first >= len(tmarks):
+                    continue
+                u_a, t_a = (u0, t0) if first == 0 else (tmarks[first - 1][1], tmarks[first - 1][2])
+                n = sum(m[0] for m in tmarks[first:])
+                wall, cpu = tmarks[-1][2] - t_a, tmarks[-1][1]["cpu_s"] - u_a["cpu_s"]
+                rows_out.append((f"{args.cpus} threads in this process (no Ray Data), no consumer, {label} ({n} pairs)",
+                                 "", f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
+                if first == 1:
+                    split += (f"\n{args.cpus} threads, {label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare "
+                              f"loop alone, {n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per "
+                              f"CPU-s {n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
+
+            # with a consumer: the smoke model's training step in this process (it competes for the same cores)
+            torch.manual_seed(0)
+            torch.set_num_threads(1)
+            net = build_model(cfg.model)
+            opt = build_optimizer(net, cfg.optim, 1)
+            net.train()
+            steps = min(args.consumer_steps, pool // args.batch - 1)
+            cfg1 = apply_overrides(cfg, ["optim.epochs=1", f'data.pairs_per_epoch={{"got10k": {(steps + 1) * args.batch}}}'])
+            feed = pair_stream(index, fs, cfg1, plan, seed=1, rank=0, start=0, prefetch=4)  # drained to its end
+            wait = total = 0.0
+            feed.next(0, 0)  # start-up excluded
+            u0 = process_usage()
+            for step in range(1, steps + 1):
+                t0 = time.perf_counter()
+                b = feed.next(0, step)
+                t1 = time.perf_counter()
+                b.pop("valid")
+                train_step(net, b, cfg, opt)
+                wait += t1 - t0
+                total += time.perf_counter() - t0
+            u1 = process_usage()
+            rate = steps * args.batch / total
+            rows_out.append((f"stream + smoke train_step (batch {args.batch}, 1 torch thread, {steps} steps)",
+                             f"data wait {100 * wait / total:.0f}% of step time", f"{rate:.1f}",
+                             f"{rate / args.cpus:.1f}", f"{steps * args.batch / (u1['cpu_s'] - u0['cpu_s']):.1f}",
                              f"{u1['driver_rss']:.0f} ({u1['driver_private']:.0f})",
                              f"{u1['ray_rss']:.0f} ({u1['ray_private']:.0f})"))
-            print(rows_out[-1], f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
-            t0, u0 = time.perf_counter(), u1  # the /proc scan above is not the next epoch's start-up
-        feed.close()
-        del feed
-        split = ratios = ""
-        for label, first in (("all epochs, start-up included", 0), ("epochs 2+ (steady)", 1)):
-            if first >= len(marks):
-                continue
-            (u_a, t_a) = start if first == 0 else (marks[first - 1][1], marks[first - 1][2])
-            n = sum(m[0] for m in marks[first:])
-            wall, cpu = marks[-1][2] - t_a, marks[-1][1]["cpu_s"] - u_a["cpu_s"]
-            rows_out.append((f"stream, no consumer, {label} ({n} pairs)", "", f"{n / wall:.0f}",
-                             f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
-            ratios = (f"{label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare loop alone, "
-                      f"{n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per CPU-s "
-                      f"{n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
-            ms = {k: 1000 * (marks[-1][1][k] - u_a[k]) / n for k in ("task_cpu_s", "driver_cpu_s", "cpu_s")}
-            split = (f"CPU per pair, {label}: {ms['cpu_s']:.2f} ms = task workers {ms['task_cpu_s']:.2f} + driver "
-                     f"{ms['driver_cpu_s']:.2f} + other Ray processes "
-                     f"{ms['cpu_s'] - ms['task_cpu_s'] - ms['driver_cpu_s']:.2f}; bare loop {1000 / bare_cpu:.2f} "
-                     f"alone, {1000 / par_cpu:.2f} on every core\n{ratios}")
-
-        # the same stream with threads of this process instead of Ray Data tasks (pair_stream(threads=...))
-        t0, u0 = time.perf_counter(), process_usage()
-        feed = threaded_stream(index, fs, cfg, plan, args.cpus)
-        tmarks = []
-        for epoch in range(args.epochs):
-            n = 0
-            for step in range(feed.share(epoch).steps):
-                n += len(feed.next(epoch, step)["valid"])
-            tmarks.append((n, process_usage(), time.perf_counter()))
-        feed.close()
-        for label, first in (("all epochs", 0), ("epochs 2+ (steady)", 1)):
-            if first >= len(tmarks):
-                continue
-            u_a, t_a = (u0, t0) if first == 0 else (tmarks[first - 1][1], tmarks[first - 1][2])
-            n = sum(m[0] for m in tmarks[first:])
-            wall, cpu = tmarks[-1][2] - t_a, tmarks[-1][1]["cpu_s"] - u_a["cpu_s"]
-            rows_out.append((f"{args.cpus} threads in this process (no Ray Data), no consumer, {label} ({n} pairs)",
-                             "", f"{n / wall:.0f}", f"{n / wall / args.cpus:.0f}", f"{n / cpu:.0f}", "", ""))
-            if first == 1:
-                split += (f"\n{args.cpus} threads, {label}: pairs/s per core {n / wall / args.cpus / bare:.2f}x the bare "
-                          f"loop alone, {n / wall / args.cpus / par:.2f}x the bare loop on every core; pairs per "
-                          f"CPU-s {n / cpu / bare_cpu:.2f}x / {n / cpu / par_cpu:.2f}x")
-
-        # with a consumer: the smoke model's training step in this process (it competes for the same cores)
-        torch.manual_seed(0)
-        torch.set_num_threads(1)
-        net = build_model(cfg.model)
-        opt = build_optimizer(net, cfg.optim, 1)
-        net.train()
-        steps = min(args.consumer_steps, pool // args.batch - 1)
-        cfg1 = apply_overrides(cfg, ["optim.epochs=1", f'data.pairs_per_epoch={{"got10k": {(steps + 1) * args.batch}}}'])
-        feed = pair_stream(index, fs, cfg1, plan, seed=1, rank=0, start=0, prefetch=4)  # drained to its end
-        wait = total = 0.0
-        feed.next(0, 0)  # start-up excluded
-        u0 = process_usage()
-        for step in range(1, steps + 1):
-            t0 = time.perf_counter()
-            b = feed.next(0, step)
-            t1 = time.perf_counter()
-            b.pop("valid")
-            train_step(net, b, cfg, opt)
-            wait += t1 - t0
-            total += time.perf_counter() - t0
-        u1 = process_usage()
-        rate = steps * args.batch / total
-        rows_out.append((f"stream + smoke train_step (batch {args.batch}, 1 torch thread, {steps} steps)",
-                         f"data wait {100 * wait / total:.0f}% of step time", f"{rate:.1f}",
-                         f"{rate / args.cpus:.1f}", f"{steps * args.batch / (u1['cpu_s'] - u0['cpu_s']):.1f}",
-                         f"{u1['driver_rss']:.0f} ({u1['driver_private']:.0f})",
-                         f"{u1['ray_rss']:.0f} ({u1['ray_private']:.0f})"))
-        feed.close()
-        ray.shutdown()
+            feed.close()
+            ray.shutdown()
 
     print(f"\nTraining input pipeline -- {platform.node()} ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, pool {pool} pairs "
           f"({args.pairs} x {args.copies}), Ray Data on {args.cpus} logical CPUs, load average "
           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)\n")
-    print("| pipeline | start-up s | pairs/s | pairs/s/core | pairs/CPU-s | driver RSS (private) MiB "
-          "| Ray processes RSS (private) MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows_out:
-        print("| " + " | ".join(r) + " |")
+    if rows_out:
+        print("| pipeline | start-up s | pairs/s | pairs/s/core | pairs/CPU-s | driver RSS (private) MiB "
+              "| Ray processes RSS (private) MiB |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows_out:
+            print("| " + " | ".join(r) + " |")
     if split:
         print(f"\n{split}")
+    if startup:
+        print(f"\nStart-up of a fresh stream in a fresh Ray session, medians of {args.startup_repeats} "
+              f"(seconds from building the stream; prefetch 2, micro-batch {args.batch}):\n")
+        print("| stream | first batch | 9th batch (the tasks' first) | 32nd batch | data wait, 32 steps | "
+              "32 steps in all |")
+        print("|---|---|---|---|---|---|")
+        for r in startup:
+            print("| " + " | ".join(r) + " |")
     if len(mem) > 2:
         private = [m["ray_private"] + m["driver_private"] for m in mem]
         rss = [m["ray_rss"] + m["driver_rss"] for m in mem]

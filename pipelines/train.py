@@ -54,6 +54,9 @@ class TrainSettings:
         data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a quick step that
             changed nothing instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
             Data's own loop.
+        data_head_start: each rank decodes its stream's first 8 micro-batches in its own process while Ray
+            Data starts the tasks for the rest (:class:`pipelines.train_input.HeadStart`; the same rows);
+            False: every batch comes from the tasks.
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.
         system_metrics: rank 0 logs its node's CPU, memory, disk, network (and GPU with ``pynvml``) as
@@ -79,6 +82,7 @@ class TrainSettings:
     prefetch_batches: int = 2
     data_cpus: float = 1.0
     data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S
+    data_head_start: bool = True
     kill_worker_at: tuple[int, int, int] | None = None
     verbose: bool = True
     system_metrics: bool = True
@@ -217,7 +221,7 @@ def _fit(s: TrainSettings, plan: BatchPlan, run: RunLogger, name: str):
     cpus = s.cpus_per_worker if s.cpus_per_worker is not None else (1.0 if s.use_gpu else 0.5)
     loop = LoopSettings(cfg=s.cfg, data=s.data, out=s.out, seed=s.seed, plan=plan, run=run,
                         prefetch_batches=s.prefetch_batches, data_cpus=s.data_cpus,
-                        data_idle_sleep_s=s.data_idle_sleep_s,
+                        data_idle_sleep_s=s.data_idle_sleep_s, data_head_start=s.data_head_start,
                         kill_worker_at=tuple(s.kill_worker_at) if s.kill_worker_at else None,
                         system_metrics_interval=s.system_metrics_interval if s.system_metrics else None)
     trainer = TorchTrainer(

@@ -3,7 +3,8 @@
 pair index -> per epoch this rank's work items (``data_prep.epochs.epoch_share``, ``stream_items``) ->
 ``ray.data.from_items`` -> ``map_batches(read_and_augment_task)``: read only the items' row groups, decode +
 augment (CPU tasks) -> ``iter_batches(batch_size=None)``: each task's output block as it is, order
-preserved -> :class:`EpochFeed`, which cuts the blocks into micro-batches (one copy each, no Arrow
+preserved -> :class:`HeadStart`, which decodes the stream's first few micro-batches in this process while Ray
+Data starts its tasks -> :class:`EpochFeed`, which cuts the blocks into micro-batches (one copy each, no Arrow
 re-batching) and checks that each belongs to the epoch asked for; a failed decode task comes out as a
 TrainingDataError with the task's own cause (:func:`failure_cause`), which the driver finds again behind Ray
 Train's wrapper (:func:`training_data_error`). No torch at import: the decode tasks import this module.
@@ -12,8 +13,11 @@ Train's wrapper (:func:`training_data_error`). No torch at import: the decode ta
 from __future__ import annotations
 
 import dataclasses
+import logging
+import queue
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,8 @@ from data_prep.pair_index import PairIndex, TrainingDataError
 from ocean.config import OceanConfig
 from pipelines.raysession import IDLE_SCHEDULING_SLEEP_S, calm_idle_scheduling_loop
 
+log = logging.getLogger(__name__)
+
 
 def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
     """The stream's ``map_batches`` function: ``data_prep.epochs.read_and_augment`` in a Ray Data task whose
@@ -47,7 +53,7 @@ def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.
 
 def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed: int, rank: int, start: int,
                 prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS,
-                idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S) -> EpochFeed:
+                idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S, head_start: bool = True) -> EpochFeed:
     """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
 
     Ray Data runs over the work items of every remaining epoch (:func:`epoch_share`, :func:`stream_items`):
@@ -55,7 +61,11 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ``prefetch`` micro-batches (in whole work items) fetched ahead. Order is preserved, and every epoch holds a
     whole number of micro-batches, so each batch belongs to one epoch and epochs follow each other without a
     new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
-    (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
+    (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early,
+    and with ``head_start`` those pieces (:data:`~data_prep.epochs.START_PIECES`: up to 8 micro-batches)
+    are decoded in this process, on a thread, while Ray Data starts its tasks for the rest
+    (:class:`HeadStart`): the same rows, bit for bit, without waiting for Ray's fresh workers to import
+    ``ray.data`` (ray_stack.md §2.8).
     A resumed run starts the stream at its first unfinished epoch. ``idle_sleep_s`` > 0: the scheduling loop,
     which runs in this process, sleeps that long after a quick step that changed nothing instead of spinning
     (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is).
@@ -69,19 +79,127 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
         return EpochFeed(iter(()), shares, plan)
     if idle_sleep_s > 0:
         calm_idle_scheduling_loop(idle_sleep_s)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus, fn_kwargs={
-        "files": index.files, "digests": index.sha256, "filesystem": fs, "augment": dataclasses.asdict(cfg.augment), "seed": seed,
-        "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size})
-    # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver. With batch_size=None
-    # Ray Data counts prefetch in blocks and waits for that many before the first (ray_stack.md §2.8): the
-    # micro-batches asked for, in whole work items
-    ahead = max(1, -(-int(prefetch) * plan.micro_batch // int(item_pairs)))
-    blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=ahead)
+    kwargs = {"files": index.files, "digests": index.sha256, "filesystem": fs,
+              "augment": dataclasses.asdict(cfg.augment), "seed": seed, "exemplar_size": cfg.model.exemplar_size,
+              "search_size": cfg.model.search_size}
+    # only the first item's pieces (they exist when rows are independent; at most START_PIECES of them)
+    pieces = len(items) - sum(len(s.items) for s in shares) + 1
+    local = items[:pieces] if head_start and pieces > 1 else []
+    remote = items[len(local):]
+    blocks: Iterable[dict[str, np.ndarray]] = ()
+    if remote:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
+        ds = ray.data.from_items(remote, override_num_blocks=len(remote))
+        ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus,
+                            fn_kwargs=kwargs)
+        # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver. With batch_size=None
+        # Ray Data counts prefetch in blocks and waits for that many before the first (ray_stack.md §2.8): the
+        # micro-batches asked for, in whole work items
+        ahead = max(1, -(-int(prefetch) * plan.micro_batch // int(item_pairs)))
+        blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=ahead)
+    if local:
+        log.debug("rank %d: the stream's first %d pieces are decoded in this process while its tasks start",
+                  rank, len(local))
+        return EpochFeed(HeadStart(local, blocks, kwargs), shares, plan)
     return EpochFeed(iter(blocks), shares, plan)
+
+
+class HeadStart:
+    """The blocks of a stream whose first work items are decoded in this process.
+
+    The rest (``remote``, Ray Data's ``iter_batches``) starts at once on a background thread, which asks it for
+    its first block: that starts the execution, whose tasks wait for fresh workers to import ``ray.data``
+    (1-4 s, ray_stack.md §2.8). Meanwhile a second thread decodes the ``local`` items one after the other
+    with :func:`data_prep.epochs.read_and_augment` (OpenCV on one thread, as in the tasks), the function the
+    tasks run, so the rows are the same bit for bit; they wait for ``next`` in a queue (at most the first
+    item's pairs: ~31 MB for 128 smoke pairs). After the local items the remote blocks follow in order. An
+    error on either thread is raised by ``next`` where its block would have been.
+    """
+
+    _END = object()
+
+    def __init__(self, local: list[dict[str, Any]], remote: Iterable[dict[str, np.ndarray]],
+                 kwargs: dict[str, Any]):
+        self._n_local = len(local)
+        self.served_locally = 0  # local items handed out so far
+        self._decoded: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._remote = iter(remote)
+        self._first: Any = self._END
+        self._remote_started = False
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._start, name="ocean-stream-start", daemon=True),
+                         threading.Thread(target=self._decode, args=(list(local), kwargs),
+                                          name="ocean-stream-head", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _start(self) -> None:
+        try:
+            self._first = next(self._remote)
+        except StopIteration:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - raised in the consumer, in order
+            self._error = exc
+
+    def _decode(self, local: list[dict[str, Any]], kwargs: dict[str, Any]) -> None:
+        for item in local:
+            if self._stop.is_set():
+                return
+            try:
+                out = read_locally({"epoch": np.array([item["epoch"]]),
+                                    "locations": np.array([item["locations"]], dtype=object)}, kwargs)
+            except BaseException as exc:  # noqa: BLE001 - raised in the consumer, in order
+                self._decoded.put(exc)
+                return
+            self._decoded.put(out)
+
+    def __iter__(self) -> HeadStart:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.served_locally < self._n_local:
+            out = self._decoded.get()
+            if isinstance(out, BaseException):
+                self._n_local = self.served_locally  # nothing more comes from the local thread
+                raise out
+            self.served_locally += 1
+            return out
+        if not self._remote_started:  # the remote part's first block, from the starting thread
+            self._remote_started = True
+            self._threads[0].join()
+            if self._error is not None:
+                raise self._error
+            if self._first is self._END:
+                raise StopIteration
+            first, self._first = self._first, self._END
+            return first
+        return next(self._remote)
+
+    def close(self) -> None:
+        """Stop the local decoding, wait for both threads (a generator cannot be closed while it runs), then
+        close the remote iterator, which shuts its Ray Data execution down."""
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        close = getattr(self._remote, "close", None)
+        if close is not None:
+            close()
+
+
+def read_locally(batch: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``read_and_augment`` in this process with OpenCV on one thread, as in the stream's tasks (restored
+    afterwards: the setting is process-wide)."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return read_and_augment(batch, **kwargs)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 # "module.Class: message" lines of a remote traceback: Ray Data's UserCodeException reaches the consumer without

@@ -54,6 +54,7 @@ class LoopSettings:
     prefetch_batches: int = 2
     data_cpus: float = 1.0
     data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S  # TrainSettings.data_idle_sleep_s
+    data_head_start: bool = True  # TrainSettings.data_head_start
     kill_worker_at: tuple[int, int, int] | None = None
     system_metrics_interval: float | None = None  # seconds between rank 0's system metrics; None: off
 
@@ -305,7 +306,8 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
     feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
                        prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus),
-                       idle_sleep_s=float(settings.data_idle_sleep_s))
+                       idle_sleep_s=float(settings.data_idle_sleep_s),
+                       head_start=bool(settings.data_head_start))
     metrics = system_metrics(settings.run, w.rank == 0 and settings.system_metrics_interval is not None,
                              settings.system_metrics_interval or 0.0)
     metrics.__enter__()  # rank 0: system/... metrics of its node until the loop ends

@@ -95,6 +95,33 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
 
 
 @pytest.mark.slow
+def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir):
+    """A rank decodes its stream's first pieces itself while Ray Data starts the tasks for the rest: every batch
+    of every epoch is byte-identical to the stream without the head start, the pieces (and only they) were
+    decoded in this process, and the stream still ends where it should."""
+    from data_prep.pair_index import TrainingDataError
+    from pipelines.train_input import HeadStart, pair_stream
+
+    fs, files = list_pair_files(str(pairs_dir))
+    index = load_pair_index(fs, files)
+    cfg, plan = tiny_cfg(3), batch_plan(8, 2)  # rank 0: 16 pairs an epoch in micro-batches of 4
+    feeds = {h: pair_stream(index, fs, cfg, plan, seed=3, rank=0, start=0, head_start=h) for h in (True, False)}
+    blocks = feeds[True]._blocks
+    assert isinstance(blocks, HeadStart) and not isinstance(feeds[False]._blocks, HeadStart)
+    for epoch in range(3):
+        for step in range(feeds[True].share(epoch).steps):
+            got, want = (feeds[h].next(epoch, step) for h in (True, False))
+            assert np.array_equal(feeds[True].last_keys, feeds[False].last_keys)
+            for k in want:
+                assert got[k].numpy().tobytes() == want[k].numpy().tobytes(), (epoch, step, k)
+    assert blocks.served_locally == 3  # epoch 0's item of 16 pairs as pieces of 4, 4 and 8
+    for feed in feeds.values():
+        with pytest.raises(TrainingDataError, match="ended early"):
+            feed.next(3, 0)
+        feed.close()
+
+
+@pytest.mark.slow
 def test_an_idle_stream_sleeps_instead_of_spinning(ray_local):
     """While the consumer holds its prefetch window and backpressure holds the finished tasks' outputs back,
     Ray Data's scheduling loop (in the consumer's process) finds nothing to do at every step; with
@@ -235,9 +262,12 @@ def test_killed_worker_resumes_then_rerun_continues(ray_local, pairs_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_damaged_pair_file_mid_epoch_is_named_on_the_driver(ray_local, pairs_dir, tmp_path):
-    """Zeroed bytes inside a file whose footer still reads: the worker's check against the manifest's sha256
-    fails inside a Ray Data task; the driver raises a TrainingDataError naming the file, not Ray's wrapper."""
+@pytest.mark.parametrize("head_start", [True, False], ids=["in-the-rank", "in-a-task"])
+def test_a_damaged_pair_file_mid_epoch_is_named_on_the_driver(ray_local, pairs_dir, tmp_path, head_start):
+    """Zeroed bytes inside a file whose footer still reads: the check against the manifest's sha256 fails where
+    the file is first read -- in the rank's own process (its head start decodes this one-epoch stream's every
+    pair) or, without the head start, inside a Ray Data task; either way the driver raises a TrainingDataError
+    naming the file, not Ray's wrapper."""
     import json
     import shutil
 
@@ -255,7 +285,7 @@ def test_a_damaged_pair_file_mid_epoch_is_named_on_the_driver(ray_local, pairs_d
     with pytest.raises(TrainingDataError, match=rf"input stream failed at epoch 0 step \d+: pair-record file "
                                                 rf"{files[0]}: damaged or changed since `ocean prepare`"):
         train(TrainSettings(str(data), str(tmp_path / "run"), tiny_cfg(1), workers=1, max_failures=0,
-                            run_name="damaged", verbose=False))
+                            run_name="damaged", verbose=False, data_head_start=head_start))
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep.epochs import batch_plan, epoch_share, read_and_augment, work_item
+from data_prep.epochs import batch_plan, epoch_share, read_and_augment, stream_items, work_item
 from data_prep.pair_index import list_pair_files, load_pair_index
 from ocean.config import AugmentConfig, smoke
 from pipelines import tracking
@@ -35,6 +35,54 @@ def test_stream_task_is_the_batch_function(pairs_dir):
     finally:
         cv2.setNumThreads(threads)
     assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_head_start_decodes_its_items_here_then_hands_over_in_order(pairs_dir):
+    """``HeadStart`` without Ray: its local items come out decoded in this process, byte-equal to the batch
+    function, then the remote blocks in order; a failure of either side is raised where its block would have
+    been (a local one before any later block), and closing part-way stops both threads."""
+    import threading
+
+    import pytest
+
+    from data_prep.pair_index import TrainingDataError
+    from pipelines.train_input import HeadStart
+
+    fs, files = list_pair_files(str(pairs_dir))
+    index = load_pair_index(fs, files)
+    share = epoch_share(index, {"got10k": 24}, 1, 0, 0, batch_plan(8, 1), item_pairs=100)
+    items = stream_items(index, [share], 8, split_first=True)  # pieces of 8, 8 and 8 pairs
+    assert len(items) == 3
+    kwargs = {"files": index.files, "filesystem": fs, "augment": AugmentConfig().__dict__, "seed": 1,
+              "exemplar_size": 127, "search_size": 255, "digests": index.sha256}
+    want = [read_and_augment({"epoch": np.array([it["epoch"]]), "locations": np.array([it["locations"]], dtype=object)},
+                             **kwargs) for it in items]
+    remote = [{"pair_key": np.arange(3)}, {"pair_key": np.arange(2)}]
+
+    head = HeadStart(items[:2], iter(remote), kwargs)
+    got = list(head)
+    assert head.served_locally == 2 and len(got) == 4 and got[2] is remote[0] and got[3] is remote[1]
+    for g, w in zip(got[:2], want[:2], strict=True):
+        assert set(g) == set(w) and all(g[k].tobytes() == w[k].tobytes() for k in w)
+
+    def failing():
+        raise RuntimeError("the remote start failed")
+        yield  # pragma: no cover
+
+    head = HeadStart(items[:1], failing(), kwargs)
+    assert next(head)["pair_key"].tobytes() == want[0]["pair_key"].tobytes()
+    with pytest.raises(RuntimeError, match="the remote start failed"):
+        next(head)
+
+    bad = dict(kwargs, digests=("0" * 64,) * len(index.files))  # every file's sha256 "changed"
+    head = HeadStart(items[:2], iter(remote), bad)
+    with pytest.raises(TrainingDataError, match="damaged or changed"):
+        next(head)
+    head.close()
+
+    head = HeadStart(items, iter(remote), kwargs)
+    head.close()  # before anything was asked for
+    assert not [t for t in threading.enumerate() if t.name.startswith("ocean-stream-")]
 
 
 def test_micro_batches_cut_from_blocks_keep_rows_order_and_bytes():
