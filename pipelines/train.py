@@ -54,9 +54,9 @@ class TrainSettings:
         data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a quick step that
             changed nothing instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
             Data's own loop.
-        data_head_start: each rank decodes its stream's first 8 micro-batches in its own process while Ray
-            Data starts the tasks for the rest (:class:`pipelines.train_input.HeadStart`; the same rows);
-            False: every batch comes from the tasks.
+        data_head_start: each rank decodes its stream's first work item (up to 8 micro-batches) in its own
+            process while Ray Data starts the tasks for the rest (:class:`pipelines.train_input.HeadStart`;
+            the same rows); False: every batch comes from the tasks.
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.
         system_metrics: rank 0 logs its node's CPU, memory, disk, network (and GPU with ``pynvml``) as

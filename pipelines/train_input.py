@@ -61,11 +61,11 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     ``prefetch`` micro-batches (in whole work items) fetched ahead. Order is preserved, and every epoch holds a
     whole number of micro-batches, so each batch belongs to one epoch and epochs follow each other without a
     new plan, a file listing or a pipeline start between them. When pairs do not depend on each other
-    (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early,
-    and with ``head_start`` those pieces (:data:`~data_prep.epochs.START_PIECES`: up to 8 micro-batches)
-    are decoded in this process, on a thread, while Ray Data starts its tasks for the rest
-    (:class:`HeadStart`): the same rows, bit for bit, without waiting for Ray's fresh workers to import
-    ``ray.data`` (ray_stack.md §2.8).
+    (:func:`rows_independent`), the stream's first item runs as small pieces so the first batch comes early.
+    With ``head_start`` the first item (those pieces, :data:`~data_prep.epochs.START_PIECES`: up to 8
+    micro-batches; the whole item when pairs depend on each other) is decoded in this process, on a thread,
+    while Ray Data starts its tasks for the rest (:class:`HeadStart`): the same rows, bit for bit, without
+    waiting for Ray's fresh workers to import ``ray.data`` (ray_stack.md §2.8).
     A resumed run starts the stream at its first unfinished epoch. ``idle_sleep_s`` > 0: the scheduling loop,
     which runs in this process, sleeps that long after a quick step that changed nothing instead of spinning
     (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is).
@@ -82,9 +82,9 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     kwargs = {"files": index.files, "digests": index.sha256, "filesystem": fs,
               "augment": dataclasses.asdict(cfg.augment), "seed": seed, "exemplar_size": cfg.model.exemplar_size,
               "search_size": cfg.model.search_size}
-    # only the first item's pieces (they exist when rows are independent; at most START_PIECES of them)
+    # the first item: its pieces when rows are independent (at most START_PIECES of them), else all of it
     pieces = len(items) - sum(len(s.items) for s in shares) + 1
-    local = items[:pieces] if head_start and pieces > 1 else []
+    local = items[:pieces] if head_start else []
     remote = items[len(local):]
     blocks: Iterable[dict[str, np.ndarray]] = ()
     if remote:
@@ -100,7 +100,7 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
         ahead = max(1, -(-int(prefetch) * plan.micro_batch // int(item_pairs)))
         blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=ahead)
     if local:
-        log.debug("rank %d: the stream's first %d pieces are decoded in this process while its tasks start",
+        log.debug("rank %d: the stream's first %d work items are decoded in this process while its tasks start",
                   rank, len(local))
         return EpochFeed(HeadStart(local, blocks, kwargs), shares, plan)
     return EpochFeed(iter(blocks), shares, plan)

@@ -95,16 +95,19 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
 
 
 @pytest.mark.slow
-def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir):
-    """A rank decodes its stream's first pieces itself while Ray Data starts the tasks for the rest: every batch
-    of every epoch is byte-identical to the stream without the head start, the pieces (and only they) were
-    decoded in this process, and the stream still ends where it should."""
+@pytest.mark.parametrize("negatives", [0.0, 0.5])
+def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir, negatives):
+    """A rank decodes its stream's first item itself while Ray Data starts the tasks for the rest: every batch
+    of every epoch is byte-identical to the stream without the head start, the first item's pieces (the whole
+    item when negative pairs tie its pairs together) and only they were decoded in this process, and the
+    stream still ends where it should."""
     from data_prep.pair_index import TrainingDataError
     from pipelines.train_input import HeadStart, pair_stream
 
     fs, files = list_pair_files(str(pairs_dir))
     index = load_pair_index(fs, files)
-    cfg, plan = tiny_cfg(3), batch_plan(8, 2)  # rank 0: 16 pairs an epoch in micro-batches of 4
+    cfg, plan = tiny_cfg(3, f"augment.negative_prob={negatives}"), batch_plan(8, 2)  # rank 0: 16 pairs an epoch,
+    # micro-batches of 4
     feeds = {h: pair_stream(index, fs, cfg, plan, seed=3, rank=0, start=0, head_start=h) for h in (True, False)}
     blocks = feeds[True]._blocks
     assert isinstance(blocks, HeadStart) and not isinstance(feeds[False]._blocks, HeadStart)
@@ -114,7 +117,7 @@ def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir):
             assert np.array_equal(feeds[True].last_keys, feeds[False].last_keys)
             for k in want:
                 assert got[k].numpy().tobytes() == want[k].numpy().tobytes(), (epoch, step, k)
-    assert blocks.served_locally == 3  # epoch 0's item of 16 pairs as pieces of 4, 4 and 8
+    assert blocks.served_locally == (3 if negatives == 0 else 1)  # epoch 0's item of 16 pairs: pieces of 4, 4, 8
     for feed in feeds.values():
         with pytest.raises(TrainingDataError, match="ended early"):
             feed.next(3, 0)
