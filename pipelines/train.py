@@ -50,7 +50,8 @@ class TrainSettings:
         seed: model init, epoch composition and augmentation seed.
         prefetch_batches: micro-batches each rank's input stream keeps fetched (in whole work items).
         data_cpus: CPUs each decode + augment task of the input stream reserves
-            (:func:`pipelines.train_input.pair_stream`).
+            (:func:`pipelines.train_input.pair_stream`); None: two tasks per physical core of the rank's node
+            (:func:`pipelines.train_input.data_task_cpus`).
         data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a quick step that
             changed nothing instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
             Data's own loop.
@@ -80,7 +81,7 @@ class TrainSettings:
     run_name: str | None = None
     max_failures: int = 2
     prefetch_batches: int = 2
-    data_cpus: float = 1.0
+    data_cpus: float | None = None
     data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S
     data_head_start: bool = True
     kill_worker_at: tuple[int, int, int] | None = None

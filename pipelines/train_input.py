@@ -37,6 +37,31 @@ from pipelines.raysession import IDLE_SCHEDULING_SLEEP_S, calm_idle_scheduling_l
 
 log = logging.getLogger(__name__)
 
+# Decode + augment tasks per physical core. With one, every CPU idled ~20 % of the steady state (a task spends
+# about a fifth of its life not computing); a second task per core fills those gaps: 1.23x the pairs/s on 2
+# cores, the same CPU per pair (BENCHMARKS.md, training input: "Two tasks per CPU").
+TASKS_PER_CORE = 2
+
+
+def data_task_cpus(logical_cpus: float, cores: int) -> float:
+    """Logical CPUs a decode task reserves so that :data:`TASKS_PER_CORE` tasks share each physical core of a
+    node with ``logical_cpus`` Ray CPUs on ``cores`` cores: 0.5 where Ray counts the cores (a ``ray start``
+    node), 1 where the node already counts two logical CPUs per core (``ensure_ray``'s local instance on a
+    2-core machine: 4 on 2), within [1 / TASKS_PER_CORE, 1]."""
+    return float(min(1.0, max(1.0 / TASKS_PER_CORE, float(logical_cpus) / max(1, int(cores)) / TASKS_PER_CORE)))
+
+
+def node_task_cpus() -> float:
+    """:func:`data_task_cpus` for the node this process runs on (its Ray CPUs, its usable cores)."""
+    import os
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    logical = next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("NodeID") == node), 0.0)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return data_task_cpus(logical or cores, cores)
+
 
 def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
     """The stream's ``map_batches`` function: ``data_prep.epochs.read_and_augment`` in a Ray Data task whose
@@ -52,7 +77,7 @@ def read_and_augment_task(batch: dict[str, Any], **kwargs: Any) -> dict[str, np.
 
 
 def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed: int, rank: int, start: int,
-                prefetch: int = 2, data_cpus: float = 1.0, item_pairs: int = ITEM_PAIRS,
+                prefetch: int = 2, data_cpus: float | None = None, item_pairs: int = ITEM_PAIRS,
                 idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S, head_start: bool = True) -> EpochFeed:
     """Build this rank's input pipeline once, for epochs ``start .. cfg.optim.epochs - 1``.
 
@@ -68,7 +93,8 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
     waiting for Ray's fresh workers to import ``ray.data`` (ray_stack.md §2.8).
     A resumed run starts the stream at its first unfinished epoch. ``idle_sleep_s`` > 0: the scheduling loop,
     which runs in this process, sleeps that long after a quick step that changed nothing instead of spinning
-    (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is).
+    (:func:`pipelines.raysession.calm_idle_scheduling_loop`; 0 leaves Ray Data's loop as it is). ``data_cpus``:
+    the logical CPUs each task reserves; None: two tasks per physical core of this node (:func:`node_task_cpus`).
     """
     import ray.data
 
@@ -92,7 +118,8 @@ def pair_stream(index: PairIndex, fs, cfg: OceanConfig, plan: BatchPlan, *, seed
         ctx.enable_progress_bars = False
         ctx.execution_options.preserve_order = True  # epoch after epoch, batches never mix two epochs
         ds = ray.data.from_items(remote, override_num_blocks=len(remote))
-        ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=data_cpus,
+        cpus = node_task_cpus() if data_cpus is None else float(data_cpus)
+        ds = ds.map_batches(read_and_augment_task, batch_size=1, batch_format="numpy", num_cpus=cpus,
                             fn_kwargs=kwargs)
         # each task's block as it is, cut by EpochFeed: no Arrow re-batching in the driver. With batch_size=None
         # Ray Data counts prefetch in blocks and waits for that many before the first (ray_stack.md §2.8): the

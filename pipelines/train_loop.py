@@ -52,7 +52,7 @@ class LoopSettings:
     plan: BatchPlan
     run: RunLogger | None
     prefetch_batches: int = 2
-    data_cpus: float = 1.0
+    data_cpus: float | None = None  # TrainSettings.data_cpus
     data_idle_sleep_s: float = IDLE_SCHEDULING_SLEEP_S  # TrainSettings.data_idle_sleep_s
     data_head_start: bool = True  # TrainSettings.data_head_start
     kill_worker_at: tuple[int, int, int] | None = None
@@ -305,7 +305,7 @@ def train_loop(config: dict[str, LoopSettings]) -> None:
     w = _Worker(settings)
     fs, index = open_pair_index(settings.data)  # with the manifest's sha256 of each file, checked as read
     feed = pair_stream(index, fs, w.cfg, w.plan, seed=w.seed, rank=w.rank, start=w.start,
-                       prefetch=int(settings.prefetch_batches), data_cpus=float(settings.data_cpus),
+                       prefetch=int(settings.prefetch_batches), data_cpus=settings.data_cpus,
                        idle_sleep_s=float(settings.data_idle_sleep_s),
                        head_start=bool(settings.data_head_start))
     metrics = system_metrics(settings.run, w.rank == 0 and settings.system_metrics_interval is not None,

@@ -85,6 +85,17 @@ def test_head_start_decodes_its_items_here_then_hands_over_in_order(pairs_dir):
     assert not [t for t in threading.enumerate() if t.name.startswith("ocean-stream-")]
 
 
+def test_decode_tasks_reserve_cpus_for_two_per_core():
+    """Two decode tasks per physical core whatever Ray counts: half a CPU where Ray's CPUs are the cores, a
+    whole one where the node already counts two per core (the local instance on 2 cores), never below half
+    (a container whose Ray CPUs are fewer than the host's cores) nor above one."""
+    from pipelines.train_input import data_task_cpus
+
+    assert data_task_cpus(2, 2) == 0.5 and data_task_cpus(64, 64) == 0.5
+    assert data_task_cpus(4, 2) == 1.0 and data_task_cpus(16, 2) == 1.0
+    assert data_task_cpus(3, 2) == 0.75 and data_task_cpus(4, 64) == 0.5
+
+
 def test_micro_batches_cut_from_blocks_keep_rows_order_and_bytes():
     """``cut_micro_batches``: blocks of any sizes give batches of the same rows in the same order, byte for
     byte, spanning blocks where needed, each a writable copy; the last batch is short when rows run out."""
