@@ -205,12 +205,18 @@ class HeadStart:
             return first
         return next(self._remote)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
         """Stop the local decoding, wait for both threads (a generator cannot be closed while it runs), then
-        close the remote iterator, which shuts its Ray Data execution down."""
+        close the remote iterator, which shuts its Ray Data execution down. A remote start still waiting after
+        ``wait_s`` (a cluster with no CPU free for the tasks) is left to end with the process: a failing rank
+        must not hang on its input stream."""
         self._stop.set()
         for t in self._threads:
-            t.join()
+            t.join(wait_s)
+        if self._threads[0].is_alive():
+            log.warning("the input stream's first block is still on its way after %.0f s; leaving it to end "
+                        "with the process", wait_s)
+            return
         close = getattr(self._remote, "close", None)
         if close is not None:
             close()

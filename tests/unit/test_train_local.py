@@ -84,6 +84,17 @@ def test_head_start_decodes_its_items_here_then_hands_over_in_order(pairs_dir):
     head.close()  # before anything was asked for
     assert not [t for t in threading.enumerate() if t.name.startswith("ocean-stream-")]
 
+    never = threading.Event()
+
+    def stuck():  # a remote start that never gets a CPU
+        never.wait()
+        yield {}
+
+    head = HeadStart(items[:1], stuck(), kwargs)
+    next(head)
+    head.close(wait_s=0.2)  # returns instead of hanging
+    never.set()
+
 
 def test_decode_tasks_reserve_cpus_for_two_per_core():
     """Two decode tasks per physical core whatever Ray counts: half a CPU where Ray's CPUs are the cores, a
