@@ -52,13 +52,17 @@ def data_task_cpus(logical_cpus: float, cores: int) -> float:
 
 
 def node_task_cpus() -> float:
-    """:func:`data_task_cpus` for the node this process runs on (its Ray CPUs, its usable cores)."""
+    """:func:`data_task_cpus` for the machine this process runs on: the Ray CPUs of every alive node at this
+    node's address (several ``ray start`` nodes on one machine share its cores, as the test clusters do) and
+    the cores this process may use."""
     import os
 
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
-    logical = next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("NodeID") == node), 0.0)
+    nodes = [n for n in ray.nodes() if n.get("Alive", True)]
+    me = ray.get_runtime_context().get_node_id()
+    host = next((n.get("NodeManagerAddress") for n in nodes if n.get("NodeID") == me), None)
+    logical = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("NodeManagerAddress") == host)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return data_task_cpus(logical or cores, cores)
 

@@ -102,8 +102,9 @@ def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir, negatives):
     item when negative pairs tie its pairs together) and only they were decoded in this process, and the
     stream still ends where it should."""
     from data_prep.pair_index import TrainingDataError
-    from pipelines.train_input import HeadStart, pair_stream
+    from pipelines.train_input import HeadStart, data_task_cpus, node_task_cpus, pair_stream
 
+    assert node_task_cpus() == data_task_cpus(4, len(os.sched_getaffinity(0)))  # the fixture's 4 Ray CPUs
     fs, files = list_pair_files(str(pairs_dir))
     index = load_pair_index(fs, files)
     cfg, plan = tiny_cfg(3, f"augment.negative_prob={negatives}"), batch_plan(8, 2)  # rank 0: 16 pairs an epoch,
