@@ -31,7 +31,7 @@ ids (a larger pool from the same pixels). Then, on a local Ray with ``--cpus`` l
 * **start-up, head start on and off** (``--startup-repeats``, :func:`startup_runs`): the first epoch of a
   stream in a fresh Ray session each time (Ray Data's first execution of a session is the slow one),
   alternating ``pair_stream(head_start=True)`` (the rank decodes the first item's pieces itself,
-  ``pipelines.train_input.HeadStart``) and ``False``, the prefetch of a training rank: time to the first
+  ``pipelines.stream_start.HeadStart``) and ``False``, the prefetch of a training rank: time to the first
   batch, to the first batch the tasks deliver (the 9th) and to the 32nd, drained as fast as it goes, and the
   data wait over the first 32 steps of the smoke model's training step in this process (1 torch thread).
   ``--startup-only`` runs this section alone.

@@ -50,13 +50,13 @@ class TrainSettings:
         seed: model init, epoch composition and augmentation seed.
         prefetch_batches: micro-batches each rank's input stream keeps fetched (in whole work items).
         data_cpus: CPUs each decode + augment task of the input stream reserves
-            (:func:`pipelines.train_input.pair_stream`); None: two tasks per physical core of the rank's node
-            (:func:`pipelines.train_input.data_task_cpus`).
+            (:func:`pipelines.train_input.pair_stream`); None: two tasks per physical core of the rank's machine
+            (:func:`pipelines.stream_start.data_task_cpus`).
         data_idle_sleep_s: the input stream's scheduling loop sleeps this long after a quick step that
             changed nothing instead of spinning (:func:`pipelines.raysession.calm_idle_scheduling_loop`); 0: Ray
             Data's own loop.
         data_head_start: each rank decodes its stream's first work item (up to 8 micro-batches) in its own
-            process while Ray Data starts the tasks for the rest (:class:`pipelines.train_input.HeadStart`;
+            process while Ray Data starts the tasks for the rest (:class:`pipelines.stream_start.HeadStart`;
             the same rows); False: every batch comes from the tasks.
         kill_worker_at: ``(epoch, step, rank)``: that rank SIGKILLs itself once (a marker under ``out``
             remembers it) -- for fault-tolerance tests and drills.

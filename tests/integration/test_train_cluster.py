@@ -102,7 +102,8 @@ def test_the_head_start_yields_the_tasks_rows(ray_local, pairs_dir, negatives):
     item when negative pairs tie its pairs together) and only they were decoded in this process, and the
     stream still ends where it should."""
     from data_prep.pair_index import TrainingDataError
-    from pipelines.train_input import HeadStart, data_task_cpus, node_task_cpus, pair_stream
+    from pipelines.stream_start import HeadStart, data_task_cpus, node_task_cpus
+    from pipelines.train_input import pair_stream
 
     assert node_task_cpus() == data_task_cpus(4, len(os.sched_getaffinity(0)))  # the fixture's 4 Ray CPUs
     fs, files = list_pair_files(str(pairs_dir))

@@ -46,7 +46,7 @@ def test_head_start_decodes_its_items_here_then_hands_over_in_order(pairs_dir):
     import pytest
 
     from data_prep.pair_index import TrainingDataError
-    from pipelines.train_input import HeadStart
+    from pipelines.stream_start import HeadStart
 
     fs, files = list_pair_files(str(pairs_dir))
     index = load_pair_index(fs, files)
@@ -100,7 +100,7 @@ def test_decode_tasks_reserve_cpus_for_two_per_core():
     """Two decode tasks per physical core whatever Ray counts: half a CPU where Ray's CPUs are the cores, a
     whole one where the node already counts two per core (the local instance on 2 cores), never below half
     (a container whose Ray CPUs are fewer than the host's cores) nor above one."""
-    from pipelines.train_input import data_task_cpus
+    from pipelines.stream_start import data_task_cpus
 
     assert data_task_cpus(2, 2) == 0.5 and data_task_cpus(64, 64) == 0.5
     assert data_task_cpus(4, 2) == 1.0 and data_task_cpus(16, 2) == 1.0
