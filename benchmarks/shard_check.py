@@ -49,7 +49,7 @@ def main() -> int:
     import numpy as np
 
     from data_prep import pair_index
-    from data_prep.epochs import batch_plan, epoch_share, read_and_augment, work_item
+    from data_prep.epochs import batch_plan, epoch_share, items_batch, read_and_augment, work_item
     from data_prep.pair_index import list_pair_files, load_pair_index, read_pair_rows
     from ocean.config import smoke
 
@@ -80,7 +80,7 @@ def main() -> int:
             pair_index._VERIFIED.clear()
             t0 = time.perf_counter()
             for it in items:
-                read_and_augment({"epoch": np.array([0]), "locations": [it["locations"]]},
+                read_and_augment(items_batch([{**it, "epoch": 0}]),
                                  digests=digests if check else (), **kw)
             return time.perf_counter() - t0
 

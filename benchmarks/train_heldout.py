@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -38,11 +36,11 @@ def batches(index, fs, cfg, plan, seed: int, epoch: int):
     """The epoch's micro-batches in stream order, as torch tensors (``read_and_augment`` per work item)."""
     import torch
 
-    from data_prep.epochs import epoch_share, read_and_augment, work_item
+    from data_prep.epochs import epoch_share, items_batch, read_and_augment, work_item
     from pipelines.train_input import cut_micro_batches
 
     share = epoch_share(index, cfg.data.pairs_per_epoch, seed, epoch, 0, plan)
-    blocks = (read_and_augment({"epoch": np.array([epoch]), "locations": [work_item(index, share, i)["locations"]]},
+    blocks = (read_and_augment(items_batch([work_item(index, share, i)]),
                                files=tuple(index.files), filesystem=fs, augment=dataclasses.asdict(cfg.augment),
                                seed=seed, exemplar_size=cfg.model.exemplar_size, search_size=cfg.model.search_size)
               for i in range(len(share.items)))

@@ -205,7 +205,7 @@ def threaded_stream(index, fs, cfg, plan, threads: int, ahead: int = 4):
 
     import cv2
 
-    from data_prep.epochs import epoch_share, read_and_augment, rows_independent, stream_items
+    from data_prep.epochs import epoch_share, items_batch, read_and_augment, rows_independent, stream_items
     from pipelines.train_input import EpochFeed
 
     cv2.setNumThreads(1)
@@ -215,7 +215,7 @@ def threaded_stream(index, fs, cfg, plan, threads: int, ahead: int = 4):
               "seed": 0, "exemplar_size": cfg.model.exemplar_size, "search_size": cfg.model.search_size}
 
     def run(item):
-        return read_and_augment({"epoch": np.array([item["epoch"]]), "locations": [item["locations"]]}, **kwargs)
+        return read_and_augment(items_batch([item]), **kwargs)
 
     def blocks():
         window = collections.deque()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.epochs import read_and_augment
+from data_prep.epochs import items_batch, read_and_augment
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ class HeadStart:
             if self._stop.is_set():
                 return
             try:
-                out = read_locally({"epoch": np.array([item["epoch"]]),
-                                    "locations": np.array([item["locations"]], dtype=object)}, kwargs)
+                out = read_locally(items_batch([item]), kwargs)
             except BaseException as exc:  # noqa: BLE001 - raised in the consumer, in order
                 self._decoded.put(exc)
                 return

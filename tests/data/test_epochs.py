@@ -11,6 +11,7 @@ from data_prep.epochs import (
     batch_plan,
     epoch_selection,
     epoch_share,
+    items_batch,
     rank_rows,
     read_and_augment,
     rows_independent,
@@ -93,8 +94,7 @@ def test_read_and_augment_follows_the_item(pairs_dir):
     share = epoch_share(index, {"got10k": 16}, 1, 3, 0, batch_plan(8, 1), item_pairs=100)
     assert share.steps == 2 and len(share.items) == 1
     item = work_item(index, share, 0)
-    batch = {"epoch": np.array([item["epoch"]]), "locations": np.array([item["locations"]], dtype=object)}
-    out = read_and_augment(batch, files=index.files, filesystem=fs, augment=AugmentConfig().__dict__, seed=1,
+    out = read_and_augment(items_batch([item]), files=index.files, filesystem=fs, augment=AugmentConfig().__dict__, seed=1,
                            exemplar_size=127, search_size=255)
     assert set(out) == {"template", "search", "search_box", "search_shift", "valid", "negative", "epoch", "pair_key"}
     assert not out["negative"].any()  # negative_prob 0: the official positive pairs only
@@ -126,9 +126,7 @@ def test_stream_items_split_the_first_item_into_the_same_rows(pairs_dir):
     assert b"".join(it["locations"] for it in split[:4]) == whole[0]["locations"]
 
     def run(items, augment):
-        batch = {"epoch": np.array([it["epoch"] for it in items]),
-                 "locations": np.array([it["locations"] for it in items], dtype=object)}
-        return read_and_augment(batch, files=index.files, filesystem=fs, augment=augment.__dict__, seed=1,
+        return read_and_augment(items_batch(items), files=index.files, filesystem=fs, augment=augment.__dict__, seed=1,
                                 exemplar_size=127, search_size=255)
 
     cfg = AugmentConfig()

@@ -58,7 +58,7 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
     over the share's whole items in this process."""
     import dataclasses
 
-    from data_prep.epochs import read_and_augment, work_item
+    from data_prep.epochs import items_batch, read_and_augment, work_item
     from data_prep.pair_index import TrainingDataError
     from pipelines.train_input import pair_stream
 
@@ -81,9 +81,7 @@ def test_stream_yields_each_epochs_keys_after_resuming(ray_local, pairs_dir):
             assert np.array_equal(np.concatenate(got), index.keys[share.positions])
             if feed is feeds[0] and epoch == 2:
                 items = [work_item(index, share, i) for i in range(len(share.items))]
-                want = read_and_augment({"epoch": np.array([it["epoch"] for it in items]),
-                                         "locations": np.array([it["locations"] for it in items], dtype=object)},
-                                        files=index.files, filesystem=fs, augment=dataclasses.asdict(cfg.augment),
+                want = read_and_augment(items_batch(items), files=index.files, filesystem=fs, augment=dataclasses.asdict(cfg.augment),
                                         seed=7, exemplar_size=127, search_size=255)
                 for k in tensors[0]:
                     assert np.concatenate([t[k] for t in tensors]).tobytes() == want[k].tobytes(), k

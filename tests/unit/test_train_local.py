@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep.epochs import batch_plan, epoch_share, read_and_augment, stream_items, work_item
+from data_prep.epochs import batch_plan, epoch_share, items_batch, read_and_augment, stream_items, work_item
 from data_prep.pair_index import list_pair_files, load_pair_index
 from ocean.config import AugmentConfig, smoke
 from pipelines import tracking
@@ -23,7 +23,7 @@ def test_stream_task_is_the_batch_function(pairs_dir):
     index = load_pair_index(fs, files)
     share = epoch_share(index, {"got10k": 16}, 1, 3, 0, batch_plan(8, 1), item_pairs=100)
     item = work_item(index, share, 0)
-    batch = {"epoch": np.array([item["epoch"]]), "locations": np.array([item["locations"]], dtype=object)}
+    batch = items_batch([item])
     kwargs = {"files": index.files, "filesystem": fs, "augment": AugmentConfig().__dict__, "seed": 1,
               "exemplar_size": 127, "search_size": 255}
     threads = cv2.getNumThreads()
@@ -55,8 +55,7 @@ def test_head_start_decodes_its_items_here_then_hands_over_in_order(pairs_dir):
     assert len(items) == 3
     kwargs = {"files": index.files, "filesystem": fs, "augment": AugmentConfig().__dict__, "seed": 1,
               "exemplar_size": 127, "search_size": 255, "digests": index.sha256}
-    want = [read_and_augment({"epoch": np.array([it["epoch"]]), "locations": np.array([it["locations"]], dtype=object)},
-                             **kwargs) for it in items]
+    want = [read_and_augment(items_batch([it]), **kwargs) for it in items]
     remote = [{"pair_key": np.arange(3)}, {"pair_key": np.arange(2)}]
 
     head = HeadStart(items[:2], iter(remote), kwargs)
