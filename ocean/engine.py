@@ -84,12 +84,18 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, epoch: int) -> torch.opt
     """SGD with the official parameter groups (facts §8): backbone (trainable layers, x mult), neck,
     head (encoders + towers + predictors), align. Each group records its ``lr_mult``."""
     net = _net(model)
+    parts = net.parts()
+    covered = {id(p) for modules in parts.values() for m in modules for p in m.parameters()}
+    outside = [n for n, p in net.named_parameters() if id(p) not in covered]
+    if outside:  # a module added to the network but not to parts() would silently never train
+        raise ValueError(f"{len(outside)} parameters belong to no part of {type(net).__name__}.parts(), from which "
+                         f"the optimiser's groups are built: {', '.join(outside[:4])}{' ...' if len(outside) > 4 else ''}")
     set_trainable(model, cfg, epoch)
     groups = []
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     if backbone:
         groups.append({"name": "backbone", "params": backbone, "lr_mult": cfg.backbone_lr_mult})
-    for name, modules in net.parts().items():
+    for name, modules in parts.items():
         if name == "backbone":
             continue
         params = [p for m in modules for p in m.parameters()]

@@ -67,6 +67,17 @@ def test_optimizer_groups_and_backbone_multiplier():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * lr) and opt.param_groups[1]["lr"] == pytest.approx(lr)
 
 
+def test_a_module_outside_every_part_is_refused_not_left_untrained():
+    """The optimiser's groups come from ``OceanNet.parts()``: a layer added to the network but not to a part
+    would keep its initial weights through the whole run without a word."""
+    net = build_model(smoke().model)
+    groups = build_optimizer(net, paper().optim, 10).param_groups
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in net.parameters())  # each once
+    net.extra = torch.nn.Conv2d(3, 4, 1)
+    with pytest.raises(ValueError, match=r"2 parameters belong to no part of OceanNet.parts\(\).*extra.weight, extra.bias"):
+        build_optimizer(net, paper().optim, 10)
+
+
 def test_bn_policy_frozen_keeps_frozen_backbone_bn_in_eval():
     net = build_model(smoke().model).train()
     apply_bn_policy(net, paper().optim, 0)
