@@ -277,6 +277,11 @@ class HeadConfig(_Checked):
     # where a "normalised" correlation applies: "both" (cls and reg encoders) or "cls" (the regression's stays
     # plain; held-out AUC 0.259 against 0.434 for both, BENCHMARKS.md "Generalisation")
     correlation_branches: Literal["both", "cls"] = "both"
+    # The colour layout of the template (8 x 8 pixel cells: the stride, facts §1.2) correlated with the search
+    # region's, added to the classification branch through a zero-initialised 1x1 conv (ocean.model.ColourCue):
+    # a project option for models trained from scratch, off in every preset (the official network has no such
+    # input; measured in BENCHMARKS.md "Generalisation").
+    colour_cue: bool = False
     align: bool = True  # the object-aware alignment head p_o (paper Sec. 3.2, facts §4)
     # The alignment head's 3x3 deformable conv: "torchvision" = torchvision.ops.deform_conv2d (the official
     # arithmetic, facts §4.2); "sampled" = the same convolution as bilinear sampling (grid_sample) plus one

@@ -5,7 +5,8 @@ is two graphs (opset 19), written side by side by :func:`export_onnx`:
 
 * ``OUT.template.onnx``: ``template`` (1, 3, 127, 127) float32 raw BGR 0-255 -> the template kernels
   ``cls_kernel_0..2``, ``reg_kernel_0..2`` (1, C, 5, 5), (1, C, 3, 5), (1, C, 5, 3): one per dilated
-  encoder (C = 256 for the paper network);
+  encoder (C = 256 for the paper network), and with ``model.head.colour_cue`` ``cls_colour_kernel``
+  (1, 3, 7, 7) after the cls ones;
 * ``OUT.onnx``: ``search`` (1, 3, S, S) float32 raw BGR 0-255 (S dynamic: 255, 271, 287, ...) and the six
   kernels -> ``cls`` (1, 1, n, n) p_r logits, ``reg`` (1, 4, n, n) l, t, r, b distances in
   search-crop pixels and, with the alignment head, ``align`` (1, 1, n, n) p_o logits; n = 25 / 27 / 29 for
@@ -37,10 +38,12 @@ TEMPLATE_INPUT, SEARCH_INPUT = "template", "search"
 
 
 def kernel_names(net: nn.Module) -> list[str]:
-    """The template kernels' tensor names: ``cls_kernel_0..k-1`` then ``reg_kernel_0..k-1``."""
+    """The template kernels' tensor names: ``cls_kernel_0..k-1`` (then ``cls_colour_kernel`` with
+    ``model.head.colour_cue``) then ``reg_kernel_0..k-1``."""
     enc = net.cls_encode
     k = len(getattr(enc, "inner", enc).template_convs)
-    return [f"{side}_kernel_{i}" for side in ("cls", "reg") for i in range(k)]
+    colour = ["cls_colour_kernel"] if getattr(net, "colour", None) is not None else []
+    return [f"cls_kernel_{i}" for i in range(k)] + colour + [f"reg_kernel_{i}" for i in range(k)]
 
 
 class ExportUnavailableError(RuntimeError):
@@ -117,6 +120,8 @@ def _exportable(net: nn.Module) -> nn.Module:
         net.align.kernel = "torchvision"
     net.cls_encode = _ExportCombination(net.cls_encode)
     net.reg_encode = _ExportCombination(net.reg_encode)
+    if getattr(net, "colour", None) is not None:
+        net.colour.batch1 = True
     return net
 
 
@@ -138,7 +143,7 @@ class TrackGraph(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.kernels = len(kernel_names(net)) // 2
+        self.kernels = sum(name.startswith("cls_") for name in kernel_names(net))
 
     def forward(self, x: torch.Tensor, *kernels: torch.Tensor):
         k = self.kernels

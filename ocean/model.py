@@ -143,6 +143,44 @@ class FeatureCombination(nn.Module):
         return sum(w * c for w, c in zip(weights, corrs, strict=True))
 
 
+class ColourCue(nn.Module):
+    """The colour layout of the template compared with the search region's, added to the classification
+    branch (``model.head.colour_cue``, a project option; BENCHMARKS.md "Generalisation").
+
+    Both crops are averaged over the backbone's stride (8 x 8 pixel cells, so the cells line up with the
+    feature map's), the template's cells cropped as its features are (``template_crop_border``); each colour
+    channel's response is the normalised correlation of the search window with the template's layout
+    (:func:`normalised_response`, in [-1, 1]: a target among clutter of other colours, or a recoloured
+    look-alike, scores low whatever the deep features say). A 1x1 convolution, zero at initialisation,
+    maps the three responses onto the cls encoder's channels, where they are added before the tower: a fixed,
+    training-free measurement that the classifier learns how far to trust.
+    """
+
+    def __init__(self, channels: int, stride: int, border: int):
+        super().__init__()
+        self.stride, self.border = stride, border
+        self.proj = nn.Conv2d(3, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.batch1 = False  # ONNX export: the depth-wise xcorr as one grouped conv (ocean.export)
+
+    def encode_template(self, z: torch.Tensor) -> torch.Tensor:
+        """The template crop's zero-mean, unit-norm colour kernel (B, 3, h, w)."""
+        cells = F.avg_pool2d(z, self.stride, self.stride)
+        b = self.border
+        if b > 0:
+            cells = cells[:, :, b:-b, b:-b]
+        return unit_kernel(cells)
+
+    def forward(self, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        cells = F.avg_pool2d(x, self.stride, self.stride)
+        if self.batch1:
+            corr = F.conv2d(cells, kernel.transpose(0, 1), groups=kernel.shape[1])
+        else:
+            corr = xcorr_depthwise(cells, kernel)
+        return self.proj(normalised_response(cells, corr, tuple(kernel.shape[-2:])))
+
+
 class Tower(nn.Sequential):
     """``n`` x [3x3 conv (padding 1, bias) -> BN -> ReLU] -- facts §3."""
 
@@ -278,7 +316,8 @@ class OceanNet(nn.Module):
 
         template 127 -> backbone -> neck (1x1 -> 256, BN) -> centre crop 15 -> 7 --+
         search   255 -> backbone -> neck ---------------------------------------+--+
-            +--> cls encoder: 3 dilated convs per side, depth-wise xcorr, fused -> cls tower -> p_r
+            +--> cls encoder: 3 dilated convs per side, depth-wise xcorr, fused (+ ColourCue, an option)
+                 -> cls tower -> p_r
             +--> reg encoder (same, separate weights) -> reg tower -> exp(a conv + b) = l, t, r, b
                  reg-tower features + boxes -> deformable 3x3 -> p_o
 
@@ -306,6 +345,7 @@ class OceanNet(nn.Module):
         self.reg_encode = FeatureCombination(
             c, head.fusion, head.combination, head.correlation if head.correlation_branches == "both" else "plain")
         self.cls_tower = Tower(c, head.tower_convs)
+        self.colour = ColourCue(c, cfg.stride, head.template_crop_border) if head.colour_cue else None
         self.reg_tower = Tower(c, head.tower_convs)
         self.cls_pred = nn.Conv2d(c, 1, 3, padding=1)
         self.reg_pred = ExpRegression(c, head.reg_adjust_init, head.reg_bias_init, head.reg_exp_clamp)
@@ -325,7 +365,7 @@ class OceanNet(nn.Module):
             "backbone": [self.backbone],
             "neck": [self.neck],
             "head": [self.cls_encode, self.reg_encode, self.cls_tower, self.reg_tower, self.cls_pred,
-                     self.reg_pred],
+                     self.reg_pred] + ([self.colour] if self.colour is not None else []),
             "align": [self.align] if self.align is not None else [],
         }
 
@@ -342,12 +382,24 @@ class OceanNet(nn.Module):
         k = self.cfg.head.template_crop_border
         if k > 0:
             f = f[:, :, k:-k, k:-k]
-        return self.cls_encode.encode_template(f), self.reg_encode.encode_template(f)
+        cls_kernels = self.cls_encode.encode_template(f)
+        if self.colour is not None:  # the colour kernel rides last in the cls list (batched tracking stacks it too)
+            cls_kernels = [*cls_kernels, self.colour.encode_template(z)]
+        return cls_kernels, self.reg_encode.encode_template(f)
 
     def _head(self, kernels, x: torch.Tensor, search_size: int) -> dict[str, torch.Tensor | None]:
         xf = self._features(x)
         cls_kernels, reg_kernels = kernels
-        cls_feat = self.cls_tower(self.cls_encode(cls_kernels, xf))
+        if self.colour is not None:
+            cls_in = self.cls_encode(cls_kernels[:-1], xf)
+            colour = self.colour(cls_kernels[-1], x)
+            if colour.shape != cls_in.shape:
+                raise ValueError(f"model.head.colour_cue: the colour response {tuple(colour.shape)} does not line "
+                                 f"up with the correlation {tuple(cls_in.shape)} (a backbone layout whose feature "
+                                 "cells are not the input's stride-sized cells)")
+            cls_feat = self.cls_tower(cls_in + colour)
+        else:
+            cls_feat = self.cls_tower(self.cls_encode(cls_kernels, xf))
         reg_feat = self.reg_tower(self.reg_encode(reg_kernels, xf))
         cls = self.cfg.head.cls_logit_scale * self.cls_pred(cls_feat)
         reg = self.reg_pred(reg_feat)

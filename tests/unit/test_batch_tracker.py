@@ -59,9 +59,14 @@ def videos(tmp_path_factory) -> list[Sequence]:
     ]
 
 
-def _untrained(correlation: str):
+def _untrained(correlation: str, colour: bool = False):
     torch.manual_seed(3)
-    return build_model(apply_overrides(smoke(), [f"model.head.correlation={correlation}"]).model).eval()
+    net = build_model(apply_overrides(smoke(), [f"model.head.correlation={correlation}",
+                                                f"model.head.colour_cue={str(colour).lower()}"]).model).eval()
+    if colour:  # the cue's projection starts at zero: give it weights so its batched kernels count
+        with torch.no_grad():
+            net.colour.proj.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(4))
+    return net
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +91,12 @@ def _check_same(reference: dict, outcomes: list, names: list[str]) -> None:
         assert len(o.track["times_s"]) == len(ref["times_s"]) and o.wall_s > 0 and o.cpu_s >= 0
 
 
-@pytest.mark.parametrize("bench", ["otb", "vot2018", "vot2018-normalised"])
+@pytest.mark.parametrize("bench", ["otb", "vot2018", "vot2018-normalised", "otb-colour"])
 def test_batched_boxes_are_those_of_one_sequence_at_a_time(net, videos, bench):
     if bench.endswith("-normalised"):  # the smoke default's correlation: its kernels are stacked the same way
         bench, net = bench.removesuffix("-normalised"), _untrained("normalised")
+    if bench.endswith("-colour"):  # model.head.colour_cue: one more template kernel per video
+        bench, net = bench.removesuffix("-colour"), _untrained("normalised", colour=True)
     cfg = _cfg(bench)
     reference = _one_at_a_time(net, cfg, bench, videos)
     if bench == "vot2018" and net.cls_encode.correlation == "plain":  # the untrained net loses the target:

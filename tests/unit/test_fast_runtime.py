@@ -78,6 +78,7 @@ def _compare(eager: nn.Module, fast: nn.Module, sizes=(255, 287)) -> dict[str, f
     {"combination": "single"},
     {"correlation": "normalised"},
     {"correlation": "normalised", "correlation_branches": "cls", "align": False},
+    {"correlation": "normalised", "colour_cue": True},
 ])
 def test_fast_network_matches_eager(variant):
     eager = _net(**variant)

@@ -16,6 +16,7 @@ from ocean.config import BackboneConfig, ModelConfig, apply_overrides, paper, sm
 from ocean.geometry import score_size
 from ocean.model import (
     AlignHead,
+    ColourCue,
     FeatureCombination,
     box_offsets,
     build_model,
@@ -236,6 +237,41 @@ def test_normalised_correlation_option_builds_per_branch():
     assert paper().model.head.correlation == "plain"  # the official xcorr
     with pytest.raises(ValueError, match="correlation"):
         FeatureCombination(8, correlation="cosine")
+
+
+def test_the_colour_cue_finds_the_templates_colours_and_not_a_recoloured_twin():
+    """``model.head.colour_cue``: the template's 8 x 8-cell colour layout correlated with the search region's.
+    Pasted into a search crop on a cell boundary, the template scores 1 in every channel at its place; the
+    same pattern with its colours turned (a look-alike) scores lower there in every channel whose contrast the
+    turn reverses (each channel's layout is compared, not the absolute colour); the zero-initialised projection
+    starts the network as if the cue were absent."""
+    gen = torch.Generator().manual_seed(3)
+    cue = ColourCue(channels=3, stride=8, border=4)
+    with torch.no_grad():
+        cue.proj.weight.copy_(torch.eye(3).view(3, 3, 1, 1))  # the raw per-channel responses
+    z = torch.full((1, 3, 127, 127), 120.0)  # on grey
+    z[:, :, 40:90, 30:100] = torch.tensor([30.0, 200.0, 90.0]).view(1, 3, 1, 1)  # a two-colour target
+    z[:, :, 60:70, 50:60] = torch.tensor([220.0, 20.0, 160.0]).view(1, 3, 1, 1)
+    x = torch.rand(1, 3, 255, 255, generator=gen) * 255
+    x[:, :, 64:191, 64:191] = z[0]  # search cell 8 = template cell 0: the response's centre cell (12, 12)
+    twin = x.clone()
+    twin[:, :, 64:191, 64:191] = z[0, [1, 2, 0]]  # the same shapes, the colours turned
+    kernel = cue.encode_template(z)
+    assert kernel.shape == (1, 3, 7, 7)
+    with torch.no_grad():
+        response, turned = cue(kernel, x), cue(kernel, twin)
+    assert response.shape == (1, 3, 25, 25)
+    assert torch.allclose(response[0, :, 12, 12], torch.ones(3), atol=1e-3)
+    assert float(response.abs().max()) <= 1 + 1e-4
+    # blue and green reverse their contrast with the grey, red keeps its (darker, lighter)
+    assert turned[0, :2, 12, 12].max() < -0.9 and turned[0, 2, 12, 12] > 0.9
+    net = build_model(apply_overrides(smoke(), ["model.head.colour_cue=true"]).model).eval()
+    assert net.colour is not None and not net.colour.proj.weight.any() and not net.colour.proj.bias.any()
+    assert net.colour in net.parts()["head"]  # trained with the head (ocean.engine.build_optimizer)
+    net.template(z)
+    assert len(net._kernels[0]) == len(net.cls_encode.template_convs) + 1  # the colour kernel rides last
+    assert net.track(x)["cls"].shape == (1, 1, 25, 25)
+    assert build_model(smoke().model).colour is None and paper().model.head.colour_cue is False
 
 
 def test_template_track_equals_training_forward():

@@ -63,9 +63,11 @@ def test_graphs_reproduce_the_network_at_every_search_size(tmp_path):
                 assert _rel(got[key], ref[key]) <= TOL, (s, key, _rel(got[key], ref[key]))
 
 
-@pytest.mark.parametrize("variant", [{"align": False}, {"correlation": "normalised"}], ids=["no-align", "ncc"])
+@pytest.mark.parametrize("variant", [{"align": False}, {"correlation": "normalised"},
+                                     {"correlation": "normalised", "colour_cue": True}], ids=["no-align", "ncc", "colour"])
 def test_graphs_of_other_heads(variant, tmp_path):
-    """Without the alignment head (the OTB configuration), and with the normalised correlation at 287."""
+    """Without the alignment head (the OTB configuration), and with the normalised correlation (and the colour
+    cue: one more kernel, ``cls_colour_kernel``) at 287."""
     net = _net(seed=6, **variant)
     export_onnx(net, str(tmp_path / "net.onnx"))
     runner = OnnxNetwork.load(str(tmp_path / "net.onnx"), threads=1)
@@ -76,6 +78,8 @@ def test_graphs_of_other_heads(variant, tmp_path):
         net.template(z)
         runner.template(z)
         ref, got = net.track(x), runner.track(x)
+    if "colour_cue" in variant:
+        assert "cls_colour_kernel" in [i.name for i in onnx.load(str(tmp_path / "net.onnx")).graph.input]
     if "align" in variant:
         assert got["align"] is None and ref["align"] is None
     for key in ("cls", "reg") if "align" in variant else ("cls", "reg", "align"):
