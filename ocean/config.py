@@ -340,6 +340,11 @@ class LossConfig(_Checked):
     weight_align: float = 1.0
     weight_cls: float = 1.0
     cls_pos_weight: float = 0.5  # 0.5 * mean BCE(pos) + 0.5 * mean BCE(neg) -- facts §6
+    # Hard negatives: 0 = the official mean over every negative cell of the batch (facts §6); k > 0 = the
+    # negative term is half that mean and half the mean of each image's k hardest negative cells (online hard
+    # example mining, Shrivastava et al. 2016), so the few cells of clutter that look like the target are not
+    # averaged away among ~600 easy ones. A project option (BENCHMARKS.md "Generalisation").
+    cls_hard_negatives: int = 0
     # A NaN L_o: "zero" = official, replaced by 0 x L_r so the step trains on L_reg and L_r (facts §6);
     # "skip": the total is NaN and the whole step is skipped (optim.max_loss rule).
     align_nan: Literal["zero", "skip"] = "zero"

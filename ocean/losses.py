@@ -24,19 +24,27 @@ def iou_loss(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, weight: torch.T
     return -torch.log(iou_of_distances(pred_ltrb, target_ltrb)[mask]).mean()
 
 
-def weighted_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: float = 0.5) -> torch.Tensor:
+def weighted_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: float = 0.5,
+                 hard_negatives: int = 0) -> torch.Tensor:
     """``pos_weight`` x mean BCE over positives + (1 - pos_weight) x mean BCE over negatives (facts §6).
 
     An empty side contributes 0 (the official code's 0-d index quirk with exactly one positive is not
-    reproduced).
+    reproduced). ``hard_negatives`` = k > 0 (``LossConfig.cls_hard_negatives``): the negative term is half the
+    mean over every negative and half the mean of each image's k highest negative BCE values.
     """
-    logits = logits.reshape(-1)
-    label = label.reshape(-1).to(logits.dtype)
-    per_cell = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    pos, neg = label > 0.5, label <= 0.5
+    per_image = F.binary_cross_entropy_with_logits(logits.reshape(logits.shape[0], -1),
+                                                   label.reshape(label.shape[0], -1).to(logits.dtype),
+                                                   reduction="none")
+    neg_image = label.reshape(label.shape[0], -1) <= 0.5
+    per_cell, neg = per_image.reshape(-1), neg_image.reshape(-1)
+    pos = ~neg
     zero = logits.sum() * 0.0
     loss_pos = per_cell[pos].mean() if pos.any() else zero
     loss_neg = per_cell[neg].mean() if neg.any() else zero
+    if hard_negatives > 0 and neg.any():
+        k = min(int(hard_negatives), int(neg_image.sum(1).max()))
+        hardest = per_image.masked_fill(~neg_image, float("-inf")).topk(k, dim=1).values
+        loss_neg = 0.5 * loss_neg + 0.5 * hardest[torch.isfinite(hardest)].mean()
     return pos_weight * loss_pos + (1.0 - pos_weight) * loss_neg
 
 
@@ -68,7 +76,7 @@ def ocean_loss(outputs: dict[str, torch.Tensor | None], targets: dict[str, torch
     :func:`make_targets`. Returns ``{"total", "reg", "cls", "align"}`` (align = 0 without the head)."""
     reg = outputs["reg"]
     l_reg = iou_loss(reg, targets["reg_target"], targets["reg_weight"])
-    l_cls = weighted_bce(outputs["cls"], targets["cls_label"], loss_cfg.cls_pos_weight)
+    l_cls = weighted_bce(outputs["cls"], targets["cls_label"], loss_cfg.cls_pos_weight, loss_cfg.cls_hard_negatives)
     if outputs.get("align") is not None:
         soft = iou_label(reg, targets["reg_target"], targets["reg_weight"], detach=label_cfg.iou_label_detach)
         l_align = align_loss(outputs["align"], soft)

@@ -94,6 +94,34 @@ def test_weighted_bce_balances_positives_and_negatives():
     assert weighted_bce(logits, label).item() == pytest.approx(0.5 * math.log(2), rel=1e-4)
 
 
+def test_hard_negatives_weigh_each_images_worst_negative_cells():
+    """``loss.cls_hard_negatives`` = k: half the negative term is the mean of each image's k highest negative
+    BCE values; 0 leaves the official mean over every negative (facts §6) exactly as it was."""
+    logits = torch.zeros(2, 1, 5, 5)
+    label = torch.zeros(2, 5, 5)
+    label[:, 2, 2] = 1
+    logits[:, 0, 2, 2] = 20.0  # positives right: the loss is the negative half only
+    logits[0, 0, 0, 0] = 3.0  # one confident false positive (a look-alike) in image 0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    hard, easy = float(bce(torch.tensor(3.0), torch.tensor(0.0))), math.log(2)
+    mean_neg = (hard + 47 * easy) / 48
+    assert weighted_bce(logits, label).item() == pytest.approx(0.5 * mean_neg, rel=1e-4)
+    assert weighted_bce(logits, label, hard_negatives=0).item() == weighted_bce(logits, label).item()
+    # k = 2: image 0's two hardest are the look-alike and an easy cell, image 1's two easy cells
+    top = (hard + 3 * easy) / 4
+    assert weighted_bce(logits, label, hard_negatives=2).item() == pytest.approx(0.5 * (0.5 * mean_neg + 0.5 * top),
+                                                                               rel=1e-4)
+    # the look-alike's gradient grows with the option: it is no longer one cell among 48
+    grads = []
+    for k in (0, 2):
+        x = logits.clone().requires_grad_(True)
+        weighted_bce(x, label, hard_negatives=k).backward()
+        grads.append(float(x.grad[0, 0, 0, 0]))
+    assert grads[1] > 3 * grads[0] > 0
+    # k larger than the negatives of an image: every negative counts, nothing breaks
+    assert torch.isfinite(weighted_bce(logits, label, hard_negatives=1000))
+
+
 def test_iou_label_gradient_option():
     pred = torch.full((1, 4, 2, 2), 5.0, requires_grad=True)
     tgt = torch.full((1, 4, 2, 2), 8.0)
