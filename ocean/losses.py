@@ -35,9 +35,9 @@ def weighted_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: float = 
     per_image = F.binary_cross_entropy_with_logits(logits.reshape(logits.shape[0], -1),
                                                    label.reshape(label.shape[0], -1).to(logits.dtype),
                                                    reduction="none")
-    neg_image = label.reshape(label.shape[0], -1) <= 0.5
-    per_cell, neg = per_image.reshape(-1), neg_image.reshape(-1)
-    pos = ~neg
+    flat_label = label.reshape(label.shape[0], -1)
+    neg_image = flat_label <= 0.5
+    per_cell, neg, pos = per_image.reshape(-1), neg_image.reshape(-1), flat_label.reshape(-1) > 0.5
     zero = logits.sum() * 0.0
     loss_pos = per_cell[pos].mean() if pos.any() else zero
     loss_neg = per_cell[neg].mean() if neg.any() else zero
