@@ -41,15 +41,17 @@ def call_command(run, args: argparse.Namespace, command: str) -> int:
     from ocean.config import ConfigError
     from pipelines.raysession import MissingGpus, received_signal, stop_on_signals
 
-    stop_on_signals()
+    stop_on_signals(command)  # SIGTERM: the handler says so at once (the unwinding may not finish)
     try:
         setup_logging(log_level(args), command)
         return int(run(args) or 0)
     except (UsageError, ConfigError, MissingGpus) as exc:
         return fail(command, exc)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it (pipelines.raysession.stop_on_signals)
-        signum = received_signal() or signal.SIGINT
-        print(f"ocean {command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        signum = received_signal()
+        if signum is None:  # Ctrl-C (a SIGTERM was announced by its handler)
+            signum = signal.SIGINT
+            print(f"ocean {command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + int(signum)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +128,7 @@ class JobStopped(KeyboardInterrupt):
 
 _STOPPABLE = False  # set by stop_on_signals(): ensure_ray() re-installs the handler after ray.init
 _RECEIVED: int | None = None
+_COMMAND: str | None = None  # the command the handler names when it announces the stop
 
 
 def received_signal() -> int | None:
@@ -135,22 +137,33 @@ def received_signal() -> int | None:
     return _RECEIVED
 
 
-def stop_on_signals() -> None:
+def stop_on_signals(command: str | None = None) -> None:
     """In the main thread, make SIGTERM raise :class:`JobStopped` (once: a second SIGTERM kills at once), also
-    after a later :func:`ensure_ray` (Ray's core replaces the handler).
+    after a later :func:`ensure_ray` (Ray's core replaces the handler). With ``command`` the handler first
+    writes ``ocean COMMAND: stopped by SIGTERM`` to stderr, at once.
 
-    ``ray job stop`` sends SIGTERM and SIGKILLs 3 s later (ray_stack.md §4.4): enough to mark the run."""
+    ``ray job stop`` sends SIGTERM and SIGKILLs 3 s later (ray_stack.md §4.4): enough to mark the run, not
+    always to unwind a Ray Train run as well on a loaded machine, so the line comes before the unwinding."""
     import threading
 
-    global _STOPPABLE, _RECEIVED
+    global _STOPPABLE, _RECEIVED, _COMMAND
     if threading.current_thread() is not threading.main_thread():
         return
     _STOPPABLE, _RECEIVED = True, None
+    if command is not None:
+        _COMMAND = command
 
     def handler(signum, _frame):
         global _RECEIVED
         signal.signal(signum, signal.SIG_DFL)
         _RECEIVED = signum
+        if _COMMAND is not None:
+            line = f"ocean {_COMMAND}: stopped by {signal.Signals(signum).name}\n"
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except RuntimeError:  # the signal came in the middle of another write to stderr
+                os.write(2, line.encode())
         raise JobStopped(signum)
 
     signal.signal(signal.SIGTERM, handler)

@@ -222,6 +222,26 @@ def test_measured_frame_rate(tmp_path):
         video_mod.Mp4Writer(str(tmp_path / "r.unknown_container"), None).check()
 
 
+@pytest.mark.parametrize("rate", [173.4567, 70.123, 65.7, 0.004, 8000.25, 70000.0])
+def test_any_measured_rate_can_be_written(tmp_path, rate):
+    """A measured rate has every digit; mp4v refuses a time base whose denominator passes 65535 (OpenCV
+    opened nothing at 173.4567 fps, and `ocean track` on a camera stopped with "cannot write" whenever
+    the tracking loop ran faster than ~65 fps). The writer rounds the rate to one it can write."""
+    frames, _ = _square_frames(n=3)
+    ticks = iter(np.arange(4) / rate)
+    path = tmp_path / "fast.mp4"
+    writer = video_mod.Mp4Writer(str(path), None, clock=lambda: float(next(ticks)))
+    for img in frames:
+        writer.write(img)
+    writer.close()
+    decoded, fps = _decode(path)
+    assert len(decoded) == 3
+    assert writer.fps == pytest.approx(max(rate, 0.01), rel=1e-3) or rate > video_mod.MP4V_MAX_DENOMINATOR
+    assert fps == pytest.approx(writer.fps, rel=1e-3)
+    assert video_mod.writable_fps(173.4567) == 173.46 and video_mod.writable_fps(8000.25) == 8000.0
+    assert video_mod.writable_fps(655.3) == 655.3 and video_mod.writable_fps(6000.25) == 6000.2
+
+
 class _ScriptedWindow:
     """Stands in for ocean.video.LiveWindow (no display here): draws ``box`` when asked to select, and
     'presses q' when shown frame ``quit_at`` (0-based, counting shown frames)."""
