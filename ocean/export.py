@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ocean.model import xcorr_depthwise_batch1
 
 OPSET = 19  # the first opset with DeformConv -- inference_runtimes.md §3
 TEMPLATE_INPUT, SEARCH_INPUT = "template", "search"
@@ -107,7 +108,7 @@ class _ExportCombination(nn.Module):
         corrs = []
         for conv, k in zip(enc.search_convs, kernels, strict=True):
             xs = conv(x)
-            corrs.append(enc.correlate(xs, F.conv2d(xs, k.transpose(0, 1), groups=k.shape[1]), k))
+            corrs.append(enc.correlate(xs, xcorr_depthwise_batch1(xs, k), k))
         return enc.fuse(corrs)
 
 

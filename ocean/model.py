@@ -52,6 +52,12 @@ def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out.reshape(b, c, out.shape[-2], out.shape[-1])
 
 
+def xcorr_depthwise_batch1(search: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`xcorr_depthwise` for one search image and one template (batch 1) as a single grouped conv, the
+    same sums with static kernel shapes in an ONNX trace (``ocean.export``)."""
+    return F.conv2d(search, kernel.transpose(0, 1), groups=kernel.shape[1])
+
+
 # Keeps the normalised correlation finite where a window or a kernel is constant (variance 0).
 NCC_EPS = 1e-5
 
@@ -174,10 +180,7 @@ class ColourCue(nn.Module):
 
     def forward(self, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         cells = F.avg_pool2d(x, self.stride, self.stride)
-        if self.batch1:
-            corr = F.conv2d(cells, kernel.transpose(0, 1), groups=kernel.shape[1])
-        else:
-            corr = xcorr_depthwise(cells, kernel)
+        corr = (xcorr_depthwise_batch1 if self.batch1 else xcorr_depthwise)(cells, kernel)
         return self.proj(normalised_response(cells, corr, tuple(kernel.shape[-2:])))
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 FALLBACK_FPS = 30.0  # a frame folder or a video without a frame rate is written at 30 fps (video_io.md §3)
 MEASURE_FRAMES = 30  # a camera's rate is measured over its first 30 frames, held until then (video_io.md §3)
 MP4V_MAX_DENOMINATOR = 65535  # mp4v's largest time-base denominator (video_io.md §3)
+QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc (video_io.md §4)
 
 
 def writable_fps(fps: float) -> float:
@@ -32,7 +33,6 @@ def writable_fps(fps: float) -> float:
         if round(fps * 10 ** decimals) <= MP4V_MAX_DENOMINATOR:
             return round(fps, decimals)
     return float(min(round(fps), MP4V_MAX_DENOMINATOR))
-QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc (video_io.md §4)
 
 
 class VideoError(ValueError):
@@ -270,8 +270,8 @@ class Mp4Writer:
 
     def _open(self, fps: float) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fps = writable_fps(fps)
         with _native_stderr_to_debug_log():
-            fps = writable_fps(fps)
             writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), fps, self._size)
         if not writer.isOpened():
             raise VideoError(f"{self.path}: OpenCV cannot write an mp4v video here")
