@@ -5,6 +5,7 @@ job's driver cleanly on SIGTERM.
   job's driver, so jobs run unchanged on a laptop and on a cluster).
 * Otherwise a local Ray instance with at least 4 *logical* CPUs: on a 2-core machine Ray Data's read tasks
   and a training or actor pool that takes every CPU deadlock (ray_stack.md §2, §4; ray-project/ray#44687).
+  Its workers run at the command's niceness, not 15 above it (ray_stack.md §11).
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ import sys
 import time
 from pathlib import Path
 
+# Ray starts its worker processes (tasks, actors, Ray Train ranks) 15 above its own niceness (raylet config
+# `worker_niceness`), so any ordinary process on the same machine takes the CPU from them: beside two busy
+# loops a smoke training on 2 cores did not reach its first step in 5 minutes, against a 53 s epoch with the
+# increment at 0 (ray_stack.md §11). A local instance runs its workers at the niceness of the command that
+# started it, unless RAY_worker_niceness says otherwise.
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+LOCAL_WORKER_NICENESS = 0
+
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
     """Connect (or start) Ray once per process; True when this call did it (the caller may shut it down).
 
     A local instance also gets the repository on ``PYTHONPATH`` so its workers import this project even
-    when it is not installed.
+    when it is not installed, and runs its workers :data:`LOCAL_WORKER_NICENESS` above the command's own
+    niceness instead of Ray's 15 (``RAY_worker_niceness`` in the environment overrides it). A cluster's nodes
+    keep their own setting (``ray start`` reads the same variable).
     """
     import ray
 
@@ -37,6 +48,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     if repo not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([repo, *paths])
     cores = os.cpu_count() or 2
+    if WORKER_NICENESS_ENV not in os.environ:  # the user's own setting wins
+        kwargs["_system_config"] = {"worker_niceness": LOCAL_WORKER_NICENESS}
     # address="local": a new instance even when `ray start` runs a cluster on this machine (ray.init() without
     # an address would join that one, ray_stack.md §6)
     ray.init(address="local", num_cpus=num_cpus or max(4, cores), include_dashboard=False, **kwargs)
