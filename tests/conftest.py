@@ -375,6 +375,7 @@ def ray_env(tmp: Path) -> dict[str, str]:
         "RAY_TMPDIR": str(tmp),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+        "RAY_worker_niceness": "0",  # a shared machine: workers at 15 starve under load (ray_stack.md §11)
         "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         # `python` in a job's entrypoint must be this environment's interpreter, as on a real cluster
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -194,6 +194,7 @@ class NetnsCluster:
             "PATH": f"{BIN}{os.pathsep}/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/tmp/home", "LANG": "C.UTF-8", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TMPDIR": "/tmp",
+            "RAY_worker_niceness": "0",  # the hosts share this machine's cores: workers at 15 starve (ray_stack.md §11)
         }
 
     def in_host(self, host: Host, argv: list[str]) -> list[str]:
