@@ -89,9 +89,10 @@ def child(mode: str, root: str) -> None:
         import ray
 
         from pipelines.listing import RayLister
+        from pipelines.raysession import local_niceness
 
         ray.init(address="local", num_cpus=int(mode[4:]), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, **local_niceness())
         lister = RayLister()
 
         @ray.remote(num_cpus=1)

@@ -240,6 +240,7 @@ def startup_runs(index, fs, cfg, plan, cpus: int, repeats: int, batches: int = 3
 
     from ocean.engine import build_optimizer, train_step
     from ocean.model import build_model
+    from pipelines.raysession import local_niceness
     from pipelines.train_input import pair_stream
 
     torch.set_num_threads(1)
@@ -253,7 +254,7 @@ def startup_runs(index, fs, cfg, plan, cpus: int, repeats: int, batches: int = 3
             for consume in (False, True):
                 if ray.is_initialized():
                     ray.shutdown()
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, **local_niceness())
                 if consume:
                     torch.manual_seed(0)
                     net = build_model(cfg.model)
@@ -312,6 +313,7 @@ def main() -> int:
     from data_prep.pair_index import list_pair_files, load_pair_index
     from ocean.engine import build_optimizer, train_step
     from ocean.model import build_model
+    from pipelines.raysession import local_niceness
     from pipelines.train_input import pair_stream
 
     rows_out = []
@@ -349,7 +351,7 @@ def main() -> int:
 
             if ray.is_initialized():
                 ray.shutdown()
-            ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, **local_niceness())
 
             # no consumer: one stream, every epoch drained. Ray Data is imported first, as in a training worker
             # (``import ray.train`` imports it), so the start-up is the stream's own

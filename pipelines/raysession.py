@@ -48,13 +48,21 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
     if repo not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([repo, *paths])
     cores = os.cpu_count() or 2
-    if WORKER_NICENESS_ENV not in os.environ:  # the user's own setting wins
-        kwargs["_system_config"] = {"worker_niceness": LOCAL_WORKER_NICENESS}
+    kwargs.update(local_niceness())
     # address="local": a new instance even when `ray start` runs a cluster on this machine (ray.init() without
     # an address would join that one, ray_stack.md §6)
     ray.init(address="local", num_cpus=num_cpus or max(4, cores), include_dashboard=False, **kwargs)
     _restore_stop_handler()
     return True
+
+
+def local_niceness() -> dict:
+    """``ray.init`` keyword arguments that start a local instance's workers at the caller's niceness
+    (:data:`LOCAL_WORKER_NICENESS` above it); none when ``RAY_worker_niceness`` is set (the user's own setting
+    wins). For every ``ray.init(address="local")`` of the project, benchmarks included."""
+    if WORKER_NICENESS_ENV in os.environ:
+        return {}
+    return {"_system_config": {"worker_niceness": LOCAL_WORKER_NICENESS}}
 
 
 def _restore_stop_handler() -> None:
