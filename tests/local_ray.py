@@ -1,5 +1,6 @@
 """A local Ray for one test module: 4 logical CPUs (as pipelines.raysession starts on this 2-core machine), no
-dashboard, no usage stats, its own short temp folder (Ray's socket paths must stay under 107 characters)."""
+dashboard, no usage stats, workers at the test's own niceness (as ``ensure_ray``'s, ray_stack.md §11), its own
+short temp folder (Ray's socket paths must stay under 107 characters)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def local_ray(tag: str, env: Mapping[str, str] | None = None) -> Iterator[Path]:
             mp.setenv(key, value)
         if ray.is_initialized():
             ray.shutdown()
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
+        from pipelines.raysession import local_niceness
+
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp),
+                 **local_niceness())
         try:
             yield temp
         finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ocean.config import smoke
+from pipelines.raysession import local_niceness
 
 # --------------------------------------------------------------------------------------------------------
 # End to end (slow): a 2-trial Tune grid on tiny synthetic data, MLflow on a real server
@@ -27,7 +28,8 @@ def tiny(tmp_path_factory):
     generate(root, size="tiny")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # ray_stack.md §4: 4 logical CPUs
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,  # ray_stack.md §4: 4 logical CPUs
+             **local_niceness())  # workers at the test's niceness, §11
     pairs = root / "pairs"
     prepare(PrepareSettings({"got10k": str(root / "got10k")}, str(pairs), smoke(), pairs={"got10k": 12}, seed=0,
                             progress=False, log=None))

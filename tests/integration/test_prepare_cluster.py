@@ -24,6 +24,7 @@ from data_prep.readers import read_tracks
 from ocean.config import smoke
 from ocean.storage import StorageError
 from pipelines.prepare import PrepareSettings, prepare
+from pipelines.raysession import local_niceness
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("got10k", "lasot", "vid", "det", "coco", "ytbb")
@@ -232,7 +233,7 @@ def test_shard_tasks_never_outnumber_cores_on_an_oversubscribed_local_ray(tmp_pa
     cores = os.cpu_count() or 1
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     temp = Path("/tmp") / f"ocs{os.getpid()}"  # short: Ray's socket paths must stay under 107 chars
-    ray.init(address="local", num_cpus=2 * cores, include_dashboard=False, _temp_dir=str(temp))
+    ray.init(address="local", num_cpus=2 * cores, include_dashboard=False, _temp_dir=str(temp), **local_niceness())
     try:
         per_task = shard_task_cpus()
         assert per_task == 2.0  # 2 * cores logical CPUs on `cores` cores -> at most `cores` tasks at once

@@ -17,6 +17,7 @@ from data_prep.pair_index import list_pair_files, load_pair_index
 from jobs.common import setup_logging
 from ocean.checkpoint import list_checkpoints
 from ocean.config import OceanConfig, apply_overrides, smoke
+from pipelines.raysession import local_niceness
 from pipelines.train import TrainSettings
 
 # --------------------------------------------------------------------------------------------------------
@@ -40,7 +41,7 @@ def ray_local(s3_server):
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, **local_niceness())
     yield
     ray.shutdown()
     for k, v in saved.items():
