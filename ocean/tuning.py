@@ -28,9 +28,9 @@ import numpy as np
 
 from ocean.benchmarks.metrics import EAO_INTERVALS
 from ocean.benchmarks.protocols import track_sequence
-from ocean.benchmarks.readers import BENCHMARK_FAMILY, read_benchmark
+from ocean.benchmarks.readers import BENCHMARK_FAMILY, BenchmarkRootError, read_benchmark_root
 from ocean.benchmarks.scoring import HEADLINE, score_tracks
-from ocean.benchmarks.sequence import AnnotationError, Sequence
+from ocean.benchmarks.sequence import Sequence
 from ocean.config import TrackerConfig
 
 METRIC = "score"  # the name Tune and MLflow see for the objective
@@ -201,19 +201,10 @@ def read_validation(benchmark: str, root: str | Path) -> tuple[list[Sequence], s
     """
     if benchmark not in HEADLINE:
         raise TuneTrackerError(f"unknown benchmark {benchmark!r}; one of {sorted(HEADLINE)}")
-    from ocean.datapath import check_readable_folder
-    from ocean.storage import StorageError
-
     try:
-        root = check_readable_folder(str(root), f"benchmark {benchmark}: root")
-    except (StorageError, ValueError) as exc:
+        root, seqs = read_benchmark_root(benchmark, root)
+    except BenchmarkRootError as exc:
         raise TuneTrackerError(str(exc)) from None
-    try:
-        seqs = read_benchmark(benchmark, root)
-    except (OSError, AnnotationError, ValueError) as exc:
-        raise TuneTrackerError(f"benchmark {benchmark}: cannot read {root} ({exc})") from None
-    if not seqs:
-        raise TuneTrackerError(f"benchmark {benchmark}: no sequences under {root}")
     if benchmark == "got10k":
         incomplete = [s.name for s in seqs if not s.gt_complete]
         if incomplete:

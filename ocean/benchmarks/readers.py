@@ -547,6 +547,26 @@ class BenchmarkRootError(ValueError):
     """An unknown benchmark name, or a root that is not a readable benchmark; the message names both."""
 
 
+def read_benchmark_root(name: str, root: str | Path) -> tuple[Path, list[Sequence]]:
+    """The local folder of benchmark ``name`` at ``root`` and its sequences; BenchmarkRootError naming the
+    benchmark and root when the name is unknown, the root unreadable or without sequences."""
+    if name not in BENCHMARK_FAMILY:
+        raise BenchmarkRootError(f"unknown benchmark {name!r}; one of {sorted(BENCHMARK_FAMILY)}")
+    try:
+        path = check_readable_folder(str(root), f"benchmark {name}: root")
+    except (StorageError, ValueError) as exc:
+        raise BenchmarkRootError(str(exc)) from None
+    try:
+        seqs = read_benchmark(name, path)
+    except (OSError, AnnotationError, ValueError) as exc:
+        raise BenchmarkRootError(f"benchmark {name}: cannot read {root} ({exc})") from None
+    # GOT-10k test (first GT row only) is read too: it is tracked and written for the evaluation server;
+    # scoring lists its sequences under ``rejected`` with that reason (ocean.benchmarks.scoring).
+    if not seqs:
+        raise BenchmarkRootError(f"benchmark {name}: no sequences under {root}")
+    return path, seqs
+
+
 def read_benchmarks(
     benchmarks: Mapping[str, str], max_sequences: int | None = None
 ) -> dict[str, list[Sequence]]:
@@ -554,19 +574,6 @@ def read_benchmarks(
     BenchmarkRootError naming the benchmark and root when a name is unknown or a root is unreadable."""
     out = {}
     for name, root in benchmarks.items():
-        if name not in BENCHMARK_FAMILY:
-            raise BenchmarkRootError(f"unknown benchmark {name!r}; one of {sorted(BENCHMARK_FAMILY)}")
-        try:
-            path = check_readable_folder(str(root), f"benchmark {name}: root")
-        except (StorageError, ValueError) as exc:
-            raise BenchmarkRootError(str(exc)) from None
-        try:
-            seqs = read_benchmark(name, path)
-        except (OSError, AnnotationError, ValueError) as exc:
-            raise BenchmarkRootError(f"benchmark {name}: cannot read {root} ({exc})") from None
-        # GOT-10k test (first GT row only) is read too: it is tracked and written for the evaluation server;
-        # scoring lists its sequences under ``rejected`` with that reason (ocean.benchmarks.scoring).
-        if not seqs:
-            raise BenchmarkRootError(f"benchmark {name}: no sequences under {root}")
+        seqs = read_benchmark_root(name, root)[1]
         out[name] = seqs[:max_sequences] if max_sequences else seqs
     return out
