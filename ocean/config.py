@@ -348,6 +348,16 @@ class LossConfig(_Checked):
     # A NaN L_o: "zero" = official, replaced by 0 x L_r so the step trains on L_reg and L_r (facts §6);
     # "skip": the total is NaN and the whole step is skipped (optim.max_loss rule).
     align_nan: Literal["zero", "skip"] = "zero"
+    # The regression loss L_reg: "iou" = -ln IoU of the predicted and true distances (official, facts §6);
+    # "log_l1" = the L1 distance of log(1 + d) per side, summed over l, t, r, b (ocean.losses.log_l1_loss). The
+    # IoU loss's expected value over uncertain sides is least for boxes longer than the median truth (a short
+    # side loses intersection along the whole box, a long one only adds union), so where the network is unsure
+    # it learns boxes too large: one step from the true state the quickstart's model
+    # predicts 1.05x the true size on its own generator's scenes and 1.08-1.12x on the held-out scenes, and the
+    # tracker compounds that frame after frame; log_l1 is unbiased per side (0.98-1.01x there; measured by
+    # benchmarks/size_bias.py, BENCHMARKS.md "Generalisation"). Off in every preset: the held-out score did not
+    # move with it.
+    reg_loss: Literal["iou", "log_l1"] = "iou"
 
 
 # --------------------------------------------------------------------------------------------------------

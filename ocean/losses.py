@@ -1,6 +1,7 @@
 """Ocean's losses (paper Sec. 3.3, facts §6).
 
-* ``L_reg``: -ln IoU of the predicted and true distances, mean over in-box cells (UnitBox / FCOS style).
+* ``L_reg``: -ln IoU of the predicted and true distances, mean over in-box cells (UnitBox / FCOS style); or,
+  with ``loss.reg_loss=log_l1`` (a project option), the L1 distance of the log distances.
 * ``L_r``: BCE on the regular-region logits, 0.5 x mean over positives + 0.5 x mean over negatives.
 * ``L_o``: BCE with the soft IoU label on the object-aware logits, mean over all cells; a NaN ``L_o`` becomes
   ``0 x L_r`` as in the official code (``LossConfig.align_nan``).
@@ -22,6 +23,23 @@ def iou_loss(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, weight: torch.T
     if not mask.any():
         return pred_ltrb.sum() * 0.0
     return -torch.log(iou_of_distances(pred_ltrb, target_ltrb)[mask]).mean()
+
+
+def log_l1_loss(pred_ltrb: torch.Tensor, target_ltrb: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum over l, t, r, b of |ln(1 + pred) - ln(1 + target)|, averaged over cells with weight > 0; 0 (with a
+    graph) if none (``loss.reg_loss=log_l1``).
+
+    A side predicted k times too long costs what one predicted k times too short does, and under uncertainty
+    the loss is minimised by each side's median: no pull towards larger boxes, which -ln IoU has (its
+    minimiser lies above the median: a short side loses intersection along the whole box, a long one only adds
+    union; the unit tests show both). The 1 px added to every distance plays the part of the IoU loss's +1
+    smoothing: a cell on the box's edge has a true distance near 0.
+    """
+    mask = weight > 0
+    if not mask.any():
+        return pred_ltrb.sum() * 0.0
+    diff = torch.log1p(pred_ltrb.clamp(min=0)) - torch.log1p(target_ltrb.clamp(min=0))
+    return diff.abs().sum(1)[mask].mean()
 
 
 def weighted_bce(logits: torch.Tensor, label: torch.Tensor, pos_weight: float = 0.5,
@@ -70,12 +88,17 @@ def make_targets(label_cfg: LabelConfig, search_box_xyxy: torch.Tensor, search_s
     return {"reg_target": reg_t, "reg_weight": reg_w, "cls_label": cls_t.to(search_box_xyxy.dtype)}
 
 
+REG_LOSSES = {"iou": iou_loss, "log_l1": log_l1_loss}
+
+
 def ocean_loss(outputs: dict[str, torch.Tensor | None], targets: dict[str, torch.Tensor],
                loss_cfg: LossConfig, label_cfg: LabelConfig) -> dict[str, torch.Tensor]:
     """Total and per-part losses for a batch; ``outputs`` from ``OceanNet.forward``, ``targets`` from
     :func:`make_targets`. Returns ``{"total", "reg", "cls", "align"}`` (align = 0 without the head)."""
     reg = outputs["reg"]
-    l_reg = iou_loss(reg, targets["reg_target"], targets["reg_weight"])
+    if loss_cfg.reg_loss not in REG_LOSSES:
+        raise ValueError(f"unknown loss.reg_loss {loss_cfg.reg_loss!r}; one of {sorted(REG_LOSSES)}")
+    l_reg = REG_LOSSES[loss_cfg.reg_loss](reg, targets["reg_target"], targets["reg_weight"])
     l_cls = weighted_bce(outputs["cls"], targets["cls_label"], loss_cfg.cls_pos_weight, loss_cfg.cls_hard_negatives)
     if outputs.get("align") is not None:
         soft = iou_label(reg, targets["reg_target"], targets["reg_weight"], detach=label_cfg.iou_label_detach)

@@ -11,7 +11,7 @@ import torch
 from ocean.config import LabelConfig, LossConfig, smoke
 from ocean.geometry import score_grid
 from ocean.labels import cls_labels, iou_label, iou_of_distances, regression_targets
-from ocean.losses import iou_loss, make_targets, ocean_loss, weighted_bce
+from ocean.losses import iou_loss, log_l1_loss, make_targets, ocean_loss, weighted_bce
 from ocean.model import build_model
 
 
@@ -120,6 +120,57 @@ def test_hard_negatives_weigh_each_images_worst_negative_cells():
     assert grads[1] > 3 * grads[0] > 0
     # k larger than the negatives of an image: every negative counts, nothing breaks
     assert torch.isfinite(weighted_bce(logits, label, hard_negatives=1000))
+
+
+def test_log_l1_loss_values_mask_and_symmetry():
+    """``loss.reg_loss=log_l1``: sum over the sides of |ln(1 + p) - ln(1 + t)|, mean over in-box cells; a side
+    k times too long (in 1 + d) costs what one k times too short does."""
+    t = torch.tensor([9.0, 19.0, 9.0, 39.0]).view(1, 4, 1, 1)
+    w = torch.ones(1, 1, 1)
+    assert log_l1_loss(t.clone(), t, w).item() == 0.0
+    long_l = t.clone()
+    long_l[0, 0] = 19.0  # 1 + d doubled
+    short_l = t.clone()
+    short_l[0, 0] = 4.0  # 1 + d halved
+    assert log_l1_loss(long_l, t, w).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert log_l1_loss(short_l, t, w).item() == pytest.approx(math.log(2), rel=1e-6)
+    # only cells with weight > 0 count; none -> 0 with a graph
+    two = torch.cat([long_l, t * 100], dim=-1)
+    assert log_l1_loss(two, torch.cat([t, t], dim=-1), torch.tensor([[[1.0, 0.0]]])).item() == pytest.approx(math.log(2))
+    pred = t.clone().requires_grad_(True)
+    zero = log_l1_loss(pred, t, torch.zeros(1, 1, 1))
+    zero.backward()
+    assert zero.item() == 0.0 and pred.grad is not None
+
+
+def test_log_l1_loss_has_no_pull_towards_larger_boxes():
+    """With noisy true sides (the same cell seen with targets that vary), the best constant prediction under
+    -ln IoU is longer than the median side; under log_l1 it is the median (BENCHMARKS.md "Generalisation")."""
+    gen = torch.Generator().manual_seed(0)
+    sides = (20.0 + 8.0 * torch.randn(4000, 4, generator=gen)).clamp(min=1.0)
+    targets = sides.view(4000, 4, 1, 1)
+    w = torch.ones(4000, 1, 1)
+    grid = torch.arange(16.0, 28.0, 0.1)
+
+    def best(loss):
+        values = [loss(torch.full_like(targets, float(p)), targets, w).item() for p in grid]
+        return float(grid[int(np.argmin(values))])
+
+    median = float(sides.median())
+    assert abs(best(log_l1_loss) - median) < 0.3
+    assert best(iou_loss) > median + 0.3
+
+
+def test_reg_loss_option_selects_the_regression_loss():
+    targets = make_targets(LabelConfig(), torch.tensor([[90.0, 100.0, 170.0, 160.0]]), torch.zeros(1, 2), 25, 255)
+    reg = torch.full((1, 4, 25, 25), 30.0)
+    outputs = {"cls": torch.zeros(1, 1, 25, 25), "reg": reg, "align": None}
+    official = ocean_loss(outputs, targets, LossConfig(), LabelConfig())["reg"]
+    logl1 = ocean_loss(outputs, targets, LossConfig(reg_loss="log_l1"), LabelConfig())["reg"]
+    assert official.item() == pytest.approx(iou_loss(reg, targets["reg_target"], targets["reg_weight"]).item())
+    assert logl1.item() == pytest.approx(log_l1_loss(reg, targets["reg_target"], targets["reg_weight"]).item())
+    assert official.item() != pytest.approx(logl1.item())
+    assert LossConfig().reg_loss == "iou"
 
 
 def test_iou_label_gradient_option():

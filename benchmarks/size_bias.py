@@ -1,0 +1,112 @@
+"""How far a checkpoint's box size is off after one step from the true state, per sequence.
+
+For every frame after the first, the tracker's state is set to that frame's ground truth (centre and size)
+and the frame is tracked once: the raw size the network predicts at the chosen cell (before the size
+smoothing, ``ocean.tracker.update_size``'s ``pred_wh``) is compared with the truth, as
+sqrt(predicted area / true area), and the chosen centre is counted as on target when it lies within half a
+box (sqrt of the true area) of the true centre. A ratio above 1 on most frames is a size bias that the
+tracker compounds frame after frame (BENCHMARKS.md "Generalisation": the IoU loss's pull towards larger
+boxes)::
+
+    PYTHONPATH=. python benchmarks/size_bias.py --checkpoint CKPT [--checkpoint CKPT ...] --otb ROOT
+        [--otb ROOT ...] [--set tracker.key=value ...] [--json out.json]
+
+``--otb`` roots are OTB-layout benchmarks (the held-out scenes ``WORK/heldout``, the synthetic OTB
+``WORK/synthetic/benchmarks/otb``). The ``otb`` tracker preset (facts §9.3), plus ``--set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def one_step_sizes(checkpoint: str, root: str, overrides: list[str]) -> dict:
+    """``{sequence: {"ratio_median", "ratio_p25", "ratio_p75", "on_target"}}`` plus ``"all"``: the geometric
+    mean of the ratios over every frame and the fraction of frames on target."""
+    import torch
+
+    import ocean.tracker as tracker_module
+    from ocean.benchmarks.protocols import load_image
+    from ocean.benchmarks.readers import read_otb
+    from ocean.checkpoint import load_model
+    from ocean.config import layered_tracker_config
+
+    cfg = layered_tracker_config(None, "otb", overrides)
+    net, _ = load_model(checkpoint)
+    net.eval()
+    seen: list[np.ndarray] = []
+    update_size = tracker_module.update_size
+
+    def spy(size_wh, pred_wh, lr_eff, mode):  # the raw prediction, before the smoothing
+        seen.append(np.asarray(pred_wh, dtype=np.float64))
+        return update_size(size_wh, pred_wh, lr_eff, mode)
+
+    out: dict = {}
+    logs, hits = [], []
+    tracker_module.update_size = spy
+    try:
+        with torch.inference_mode():
+            for seq in read_otb(Path(root)):
+                gt = np.asarray(seq.gt_xywh, dtype=np.float64)
+                tracker = tracker_module.OceanTracker(net, cfg)
+                tracker.init(load_image(seq.frames[0]), gt[0])
+                ratios, on = [], []
+                for f in range(1, len(seq.frames)):
+                    tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
+                    tracker.state.size_wh = gt[f, 2:].copy()
+                    seen.clear()
+                    box, _ = tracker.track(load_image(seq.frames[f]))
+                    if not seen:  # a frame without a finite score keeps the state: nothing predicted
+                        continue
+                    area = float(np.prod(gt[f, 2:]))
+                    ratios.append(float(np.sqrt(np.prod(seen[-1]) / area)))
+                    err = box[:2] + box[2:] / 2 - gt[f, :2] - gt[f, 2:] / 2
+                    on.append(bool(np.hypot(*err) < 0.5 * np.sqrt(area)))
+                r = np.array(ratios)
+                out[seq.name] = {"ratio_median": round(float(np.median(r)), 3),
+                                 "ratio_p25": round(float(np.percentile(r, 25)), 3),
+                                 "ratio_p75": round(float(np.percentile(r, 75)), 3),
+                                 "on_target": round(float(np.mean(on)), 3)}
+                logs += list(np.log(r))
+                hits += on
+    finally:
+        tracker_module.update_size = update_size
+    out["all"] = {"ratio_geomean": round(float(np.exp(np.mean(logs))), 3), "on_target": round(float(np.mean(hits)), 3),
+                  "frames": len(logs)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", required=True, help="a project checkpoint (repeatable)")
+    p.add_argument("--otb", action="append", required=True, help="an OTB-layout root (repeatable)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", help="tracker.key=value")
+    p.add_argument("--json", default=None, help="also write every figure here")
+    a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OCEAN_THREADS", "2")))
+    results: dict = {}
+    print("| checkpoint | benchmark | raw size / truth (geometric mean) | centre on target | frames |")
+    print("|---|---|---|---|---|")
+    for ckpt in a.checkpoint:
+        for root in a.otb:
+            r = one_step_sizes(ckpt, root, a.overrides)
+            results[f"{ckpt} | {root}"] = r
+            print(f"| {ckpt} | {root} | {r['all']['ratio_geomean']:.3f} | {r['all']['on_target']:.2f} | "
+                  f"{r['all']['frames']} |", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

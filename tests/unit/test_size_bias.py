@@ -1,0 +1,43 @@
+"""benchmarks/size_bias.py measures the raw size the network predicts one step from the true state."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+import ocean.tracker as tracker_module
+
+_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "size_bias.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("size_bias", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_step_sizes_reads_the_raw_prediction(tmp_path, bench, ckpts):
+    """Doubling every regressed distance (the ExpRegression bias + ln 2) doubles the measured ratio: the script
+    reads the prediction before the size smoothing, which would have moved the state only part of the way."""
+    from ocean.benchmarks.readers import read_otb
+    from ocean.checkpoint import load_model, save_checkpoint
+
+    size_bias = _load()
+    original = tracker_module.update_size
+    before = size_bias.one_step_sizes(ckpts[0], bench["otb"], [])
+    assert tracker_module.update_size is original  # the spy is removed again
+    seqs = read_otb(Path(bench["otb"]))
+    assert before["all"]["frames"] == sum(len(s.frames) - 1 for s in seqs)  # the first frame of each inits
+    assert set(before) == {"all", *(s.name for s in seqs)}
+
+    net, cfg = load_model(ckpts[0])
+    with torch.no_grad():
+        net.reg_pred.bias += math.log(2.0)
+    doubled = tmp_path / "doubled.pt"
+    save_checkpoint(str(doubled), net, cfg, epoch=1)
+    after = size_bias.one_step_sizes(str(doubled), bench["otb"], [])
+    assert 1.6 < after["all"]["ratio_geomean"] / before["all"]["ratio_geomean"] < 2.5
