@@ -96,8 +96,6 @@ def ocean_loss(outputs: dict[str, torch.Tensor | None], targets: dict[str, torch
     """Total and per-part losses for a batch; ``outputs`` from ``OceanNet.forward``, ``targets`` from
     :func:`make_targets`. Returns ``{"total", "reg", "cls", "align"}`` (align = 0 without the head)."""
     reg = outputs["reg"]
-    if loss_cfg.reg_loss not in REG_LOSSES:
-        raise ValueError(f"unknown loss.reg_loss {loss_cfg.reg_loss!r}; one of {sorted(REG_LOSSES)}")
     l_reg = REG_LOSSES[loss_cfg.reg_loss](reg, targets["reg_target"], targets["reg_weight"])
     l_cls = weighted_bce(outputs["cls"], targets["cls_label"], loss_cfg.cls_pos_weight, loss_cfg.cls_hard_negatives)
     if outputs.get("align") is not None:
