@@ -62,12 +62,13 @@ def params_from_uniforms(u: np.ndarray, shift: float, scale: float, cfg) -> Side
     """Map ``_N_UNIFORMS`` uniforms in [0, 1) to :class:`SideParams` (``U(-1, 1) = 2u - 1``, facts §7.5)."""
     pn = 2.0 * u - 1.0
     j = float(cfg.color_jitter)
+    light = j if cfg.illumination_jitter is None else float(cfg.illumination_jitter)
     blur = bool(u[14] < cfg.blur_prob)
     return SideParams(
         shift=(float(pn[0] * shift), float(pn[1] * shift)),
         scale=(float(1.0 + pn[2] * scale), float(1.0 + pn[3] * scale)),
-        brightness=float(1.0 + pn[4] * j),
-        contrast=float(1.0 + pn[5] * j),
+        brightness=float(1.0 + pn[4] * light),
+        contrast=float(1.0 + pn[5] * light),
         saturation=float(1.0 + pn[6] * j),
         hue=float(pn[7] * j),
         order=tuple(int(i) for i in np.argsort(u[8:12], kind="stable")),
@@ -188,7 +189,8 @@ def apply_side(image: np.ndarray, box_xyxy, offset: float, size: int, params: Si
        warp of the box by the factor ``(S - 1) / S``, under 1 px at 255).
     4. Photometric, in this order: colour jitter (brightness, contrast, saturation factors
        ``1 + U(-1, 1) * j`` and hue shift ``U(-1, 1) * j`` turns, applied in a random order like
-       torchvision's ColorJitter, ``j = AugmentConfig.color_jitter``, :func:`color_jitter`); then, each with
+       torchvision's ColorJitter, ``j = AugmentConfig.color_jitter``, brightness and contrast with
+       ``AugmentConfig.illumination_jitter`` instead when it is set, :func:`color_jitter`); then, each with
        its probability, blur (pysot's random cross-shaped kernel, odd sizes 5..45), horizontal flip (image
        and box; the returned search shift's x is negated so the shift-based label centre of facts §5.2
        follows the target, :func:`label_shift`), grey.

@@ -372,6 +372,9 @@ class AugmentConfig(_Checked):
     search_shift: float = 64.0
     search_scale: float = 0.18
     color_jitter: float = 0.05  # brightness / contrast / saturation / hue -- facts §7.5 (COLOR = 1)
+    # Brightness and contrast amplitude on its own: None = color_jitter's (official). A larger one trains
+    # template / search pairs lit differently (gain 1 + U(-1,1) j), which the official recipe never shows.
+    illumination_jitter: float | None = None
     blur_prob: float = 0.0  # off in the official config -- facts §7.5
     flip_prob: float = 0.0
     gray_prob: float = 0.0
@@ -617,8 +620,8 @@ _LIMITS: dict[str, dict[str, Limit]] = {
     # shifts in px >= 0; scale 1 + U(-1,1) SC stays positive only for SC < 1; the jitter factors 1 + U(-1,1) j
     # stay non-negative for j <= 1; the *_prob are probabilities -- facts §7.5
     "AugmentConfig": {"template_shift": NON_NEGATIVE, "template_scale": BELOW_ONE, "search_shift": NON_NEGATIVE,
-                      "search_scale": BELOW_ONE, "color_jitter": UNIT, "blur_prob": UNIT, "flip_prob": UNIT,
-                      "gray_prob": UNIT, "negative_prob": UNIT},
+                      "search_scale": BELOW_ONE, "color_jitter": UNIT, "illumination_jitter": UNIT,
+                      "blur_prob": UNIT, "flip_prob": UNIT, "gray_prob": UNIT, "negative_prob": UNIT},
     # context p = amount (w + h) > 0 -- facts §7.1; JPEG quality 1..100 (OpenCV's scale); pair counts and
     # RANGE >= 0, the pool at least one epoch -- facts §7.3, §7.6
     "DataConfig": {"context_amount": POSITIVE, "crop_size": COUNT, "jpeg_quality": Limit(1, 100),

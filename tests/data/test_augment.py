@@ -162,6 +162,27 @@ def test_params_drawn_in_range_and_symmetric():
     assert on[1].shift == draws[0][1].shift and on[1].flip
 
 
+def test_illumination_jitter_widens_brightness_and_contrast_only():
+    official = AugmentConfig()
+    assert official.illumination_jitter is None  # the official amplitude: color_jitter's
+    lit = dataclasses.replace(official, illumination_jitter=0.4)
+    same = dataclasses.replace(official, illumination_jitter=official.color_jitter)
+    for seed in range(200):
+        base = draw_params(np.random.default_rng(seed), official)
+        wide = draw_params(np.random.default_rng(seed), lit)
+        assert draw_params(np.random.default_rng(seed), same) == base  # equal to None when it equals color_jitter
+        for b, w in zip(base, wide, strict=True):
+            # the same uniforms, scaled: (f - 1) grows by 0.4 / 0.05, saturation / hue / geometry untouched
+            assert w.brightness - 1 == pytest.approx((b.brightness - 1) * 8)
+            assert w.contrast - 1 == pytest.approx((b.contrast - 1) * 8)
+            assert dataclasses.replace(w, brightness=b.brightness, contrast=b.contrast) == b
+    factors = np.array([[p.brightness, p.contrast] for s in range(2000)
+                        for p in draw_params(np.random.default_rng(s), lit)])
+    assert factors.min() >= 0.6 and factors.max() <= 1.4 and factors.min() < 0.62 and factors.max() > 1.38
+    with pytest.raises(ValueError, match="illumination_jitter"):
+        AugmentConfig(illumination_jitter=1.5)  # a factor 1 - 1.5 would go negative
+
+
 def test_color_jitter_matches_torchvision():
     torch = pytest.importorskip("torch")
     tvf = pytest.importorskip("torchvision.transforms.functional")

@@ -227,7 +227,8 @@ def test_job_fingerprint_follows_what_shapes_the_shards_not_the_training_time_au
         return job_document({}, {}, cfg, CropSettings.from_config(cfg), 0, 64, None)["fingerprint"]
 
     base = fingerprint([])
-    for training_time in ("augment.negative_prob=0.2", "augment.color_jitter=0.2", "augment.blur_prob=0.3"):
+    for training_time in ("augment.negative_prob=0.2", "augment.color_jitter=0.2", "augment.illumination_jitter=0.4",
+                          "augment.blur_prob=0.3"):
         assert fingerprint([training_time]) == base, training_time
     for shaping in ("augment.search_shift=32", "data.jpeg_quality=95", "data.reduced_decode=false"):
         assert fingerprint([shaping]) != base, shaping
