@@ -30,14 +30,17 @@ SCORE_KEYS = {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75"
 # 0.246, trained 0.712 (epoch losses 3.00, 1.69, 1.38, 1.22, 1.11, 1.04, 1.00, 0.96, 0.94, 0.92); on
 # 2026-12-04 with the sampled deformable conv (same arithmetic up to rounding) 0.787, same losses to 0.02;
 # on 2026-12-04 with the quickstart's data at --scenes 4 --busy 0.5: 0.774 (final loss 1.12); on 2026-12-05
-# with the log-L1 regression loss (loss.reg_loss, smoke since): 0.785 (final loss 1.93, another loss's scale).
+# with the log-L1 regression loss (loss.reg_loss, smoke since): 0.785 (final loss 1.93, another loss's scale);
+# the same day with brightness and contrast jitter of +-40 % (augment.illumination_jitter, smoke since): 0.715
+# (final loss 2.06).
 # The thresholds keep a wide margin on both sides (another CPU's kernels can take another path).
 MIN_TRAINED_AUC = 0.45
 MIN_GAIN = 0.30
 # Held-out scenes (data_prep.heldout_scenes; BENCHMARKS.md "Generalisation"): the same runs scored 0.407 there
 # (untrained 0.222; OpenCV CSRT 0.705, KCF 0.492), the 2026-12-04 run 0.307, and 0.367 with the data at
 # --scenes 4 --busy 0.5 (0.35-0.40 over three one-process seeds), 0.377 with the log-L1 regression loss
-# (0.335-0.447 over three quickstart seeds); the plain correlation of the official code
+# (0.335-0.447 over three quickstart seeds), 0.476 with the brightness and contrast jitter (0.411-0.476 over
+# three quickstart seeds); the plain correlation of the official code
 # scored 0.216 with 5 epochs. Issue 14's goal of 0.5 is NOT reached (issue 14 item 5 stays
 # open); these floors hold what the normalised correlation and the longer schedule bought, with room for one
 # run's spread (0.31-0.42 over three one-process seeds at 10 epochs).
@@ -86,8 +89,8 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
     assert heldout["trained"]["success_auc"] >= MIN_HELDOUT_AUC, heldout
     assert heldout["trained"]["success_auc"] >= heldout["untrained"]["success_auc"] + MIN_HELDOUT_GAIN, heldout
     # and the online module (paper Sec. 4.2) tracks them better still: 0.481 against 0.367 offline on the
-    # 2026-12-04 run, 0.470 against 0.377 with the log-L1 loss of 12-05 (BENCHMARKS.md "Generalisation"), a
-    # margin far above what one sequence can swing
+    # 2026-12-04 run, 0.470 against 0.377 with the log-L1 loss of 12-05, 0.519 against 0.476 with the
+    # brightness and contrast jitter (0.043-0.099 over three seeds; BENCHMARKS.md "Generalisation")
     online = summary["benchmarks"]["heldout_online"]
     assert online["trained"]["success_auc"] > heldout["trained"]["success_auc"], (online, heldout)
 
