@@ -681,9 +681,8 @@ def smoke() -> OceanConfig:
     It trains from a random backbone on purpose (``allow_random_init``), and keeps the project's
     deliberate fixes of :data:`OFFICIAL_DIFFERENCES` (normalised correlation, detached IoU label, a NaN L_o
     skips the step, the log-L1 regression loss, brightness and contrast jitter of +-40 %, single size smoothing,
-    q90 crops, reduced-resolution decode):
-    the quickstart's measured
-    numbers were obtained with them (the decode changes nothing there: the synthetic frames are small). The
+    q90 crops, reduced-resolution decode): the quickstart's measured numbers were obtained with them (the
+    decode changes nothing there: the synthetic frames are small). The
     normalised correlation is what lets a network trained from scratch on synthetic scenes track scenes of
     another generator (BENCHMARKS.md "Generalisation").
     """
