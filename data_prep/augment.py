@@ -5,7 +5,9 @@ Input: stored crops and their boxes (one pair, :func:`augment_pair`, or a batch 
 network's float input), boxes in output pixels and the search shift the labels need. Deterministic: each
 side's parameters are drawn first from a fixed number of uniforms (:func:`draw_params`), and
 :func:`augment_pairs` seeds every row from ``(seed, pair_id)``, so results do not depend on batch
-boundaries or the number of workers. The transform and its order: :func:`apply_side`.
+boundaries or the number of workers. The transform and its order: :func:`apply_side`; then, in
+:func:`augment_pair`, two optional steps the official recipe does not have (off by default): an occluder
+that stays still while the target moves (:func:`static_occluder`) and sensor noise (:func:`add_noise`).
 """
 
 from __future__ import annotations
@@ -227,6 +229,95 @@ def apply_side(image: np.ndarray, box_xyxy, offset: float, size: int, params: Si
     return out, box
 
 
+_N_OCCLUSION_UNIFORMS = 13  # whether, then static_occluder()'s twelve
+
+
+def _occluder_rect(box: np.ndarray, size: int, u: np.ndarray) -> np.ndarray:
+    """The occluder's rectangle ``(x1, y1, x2, y2)`` in a crop of side ``size`` whose target box is ``box``.
+
+    Half of them (``u0 < 0.5``) are bands across the whole crop, as a pole, a tree or a railing in front of
+    the target: vertical or horizontal (``u1``), 20-60 % of the target's extent wide (``u2``). The others are
+    rectangles covering 10-50 % of the box (``u2``), of aspect ``2 ** (2 u1 - 1)``, sides capped at the
+    box's. Either is centred inside the box (``u3``, ``u4``).
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    cx, cy = x1 + float(u[3]) * bw, y1 + float(u[4]) * bh
+    if u[0] < 0.5:
+        if u[1] < 0.5:
+            half = 0.5 * (0.2 + 0.4 * float(u[2])) * bw
+            return np.array([cx - half, -1.0, cx + half, size + 1.0])
+        half = 0.5 * (0.2 + 0.4 * float(u[2])) * bh
+        return np.array([-1.0, cy - half, size + 1.0, cy + half])
+    area = (0.1 + 0.4 * float(u[2])) * bw * bh
+    aspect = 2.0 ** (2.0 * float(u[1]) - 1.0)
+    ow, oh = min(math.sqrt(area * aspect), bw), min(math.sqrt(area / aspect), bh)
+    return np.array([cx - ow / 2.0, cy - oh / 2.0, cx + ow / 2.0, cy + oh / 2.0])
+
+
+def _paint(image: np.ndarray, rect: np.ndarray, texture: np.ndarray, m: np.ndarray) -> None:
+    """Paint ``texture`` (in search-crop pixels) inside ``rect`` of ``image``, in place; ``m`` (2x3) maps the
+    image's pixels to the texture's."""
+    h, w = image.shape[:2]
+    x1, y1 = max(int(math.ceil(rect[0])), 0), max(int(math.ceil(rect[1])), 0)
+    x2, y2 = min(int(math.ceil(rect[2])), w), min(int(math.ceil(rect[3])), h)
+    if x2 <= x1 or y2 <= y1:
+        return
+    patch = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_WRAP)
+    image[y1:y2, x1:x2] = patch[y1:y2, x1:x2]
+
+
+def static_occluder(template: np.ndarray, template_box, search: np.ndarray, search_box,
+                    u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put one occluder, still in the scene while the target moves, in front of the target in both crops.
+
+    The template's occluder covers part of the target (:func:`_occluder_rect`, ``u[0:5]``); in the search
+    crop the same occluder, with the same look, sits where it would be had the target moved by ``d``
+    against it: its place relative to the target, scaled by the crops' box-size ratio, plus ``d`` of
+    ``0.3-1.5`` target sizes in a random direction (``u5``, ``u6``). So the template holds something the
+    label never follows. Its look (``u7``): a flat colour (``u8..u10``), or half the time a piece of the
+    search crop itself, cyclically shifted by ``(u8, u9)`` of its side. Boxes and labels keep the whole
+    target, as annotations do. Returns new ``(template, search)`` uint8 images.
+
+    The ranges (20-60 % bands, 10-50 % rectangles, 0.3-1.5 target sizes) are this option's own choice, set
+    so the target is never hidden whole and the occluder leaves it in most search crops; they were not
+    tuned (BENCHMARKS.md "Generalisation", "Occluders and sensor noise").
+    """
+    tb, sb = (np.asarray(b, dtype=np.float64).reshape(4) for b in (template_box, search_box))
+    t_c, s_c = (tb[:2] + tb[2:]) / 2.0, (sb[:2] + sb[2:]) / 2.0
+    t_wh, s_wh = np.maximum(tb[2:] - tb[:2], 1.0), np.maximum(sb[2:] - sb[:2], 1.0)
+    scale = float(np.sqrt(np.prod(s_wh) / np.prod(t_wh)))  # search / template pixels
+    angle, reach = 2.0 * math.pi * float(u[5]), (0.3 + 1.2 * float(u[6])) * float(np.mean(s_wh))
+    d = reach * np.array([math.cos(angle), math.sin(angle)])
+    side = search.shape[0]
+    if u[7] < 0.5:
+        texture = np.empty_like(search)
+        texture[:] = (np.asarray(u[8:11]) * 255.0).astype(np.uint8)
+    else:
+        texture = np.roll(search, (int(u[8] * side), int(u[9] * side)), axis=(0, 1))
+    # template pixel -> search pixel: the occluder keeps its offset from the target, scaled, moved by d
+    offset = s_c + d - scale * t_c
+    m_t = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
+    rect_t = _occluder_rect(tb, template.shape[0], u)
+    band_axis = None if u[0] >= 0.5 else (0 if u[1] < 0.5 else 1)
+    rect_s = scale * rect_t + np.tile(offset, 2)
+    if band_axis is not None:  # a band crosses the whole search crop too
+        rect_s[1 - band_axis], rect_s[3 - band_axis] = -1.0, side + 1.0
+    template, search = template.copy(), search.copy()
+    _paint(template, rect_t, texture, m_t)
+    _paint(search, rect_s, texture, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    return template, search
+
+
+def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian pixel noise of standard deviation ``sigma`` grey levels (sensor noise), rounded and clamped."""
+    if sigma <= 0:
+        return image
+    noisy = image.astype(np.float32) + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
 def label_shift(params: SideParams) -> tuple[float, float]:
     """The requested search shift ``(shift_x, shift_y)`` for the official label centre (facts §5.2).
 
@@ -249,6 +340,14 @@ def augment_pair(template: np.ndarray, template_box_xyxy, template_offset: float
     pt, ps = draw_params(rng, cfg)
     t_img, t_box = apply_side(template, template_box_xyxy, template_offset, exemplar_size, pt, crop_size)
     s_img, s_box = apply_side(search, search_box_xyxy, search_offset, search_size, ps, crop_size)
+    # the two steps beyond the official recipe draw after it, so switching them on moves no draw above
+    if cfg.occlusion_prob > 0:
+        u = rng.random(_N_OCCLUSION_UNIFORMS)
+        if u[0] < cfg.occlusion_prob:
+            t_img, s_img = static_occluder(t_img, t_box, s_img, s_box, u[1:])
+    if cfg.noise_sigma > 0:
+        t_img = add_noise(t_img, float(rng.random()) * cfg.noise_sigma, rng)
+        s_img = add_noise(s_img, float(rng.random()) * cfg.noise_sigma, rng)
     return {
         "template": t_img, "search": s_img,
         "template_box": t_box.astype(np.float32), "search_box": s_box.astype(np.float32),

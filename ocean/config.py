@@ -383,6 +383,14 @@ class AugmentConfig(_Checked):
     # search is a negative and nothing is regressed (DaSiamRPN's semantic negatives; SOTS AUG.COMMON.NEG, 0 for
     # Ocean; TK has none -- facts §7.4). 0 = official.
     negative_prob: float = 0.0
+    # Share of pairs given an occluder that stays still while the target moves: it covers part of the
+    # template's target and sits, displaced, in the search crop (data_prep.augment.static_occluder); boxes
+    # and labels keep the whole target. Not in the official recipe (facts §7.5): 0 = official. Drawn after
+    # every official draw, so turning it on moves no other draw.
+    occlusion_prob: float = 0.0
+    # Gaussian pixel noise on both crops, standard deviation U(0, 1) * noise_sigma grey levels (sensor
+    # noise). Not in the official recipe (facts §7.5): 0 = official; drawn after every official draw.
+    noise_sigma: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -622,7 +630,8 @@ _LIMITS: dict[str, dict[str, Limit]] = {
     # stay non-negative for j <= 1; the *_prob are probabilities -- facts §7.5
     "AugmentConfig": {"template_shift": NON_NEGATIVE, "template_scale": BELOW_ONE, "search_shift": NON_NEGATIVE,
                       "search_scale": BELOW_ONE, "color_jitter": UNIT, "illumination_jitter": UNIT,
-                      "blur_prob": UNIT, "flip_prob": UNIT, "gray_prob": UNIT, "negative_prob": UNIT},
+                      "blur_prob": UNIT, "flip_prob": UNIT, "gray_prob": UNIT, "negative_prob": UNIT,
+                      "occlusion_prob": UNIT, "noise_sigma": NON_NEGATIVE},
     # context p = amount (w + h) > 0 -- facts §7.1; JPEG quality 1..100 (OpenCV's scale); pair counts and
     # RANGE >= 0, the pool at least one epoch -- facts §7.3, §7.6
     "DataConfig": {"context_amount": POSITIVE, "crop_size": COUNT, "jpeg_quality": Limit(1, 100),

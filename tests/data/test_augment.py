@@ -10,12 +10,14 @@ import pytest
 
 from data_prep.augment import (
     SideParams,
+    add_noise,
     apply_side,
     augment_pairs,
     color_jitter,
     crop_window,
     draw_params,
     label_shift,
+    static_occluder,
 )
 from data_prep.crops import crop511, crop_region, encode_jpeg
 from ocean.config import AugmentConfig
@@ -262,6 +264,71 @@ def test_augment_pairs_bad_jpeg_row_is_flagged_not_fatal():
 def test_augment_pairs_refuses_too_small_stored_crops():
     with pytest.raises(ValueError, match="search_side"):
         augment_pairs(_batch(), AugmentConfig(search_shift=100.0), seed=0)
+
+
+def test_occlusion_and_noise_move_no_official_draw():
+    batch = _batch()
+    plain = augment_pairs(batch, AugmentConfig(), seed=7)
+    occ = augment_pairs(batch, AugmentConfig(occlusion_prob=1.0), seed=7)
+    noisy = augment_pairs(batch, AugmentConfig(noise_sigma=6.0), seed=7)
+    for k in ("template_box", "search_box", "shift"):  # geometry and labels untouched by either step
+        np.testing.assert_array_equal(occ[k], plain[k])
+        np.testing.assert_array_equal(noisy[k], plain[k])
+    for i in range(6):
+        for k in ("template", "search"):
+            changed = (occ[k][i] != plain[k][i]).any(-1)
+            assert changed.any(), (i, k)  # every row occluded, in both crops, at probability 1
+        x1, y1, x2, y2 = np.round(plain["template_box"][i]).astype(int)
+        t_changed = (occ["template"][i] != plain["template"][i]).any(-1)
+        assert t_changed[max(y1, 0):y2, max(x1, 0):x2].any(), i  # the template's occluder is on the target
+    for k in ("template", "search"):  # noise on both sides, a few grey levels on average
+        diff = noisy[k].astype(int) - plain[k].astype(int)
+        assert 0.3 < np.abs(diff).mean() < 6.0, k
+    some = augment_pairs(batch, AugmentConfig(occlusion_prob=0.5), seed=7)
+    hit = [not np.array_equal(some["search"][i], plain["search"][i]) for i in range(6)]
+    assert 0 < sum(hit) < 6  # seeded: some rows but not all at 0.5
+    for i in np.flatnonzero(hit):  # an occluded row is the p = 1 row's occlusion (same uniforms)
+        np.testing.assert_array_equal(some["search"][i], occ["search"][i])
+        np.testing.assert_array_equal(some["template"][i], occ["template"][i])
+
+
+@pytest.mark.parametrize("band", [True, False])
+def test_static_occluder_stays_where_the_target_left_it(band):
+    """A flat-coloured occluder on the template's target reappears in the search crop at its offset from
+    the target plus the drawn displacement, with the same colour, and nowhere else."""
+    rng = np.random.default_rng(1)
+    template = rng.integers(0, 256, (127, 127, 3), dtype=np.uint8)
+    search = rng.integers(0, 256, (255, 255, 3), dtype=np.uint8)
+    t_box, s_box = np.array([40.0, 50.0, 90.0, 80.0]), np.array([100.0, 110.0, 150.0, 140.0])  # same size
+    u = np.array([0.2 if band else 0.9, 0.3, 0.5, 0.5, 0.5, 0.0, 0.5, 0.2, 0.1, 0.6, 0.9, 0.0])
+    t_out, s_out = static_occluder(template, t_box, search, s_box, u)
+    colour = (np.array([0.1, 0.6, 0.9]) * 255).astype(np.uint8)
+    t_mask, s_mask = (t_out != template).any(-1), (s_out != search).any(-1)
+    assert (t_out[t_mask] == colour).all() and (s_out[s_mask] == colour).all()
+    ty, tx = np.nonzero(t_mask)
+    sy, sx = np.nonzero(s_mask)
+    d = (0.3 + 1.2 * 0.5) * 40.0  # reach: 0.3-1.5 mean target sides; u5 = 0: along +x
+    assert tx.mean() == pytest.approx(65.0, abs=1.0)  # centred on the box (u3 = 0.5)
+    assert sx.mean() == pytest.approx(125.0 + d, abs=1.0)  # the target's offset, moved by d
+    if band:  # a vertical band: the whole height of both crops, 20-60 % of the box's width
+        assert set(ty) == set(range(127)) and set(sy) == set(range(255))
+        assert tx.max() - tx.min() + 1 == pytest.approx(0.4 * 50, abs=1.5)
+    else:  # a rectangle inside the template's box, the same size in the search
+        assert tx.min() >= 40 and tx.max() < 90 and ty.min() >= 50 and ty.max() < 80
+        assert t_mask.sum() == s_mask.sum() and 0.08 * 1500 <= t_mask.sum() <= 0.52 * 1500
+    assert t_out is not template and s_out is not search
+
+
+def test_add_noise_has_the_asked_spread():
+    grey = np.full((200, 200, 3), 128, dtype=np.uint8)
+    noisy = add_noise(grey, 5.0, np.random.default_rng(0))
+    assert noisy.dtype == np.uint8 and abs(noisy.astype(float).std() - 5.0) < 0.1
+    assert abs(noisy.astype(float).mean() - 128) < 0.1
+    assert add_noise(grey, 0.0, np.random.default_rng(0)) is grey
+    with pytest.raises(ValueError, match="noise_sigma"):
+        AugmentConfig(noise_sigma=-1.0)
+    with pytest.raises(ValueError, match="occlusion_prob"):
+        AugmentConfig(occlusion_prob=1.5)
 
 
 @pytest.mark.parametrize("hue", [0.3, -0.45, 0.999, -0.999, 1.25, -2.1])

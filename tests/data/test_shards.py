@@ -228,7 +228,7 @@ def test_job_fingerprint_follows_what_shapes_the_shards_not_the_training_time_au
 
     base = fingerprint([])
     for training_time in ("augment.negative_prob=0.2", "augment.color_jitter=0.2", "augment.illumination_jitter=0.4",
-                          "augment.blur_prob=0.3"):
+                          "augment.blur_prob=0.3", "augment.occlusion_prob=0.3", "augment.noise_sigma=8"):
         assert fingerprint([training_time]) == base, training_time
     for shaping in ("augment.search_shift=32", "data.jpeg_quality=95", "data.reduced_decode=false"):
         assert fingerprint([shaping]) != base, shaping
