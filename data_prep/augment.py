@@ -232,8 +232,9 @@ def apply_side(image: np.ndarray, box_xyxy, offset: float, size: int, params: Si
 _N_OCCLUSION_UNIFORMS = 13  # whether, then static_occluder()'s twelve
 
 
-def _occluder_rect(box: np.ndarray, size: int, u: np.ndarray) -> np.ndarray:
-    """The occluder's rectangle ``(x1, y1, x2, y2)`` in a crop of side ``size`` whose target box is ``box``.
+def _occluder_rect(box: np.ndarray, size: int, u: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """The occluder's rectangle ``(x1, y1, x2, y2)`` in a crop of side ``size`` whose target box is ``box``,
+    and the axis a band runs along (0: vertical, 1: horizontal; None for a rectangle).
 
     Half of them (``u0 < 0.5``) are bands across the whole crop, as a pole, a tree or a railing in front of
     the target: vertical or horizontal (``u1``), 20-60 % of the target's extent wide (``u2``). The others are
@@ -246,25 +247,25 @@ def _occluder_rect(box: np.ndarray, size: int, u: np.ndarray) -> np.ndarray:
     if u[0] < 0.5:
         if u[1] < 0.5:
             half = 0.5 * (0.2 + 0.4 * float(u[2])) * bw
-            return np.array([cx - half, -1.0, cx + half, size + 1.0])
+            return np.array([cx - half, -1.0, cx + half, size + 1.0]), 0
         half = 0.5 * (0.2 + 0.4 * float(u[2])) * bh
-        return np.array([-1.0, cy - half, size + 1.0, cy + half])
+        return np.array([-1.0, cy - half, size + 1.0, cy + half]), 1
     area = (0.1 + 0.4 * float(u[2])) * bw * bh
     aspect = 2.0 ** (2.0 * float(u[1]) - 1.0)
     ow, oh = min(math.sqrt(area * aspect), bw), min(math.sqrt(area / aspect), bh)
-    return np.array([cx - ow / 2.0, cy - oh / 2.0, cx + ow / 2.0, cy + oh / 2.0])
+    return np.array([cx - ow / 2.0, cy - oh / 2.0, cx + ow / 2.0, cy + oh / 2.0]), None
 
 
-def _paint(image: np.ndarray, rect: np.ndarray, texture: np.ndarray, m: np.ndarray) -> None:
+def _paint(image: np.ndarray, rect: np.ndarray, texture: np.ndarray, m: np.ndarray | None = None) -> None:
     """Paint ``texture`` (in search-crop pixels) inside ``rect`` of ``image``, in place; ``m`` (2x3) maps the
-    image's pixels to the texture's."""
+    image's pixels to the texture's (None: the same pixels)."""
     h, w = image.shape[:2]
     x1, y1 = max(int(math.ceil(rect[0])), 0), max(int(math.ceil(rect[1])), 0)
     x2, y2 = min(int(math.ceil(rect[2])), w), min(int(math.ceil(rect[3])), h)
     if x2 <= x1 or y2 <= y1:
         return
-    patch = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_WRAP)
+    patch = texture if m is None else cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                     borderMode=cv2.BORDER_WRAP)
     image[y1:y2, x1:x2] = patch[y1:y2, x1:x2]
 
 
@@ -282,7 +283,7 @@ def static_occluder(template: np.ndarray, template_box, search: np.ndarray, sear
 
     The ranges (20-60 % bands, 10-50 % rectangles, 0.3-1.5 target sizes) are this option's own choice, set
     so the target is never hidden whole and the occluder leaves it in most search crops; they were not
-    tuned (BENCHMARKS.md "Generalisation", "Occluders and sensor noise").
+    tuned (BENCHMARKS.md "Generalisation", "Where the default model still fails").
     """
     tb, sb = (np.asarray(b, dtype=np.float64).reshape(4) for b in (template_box, search_box))
     t_c, s_c = (tb[:2] + tb[2:]) / 2.0, (sb[:2] + sb[2:]) / 2.0
@@ -299,14 +300,13 @@ def static_occluder(template: np.ndarray, template_box, search: np.ndarray, sear
     # template pixel -> search pixel: the occluder keeps its offset from the target, scaled, moved by d
     offset = s_c + d - scale * t_c
     m_t = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
-    rect_t = _occluder_rect(tb, template.shape[0], u)
-    band_axis = None if u[0] >= 0.5 else (0 if u[1] < 0.5 else 1)
+    rect_t, band_axis = _occluder_rect(tb, template.shape[0], u)
     rect_s = scale * rect_t + np.tile(offset, 2)
     if band_axis is not None:  # a band crosses the whole search crop too
         rect_s[1 - band_axis], rect_s[3 - band_axis] = -1.0, side + 1.0
     template, search = template.copy(), search.copy()
     _paint(template, rect_t, texture, m_t)
-    _paint(search, rect_s, texture, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    _paint(search, rect_s, texture)
     return template, search
 
 
