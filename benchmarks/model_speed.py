@@ -17,7 +17,11 @@ day: compare ratios measured in the same run where possible (the paper vs smoke 
 ``--runtimes eager,fast,onnx`` instead compares the inference runtimes of ``tracker.runtime`` (ocean/fast.py,
 ocean/export.py) on the paper network (random init): one process, the runtimes interleaved repeat by repeat
 (their order rotating), template and track at 255 and 287; it prints each median and the median of the
-per-repeat ratios to eager, with the load average before and after.
+per-repeat ratios to eager, with the load average before and after. It also prints how close the eager
+network is to the machine's arithmetic limit: the convolutions' floating-point operations per operation
+(counted on the eager network's ``nn.Conv2d`` modules), the rate the eager median achieves, and a large
+float32 matrix product's rate in the same process and thread count (``torch.mm`` of 2048 x 2048, the best
+rate the machine's BLAS reaches); a runtime that computes the same arithmetic cannot beat that ratio.
 
     python benchmarks/model_speed.py --runtimes eager,fast,onnx [--repeats 15] [--threads 2]
 """
@@ -97,6 +101,37 @@ def measure(preset_name: str, repeats: int, device: str, amp: bool, batch: int) 
     return row
 
 
+def conv_gflop(net: torch.nn.Module, fn) -> float:
+    """GFLOP of the ``nn.Conv2d`` modules that ``fn(net)`` runs (2 x multiply-adds, groups counted)."""
+    total = [0]
+
+    def hook(m, _inputs, out):
+        total[0] += 2 * out.numel() * m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            fn(net)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / 1e9
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The rate of a large float32 matrix product at the current thread count (median of ``repeats``)."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    for _ in range(3):
+        a @ b
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        samples.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(samples) / 1e9
+
+
 def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "paper") -> dict:
     """Median ms per (operation, runtime) and the median per-repeat ratio to ``eager`` (interleaved)."""
     from ocean.config import preset
@@ -110,6 +145,8 @@ def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "pape
     z = torch.rand(1, 3, 127, 127, generator=gen) * 255
     xs = {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
     ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
+    gflop = {op: conv_gflop(eager, fn) for op, fn in ops.items()}  # template first: track needs its kernels
+    blas = [sgemm_gflops()]
     samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in runtimes}
     with torch.inference_mode():
         for net in nets.values():  # warm-up (first oneDNN / onnxruntime calls allocate and pick kernels)
@@ -123,7 +160,9 @@ def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "pape
                     t0 = time.perf_counter()
                     fn(nets[r])
                     samples[(op, r)].append((time.perf_counter() - t0) * 1000)
-    out = {"preset": preset_name, "repeats": repeats, "ms": {}, "ratio_to_eager": {}}
+    blas.append(sgemm_gflops())
+    out = {"preset": preset_name, "repeats": repeats, "ms": {}, "ratio_to_eager": {}, "conv_gflop": gflop,
+           "sgemm_gflops": blas}
     for op in ops:
         for r in runtimes:
             out["ms"][f"{op}/{r}"] = statistics.median(samples[(op, r)])
@@ -146,6 +185,13 @@ def _print_runtimes(res: dict, runtimes: list[str], threads: int, load: tuple) -
         cells = [f"{res['ms'][f'{op}/{r}']:.1f}" for r in runtimes]
         cells += [f"{res['ratio_to_eager'][f'{op}/{r}']:.2f}x" for r in runtimes if r != "eager"]
         print(f"| {op} | " + " | ".join(cells) + " |")
+    if "eager" in runtimes:
+        blas = res["sgemm_gflops"]
+        print(f"float32 matrix product (2048 x 2048) before / after: {blas[0]:.0f} / {blas[1]:.0f} GFLOP/s")
+        for op in ("template", "track_255", "track_287"):
+            rate = res["conv_gflop"][op] / res["ms"][f"{op}/eager"] * 1000
+            print(f"  {op}: convolutions {res['conv_gflop'][op]:.2f} GFLOP, eager {rate:.0f} GFLOP/s "
+                  f"= {rate / max(blas):.2f} of the matrix product's rate")
 
 
 def main() -> None:
