@@ -9,10 +9,20 @@ tracker compounds frame after frame (BENCHMARKS.md "Generalisation": the IoU los
 boxes)::
 
     PYTHONPATH=. python benchmarks/size_bias.py --checkpoint CKPT [--checkpoint CKPT ...] --otb ROOT
-        [--otb ROOT ...] [--set tracker.key=value ...] [--json out.json]
+        [--otb ROOT ...] [--set tracker.key=value ...] [--json out.json] [--follow]
 
 ``--otb`` roots are OTB-layout benchmarks (the held-out scenes ``WORK/heldout``, the synthetic OTB
 ``WORK/synthetic/benchmarks/otb``). The ``otb`` tracker preset (facts §9.3), plus ``--set``.
+
+A bias is one question; whether the regression measures the target's size at all is another. ``--follow``
+also starts each frame from the true centre with a wrong size (the true width and height times 0.8, then
+times 1.25) and fits, over every frame and start, how much of the error the raw prediction corrects: the
+slope (through the origin) of log(predicted / state) on log(true / state), sizes as sqrt(w h). 1 is a
+regression that reads the size off the image whatever the state; 0 is one that returns the state's size
+times a constant, the crop being cut to the state's size (a prior in crop pixels), which leaves the
+target's scale changes to nothing but that constant. (The aspect cannot be tested this way: the square
+crop hardly depends on the state's aspect, so a fixed shape in crop pixels would score as well as a
+measured one.)
 """
 
 from __future__ import annotations
@@ -84,25 +94,83 @@ def one_step_sizes(checkpoint: str, root: str, overrides: list[str]) -> dict:
     return out
 
 
+FOLLOW_FACTORS = (0.8, 1.25)  # the wrong starting sizes (--follow; module docstring): symmetric in log
+
+
+def follow_slopes(checkpoint: str, root: str, overrides: list[str],
+                  factors: tuple[float, ...] = FOLLOW_FACTORS) -> dict:
+    """``{"size_slope", "samples"}``: the least-squares slope through the origin of log(predicted / state) on
+    log(true / state) over every frame and wrong start (module docstring)."""
+    import torch
+
+    import ocean.tracker as tracker_module
+    from ocean.benchmarks.protocols import load_image
+    from ocean.benchmarks.readers import read_otb
+    from ocean.checkpoint import load_model
+    from ocean.config import layered_tracker_config
+
+    cfg = layered_tracker_config(None, "otb", overrides)
+    net, _ = load_model(checkpoint)
+    net.eval()
+    seen: list[np.ndarray] = []
+    update_size = tracker_module.update_size
+
+    def spy(size_wh, pred_wh, lr_eff, mode):  # the raw prediction, before the smoothing
+        seen.append(np.asarray(pred_wh, dtype=np.float64))
+        return update_size(size_wh, pred_wh, lr_eff, mode)
+
+    pairs = []  # (log(true / state), log(predicted / state)), sizes as sqrt(w h)
+    tracker_module.update_size = spy
+    try:
+        with torch.inference_mode():
+            for seq in read_otb(Path(root)):
+                gt = np.asarray(seq.gt_xywh, dtype=np.float64)
+                tracker = tracker_module.OceanTracker(net, cfg)
+                tracker.init(load_image(seq.frames[0]), gt[0])
+                for f in range(1, len(seq.frames)):
+                    image = load_image(seq.frames[f])
+                    for k in factors:
+                        state = gt[f, 2:] * k
+                        tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
+                        tracker.state.size_wh = state.copy()
+                        seen.clear()
+                        tracker.track(image)
+                        if seen:
+                            pairs.append((-np.log(k), np.log(np.sqrt(np.prod(seen[-1]) / np.prod(state)))))
+    finally:
+        tracker_module.update_size = update_size
+
+    a = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    slope = float((a[:, 0] * a[:, 1]).sum() / (a[:, 0] ** 2).sum()) if len(a) else float("nan")
+    return {"size_slope": slope, "samples": len(a)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True, help="a project checkpoint (repeatable)")
     p.add_argument("--otb", action="append", required=True, help="an OTB-layout root (repeatable)")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="tracker.key=value")
     p.add_argument("--json", default=None, help="also write every figure here")
+    p.add_argument("--follow", action="store_true",
+                   help="also fit how much of a wrong starting size the raw prediction corrects")
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(int(os.environ.get("OCEAN_THREADS", "2")))
     results: dict = {}
-    print("| checkpoint | benchmark | raw size / truth (geometric mean) | centre on target | frames |")
-    print("|---|---|---|---|---|")
+    extra = " size followed |" if a.follow else ""
+    print("| checkpoint | benchmark | raw size / truth (geometric mean) | centre on target | frames |" + extra)
+    print("|---|---|---|---|---|" + ("---|" if a.follow else ""))
     for ckpt in a.checkpoint:
         for root in a.otb:
             r = one_step_sizes(ckpt, root, a.overrides)
+            cells = ""
+            if a.follow:
+                r["follow"] = follow_slopes(ckpt, root, a.overrides)
+                cells = f" {r['follow']['size_slope']:.2f} |"
             results[f"{ckpt} | {root}"] = r
             print(f"| {ckpt} | {root} | {r['all']['ratio_geomean']:.3f} | {r['all']['on_target']:.2f} | "
-                  f"{r['all']['frames']} |", flush=True)
+                  f"{r['all']['frames']} |" + cells, flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     return 0

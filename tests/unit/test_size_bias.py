@@ -41,3 +41,34 @@ def test_one_step_sizes_reads_the_raw_prediction(tmp_path, bench, ckpts):
     save_checkpoint(str(doubled), net, cfg, epoch=1)
     after = size_bias.one_step_sizes(str(doubled), bench["otb"], [])
     assert 1.6 < after["all"]["ratio_geomean"] / before["all"]["ratio_geomean"] < 2.5
+
+
+def test_follow_slope_is_zero_for_a_regression_that_ignores_the_image(tmp_path, bench, ckpts):
+    """With the regression's convolution zeroed every cell predicts the same distances in crop pixels, so the
+    predicted size is the state's times a constant: the slope is 0 whatever the image. The untrained network,
+    its exponent's scale raised so that its distances vary with the image, gives another slope."""
+    from ocean.benchmarks.readers import read_otb
+    from ocean.checkpoint import load_model, save_checkpoint
+
+    size_bias = _load()
+    original = tracker_module.update_size
+    frames = sum(len(s.frames) - 1 for s in read_otb(Path(bench["otb"])))
+    net, cfg = load_model(ckpts[0])
+    with torch.no_grad():
+        net.reg_pred.adjust.fill_(3.0)
+    varied = tmp_path / "varied.pt"
+    save_checkpoint(str(varied), net, cfg, epoch=1)
+    untrained = size_bias.follow_slopes(str(varied), bench["otb"], [])
+    assert tracker_module.update_size is original
+    assert untrained["samples"] == 2 * frames and math.isfinite(untrained["size_slope"])
+
+    with torch.no_grad():
+        for p in net.reg_pred.parameters():
+            if p.dim() == 4:  # the conv weight; its bias (and the exp's scale) stay
+                p.zero_()
+    constant = tmp_path / "constant.pt"
+    save_checkpoint(str(constant), net, cfg, epoch=1)
+    flat = size_bias.follow_slopes(str(constant), bench["otb"], [])
+    assert flat["samples"] == 2 * frames
+    assert abs(flat["size_slope"]) < 1e-6
+    assert abs(untrained["size_slope"] - flat["size_slope"]) > 1e-3  # the measure tells the two apart
