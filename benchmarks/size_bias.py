@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def one_step_sizes(checkpoint: str, root: str, overrides: list[str]) -> dict:
-    """``{sequence: {"ratio_median", "ratio_p25", "ratio_p75", "on_target"}}`` plus ``"all"``: the geometric
-    mean of the ratios over every frame and the fraction of frames on target."""
-    import torch
-
+@contextmanager
+def raw_predictions(checkpoint: str, overrides: list[str]):
+    """``(net, cfg, seen)`` while open: the checkpoint's network (eval), the ``otb`` tracker preset plus
+    ``overrides``, and a list to which every ``tracker.track`` call appends the raw size it predicted (image
+    pixels, before the smoothing: ``ocean.tracker.update_size``'s ``pred_wh``). The spy is removed on exit."""
     import ocean.tracker as tracker_module
-    from ocean.benchmarks.protocols import load_image
-    from ocean.benchmarks.readers import read_otb
     from ocean.checkpoint import load_model
     from ocean.config import layered_tracker_config
 
@@ -55,40 +54,52 @@ def one_step_sizes(checkpoint: str, root: str, overrides: list[str]) -> dict:
     seen: list[np.ndarray] = []
     update_size = tracker_module.update_size
 
-    def spy(size_wh, pred_wh, lr_eff, mode):  # the raw prediction, before the smoothing
+    def spy(size_wh, pred_wh, lr_eff, mode):
         seen.append(np.asarray(pred_wh, dtype=np.float64))
         return update_size(size_wh, pred_wh, lr_eff, mode)
 
-    out: dict = {}
-    logs, hits = [], []
     tracker_module.update_size = spy
     try:
-        with torch.inference_mode():
-            for seq in read_otb(Path(root)):
-                gt = np.asarray(seq.gt_xywh, dtype=np.float64)
-                tracker = tracker_module.OceanTracker(net, cfg)
-                tracker.init(load_image(seq.frames[0]), gt[0])
-                ratios, on = [], []
-                for f in range(1, len(seq.frames)):
-                    tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
-                    tracker.state.size_wh = gt[f, 2:].copy()
-                    seen.clear()
-                    box, _ = tracker.track(load_image(seq.frames[f]))
-                    if not seen:  # a frame without a finite score keeps the state: nothing predicted
-                        continue
-                    area = float(np.prod(gt[f, 2:]))
-                    ratios.append(float(np.sqrt(np.prod(seen[-1]) / area)))
-                    err = box[:2] + box[2:] / 2 - gt[f, :2] - gt[f, 2:] / 2
-                    on.append(bool(np.hypot(*err) < 0.5 * np.sqrt(area)))
-                r = np.array(ratios)
-                out[seq.name] = {"ratio_median": round(float(np.median(r)), 3),
-                                 "ratio_p25": round(float(np.percentile(r, 25)), 3),
-                                 "ratio_p75": round(float(np.percentile(r, 75)), 3),
-                                 "on_target": round(float(np.mean(on)), 3)}
-                logs += list(np.log(r))
-                hits += on
+        yield net, cfg, seen
     finally:
         tracker_module.update_size = update_size
+
+
+def one_step_sizes(checkpoint: str, root: str, overrides: list[str]) -> dict:
+    """``{sequence: {"ratio_median", "ratio_p25", "ratio_p75", "on_target"}}`` plus ``"all"``: the geometric
+    mean of the ratios over every frame and the fraction of frames on target."""
+    import torch
+
+    from ocean.benchmarks.protocols import load_image
+    from ocean.benchmarks.readers import read_otb
+    from ocean.tracker import OceanTracker
+
+    out: dict = {}
+    logs, hits = [], []
+    with raw_predictions(checkpoint, overrides) as (net, cfg, seen), torch.inference_mode():
+        for seq in read_otb(Path(root)):
+            gt = np.asarray(seq.gt_xywh, dtype=np.float64)
+            tracker = OceanTracker(net, cfg)
+            tracker.init(load_image(seq.frames[0]), gt[0])
+            ratios, on = [], []
+            for f in range(1, len(seq.frames)):
+                tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
+                tracker.state.size_wh = gt[f, 2:].copy()
+                seen.clear()
+                box, _ = tracker.track(load_image(seq.frames[f]))
+                if not seen:  # a frame without a finite score keeps the state: nothing predicted
+                    continue
+                area = float(np.prod(gt[f, 2:]))
+                ratios.append(float(np.sqrt(np.prod(seen[-1]) / area)))
+                err = box[:2] + box[2:] / 2 - gt[f, :2] - gt[f, 2:] / 2
+                on.append(bool(np.hypot(*err) < 0.5 * np.sqrt(area)))
+            r = np.array(ratios)
+            out[seq.name] = {"ratio_median": round(float(np.median(r)), 3),
+                             "ratio_p25": round(float(np.percentile(r, 25)), 3),
+                             "ratio_p75": round(float(np.percentile(r, 75)), 3),
+                             "on_target": round(float(np.mean(on)), 3)}
+            logs += list(np.log(r))
+            hits += on
     out["all"] = {"ratio_geomean": round(float(np.exp(np.mean(logs))), 3), "on_target": round(float(np.mean(hits)), 3),
                   "frames": len(logs)}
     return out
@@ -103,42 +114,26 @@ def follow_slopes(checkpoint: str, root: str, overrides: list[str],
     log(true / state) over every frame and wrong start (module docstring)."""
     import torch
 
-    import ocean.tracker as tracker_module
     from ocean.benchmarks.protocols import load_image
     from ocean.benchmarks.readers import read_otb
-    from ocean.checkpoint import load_model
-    from ocean.config import layered_tracker_config
-
-    cfg = layered_tracker_config(None, "otb", overrides)
-    net, _ = load_model(checkpoint)
-    net.eval()
-    seen: list[np.ndarray] = []
-    update_size = tracker_module.update_size
-
-    def spy(size_wh, pred_wh, lr_eff, mode):  # the raw prediction, before the smoothing
-        seen.append(np.asarray(pred_wh, dtype=np.float64))
-        return update_size(size_wh, pred_wh, lr_eff, mode)
+    from ocean.tracker import OceanTracker
 
     pairs = []  # (log(true / state), log(predicted / state)), sizes as sqrt(w h)
-    tracker_module.update_size = spy
-    try:
-        with torch.inference_mode():
-            for seq in read_otb(Path(root)):
-                gt = np.asarray(seq.gt_xywh, dtype=np.float64)
-                tracker = tracker_module.OceanTracker(net, cfg)
-                tracker.init(load_image(seq.frames[0]), gt[0])
-                for f in range(1, len(seq.frames)):
-                    image = load_image(seq.frames[f])
-                    for k in factors:
-                        state = gt[f, 2:] * k
-                        tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
-                        tracker.state.size_wh = state.copy()
-                        seen.clear()
-                        tracker.track(image)
-                        if seen:
-                            pairs.append((-np.log(k), np.log(np.sqrt(np.prod(seen[-1]) / np.prod(state)))))
-    finally:
-        tracker_module.update_size = update_size
+    with raw_predictions(checkpoint, overrides) as (net, cfg, seen), torch.inference_mode():
+        for seq in read_otb(Path(root)):
+            gt = np.asarray(seq.gt_xywh, dtype=np.float64)
+            tracker = OceanTracker(net, cfg)
+            tracker.init(load_image(seq.frames[0]), gt[0])
+            for f in range(1, len(seq.frames)):
+                image = load_image(seq.frames[f])
+                for k in factors:
+                    state = gt[f, 2:] * k
+                    tracker.state.center_xy = gt[f, :2] + gt[f, 2:] / 2
+                    tracker.state.size_wh = state.copy()
+                    seen.clear()
+                    tracker.track(image)
+                    if seen:
+                        pairs.append((-np.log(k), np.log(np.sqrt(np.prod(seen[-1]) / np.prod(state)))))
 
     a = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
     slope = float((a[:, 0] * a[:, 1]).sum() / (a[:, 0] ** 2).sum()) if len(a) else float("nan")

@@ -30,6 +30,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 # F(4x4, 3x3) transforms (Lavin & Gray 2016, Sec. 4.2)
 _BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -189,7 +190,7 @@ def main() -> None:
                    help="with --network: the fewest input channels a 3x3 layer needs to go on Winograd")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"threads {a.threads}, torch {torch.__version__}, {a.repeats} interleaved repeats, "
+    print(f"{cpu_model()}, threads {a.threads}, torch {torch.__version__}, {a.repeats} interleaved repeats, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.2f}")
     print("| layer | direct | Winograd (its bmm) | Winograd / direct | max error / max output |")
     print("|---|---|---|---|---|")
