@@ -7,12 +7,15 @@ contract, same module names, so hooks and the tracker work unchanged) in which
 * every BatchNorm (eval statistics) is folded into the convolution before it (backbone, neck, the encoders
   of the feature combination, the towers): ``w' = w g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps)
   + beta``;
-* on CPU in float32 with one torch thread (how evaluation and tuning workers run), each convolution and
-  the ReLU after it (and a bottleneck's last convolution, its residual addition and ReLU) run as one oneDNN
-  call (``torch.ops.mkldnn._convolution_pointwise``) with weights prepacked once, on channels-last (NHWC)
-  features;
-* otherwise (more threads, CUDA, other dtypes, a torch without those ops) the folded convolution runs as
-  ``F.conv2d`` followed by the ReLU.
+* in the template branch, on CPU in float32 with one torch thread (how evaluation and tuning workers run),
+  each convolution and the ReLU after it (and a bottleneck's last convolution, its residual addition and
+  ReLU) run as one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``) with weights prepacked once, on
+  channels-last (NHWC) features;
+* otherwise (``track``, more threads, CUDA, other dtypes, a torch without those ops) the folded convolution
+  runs as ``F.conv2d`` followed by the ReLU. The fused calls took the template to 0.72-0.80x of eager on
+  both hosts measured but never made ``track`` faster (0.98-1.03x on an AVX2 host, 1.04-1.09x on an
+  AVX-512 one, where the plain folded convolutions run it at 0.97-0.99x): BENCHMARKS.md "Inference fast
+  path", inference_runtimes.md §2.
 
 * the alignment head's deformable convolution runs as bilinear sampling plus one matrix product
   (:func:`ocean.model.deform_conv3x3_sampled`, about twice as fast as torchvision's CPU kernel at batch 1).
@@ -24,6 +27,7 @@ unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import weakref
 from typing import Any
@@ -54,6 +58,8 @@ def _mkldnn_ok(x: torch.Tensor) -> bool:
 
 
 _HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# Set while a fast network's template branch runs: the only place the fused calls are used (module docstring).
+_FUSE = contextvars.ContextVar("ocean_fast_fuse", default=False)
 
 
 class FusedConv(nn.Module):
@@ -79,9 +85,10 @@ class FusedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``relu?(conv(x) [+ residual])``."""
-        if self._packed is not None and _mkldnn_ok(x) and torch.get_num_threads() == 1:
-            # Fused calls only with one thread (evaluation and tuning workers): with two they measured slower
-            # than oneDNN's plain convolution on the template (inference_runtimes.md §2).
+        if self._packed is not None and _FUSE.get() and _mkldnn_ok(x) and torch.get_num_threads() == 1:
+            # Fused calls only in the template branch and with one thread (evaluation and tuning workers): with
+            # two they measured slower than oneDNN's plain convolution on the template, and in `track` they
+            # never gained (inference_runtimes.md §2).
             x = x.contiguous(memory_format=torch.channels_last)
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(
@@ -151,7 +158,23 @@ def fast_network(net: nn.Module) -> nn.Module:
     if getattr(fast, "align", None) is not None:
         fast.align.kernel = "sampled"
     fast.fast_runtime = True
+    # the template branch of template(), template_kernels() and forward() alike
+    fast._template_kernels = _Fused(type(fast)._template_kernels.__get__(fast))
     return fast
+
+
+class _Fused:
+    """Calls ``fn`` with the fused calls allowed (module docstring)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        token = _FUSE.set(True)
+        try:
+            return self.fn(*args)
+        finally:
+            _FUSE.reset(token)
 
 
 # ----------------------------------------------------------------------------------------------------------
