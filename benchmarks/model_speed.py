@@ -132,8 +132,46 @@ def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / statistics.median(samples) / 1e9
 
 
+def network_inputs() -> tuple[torch.Tensor, dict]:
+    """The seeded template crop and the search crops at 255 and 287 every interleaved comparison uses."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.rand(1, 3, 127, 127, generator=gen) * 255
+    return z, {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
+
+
+def time_interleaved(nets: dict, repeats: int) -> dict:
+    """``nets`` (name -> network, ``"eager"`` among them) timed interleaved repeat by repeat, their order
+    rotating: ``{"ms": {"op/name": median}, "ratio_to_eager": {"op/name": median per-repeat ratio}}`` for the
+    operations template, track_255 and track_287 on :func:`network_inputs`."""
+    z, xs = network_inputs()
+    ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
+    names = list(nets)
+    samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in names}
+    with torch.inference_mode():
+        for net in nets.values():  # warm-up (first oneDNN / onnxruntime calls allocate and pick kernels)
+            for fn in ops.values():
+                net.template(z)
+                fn(net)
+        for rep in range(repeats):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for op, fn in ops.items():
+                for r in order:
+                    t0 = time.perf_counter()
+                    fn(nets[r])
+                    samples[(op, r)].append((time.perf_counter() - t0) * 1000)
+    out: dict = {"ms": {}, "ratio_to_eager": {}}
+    for op in ops:
+        for r in names:
+            out["ms"][f"{op}/{r}"] = statistics.median(samples[(op, r)])
+            if r != "eager" and "eager" in names:
+                ratios = [a / b for a, b in zip(samples[(op, r)], samples[(op, "eager")], strict=True)]
+                out["ratio_to_eager"][f"{op}/{r}"] = statistics.median(ratios)
+    return out
+
+
 def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "paper") -> dict:
-    """Median ms per (operation, runtime) and the median per-repeat ratio to ``eager`` (interleaved)."""
+    """Median ms per (operation, runtime) and the median per-repeat ratio to ``eager`` (interleaved), with the
+    convolutions' GFLOP per operation and the matrix product's rate before and after."""
     from ocean.config import preset
     from ocean.fast import runtime_network
     from ocean.model import build_model
@@ -141,35 +179,13 @@ def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "pape
     cfg = preset(preset_name)
     eager = build_model(cfg.model).eval()
     nets = {r: runtime_network(eager, r) for r in runtimes}
-    gen = torch.Generator().manual_seed(0)
-    z = torch.rand(1, 3, 127, 127, generator=gen) * 255
-    xs = {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
+    z, xs = network_inputs()
     ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
     gflop = {op: conv_gflop(eager, fn) for op, fn in ops.items()}  # template first: track needs its kernels
     blas = [sgemm_gflops()]
-    samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in runtimes}
-    with torch.inference_mode():
-        for net in nets.values():  # warm-up (first oneDNN / onnxruntime calls allocate and pick kernels)
-            for fn in ops.values():
-                net.template(z)
-                fn(net)
-        for rep in range(repeats):
-            order = runtimes[rep % len(runtimes):] + runtimes[:rep % len(runtimes)]
-            for op, fn in ops.items():
-                for r in order:
-                    t0 = time.perf_counter()
-                    fn(nets[r])
-                    samples[(op, r)].append((time.perf_counter() - t0) * 1000)
+    timed = time_interleaved(nets, repeats)
     blas.append(sgemm_gflops())
-    out = {"preset": preset_name, "repeats": repeats, "ms": {}, "ratio_to_eager": {}, "conv_gflop": gflop,
-           "sgemm_gflops": blas}
-    for op in ops:
-        for r in runtimes:
-            out["ms"][f"{op}/{r}"] = statistics.median(samples[(op, r)])
-            if r != "eager" and "eager" in runtimes:
-                ratios = [a / b for a, b in zip(samples[(op, r)], samples[(op, "eager")], strict=True)]
-                out["ratio_to_eager"][f"{op}/{r}"] = statistics.median(ratios)
-    return out
+    return {"preset": preset_name, "repeats": repeats, **timed, "conv_gflop": gflop, "sgemm_gflops": blas}
 
 
 def _print_runtimes(res: dict, runtimes: list[str], threads: int, load: tuple) -> None:

@@ -136,7 +136,9 @@ def winograd_network(eager: torch.nn.Module, min_channels: int) -> tuple[torch.n
 
 
 def compare_network(repeats: int, min_channels: int) -> None:
-    """eager, fast and fast + Winograd on the paper network (random init), interleaved as model_speed.py."""
+    """eager, fast and fast + Winograd on the paper network (random init), timed as model_speed.py does."""
+    from model_speed import network_inputs, time_interleaved  # benchmarks/model_speed.py
+
     from ocean.config import preset
     from ocean.fast import fast_network
     from ocean.model import build_model
@@ -145,38 +147,22 @@ def compare_network(repeats: int, min_channels: int) -> None:
     eager = build_model(preset("paper").model).eval()
     wino, swapped = winograd_network(eager, min_channels)
     nets = {"eager": eager, "fast": fast_network(eager), "fast + Winograd": wino}
-    gen = torch.Generator().manual_seed(0)
-    z = torch.rand(1, 3, 127, 127, generator=gen) * 255
-    xs = {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
-    ops = {"template": lambda n: n.template(z), **{f"track {s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
-    samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in nets}
+    z, xs = network_inputs()
     with torch.inference_mode():
         outs = {}
         for r, net in nets.items():
             net.template(z)
             outs[r] = net.track(xs[255])
-        errs = {k: float((outs["fast + Winograd"][k] - outs["eager"][k]).abs().max() / outs["eager"][k].abs().max())
-                for k in ("cls", "reg", "align") if outs["eager"].get(k) is not None}
-        for net in nets.values():
-            for fn in ops.values():
-                net.template(z)
-                fn(net)
-        names = list(nets)
-        for rep in range(repeats):
-            for op, fn in ops.items():
-                for r in names[rep % 3:] + names[:rep % 3]:
-                    t0 = time.perf_counter()
-                    fn(nets[r])
-                    samples[(op, r)].append((time.perf_counter() - t0) * 1000)
+    errs = {k: float((outs["fast + Winograd"][k] - outs["eager"][k]).abs().max() / outs["eager"][k].abs().max())
+            for k in ("cls", "reg", "align") if outs["eager"].get(k) is not None}
+    timed = time_interleaved(nets, repeats)
     print(f"{swapped} convolutions on Winograd (>= {min_channels} input channels); track 255 outputs against "
           "eager, max error / max value: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
     print("| operation | " + " | ".join(nets) + " |")
     print("|---" * (len(nets) + 1) + "|")
-    for op in ops:
-        cells = []
-        for r in nets:
-            ratio = statistics.median(a / b for a, b in zip(samples[(op, r)], samples[(op, "eager")], strict=True))
-            cells.append(f"{statistics.median(samples[(op, r)]):.1f} ms ({ratio:.2f}x)")
+    for op in ("template", "track_255", "track_287"):
+        cells = [f"{timed['ms'][f'{op}/{r}']:.1f} ms ({timed['ratio_to_eager'].get(f'{op}/{r}', 1.0):.2f}x)"
+                 for r in nets]
         print(f"| {op} | " + " | ".join(cells) + " |")
 
 
@@ -201,6 +187,7 @@ def main() -> None:
               f"| {err:.1e} |")
     if a.network:
         compare_network(max(3, a.repeats // 2), a.min_channels)
+
 
 if __name__ == "__main__":
     main()
