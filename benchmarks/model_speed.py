@@ -139,18 +139,24 @@ def network_inputs() -> tuple[torch.Tensor, dict]:
     return z, {s: torch.rand(1, 3, s, s, generator=gen) * 255 for s in (255, 287)}
 
 
+def network_ops() -> dict:
+    """``{"template", "track_255", "track_287"}`` -> a function of a network on :func:`network_inputs` (the
+    track operations need the template's kernels: run ``template`` first)."""
+    z, xs = network_inputs()
+    return {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
+
+
 def time_interleaved(nets: dict, repeats: int) -> dict:
     """``nets`` (name -> network, ``"eager"`` among them) timed interleaved repeat by repeat, their order
     rotating: ``{"ms": {"op/name": median}, "ratio_to_eager": {"op/name": median per-repeat ratio}}`` for the
-    operations template, track_255 and track_287 on :func:`network_inputs`."""
-    z, xs = network_inputs()
-    ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
+    operations of :func:`network_ops`."""
+    ops = network_ops()
     names = list(nets)
     samples: dict[tuple[str, str], list[float]] = {(o, r): [] for o in ops for r in names}
     with torch.inference_mode():
         for net in nets.values():  # warm-up (first oneDNN / onnxruntime calls allocate and pick kernels)
             for fn in ops.values():
-                net.template(z)
+                ops["template"](net)
                 fn(net)
         for rep in range(repeats):
             order = names[rep % len(names):] + names[:rep % len(names)]
@@ -179,9 +185,7 @@ def compare_runtimes(runtimes: list[str], repeats: int, preset_name: str = "pape
     cfg = preset(preset_name)
     eager = build_model(cfg.model).eval()
     nets = {r: runtime_network(eager, r) for r in runtimes}
-    z, xs = network_inputs()
-    ops = {"template": lambda n: n.template(z), **{f"track_{s}": (lambda n, x=x: n.track(x)) for s, x in xs.items()}}
-    gflop = {op: conv_gflop(eager, fn) for op, fn in ops.items()}  # template first: track needs its kernels
+    gflop = {op: conv_gflop(eager, fn) for op, fn in network_ops().items()}  # template first: track needs its kernels
     blas = [sgemm_gflops()]
     timed = time_interleaved(nets, repeats)
     blas.append(sgemm_gflops())

@@ -137,7 +137,7 @@ def winograd_network(eager: torch.nn.Module, min_channels: int) -> tuple[torch.n
 
 def compare_network(repeats: int, min_channels: int) -> None:
     """eager, fast and fast + Winograd on the paper network (random init), timed as model_speed.py does."""
-    from model_speed import network_inputs, time_interleaved  # benchmarks/model_speed.py
+    from model_speed import network_ops, time_interleaved  # benchmarks/model_speed.py
 
     from ocean.config import preset
     from ocean.fast import fast_network
@@ -147,12 +147,12 @@ def compare_network(repeats: int, min_channels: int) -> None:
     eager = build_model(preset("paper").model).eval()
     wino, swapped = winograd_network(eager, min_channels)
     nets = {"eager": eager, "fast": fast_network(eager), "fast + Winograd": wino}
-    z, xs = network_inputs()
+    ops = network_ops()
     with torch.inference_mode():
         outs = {}
         for r, net in nets.items():
-            net.template(z)
-            outs[r] = net.track(xs[255])
+            ops["template"](net)
+            outs[r] = ops["track_255"](net)
     errs = {k: float((outs["fast + Winograd"][k] - outs["eager"][k]).abs().max() / outs["eager"][k].abs().max())
             for k in ("cls", "reg", "align") if outs["eager"].get(k) is not None}
     timed = time_interleaved(nets, repeats)
