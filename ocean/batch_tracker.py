@@ -111,13 +111,18 @@ def stack_rows(parts: list[Any]) -> Any:
 
 def take_row(tree: Any, i: int) -> Any:
     """Row ``i`` (kept as a batch of 1) of every tensor in a nested list / tuple / dict (None stays None)."""
+    return take_rows(tree, i, i + 1)
+
+
+def take_rows(tree: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of every tensor in a nested list / tuple / dict (None stays None)."""
     if tree is None:
         return None
     if isinstance(tree, torch.Tensor):
-        return tree[i:i + 1]
+        return tree[start:stop]
     if isinstance(tree, dict):
-        return {k: take_row(v, i) for k, v in tree.items()}
-    return type(tree)(take_row(v, i) for v in tree)
+        return {k: take_rows(v, start, stop) for k, v in tree.items()}
+    return type(tree)(take_rows(v, start, stop) for v in tree)
 
 
 def track_batched(jobs: Iterable[BatchJob], batch: int, device: str | torch.device | None = None,
@@ -237,16 +242,21 @@ def _template_forward(v: _Video) -> None:
 
 def _track_forward(group: list[_Video]) -> None:
     net = group[0].job.net
+    # a video's crops are rows of the batch, one per search scale (tracker.scales), each with its kernels
+    rows = [len(v.x) for v in group]
     try:
         with _Timer(group), torch.inference_mode():
-            out = net.track_with(stack_rows([v.kernels for v in group]), torch.cat([v.x for v in group], 0))
+            out = net.track_with(stack_rows([v.kernels for v, n in zip(group, rows, strict=True) for _ in range(n)]),
+                                 torch.cat([v.x for v in group], 0))
     except Exception:
         for v in group:  # one at a time: a diverged map or a failure hits only its own video
             _track_one(net, v)
         return
-    for i, v in enumerate(group):
+    start = 0
+    for v, n in zip(group, rows, strict=True):
         with _Timer([v]), torch.inference_mode():
-            v.maps = v.tracker.output_maps(take_row(out, i))
+            v.maps = v.tracker.output_maps(take_rows(out, start, start + n))
+        start += n
 
 
 def _track_one(net: Any, v: _Video) -> None:

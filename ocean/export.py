@@ -271,9 +271,12 @@ class OnnxNetwork:
         self._features = dict(zip(names, self._template.run(None, {TEMPLATE_INPUT: _numpy(z)}), strict=True))
 
     def track(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Score search crops ``(B, 3, S, S)`` against the stored template; the graph is traced at batch 1,
+        so several crops (a scale search, ``tracker.scales``) run one after the other."""
         if self._features is None:
             raise RuntimeError("call template() before track()")
-        values = self._track.run(None, {SEARCH_INPUT: _numpy(x), **self._features})
+        rows = [self._track.run(None, {SEARCH_INPUT: _numpy(x[i:i + 1]), **self._features}) for i in range(len(x))]
+        values = [np.concatenate(parts, 0) for parts in zip(*rows, strict=True)]
         out: dict[str, torch.Tensor | None] = {"align": None}
         out.update({k: torch.from_numpy(v) for k, v in zip(self._outputs, values, strict=True)})
         if not torch.isfinite(out["reg"]).all():

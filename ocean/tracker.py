@@ -11,6 +11,7 @@ An optional online module (paper Sec. 4.2, facts §10) can be plugged in; see :c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,8 @@ from ocean.geometry import context_size, mean_color, score_grid, score_size
 # Defaults when the network does not say (OceanNet has .cfg.exemplar_size and .stride).
 EXEMPLAR_SIZE = 127  # template crop side -- paper Sec. 5.1, facts §9.1
 STRIDE = 8  # total backbone stride -- facts §1.2
+
+Maps = tuple[np.ndarray, np.ndarray]  # one crop's (p_cls (n, n), reg (4, n, n)), float64 on the host
 
 
 class OnlineModule(Protocol):
@@ -93,6 +96,14 @@ def size_penalty(pred_w: np.ndarray, pred_h: np.ndarray, target_wh_crop: np.ndar
     s_c = _change(context_size((pred_w, pred_h), 0.5) / context_size(target_wh_crop, 0.5))
     r_c = _change((target_wh_crop[0] / target_wh_crop[1]) / (pred_w / pred_h))
     return np.exp(-(r_c * s_c - 1.0) * penalty_k)
+
+
+def scale_factors(scales: int, step: float) -> np.ndarray:
+    """The search crops' sizes relative to the state's: ``step ** (i - (scales - 1) / 2)``, i = 0..scales-1
+    (``tracker.scales`` / ``tracker.scale_step``; ``[1.0]`` for the official single crop, facts §9.6)."""
+    if scales < 1:
+        raise ValueError(f"scales must be at least 1, got {scales}")
+    return float(step) ** (np.arange(scales, dtype=np.float64) - (scales - 1) / 2.0)
 
 
 def update_size(size_wh: np.ndarray, pred_wh: np.ndarray, lr_eff: float, mode: str) -> np.ndarray:
@@ -180,6 +191,8 @@ class OceanTracker:
         self.exemplar_size = int(getattr(net_cfg, "exemplar_size", EXEMPLAR_SIZE))
         self.stride = int(getattr(net, "stride", STRIDE))
         self.online = online
+        # the search crops' sizes relative to the state's; [1.0] = the official single crop (facts §9.6)
+        self.scale_factors = scale_factors(int(getattr(cfg, "scales", 1)), float(getattr(cfg, "scale_step", 1.0)))
         self.online_weight = float(cfg.online_weight if online_weight is None else online_weight)
         self.state: TrackState | None = None
         self.last_net_seconds = 0.0
@@ -271,60 +284,105 @@ class OceanTracker:
 
     def prepare_search(self, image_bgr_uint8: np.ndarray) -> tuple[torch.Tensor, float]:
         """Track, first step: the search crop ``(1, 3, S, S)`` for the network and ``scale_z`` (crop
-        pixels per image pixel) that :meth:`score_to_box` needs -- facts §9.2 step 1."""
+        pixels per image pixel) that :meth:`score_to_box` needs -- facts §9.2 step 1. With ``tracker.scales``
+        = n > 1, n crops ``(n, 3, S, S)`` cut at the state's size times :attr:`scale_factors` (facts §9.6);
+        ``scale_z`` stays the state's own (factor 1)."""
         if self.state is None:
             raise RuntimeError("call init() before track()")
         self._check_image(image_bgr_uint8)
         st = self.state
         s_z = context_size(st.size_wh, self.cfg.context_amount)
         scale_z = self.exemplar_size / s_z
-        s_x = s_z * st.search_size / self.exemplar_size
-        x = get_subwindow(image_bgr_uint8, (st.center_xy[0], st.center_xy[1]),
-                          max(crop_side(s_x, "half_away"), 1), st.search_size, st.avg_chans)
-        return self._to_tensor(x), scale_z
+        crops = []
+        for k in self.scale_factors:
+            s_x = s_z * k * st.search_size / self.exemplar_size
+            crops.append(self._to_tensor(get_subwindow(image_bgr_uint8, (st.center_xy[0], st.center_xy[1]),
+                                                       max(crop_side(s_x, "half_away"), 1), st.search_size,
+                                                       st.avg_chans)))
+        return (crops[0] if len(crops) == 1 else torch.cat(crops, 0)), scale_z
 
-    def output_maps(self, out: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Track, second step: the network's output for this video (batch row 0) -> ``(p_cls (n, n),
-        reg (4, n, n))`` float64 on the host, p_o fused into p_cls when used -- facts §4.3."""
+    def output_maps(self, out: dict[str, Any]) -> Maps | list[Maps]:
+        """Track, second step: the network's output for this video -> ``(p_cls (n, n), reg (4, n, n))``
+        float64 on the host, p_o fused into p_cls when used -- facts §4.3. One crop (batch row 0) gives one
+        such pair; the crops of a scale search (``tracker.scales`` > 1, rows in :attr:`scale_factors` order)
+        a list of them."""
+        rows = len(self.scale_factors)
+        maps = [self._row_maps(out, i) for i in range(rows)]
+        return maps[0] if rows == 1 else maps
+
+    def _row_maps(self, out: dict[str, Any], i: int) -> Maps:
         cfg = self.cfg
-        p_r = torch.sigmoid(out["cls"][0, 0]).double()
+        p_r = torch.sigmoid(out["cls"][i, 0]).double()
         align = out.get("align")
         self.uses_align = bool(cfg.use_align and align is not None)
         if self.uses_align:
             # p_cls = ratio p_r + (1 - ratio) p_o -- facts §4.3
-            p_cls_t = cfg.ratio * p_r + (1.0 - cfg.ratio) * torch.sigmoid(align[0, 0]).double()
+            p_cls_t = cfg.ratio * p_r + (1.0 - cfg.ratio) * torch.sigmoid(align[i, 0]).double()
         else:
             p_cls_t = p_r
-        return p_cls_t.cpu().numpy(), out["reg"][0].double().cpu().numpy()
+        return p_cls_t.cpu().numpy(), out["reg"][i].double().cpu().numpy()
 
-    def score_to_box(self, image_bgr_uint8: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None,
-                     scale_z: float) -> tuple[np.ndarray, float]:
-        """Track, last step: score maps -> the new state and ``(box_xywh, score)`` (facts §9.2 steps 3-9);
-        ``maps=None`` is a frame the network could not score (the state is kept, score 0)."""
-        if maps is None:
-            return self._keep_state()
+    def _scored_cells(self, maps: Maps, scale_z: float) -> dict[str, np.ndarray]:
+        """Per-cell boxes (search-crop pixels), the penalty and the windowed score of one crop -- facts §3,
+        §9.2 steps 3-4 (before the online fusion)."""
         st = self.state
         assert st is not None and self._window is not None and self._grid_xy is not None
         cfg = self.cfg
-        S = st.search_size
         p_cls, reg = maps
         n = self._window.shape[0]
         if p_cls.shape != (n, n) or reg.shape != (4, n, n):
             raise ValueError(f"network output shapes cls {tuple(p_cls.shape)} / reg {tuple(reg.shape)} do not "
-                             f"match the {n}x{n} score map of S={S} (facts §1.2)")
-
-        # Per-cell boxes in search-crop pixels -- facts §3.
+                             f"match the {n}x{n} score map of S={st.search_size} (facts §1.2)")
         grid_x, grid_y = self._grid_xy
         x1, y1 = grid_x - reg[0], grid_y - reg[1]
         x2, y2 = grid_x + reg[2], grid_y + reg[3]
         # Distances come out of exp() so widths are > 0; the floor only keeps a degenerate net finite.
         pred_w = np.maximum(x2 - x1, 1e-6)
         pred_h = np.maximum(y2 - y1, 1e-6)
-
-        # 3.-4. Penalty, window, online -- facts §9.2 steps 3-4.
         penalty = size_penalty(pred_w, pred_h, st.size_wh * scale_z, cfg.penalty_k)
         pscore = penalty * p_cls
         pscore = pscore * (1.0 - cfg.window_influence) + self._window * cfg.window_influence
+        return dict(p_cls=p_cls, x1=x1, y1=y1, x2=x2, y2=y2, pred_w=pred_w, pred_h=pred_h, penalty=penalty,
+                    pscore=pscore)
+
+    def _choose_scale(self, maps: list[Maps], scale_z: float) -> tuple[int, dict[str, np.ndarray]]:
+        """The scale search's pick (facts §9.6): the crop whose best finite windowed, penalised score is
+        highest (the first on a tie), and its scored cells. The penalty compares each cell's box with the
+        state's size in that crop's pixels, so a crop cut larger or smaller pays for the size change it
+        implies, as SiamFC's scale penalty makes it pay."""
+        best, pick, cells = -np.inf, 0, None
+        for i, (k, m) in enumerate(zip(self.scale_factors, maps, strict=True)):
+            c = self._scored_cells(m, scale_z / k)
+            ps = c["pscore"]
+            ok = np.isfinite(ps) & np.isfinite(c["pred_w"]) & np.isfinite(c["pred_h"])
+            top = float(ps[ok].max()) if ok.any() else -np.inf
+            if cells is None or top > best:
+                best, pick, cells = top, i, c
+        assert cells is not None
+        return pick, cells
+
+    def score_to_box(self, image_bgr_uint8: np.ndarray, maps: Maps | list[Maps] | None,
+                     scale_z: float) -> tuple[np.ndarray, float]:
+        """Track, last step: score maps -> the new state and ``(box_xywh, score)`` (facts §9.2 steps 3-9);
+        ``maps=None`` is a frame the network could not score (the state is kept, score 0)."""
+        if maps is None:
+            return self._keep_state()
+        st = self.state
+        assert st is not None and self._window is not None
+        cfg = self.cfg
+        S = st.search_size
+        n = self._window.shape[0]
+        # Per-cell boxes in search-crop pixels (facts §3), penalty and window (facts §9.2 steps 3-4); with a
+        # scale search, those of the chosen crop, whose pixels are scale_z / k per image pixel (facts §9.6).
+        if isinstance(maps, list):
+            pick, cells = self._choose_scale(maps, scale_z)
+            k = float(self.scale_factors[pick])
+            scale_z = scale_z / k
+        else:
+            k, cells = 1.0, self._scored_cells(maps, scale_z)
+        p_cls, penalty, pscore = cells["p_cls"], cells["penalty"], cells["pscore"]
+        x1, y1, x2, y2 = cells["x1"], cells["y1"], cells["x2"], cells["y2"]
+        pred_w, pred_h = cells["pred_w"], cells["pred_h"]
 
         def image_xy(r: int, c: int) -> np.ndarray:
             """Image centre of cell (r, c)'s box -- facts §9.2 step 6 (the grid centre is floor(S/2), §3)."""
@@ -333,7 +391,9 @@ class OceanTracker:
         if self.online is not None:
             st.siamese_xy = image_xy(*np.unravel_index(int(np.argmax(np.where(np.isfinite(pscore), pscore, -np.inf))),
                                                        pscore.shape))
-            online_map = np.asarray(self.online.score(image_bgr_uint8, st), dtype=np.float64)
+            # the online map sampled at the chosen crop's cells (the crop of the state's size times k)
+            at = st if k == 1.0 else dataclasses.replace(st, size_wh=st.size_wh * k)
+            online_map = np.asarray(self.online.score(image_bgr_uint8, at), dtype=np.float64)
             if online_map.shape != (n, n):  # bicubic onto the Siamese grid -- facts §10.2
                 online_map = cv2.resize(online_map, (n, n), interpolation=cv2.INTER_CUBIC)
             pscore = self.online_weight * online_map + (1.0 - self.online_weight) * pscore

@@ -91,13 +91,17 @@ def _check_same(reference: dict, outcomes: list, names: list[str]) -> None:
         assert len(o.track["times_s"]) == len(ref["times_s"]) and o.wall_s > 0 and o.cpu_s >= 0
 
 
-@pytest.mark.parametrize("bench", ["otb", "vot2018", "vot2018-normalised", "otb-colour"])
+@pytest.mark.parametrize("bench", ["otb", "vot2018", "vot2018-normalised", "otb-colour", "otb-scales",
+                                   "vot2018-scales"])
 def test_batched_boxes_are_those_of_one_sequence_at_a_time(net, videos, bench):
+    extra = {}
     if bench.endswith("-normalised"):  # the smoke default's correlation: its kernels are stacked the same way
         bench, net = bench.removesuffix("-normalised"), _untrained("normalised")
     if bench.endswith("-colour"):  # model.head.colour_cue: one more template kernel per video
         bench, net = bench.removesuffix("-colour"), _untrained("normalised", colour=True)
-    cfg = _cfg(bench)
+    if bench.endswith("-scales"):  # tracker.scales: each video sends three crops, each meets its own kernels
+        bench, net, extra = bench.removesuffix("-scales"), _untrained("normalised"), {"scales": 3}
+    cfg = _cfg(bench, **extra)
     reference = _one_at_a_time(net, cfg, bench, videos)
     if bench == "vot2018" and net.cls_encode.correlation == "plain":  # the untrained net loses the target:
         # the re-init path is exercised

@@ -150,3 +150,20 @@ def test_tracker_runtime_onnx_through_the_config(checkpoint):
     trk = OceanTracker(net, dataclasses.replace(tracker_config("vot2018"), runtime="onnx"))
     assert isinstance(trk.net, OnnxNetwork)
     assert OceanTracker(net, dataclasses.replace(tracker_config(), runtime="onnx")).net is trk.net  # cached
+
+
+def test_onnx_network_scores_several_crops_at_once(checkpoint):
+    """A scale search (``tracker.scales``) sends its crops as one batch; the batch-1 graph runs them in turn."""
+    from ocean.checkpoint import load_model
+
+    net, _ = load_model(checkpoint)
+    runtime = OnnxNetwork.from_network(net)
+    g = torch.Generator().manual_seed(0)
+    z, x = torch.rand(1, 3, 127, 127, generator=g) * 255, torch.rand(3, 3, 255, 255, generator=g) * 255
+    net.template(z)
+    runtime.template(z)
+    ref, got = net.track(x), runtime.track(x)
+    for key in ("cls", "reg"):
+        assert got[key].shape == ref[key].shape == (3, *ref[key].shape[1:])
+        assert _rel(got[key], ref[key]) <= TOL, key
+        assert _rel(got[key][2:], net.track(x[2:])[key]) <= TOL, key  # row 2 is crop 2's alone

@@ -22,6 +22,7 @@ from ocean.tracker import (
     choose_search_size,
     clip_state,
     hann_window,
+    scale_factors,
     size_penalty,
     state_to_box_xywh,
     update_size,
@@ -362,6 +363,109 @@ def test_follows_moving_target_with_oracle():
         assert all(0.0 <= s <= 1.0 for s in scores)
 
 
+class SizeBlindNet(nn.Module):
+    """A template matcher that cannot measure size, like the quickstart's model (facts §9.6): its regression
+    returns the template's target size in crop pixels around every cell whatever it sees, and its cls logit
+    peaks where the red target is and is highest in the crop that shows the target at the template's size
+    (logit 6 - 0.5 d^2 - 200 ln(a / a_template)^2, a = sqrt of the target's area in crop pixels). Batch-aware:
+    row i of the search batch gets row i of the outputs."""
+
+    def template(self, z):
+        self.nominal = self._blob(z[0])[2:]
+
+    @staticmethod
+    def _blob(img):
+        mask = (img[2] > 150) & (img[0] < 100)  # BGR: red high, blue low
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        x1, x2, y1, y2 = xs.min().float(), xs.max().float() + 1, ys.min().float(), ys.max().float() + 1
+        return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+
+    def track(self, x):
+        S = x.shape[-1]
+        n = score_size(S)
+        gx, gy = (torch.from_numpy(a).to(x.device).float() for a in score_grid(n, S))
+        w, h = self.nominal
+        cls, reg = [], []
+        for img in x:
+            cx, cy, bw, bh = self._blob(img)
+            d2 = ((gx - cx) ** 2 + (gy - cy) ** 2) / 64.0
+            cls.append(6.0 - 0.5 * d2 - 200.0 * torch.log(torch.sqrt(bw * bh / (w * h))) ** 2)
+            reg.append(torch.stack([torch.full_like(gx, w / 2), torch.full_like(gx, h / 2),
+                                    torch.full_like(gx, w / 2), torch.full_like(gx, h / 2)]))
+        return {"cls": torch.stack(cls)[:, None], "reg": torch.stack(reg), "align": None}
+
+
+class ScaleNet(ConstantNet):
+    """ConstantNet for a batch of crops: the centre cell's logit is 1, 2, 3 in rows 0, 1, 2, so the crop cut
+    1.0375 times larger (row 2 of a 3-scale search) peaks hardest."""
+
+    def track(self, x):
+        self.xs.append(tuple(x.shape))
+        n = score_size(x.shape[-1])
+        cls = torch.full((len(x), 1, n, n), -10.0)
+        for i, logit in enumerate((1.0, 2.0, 3.0)[:len(x)]):
+            cls[i, 0, 12, 12] = logit
+        return {"cls": cls, "reg": torch.full((len(x), 4, n, n), 31.75), "align": None}
+
+
+def test_scale_factors():
+    np.testing.assert_array_equal(scale_factors(1, 1.0375), [1.0])
+    np.testing.assert_allclose(scale_factors(3, 1.0375), [1 / 1.0375, 1.0, 1.0375])
+    np.testing.assert_allclose(scale_factors(2, 1.1), [1.1 ** -0.5, 1.1 ** 0.5])
+    with pytest.raises(ValueError, match="at least 1"):
+        scale_factors(0, 1.0375)
+
+
+def test_scale_search_one_step_hand_computed():
+    img = np.full((300, 400, 3), 128, np.uint8)
+    net = ScaleNet()
+    cfg = TrackerConfig(scales=3, size_update="single")  # penalty_k 0.062, wi 0.38, lr 0.765, S = 255
+    trk = OceanTracker(net, cfg)
+    trk.init(img, [150, 100, 50, 50])  # centre (175, 125), s_z = 100, scale_z = 1.27
+    box, score = trk.track(img)
+    assert net.xs[-1] == (3, 3, 255, 255)  # the three crops in one forward
+    # Row 2: crop pixels per image pixel 1.27 / 1.0375; the 63.5 px box is 50 * 1.0375 image px, s_c = 1.0375
+    # -> penalty exp(-0.0375 * 0.062). Its windowed peak 0.62 penalty sigmoid(3) + 0.38 beats rows 0 and 1.
+    k = 1.0375
+    penalty = math.exp(-(k - 1) * 0.062)
+    p = 1 / (1 + math.exp(-3.0))
+    w = 50 + penalty * p * 0.765 * (50 * k - 50)  # single smoothing towards the chosen crop's box
+    np.testing.assert_allclose(box, [175 - w / 2, 125 - w / 2, w, w], atol=1e-9)
+    assert score == pytest.approx(p)
+    # the middle crop is the single-scale tracker's crop, bit for bit
+    single = OceanTracker(ConstantNet(), TrackerConfig())
+    single.init(img, [150, 100, 50, 50])
+    trk.state.size_wh = np.array([50.0, 50.0])
+    x3, z3 = trk.prepare_search(img)
+    x1, z1 = single.prepare_search(img)
+    assert z3 == z1 and torch.equal(x3[1:2], x1)
+
+
+def test_scale_search_measures_what_the_regression_cannot():
+    # A size-blind regression keeps the first frame's size with one crop; with three the classification's
+    # preference for the template's apparent size moves the box with the growing target.
+    rng = np.random.default_rng(1)
+    background = rng.integers(40, 120, size=(240, 320, 3), dtype=np.uint8)
+    frames, boxes = [], []
+    for f in range(24):  # a red target growing by 2 % a frame, its aspect kept, drifting right
+        w, h = int(round(40 * 1.02 ** f)), int(round(30 * 1.02 ** f))
+        x0, y0 = 60 + 2 * f - w // 2, 120 - h // 2
+        img = background.copy()
+        img[y0:y0 + h, x0:x0 + w] = (20, 20, 210)
+        frames.append(img)
+        boxes.append(np.array([x0, y0, w, h], dtype=np.float64))
+    final = {}
+    for scales in (1, 3):
+        trk = OceanTracker(SizeBlindNet(), TrackerConfig(scales=scales, size_update="single", window_influence=0.2))
+        out, _ = _run(trk, frames, boxes[0])
+        final[scales] = (np.sqrt(out[-1][2] * out[-1][3]) / np.sqrt(boxes[-1][2] * boxes[-1][3]),
+                         np.mean([_iou_xywh(a, b) for a, b in zip(out, boxes, strict=True)]))
+    # the target grows from 40x30 to 63x47 px: one crop keeps the first size, three follow it
+    assert final[1][0] < 0.7, final
+    assert 0.85 < final[3][0] < 1.15, final
+    assert final[3][1] > final[1][1] + 0.1, final
+
+
 def test_clipped_at_image_border():
     # the target runs out of the right border: the centre is clipped to W, x to >= 0, w to <= W
     frames, boxes = [], []
@@ -423,6 +527,30 @@ def test_online_hook_fused_after_window():
     assert trk.uses_align
     np.testing.assert_allclose(box[0], 175 - 32 / 1.27 - 25, atol=1e-9)
     np.testing.assert_allclose(score, 0.9 / (1 + np.exp(10.0)) + 0.1 * 0.5, rtol=1e-6)
+
+
+def test_scale_search_online_map_sampled_on_the_chosen_crop():
+    img = np.full((300, 400, 3), 128, np.uint8)
+
+    class Online:
+        sizes: list = []
+
+        def init(self, image, box):
+            pass
+
+        def score(self, image, state):  # the online map is laid on the Siamese cells of this state's crop
+            self.sizes.append(state.size_wh.copy())
+            return np.zeros((25, 25))
+
+        def update(self, image, state, box, score):
+            pass
+
+    online = Online()
+    trk = OceanTracker(ScaleNet(), TrackerConfig(scales=3), online=online)
+    trk.init(img, [150, 100, 50, 50])
+    trk.track(img)
+    # ScaleNet makes row 2 (the crop 1.0375 times the state) win: the online map is asked for that crop
+    np.testing.assert_allclose(online.sizes[-1], [50 * 1.0375, 50 * 1.0375])
 
 
 def test_nonfinite_network_keeps_state_and_counts():
