@@ -8,7 +8,8 @@ Usage::
 ``--root`` (default ``/tmp/heldout-otb``) is written with :func:`data_prep.heldout_scenes.write_heldout_otb`
 when it is missing. Every tracker runs the one-pass protocol of ``ocean evaluate`` (init on frame 1 with the
 ground truth) and is scored with the project's OPE metrics (pysot's success AUC, precision at 20 px). Ocean
-checkpoints use the ``otb`` tracker preset (facts §9.3), plus ``--set``. CSRT and KCF need OpenCV's contrib
+checkpoints use their tracker section with the ``otb`` preset (facts §9.3) over it, plus ``--set``, as
+``ocean evaluate`` does (a smoke checkpoint since 2026-12-06 searches 3 scales, facts §9.6). CSRT and KCF need OpenCV's contrib
 build (``opencv-contrib-python-headless``, not a project dependency); without it those rows say
 "unavailable". Prints a markdown table with the machine's load; ``--json`` keeps the per-sequence AUCs.
 
@@ -68,11 +69,12 @@ def _track_ocean(checkpoint: str, overrides: list[str], online_features: str | N
     from ocean.online import build_online
     from ocean.tracker import OceanTracker
 
-    cfg = layered_tracker_config(None, "otb", overrides)
+    net, ocean_cfg = load_model(checkpoint)
+    net.eval()
+    # as `ocean evaluate`: the checkpoint's tracker section, the otb preset over it, then --set
+    cfg = layered_tracker_config(ocean_cfg.tracker, "otb", overrides)
     if online_features is not None and not cfg.online:
         raise SystemExit("--online-features needs --set tracker.online=true")
-    net, _cfg = load_model(checkpoint)
-    net.eval()
     features = None
     if online_features is not None:
         features, _ = load_model(online_features)

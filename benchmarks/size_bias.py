@@ -12,7 +12,9 @@ boxes)::
         [--otb ROOT ...] [--set tracker.key=value ...] [--json out.json] [--follow]
 
 ``--otb`` roots are OTB-layout benchmarks (the held-out scenes ``WORK/heldout``, the synthetic OTB
-``WORK/synthetic/benchmarks/otb``). The ``otb`` tracker preset (facts §9.3), plus ``--set``.
+``WORK/synthetic/benchmarks/otb``). The tracker: the checkpoint's tracker section with the ``otb`` preset
+(facts §9.3) over it, then ``--set``, as ``ocean evaluate`` layers them (a smoke checkpoint searches 3 scales,
+facts §9.6; ``--set tracker.scales=1`` for the regression alone).
 
 A bias is one question; whether the regression measures the target's size at all is another. ``--follow``
 also starts each frame from the true centre with a wrong size (the true width and height times 0.8, then
@@ -41,16 +43,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 @contextmanager
 def raw_predictions(checkpoint: str, overrides: list[str]):
-    """``(net, cfg, seen)`` while open: the checkpoint's network (eval), the ``otb`` tracker preset plus
-    ``overrides``, and a list to which every ``tracker.track`` call appends the raw size it predicted (image
+    """``(net, cfg, seen)`` while open: the checkpoint's network (eval), its tracker section with the ``otb``
+    preset and ``overrides`` over it, and a list to which every ``tracker.track`` call appends the raw size it predicted (image
     pixels, before the smoothing: ``ocean.tracker.update_size``'s ``pred_wh``). The spy is removed on exit."""
     import ocean.tracker as tracker_module
     from ocean.checkpoint import load_model
     from ocean.config import layered_tracker_config
 
-    cfg = layered_tracker_config(None, "otb", overrides)
-    net, _ = load_model(checkpoint)
+    net, ocean_cfg = load_model(checkpoint)
     net.eval()
+    cfg = layered_tracker_config(ocean_cfg.tracker, "otb", overrides)  # as `ocean evaluate` layers it
     seen: list[np.ndarray] = []
     update_size = tracker_module.update_size
 
