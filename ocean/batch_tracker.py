@@ -6,7 +6,8 @@ protocol generator (:func:`ocean.benchmarks.protocols.protocol_steps`); the trac
 ``OceanTracker.init`` / ``track``, and only the search forward is shared: per step, the search crops of
 the videos that track go through one forward against their own stacked template kernels (``OceanNet.track_with``; the depth-wise
 correlation pairs kernel row i with search row i); the template branch runs per video (once per start).
-Videos with different networks or search sizes S are grouped: one forward per (network, S).
+Videos with different networks or search sizes S are grouped: one forward per (network, S). A video that
+searches several scales (``tracker.scales``, facts §9.6) sends one crop per scale, each row with its kernels.
 
 A video that ends or fails leaves at once and the next job takes its slot for the next step, so the batch
 stays full while jobs remain. A batched forward that raises is re-run one video at a time, so a diverged

@@ -146,13 +146,14 @@ class OceanTracker:
     The network implements the inference contract of :mod:`ocean.model`::
 
         net.template(z)   # z: (1, 3, 127, 127) float32 raw BGR 0..255; stores the template features
-        out = net.track(x)  # x: (1, 3, S, S) float32 raw BGR 0..255
+        out = net.track(x)  # x: (1, 3, S, S) float32 raw BGR 0..255 ((n, 3, S, S) with tracker.scales = n)
         out["cls"]   (1, 1, n, n) p_r logits;  out["reg"] (1, 4, n, n) l, t, r, b distances (search-crop px)
         out["align"] (1, 1, n, n) p_o logits or None
 
     The procedure is the official one (TK ``lib/tracker/ocean.py`` init / track / update): context-0.5 crops
     padded with the first frame's mean colour, a search size chosen once per video, a Hann window, the
-    scale / aspect-ratio penalty, the p_r / p_o fusion, size smoothing and the clipping to the image.
+    scale / aspect-ratio penalty, the p_r / p_o fusion, size smoothing and the clipping to the image. With
+    ``tracker.scales`` = n > 1 (a project option, facts §9.6) each frame's search is cut at n scales.
 
     Args:
         net: a network with ``template(z)`` / ``track(x)`` (the contract above), in eval mode.
@@ -347,12 +348,14 @@ class OceanTracker:
 
     def _choose_scale(self, maps: list[Maps], scale_z: float) -> tuple[int, dict[str, np.ndarray]]:
         """The scale search's pick (facts §9.6): the crop whose best finite windowed, penalised score is
-        highest (the first on a tie), and its scored cells. The penalty compares each cell's box with the
-        state's size in that crop's pixels, so a crop cut larger or smaller pays for the size change it
-        implies, as SiamFC's scale penalty makes it pay."""
+        highest, and its scored cells; on a tie the crop nearest the state's own size (no evidence, no size
+        change). The penalty compares each cell's box with the state's size in that crop's pixels, so a crop
+        cut larger or smaller pays for the size change it implies, as SiamFC's scale penalty makes it pay."""
+        if len(maps) != len(self.scale_factors):
+            raise ValueError(f"{len(maps)} score maps for {len(self.scale_factors)} search scales")
         best, pick, cells = -np.inf, 0, None
-        for i, (k, m) in enumerate(zip(self.scale_factors, maps, strict=True)):
-            c = self._scored_cells(m, scale_z / k)
+        for i in sorted(range(len(maps)), key=lambda j: (abs(np.log(self.scale_factors[j])), j)):
+            c = self._scored_cells(maps[i], scale_z / self.scale_factors[i])
             ps = c["pscore"]
             ok = np.isfinite(ps) & np.isfinite(c["pred_w"]) & np.isfinite(c["pred_h"])
             top = float(ps[ok].max()) if ok.any() else -np.inf

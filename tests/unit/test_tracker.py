@@ -529,6 +529,24 @@ def test_online_hook_fused_after_window():
     np.testing.assert_allclose(score, 0.9 / (1 + np.exp(10.0)) + 0.1 * 0.5, rtol=1e-6)
 
 
+def test_scale_search_keeps_the_state_size_on_a_tie():
+    # ConstantNet gives every crop the same maps: no crop is better, so the state's own crop (factor 1) wins
+    # and the size stays (a crop cut larger would have grown it through the same regression distances)
+    img = np.full((300, 400, 3), 128, np.uint8)
+
+    class Tied(ConstantNet):
+        def track(self, x):
+            out = super().track(x[:1])
+            return {k: (v.expand(len(x), -1, -1, -1) if v is not None else None) for k, v in out.items()}
+
+    trk = OceanTracker(Tied(cell=(12, 12), dist=31.75), TrackerConfig(scales=3))
+    trk.init(img, [150, 100, 50, 50])
+    box, _ = trk.track(img)
+    np.testing.assert_allclose(box, [150, 100, 50, 50], atol=1e-9)
+    with pytest.raises(ValueError, match="2 score maps for 3 search scales"):
+        trk.score_to_box(img, trk.output_maps(Tied().track(torch.zeros(3, 3, 255, 255)))[:2], 1.27)
+
+
 def test_scale_search_online_map_sampled_on_the_chosen_crop():
     img = np.full((300, 400, 3), 128, np.uint8)
 
