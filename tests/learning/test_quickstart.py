@@ -32,7 +32,7 @@ SCORE_KEYS = {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75"
 # on 2026-12-04 with the quickstart's data at --scenes 4 --busy 0.5: 0.774 (final loss 1.12); on 2026-12-05
 # with the log-L1 regression loss (loss.reg_loss, smoke since): 0.785 (final loss 1.93, another loss's scale);
 # the same day with brightness and contrast jitter of +-40 % (augment.illumination_jitter, smoke since): 0.715
-# (final loss 2.06).
+# (final loss 2.06); 2026-12-06, the same checkpoint tracked with 3 scales (tracker.scales, smoke since): 0.755.
 # The thresholds keep a wide margin on both sides (another CPU's kernels can take another path).
 MIN_TRAINED_AUC = 0.45
 MIN_GAIN = 0.30
@@ -40,11 +40,12 @@ MIN_GAIN = 0.30
 # (untrained 0.222; OpenCV CSRT 0.705, KCF 0.492), the 2026-12-04 run 0.307, and 0.367 with the data at
 # --scenes 4 --busy 0.5 (0.35-0.40 over three one-process seeds), 0.377 with the log-L1 regression loss
 # (0.335-0.447 over three quickstart seeds), 0.476 with the brightness and contrast jitter (0.411-0.476 over
-# three quickstart seeds); the plain correlation of the official code
-# scored 0.216 with 5 epochs. Issue 14's goal of 0.5 is NOT reached (issue 14 item 5 stays
-# open); these floors hold what the normalised correlation and the longer schedule bought, with room for one
-# run's spread (0.31-0.42 over three one-process seeds at 10 epochs).
-MIN_HELDOUT_AUC = 0.28
+# three quickstart seeds), 0.511 since the smoke tracker searches 3 scales (tracker.scales, 2026-12-06;
+# 0.431-0.511 over three quickstart seeds, the same checkpoints); the plain correlation of the official code
+# scored 0.216 with 5 epochs. Issue 14's goal of 0.5 is met by this run on this machine, but not by every seed,
+# and another CPU's rounding moves a run as far as a seed does (BENCHMARKS.md "Generalisation"), so the
+# floor is not the goal: it holds what the recipe bought, with room for one run's spread.
+MIN_HELDOUT_AUC = 0.36
 MIN_HELDOUT_GAIN = 0.06
 
 
@@ -90,7 +91,8 @@ def test_quickstart_learns_end_to_end_and_reuses_its_work(tmp_path):
     assert heldout["trained"]["success_auc"] >= heldout["untrained"]["success_auc"] + MIN_HELDOUT_GAIN, heldout
     # and the online module (paper Sec. 4.2) tracks them better still: 0.481 against 0.367 offline on the
     # 2026-12-04 run, 0.470 against 0.377 with the log-L1 loss of 12-05, 0.519 against 0.476 with the
-    # brightness and contrast jitter (0.043-0.099 over three seeds; BENCHMARKS.md "Generalisation")
+    # brightness and contrast jitter (0.043-0.099 over three seeds), 0.529 against 0.511 with the 3-scale search
+    # (0.018-0.090 over three seeds; BENCHMARKS.md "Generalisation")
     online = summary["benchmarks"]["heldout_online"]
     assert online["trained"]["success_auc"] > heldout["trained"]["success_auc"], (online, heldout)
 
