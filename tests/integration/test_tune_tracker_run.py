@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ocean.config import TRACKER_PRESETS, TrackerConfig
+from ocean.config import TRACKER_PRESETS, TrackerConfig, layered_tracker_config
 
 # ----------------------------------------------------------------------------------------------------------
 # A real tuning run
@@ -65,7 +65,9 @@ def test_tune_tracker_end_to_end(synth_root, tmp_path, mlflow_server):
     # Trial 0 is the defaults (checkpoint tracker section + GOT-10k preset), all trials are accounted for.
     rows = summary["trials"]
     assert len(rows) == trials
-    preset = dataclasses.replace(TrackerConfig(), **TRACKER_PRESETS["got10k"])
+    # the checkpoint's tracker section under the preset: a smoke checkpoint searches 3 scales (facts §9.6)
+    preset = layered_tracker_config(load_model(str(ckpt))[1].tracker, "got10k")
+    assert preset.scales == 3 and preset.penalty_k == TRACKER_PRESETS["got10k"]["penalty_k"]
     assert rows[0]["params"] == {k: getattr(preset, k) for k in rows[0]["params"]}
     assert summary["default"]["trial"] == 0
     assert summary["default"]["status"] == "completed"  # ASHA never stops the baseline (DefaultsCompleteASHA)

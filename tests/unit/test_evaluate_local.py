@@ -144,7 +144,7 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
 def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp_path):
     from ocean.benchmarks import read_benchmark, run_one_pass, write_ope_result
     from ocean.checkpoint import load_model
-    from ocean.config import tracker_config
+    from ocean.config import layered_tracker_config
     from ocean.tracker import OceanTracker
 
     out = tmp_path / "eval"
@@ -166,11 +166,12 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
 
     # 1. The sequential scorer by hand: same tracker (OTB preset + override), same frames, 1 thread.
     seq = read_benchmark("otb", Path(bench["otb"]))[0]
-    net, _ = load_model(ckpts[0])
+    net, ocean_cfg = load_model(ckpts[0])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        res = run_one_pass(OceanTracker(net, tracker_config("otb", window_influence=0.3)), seq)
+    try:  # the checkpoint's tracker section (smoke: 3 scales), the OTB preset, the override
+        cfg = layered_tracker_config(ocean_cfg.tracker, "otb", {"window_influence": 0.3})
+        res = run_one_pass(OceanTracker(net, cfg), seq)
     finally:
         torch.set_num_threads(threads)
     expected = write_ope_result(tmp_path / "by_hand", "otb", seq.name, res.boxes_xywh)

@@ -3,6 +3,7 @@ listed in ``ocean.config.OFFICIAL_DIFFERENCES`` (and so in docs/configuration.md
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -104,7 +105,10 @@ def test_the_default_tracker_smooths_the_size_twice():
 
     img = np.full((300, 400, 3), 128, np.uint8)
     lr = math.exp(-0.062) / (1 + math.exp(-10)) * 0.765  # penalty * p_cls * lr, see test_one_step_size_update
-    for cfg, factor in ((paper().tracker, lr ** 2), (TrackerConfig(), lr ** 2), (smoke().tracker, lr)):
+    assert paper().tracker.scales == TrackerConfig().scales == 1  # one search crop, as the official tracker
+    # the smoke tracker also searches 3 scales (test_tracker.py's scale-search tests); here its smoothing alone
+    one_crop_smoke = dataclasses.replace(smoke().tracker, scales=1)
+    for cfg, factor in ((paper().tracker, lr ** 2), (TrackerConfig(), lr ** 2), (one_crop_smoke, lr)):
         trk = OceanTracker(ConstantNet(), cfg)
         trk.init(img, [150, 100, 50, 50])
         box, _ = trk.track(img)
