@@ -221,6 +221,16 @@ class ConstantNet(nn.Module):
         return {"cls": cls, "reg": reg, "align": align}
 
 
+def _red_box(img):
+    """``(x1, y1, x2, y2)`` float tensors of the red target (R > 150, B < 100) in a BGR ``(3, H, W)`` crop, or
+    None when the crop shows none of it."""
+    mask = (img[2] > 150) & (img[0] < 100)  # BGR: red high, blue low
+    if not mask.any():
+        return None
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return xs.min().float(), ys.min().float(), xs.max().float() + 1, ys.max().float() + 1
+
+
 class OracleNet(nn.Module):
     """Finds the red target in the search crop itself (R > 150, B < 100) and reports its exact box.
 
@@ -239,13 +249,10 @@ class OracleNet(nn.Module):
     def track(self, x):
         S = x.shape[-1]
         n = score_size(S)
-        img = x[0]
-        mask = (img[2] > 150) & (img[0] < 100)  # BGR: red high, blue low
         gx, gy = (torch.from_numpy(a).to(x.device) for a in score_grid(n, S))
-        if mask.any():
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            x1, x2 = xs.min().float(), xs.max().float() + 1
-            y1, y2 = ys.min().float(), ys.max().float() + 1
+        box = _red_box(x[0])
+        if box is not None:
+            x1, y1, x2, y2 = box
         else:
             x1, y1, x2, y2 = (torch.tensor(float(v)) for v in (S / 2 - 20, S / 2 - 20, S / 2 + 20, S / 2 + 20))
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -375,9 +382,7 @@ class SizeBlindNet(nn.Module):
 
     @staticmethod
     def _blob(img):
-        mask = (img[2] > 150) & (img[0] < 100)  # BGR: red high, blue low
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        x1, x2, y1, y2 = xs.min().float(), xs.max().float() + 1, ys.min().float(), ys.max().float() + 1
+        x1, y1, x2, y2 = _red_box(img)
         return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
 
     def track(self, x):
