@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plots", type=Path, metavar="DIR", help="also write the plots (PNG) and summary.md here"
     )
     parser.add_argument("--name", default=None, help="tracker name for plots and table (default: DIR's name)")
+    parser.add_argument("--title", default=None, metavar="DATASET",
+                        help="the data's name in the plots' titles, for data in the benchmark's layout that is not "
+                             "the benchmark itself (default: the benchmark's name, e.g. OTB-100)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any sequence was rejected")
     parser.add_argument("--submission", type=Path, metavar="FILE.zip",
                         help="got10k / trackingnet: also zip the results for the evaluation server")
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.submission is not None:
         print(f"submission for the evaluation server: {zipped} ({len(sequences)} sequences)")
     if args.plots is not None:
-        plot_curves({name: scores}, args.benchmark, args.plots)
+        plot_curves({name: scores}, args.benchmark, args.plots, dataset=args.title)
         args.plots.mkdir(parents=True, exist_ok=True)
         (args.plots / "summary.md").write_text(summary_table({name: scores}))
     if scores["rejected"]:

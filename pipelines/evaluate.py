@@ -54,7 +54,8 @@ class EvaluateSettings:
     checkpoint. ``local``: a plain loop in this process (same numbers). ``max_sequences``: the first N
     sequences of each benchmark. ``training_run_id``: ``ocean evaluate --run`` (a checkpoint's own
     ``mlflow_run_id`` entry wins). ``batch_sequences``: sequences each worker tracks in lockstep, one search
-    forward for all (:mod:`ocean.batch_tracker`; same boxes).
+    forward for all (:mod:`ocean.batch_tracker`; same boxes). ``titles``: ``{benchmark: name}`` of the data
+    in the plots' titles, for data in a benchmark's layout that is not that benchmark (default its name).
     """
 
     checkpoints: Sequence[str]
@@ -80,6 +81,7 @@ class EvaluateSettings:
     resume: bool = True
     register_name: str | None = None  # register the best checkpoint under this name (needs validation)
     register_alias: str = "best"
+    titles: Mapping[str, str] | None = None
 
     @property
     def device(self) -> str:
@@ -248,6 +250,10 @@ def _score(s: EvaluateSettings, infos: list[CheckpointInfo], sequences: dict[str
     checkpoints: dict[str, dict] = {}
     rows, failed, plots = [], [], []
     curves_by_bench: dict[str, dict[str, dict]] = {b: {} for b in s.benchmarks}
+
+    def title(bench: str) -> str | None:
+        return (s.titles or {}).get(bench)
+
     for info in infos:
         scores[info.uri] = {}
         for bench, seqs in sequences.items():
@@ -259,14 +265,15 @@ def _score(s: EvaluateSettings, infos: list[CheckpointInfo], sequences: dict[str
             rows += bench_rows
             if sc.get("curves"):
                 curves_by_bench[bench][info.name] = sc
-                plots += [str(p) for p in plot_curves({info.name: sc}, bench, bench_dir)]
+                plots += [str(p) for p in plot_curves({info.name: sc}, bench, bench_dir, dataset=title(bench))]
         checkpoints[info.uri] = {
             "name": info.name, "epoch": info.epoch, "links": info.links, "dir": str(out_dir / info.name),
             "tracker": {b: dataclasses.asdict(t) for b, t in trackers[info.uri].items()},
         }
     for bench, curves in curves_by_bench.items():
         if len(curves) > 1:
-            plots += [str(p) for p in plot_curves(curves, bench, out_dir / "plots", prefix=f"{bench}_")]
+            plots += [str(p) for p in plot_curves(curves, bench, out_dir / "plots", prefix=f"{bench}_",
+                                                  dataset=title(bench))]
     return scores, checkpoints, rows, failed, plots
 
 

@@ -30,6 +30,9 @@ BENCHMARKS = ("otb", "vot2018", "got10k", "lasot")
 # the summary's rows: the synthetic benchmarks, then the held-out scenes (data_prep.heldout_scenes, scored as OTB),
 # offline and with the online module of paper Sec. 4.2 (facts §10.2's settings: `--set tracker.online=true`)
 SUMMARY_ROWS = BENCHMARKS + ("heldout", "heldout_online")
+# the plots' titles name the data, which is synthetic, not the benchmark whose layout and protocol it follows
+SYNTHETIC_TITLES = {"otb": "synthetic OTB", "vot2018": "synthetic VOT2018", "got10k": "synthetic GOT-10k val",
+                    "lasot": "synthetic LaSOT"}
 ONLINE = ("tracker.online=true",)
 
 
@@ -227,11 +230,12 @@ def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSe
     t = _stage("4/5 evaluate", "trained and untrained models on the synthetic and held-out benchmarks")
     untrained = _untrained_checkpoint(where.work, cfg, s.seed)
     evaluation = _evaluate_suite(where, "evaluation", benchmark_roots(where.work / "synthetic"), final_ckpt,
-                                 untrained, s)
+                                 untrained, s, titles=SYNTHETIC_TITLES)
     for row, name, overrides in (("heldout", "evaluation-heldout", ()),
                                  ("heldout_online", "evaluation-heldout-online", ONLINE)):
+        title = "the held-out scenes" + (", online" if overrides else "") + " (OTB protocol)"
         heldout = _evaluate_suite(where, name, {"otb": str(where.work / "heldout")}, final_ckpt, untrained, s,
-                                  overrides)
+                                  overrides, titles={"otb": title})
         for ckpt, by_benchmark in heldout["scores"].items():
             evaluation["scores"].setdefault(ckpt, {})[row] = by_benchmark.get("otb", {})
         evaluation["plots"] = list(evaluation.get("plots", [])) + list(heldout.get("plots", []))
@@ -240,7 +244,7 @@ def _evaluate(where: _Places, cfg: OceanConfig, final_ckpt: str, s: QuickstartSe
 
 
 def _evaluate_suite(where: _Places, name: str, roots: dict[str, str], final_ckpt: str, untrained: str,
-                    s: QuickstartSettings, overrides: Sequence[str] = ()) -> dict:
+                    s: QuickstartSettings, overrides: Sequence[str] = (), titles: dict[str, str] | None = None) -> dict:
     from pipelines.evaluate import EvaluateSettings, evaluate
 
     evaluation = _reuse(where.work / f"{name}.json", lambda r: sorted(r.get("scores", {})) == sorted(
@@ -250,7 +254,7 @@ def _evaluate_suite(where: _Places, name: str, roots: dict[str, str], final_ckpt
         evaluation = evaluate(EvaluateSettings([final_ckpt, untrained], roots, str(where.work / name),
                                                tracker_overrides=list(overrides) or None, workers=s.workers,
                                                use_gpu=s.use_gpu, mlflow_uri=where.mlflow,
-                                               max_sequences=s.max_sequences))
+                                               max_sequences=s.max_sequences, titles=titles))
         evaluation["max_sequences"] = s.max_sequences
         evaluation["tracker_overrides"] = list(overrides)
         (where.work / f"{name}.json").write_text(json.dumps(evaluation, indent=1, default=str))

@@ -186,13 +186,15 @@ def plot_accuracy_robustness(points: dict[str, tuple[float, float]], out_path: P
 
 
 def plot_curves(scores_by_name: Mapping[str, Mapping[str, Any]], benchmark: str, out_dir: Path,
-                prefix: str = "") -> list[Path]:
+                prefix: str = "", dataset: str | None = None) -> list[Path]:
     """The plots of one benchmark for one or more trackers, from :func:`ocean.benchmarks.scoring.score_tracks`
     dicts (their ``curves`` and scores; the legends give the dicts' own scores) -> ``out_dir/<prefix>NAME.png``:
     OTB / LaSOT ``success``, ``precision``, ``norm_precision``; GOT-10k ``success`` (101 thresholds, AO in
-    the legend); VOT ``eao_curve`` and ``accuracy_robustness``. Trackers without curves are left out."""
+    the legend); VOT ``eao_curve`` and ``accuracy_robustness``. Trackers without curves are left out.
+    ``dataset`` names the data in the titles when it is not the benchmark itself (data in the benchmark's
+    layout: the quickstart's synthetic sets, the held-out scenes); default the benchmark's own name."""
     out_dir = Path(out_dir)
-    bench = TITLES.get(benchmark, benchmark)
+    bench = dataset or TITLES.get(benchmark, benchmark)
     has = {n: s for n, s in scores_by_name.items() if s.get("curves")}
 
     def pick(curve: str, score: str) -> tuple[dict, dict]:

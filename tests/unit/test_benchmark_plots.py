@@ -192,7 +192,7 @@ def test_training_plots_draw_the_history_and_the_logged_steps(drawn, tmp_path):
     assert plot_training([], tmp_path / "none") == []
 
 
-def test_score_cli_writes_the_vot_plots(tmp_path):
+def test_score_cli_writes_the_vot_plots(drawn, tmp_path):
     from benchmark_trees import make_vot_sequence, moving_boxes_xywh
 
     from jobs.cli import main
@@ -206,7 +206,24 @@ def test_score_cli_writes_the_vot_plots(tmp_path):
         + [np.array([1.0])]
     write_vot_result(tmp_path / "res", seq.name, traj)
     rc = main(["score", "--benchmark", "vot2018", "--dataset", str(tmp_path / "vot"), "--results",
-               str(tmp_path / "res"), "--json", str(tmp_path / "s.json"), "--plots", str(tmp_path / "plots")])
+               str(tmp_path / "res"), "--json", str(tmp_path / "s.json"), "--plots", str(tmp_path / "plots"),
+               "--title", "my VOT-layout clips"])
     assert rc == 0
     assert (tmp_path / "plots" / "eao_curve.png").stat().st_size > 10_000
     assert (tmp_path / "plots" / "accuracy_robustness.png").stat().st_size > 10_000
+    assert drawn["eao_curve.png"][0]["title"] == "Expected average overlap on my VOT-layout clips"
+
+
+def test_titles_name_the_data_when_it_is_not_the_benchmark(drawn, tmp_path):
+    """Data in a benchmark's layout that is not the benchmark (the quickstart's held-out scenes, scored as
+    OTB) was titled "OTB-100". ``dataset`` names it in every title; without it the benchmark's name stays."""
+    rng = np.random.default_rng(7)
+    seqs = [_sequence(f"o{i}", "otb", 50, rng) for i in range(2)]
+    sc = score_tracks("otb", seqs, {s.name: s.gt_xywh + [4.0, 0, 0, 0] for s in seqs})
+    plots.plot_curves({"t": sc}, "otb", tmp_path / "standard")
+    assert [ax["title"] for ax in drawn["success.png"]] == ["Success plot of OPE on OTB-100"]
+    written = plots.plot_curves({"t": sc}, "otb", tmp_path / "named", dataset="the held-out scenes (OTB protocol)")
+    assert {"success.png", "precision.png"} <= {p.name for p in written}
+    for p in written:
+        (ax,) = drawn[p.name]
+        assert ax["title"].endswith(" on the held-out scenes (OTB protocol)") and "OTB-100" not in ax["title"]

@@ -141,12 +141,20 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
 # The local loop: identical to the sequential scorer and to `ocean score`
 
 
-def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp_path):
-    from ocean.benchmarks import read_benchmark, run_one_pass, write_ope_result
+def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp_path, monkeypatch):
+    from ocean.benchmarks import plots, read_benchmark, run_one_pass, write_ope_result
     from ocean.checkpoint import load_model
     from ocean.config import layered_tracker_config
     from ocean.tracker import OceanTracker
 
+    titles_drawn: dict[str, list[str]] = {}
+    real_save = plots.save
+
+    def spy(fig, out_path):
+        titles_drawn.setdefault(Path(out_path).name, []).extend(ax.get_title() for ax in fig.axes)
+        return real_save(fig, out_path)
+
+    monkeypatch.setattr(plots, "save", spy)
     out = tmp_path / "eval"
     report = evaluate(
         EvaluateSettings(
@@ -158,6 +166,7 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
             max_sequences=1,
             tracker_overrides={"window_influence": 0.3},
             progress=False,
+            titles={"lasot": "synthetic LaSOT"},
         )
     )
     name = "checkpoint_e1"
@@ -221,6 +230,9 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
     assert not (out / name / "vot2018" / "success.png").exists()
     for p in ("lasot/norm_precision.png", "vot2018/eao_curve.png", "vot2018/accuracy_robustness.png"):
         assert (out / name / p).stat().st_size > 1000
+    # `titles` names the data in its plots: the synthetic set is not LaSOT (nor the OTB files OTB-100)
+    assert sorted(titles_drawn["precision.png"]) == ["Precision plot of OPE on OTB-100",
+                                                     "Precision plot of OPE on synthetic LaSOT"]
     rows = (out / "per_sequence.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and rows[0].startswith("checkpoint,epoch,benchmark,sequence")
 
