@@ -9,11 +9,16 @@ textured target:
     the same forward, sigmoid / penalty / window / argmax / size update / clipping;
   * ``overhead = tracker_ms / net_ms`` (1.00 = the tracker adds nothing) and ``overhead_ms``.
 
+``--scales 1,3`` also times the tracker with a scale search (``tracker.scales``, ocean_facts §9.6: n search
+crops in one batched forward, the smoke preset's default is 3) against the same one-crop forward, so its
+ratio is the search's whole cost per frame, network included.
+
 The two measurements are interleaved frame by frame (net, tracker, net, tracker, ...) so that load from
 other processes hits both alike; each is the median of ``--runs`` frames after ``--warmup`` frames. File
 I/O (decoding frames) is deliberately excluded: ``ocean track`` reports it separately.
 
-    python benchmarks/tracker_speed.py [--runs 20] [--threads 2] [--presets paper,smoke] [--json out.json]
+    python benchmarks/tracker_speed.py [--runs 20] [--threads 2] [--presets paper,smoke] [--scales 1,3]
+                                       [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def synthetic_frames(n: int, width: int = 640, height: int = 480, seed: int = 0)
     return frames, boxes
 
 
-def measure(preset_name: str, search_size: int, runs: int, warmup: int, device: str) -> dict:
+def measure(preset_name: str, search_size: int, runs: int, warmup: int, device: str, scales: int = 1) -> dict:
     from ocean.config import preset, tracker_config
     from ocean.crop import get_subwindow
     from ocean.model import build_model
@@ -54,7 +59,7 @@ def measure(preset_name: str, search_size: int, runs: int, warmup: int, device: 
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     net = build_model(preset(preset_name).model).to(dev).eval()
-    cfg = tracker_config(small_sz=search_size, big_sz=search_size)
+    cfg = tracker_config(small_sz=search_size, big_sz=search_size, scales=scales)
     frames, boxes = synthetic_frames(warmup + runs + 1)
     tracker = OceanTracker(net, cfg, device=dev)
     tracker.init(frames[0], boxes[0])  # stores the template (once)
@@ -83,7 +88,7 @@ def measure(preset_name: str, search_size: int, runs: int, warmup: int, device: 
             inner_net_ms.append(tracker.last_net_seconds * 1000)
     net_med, trk_med = statistics.median(net_ms), statistics.median(tracker_ms)
     return {
-        "preset": preset_name, "search_size": search_size, "device": device, "runs": runs,
+        "preset": preset_name, "search_size": search_size, "scales": scales, "device": device, "runs": runs,
         "net_ms": net_med, "tracker_ms": trk_med, "tracker_net_ms": statistics.median(inner_net_ms),
         "overhead": trk_med / net_med, "overhead_ms": trk_med - net_med,
         "tracker_fps": 1000.0 / trk_med, "net_fps": 1000.0 / net_med,
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="paper,smoke", help="comma list of model presets")
     parser.add_argument("--sizes", default="255,287", help="comma list of search sizes")
+    parser.add_argument("--scales", default="1", help="comma list of tracker.scales (search crops per frame)")
     parser.add_argument("--runs", type=int, default=20, help="timed frames per case (median)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
@@ -102,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    rows = [measure(p, int(s), args.runs, args.warmup, args.device)
-            for p in args.presets.split(",") for s in args.sizes.split(",")]
+    rows = [measure(p, int(s), args.runs, args.warmup, args.device, int(n))
+            for p in args.presets.split(",") for s in args.sizes.split(",") for n in args.scales.split(",")]
     print(f"tracker vs network, {args.device}, torch {torch.__version__}, threads {args.threads}, "
           f"median of {args.runs} frames, {platform.processor() or platform.machine()}\n")
-    print("| preset | S | net ms | tracker ms | overhead ms | overhead ratio | tracker fps |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | S | scales | net ms (one crop) | tracker ms | overhead ms | overhead ratio | tracker fps |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['search_size']} | {r['net_ms']:.1f} | {r['tracker_ms']:.1f} | "
+        print(f"| {r['preset']} | {r['search_size']} | {r['scales']} | {r['net_ms']:.1f} | {r['tracker_ms']:.1f} | "
               f"{r['overhead_ms']:.1f} | {r['overhead']:.3f} | {r['tracker_fps']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
