@@ -14,7 +14,8 @@ interleaved, ``--repeats`` times, and the medians are compared:
   goes (a batch only pays where per-call overhead or small convolutions dominate).
 
     python benchmarks/eval_batched.py [--preset paper] [--batches 1,2,4] [--sequences 8] [--frames 12]
-                                      [--repeats 2] [--device cpu|cuda] [--threads 1] [--json out.json]
+                                      [--repeats 2] [--device cpu|cuda] [--threads 1] [--scales 1]
+                                      [--json out.json]
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runtime", choices=("eager", "fast", "onnx"), default="eager",
                     help="tracker.runtime (README, 'Inference runtimes'); default eager")
+    ap.add_argument("--scales", type=int, default=1,
+                    help="tracker.scales: search crops per frame (ocean_facts §9.6; the smoke preset's tracker "
+                         "searches 3); a K-sequence batch then carries K x scales crops")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -141,10 +145,10 @@ def main() -> None:
     ckpt = str(work / "epoch-0001.pt")
     save_checkpoint(ckpt, build_model(cfg.model), cfg, epoch=1)
     seqs = make_sequences(work / "seqs", a.sequences, a.frames, a.seed)
-    tcfg = dataclasses.replace(tracker_config("otb"), runtime=a.runtime)
+    tcfg = dataclasses.replace(tracker_config("otb"), runtime=a.runtime, scales=a.scales)
     items = [WorkItem(ckpt, "otb", s, tcfg) for s in sorted(seqs, key=lambda s: -len(s))]  # as work_items
     frames = sum(len(s) for s in seqs)
-    print(f"{a.preset} preset, {len(seqs)} sequences / {frames} frames, {a.threads} torch thread(s), "
+    print(f"{a.preset} preset, {a.scales} scale(s), {len(seqs)} sequences / {frames} frames, {a.threads} torch thread(s), "
           f"device {a.device}, {cpu_model()}, {os.cpu_count()} cores, load {load0[0]:.2f}")
 
     run_once(items[:1], a.threads, a.device, 1)  # warm-up: imports, first model load, kernel selection
@@ -184,7 +188,7 @@ def main() -> None:
     print(f"\nload average {load0[0]:.2f} -> {load1[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "preset": a.preset, "device": a.device, "threads": a.threads, "sequences": len(seqs), "frames": frames,
+            "preset": a.preset, "scales": a.scales, "device": a.device, "threads": a.threads, "sequences": len(seqs), "frames": frames,
             "cpu": cpu_model(), "cores": os.cpu_count(), "load": [load0[0], load1[0]], "rows": rows,
             "forward": forward, "lengths": [len(s) for s in seqs],
         }, indent=2, default=float))
