@@ -128,6 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"benchmark and its root folder or s3://bucket/prefix (repeatable); NAME in "
                         f"{', '.join(BENCHMARK_NAMES)}")
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
+    p.add_argument("--title", action="append", default=[], metavar="NAME=TEXT",
+                   help="the data's name in NAME's plot titles, for data in a benchmark's layout that is not that "
+                        "benchmark (e.g. otb='my clips (OTB protocol)'; default the benchmark's name; repeatable)")
     add_tracker_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="Ray workers (actors), default 2")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
@@ -221,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--validation {args.validation}: not one of the --benchmark names {sorted(benchmarks)}"
         )
+    titles = parse_name_values(args.title, "--title", sorted(benchmarks), form="NAME=TEXT")
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.batch_sequences < 1:
@@ -270,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             resume=not args.no_resume,
             register_name=register,
+            titles=titles,
         )
     )
     report = _follow(args, uri, settings) if args.follow else evaluate(settings)

@@ -135,6 +135,30 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
         ]
     )
     assert code == 2 and "only tracker.* keys" in capsys.readouterr().err
+    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={bench['otb']}", "--out",
+                     str(tmp_path / "o"), "--title", "vot2018=my clips"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--title 'vot2018=my clips': unknown name 'vot2018'; one of otb" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_title_names_the_data_in_the_plots(bench, ckpts, tmp_path, monkeypatch):
+    from ocean.benchmarks import plots
+
+    titles: list[str] = []
+    real_save = plots.save
+
+    def spy(fig, out_path):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real_save(fig, out_path)
+
+    monkeypatch.setattr(plots, "save", spy)
+    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={bench['otb']}", "--benchmark",
+                     f"lasot={bench['lasot']}", "--out", str(tmp_path / "o"), "--local", "--no-mlflow", "--quiet",
+                     "--max-sequences", "1", "--title", "otb=my clips (OTB protocol)"])
+    assert code == 0
+    assert "Success plot of OPE on my clips (OTB protocol)" in titles and "Success plot of OPE on LaSOT" in titles
+    assert not any("OTB-100" in t for t in titles)
 
 
 # ----------------------------------------------------------------------------------------------------------
