@@ -303,7 +303,8 @@ def _rank(s: EvaluateSettings, infos: list[CheckpointInfo], scores: dict, plots:
     if len({i.epoch for i in infos if i.epoch is not None}) >= 2:
         points = fmt.epoch_points(infos, scores, s.benchmarks)
         if points:
-            plots.append(str(plot_metric_vs_epoch(points, out_dir / "plots" / "metric_vs_epoch.png", best)))
+            plots.append(str(plot_metric_vs_epoch(points, out_dir / "plots" / "metric_vs_epoch.png", best,
+                                                  titles=s.titles)))
     return best
 
 

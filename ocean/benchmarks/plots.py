@@ -233,11 +233,13 @@ def plot_curves(scores_by_name: Mapping[str, Mapping[str, Any]], benchmark: str,
     return written
 
 
-def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: Path, best: dict | None = None) -> Path:
+def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: Path, best: dict | None = None,
+                         titles: Mapping[str, str] | None = None) -> Path:
     """One panel per benchmark (two per row): its headline metric against the epoch, each point labelled
     with its value. Measured epochs (>= 1) are joined by a line; epoch 0 (the untrained model) is a
     separate marker and a dotted baseline, never joined to the first measured epoch (no trend is drawn that
-    was not measured). The best epoch is marked."""
+    was not measured). The best epoch is marked. ``titles``: ``{benchmark: the data's name}`` for panels of
+    data that is not the benchmark itself, as ``plot_curves``'s ``dataset``."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -272,7 +274,7 @@ def plot_metric_vs_epoch(points: dict[str, list[tuple[int, float]]], out_path: P
         ax.set_ylim(0, max(top * 1.5, 0.05))  # room above the points for their values and the legend
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         label = METRIC_LABELS.get(metric, metric)
-        ax.set(xlabel="epoch", ylabel=label, title=f"{TITLES.get(name, name)}: {label}")
+        ax.set(xlabel="epoch", ylabel=label, title=f"{(titles or {}).get(name) or TITLES.get(name, name)}: {label}")
         ax.grid(True, alpha=0.4)
         ax.legend(fontsize=9, loc="upper left")
     fig.suptitle("Headline metric per checkpoint epoch")

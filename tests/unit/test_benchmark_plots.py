@@ -167,6 +167,9 @@ def test_metric_vs_epoch_draws_the_untrained_model_apart(drawn, tmp_path):
     assert "best epoch 5 [0.331]" in got["legend"] and "trained, last epoch 5 [0.331]" in got["legend"]
     assert got["ylabel"] == "AO (average overlap)"
     assert not any(t.startswith("untrained") for t in axes["VOT2018"]["legend"])
+    plots.plot_metric_vs_epoch(points, tmp_path / "named.png", best, titles={"otb": "the held-out scenes"})
+    assert sorted(ax["title"] for ax in drawn["named.png"]) == [
+        "GOT-10k val: AO (average overlap)", "LaSOT: success AUC", "VOT2018: EAO", "the held-out scenes: success AUC"]
 
 
 def test_training_plots_draw_the_history_and_the_logged_steps(drawn, tmp_path):

@@ -153,11 +153,15 @@ def test_cli_title_names_the_data_in_the_plots(bench, ckpts, tmp_path, monkeypat
         return real_save(fig, out_path)
 
     monkeypatch.setattr(plots, "save", spy)
-    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--benchmark", f"otb={bench['otb']}", "--benchmark",
-                     f"lasot={bench['lasot']}", "--out", str(tmp_path / "o"), "--local", "--no-mlflow", "--quiet",
-                     "--max-sequences", "1", "--title", "otb=my clips (OTB protocol)"])
+    code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--checkpoint", ckpts[1], "--benchmark",
+                     f"otb={bench['otb']}", "--benchmark", f"lasot={bench['lasot']}", "--out", str(tmp_path / "o"),
+                     "--local", "--no-mlflow", "--quiet", "--max-sequences", "1",
+                     "--title", "otb=my clips (OTB protocol)"])
     assert code == 0
-    assert "Success plot of OPE on my clips (OTB protocol)" in titles and "Success plot of OPE on LaSOT" in titles
+    # each checkpoint's plots, both checkpoints' plots, and the metric per epoch (epochs 1 and 2)
+    assert titles.count("Success plot of OPE on my clips (OTB protocol)") == 3
+    assert titles.count("Success plot of OPE on LaSOT") == 3
+    assert "my clips (OTB protocol): success AUC" in titles and "LaSOT: success AUC" in titles
     assert not any("OTB-100" in t for t in titles)
 
 
