@@ -142,22 +142,30 @@ def test_bad_inputs_give_clear_errors(bench, ckpts, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_title_names_the_data_in_the_plots(bench, ckpts, tmp_path, monkeypatch):
+@pytest.fixture
+def plot_titles(monkeypatch) -> dict[str, list[str]]:
+    """``{file name: the titles of its axes}`` of every plot saved while the test runs (one list per name,
+    appended in order when several folders hold a plot of that name)."""
     from ocean.benchmarks import plots
 
-    titles: list[str] = []
+    drawn: dict[str, list[str]] = {}
     real_save = plots.save
 
     def spy(fig, out_path):
-        titles.extend(ax.get_title() for ax in fig.axes)
+        drawn.setdefault(Path(out_path).name, []).extend(ax.get_title() for ax in fig.axes)
         return real_save(fig, out_path)
 
     monkeypatch.setattr(plots, "save", spy)
+    return drawn
+
+
+def test_cli_title_names_the_data_in_the_plots(bench, ckpts, tmp_path, plot_titles):
     code = cli_main(["evaluate", "--checkpoint", ckpts[0], "--checkpoint", ckpts[1], "--benchmark",
                      f"otb={bench['otb']}", "--benchmark", f"lasot={bench['lasot']}", "--out", str(tmp_path / "o"),
                      "--local", "--no-mlflow", "--quiet", "--max-sequences", "1",
                      "--title", "otb=my clips (OTB protocol)"])
     assert code == 0
+    titles = [t for per_file in plot_titles.values() for t in per_file]
     # each checkpoint's plots, both checkpoints' plots, and the metric per epoch (epochs 1 and 2)
     assert titles.count("Success plot of OPE on my clips (OTB protocol)") == 3
     assert titles.count("Success plot of OPE on LaSOT") == 3
@@ -169,20 +177,12 @@ def test_cli_title_names_the_data_in_the_plots(bench, ckpts, tmp_path, monkeypat
 # The local loop: identical to the sequential scorer and to `ocean score`
 
 
-def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp_path, monkeypatch):
-    from ocean.benchmarks import plots, read_benchmark, run_one_pass, write_ope_result
+def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp_path, plot_titles):
+    from ocean.benchmarks import read_benchmark, run_one_pass, write_ope_result
     from ocean.checkpoint import load_model
     from ocean.config import layered_tracker_config
     from ocean.tracker import OceanTracker
 
-    titles_drawn: dict[str, list[str]] = {}
-    real_save = plots.save
-
-    def spy(fig, out_path):
-        titles_drawn.setdefault(Path(out_path).name, []).extend(ax.get_title() for ax in fig.axes)
-        return real_save(fig, out_path)
-
-    monkeypatch.setattr(plots, "save", spy)
     out = tmp_path / "eval"
     report = evaluate(
         EvaluateSettings(
@@ -259,7 +259,7 @@ def test_local_loop_matches_sequential_tracker_and_ocean_score(bench, ckpts, tmp
     for p in ("lasot/norm_precision.png", "vot2018/eao_curve.png", "vot2018/accuracy_robustness.png"):
         assert (out / name / p).stat().st_size > 1000
     # `titles` names the data in its plots: the synthetic set is not LaSOT (nor the OTB files OTB-100)
-    assert sorted(titles_drawn["precision.png"]) == ["Precision plot of OPE on OTB-100",
+    assert sorted(plot_titles["precision.png"]) == ["Precision plot of OPE on OTB-100",
                                                      "Precision plot of OPE on synthetic LaSOT"]
     rows = (out / "per_sequence.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and rows[0].startswith("checkpoint,epoch,benchmark,sequence")
